@@ -1,0 +1,5 @@
+"""Allow ``python -m regfs``."""
+
+from regfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""``regfs mount`` and ``regfs umount``: arguments, logging, the daemon and the FUSE lifecycle.
+
+Top level: the only module that wires the layers together and the only one that starts
+the trio loop (and its root nursery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from regfs import __version__, daemon
+from regfs.domain.errors import MalformedContent
+from regfs.domain.platform import Platform, host_platform
+from regfs.fuse.operations import Operations
+from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.tree.context import TreeContext
+from regfs.tree.metadata import MetadataLimits, RegistryMetadata
+from regfs.tree.namespace import Root
+
+log = logging.getLogger("regfs")
+
+MAX_FUSE_TASKS = 64
+"""Kernel requests served at once; most wait on the network, so more than cores."""
+
+
+def _default_log_file() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "regfs" / "regfs.log"
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except MalformedContent as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regfs", description="Browse container registries as a read-only filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mount = commands.add_parser("mount", help="mount registries at MOUNTPOINT")
+    mount.add_argument("mountpoint", help="an empty directory")
+    mount.add_argument(
+        "--platform",
+        type=_platform,
+        default=host_platform(),
+        help="os/arch[/variant] an index dir shows by default (default: this machine's)",
+    )
+    mount.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
+    )
+    mount.add_argument(
+        "--metadata-ttl",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
+    )
+    mount.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for one registry call, retries included (default: 30)",
+    )
+    mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    mount.add_argument(
+        "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
+    )
+    mount.add_argument(
+        "--log-file",
+        type=Path,
+        help=f"where the daemon logs (default: {_default_log_file()})",
+    )
+    mount.add_argument("--debug", action="store_true", help="log every request")
+
+    umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
+    umount.add_argument("mountpoint")
+    return parser
+
+
+def configure_logging(log_file: Path | None, debug: bool) -> None:
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _mount_options(allow_other: bool) -> set[str]:
+    options = set(pyfuse3.default_options) | {"ro", "fsname=regfs", "subtype=regfs"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) -> int:
+    """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
+    client = RegistryClient(
+        ClientConfig(timeout=args.timeout, insecure_hosts=frozenset(args.insecure_registry))
+    )
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
+    context = TreeContext(metadata, args.platform, time.time_ns())
+    operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)
+    pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
+    log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
+    ready()
+    clean = False
+    try:
+        trio.run(_main_loop, client)
+        clean = True
+    finally:
+        pyfuse3.close(unmount=clean)
+        log.info("unmounted %s", mountpoint)
+    return 0
+
+
+async def _main_loop(client: RegistryClient) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_terminate_on_signal)
+        await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def mount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        check_can_mount(mountpoint)
+    except MountpointError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    if args.foreground:
+        configure_logging(args.log_file, args.debug)
+        return serve(args, mountpoint, lambda: None)
+    configure_logging(args.log_file or _default_log_file(), args.debug)
+    return daemon.run_in_background(lambda ready: serve(args, mountpoint, ready))
+
+
+def umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    dead = is_dead_mount(mountpoint)
+    if not dead and mounted_type(mountpoint) is None:
+        print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    command = ["fusermount3", "-u", mountpoint]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 and dead:
+        # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
+        result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        print(f"regfs: {result.stderr.strip() or 'fusermount3 failed'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "mount":
+        return mount(args)
+    return umount(args)

@@ -1,0 +1,59 @@
+"""Running the mount in the background, and telling the caller once it is live.
+
+Top level (beside cli.py). The parent forks before any thread or trio loop exists; the
+child detaches, mounts, and writes ``ready`` (or the reason it failed) to a pipe that the
+parent reads, so ``regfs mount`` returns only when the mount can be used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+READY = b"ready"
+
+
+def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
+    """Fork; the child runs ``serve(ready)``; the parent returns 0 once ``ready`` is called."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read()
+        if message == READY:
+            return 0
+        text = message.decode(errors="replace").strip()
+        print(f"regfs: {text or 'the daemon exited before the mount was ready'}", file=sys.stderr)
+        return 1
+    os.close(read_end)
+    os.setsid()
+    _detach_standard_streams()
+
+    def ready() -> None:
+        os.write(write_end, READY)
+        os.close(write_end)
+
+    code = 1
+    try:
+        code = serve(ready)
+    except BaseException as error:  # the parent must hear about any failure, even SystemExit
+        log.exception("daemon failed")
+        with contextlib.suppress(OSError):  # already reported ready: the log has it
+            os.write(write_end, str(error).encode())
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _detach_standard_streams() -> None:
+    """Point stdin/out/err at /dev/null so the caller's pipes and terminal are released."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)

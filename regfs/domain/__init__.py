@@ -1,0 +1,1 @@
+"""Pure domain layer: no IO, stdlib only. Imports nothing else from regfs."""

@@ -1,0 +1,42 @@
+"""The exception tree every layer speaks; ``regfs.fuse.errors`` maps it to errnos.
+
+Domain layer: pure, stdlib only.
+
+    RegfsError
+     ├── NotFound            no such host, repository, tag, digest or path   → ENOENT
+     ├── AccessDenied        the registry refused us (401/403)                → EACCES
+     ├── Unavailable         network, 5xx, 429, deadline passed (temporary)   → EIO
+     ├── ProtocolError       the registry answered something unusable         → EIO
+     ├── MalformedContent    bytes that do not parse as what they claim       → EIO
+     └── VerificationFailed  bytes whose digest or size is not the expected   → EIO
+"""
+
+from __future__ import annotations
+
+
+class RegfsError(Exception):
+    """Base of every error regfs raises on purpose."""
+
+
+class NotFound(RegfsError):
+    """The named thing does not exist (or the registry says so)."""
+
+
+class AccessDenied(RegfsError):
+    """The registry refused access, even after the authentication dance."""
+
+
+class Unavailable(RegfsError):
+    """A temporary failure: the next attempt may succeed."""
+
+
+class ProtocolError(RegfsError):
+    """The registry answered with a status or shape we cannot use."""
+
+
+class MalformedContent(RegfsError):
+    """Content (JSON, a manifest, a header) that does not parse as what it claims to be."""
+
+
+class VerificationFailed(RegfsError):
+    """Bytes whose digest or size differs from the one that names them."""

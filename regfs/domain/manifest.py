@@ -1,0 +1,194 @@
+"""Parsed manifests, indexes and configs that mirror the JSON the registry served.
+
+Domain layer: pure, stdlib only. Everything here parses untrusted bytes: any input either
+parses into these frozen types or raises ``MalformedContent``, never anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from regfs.domain import mediatypes, schema1
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent
+from regfs.domain.platform import Platform
+
+SCHEMA1_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """A pointer to content: what it is, its digest and, except for schema1 layers, its size."""
+
+    media_type: str
+    digest: Digest
+    size: int | None
+    platform: Platform | None = None
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageManifest:
+    """One image: a config and its layers, bottom first (schema1 is reordered to match)."""
+
+    media_type: str
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    schema1_config: bytes | None = None
+    """The config of a schema1 image, which has no config blob: ``history[0].v1Compatibility``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageIndex:
+    """An OCI index or Docker manifest list: one manifest per platform."""
+
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+
+
+Manifest = ImageManifest | ImageIndex
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """The parts of an image config regfs shows; the rest stays in the raw bytes."""
+
+    platform: Platform | None
+    created: str | None
+
+
+def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode ``raw`` as a JSON object, or raise ``MalformedContent`` naming ``what``."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise MalformedContent(f"{what} is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise MalformedContent(f"{what} is not a JSON object")
+    return document
+
+
+def _field(document: dict[str, Any], key: str, kind: type, what: str, default: Any = None) -> Any:
+    value = document.get(key, default)
+    if value is default and default is not None:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedContent(f"{what}: {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _platform(value: Any, what: str) -> Platform | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedContent(f"{what}: platform is not an object")
+    os_name = _field(value, "os", str, what)
+    arch = _field(value, "architecture", str, what)
+    variant = _field(value, "variant", str, what, default="")
+    return Platform(os_name, arch, variant)
+
+
+def _descriptor(value: Any, what: str) -> Descriptor:
+    if not isinstance(value, dict):
+        raise MalformedContent(f"{what}: descriptor is not an object")
+    size = _field(value, "size", int, what)
+    if size < 0:
+        raise MalformedContent(f"{what}: negative size")
+    urls = _field(value, "urls", list, what, default=[])
+    if not all(isinstance(url, str) for url in urls):
+        raise MalformedContent(f"{what}: urls is not a list of strings")
+    try:
+        digest = Digest.parse(_field(value, "digest", str, what))
+    except MalformedContent as error:
+        raise MalformedContent(f"{what}: {error}") from None
+    return Descriptor(
+        media_type=_field(value, "mediaType", str, what),
+        digest=digest,
+        size=size,
+        platform=_platform(value.get("platform"), what),
+        urls=tuple(urls),
+    )
+
+
+def _detect_media_type(document: dict[str, Any], content_type: str) -> str:
+    """The JSON's own ``mediaType`` wins; then Content-Type; then the document's shape."""
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    served = mediatypes.base_media_type(content_type)
+    if document.get("schemaVersion") == 1:
+        return served if mediatypes.is_schema1(served) else mediatypes.DOCKER_SCHEMA1_SIGNED
+    if mediatypes.is_index(served) or mediatypes.is_image_manifest(served):
+        return served
+    if "manifests" in document:
+        return mediatypes.OCI_INDEX
+    if "config" in document and "layers" in document:
+        return mediatypes.OCI_MANIFEST
+    raise MalformedContent(f"manifest of unknown type (Content-Type {served!r})")
+
+
+def _list_of_descriptors(document: dict[str, Any], key: str, what: str) -> tuple[Descriptor, ...]:
+    items = _field(document, key, list, what)
+    return tuple(_descriptor(item, f"{what} {key}[{i}]") for i, item in enumerate(items))
+
+
+def _parse_schema1(raw: bytes, document: dict[str, Any], media_type: str) -> ImageManifest:
+    what = "schema1 manifest"
+    fs_layers = _field(document, "fsLayers", list, what)
+    history = _field(document, "history", list, what)
+    if len(fs_layers) != len(history):
+        raise MalformedContent(f"{what}: {len(fs_layers)} fsLayers but {len(history)} history")
+    layers = []
+    for layer, entry in zip(reversed(fs_layers), reversed(history), strict=True):
+        if not isinstance(layer, dict):
+            raise MalformedContent(f"{what}: fsLayers entry is not an object")
+        if schema1.is_throwaway(entry):
+            continue
+        digest = Digest.parse(_field(layer, "blobSum", str, what))
+        layers.append(Descriptor(SCHEMA1_LAYER, digest, None))
+    schema1.signed_payload(raw, document)  # a malformed signature block is malformed input
+    return ImageManifest(media_type, None, tuple(layers), schema1.derived_config(history))
+
+
+def parse_manifest(raw: bytes, content_type: str = "") -> Manifest:
+    """Parse a manifest of any supported type; ``content_type`` is the served header."""
+    document = load_json_object(raw, "manifest")
+    media_type = _detect_media_type(document, content_type)
+    if mediatypes.is_index(media_type):
+        return ImageIndex(media_type, _list_of_descriptors(document, "manifests", "index"))
+    if mediatypes.is_image_manifest(media_type):
+        config = _descriptor(document.get("config"), "manifest config")
+        layers = _list_of_descriptors(document, "layers", "manifest")
+        return ImageManifest(media_type, config, layers)
+    if mediatypes.is_schema1(media_type):
+        return _parse_schema1(raw, document, media_type)
+    raise MalformedContent(f"not an image manifest or index: {media_type!r}")
+
+
+def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
+    """The digest a registry gives these bytes: a signed schema1 manifest's covers its payload.
+
+    Recognised by content, not Content-Type, since registries label schema1 inconsistently.
+    """
+    if b'"signatures"' in raw:
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict) and document.get("schemaVersion") == 1:
+            return Digest.of(schema1.signed_payload(raw, document), algorithm)
+    return Digest.of(raw, algorithm)
+
+
+def parse_image_config(raw: bytes) -> ImageConfig:
+    """The platform and creation time of an image config (OCI, Docker or schema1-derived)."""
+    document = load_json_object(raw, "image config")
+    os_name, arch = document.get("os"), document.get("architecture")
+    variant = document.get("variant", "")
+    platform = None
+    if isinstance(os_name, str) and isinstance(arch, str) and isinstance(variant, str):
+        platform = Platform(os_name, arch, variant)
+    created = document.get("created")
+    return ImageConfig(platform, created if isinstance(created, str) else None)

@@ -1,0 +1,67 @@
+"""Checks on a mountpoint before mounting, and finding mounts in ``/proc/self/mountinfo``.
+
+Top level (beside cli.py): local filesystem facts only, no FUSE and no network.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+FUSE_DEVICE = "/dev/fuse"
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+class MountpointError(Exception):
+    """Why regfs will not mount (or unmount) here; the message is shown to the user as is."""
+
+
+def _unescape(field: str) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as ``\\ooo``."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points(mountinfo: str) -> list[tuple[str, str]]:
+    """(mount point, filesystem type) for each line of a mountinfo text."""
+    result = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) < 10 or "-" not in fields:
+            continue
+        separator = fields.index("-")
+        result.append((_unescape(fields[4]), fields[separator + 1]))
+    return result
+
+
+def mounted_type(path: str) -> str | None:
+    """The filesystem type mounted exactly at ``path``, or None if nothing is."""
+    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as file:
+        mounts = mount_points(file.read())
+    matches = [fs_type for point, fs_type in mounts if point == path]
+    return matches[-1] if matches else None
+
+
+def is_dead_mount(path: str) -> bool:
+    """True if ``path`` is a FUSE mount whose daemon is gone (stat fails with ENOTCONN)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ENOTCONN
+    return False
+
+
+def check_can_mount(path: str) -> None:
+    """Raise ``MountpointError`` unless ``path`` is an empty, unmounted directory."""
+    if is_dead_mount(path) or mounted_type(path) is not None:
+        raise MountpointError(f"{path} is already a mount point (try: regfs umount {path})")
+    if not os.path.exists(path):
+        raise MountpointError(f"mountpoint {path} does not exist")
+    if not os.path.isdir(path):
+        raise MountpointError(f"mountpoint {path} is not a directory")
+    if os.listdir(path):
+        raise MountpointError(f"mountpoint {path} is not empty")
+    if not os.path.exists(FUSE_DEVICE):
+        raise MountpointError(f"{FUSE_DEVICE} does not exist: is the fuse module loaded?")
+    if not os.access(FUSE_DEVICE, os.R_OK | os.W_OK):
+        raise MountpointError(f"no permission to open {FUSE_DEVICE}")

@@ -1,0 +1,1 @@
+"""Registry layer: the only user of httpx. Imports regfs.domain only."""

@@ -1,0 +1,254 @@
+"""The registry HTTP client: catalog, tags, manifests and blobs, with deadlines and retries.
+
+Registry layer: the only module that sends HTTP. Callers get bytes and domain types back,
+or a domain error (``regfs.domain.errors``); never an httpx exception.
+
+Every public call runs under one deadline (``timeout``) that covers its retries: temporary
+failures (connection errors, resets, 5xx, 429 with ``Retry-After``) are retried with
+exponential backoff and jitter until the deadline or ``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import trio
+
+from regfs.domain import mediatypes
+from regfs.domain.challenge import next_link
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent, ProtocolError, RegfsError, Unavailable
+from regfs.domain.manifest import manifest_digest
+from regfs.registry import endpoints
+from regfs.registry.auth import RegistryAuth
+from regfs.registry.credentials import Anonymous, CredentialProvider
+from regfs.registry.errors import RETRYABLE_STATUSES, error_for_status, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 4
+FIRST_BACKOFF = 0.25
+MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
+MAX_LISTING_PAGE_BYTES = 32 << 20
+MAX_LISTING_PAGES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    timeout: float = 30.0
+    """Seconds one public call (with its retries) may take before it fails."""
+    insecure_hosts: frozenset[str] = frozenset()
+    """Hosts spoken to over plain http (loopback always is)."""
+    user_agent: str = "regfs"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    raw: bytes
+    media_type: str
+    digest: Digest
+    """The digest of ``raw`` as the registry computes it (checked against the header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    url: httpx.URL
+
+
+def _host_url(host: str, insecure_hosts: Collection[str], path: str) -> str:
+    return endpoints.base_url(host, insecure_hosts) + path
+
+
+class RegistryClient:
+    """Reads from any number of registries; one instance is shared by the whole mount."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        credentials: CredentialProvider | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._http = httpx.AsyncClient(
+            auth=RegistryAuth(credentials or Anonymous()),
+            follow_redirects=True,
+            timeout=httpx.Timeout(config.timeout),
+            headers={"User-Agent": config.user_agent},
+            verify=ssl.create_default_context(),  # the system trust store, as docker uses
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- listings -----------------------------------------------------------------------
+
+    async def list_repositories(self, host: str) -> list[str]:
+        """Every repository ``/v2/_catalog`` offers, following ``Link`` across pages."""
+        return await self._paginate(host, endpoints.CATALOG_PATH, "repositories")
+
+    async def list_tags(self, host: str, repository: str) -> list[str]:
+        """Every tag of ``repository`` from ``tags/list``, following ``Link`` across pages."""
+        return await self._paginate(host, endpoints.tags_path(host, repository), "tags")
+
+    async def _paginate(self, host: str, path: str, key: str) -> list[str]:
+        url: str | None = _host_url(host, self.config.insecure_hosts, path)
+        items: list[str] = []
+        seen: set[str] = set()
+        with self._deadline(host, path):
+            while url is not None:
+                if url in seen or len(seen) >= MAX_LISTING_PAGES:
+                    raise ProtocolError(f"{host}: {path}: pagination loops at {url}")
+                seen.add(url)
+                response = await self._send("GET", url, {}, MAX_LISTING_PAGE_BYTES)
+                items.extend(_string_list(response.body, key, f"{host}: {path}"))
+                link = next_link(response.headers.get_list("link"))
+                url = urljoin(str(response.url), link) if link else None
+        return items
+
+    # -- manifests ----------------------------------------------------------------------
+
+    async def resolve_tag(self, host: str, repository: str, tag: str) -> Digest:
+        """The digest ``tag`` points to now: a HEAD, or a GET if the header is missing."""
+        path = endpoints.manifest_path(host, repository, tag)
+        url = _host_url(host, self.config.insecure_hosts, path)
+        with self._deadline(host, path):
+            response = await self._send("HEAD", url, _MANIFEST_HEADERS, 0)
+        header = response.headers.get("docker-content-digest")
+        if header:
+            return _header_digest(header, f"{host}: {path}")
+        return (await self.get_manifest(host, repository, tag)).digest
+
+    async def get_manifest(self, host: str, repository: str, reference: str) -> FetchedManifest:
+        """The manifest's exact bytes, with the digest they hash to.
+
+        By tag, the digest is checked against ``Docker-Content-Digest`` when present; by
+        digest, the caller checks it against the one it asked for.
+        """
+        path = endpoints.manifest_path(host, repository, reference)
+        url = _host_url(host, self.config.insecure_hosts, path)
+        with self._deadline(host, path):
+            response = await self._send("GET", url, _MANIFEST_HEADERS, MAX_MANIFEST_BYTES)
+        content_type = response.headers.get("content-type", "")
+        media_type = mediatypes.base_media_type(content_type)
+        header = response.headers.get("docker-content-digest")
+        algorithm = "sha256"
+        if header:
+            algorithm = _header_digest(header, f"{host}: {path}").algorithm
+        digest = manifest_digest(response.body, algorithm)
+        if header and str(digest) != header.strip():
+            raise MalformedContent(
+                f"{host}/{repository}:{reference}: manifest hashes to {digest}, "
+                f"but the registry says {header.strip()}"
+            )
+        return FetchedManifest(response.body, media_type, digest)
+
+    # -- blobs --------------------------------------------------------------------------
+
+    async def get_blob(self, host: str, repository: str, digest: Digest, max_bytes: int) -> bytes:
+        """A whole (small) blob, e.g. a config; the caller verifies it against ``digest``."""
+        path = endpoints.blob_path(host, repository, str(digest))
+        url = _host_url(host, self.config.insecure_hosts, path)
+        with self._deadline(host, path):
+            response = await self._send("GET", url, {}, max_bytes)
+        return response.body
+
+    # -- transport ----------------------------------------------------------------------
+
+    def _deadline(self, host: str, path: str) -> _Deadline:
+        return _Deadline(self.config.timeout, f"{host}: {path}")
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int
+    ) -> _Response:
+        """One request with retries for temporary failures; returns only a 2xx response."""
+        what = f"{method} {url}"
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            delay = FIRST_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random())
+            try:
+                response = await self._send_once(method, url, headers, max_bytes)
+            except httpx.TransportError as error:
+                if attempt == MAX_ATTEMPTS:
+                    raise Unavailable(f"{what}: {_describe(error)}") from None
+                log.debug("%s: %s; retrying in %.2fs", what, _describe(error), delay)
+                await trio.sleep(delay)
+                continue
+            if 200 <= response.status < 300:
+                return response
+            error_ = error_for_status(response.status, response.body, what)
+            if response.status not in RETRYABLE_STATUSES or attempt == MAX_ATTEMPTS:
+                raise error_
+            wait = retry_after_seconds(response.headers.get("retry-after"), self.config.timeout)
+            log.debug("%s; retrying in %.2fs", error_, wait if wait is not None else delay)
+            await trio.sleep(wait if wait is not None else delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send_once(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int
+    ) -> _Response:
+        async with self._http.stream(method, url, headers=headers) as response:
+            limit = max_bytes if 200 <= response.status_code < 300 else 64 << 10
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    if limit < max_bytes:
+                        break  # an error body: an excerpt is all we show
+                    raise MalformedContent(f"{method} {url}: response larger than {limit} bytes")
+            return _Response(response.status_code, response.headers, bytes(body), response.url)
+
+
+class _Deadline:
+    """A trio deadline whose expiry becomes ``Unavailable`` naming what timed out."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self._scope = trio.move_on_after(seconds)
+        self._seconds = seconds
+        self._what = what
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        suppressed = self._scope.__exit__(*exc_info)
+        if self._scope.cancelled_caught:
+            raise Unavailable(f"{self._what}: no answer within {self._seconds:g}s")
+        return bool(suppressed)
+
+
+_MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}
+
+
+def _header_digest(value: str, what: str) -> Digest:
+    try:
+        return Digest.parse(value.strip())
+    except RegfsError:
+        raise ProtocolError(f"{what}: bad Docker-Content-Digest {value[:100]!r}") from None
+
+
+def _string_list(body: bytes, key: str, what: str) -> list[str]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise MalformedContent(f"{what}: response is not JSON") from None
+    values = document.get(key) if isinstance(document, dict) else None
+    if values is None:
+        return []  # distribution sends "tags": null for a repository with no tags
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise MalformedContent(f"{what}: {key!r} is not a list of strings")
+    return values
+
+
+def _describe(error: httpx.TransportError) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,20 @@
+"""What every node of one mount shares.
+
+Tree layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from regfs.domain.platform import Platform
+from regfs.tree.metadata import RegistryMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class TreeContext:
+    metadata: RegistryMetadata
+    platform: Platform
+    """The platform an index dir shows by default."""
+    mount_time_ns: int
+    """The mtime of entries that have none of their own."""

@@ -1,0 +1,197 @@
+"""Digest directories: an image's manifest and config, or an index's platforms.
+
+Tree layer. Everything here is named by a digest and so never changes: stats are marked
+immutable and the kernel caches them without expiry.
+
+An index dir shows its own ``manifest`` (the bytes its digest names), one symlink per
+platform (``linux-arm64-v8 -> ../sha256-…``) and, so that ``latest/config`` works on a
+multi-platform tag, the entries of the image for the mount's platform.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+
+from regfs.domain import mediatypes
+from regfs.domain.digest import Digest
+from regfs.domain.errors import NotFound
+from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
+from regfs.domain.platform import Platform, best_match
+from regfs.tree.context import TreeContext
+from regfs.tree.metadata import Image
+from regfs.tree.node import (
+    DIRECTORY_PERMISSIONS,
+    FILE_PERMISSIONS,
+    SYMLINK_PERMISSIONS,
+    Directory,
+    File,
+    Kind,
+    Node,
+    Stat,
+    Symlink,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ImageDir(Directory):
+    """``sha256-<hex>/`` in a repository: an image manifest or an index."""
+
+    def __init__(self, context: TreeContext, host: str, repository: str, digest: Digest) -> None:
+        self.context = context
+        self.host = host
+        self.repository = repository
+        self.digest = digest
+        self.key = ("image", host, repository, digest)
+
+    async def _image(self) -> Image:
+        return await self.context.metadata.image(self.host, self.repository, self.digest)
+
+    async def stat(self) -> Stat:
+        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        image = await self._image()
+        result: list[tuple[str, Node]] = [("manifest", ManifestFile(self.context, image))]
+        if isinstance(image.manifest, ImageIndex):
+            result += self._platform_links(image.manifest)
+            chosen = await self._platform_image(image.manifest)
+            if chosen is not None:
+                result += _image_entries(self.context, chosen)
+        else:
+            result += _image_entries(self.context, image)
+        return result
+
+    async def lookup(self, name: str) -> Node:
+        for entry_name, node in await self.entries():
+            if entry_name == name:
+                return node
+        raise NotFound(f"{self.host}/{self.repository}@{self.digest}: no entry {name!r}")
+
+    def _platform_links(self, index: ImageIndex) -> list[tuple[str, Node]]:
+        links: dict[str, Node] = {}
+        for descriptor in index.manifests:
+            if descriptor.platform is None:
+                continue
+            name = descriptor.platform.dir_name
+            if name in links:
+                log.debug(
+                    "%s/%s@%s: second manifest for %s ignored",
+                    self.host,
+                    self.repository,
+                    self.digest,
+                    name,
+                )
+                continue
+            links[name] = PlatformLink(self.context, self.key, name, descriptor.digest)
+        return list(links.items())
+
+    def _platform_choice(self, index: ImageIndex) -> Descriptor | None:
+        candidates = [
+            (d, d.platform)
+            for d in index.manifests
+            if d.platform is not None and not mediatypes.is_index(d.media_type)
+        ]
+        position = best_match(self.context.platform, (platform for _, platform in candidates))
+        return None if position is None else candidates[position][0]
+
+    async def _platform_image(self, index: ImageIndex) -> Image | None:
+        descriptor = self._platform_choice(index)
+        if descriptor is None:
+            return None
+        return await self.context.metadata.image(self.host, self.repository, descriptor.digest)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        image = await self._image()
+        attributes = {
+            "user.regfs.digest": str(self.digest).encode(),
+            "user.regfs.media_type": image.media_type.encode(),
+        }
+        platform = await self._platform(image)
+        if platform is not None:
+            attributes["user.regfs.platform"] = str(platform).encode()
+        return attributes
+
+    async def _platform(self, image: Image) -> Platform | None:
+        """The image's platform: the chosen one for an index, the config's otherwise."""
+        if isinstance(image.manifest, ImageIndex):
+            chosen = self._platform_choice(image.manifest)
+            return chosen.platform if chosen else None
+        config = await ConfigFile(self.context, image).data()
+        return parse_image_config(config).platform
+
+
+def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]:
+    """What an image manifest contributes to a digest dir (besides its ``manifest``)."""
+    assert isinstance(image.manifest, ImageManifest)
+    return [("config", ConfigFile(context, image))]
+
+
+class ManifestFile(File):
+    """The manifest's exact bytes, as served and verified."""
+
+    def __init__(self, context: TreeContext, image: Image) -> None:
+        self.context = context
+        self.image = image
+        self.key: Hashable = ("manifest", image.host, image.repository, image.digest)
+
+    async def stat(self) -> Stat:
+        return Stat(
+            Kind.FILE, len(self.image.raw), FILE_PERMISSIONS, True, self.context.mount_time_ns
+        )
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.image.raw[offset : offset + size]
+
+
+class ConfigFile(File):
+    """The image config blob, or for schema1 the config its history carries."""
+
+    def __init__(self, context: TreeContext, image: Image) -> None:
+        assert isinstance(image.manifest, ImageManifest)
+        self.context = context
+        self.image = image
+        self.manifest = image.manifest
+        self.key = ("config", image.host, image.repository, image.digest)
+
+    async def stat(self) -> Stat:
+        if self.manifest.config is not None:
+            size = self.manifest.config.size or 0
+        else:
+            size = len(self.manifest.schema1_config or b"")
+        return Stat(Kind.FILE, size, FILE_PERMISSIONS, True, self.context.mount_time_ns)
+
+    async def data(self) -> bytes:
+        if self.manifest.config is None:
+            return self.manifest.schema1_config or b""
+        image = self.image
+        return await self.context.metadata.config(
+            image.host, image.repository, self.manifest.config
+        )
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return (await self.data())[offset : offset + size]
+
+
+class PlatformLink(Symlink):
+    """``linux-arm64-v8 -> ../sha256-<hex>`` in an index dir: a sibling digest dir."""
+
+    def __init__(
+        self, context: TreeContext, index_key: Hashable, name: str, digest: Digest
+    ) -> None:
+        self.context = context
+        self.digest = digest
+        self.key = ("platform", index_key, name)
+
+    async def stat(self) -> Stat:
+        return Stat(
+            Kind.SYMLINK,
+            len(await self.target()),
+            SYMLINK_PERMISSIONS,
+            True,
+            self.context.mount_time_ns,
+        )
+
+    async def target(self) -> str:
+        return f"../{self.digest.dir_name}"

@@ -1,0 +1,69 @@
+"""Inode numbers for nodes, with the kernel's lookup counts.
+
+Tree layer: pure bookkeeping. A node gets an inode on first use and keeps it while the
+kernel holds a reference (lookup count > 0); ``forget`` releases it. Equal node keys map
+to one inode, so a path looked up twice is one file to the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from regfs.domain.errors import NotFound
+from regfs.tree.node import Node
+
+ROOT_INODE = 1
+
+
+@dataclass(slots=True)
+class _Entry:
+    node: Node
+    lookups: int
+
+
+class InodeTable:
+    def __init__(self, root: Node) -> None:
+        self._entries: dict[int, _Entry] = {ROOT_INODE: _Entry(root, 1)}
+        self._by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
+        self._next = ROOT_INODE + 1
+
+    def inode_of(self, node: Node) -> int:
+        """The inode for ``node``'s key, assigned now if it has none (lookup count 0)."""
+        inode = self._by_key.get(node.key)
+        if inode is None:
+            inode = self._next
+            self._next += 1
+            self._entries[inode] = _Entry(node, 0)
+            self._by_key[node.key] = inode
+        return inode
+
+    def remember(self, node: Node) -> int:
+        """``inode_of`` plus one kernel reference: call once per entry handed to the kernel."""
+        inode = self.inode_of(node)
+        self._entries[inode].lookups += 1
+        return inode
+
+    def node(self, inode: int) -> Node:
+        entry = self._entries.get(inode)
+        if entry is None:
+            raise NotFound(f"inode {inode} is not known (forgotten or stale)")
+        return entry.node
+
+    def forget(self, inode: int, count: int) -> None:
+        entry = self._entries.get(inode)
+        if entry is None or inode == ROOT_INODE:
+            return
+        entry.lookups -= count
+        if entry.lookups <= 0:
+            self.drop_if_unused(inode)
+
+    def drop_if_unused(self, inode: int) -> None:
+        """Release an inode the kernel holds no reference to (e.g. a refused readdir entry)."""
+        entry = self._entries.get(inode)
+        if entry is not None and entry.lookups <= 0 and inode != ROOT_INODE:
+            del self._entries[inode]
+            del self._by_key[entry.node.key]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,158 @@
+"""What the tree knows about registries: listings with a TTL, verified manifests and configs.
+
+Tree layer. Everything named by digest is verified once and then cached without expiry
+(bounded by size); listings and tag → digest answers expire after ``ttl`` seconds.
+Concurrent requests for one key share a single registry call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import cachetools
+
+from regfs.cache.flight import SingleFlight
+from regfs.domain.digest import Digest
+from regfs.domain.errors import AccessDenied, NotFound, ProtocolError, VerificationFailed
+from regfs.domain.manifest import Descriptor, Manifest, manifest_digest, parse_manifest
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 8 << 20
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A manifest fetched by digest, verified, with the exact bytes the registry served."""
+
+    host: str
+    repository: str
+    digest: Digest
+    raw: bytes
+    media_type: str
+    manifest: Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataLimits:
+    ttl: float = 60.0
+    """Seconds a catalog, tag list or tag → digest answer is trusted."""
+    manifest_cache_bytes: int = 64 << 20
+    config_cache_bytes: int = 64 << 20
+
+
+class RegistryMetadata:
+    """The registry as the tree sees it, with caching and single flight in front."""
+
+    def __init__(self, client: RegistryClient, limits: MetadataLimits) -> None:
+        self._client = client
+        self._catalogs: cachetools.TTLCache[str, tuple[str, ...] | None] = cachetools.TTLCache(
+            256, limits.ttl
+        )
+        self._tags: cachetools.TTLCache[tuple[str, str], frozenset[str]] = cachetools.TTLCache(
+            4096, limits.ttl
+        )
+        self._tag_digests: cachetools.TTLCache[tuple[str, str, str], Digest] = cachetools.TTLCache(
+            65536, limits.ttl
+        )
+        self._images: cachetools.LRUCache[tuple[str, str, Digest], Image] = cachetools.LRUCache(
+            limits.manifest_cache_bytes, getsizeof=lambda image: len(image.raw) + 512
+        )
+        self._configs: cachetools.LRUCache[tuple[str, str, Digest], bytes] = cachetools.LRUCache(
+            limits.config_cache_bytes, getsizeof=len
+        )
+        self._flight: SingleFlight[object] = SingleFlight()
+        self.known_hosts: dict[str, None] = {}
+        """Hosts that answered at least once, in order; the root dir lists them."""
+        self._known_repositories: dict[str, set[str]] = {}
+
+    async def _cached(
+        self, cache: MutableMapping[K, T], key: K, compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+
+        async def compute_and_store() -> object:
+            value = await compute()
+            cache[key] = value
+            return value
+
+        return await self._flight.run((id(cache), key), compute_and_store)  # type: ignore[return-value]
+
+    def _note(self, host: str, repository: str | None = None) -> None:
+        self.known_hosts.setdefault(host)
+        if repository:
+            self._known_repositories.setdefault(host, set()).add(repository)
+
+    def known_repositories(self, host: str) -> frozenset[str]:
+        """Repositories that answered by name, listed even where the catalog is refused."""
+        return frozenset(self._known_repositories.get(host, ()))
+
+    async def repositories(self, host: str) -> tuple[str, ...] | None:
+        """All repositories in the catalog, or None if this registry does not offer one."""
+
+        async def fetch() -> tuple[str, ...] | None:
+            try:
+                names = await self._client.list_repositories(host)
+            except (AccessDenied, NotFound, ProtocolError) as error:
+                log.info("%s: no catalog (%s); repositories can still be named", host, error)
+                return None
+            self._note(host)
+            return tuple(names)
+
+        return await self._cached(self._catalogs, host, fetch)
+
+    async def tags(self, host: str, repository: str) -> frozenset[str]:
+        async def fetch() -> frozenset[str]:
+            tags = frozenset(await self._client.list_tags(host, repository))
+            self._note(host, repository)
+            return tags
+
+        return await self._cached(self._tags, (host, repository), fetch)
+
+    async def tag_digest(self, host: str, repository: str, tag: str) -> Digest:
+        async def fetch() -> Digest:
+            digest = await self._client.resolve_tag(host, repository, tag)
+            self._note(host, repository)
+            return digest
+
+        return await self._cached(self._tag_digests, (host, repository, tag), fetch)
+
+    async def image(self, host: str, repository: str, digest: Digest) -> Image:
+        """The manifest named by ``digest``, verified against it and parsed."""
+
+        async def fetch() -> Image:
+            fetched = await self._client.get_manifest(host, repository, str(digest))
+            actual = manifest_digest(fetched.raw, digest.algorithm)
+            if actual != digest:
+                raise VerificationFailed(
+                    f"{host}/{repository}@{digest}: manifest bytes hash to {actual}"
+                )
+            manifest = parse_manifest(fetched.raw, fetched.media_type)
+            self._note(host, repository)
+            return Image(host, repository, digest, fetched.raw, fetched.media_type, manifest)
+
+        return await self._cached(self._images, (host, repository, digest), fetch)
+
+    async def config(self, host: str, repository: str, descriptor: Descriptor) -> bytes:
+        """A config blob, checked against its descriptor's digest and size."""
+
+        async def fetch() -> bytes:
+            limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
+            data = await self._client.get_blob(host, repository, descriptor.digest, limit)
+            if len(data) != descriptor.size or not descriptor.digest.matches(data):
+                raise VerificationFailed(
+                    f"{host}/{repository}@{descriptor.digest}: config blob of {len(data)} bytes "
+                    f"does not match its descriptor ({descriptor.size} bytes)"
+                )
+            return data
+
+        return await self._cached(self._configs, (host, repository, descriptor.digest), fetch)

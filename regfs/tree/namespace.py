@@ -1,0 +1,179 @@
+"""The registry part of the tree: root → host → repository path → tag symlinks.
+
+Tree layer. A repository name of any depth is a chain of directories, one per path
+component; a directory can be both a repository (it has tags) and a prefix of others.
+Names are accepted on lookup even when no listing offers them, because many registries
+(Docker Hub, GHCR) refuse ``_catalog``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import AccessDenied, NotFound
+from regfs.domain.reference import (
+    MAX_REPOSITORY_LENGTH,
+    is_registry_host,
+    is_repository_component,
+    is_tag,
+)
+from regfs.tree.context import TreeContext
+from regfs.tree.image import ImageDir
+from regfs.tree.node import (
+    DIRECTORY_PERMISSIONS,
+    SYMLINK_PERMISSIONS,
+    Directory,
+    Kind,
+    Node,
+    Stat,
+    Symlink,
+)
+
+log = logging.getLogger(__name__)
+
+DIGEST_LINK_LENGTH = len("sha256-") + 64
+
+
+class Root(Directory):
+    """The mountpoint: one directory per registry host named so far."""
+
+    def __init__(self, context: TreeContext) -> None:
+        self.context = context
+        self.key = ("root",)
+
+    async def stat(self) -> Stat:
+        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, False, self.context.mount_time_ns)
+
+    async def lookup(self, name: str) -> Node:
+        if not is_registry_host(name):
+            raise NotFound(f"{name!r} is not a registry host name (host[:port])")
+        return RepositoryDir(self.context, name, "")
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        return [
+            (host, RepositoryDir(self.context, host, ""))
+            for host in self.context.metadata.known_hosts
+        ]
+
+
+def _children(prefix: str, repositories: Iterable[str]) -> set[str]:
+    """The next path components below ``prefix`` ("" for the host) among ``repositories``."""
+    start = f"{prefix}/" if prefix else ""
+    return {
+        name[len(start) :].split("/", 1)[0]
+        for name in repositories
+        if name.startswith(start) and name != prefix
+    }
+
+
+class RepositoryDir(Directory):
+    """A host (``path == ""``) or a repository path below it: sub-paths, tags, digest dirs."""
+
+    def __init__(self, context: TreeContext, host: str, path: str) -> None:
+        self.context = context
+        self.host = host
+        self.path = path
+        self.key = ("repository", host, path)
+
+    def _join(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+    async def stat(self) -> Stat:
+        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, False, self.context.mount_time_ns)
+
+    async def _repositories(self) -> tuple[set[str], bool]:
+        """Repositories known for the host, and whether the catalog offered them."""
+        metadata = self.context.metadata
+        catalog = await metadata.repositories(self.host)
+        return set(catalog or ()) | metadata.known_repositories(self.host), catalog is not None
+
+    async def _tags(self, must_exist: bool) -> frozenset[str]:
+        """This path's tags; a path that is only a prefix has none (unless ``must_exist``)."""
+        if not self.path:
+            return frozenset()
+        try:
+            return await self.context.metadata.tags(self.host, self.path)
+        except (NotFound, AccessDenied):
+            if must_exist:
+                raise
+            return frozenset()
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        repositories, from_catalog = await self._repositories()
+        children = _children(self.path, repositories)
+        is_repository = self.path in repositories or not from_catalog
+        tags = (
+            await self._tags(must_exist=self.path in repositories) if is_repository else frozenset()
+        )
+        result: list[tuple[str, Node]] = [
+            (name, RepositoryDir(self.context, self.host, self._join(name)))
+            for name in sorted(children)
+        ]
+        result += [
+            (tag, TagLink(self.context, self.host, self.path, tag))
+            for tag in sorted(tags - children)
+        ]
+        return result
+
+    async def lookup(self, name: str) -> Node:
+        digest = Digest.from_dir_name(name)
+        if digest is not None and self.path:
+            await self.context.metadata.image(self.host, self.path, digest)
+            return ImageDir(self.context, self.host, self.path, digest)
+        repositories, from_catalog = await self._repositories()
+        full = self._join(name)
+        if name in _children(self.path, repositories):
+            return RepositoryDir(self.context, self.host, full)
+        if self.path and is_tag(name) and await self._has_tag(name):
+            return TagLink(self.context, self.host, self.path, name)
+        valid = is_repository_component(name) and len(full) <= MAX_REPOSITORY_LENGTH
+        if valid and (not from_catalog or await self._tags_exist(full)):
+            return RepositoryDir(self.context, self.host, full)
+        where = f"{self.host}/{self.path}" if self.path else self.host
+        raise NotFound(f"{where}: no repository or tag {name!r}")
+
+    async def _has_tag(self, tag: str) -> bool:
+        """True if ``tag`` exists: in the (cached) tag list, or, if pushed since, by a HEAD."""
+        if tag in await self._tags(must_exist=False):
+            return True
+        try:
+            await self.context.metadata.tag_digest(self.host, self.path, tag)
+        except (NotFound, AccessDenied):
+            return False
+        return True
+
+    async def _tags_exist(self, repository: str) -> bool:
+        """True if ``repository`` answers ``tags/list``: pushed after the catalog was read."""
+        try:
+            await self.context.metadata.tags(self.host, repository)
+        except (NotFound, AccessDenied):
+            return False
+        return True
+
+
+class TagLink(Symlink):
+    """``TAG -> sha256-<hex>``: resolved on each read, trusted for the metadata TTL."""
+
+    def __init__(self, context: TreeContext, host: str, repository: str, tag: str) -> None:
+        self.context = context
+        self.host = host
+        self.repository = repository
+        self.tag = tag
+        self.key = ("tag", host, repository, tag)
+
+    async def stat(self) -> Stat:
+        # The target's length is fixed by its algorithm, so listing a repository with many
+        # tags needs no request per tag; readlink resolves it.
+        return Stat(
+            Kind.SYMLINK, DIGEST_LINK_LENGTH, SYMLINK_PERMISSIONS, False, self.context.mount_time_ns
+        )
+
+    async def target(self) -> str:
+        digest = await self.context.metadata.tag_digest(self.host, self.repository, self.tag)
+        return digest.dir_name
+
+    async def xattrs(self) -> dict[str, bytes]:
+        digest = await self.context.metadata.tag_digest(self.host, self.repository, self.tag)
+        return {"user.regfs.digest": str(digest).encode()}

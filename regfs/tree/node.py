@@ -1,0 +1,69 @@
+"""The node interface every entry of the mounted tree implements.
+
+Tree layer: pure interface, no IO. A node is a cheap handle identified by ``key``; what it
+shows is asked of the services it holds, so two nodes with one key are interchangeable.
+"""
+
+from __future__ import annotations
+
+import enum
+import stat
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+from regfs.domain.errors import NotFound
+
+
+class Kind(enum.Enum):
+    DIRECTORY = stat.S_IFDIR
+    FILE = stat.S_IFREG
+    SYMLINK = stat.S_IFLNK
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    kind: Kind
+    size: int
+    permissions: int
+    immutable: bool
+    """True under a digest dir: the kernel may cache it for as long as it likes."""
+    mtime_ns: int = 0
+    nlink: int = 1
+    uid: int = 0
+    gid: int = 0
+
+
+DIRECTORY_PERMISSIONS = 0o555
+FILE_PERMISSIONS = 0o444
+SYMLINK_PERMISSIONS = 0o777
+
+
+class Node:
+    """Base of all nodes; each kind overrides what applies to it."""
+
+    key: Hashable
+    """Identity: equal keys name the same entry (and so get the same inode)."""
+
+    async def stat(self) -> Stat:
+        raise NotImplementedError
+
+    async def xattrs(self) -> Mapping[str, bytes]:
+        return {}
+
+
+class Directory(Node):
+    async def lookup(self, name: str) -> Node:
+        raise NotFound(name)
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        return ()
+
+
+class File(Node):
+    async def read(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+
+class Symlink(Node):
+    async def target(self) -> str:
+        raise NotImplementedError
