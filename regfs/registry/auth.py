@@ -117,11 +117,9 @@ class RegistryAuth(httpx.Auth):
     @staticmethod
     async def _read_token(response: httpx.Response, challenge: Challenge, host: str) -> Token:
         realm = str(challenge.realm)
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_TOKEN_RESPONSE:
-                raise ProtocolError(f"{host}: token endpoint {realm} sent more than 1 MiB")
+        body = await response.aread()  # httpx reads it again after the flow: keep it cached
+        if len(body) > MAX_TOKEN_RESPONSE:
+            raise ProtocolError(f"{host}: token endpoint {realm} sent more than 1 MiB")
         if response.status_code in (401, 403):
             raise AccessDenied(f"{host}: token endpoint {realm} refused ({response.status_code})")
         if response.status_code >= 500 or response.status_code == 429:

@@ -74,7 +74,7 @@ class ImageDir(Directory):
         for descriptor in index.manifests:
             if descriptor.platform is None:
                 continue
-            name = descriptor.platform.dir_name
+            name = descriptor.platform.normalized().dir_name
             if name in links:
                 log.debug(
                     "%s/%s@%s: second manifest for %s ignored",
@@ -117,9 +117,10 @@ class ImageDir(Directory):
         """The image's platform: the chosen one for an index, the config's otherwise."""
         if isinstance(image.manifest, ImageIndex):
             chosen = self._platform_choice(image.manifest)
-            return chosen.platform if chosen else None
+            return chosen.platform.normalized() if chosen and chosen.platform else None
         config = await ConfigFile(self.context, image).data()
-        return parse_image_config(config).platform
+        platform = parse_image_config(config).platform
+        return platform.normalized() if platform else None
 
 
 def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]:

@@ -173,7 +173,3 @@ class TagLink(Symlink):
     async def target(self) -> str:
         digest = await self.context.metadata.tag_digest(self.host, self.repository, self.tag)
         return digest.dir_name
-
-    async def xattrs(self) -> dict[str, bytes]:
-        digest = await self.context.metadata.tag_digest(self.host, self.repository, self.tag)
-        return {"user.regfs.digest": str(digest).encode()}

@@ -1,0 +1,86 @@
+"""Session fixtures: a real registry:2 with real images, and regfs mounted through its CLI."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import images
+from tests.support.mount import Mount
+from tests.support.registry import Registry
+from tests.support.token_server import PUSHER, TokenServer
+
+REAL_FILES = ["/etc/os-release", "/etc/debian_version", "/usr/share/common-licenses/GPL-3"]
+MANY_TAGS = [f"t{i:03}" for i in range(120)]
+BULK_REPOSITORIES = [f"bulk/r{i:03}" for i in range(100)]
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What the session registry holds."""
+
+    registry: Registry
+    repositories: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("regfs")
+
+
+@pytest.fixture(scope="session")
+def layout(workdir: Path) -> Path:
+    """An OCI layout with an amd64 and an arm64 image of real files, and an index of both."""
+    path = workdir / "oci"
+    files = {name.lstrip("/"): Path(name).read_bytes() for name in REAL_FILES}
+    images.build_image(path, "base", files)
+    images.build_image(path, "arm", {**files, "etc/arch": b"arm64\n"}, architecture="arm64")
+    images.build_index(path, "multi", {"base": ("linux", "amd64"), "arm": ("linux", "arm64")})
+    return path
+
+
+@pytest.fixture(scope="session")
+def pushed(workdir: Path, layout: Path) -> Iterator[Pushed]:
+    registry = Registry(workdir / "registry")
+    host = registry.host
+    images.push(layout, "base", f"{host}/library/debian:bookworm")
+    images.push(layout, "base", f"{host}/formats/v2s2:latest", "--format", "v2s2")
+    images.push(layout, "base", f"{host}/formats/schema1:latest", "--format", "v2s1")
+    images.push(layout, "multi", f"{host}/multi/app:latest", "--all")
+    images.push(layout, "base", f"{host}/nested/a/b/c:1")
+    images.push(layout, "base", f"{host}/many/tags:{MANY_TAGS[0]}")
+    images.tag_copies(registry.url, "many/tags", MANY_TAGS[0], MANY_TAGS[1:])
+    images.repository_copies(registry.url, "library/debian", "bookworm", BULK_REPOSITORIES)
+    yield Pushed(registry, tuple(images.catalog(registry.url)))
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(workdir: Path, layout: Path) -> Iterator[tuple[Registry, TokenServer]]:
+    """registry:2 with ``auth: token``; ``private/…`` is refused to anonymous callers."""
+    tokens = TokenServer(workdir / "tokens")
+    registry = Registry(workdir / "token-registry", token=tokens.auth)
+    credentials = ":".join(PUSHER)
+    for repository in ("public/img", "private/img"):
+        destination = f"{registry.host}/{repository}:1"
+        images.push(layout, "base", destination, "--dest-creds", credentials)
+    yield registry, tokens
+    registry.stop()
+    tokens.stop()
+
+
+UNEXPECTED_LOG = re.compile(r" (ERROR|CRITICAL) |Traceback")
+
+
+@pytest.fixture(scope="session")
+def mnt(workdir: Path) -> Iterator[Mount]:
+    """regfs mounted once for the session with a short timeout, so failures come fast."""
+    mount = Mount(workdir / "mnt", "--timeout", "5")
+    yield mount
+    mount.close()
+    unexpected = [line for line in mount.log().splitlines() if UNEXPECTED_LOG.search(line)]
+    assert not unexpected, "unexpected errors in the regfs log:\n" + "\n".join(unexpected)

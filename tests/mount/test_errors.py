@@ -1,0 +1,176 @@
+"""What a user sees when names are wrong or registries misbehave: errno, time, one log line."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.mount.conftest import Pushed
+from tests.support.fake_registry import FakeRegistry, Reply
+from tests.support.mount import Mount
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.mount
+
+TIMEOUT = 5  # the session mount's --timeout
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+
+
+def oci_manifest(config: bytes = CONFIG) -> bytes:
+    descriptor = {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+        "size": len(config),
+    }
+    return json.dumps({"schemaVersion": 2, "config": descriptor, "layers": []}).encode()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def expect_errno(expected: int, action: object) -> float:
+    """Run ``action`` and return how long it took to fail with ``expected``."""
+    start = time.monotonic()
+    with pytest.raises(OSError) as caught:
+        action()  # type: ignore[operator]
+    assert caught.value.errno == expected, caught.value
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRegistry]:
+    registry = FakeRegistry({})
+    yield registry
+    registry.stop()
+
+
+def test_unknown_names_are_enoent(mnt: Mount, pushed: Pushed) -> None:
+    host = mnt / pushed.registry.host
+    expect_errno(errno.ENOENT, lambda: os.stat(host / "no/such/repository"))
+    expect_errno(errno.ENOENT, lambda: os.stat(host / "library/debian/no-such-tag"))
+    expect_errno(errno.ENOENT, lambda: os.stat(host / "library/debian" / ("sha256-" + "0" * 64)))
+    expect_errno(errno.ENOENT, lambda: os.stat(host / "library/debian/bookworm/nothing"))
+    expect_errno(errno.ENOENT, lambda: os.stat(mnt / "not-a-host"))
+
+
+def test_the_mount_is_read_only(mnt: Mount, pushed: Pushed) -> None:
+    image = mnt / pushed.registry.host / "library/debian/bookworm"
+    expect_errno(errno.EROFS, lambda: (image / "manifest").write_bytes(b""))
+    expect_errno(errno.EROFS, lambda: os.mkdir(image / "new"))
+    expect_errno(errno.EROFS, lambda: os.unlink(image / "manifest"))
+    expect_errno(errno.EROFS, lambda: os.setxattr(image, "user.x", b"1"))
+
+
+def test_unreachable_registry_is_eio_quickly(mnt: Mount) -> None:
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    took = expect_errno(errno.EIO, lambda: os.listdir(mnt / host))
+    assert took < TIMEOUT
+    assert host in mnt.log()
+
+
+def test_stalled_registry_is_eio_within_the_timeout(mnt: Mount) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        host = f"127.0.0.1:{server.getsockname()[1]}"  # accepts, never answers
+        took = expect_errno(errno.EIO, lambda: os.listdir(mnt / host))
+    assert TIMEOUT - 0.5 < took < TIMEOUT + 3
+    assert f"{host}: /v2/_catalog: no answer within {TIMEOUT}s" in mnt.log()
+
+
+def test_server_errors_are_eio_and_the_daemon_survives(
+    mnt: Mount, pushed: Pushed, fake: FakeRegistry
+) -> None:
+    fake.routes["/v2/_catalog"] = Reply(500, b"internal error")
+    expect_errno(errno.EIO, lambda: os.listdir(mnt / fake.host))
+    assert len(fake.requests) > 1  # retried before giving up
+    assert os.listdir(mnt / pushed.registry.host / "library/debian") == ["bookworm"]
+
+
+def test_malformed_manifest_is_eio_with_a_log_line(mnt: Mount, fake: FakeRegistry) -> None:
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["bad/json","not/image"]}')
+    garbage = b'{"schemaVersion": 2, "layers": [tru'
+    not_image = b'{"schemaVersion": 2, "mediaType": "text/plain"}'
+    for repository, body in (("bad/json", garbage), ("not/image", not_image)):
+        fake.routes[f"/v2/{repository}/tags/list"] = Reply(200, b'{"tags":["1"]}')
+        fake.routes[f"/v2/{repository}/manifests/1"] = Reply(
+            200, body, {"Docker-Content-Digest": digest_of(body)}
+        )
+        fake.routes[f"/v2/{repository}/manifests/{digest_of(body)}"] = Reply(200, body)
+        expect_errno(errno.EIO, lambda r=repository: os.listdir(mnt / fake.host / r / "1"))
+    assert "manifest is not valid JSON" in mnt.log()
+    assert "not an image manifest or index: 'text/plain'" in mnt.log()
+
+
+def test_manifest_that_does_not_match_its_digest_is_eio(mnt: Mount, fake: FakeRegistry) -> None:
+    honest, forged = oci_manifest(), oci_manifest(b"{}")
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["evil/img"]}')
+    fake.routes[f"/v2/evil/img/manifests/{digest_of(honest)}"] = Reply(200, forged)
+    image = mnt / fake.host / "evil/img" / digest_of(honest).replace(":", "-")
+    expect_errno(errno.EIO, lambda: os.listdir(image))
+    assert f"{fake.host}/evil/img@{digest_of(honest)}: manifest bytes hash to" in mnt.log()
+
+
+def test_tag_whose_bytes_contradict_the_registry_header_is_eio(
+    mnt: Mount, fake: FakeRegistry
+) -> None:
+    body = oci_manifest()
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["liar/img"]}')
+    fake.routes["/v2/liar/img/tags/list"] = Reply(200, b'{"tags":["1"]}')
+    fake.routes["/v2/liar/img/manifests/1"] = Reply(200, body, {"Content-Type": OCI_MANIFEST})
+    fake.routes[f"/v2/liar/img/manifests/{digest_of(body)}"] = Reply(
+        200, body, {"Docker-Content-Digest": "sha256:" + "1" * 64}
+    )
+    expect_errno(errno.EIO, lambda: os.listdir(mnt / fake.host / "liar/img/1"))
+    assert "but the registry says sha256:1111" in mnt.log()
+
+
+def test_corrupted_config_blob_is_eio(mnt: Mount, fake: FakeRegistry) -> None:
+    body = oci_manifest()
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["corrupt/img"]}')
+    fake.routes[f"/v2/corrupt/img/manifests/{digest_of(body)}"] = Reply(200, body)
+    fake.routes[f"/v2/corrupt/img/blobs/{digest_of(CONFIG)}"] = Reply(200, CONFIG[:-1] + b"!")
+    config = mnt / fake.host / "corrupt/img" / digest_of(body).replace(":", "-") / "config"
+    expect_errno(errno.EIO, config.read_bytes)
+    assert f"corrupt/img@{digest_of(CONFIG)}: config blob" in mnt.log()
+
+
+def test_refused_catalog_still_allows_names(mnt: Mount, fake: FakeRegistry) -> None:
+    body = oci_manifest()
+    fake.routes["/v2/_catalog"] = Reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+    fake.routes["/v2/owner/img/tags/list"] = Reply(200, b'{"tags":["v1"]}')
+    fake.routes["/v2/owner/img/manifests/v1"] = Reply(
+        200, body, {"Docker-Content-Digest": digest_of(body)}
+    )
+    fake.routes[f"/v2/owner/img/manifests/{digest_of(body)}"] = Reply(200, body)
+    assert os.listdir(mnt / fake.host) == []
+    assert (mnt / fake.host / "owner/img/v1/manifest").read_bytes() == body
+    assert os.listdir(mnt / fake.host) == ["owner"]
+    assert os.listdir(mnt / fake.host / "owner/img") == ["v1"]
+
+
+def test_tag_lists_are_followed_across_pages(mnt: Mount, fake: FakeRegistry) -> None:
+    pages = {
+        "": (["a", "b"], '</v2/paged/img/tags/list?n=2&last=b>; rel="next"'),
+        "b": (["c", "d"], f'<http://{fake.host}/v2/paged/img/tags/list?n=2&last=d>; rel="next"'),
+        "d": (["e"], None),
+    }
+
+    def tags_page(path: str) -> Reply:
+        last = path.partition("last=")[2]
+        tags, link = pages[last]
+        body = json.dumps({"name": "paged/img", "tags": tags}).encode()
+        return Reply(200, body, {"Link": link} if link else {})
+
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["paged/img"]}')
+    fake.routes["/v2/paged/img/tags/list"] = tags_page
+    assert sorted(os.listdir(mnt / fake.host / "paged/img")) == ["a", "b", "c", "d", "e"]
