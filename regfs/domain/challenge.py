@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*(,?)')
+# Unquoted values are taken up to the next comma: some servers leave URLs unquoted.
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))\s*(,?)')
 _SCHEME = re.compile(rf"\s*({_TOKEN})(?:\s+|$)")
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 

@@ -10,13 +10,14 @@ exponential backoff and jitter until the deadline or ``MAX_ATTEMPTS``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import ssl
-from collections.abc import Collection
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin
 
 import httpx
@@ -200,9 +201,13 @@ class RegistryClient:
         async with self._http.stream(method, url, headers=headers) as response:
             limit = max_bytes if 200 <= response.status_code < 300 else 64 << 10
             body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > limit:
+            # Closed explicitly: leaving the loop early must not leave the generator to the GC.
+            stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    body += chunk
+                    if len(body) <= limit:
+                        continue
                     if limit < max_bytes:
                         break  # an error body: an excerpt is all we show
                     raise MalformedContent(f"{method} {url}: response larger than {limit} bytes")

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what regfs and its tests need on a Debian/Ubuntu machine, idempotently:
+# Debian packages (FUSE, the registry, skopeo, umoci), a venv in .venv, and regfs itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv  # pyfuse3 builds against libfuse3
+    docker-registry skopeo umoci                                # the real registry and image tools
+    attr curl ca-certificates                                   # getfattr for the demo
+)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a registry on :5000 where systemd runs; regfs
+# does not need it (the demo and tests start their own on free ports).
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "regfs needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.regfs-installed
+if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+    echo "==> pip install -e .[test]"
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+    cp pyproject.toml "$stamp"
+fi

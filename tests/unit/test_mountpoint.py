@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from regfs.mountpoint import MountpointError, check_can_mount, mount_points
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+98 22 0:52 / /tmp/my\\040mnt rw,nosuid,nodev,relatime shared:50 - fuse.regfs regfs ro,user_id=0
+99 22 0:53 / /proc rw - proc proc rw
+broken line
+"""
+
+
+def test_mount_points_unescape_and_type() -> None:
+    assert mount_points(MOUNTINFO) == [
+        ("/", "ext4"), ("/tmp/my mnt", "fuse.regfs"), ("/proc", "proc")]  # fmt: skip
+
+
+def test_check_can_mount(tmp_path: Path) -> None:
+    with pytest.raises(MountpointError, match="does not exist"):
+        check_can_mount(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MountpointError, match="not a directory"):
+        check_can_mount(str(tmp_path / "file"))
+    with pytest.raises(MountpointError, match="not empty"):
+        check_can_mount(str(tmp_path))
