@@ -27,3 +27,12 @@ def test_check_can_mount(tmp_path: Path) -> None:
         check_can_mount(str(tmp_path / "file"))
     with pytest.raises(MountpointError, match="not empty"):
         check_can_mount(str(tmp_path))
+
+
+def test_check_can_mount_needs_the_fuse_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("regfs.mountpoint.FUSE_DEVICE", str(tmp_path / "no-fuse"))
+    (tmp_path / "mnt").mkdir()
+    with pytest.raises(MountpointError, match="no-fuse does not exist"):
+        check_can_mount(str(tmp_path / "mnt"))
