@@ -15,9 +15,9 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urljoin
 
 import httpx
@@ -40,6 +40,8 @@ FIRST_BACKOFF = 0.25
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
 MAX_LISTING_PAGE_BYTES = 32 << 20
 MAX_LISTING_PAGES = 100_000
+MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,47 @@ class RegistryClient:
             response = await self._send("GET", url, {}, max_bytes)
         return response.body
 
+    async def get_blob_range(
+        self, host: str, repository: str, digest: Digest, start: int, end: int
+    ) -> bytes:
+        """Bytes ``[start, end)`` of a blob, by an HTTP ``Range`` request."""
+        path = endpoints.blob_path(host, repository, str(digest))
+        url = _host_url(host, self.config.insecure_hosts, path)
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        with self._deadline(host, path):
+            response = await self._send("GET", url, headers, end - start)
+        if response.status != 206 and not (response.status == 200 and start == 0):
+            raise ProtocolError(
+                f"{host}: {path}: Range {start}-{end - 1} answered {response.status}"
+            )
+        if len(response.body) != end - start:
+            raise Unavailable(
+                f"{host}: {path}: Range {start}-{end - 1} returned {len(response.body)} bytes"
+            )
+        return response.body
+
+    async def download_blob(
+        self, host: str, repository: str, digest: Digest, sink: Callable[[bytes], None]
+    ) -> None:
+        """Stream a whole blob into ``sink``; the caller verifies what it received.
+
+        Retries and the deadline cover getting an answer; the body may take as long as it
+        needs, but each read must make progress within ``timeout``.
+        """
+        path = endpoints.blob_path(host, repository, str(digest))
+        url = _host_url(host, self.config.insecure_hosts, path)
+        with self._deadline(host, path):
+            response = await self._retrying(f"GET {url}", lambda: self._open_once("GET", url, {}))
+        received = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                sink(chunk)
+                received += len(chunk)
+        except httpx.TransportError as error:
+            raise Unavailable(f"GET {url}: {_describe(error)} after {received} bytes") from None
+        finally:
+            await response.aclose()
+
     # -- transport ----------------------------------------------------------------------
 
     def _deadline(self, host: str, path: str) -> _Deadline:
@@ -173,45 +216,86 @@ class RegistryClient:
     async def _send(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int
     ) -> _Response:
-        """One request with retries for temporary failures; returns only a 2xx response."""
-        what = f"{method} {url}"
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            delay = FIRST_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random())
+        """One request, body read whole, with retries for temporary failures."""
+        return await self._retrying(
+            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes)
+        )
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, fails for good, or ``MAX_ATTEMPTS`` is reached."""
+        for number in range(1, MAX_ATTEMPTS + 1):
+            delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
             try:
-                response = await self._send_once(method, url, headers, max_bytes)
+                return await attempt()
             except httpx.TransportError as error:
-                if attempt == MAX_ATTEMPTS:
+                if number == MAX_ATTEMPTS:
                     raise Unavailable(f"{what}: {_describe(error)}") from None
                 log.debug("%s: %s; retrying in %.2fs", what, _describe(error), delay)
-                await trio.sleep(delay)
-                continue
-            if 200 <= response.status < 300:
-                return response
-            error_ = error_for_status(response.status, response.body, what)
-            if response.status not in RETRYABLE_STATUSES or attempt == MAX_ATTEMPTS:
-                raise error_
-            wait = retry_after_seconds(response.headers.get("retry-after"), self.config.timeout)
-            log.debug("%s; retrying in %.2fs", error_, wait if wait is not None else delay)
-            await trio.sleep(wait if wait is not None else delay)
+            except _TemporaryStatus as temporary:
+                if number == MAX_ATTEMPTS:
+                    raise temporary.error from None
+                delay = temporary.retry_after if temporary.retry_after is not None else delay
+                log.debug("%s; retrying in %.2fs", temporary.error, delay)
+            await trio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _failure(self, status: int, headers: httpx.Headers, body: bytes, what: str) -> Exception:
+        error = error_for_status(status, body, what)
+        if status in RETRYABLE_STATUSES:
+            retry_after = retry_after_seconds(headers.get("retry-after"), self.config.timeout)
+            return _TemporaryStatus(error, retry_after)
+        return error
 
     async def _send_once(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int
     ) -> _Response:
         async with self._http.stream(method, url, headers=headers) as response:
-            limit = max_bytes if 200 <= response.status_code < 300 else 64 << 10
-            body = bytearray()
-            # Closed explicitly: leaving the loop early must not leave the generator to the GC.
-            stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    body += chunk
-                    if len(body) <= limit:
-                        continue
-                    if limit < max_bytes:
-                        break  # an error body: an excerpt is all we show
-                    raise MalformedContent(f"{method} {url}: response larger than {limit} bytes")
-            return _Response(response.status_code, response.headers, bytes(body), response.url)
+            success = 200 <= response.status_code < 300
+            limit = max_bytes if success else MAX_ERROR_BODY
+            body = await _read_limited(response, limit, truncate=not success)
+            if not success:
+                raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
+            return _Response(response.status_code, response.headers, body, response.url)
+
+    async def _open_once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        """A response whose 2xx body is still to be read (the caller closes it)."""
+        request = self._http.build_request(method, url, headers=headers)
+        response = await self._http.send(request, stream=True)
+        if 200 <= response.status_code < 300:
+            return response
+        try:
+            body = await _read_limited(response, MAX_ERROR_BODY, truncate=True)
+        finally:
+            await response.aclose()
+        raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
+
+
+class _TemporaryStatus(Exception):
+    """A status worth retrying (5xx, 429, 408), carrying the error to raise if not."""
+
+    def __init__(self, error: RegfsError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+async def _read_limited(response: httpx.Response, limit: int, truncate: bool) -> bytes:
+    """The body, up to ``limit`` bytes: cut there (``truncate``) or refused beyond it."""
+    body = bytearray()
+    # Closed explicitly: leaving the loop early must not leave the generator to the GC.
+    stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+    async with contextlib.aclosing(stream) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) <= limit:
+                continue
+            if truncate:
+                return bytes(body[:limit])
+            raise MalformedContent(
+                f"{response.request.method} {response.request.url}: "
+                f"response larger than {limit} bytes"
+            )
+    return bytes(body)
 
 
 class _Deadline:

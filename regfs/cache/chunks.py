@@ -1,0 +1,122 @@
+"""The on-disk chunk cache: content-addressed, verified on every load, bounded, LRU.
+
+Cache layer: imports nothing from regfs above it. Methods are synchronous and
+thread-safe; callers run them in worker threads.
+
+- A chunk is stored under the hex of its sha256 (``chunks/ab/abcd…``); identical chunks
+  of different layers are stored once.
+- Writes go to a ``.tmp`` file that is renamed into place, so a reader (or a second
+  mount sharing the directory) never sees a partial chunk; every load re-hashes the
+  bytes, so even a torn write after a power loss is never served.
+- Recency is the file's mtime, touched on each load: shared by every mount using the
+  directory. When the total exceeds ``max_bytes``, the oldest chunks are deleted until it
+  is under 90 % of it. A chunk deleted while another mount reads it is simply fetched
+  again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOW_WATER = 0.9
+STALE_TEMPORARY_SECONDS = 3600
+
+
+class ChunkCache:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory / "chunks"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._usage: int | None = None  # measured on first need
+        self.hits = 0
+        self.misses = 0
+        self.evicted = 0
+
+    def _path(self, sha256: bytes) -> Path:
+        name = sha256.hex()
+        return self.directory / name[:2] / name
+
+    def get(self, sha256: bytes) -> bytes | None:
+        """The chunk with this hash, or None if absent or damaged (then it is removed)."""
+        path = self._path(sha256)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        if hashlib.sha256(data).digest() != sha256:
+            log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        with contextlib.suppress(FileNotFoundError):  # evicted by another mount: bytes are good
+            os.utime(path)
+        self.hits += 1
+        return data
+
+    def put(self, sha256: bytes, data: bytes) -> None:
+        """Store a chunk whose hash the caller has checked."""
+        path = self._path(sha256)
+        if path.exists():
+            os.utime(path)
+            return
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+        with self._lock:
+            if self._usage is not None:
+                self._usage += len(data)
+            over = self._usage is None or self._usage > self.max_bytes
+        if over:
+            self.evict()
+
+    def usage(self) -> int:
+        with self._lock:
+            if self._usage is not None:
+                return self._usage
+        return sum(size for _, size, _ in self._scan())
+
+    def _scan(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every chunk; removes temporaries left by dead processes."""
+        found = []
+        now = time.time()
+        for bucket in os.scandir(self.directory):
+            if not bucket.is_dir():
+                continue
+            for item in os.scandir(bucket.path):
+                try:
+                    stat = item.stat()
+                except FileNotFoundError:
+                    continue
+                if item.name.startswith("."):
+                    if now - stat.st_mtime > STALE_TEMPORARY_SECONDS:
+                        Path(item.path).unlink(missing_ok=True)
+                    continue
+                found.append((stat.st_mtime, stat.st_size, Path(item.path)))
+        return found
+
+    def evict(self) -> None:
+        """Delete least recently used chunks until usage is under the low-water mark."""
+        with self._lock:
+            chunks = sorted(self._scan())
+            usage = sum(size for _, size, _ in chunks)
+            target = int(self.max_bytes * LOW_WATER)
+            for _, size, path in chunks:
+                if usage <= target:
+                    break
+                path.unlink(missing_ok=True)
+                usage -= size
+                self.evicted += 1
+            self._usage = usage

@@ -1,0 +1,201 @@
+"""Layer blobs for the tree: their indexes (built once, kept on disk) and their bytes.
+
+Layers layer. ``index`` gives a layer's published index, building it on first use: the
+blob is streamed once to a temporary file, checked against its digest, then indexed in a
+worker thread. ``read`` serves uncompressed bytes from chunks: memory, then the disk
+cache, then the registry, fetching only the span from the nearest checkpoint. Every chunk
+is checked against the hash recorded during the verified pass before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import cachetools
+import trio
+
+from regfs.cache.chunks import ChunkCache
+from regfs.cache.flight import SingleFlight
+from regfs.domain.digest import Digest
+from regfs.domain.errors import VerificationFailed
+from regfs.domain.manifest import Descriptor
+from regfs.layers.compression import read_at
+from regfs.layers.indexer import build_index
+from regfs.layers.remote import RemoteFile
+from regfs.layers.store import LayerIndex
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+OPEN_INDEXES = 256
+MEMORY_CHUNKS_BYTES = 64 << 20
+INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """Where a layer blob can be fetched: the registry, repository and its descriptor."""
+
+    host: str
+    repository: str
+    descriptor: Descriptor
+
+    @property
+    def digest(self) -> Digest:
+        return self.descriptor.digest
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.repository}@{self.digest}"
+
+
+class LayerStore:
+    """Indexes and chunked reads of layer blobs, shared by every image of a mount."""
+
+    def __init__(self, client: RegistryClient, cache_dir: Path, chunks: ChunkCache) -> None:
+        self._client = client
+        self._chunks = chunks
+        self._index_dir = cache_dir / "indexes"
+        self._temporary_dir = cache_dir / "tmp"
+        self._index_dir.mkdir(parents=True, exist_ok=True)
+        self._temporary_dir.mkdir(parents=True, exist_ok=True)
+        self._indexes: cachetools.LRUCache[Digest, LayerIndex] = cachetools.LRUCache(OPEN_INDEXES)
+        self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
+            MEMORY_CHUNKS_BYTES, getsizeof=len
+        )
+        self._flight: SingleFlight[object] = SingleFlight()
+        self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
+        self.bytes_fetched = 0
+        """Blob bytes received from registries (whole blobs and ranges)."""
+
+    def _index_path(self, digest: Digest) -> Path:
+        return self._index_dir / f"{digest.dir_name}.sqlite"
+
+    async def index(self, layer: LayerRef) -> LayerIndex:
+        """The layer's index, from memory, from disk, or built now from the blob."""
+        cached = self._indexes.get(layer.digest)
+        if cached is not None:
+            return cached
+
+        async def load() -> LayerIndex:
+            index = LayerIndex.open(self._index_path(layer.digest))
+            if index is None:
+                await self._build(layer)
+                index = LayerIndex.open(self._index_path(layer.digest))
+                if index is None:
+                    raise VerificationFailed(f"{layer}: index unreadable right after building")
+            self._indexes[layer.digest] = index
+            return index
+
+        return await self._flight.run(("index", layer.digest), load)  # type: ignore[return-value]
+
+    async def _build(self, layer: LayerRef) -> None:
+        blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            await self._download(layer, blob)
+            async with self._indexing:
+                warnings = await trio.to_thread.run_sync(
+                    build_index,
+                    blob,
+                    self._index_path(layer.digest),
+                    str(layer.digest),
+                    self._chunks,
+                )
+            for warning in warnings[:20]:
+                log.warning("%s: %s", layer, warning)
+            if len(warnings) > 20:
+                log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
+        finally:
+            blob.unlink(missing_ok=True)
+
+    async def _download(self, layer: LayerRef, blob: Path) -> None:
+        """Stream the whole blob to ``blob`` and check it against its digest and size."""
+        hasher = hashlib.new(layer.digest.algorithm)
+        received = 0
+        with open(blob, "wb") as file:
+
+            def sink(data: bytes) -> None:
+                nonlocal received
+                file.write(data)
+                hasher.update(data)
+                received += len(data)
+
+            try:
+                await self._client.download_blob(layer.host, layer.repository, layer.digest, sink)
+            finally:
+                self.bytes_fetched += received
+        size = layer.descriptor.size
+        if hasher.hexdigest() != layer.digest.hex or (size is not None and received != size):
+            raise VerificationFailed(
+                f"{layer}: layer blob of {received} bytes hashes to "
+                f"{layer.digest.algorithm}:{hasher.hexdigest()} (expected {size} bytes)"
+            )
+
+    async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
+        """``size`` bytes of the layer's uncompressed tar at ``offset``, verified."""
+        chunk_size = index.meta.chunk_size
+        end = min(offset + size, index.meta.uncompressed_size)
+        parts = []
+        position = offset
+        while position < end:
+            number, skip = divmod(position, chunk_size)
+            chunk = await self._chunk(layer, index, number)
+            part = chunk[skip : skip + end - position]
+            parts.append(part)
+            position += len(part)
+        return b"".join(parts)
+
+    async def _chunk(self, layer: LayerRef, index: LayerIndex, number: int) -> bytes:
+        sha256 = index.chunk_hash(number)
+        data = self._memory.get(sha256)
+        if data is not None:
+            return data
+
+        async def load() -> bytes:
+            found = await trio.to_thread.run_sync(self._chunks.get, sha256)
+            if found is None:
+                found = await self._fetch_chunk(layer, index, number, sha256)
+            self._memory[sha256] = found
+            return found
+
+        return await self._flight.run(("chunk", sha256), load)  # type: ignore[return-value]
+
+    async def _fetch_chunk(
+        self, layer: LayerRef, index: LayerIndex, number: int, sha256: bytes
+    ) -> bytes:
+        """Produce a chunk again from the registry, from the nearest checkpoint on."""
+        meta = index.meta
+        offset = number * meta.chunk_size
+        size = min(meta.chunk_size, meta.uncompressed_size - offset)
+        gzip_index = index.blob("gzip_index")
+        token = trio.lowlevel.current_trio_token()
+
+        def fetch(start: int, end: int) -> bytes:
+            return trio.from_thread.run(
+                self._client.get_blob_range, layer.host, layer.repository, layer.digest, start, end,
+                trio_token=token,
+            )  # fmt: skip
+
+        remote = RemoteFile(fetch, meta.compressed_size)
+        try:
+            data = await trio.to_thread.run_sync(
+                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size
+            )
+        finally:
+            self.bytes_fetched += remote.fetched
+        log.info("%s: chunk %d fetched again (%d compressed bytes)", layer, number, remote.fetched)
+        if hashlib.sha256(data).digest() != sha256:
+            raise VerificationFailed(
+                f"{layer}: chunk {number} fetched again does not match its recorded hash"
+            )
+        await trio.to_thread.run_sync(self._chunks.put, sha256, data)
+        return data
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.close()

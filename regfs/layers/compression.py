@@ -1,0 +1,112 @@
+"""Decompressed views of a layer blob: whole-stream for indexing, random access after.
+
+Layers layer. Blocking code for worker threads: gzip through ``indexed_gzip`` (zran
+checkpoints every ``GZIP_SPACING`` bytes of output, each with its 32 KiB window), zstd
+through ``zstandard``, and uncompressed tar as is. The kind is told by the blob's magic
+bytes, not its media type, which registries do not always get right.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Protocol
+
+import indexed_gzip
+import zstandard
+
+from regfs.domain.errors import MalformedContent
+
+GZIP_SPACING = 2 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def sniff(head: bytes) -> str:
+    """``gzip``, ``zstd`` or ``none`` from the first bytes of a blob."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+def read_exactly(stream: Readable, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end of the stream."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        part = stream.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
+    zstandard.ZstdError,
+    indexed_gzip.ZranError,
+    indexed_gzip.NoHandleError,
+    EOFError,
+    OSError,
+    ValueError,
+)
+
+
+class GzipIndexer:
+    """Sequential reads of a gzip blob that record random-access checkpoints on the way."""
+
+    def __init__(self, blob: BinaryIO) -> None:
+        self._file = indexed_gzip.IndexedGzipFile(
+            fileobj=blob, spacing=GZIP_SPACING, readbuf_size=1 << 20, auto_build=True
+        )
+
+    def read(self, size: int = -1, /) -> bytes:
+        return bytes(self._file.read(size))
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        return [(int(u), int(c)) for u, c in self._file.seek_points()]
+
+    def export(self) -> bytes:
+        buffer = io.BytesIO()
+        self._file.export_index(fileobj=buffer)
+        return buffer.getvalue()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
+    if compression == "gzip":
+        return GzipIndexer(blob)
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+    return blob
+
+
+def read_at(
+    remote: BinaryIO, compression: str, gzip_index: bytes | None, offset: int, size: int
+) -> bytes:
+    """``size`` bytes of the uncompressed stream at ``offset``, reading ``remote`` as little
+    as the checkpoints allow: gzip from the nearest checkpoint, zstd from its start."""
+    if compression == "gzip":
+        if gzip_index is None:
+            raise MalformedContent("gzip layer index has no checkpoints")
+        with indexed_gzip.IndexedGzipFile(
+            fileobj=remote, readbuf_size=128 << 10, buffer_size=1 << 20, auto_build=False
+        ) as file:
+            file.import_index(fileobj=io.BytesIO(gzip_index))
+            file.seek(offset)
+            return read_exactly(file, size)
+    if compression == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(remote, read_across_frames=True)
+        skipped = 0
+        while skipped < offset:
+            skipped += len(reader.read(min(offset - skipped, 1 << 20)) or b"\0")
+        return read_exactly(reader, size)
+    remote.seek(offset)
+    return read_exactly(remote, size)

@@ -1,0 +1,297 @@
+"""What a layer index holds per entry, and the tar → tree rules that produce it.
+
+Layers layer: pure, no IO. ``LayerTreeBuilder`` turns tar members (in archive order) into
+the tree a layer dir shows:
+
+- paths are normalised (``./a//b`` → ``a/b``); ``..`` is resolved lexically and a path
+  that would leave the layer root is skipped;
+- parents missing from the archive are created as *implicit* directories;
+- a later member replaces an earlier one at the same path (a directory over a directory
+  only updates its attributes), as ``tar -x`` does;
+- ``.wh.NAME`` becomes a whiteout entry ``NAME``; ``.wh..wh..opq`` marks its directory
+  opaque;
+- hard links share their target's attributes and data (one inode, counted links); a hard
+  link to a missing or directory target is skipped.
+
+Skipped members are reported as warnings for the caller to log, not raised: one odd
+member must not make the rest of an image unreadable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from regfs.layers.tar import TarMember
+
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+ROOT_ID = 1
+DEFAULT_DIR_MODE = 0o755
+
+
+class EntryKind(enum.IntEnum):
+    FILE = 1
+    DIRECTORY = 2
+    SYMLINK = 3
+    CHAR_DEVICE = 4
+    BLOCK_DEVICE = 5
+    FIFO = 6
+    WHITEOUT = 7
+    """Deletes the same name in lower layers; shown as a 0/0 char device in a layer dir."""
+
+
+_KIND_BY_TYPEFLAG = {
+    ord("0"): EntryKind.FILE,
+    0: EntryKind.FILE,
+    ord("7"): EntryKind.FILE,
+    ord("2"): EntryKind.SYMLINK,
+    ord("3"): EntryKind.CHAR_DEVICE,
+    ord("4"): EntryKind.BLOCK_DEVICE,
+    ord("5"): EntryKind.DIRECTORY,
+    ord("6"): EntryKind.FIFO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One row of a layer index (see ``schema.sql`` for what each field means)."""
+
+    id: int
+    parent: int
+    name: bytes
+    kind: EntryKind
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    target: bytes = b""
+    data_offset: int = 0
+    link: int = 0
+    """For the second and later names of a hard-linked inode: the id of the first."""
+    nlink: int = 1
+    rdev_major: int = 0
+    rdev_minor: int = 0
+    opaque: bool = False
+    implicit: bool = False
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def inode_id(self) -> int:
+        """The id whose inode this name shares (its own unless it is a later hard link)."""
+        return self.link or self.id
+
+
+@dataclass(slots=True)
+class _Inode:
+    """Attributes shared by every name of one inode."""
+
+    kind: EntryKind
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    target: bytes = b""
+    data_offset: int = 0
+    rdev: tuple[int, int] = (0, 0)
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+    names: list[_Node] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    inode: _Inode
+    children: dict[bytes, _Node] | None = None  # directories only
+    opaque: bool = False
+    implicit: bool = False
+
+
+def normalize_path(path: bytes) -> list[bytes] | None:
+    """Path components inside the layer root, or None if ``path`` climbs out of it."""
+    parts: list[bytes] = []
+    for part in path.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+def _directory(implicit: bool, member: TarMember | None = None) -> _Node:
+    if member is None:
+        inode = _Inode(EntryKind.DIRECTORY, DEFAULT_DIR_MODE)
+    else:
+        inode = _inode_of(member, EntryKind.DIRECTORY)
+    node = _Node(inode, children={}, implicit=implicit)
+    inode.names.append(node)
+    return node
+
+
+def _inode_of(member: TarMember, kind: EntryKind) -> _Inode:
+    return _Inode(
+        kind=kind,
+        mode=member.mode,
+        uid=member.uid,
+        gid=member.gid,
+        size=member.size if kind is EntryKind.FILE else 0,
+        mtime_ns=member.mtime_ns,
+        target=member.linkname if kind is EntryKind.SYMLINK else b"",
+        data_offset=member.data_offset,
+        rdev=(member.devmajor, member.devminor),
+        xattrs=member.xattrs,
+    )
+
+
+class LayerTreeBuilder:
+    """Collects tar members into a layer tree; ``entries()`` numbers it for the index."""
+
+    def __init__(self) -> None:
+        self.root = _directory(implicit=True)
+        self.warnings: list[str] = []
+
+    def add(self, member: TarMember) -> None:
+        shown = member.path.decode("utf-8", "backslashreplace")
+        parts = normalize_path(member.path)
+        if parts is None:
+            self.warnings.append(f"{shown!r} climbs out of the layer root: skipped")
+            return
+        if not member.is_supported:
+            self.warnings.append(
+                f"{shown!r} has unsupported tar type {chr(member.type)!r}: skipped"
+            )
+            return
+        if not parts:
+            if member.type == ord("5"):
+                self._replace_attributes(self.root, member)
+            return
+        parent = self._parent_dir(parts[:-1])
+        name = parts[-1]
+        assert parent.children is not None
+        if name == OPAQUE_MARKER:
+            parent.opaque = True
+        elif name.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent, name[len(WHITEOUT_PREFIX) :], member, shown)
+        elif member.type == ord("1"):
+            self._hard_link(parent, name, member, shown)
+        elif member.type == ord("5"):
+            existing = parent.children.get(name)
+            if existing is not None and existing.children is not None:
+                self._replace_attributes(existing, member)
+                existing.implicit = False
+            else:
+                self._put(parent, name, _directory(implicit=False, member=member))
+        else:
+            inode = _inode_of(member, _KIND_BY_TYPEFLAG[member.type])
+            node = _Node(inode)
+            inode.names.append(node)
+            self._put(parent, name, node)
+
+    @staticmethod
+    def _replace_attributes(node: _Node, member: TarMember) -> None:
+        names = node.inode.names
+        node.inode = _inode_of(member, EntryKind.DIRECTORY)
+        node.inode.names = names
+
+    def _parent_dir(self, parts: list[bytes]) -> _Node:
+        node = self.root
+        for part in parts:
+            assert node.children is not None
+            child = node.children.get(part)
+            if child is None or child.children is None:
+                child = _directory(implicit=True)
+                self._put(node, part, child)
+            node = child
+        return node
+
+    def _put(self, parent: _Node, name: bytes, node: _Node) -> None:
+        assert parent.children is not None
+        replaced = parent.children.get(name)
+        if replaced is not None:
+            _detach(replaced)
+        parent.children[name] = node
+
+    def _whiteout(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
+        if not name or name in (b".", b".."):
+            self.warnings.append(f"{shown!r} is a whiteout of nothing: skipped")
+            return
+        inode = _inode_of(member, EntryKind.WHITEOUT)
+        node = _Node(inode)
+        inode.names.append(node)
+        self._put(parent, name, node)
+
+    def _hard_link(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
+        target_parts = normalize_path(member.linkname)
+        target = self._find(target_parts) if target_parts else None
+        if target is None or target.children is not None or target.inode.kind is EntryKind.WHITEOUT:
+            self.warnings.append(
+                f"{shown!r} is a hard link to a missing or unusable target: skipped"
+            )
+            return
+        if (
+            target.inode.names[-1] is not target
+            and parent.children
+            and parent.children.get(name) is target
+        ):
+            return
+        node = _Node(target.inode)
+        target.inode.names.append(node)
+        self._put(parent, name, node)
+
+    def _find(self, parts: list[bytes]) -> _Node | None:
+        node = self.root
+        for part in parts:
+            if node.children is None or part not in node.children:
+                return None
+            node = node.children[part]
+        return node
+
+    def entries(self) -> list[IndexEntry]:
+        """Every entry, parents before children, the root first with id ``ROOT_ID``."""
+        result: list[IndexEntry] = []
+        first_id: dict[int, int] = {}  # id(_Inode) → id of its first name
+        queue: list[tuple[_Node, int, bytes]] = [(self.root, 0, b"")]
+        for node, parent_id, name in queue:
+            entry_id = len(result) + 1
+            inode = node.inode
+            link = first_id.setdefault(id(inode), entry_id)
+            result.append(
+                IndexEntry(
+                    id=entry_id,
+                    parent=parent_id,
+                    name=name,
+                    kind=inode.kind,
+                    mode=inode.mode,
+                    uid=inode.uid,
+                    gid=inode.gid,
+                    size=inode.size,
+                    mtime_ns=inode.mtime_ns,
+                    target=inode.target,
+                    data_offset=inode.data_offset,
+                    link=0 if link == entry_id else link,
+                    nlink=len(inode.names),
+                    rdev_major=inode.rdev[0],
+                    rdev_minor=inode.rdev[1],
+                    opaque=node.opaque,
+                    implicit=node.implicit,
+                    xattrs=inode.xattrs,
+                )
+            )
+            if node.children:
+                queue.extend(
+                    (child, entry_id, child_name)
+                    for child_name, child in sorted(node.children.items())
+                )
+        return result
+
+
+def _detach(node: _Node) -> None:
+    """Remove ``node`` (and, for a directory, its subtree) from the hard-link counts."""
+    node.inode.names.remove(node)
+    for child in (node.children or {}).values():
+        _detach(child)

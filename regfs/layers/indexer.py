@@ -1,0 +1,63 @@
+"""The verified first pass over a layer: chunks, tar index and checkpoints in one read.
+
+Layers layer. Blocking: runs in a worker thread on a blob already downloaded and checked
+against its digest. The uncompressed stream is cut into ``CHUNK_SIZE`` chunks, each
+hashed and stored in the chunk cache, while the same bytes feed the tar scanner; the
+index is published only when all of it succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from regfs.cache.chunks import ChunkCache
+from regfs.domain.errors import MalformedContent
+from regfs.layers.compression import (
+    DECOMPRESSION_ERRORS,
+    GzipIndexer,
+    open_for_indexing,
+    read_exactly,
+    sniff,
+)
+from regfs.layers.entries import LayerTreeBuilder
+from regfs.layers.store import IndexMeta, write_index
+from regfs.layers.tar import TarScanner
+
+CHUNK_SIZE = 1 << 20
+
+
+def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -> list[str]:
+    """Index the verified blob at ``blob`` into ``index_path``; returns warnings to log."""
+    with open(blob, "rb") as raw:
+        compression = sniff(raw.read(4))
+        raw.seek(0)
+        stream = open_for_indexing(raw, compression)
+        scanner = TarScanner()
+        tree = LayerTreeBuilder()
+        hashes: list[bytes] = []
+        try:
+            while chunk := read_exactly(stream, CHUNK_SIZE):
+                sha256 = hashlib.sha256(chunk).digest()
+                chunks.put(sha256, chunk)
+                hashes.append(sha256)
+                for member in scanner.feed(chunk):
+                    tree.add(member)
+            scanner.finish()
+            checkpoints: list[tuple[int, int]] = [(0, 0)]
+            gzip_index = None
+            if isinstance(stream, GzipIndexer):
+                checkpoints = stream.checkpoints()
+                gzip_index = stream.export()
+                stream.close()
+        except DECOMPRESSION_ERRORS as error:
+            raise MalformedContent(
+                f"layer {digest}: cannot decompress ({compression}): {error}"
+            ) from None
+        compressed_size = raw.seek(0, 2)
+    meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
+    write_index(
+        index_path, meta=meta, entries=tree.entries(), chunk_hashes=hashes,
+        checkpoints=checkpoints, gzip_index=gzip_index,
+    )  # fmt: skip
+    return tree.warnings

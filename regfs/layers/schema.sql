@@ -1,0 +1,56 @@
+-- regfs layer index: one SQLite file per layer blob, named after the blob's digest.
+-- Written once, after the whole blob was verified against its digest, and then only read
+-- (opened with immutable=1). A file whose schema_version differs from SCHEMA_VERSION in
+-- store.py is rebuilt from the blob.
+
+-- Facts about the blob and its uncompressed tar stream.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,  -- schema_version, digest, compression, compressed_size,
+                             -- uncompressed_size, chunk_size
+    value TEXT NOT NULL
+);
+
+-- One row per name in the layer's tree (overlay form: whiteouts are rows of kind 7).
+CREATE TABLE entries (
+    id          INTEGER PRIMARY KEY,  -- 1 is the layer root; parents have smaller ids
+    parent      INTEGER NOT NULL,     -- id of the containing directory (0 for the root)
+    name        BLOB NOT NULL,        -- one path component, raw bytes as in the tar
+    kind        INTEGER NOT NULL,     -- EntryKind: 1 file, 2 dir, 3 symlink, 4 char, 5 block,
+                                      -- 6 fifo, 7 whiteout
+    mode        INTEGER NOT NULL,     -- permission, setuid/setgid and sticky bits (07777)
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    size        INTEGER NOT NULL,     -- file size in bytes (0 for other kinds)
+    mtime_ns    INTEGER NOT NULL,
+    target      BLOB NOT NULL,        -- symlink target exactly as stored (never resolved)
+    data_offset INTEGER NOT NULL,     -- where file data starts in the uncompressed tar
+    link        INTEGER NOT NULL,     -- hard links: id of the first name of this inode, else 0
+    nlink       INTEGER NOT NULL,     -- names this inode has within the layer
+    rdev_major  INTEGER NOT NULL,     -- device numbers for kinds 4 and 5
+    rdev_minor  INTEGER NOT NULL,
+    opaque      INTEGER NOT NULL,     -- 1: the directory had .wh..wh..opq (hides lower layers)
+    implicit    INTEGER NOT NULL,     -- 1: directory absent from the tar, made for a child
+    xattrs      BLOB NOT NULL         -- extended attributes, encoded by store.encode_xattrs
+);
+CREATE UNIQUE INDEX entries_by_name ON entries (parent, name);
+CREATE INDEX entries_by_link ON entries (link) WHERE link != 0;
+
+-- sha256 of each fixed-size chunk of the uncompressed tar, recorded during the verified
+-- pass; a chunk fetched or read again later must hash to this.
+CREATE TABLE chunks (
+    idx    INTEGER PRIMARY KEY,  -- chunk number: covers [idx * chunk_size, (idx+1) * chunk_size)
+    sha256 BLOB NOT NULL
+);
+
+-- Random-access points: decompression can restart at compressed_offset and produce the
+-- stream from uncompressed_offset on (gzip: with the window kept in gzip_index).
+CREATE TABLE checkpoints (
+    uncompressed_offset INTEGER PRIMARY KEY,
+    compressed_offset   INTEGER NOT NULL
+);
+
+-- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (checkpoints with windows).
+CREATE TABLE blobs (
+    name TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);

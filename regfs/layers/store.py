@@ -1,0 +1,213 @@
+"""The per-layer index in SQLite: written once after verification, then read-only.
+
+Layers layer: the only user of ``sqlite3``. The schema, with a comment on every column,
+is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+
+SCHEMA_VERSION = 1
+_COLUMNS = (
+    "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
+    "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMeta:
+    digest: str
+    compression: str
+    """``gzip``, ``zstd`` or ``none``."""
+    compressed_size: int
+    uncompressed_size: int
+    chunk_size: int
+
+
+def encode_xattrs(xattrs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Length-prefixed name/value pairs: compact, and binary values survive."""
+    out = bytearray()
+    for name, value in xattrs:
+        out += struct.pack("<II", len(name), len(value)) + name + value
+    return bytes(out)
+
+
+def decode_xattrs(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    pairs = []
+    position = 0
+    while position < len(data):
+        name_length, value_length = struct.unpack_from("<II", data, position)
+        position += 8
+        name = data[position : position + name_length]
+        position += name_length
+        pairs.append((name, data[position : position + value_length]))
+        position += value_length
+    return tuple(pairs)
+
+
+def _row(entry: IndexEntry) -> tuple[object, ...]:
+    return (
+        entry.id, entry.parent, entry.name, int(entry.kind), entry.mode, entry.uid, entry.gid,
+        entry.size, entry.mtime_ns, entry.target, entry.data_offset, entry.link, entry.nlink,
+        entry.rdev_major, entry.rdev_minor, int(entry.opaque), int(entry.implicit),
+        encode_xattrs(entry.xattrs),
+    )  # fmt: skip
+
+
+def _entry(row: Sequence[Any]) -> IndexEntry:
+    return IndexEntry(
+        id=row[0],
+        parent=row[1],
+        name=bytes(row[2]),
+        kind=EntryKind(row[3]),
+        mode=row[4],
+        uid=row[5],
+        gid=row[6],
+        size=row[7],
+        mtime_ns=row[8],
+        target=bytes(row[9]),
+        data_offset=row[10],
+        link=row[11],
+        nlink=row[12],
+        rdev_major=row[13],
+        rdev_minor=row[14],
+        opaque=bool(row[15]),
+        implicit=bool(row[16]),
+        xattrs=decode_xattrs(bytes(row[17])),
+    )
+
+
+def write_index(
+    path: Path,
+    *,
+    meta: IndexMeta,
+    entries: Iterable[IndexEntry],
+    chunk_hashes: Sequence[bytes],
+    checkpoints: Iterable[tuple[int, int]],
+    gzip_index: bytes | None,
+) -> None:
+    """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    connection = sqlite3.connect(temporary)
+    try:
+        connection.executescript(files("regfs.layers").joinpath("schema.sql").read_text())
+        values = {
+            "schema_version": SCHEMA_VERSION, "digest": meta.digest,
+            "compression": meta.compression, "compressed_size": meta.compressed_size,
+            "uncompressed_size": meta.uncompressed_size, "chunk_size": meta.chunk_size,
+        }  # fmt: skip
+        connection.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+        )
+        connection.executemany(
+            f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 18)})", map(_row, entries)
+        )
+        connection.executemany("INSERT INTO chunks VALUES (?, ?)", enumerate(chunk_hashes))
+        connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
+        if gzip_index is not None:
+            connection.execute("INSERT INTO blobs VALUES ('gzip_index', ?)", (gzip_index,))
+        connection.commit()
+    finally:
+        connection.close()
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
+
+
+class LayerIndex:
+    """Read access to one published index; cheap queries, safe to share across tasks."""
+
+    def __init__(self, connection: sqlite3.Connection, meta: IndexMeta) -> None:
+        self._db = connection
+        self.meta = meta
+
+    @classmethod
+    def open(cls, path: Path) -> LayerIndex | None:
+        """The index at ``path``, or None if absent, unreadable or of another schema."""
+        if not path.exists():
+            return None
+        connection = sqlite3.connect(
+            f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False
+        )
+        try:
+            values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+            if values.get("schema_version") != str(SCHEMA_VERSION):
+                connection.close()
+                return None
+            meta = IndexMeta(
+                values["digest"], values["compression"], int(values["compressed_size"]),
+                int(values["uncompressed_size"]), int(values["chunk_size"]),
+            )  # fmt: skip
+        except (sqlite3.Error, KeyError, ValueError):
+            connection.close()
+            return None
+        return cls(connection, meta)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def entry(self, entry_id: int) -> IndexEntry:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(entry_id)
+        return _entry(row)
+
+    def root(self) -> IndexEntry:
+        return self.entry(ROOT_ID)
+
+    def child(self, parent: int, name: bytes) -> IndexEntry | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def children(self, parent: int) -> list[IndexEntry]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name", (parent,)
+        )
+        return [_entry(row) for row in rows]
+
+    def names_of(self, inode_id: int) -> list[IndexEntry]:
+        """Every name of a hard-linked inode (the first name and its links)."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id = ? OR link = ?", (inode_id, inode_id)
+        )
+        return [_entry(row) for row in rows]
+
+    def path_of(self, entry_id: int) -> list[bytes]:
+        parts: list[bytes] = []
+        while entry_id != ROOT_ID:
+            entry = self.entry(entry_id)
+            parts.append(entry.name)
+            entry_id = entry.parent
+        return parts[::-1]
+
+    def chunk_hash(self, index: int) -> bytes:
+        row = self._db.execute("SELECT sha256 FROM chunks WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise KeyError(index)
+        return bytes(row[0])
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        return [
+            (int(u), int(c)) for u, c in self._db.execute("SELECT * FROM checkpoints ORDER BY 1")
+        ]
+
+    def blob(self, name: str) -> bytes | None:
+        row = self._db.execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
