@@ -20,9 +20,11 @@ import pyfuse3
 import trio
 
 from regfs import __version__, daemon
+from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
 from regfs.domain.platform import Platform, host_platform
 from regfs.fuse.operations import Operations
+from regfs.layers.blobs import LayerStore
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.tree.context import TreeContext
@@ -38,6 +40,27 @@ MAX_FUSE_TASKS = 64
 def _default_log_file() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "regfs" / "regfs.log"
+
+
+def _default_cache_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "regfs"
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``512M``, ``1T`` or plain bytes (binary units, an optional ``iB``/``B``)."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10G, 512M)") from None
+    if value < 64 << 20:
+        raise argparse.ArgumentTypeError(f"cache size {text!r} is below the 64M minimum")
+    return int(value)
 
 
 def _platform(text: str) -> Platform:
@@ -90,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline for one registry call, retries included (default: 30)",
     )
+    mount.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=_default_cache_dir(),
+        help=f"layer indexes and chunks, kept across mounts (default: {_default_cache_dir()})",
+    )
+    mount.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=10 << 30,
+        metavar="SIZE",
+        help="bound on cached chunks; least recently used go first (default: 10G)",
+    )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
@@ -124,7 +160,9 @@ def configure_logging(log_file: Path | None, debug: bool) -> None:
 
 
 def _mount_options(allow_other: bool) -> set[str]:
-    options = set(pyfuse3.default_options) | {"ro", "fsname=regfs", "subtype=regfs"}
+    # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
+    options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
+    options |= {"fsname=regfs", "subtype=regfs"}
     if allow_other:
         options.add("allow_other")
     return options
@@ -136,7 +174,9 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
         ClientConfig(timeout=args.timeout, insecure_hosts=frozenset(args.insecure_registry))
     )
     metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
-    context = TreeContext(metadata, args.platform, time.time_ns())
+    chunks = ChunkCache(args.cache_dir, args.cache_size)
+    layers = LayerStore(client, args.cache_dir, chunks)
+    context = TreeContext(metadata, layers, args.platform, time.time_ns())
     operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)
     pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
@@ -146,6 +186,7 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
         trio.run(_main_loop, client)
         clean = True
     finally:
+        layers.close()
         pyfuse3.close(unmount=clean)
         log.info("unmounted %s", mountpoint)
     return 0

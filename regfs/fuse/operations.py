@@ -50,7 +50,7 @@ class Operations(pyfuse3.Operations):
         attributes.st_nlink = info.nlink
         attributes.st_uid = info.uid
         attributes.st_gid = info.gid
-        attributes.st_rdev = 0
+        attributes.st_rdev = info.rdev
         attributes.st_size = info.size
         attributes.st_blksize = BLOCK_SIZE
         attributes.st_blocks = (info.size + 511) // 512

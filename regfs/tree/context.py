@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from regfs.domain.platform import Platform
+from regfs.layers.blobs import LayerStore
 from regfs.tree.metadata import RegistryMetadata
 
 
 @dataclass(frozen=True, slots=True)
 class TreeContext:
     metadata: RegistryMetadata
+    layers: LayerStore
     platform: Platform
     """The platform an index dir shows by default."""
     mount_time_ns: int

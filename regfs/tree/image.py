@@ -18,7 +18,9 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import NotFound
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.platform import Platform, best_match
+from regfs.layers.blobs import LayerRef
 from regfs.tree.context import TreeContext
+from regfs.tree.layer import LayerRoot
 from regfs.tree.metadata import Image
 from regfs.tree.node import (
     DIRECTORY_PERMISSIONS,
@@ -31,6 +33,7 @@ from regfs.tree.node import (
     Stat,
     Symlink,
 )
+from regfs.tree.rootfs import MergedImage, RootfsDir
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +127,26 @@ class ImageDir(Directory):
 
 
 def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]:
-    """What an image manifest contributes to a digest dir (besides its ``manifest``)."""
+    """What an image manifest contributes to a digest dir (besides its ``manifest``):
+    its config, one dir per layer (bottom first), their links, and the merged rootfs."""
     assert isinstance(image.manifest, ImageManifest)
-    return [("config", ConfigFile(context, image))]
+    layers = [LayerRef(image.host, image.repository, d) for d in image.manifest.layers]
+    result: list[tuple[str, Node]] = [("config", ConfigFile(context, image))]
+    result += [(str(position), LayerRoot(context, layer)) for position, layer in enumerate(layers)]
+    if layers:
+        result += [
+            ("bottom", LayerLink(context, image, "bottom", "0")),
+            ("top", LayerLink(context, image, "top", str(len(layers) - 1))),
+        ]
+    by_digest: dict[str, str] = {}
+    for position, layer in enumerate(layers):
+        by_digest.setdefault(layer.digest.dir_name, str(position))
+    result += [
+        (name, LayerLink(context, image, name, target)) for name, target in by_digest.items()
+    ]
+    merged = MergedImage(context, image.host, image.repository, image.digest, layers)
+    result.append(("rootfs", RootfsDir(merged, (), None)))
+    return result
 
 
 class ManifestFile(File):
@@ -173,6 +193,23 @@ class ConfigFile(File):
 
     async def read(self, offset: int, size: int) -> bytes:
         return (await self.data())[offset : offset + size]
+
+
+class LayerLink(Symlink):
+    """``bottom``, ``top`` and ``sha256-<layer hex>``: links to a layer dir by number."""
+
+    def __init__(self, context: TreeContext, image: Image, name: str, target: str) -> None:
+        self.context = context
+        self._target = target
+        self.key = ("layer-link", image.host, image.repository, image.digest, name)
+
+    async def stat(self) -> Stat:
+        return Stat(
+            Kind.SYMLINK, len(self._target), SYMLINK_PERMISSIONS, True, self.context.mount_time_ns
+        )
+
+    async def target(self) -> str:
+        return self._target
 
 
 class PlatformLink(Symlink):

@@ -18,6 +18,9 @@ class Kind(enum.Enum):
     DIRECTORY = stat.S_IFDIR
     FILE = stat.S_IFREG
     SYMLINK = stat.S_IFLNK
+    CHAR_DEVICE = stat.S_IFCHR
+    BLOCK_DEVICE = stat.S_IFBLK
+    FIFO = stat.S_IFIFO
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class Stat:
     nlink: int = 1
     uid: int = 0
     gid: int = 0
+    rdev: int = 0
+    """Device number (``os.makedev``) of a char or block device."""
 
 
 DIRECTORY_PERMISSIONS = 0o555

@@ -1,0 +1,110 @@
+"""Nodes for the files of a layer, shared by layer dirs and ``rootfs/``.
+
+Tree layer. An ``EntrySource`` says where an index entry's bytes come from (which layer
+blob, which index); the node classes turn an entry into what the kernel sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from regfs.layers.blobs import LayerRef, LayerStore
+from regfs.layers.entries import EntryKind, IndexEntry
+from regfs.layers.store import LayerIndex
+from regfs.tree.node import File, Kind, Node, Stat, Symlink
+
+KIND_OF_ENTRY = {
+    EntryKind.FILE: Kind.FILE,
+    EntryKind.DIRECTORY: Kind.DIRECTORY,
+    EntryKind.SYMLINK: Kind.SYMLINK,
+    EntryKind.CHAR_DEVICE: Kind.CHAR_DEVICE,
+    EntryKind.BLOCK_DEVICE: Kind.BLOCK_DEVICE,
+    EntryKind.FIFO: Kind.FIFO,
+    EntryKind.WHITEOUT: Kind.CHAR_DEVICE,  # overlayfs' form: a 0/0 character device
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySource:
+    store: LayerStore
+    layer: LayerRef
+    index: LayerIndex
+
+
+def entry_stat(entry: IndexEntry, nlink: int | None = None) -> Stat:
+    kind = KIND_OF_ENTRY[entry.kind]
+    rdev = 0
+    if entry.kind in (EntryKind.CHAR_DEVICE, EntryKind.BLOCK_DEVICE):
+        rdev = os.makedev(entry.rdev_major, entry.rdev_minor)
+    return Stat(
+        kind=kind,
+        size=len(entry.target) if kind is Kind.SYMLINK else entry.size,
+        permissions=entry.mode,
+        immutable=True,
+        mtime_ns=entry.mtime_ns,
+        nlink=1 if kind is Kind.DIRECTORY else (nlink if nlink is not None else entry.nlink),
+        uid=entry.uid,
+        gid=entry.gid,
+        rdev=rdev,
+    )
+
+
+def entry_xattrs(entry: IndexEntry) -> dict[str, bytes]:
+    return {os.fsdecode(name): value for name, value in entry.xattrs}
+
+
+class EntryFile(File):
+    """A regular file: a byte range of the layer's uncompressed tar."""
+
+    def __init__(self, key: Hashable, source: EntrySource, entry: IndexEntry) -> None:
+        self.key = key
+        self.source = source
+        self.entry = entry
+
+    async def stat(self) -> Stat:
+        return entry_stat(self.entry)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        return entry_xattrs(self.entry)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        size = max(0, min(size, self.entry.size - offset))
+        if size == 0:
+            return b""
+        source = self.source
+        return await source.store.read(
+            source.layer, source.index, self.entry.data_offset + offset, size
+        )
+
+
+class EntrySymlink(Symlink):
+    """A symlink, served exactly as stored: never resolved by regfs."""
+
+    def __init__(self, key: Hashable, entry: IndexEntry) -> None:
+        self.key = key
+        self.entry = entry
+
+    async def stat(self) -> Stat:
+        return entry_stat(self.entry)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        return entry_xattrs(self.entry)
+
+    async def target(self) -> str:
+        return os.fsdecode(self.entry.target)
+
+
+class EntrySpecial(Node):
+    """A device, fifo or (in a layer dir) whiteout: attributes only."""
+
+    def __init__(self, key: Hashable, entry: IndexEntry) -> None:
+        self.key = key
+        self.entry = entry
+
+    async def stat(self) -> Stat:
+        return entry_stat(self.entry)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        return entry_xattrs(self.entry)

@@ -1,0 +1,99 @@
+"""Layer dirs ``0/ … N-1/``: one layer's own tree, in the form overlayfs takes as lowerdir.
+
+Tree layer. Whiteouts are 0/0 character devices and opaque directories carry
+``trusted.overlay.opaque=y``, so ``mount -t overlay -o lowerdir=N-1:…:0`` shows what
+``rootfs/`` shows. The layer's index is built the first time anything below its root is
+listed or looked up; the root itself answers ``stat`` without it, so ``ls TAG/`` fetches
+no layer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Sequence
+
+from regfs.domain.errors import NotFound
+from regfs.layers.blobs import LayerRef
+from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.tree.context import TreeContext
+from regfs.tree.entry_nodes import (
+    EntryFile,
+    EntrySource,
+    EntrySpecial,
+    EntrySymlink,
+    entry_stat,
+    entry_xattrs,
+)
+from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def layer_node(source: EntrySource, entry: IndexEntry) -> Node:
+    key = ("layer", source.layer.host, source.layer.repository, source.layer.digest, entry.inode_id)
+    if entry.kind is EntryKind.DIRECTORY:
+        return LayerDir(key, source, entry)
+    if entry.kind is EntryKind.FILE:
+        return EntryFile(key, source, entry)
+    if entry.kind is EntryKind.SYMLINK:
+        return EntrySymlink(key, entry)
+    return EntrySpecial(key, entry)
+
+
+class LayerDir(Directory):
+    """A directory inside a layer."""
+
+    def __init__(self, key: Hashable, source: EntrySource, entry: IndexEntry) -> None:
+        self.key = key
+        self.source = source
+        self.entry = entry
+
+    async def stat(self) -> Stat:
+        return entry_stat(self.entry)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        attributes = entry_xattrs(self.entry)
+        if self.entry.opaque:
+            attributes[OPAQUE_XATTR] = b"y"
+        return attributes
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        return [
+            (os.fsdecode(child.name), layer_node(self.source, child))
+            for child in self.source.index.children(self.entry.id)
+        ]
+
+    async def lookup(self, name: str) -> Node:
+        child = self.source.index.child(self.entry.id, os.fsencode(name))
+        if child is None:
+            raise NotFound(f"{self.source.layer}: no {name!r} in this layer directory")
+        return layer_node(self.source, child)
+
+
+class LayerRoot(Directory):
+    """``i/``: the root of layer i; builds the layer's index on first use."""
+
+    def __init__(self, context: TreeContext, layer: LayerRef) -> None:
+        self.context = context
+        self.layer = layer
+        self.key = ("layer-root", layer.host, layer.repository, layer.digest)
+
+    async def _root(self) -> LayerDir:
+        index = await self.context.layers.index(self.layer)
+        source = EntrySource(self.context.layers, self.layer, index)
+        return LayerDir(self.key, source, index.entry(ROOT_ID))
+
+    async def stat(self) -> Stat:
+        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        attributes = await (await self._root()).xattrs()
+        attributes["user.regfs.digest"] = str(self.layer.digest).encode()
+        attributes["user.regfs.media_type"] = self.layer.descriptor.media_type.encode()
+        return attributes
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        return await (await self._root()).entries()
+
+    async def lookup(self, name: str) -> Node:
+        return await (await self._root()).lookup(name)

@@ -1,0 +1,187 @@
+"""``rootfs/``: every layer of an image merged with OCI whiteout semantics.
+
+Tree layer. Directories are identified by path and remember which layers' directories
+they merge (see ``regfs.layers.merge``); every other entry is identified by the layer and
+inode it comes from, so hard links in one layer stay one inode, counted by the names
+still visible after the layers above it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Sequence
+
+import trio
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import NotFound
+from regfs.layers.blobs import LayerRef
+from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.merge import Resolved, resolve
+from regfs.layers.store import LayerIndex
+from regfs.tree.context import TreeContext
+from regfs.tree.entry_nodes import (
+    EntryFile,
+    EntrySource,
+    EntrySpecial,
+    EntrySymlink,
+    entry_stat,
+    entry_xattrs,
+)
+from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
+
+
+class MergedImage:
+    """The layers of one image, bottom first, with their indexes once built."""
+
+    def __init__(
+        self,
+        context: TreeContext,
+        host: str,
+        repository: str,
+        image: Digest,
+        layers: Sequence[LayerRef],
+    ) -> None:
+        self.context = context
+        self.image = image
+        self.layers = tuple(layers)
+        self.key = (host, repository, image)
+        """Identifies this image's merged tree among all mounted ones."""
+        self._indexes: list[LayerIndex] | None = None
+
+    async def indexes(self) -> list[LayerIndex]:
+        if self._indexes is None:
+            found: list[LayerIndex | None] = [None] * len(self.layers)
+
+            async def build(position: int) -> None:
+                found[position] = await self.context.layers.index(self.layers[position])
+
+            async with trio.open_nursery() as nursery:
+                for position in range(len(self.layers)):
+                    nursery.start_soon(build, position)
+            self._indexes = [index for index in found if index is not None]
+        return self._indexes
+
+    def source(self, position: int, indexes: list[LayerIndex]) -> EntrySource:
+        return EntrySource(self.context.layers, self.layers[position], indexes[position])
+
+    async def root(self) -> Resolved | None:
+        indexes = await self.indexes()
+        top_first = range(len(indexes) - 1, -1, -1)
+        return resolve((position, indexes[position].entry(ROOT_ID)) for position in top_first)
+
+    async def resolve_path(self, parts: Sequence[bytes]) -> Resolved | None:
+        resolved = await self.root()
+        indexes = await self.indexes()
+        for part in parts:
+            if resolved is None or not resolved.is_directory:
+                return None
+            resolved = resolve(
+                (position, indexes[position].child(entry.id, part))
+                for position, entry in resolved.directories
+            )
+        return resolved
+
+    async def visible_links(self, position: int, entry: IndexEntry) -> int:
+        """How many names of a hard-linked inode the merged tree still shows."""
+        index = (await self.indexes())[position]
+        count = 0
+        for name in index.names_of(entry.inode_id):
+            found = await self.resolve_path(index.path_of(name.id))
+            if (
+                found is not None
+                and found.layer == position
+                and found.entry.inode_id == entry.inode_id
+            ):
+                count += 1
+        return max(count, 1)
+
+    async def node(self, path: tuple[bytes, ...], resolved: Resolved) -> Node:
+        if resolved.is_directory:
+            return RootfsDir(self, path, resolved)
+        indexes = await self.indexes()
+        entry = resolved.entry
+        key = ("rootfs-inode", self.key, resolved.layer, entry.inode_id)
+        if entry.kind is EntryKind.FILE:
+            return RootfsFile(
+                key, self, resolved.layer, self.source(resolved.layer, indexes), entry
+            )
+        if entry.kind is EntryKind.SYMLINK:
+            return EntrySymlink(key, entry)
+        return EntrySpecial(key, entry)
+
+
+class RootfsFile(EntryFile):
+    def __init__(
+        self,
+        key: Hashable,
+        image: MergedImage,
+        position: int,
+        source: EntrySource,
+        entry: IndexEntry,
+    ) -> None:
+        super().__init__(key, source, entry)
+        self.image = image
+        self.position = position
+
+    async def stat(self) -> Stat:
+        if self.entry.nlink == 1:
+            return entry_stat(self.entry)
+        return entry_stat(self.entry, await self.image.visible_links(self.position, self.entry))
+
+
+class RootfsDir(Directory):
+    """A merged directory; ``resolved`` is None only for the root before its first use."""
+
+    def __init__(
+        self, image: MergedImage, path: tuple[bytes, ...], resolved: Resolved | None
+    ) -> None:
+        self.image = image
+        self.path = path
+        self.resolved = resolved
+        self.key = ("rootfs", image.key, path)
+
+    async def _resolved(self) -> Resolved:
+        if self.resolved is None:
+            self.resolved = await self.image.root()
+            if self.resolved is None:
+                raise NotFound(f"image {self.image.image}: the root is whited out")
+        return self.resolved
+
+    async def stat(self) -> Stat:
+        if not self.path:  # the root answers without building any layer index
+            return Stat(
+                Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.image.context.mount_time_ns
+            )
+        return entry_stat((await self._resolved()).entry)
+
+    async def xattrs(self) -> dict[str, bytes]:
+        return entry_xattrs((await self._resolved()).entry)
+
+    async def entries(self) -> Sequence[tuple[str, Node]]:
+        resolved = await self._resolved()
+        indexes = await self.image.indexes()
+        listings = [
+            (position, {child.name: child for child in indexes[position].children(entry.id)})
+            for position, entry in resolved.directories
+        ]
+        names = sorted({name for _, children in listings for name in children})
+        result: list[tuple[str, Node]] = []
+        for name in names:
+            child = resolve((position, children.get(name)) for position, children in listings)
+            if child is not None:
+                result.append((os.fsdecode(name), await self.image.node((*self.path, name), child)))
+        return result
+
+    async def lookup(self, name: str) -> Node:
+        resolved = await self._resolved()
+        indexes = await self.image.indexes()
+        raw = os.fsencode(name)
+        child = resolve(
+            (position, indexes[position].child(entry.id, raw))
+            for position, entry in resolved.directories
+        )
+        if child is None:
+            where = os.fsdecode(b"/".join(self.path))
+            raise NotFound(f"image {self.image.image}: no {name!r} in rootfs/{where}")
+        return await self.image.node((*self.path, raw), child)
