@@ -5,7 +5,8 @@ the tree a layer dir shows:
 
 - paths are normalised (``./a//b`` → ``a/b``); ``..`` is resolved lexically and a path
   that would leave the layer root is skipped;
-- parents missing from the archive are created as *implicit* directories;
+- parents missing from the archive are created as *implicit* directories; a member below
+  a non-directory is skipped, as ``tar -x`` and umoci do;
 - a later member replaces an earlier one at the same path (a directory over a directory
   only updates its attributes), as ``tar -x`` does;
 - ``.wh.NAME`` becomes a whiteout entry ``NAME``; ``.wh..wh..opq`` marks its directory
@@ -170,8 +171,14 @@ class LayerTreeBuilder:
             if member.type == ord("5"):
                 self._replace_attributes(self.root, member)
             return
-        parent = self._parent_dir(parts[:-1])
         name = parts[-1]
+        parent = self._parent_dir(parts[:-1])
+        if parent is None:
+            # tar -x fails here ("Not a directory") and umoci skips it; umoci even writes
+            # whiteouts below a directory it replaced by a file, and those hide nothing.
+            if not name.startswith(WHITEOUT_PREFIX):
+                self.warnings.append(f"{shown!r} lies below a non-directory: skipped")
+            return
         assert parent.children is not None
         if name == OPAQUE_MARKER:
             parent.opaque = True
@@ -198,14 +205,17 @@ class LayerTreeBuilder:
         node.inode = _inode_of(member, EntryKind.DIRECTORY)
         node.inode.names = names
 
-    def _parent_dir(self, parts: list[bytes]) -> _Node:
+    def _parent_dir(self, parts: list[bytes]) -> _Node | None:
+        """The directory at ``parts``, made (implicit) where missing; None below a non-dir."""
         node = self.root
         for part in parts:
             assert node.children is not None
             child = node.children.get(part)
-            if child is None or child.children is None:
+            if child is None:
                 child = _directory(implicit=True)
                 self._put(node, part, child)
+            elif child.children is None:
+                return None
             node = child
         return node
 

@@ -1,0 +1,169 @@
+"""A real, layered test image: a Debian minbase rootfs plus upper layers that use every tar
+feature regfs must get right, built with mmdebstrap and umoci (and two tars of our own for
+what umoci never writes: opaque directories and GNU long-name headers).
+
+Layer 0: ``mmdebstrap --variant=minbase`` (bookworm) or, where no Debian mirror is
+reachable, a copy of this machine's /usr/bin, /usr/lib and /etc subset.
+Layer 1 (umoci repack of a changed bundle): deletions, replacements, hard links, xattrs,
+special files and modes, a large incompressible file, thousands of small files, deep,
+unicode and long names, every kind of symlink.
+Layer 2 (PAX tar): an opaque directory, a broken hard link, a whiteout, a file turned back
+into a directory, a PAX xattr.
+Layer 3 (GNU tar): GNU long names and long link targets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from tests.support.images import run
+
+BIG_FILE_SIZE = 8 << 20
+SMALL_FILES = 3000
+CAPABILITY = bytes.fromhex("0100000200040000000000000000000000000000")  # cap_net_bind_service+e
+
+
+def debian_rootfs(target: Path) -> None:
+    """A minbase Debian in ``target`` (about 20 s), made once per test session."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run("mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "bookworm", target)
+
+
+def _change_bundle(rootfs: Path) -> None:
+    shutil.rmtree(rootfs / "usr/share/doc")  # many whiteouts
+    (rootfs / "usr/share/doc").mkdir()
+    (rootfs / "etc/issue").write_text("regfs layered image\n")
+    shutil.rmtree(rootfs / "usr/share/common-licenses")  # a directory replaced by a file
+    (rootfs / "usr/share/common-licenses").write_text("now a file\n")
+    (rootfs / "etc/debian_version").unlink()  # a file replaced by a directory
+    (rootfs / "etc/debian_version").mkdir()
+    (rootfs / "etc/debian_version/inner").write_text("inside\n")
+    test = rootfs / "regfs-test"
+    test.mkdir()
+    (test / "big.bin").write_bytes(os.urandom(BIG_FILE_SIZE))
+    small = test / "small"
+    small.mkdir()
+    for number in range(SMALL_FILES):
+        (small / f"f{number:04}").write_text(f"small file {number}\n")
+    hard = test / "hard"
+    hard.mkdir()
+    (hard / "a").write_text("linked content\n")
+    os.link(hard / "a", hard / "b")
+    os.link(hard / "a", hard / "c")
+    xattrs = test / "xattrs"
+    xattrs.write_text("has attributes\n")
+    os.setxattr(xattrs, "user.regfs.test", b"hello")
+    os.setxattr(xattrs, "security.capability", CAPABILITY)
+    for name, mode in (("setuid", 0o4755), ("setgid", 0o2755)):
+        (test / name).write_text(name)
+        os.chmod(test / name, mode)
+    (test / "sticky").mkdir()
+    os.chmod(test / "sticky", 0o1777)
+    os.mkfifo(test / "fifo")
+    os.mknod(test / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    os.mknod(test / "loop", 0o660 | 0o060000, os.makedev(7, 0))
+    (test / "empty-file").write_bytes(b"")
+    (test / "empty-dir").mkdir()
+    (test / "owned").write_text("numeric owner\n")
+    os.chown(test / "owned", 1234, 5678)
+    deep = test / "deep"
+    for level in range(30):
+        deep = deep / f"level{level}"
+    deep.mkdir(parents=True)
+    (deep / "bottom").write_text("deep\n")
+    (test / "héllo wörld ✓.txt").write_text("unicode\n")
+    (test / ("long-" + "n" * 200)).write_text("long name\n")
+    long_dir = test / ("d" * 120) / ("e" * 120)
+    long_dir.mkdir(parents=True)
+    (long_dir / "file").write_text("long path\n")
+    for name, target in (("abs", "/etc/passwd"), ("rel", "../etc/hostname"),
+                         ("dangling", "/nonexistent"), ("escaping", "../../../../../../etc/shadow")):  # fmt: skip
+        os.symlink(target, test / f"link-{name}")
+    opaque = test / "opaque"
+    opaque.mkdir()
+    (opaque / "old1").write_text("hidden by layer 2\n")
+    (opaque / "old2").write_text("hidden by layer 2\n")
+
+
+def _member(
+    name: str, data: bytes | None = None, **fields: object
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mtime = 1_700_000_000
+    info.mode = 0o644
+    if data is None:
+        info.type = fields.pop("type", tarfile.DIRTYPE)  # type: ignore[assignment]
+        info.mode = 0o755
+    else:
+        info.size = len(data)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], tar_format: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def pax_layer() -> bytes:
+    return _tar(
+        [
+            _member("regfs-test/opaque/"),
+            _member("regfs-test/opaque/.wh..wh..opq", b""),
+            _member("regfs-test/opaque/only-this", b"the only file left\n"),
+            _member("regfs-test/hard/a", b"replaced: the link to b and c is broken\n"),
+            _member("regfs-test/small/.wh.f0000", b""),
+            _member("usr/share/common-licenses/"),  # a file turned back into a directory
+            _member("usr/share/common-licenses/back", b"a directory again\n"),
+            _member("regfs-test/pax-xattr", b"x\n", pax_headers={"SCHILY.xattr.user.pax": "value"}),
+        ],
+        tarfile.PAX_FORMAT,
+    )
+
+
+def gnu_layer() -> bytes:
+    long_dir = "regfs-test/gnu-" + "g" * 150
+    return _tar(
+        [
+            _member(long_dir + "/"),
+            _member(long_dir + "/file-" + "f" * 120, b"GNU long name\n"),
+            _member("regfs-test/gnu-link", type=tarfile.SYMTYPE, linkname="t" * 200, mode=0o777),
+        ],
+        tarfile.GNU_FORMAT,
+    )
+
+
+def build_layered(layout: Path, tag: str, rootfs: Path) -> None:
+    """The four-layer image at ``layout:tag`` (see the module docstring)."""
+    run("umoci", "init", "--layout", layout)
+    image = f"{layout}:{tag}"
+    run("umoci", "new", "--image", image)
+    run("umoci", "insert", "--image", image, rootfs, "/")
+    bundle = layout.parent / f"bundle-{tag}"
+    run("umoci", "unpack", "--image", image, bundle)
+    _change_bundle(bundle / "rootfs")
+    run("umoci", "repack", "--image", image, bundle)
+    shutil.rmtree(bundle)
+    for number, data in enumerate((pax_layer(), gnu_layer())):
+        tar = layout.parent / f"crafted-{number}.tar"
+        tar.write_bytes(data)
+        run("umoci", "raw", "add-layer", "--image", image, tar)
+        tar.unlink()
+
+
+def convert(source: Path, tag: str, destination: Path, *options: str) -> None:
+    """Copy an image between OCI layouts, e.g. recompressed as zstd or decompressed."""
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", *options, f"oci:{source}:{tag}", f"oci:{destination}:{tag}"],
+        check=True,
+        capture_output=True,
+    )
