@@ -179,6 +179,9 @@ class LayerTreeBuilder:
             if not name.startswith(WHITEOUT_PREFIX):
                 self.warnings.append(f"{shown!r} lies below a non-directory: skipped")
             return
+        self._place(parent, name, member, shown)
+
+    def _place(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
         assert parent.children is not None
         if name == OPAQUE_MARKER:
             parent.opaque = True

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import images
+from tests.support.layered import build_layered, convert, debian_rootfs
 from tests.support.mount import Mount
 from tests.support.registry import Registry
 from tests.support.token_server import PUSHER, TokenServer
@@ -84,3 +85,39 @@ def mnt(workdir: Path) -> Iterator[Mount]:
     mount.close()
     unexpected = [line for line in mount.log().splitlines() if UNEXPECTED_LOG.search(line)]
     assert not unexpected, "unexpected errors in the regfs log:\n" + "\n".join(unexpected)
+
+
+LAYERED_FORMATS = ("oci", "v2s2", "zstd", "plain", "schema1")
+
+
+@dataclass(frozen=True)
+class Layered:
+    """The layered Debian image (see tests/support/layered.py) in every format."""
+
+    registry: Registry
+    layout: Path
+    oracle_rootfs: Path
+    """``umoci unpack`` of the image: what rootfs/ must equal."""
+
+    def image(self, mount: Mount, image_format: str) -> Path:
+        return mount / self.registry.host / "layered" / image_format / "1"
+
+
+@pytest.fixture(scope="session")
+def layered(workdir: Path) -> Iterator[Layered]:
+    base = workdir / "layered"
+    debian_rootfs(base / "debian")
+    layout = base / "oci"
+    build_layered(layout, "1", base / "debian")
+    convert(layout, "1", base / "zstd", "--dest-compress", "--dest-compress-format", "zstd")
+    convert(layout, "1", base / "plain", "--dest-decompress")
+    registry = Registry(base / "registry")
+    host = registry.host
+    images.push(layout, "1", f"{host}/layered/oci:1")
+    images.push(layout, "1", f"{host}/layered/v2s2:1", "--format", "v2s2")
+    images.push(layout, "1", f"{host}/layered/schema1:1", "--format", "v2s1")
+    images.push(base / "zstd", "1", f"{host}/layered/zstd:1")
+    images.push(base / "plain", "1", f"{host}/layered/plain:1")
+    images.run("umoci", "unpack", "--image", f"{layout}:1", base / "bundle")
+    yield Layered(registry, layout, base / "bundle" / "rootfs")
+    registry.stop()

@@ -81,8 +81,13 @@ def _change_bundle(rootfs: Path) -> None:
     long_dir = test / ("d" * 120) / ("e" * 120)
     long_dir.mkdir(parents=True)
     (long_dir / "file").write_text("long path\n")
-    for name, target in (("abs", "/etc/passwd"), ("rel", "../etc/hostname"),
-                         ("dangling", "/nonexistent"), ("escaping", "../../../../../../etc/shadow")):  # fmt: skip
+    links = {
+        "abs": "/etc/passwd",
+        "rel": "../etc/hostname",
+        "dangling": "/nonexistent",
+        "escaping": "../../../../../../etc/shadow",
+    }
+    for name, target in links.items():
         os.symlink(target, test / f"link-{name}")
     opaque = test / "opaque"
     opaque.mkdir()

@@ -17,6 +17,8 @@ class Mount:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.log_file = path.with_name(path.name + ".log")
+        if "--cache-dir" not in options:  # never the user's own cache
+            options = (*options, "--cache-dir", str(path.with_name(path.name + ".cache")))
         result = subprocess.run(
             [REGFS, "mount", str(path), "--log-file", str(self.log_file), *options],
             capture_output=True,

@@ -1,0 +1,93 @@
+"""A counting reverse proxy in front of the registry, which can also damage blobs.
+
+regfs is pointed at the proxy's host instead of the registry's; every response body that
+passes is counted per request path, so a test can say exactly which blob bytes a user's
+action cost. ``corrupt`` flips a byte in blob bodies, ``truncate`` cuts them short.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.net import free_port
+
+FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
+
+
+class CountingProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.bytes_by_path: Counter[str] = Counter()
+        self.corrupt = False
+        self.truncate = False
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def blob_bytes(self, digest: str | None = None) -> int:
+        """Body bytes served for blob requests (of one digest, or all)."""
+        with self._lock:
+            return sum(
+                count for path, count in self.bytes_by_path.items()
+                if "/blobs/" in path and (digest is None or path.endswith(digest))
+            )  # fmt: skip
+
+    def reset(self) -> None:
+        with self._lock:
+            self.bytes_by_path.clear()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}
+                upstream.request(self.command, self.path, headers=headers)
+                response = upstream.getresponse()
+                body = response.read()
+                path = self.path.split("?")[0]
+                is_blob = "/blobs/" in path and self.command == "GET"
+                if is_blob and proxy.corrupt and body:
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
+                length = len(body)
+                if is_blob and proxy.truncate:
+                    body = body[: len(body) // 2]
+                with proxy._lock:
+                    proxy.bytes_by_path[path] += len(body)
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(length))
+                if is_blob and proxy.truncate:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+                if is_blob and proxy.truncate:
+                    self.close_connection = True
+                upstream.close()
+
+            def do_GET(self) -> None:
+                self._forward()
+
+            def do_HEAD(self) -> None:
+                self._forward()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
