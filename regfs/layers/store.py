@@ -16,9 +16,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import cachetools
+
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 
 SCHEMA_VERSION = 1
+LISTED_ENTRIES_KEPT = 1 << 16
+"""Entries of recent listings kept per index: sized in entries, not directories, since a
+cyclic walk (`find`) over more directories than an LRU holds would never hit."""
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
@@ -132,6 +137,11 @@ class LayerIndex:
     def __init__(self, connection: sqlite3.Connection, meta: IndexMeta) -> None:
         self._db = connection
         self.meta = meta
+        # An index never changes: recent listings are kept, as `find` and `ls -R` re-read
+        # every directory each time (pyfuse3 offers no kernel readdir cache).
+        self._listings: cachetools.LRUCache[int, list[IndexEntry]] = cachetools.LRUCache(
+            LISTED_ENTRIES_KEPT, getsizeof=lambda listing: len(listing) + 1
+        )
 
     @classmethod
     def open(cls, path: Path) -> LayerIndex | None:
@@ -177,10 +187,12 @@ class LayerIndex:
         return _entry(row) if row else None
 
     def children(self, parent: int) -> list[IndexEntry]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name", (parent,)
-        )
-        return [_entry(row) for row in rows]
+        listing = self._listings.get(parent)
+        if listing is None:
+            query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
+            listing = [_entry(row) for row in self._db.execute(query, (parent,))]
+            self._listings[parent] = listing
+        return listing
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 
+import cachetools
 import trio
 
 from regfs.domain.digest import Digest
@@ -30,6 +31,9 @@ from regfs.tree.entry_nodes import (
 )
 from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
 
+LISTED_ENTRIES_KEPT = 1 << 16
+"""Entries of merged listings kept per image (sized in entries: see layers/store.py)."""
+
 
 class MergedImage:
     """The layers of one image, bottom first, with their indexes once built."""
@@ -47,6 +51,10 @@ class MergedImage:
         self.layers = tuple(layers)
         self.key = (host, repository, image)
         """Identifies this image's merged tree among all mounted ones."""
+        self.listings: cachetools.LRUCache[tuple[bytes, ...], list[tuple[str, Node]]] = (
+            cachetools.LRUCache(LISTED_ENTRIES_KEPT, getsizeof=lambda listing: len(listing) + 1)
+        )
+        """Merged listings by path: immutable, and re-read by every `find` or `ls -R`."""
         self._indexes: list[LayerIndex] | None = None
 
     async def indexes(self) -> list[LayerIndex]:
@@ -123,11 +131,14 @@ class RootfsFile(EntryFile):
         super().__init__(key, source, entry)
         self.image = image
         self.position = position
+        self._nlink: int | None = None
 
     async def stat(self) -> Stat:
         if self.entry.nlink == 1:
             return entry_stat(self.entry)
-        return entry_stat(self.entry, await self.image.visible_links(self.position, self.entry))
+        if self._nlink is None:
+            self._nlink = await self.image.visible_links(self.position, self.entry)
+        return entry_stat(self.entry, self._nlink)
 
 
 class RootfsDir(Directory):
@@ -159,6 +170,13 @@ class RootfsDir(Directory):
         return entry_xattrs((await self._resolved()).entry)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
+        listing = self.image.listings.get(self.path)
+        if listing is None:
+            listing = await self._merge_listing()
+            self.image.listings[self.path] = listing
+        return listing
+
+    async def _merge_listing(self) -> list[tuple[str, Node]]:
         resolved = await self._resolved()
         indexes = await self.image.indexes()
         listings = [

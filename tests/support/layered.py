@@ -34,7 +34,7 @@ def debian_rootfs(target: Path) -> None:
     run("mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "bookworm", target)
 
 
-def _change_bundle(rootfs: Path) -> None:
+def _change_bundle(rootfs: Path, big_file_size: int) -> None:
     shutil.rmtree(rootfs / "usr/share/doc")  # many whiteouts
     (rootfs / "usr/share/doc").mkdir()
     (rootfs / "etc/issue").write_text("regfs layered image\n")
@@ -45,7 +45,7 @@ def _change_bundle(rootfs: Path) -> None:
     (rootfs / "etc/debian_version/inner").write_text("inside\n")
     test = rootfs / "regfs-test"
     test.mkdir()
-    (test / "big.bin").write_bytes(os.urandom(BIG_FILE_SIZE))
+    (test / "big.bin").write_bytes(os.urandom(big_file_size))
     small = test / "small"
     small.mkdir()
     for number in range(SMALL_FILES):
@@ -147,7 +147,7 @@ def gnu_layer() -> bytes:
     )
 
 
-def build_layered(layout: Path, tag: str, rootfs: Path) -> None:
+def build_layered(layout: Path, tag: str, rootfs: Path, big_file_size: int = BIG_FILE_SIZE) -> None:
     """The four-layer image at ``layout:tag`` (see the module docstring)."""
     run("umoci", "init", "--layout", layout)
     image = f"{layout}:{tag}"
@@ -155,7 +155,7 @@ def build_layered(layout: Path, tag: str, rootfs: Path) -> None:
     run("umoci", "insert", "--image", image, rootfs, "/")
     bundle = layout.parent / f"bundle-{tag}"
     run("umoci", "unpack", "--image", image, bundle)
-    _change_bundle(bundle / "rootfs")
+    _change_bundle(bundle / "rootfs", big_file_size)
     run("umoci", "repack", "--image", image, bundle)
     shutil.rmtree(bundle)
     for number, data in enumerate((pax_layer(), gnu_layer())):
