@@ -23,9 +23,9 @@ import trio
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
-from regfs.domain.errors import VerificationFailed
+from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.manifest import Descriptor
-from regfs.layers.compression import read_at
+from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.indexer import build_index
 from regfs.layers.remote import RemoteFile
 from regfs.layers.store import LayerIndex
@@ -186,6 +186,10 @@ class LayerStore:
             data = await trio.to_thread.run_sync(
                 read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size
             )
+        except DECOMPRESSION_ERRORS as error:
+            if isinstance(remote.error, RegfsError):
+                raise remote.error from None
+            raise MalformedContent(f"{layer}: chunk {number}: cannot decompress: {error}") from None
         finally:
             self.bytes_fetched += remote.fetched
         log.info("%s: chunk %d fetched again (%d compressed bytes)", layer, number, remote.fetched)

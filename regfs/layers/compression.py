@@ -51,6 +51,7 @@ DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
     zstandard.ZstdError,
     indexed_gzip.ZranError,
     indexed_gzip.NoHandleError,
+    indexed_gzip.NotCoveredError,
     EOFError,
     OSError,
     ValueError,
@@ -96,8 +97,9 @@ def read_at(
     if compression == "gzip":
         if gzip_index is None:
             raise MalformedContent("gzip layer index has no checkpoints")
+        # auto_build: past the last checkpoint it inflates onward from that checkpoint
         with indexed_gzip.IndexedGzipFile(
-            fileobj=remote, readbuf_size=128 << 10, buffer_size=1 << 20, auto_build=False
+            fileobj=remote, readbuf_size=128 << 10, buffer_size=1 << 20, auto_build=True
         ) as file:
             file.import_index(fileobj=io.BytesIO(gzip_index))
             file.seek(offset)

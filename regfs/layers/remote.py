@@ -24,6 +24,8 @@ class RemoteFile(io.RawIOBase):
         self._block = b""
         self.fetched = 0
         """Bytes requested from the registry so far."""
+        self.error: Exception | None = None
+        """The last fetch failure: C decompressors report it only as a generic read error."""
 
     def readable(self) -> bool:
         return True
@@ -53,7 +55,11 @@ class RemoteFile(io.RawIOBase):
         offset = self._position - self._block_start
         if not 0 <= offset < len(self._block):
             end = min(self._size, self._position + max(size, self._block_size))
-            self._block = self._fetch(self._position, end)
+            try:
+                self._block = self._fetch(self._position, end)
+            except Exception as error:
+                self.error = error
+                raise
             self._block_start = self._position
             self.fetched += len(self._block)
             offset = 0

@@ -1,0 +1,233 @@
+"""Laziness, the on-disk cache and damaged blobs, counted by a proxy in front of registry:2."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Layered
+from tests.support import images
+from tests.support.mount import Mount
+from tests.support.proxy import CountingProxy
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture(scope="module")
+def proxy(layered: Layered) -> Iterator[CountingProxy]:
+    counting = CountingProxy(layered.registry.port)
+    yield counting
+    counting.stop()
+
+
+@pytest.fixture
+def fresh(proxy: CountingProxy) -> Iterator[CountingProxy]:
+    proxy.reset()
+    proxy.corrupt = proxy.truncate = False
+    yield proxy
+    proxy.corrupt = proxy.truncate = False
+
+
+def manifest(layered: Layered) -> dict[str, object]:
+    return json.loads(images.get_manifest(layered.registry.url, "layered/oci", "1")[0])  # type: ignore[no-any-return]
+
+
+def layer_digests(layered: Layered) -> list[str]:
+    return [layer["digest"] for layer in manifest(layered)["layers"]]  # type: ignore[attr-defined]
+
+
+def image_via(mount: Mount, proxy: CountingProxy) -> Path:
+    return mount / proxy.host / "layered/oci/1"
+
+
+def layer_blob(layered: Layered, digest: str) -> Path:
+    return layered.layout / "blobs" / "sha256" / digest.split(":")[1]
+
+
+def chunk_files(cache: Path) -> list[Path]:
+    return [p for p in (cache / "chunks").rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def test_listing_an_image_fetches_no_layer(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    mount = Mount(tmp_path / "mnt")
+    try:
+        image = image_via(mount, fresh)
+        for name in os.listdir(image):
+            os.lstat(image / name)
+        assert fresh.blob_bytes() == 0
+    finally:
+        mount.close()
+
+
+def test_a_layer_is_fetched_once_when_first_read(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    digests = layer_digests(layered)
+    mount = Mount(tmp_path / "mnt")
+    try:
+        image = image_via(mount, fresh)
+        assert (image / "1/etc/issue").read_text() == "regfs layered image\n"
+        assert fresh.blob_bytes() == fresh.blob_bytes(digests[1])  # layer 1 and nothing else
+        assert fresh.blob_bytes(digests[1]) == layer_blob(layered, digests[1]).stat().st_size
+        (image / "1/regfs-test/big.bin").read_bytes()
+        assert fresh.blob_bytes() == layer_blob(layered, digests[1]).stat().st_size
+    finally:
+        mount.close()
+
+
+def test_a_remount_fetches_nothing_again(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    cache = tmp_path / "cache"
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    try:
+        (image_via(first, fresh) / "rootfs/etc/issue").read_bytes()
+    finally:
+        first.close()
+    assert fresh.blob_bytes() > 0
+    fresh.reset()
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache))
+    try:
+        image = image_via(second, fresh)
+        assert (image / "rootfs/etc/issue").read_text() == "regfs layered image\n"
+        expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+        assert (image / "rootfs/regfs-test/big.bin").read_bytes() == expected
+        os.listdir(image / "0/usr/bin")
+        assert fresh.blob_bytes() == 0
+    finally:
+        second.close()
+
+
+def deepest_file(blob: Path) -> tarfile.TarInfo:
+    """The regular file whose data lies furthest into the layer (an oracle: Python's tar)."""
+    with tarfile.open(blob, "r:gz") as archive:
+        files = [member for member in archive if member.isfile() and member.size > 4096]
+    return max(files, key=lambda member: member.offset_data)
+
+
+def test_evicted_chunks_are_fetched_again_from_the_nearest_checkpoint(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    layer0 = layer_blob(layered, layer_digests(layered)[0])
+    member = deepest_file(layer0)
+    expected = (layered.oracle_rootfs / member.name).read_bytes()
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache))
+    try:
+        image = image_via(mount, fresh)
+        os.listdir(image / "0")  # indexes layer 0: every chunk lands in the cache
+        for chunk in chunk_files(cache):
+            chunk.unlink()  # as if evicted (the daemon also keeps a few in memory)
+        fresh.reset()
+        data = (image / "0" / member.name).read_bytes()
+    finally:
+        mount.close()
+    assert data == expected
+    fetched = fresh.blob_bytes()
+    assert 0 < fetched < layer0.stat().st_size / 10, f"{fetched} of {layer0.stat().st_size}"
+
+
+def test_damaged_chunks_on_disk_are_never_served(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    cache = tmp_path / "cache"
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    try:
+        (image_via(first, fresh) / "1/etc/issue").read_bytes()
+    finally:
+        first.close()
+    for chunk in chunk_files(cache):  # a torn or tampered cache
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        chunk.write_bytes(data)
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache))
+    try:
+        big = (image_via(second, fresh) / "1/regfs-test/big.bin").read_bytes()
+        assert big == (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+        assert "damaged: removed, will fetch again" in second.log()
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate"])
+def test_a_damaged_blob_is_eio_and_the_next_read_works(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy, damage: str
+) -> None:
+    setattr(fresh, damage, True)
+    mount = Mount(tmp_path / "mnt", "--timeout", "5")
+    try:
+        issue = image_via(mount, fresh) / "1/etc/issue"
+        with pytest.raises(OSError) as caught:
+            issue.read_bytes()
+        assert caught.value.errno == errno.EIO
+        digest = layer_digests(layered)[1]
+        assert digest in mount.log()  # one line names the blob
+        setattr(fresh, damage, False)
+        assert issue.read_text() == "regfs layered image\n"
+    finally:
+        mount.close()
+
+
+def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: CountingProxy) -> None:
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
+    try:
+        big = image_via(mount, fresh) / "1/regfs-test/big.bin"
+        os.listdir(big.parent)
+        for chunk in chunk_files(cache):
+            chunk.unlink()
+        fresh.corrupt = True
+        with pytest.raises(OSError) as caught:
+            big.read_bytes()
+        assert caught.value.errno == errno.EIO
+        assert "does not match its recorded hash" in mount.log()
+    finally:
+        mount.close()
+
+
+def test_the_cache_stays_within_its_size(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--cache-size", "64M")
+    try:
+        rootfs = image_via(mount, fresh) / "rootfs"
+        subprocess.run(["tar", "-cf", "/dev/null", "-C", str(rootfs), "."], check=True)
+        assert sum(chunk.stat().st_size for chunk in chunk_files(cache)) <= 64 << 20
+        expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+        assert (rootfs / "regfs-test/big.bin").read_bytes() == expected
+    finally:
+        mount.close()
+
+
+def test_two_mounts_share_one_cache(tmp_path: Path, layered: Layered, fresh: CountingProxy) -> None:
+    cache = tmp_path / "cache"
+    mounts = [Mount(tmp_path / f"mnt{n}", "--cache-dir", str(cache)) for n in range(2)]
+    expected = hashlib.sha256((layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()).digest()
+    results: list[bytes] = []
+    try:
+
+        def read(mount: Mount) -> None:
+            data = (image_via(mount, fresh) / "rootfs/regfs-test/big.bin").read_bytes()
+            results.append(hashlib.sha256(data).digest())
+
+        threads = [threading.Thread(target=read, args=(mount,)) for mount in mounts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for mount in mounts:
+            mount.close()
+    assert results == [expected, expected]
