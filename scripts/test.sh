@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-echo "==> ruff";   .venv/bin/ruff check regfs tests scripts && .venv/bin/ruff format --check regfs tests scripts
-echo "==> mypy";   .venv/bin/mypy
-echo "==> pytest"; .venv/bin/pytest "$@"
+echo "==> ruff"
+.venv/bin/ruff check regfs tests scripts
+.venv/bin/ruff format --check regfs tests scripts
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+.venv/bin/pytest "$@"

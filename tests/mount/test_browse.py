@@ -98,7 +98,13 @@ def test_index_shows_host_platform_and_one_link_per_platform(mnt: Mount, pushed:
     index = json.loads(images.get_manifest(url, "multi/app", "latest")[0])
     children = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
     latest = mnt / pushed.registry.host / "multi/app/latest"
-    assert sorted(os.listdir(latest)) == ["config", "linux-amd64", "linux-arm64-v8", "manifest"]
+    amd64_layer = json.loads(images.get_manifest(url, "multi/app", children["amd64"])[0])["layers"][
+        0
+    ]
+    assert sorted(os.listdir(latest)) == sorted(
+        ["0", "bottom", "config", "linux-amd64", "linux-arm64-v8", "manifest", "rootfs", "top",
+         amd64_layer["digest"].replace(":", "-")]
+    )  # fmt: skip
     assert os.readlink(latest / "linux-arm64-v8") == "../" + children["arm64"].replace(":", "-")
     assert (latest / "linux-arm64-v8" / "manifest").read_bytes() == images.get_manifest(
         url, "multi/app", children["arm64"]
@@ -131,4 +137,5 @@ def test_digest_dirs_are_reachable_without_a_tag(mnt: Mount, pushed: Pushed) -> 
     arm = json.loads(images.get_manifest(pushed.registry.url, "multi/app", "latest")[0])
     digest = next(m["digest"] for m in arm["manifests"] if m["platform"]["architecture"] == "arm64")
     image = mnt / pushed.registry.host / "multi/app" / digest.replace(":", "-")
-    assert sorted(os.listdir(image)) == ["config", "manifest"]
+    assert {"config", "manifest", "0", "rootfs"} <= set(os.listdir(image))
+    assert (image / "rootfs/etc/arch").read_text() == "arm64\n"

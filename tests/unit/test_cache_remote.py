@@ -1,0 +1,97 @@
+"""The chunk cache's policy and safety, and random access through checkpoints."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import time
+from pathlib import Path
+
+import zstandard
+
+from regfs.cache.chunks import ChunkCache
+from regfs.layers.compression import GzipIndexer, read_at, read_exactly
+from regfs.layers.remote import RemoteFile
+
+
+def put(cache: ChunkCache, data: bytes) -> bytes:
+    digest = hashlib.sha256(data).digest()
+    cache.put(digest, data)
+    return digest
+
+
+def test_chunks_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, 1 << 30)
+    digest = put(cache, b"chunk")
+    assert cache.get(digest) == b"chunk"
+    path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
+    path.write_bytes(b"chunK")
+    assert cache.get(digest) is None and not path.exists()
+
+
+def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, 13_000)
+    digests = []
+    for number in range(4):
+        digests.append(put(cache, bytes([number]) * 3000))
+        os.utime(cache._path(digests[-1]), (time.time() - 100 + number, time.time() - 100 + number))
+    assert cache.get(digests[0]) is not None  # touched: now the most recent
+    put(cache, b"x" * 3000)  # 15 000 bytes, over 13 000: evict down to 90 % of it
+    assert cache.usage() <= 11_700
+    assert cache.get(digests[0]) is not None
+    assert cache.get(digests[1]) is None and cache.get(digests[2]) is None
+
+
+def test_stale_temporaries_are_cleared(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, 1 << 30)
+    digest = put(cache, b"a")
+    stale = cache._path(digest).with_name(".leftover.tmp")
+    stale.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    cache.evict()
+    assert not stale.exists() and cache.get(digest) == b"a"
+
+
+def counting_fetch(blob: bytes, requests: list[tuple[int, int]]):  # type: ignore[no-untyped-def]
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return blob[start:end]
+
+    return fetch
+
+
+def test_remote_file_reads_ahead_in_blocks() -> None:
+    blob = os.urandom(10_000)
+    requests: list[tuple[int, int]] = []
+    remote = RemoteFile(counting_fetch(blob, requests), len(blob), block_size=4096)
+    remote.seek(100)
+    assert read_exactly(remote, 5000) == blob[100:5100]
+    assert read_exactly(remote, 10) == blob[5100:5110]
+    assert read_exactly(remote, 10) == blob[5110:5120]  # served from the block read ahead
+    assert requests == [(100, 5100), (5100, 9196)]
+    assert remote.seek(0, io.SEEK_END) == 10_000 and remote.read(5) == b""
+
+
+def test_gzip_random_access_reads_only_near_a_checkpoint() -> None:
+    data = b"".join(os.urandom(1 << 16) * 2 for _ in range(160))  # 20 MiB, half compressible
+    blob = gzip.compress(data, compresslevel=1)
+    indexer = GzipIndexer(io.BytesIO(blob))
+    assert read_exactly(indexer, len(data) + 1) == data
+    index = indexer.export()
+    assert len(indexer.checkpoints()) > 5
+    requests: list[tuple[int, int]] = []
+    remote = RemoteFile(counting_fetch(blob, requests), len(blob))
+    offset = len(data) - 3_000_000
+    assert read_at(remote, "gzip", index, offset, 100_000) == data[offset : offset + 100_000]  # type: ignore[arg-type]
+    assert remote.fetched < len(blob) / 3
+
+
+def test_zstd_and_plain_random_access() -> None:
+    data = os.urandom(300_000)
+    blob = zstandard.ZstdCompressor().compress(data)
+    remote = RemoteFile(counting_fetch(blob, []), len(blob))
+    assert read_at(remote, "zstd", None, 200_000, 50_000) == data[200_000:250_000]  # type: ignore[arg-type]
+    plain = RemoteFile(counting_fetch(data, []), len(data))
+    assert read_at(plain, "none", None, 123, 456) == data[123:579]  # type: ignore[arg-type]

@@ -1,0 +1,136 @@
+"""The tar → layer tree rules and the OCI whiteout merge, on hand-made members."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry, LayerTreeBuilder, normalize_path
+from regfs.layers.merge import resolve
+from regfs.layers.tar import TarMember
+
+
+def member(
+    path: str, kind: str = "0", *, link: str = "", mode: int = 0o644, offset: int = 0
+) -> TarMember:
+    return TarMember(path.encode(), ord(kind), mode, 0, 0, 3 if kind == "0" else 0, 0,
+                     link.encode(), 0, 0, offset)  # fmt: skip
+
+
+def build(*members: TarMember) -> tuple[dict[str, IndexEntry], list[str]]:
+    builder = LayerTreeBuilder()
+    for item in members:
+        builder.add(item)
+    entries = builder.entries()
+    by_id = {entry.id: entry for entry in entries}
+
+    def path(entry: IndexEntry) -> str:
+        parts = []
+        while entry.id != ROOT_ID:
+            parts.append(entry.name.decode())
+            entry = by_id[entry.parent]
+        return "/".join(reversed(parts))
+
+    return {path(entry): entry for entry in entries}, builder.warnings
+
+
+def test_paths_are_normalised_and_parents_made_implicit() -> None:
+    tree, _ = build(member("./a//b/./c"))
+    assert tree["a"].implicit and tree["a"].kind is EntryKind.DIRECTORY
+    assert tree["a/b/c"].kind is EntryKind.FILE
+    assert normalize_path(b"a/../../etc") is None
+    assert normalize_path(b"/a/./b/../c") == [b"a", b"c"]
+
+
+def test_climbing_out_and_unsupported_types_are_skipped_with_a_warning() -> None:
+    tree, warnings = build(member("../../etc/passwd"), member("sparse", "S"))
+    assert set(tree) == {""}
+    assert len(warnings) == 2
+
+
+def test_whiteouts_and_opaque_dirs() -> None:
+    tree, _ = build(
+        member("d/", "5"), member("d/.wh..wh..opq"), member("d/.wh.gone"), member("d/new")
+    )
+    assert tree["d"].opaque
+    assert tree["d/gone"].kind is EntryKind.WHITEOUT
+    assert ".wh..wh..opq" not in "".join(tree)
+
+
+def test_later_members_replace_earlier_ones() -> None:
+    tree, _ = build(
+        member("d/", "5", mode=0o700), member("d/x"), member("d/", "5", mode=0o755),
+        member("f"), member("f/", "5"), member("g/", "5"), member("g/inner"), member("g"),
+    )  # fmt: skip
+    assert tree["d"].mode == 0o755 and "d/x" in tree  # a dir over a dir keeps its children
+    assert tree["f"].kind is EntryKind.DIRECTORY
+    assert tree["g"].kind is EntryKind.FILE and "g/inner" not in tree
+
+
+def test_members_below_a_file_are_skipped() -> None:
+    tree, warnings = build(member("f"), member("f/.wh.x"), member("f/y"))
+    assert tree["f"].kind is EntryKind.FILE and set(tree) == {"", "f"}
+    assert len(warnings) == 1  # only the real member, not the whiteout
+
+
+def test_hard_links_share_an_inode_and_count_names() -> None:
+    tree, warnings = build(
+        member("a", offset=512), member("b", "1", link="a"), member("c", "1", link="./a"),
+        member("x", "1", link="missing"),
+    )  # fmt: skip
+    assert tree["b"].link == tree["a"].id == tree["c"].link
+    assert tree["a"].nlink == 3 and tree["b"].data_offset == 512
+    assert "x" not in tree and len(warnings) == 1
+
+
+def test_replacing_the_first_name_keeps_the_other_links() -> None:
+    tree, _ = build(member("a", offset=512), member("b", "1", link="a"), member("a", offset=2048))
+    assert tree["a"].nlink == 1 and tree["a"].data_offset == 2048
+    assert tree["b"].nlink == 1 and tree["b"].data_offset == 512 and tree["b"].link == 0
+
+
+def entry(
+    kind: EntryKind, *, opaque: bool = False, implicit: bool = False, id_: int = 2
+) -> IndexEntry:
+    return IndexEntry(id_, 1, b"x", kind, 0o755, 0, 0, 0, 0, opaque=opaque, implicit=implicit)
+
+
+D, F, W = EntryKind.DIRECTORY, EntryKind.FILE, EntryKind.WHITEOUT
+
+
+def test_merge_rules() -> None:
+    file_top = resolve([(2, entry(F)), (1, entry(D))])
+    assert file_top is not None and file_top.layer == 2 and not file_top.is_directory
+    assert resolve([(2, entry(W)), (1, entry(F))]) is None
+    assert resolve([(2, None), (1, entry(F))]).layer == 1  # type: ignore[union-attr]
+    merged = resolve([(3, entry(D)), (2, entry(D)), (1, entry(D, opaque=True)), (0, entry(D))])
+    assert merged is not None and [layer for layer, _ in merged.directories] == [3, 2, 1]
+    hidden = resolve([(2, entry(D)), (1, entry(W)), (0, entry(D))])
+    assert hidden is not None and [layer for layer, _ in hidden.directories] == [2]
+    over_file = resolve([(2, entry(D)), (1, entry(F)), (0, entry(D))])
+    assert over_file is not None and [layer for layer, _ in over_file.directories] == [2]
+    attributes = resolve([(2, entry(D, implicit=True)), (1, entry(D))])
+    assert attributes is not None and attributes.layer == 1
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from([D, F, W])), max_size=6))
+def test_merge_matches_applying_layers_bottom_up(kinds: list[EntryKind | None]) -> None:
+    """The top-down rule equals the extraction order an unpacker uses, bottom layer first."""
+    state: list[int] = []  # layers whose entry survives (directories may stack)
+    for layer, kind in enumerate(kinds):
+        if kind is W:
+            state = []
+        elif kind is F:
+            state = [layer]
+        elif kind is D:
+            state = [*state, layer] if state and kinds[state[-1]] is D else [layer]
+    candidates = [
+        (layer, entry(kind) if kind else None) for layer, kind in reversed(list(enumerate(kinds)))
+    ]
+    resolved = resolve(candidates)
+    if not state:
+        assert resolved is None
+    elif kinds[state[-1]] is F:
+        assert resolved is not None and resolved.layer == state[-1] and not resolved.is_directory
+    else:
+        assert resolved is not None and sorted(layer for layer, _ in resolved.directories) == state
