@@ -39,14 +39,20 @@ echo "==> building a sample image from real files with umoci, pushing it with sk
 umoci init --layout "$DEMO/oci"
 umoci new --image "$DEMO/oci:hello"
 umoci unpack --image "$DEMO/oci:hello" "$DEMO/bundle" >/dev/null
-mkdir -p "$DEMO/bundle/rootfs/etc"
+mkdir -p "$DEMO/bundle/rootfs/etc" "$DEMO/bundle/rootfs/usr/share"
 cp /etc/os-release /etc/debian_version "$DEMO/bundle/rootfs/etc/" 2>/dev/null || cp /etc/os-release "$DEMO/bundle/rootfs/etc/"
-umoci repack --image "$DEMO/oci:hello" "$DEMO/bundle"
+cp -r /usr/share/common-licenses "$DEMO/bundle/rootfs/usr/share/" 2>/dev/null || true
+umoci repack --image "$DEMO/oci:hello" "$DEMO/bundle"      # layer 0
+rm -rf "$DEMO/bundle"
+umoci unpack --image "$DEMO/oci:hello" "$DEMO/bundle" >/dev/null
+echo "hello from an upper layer" > "$DEMO/bundle/rootfs/etc/motd"
+rm -f "$DEMO/bundle/rootfs/etc/debian_version"             # a whiteout in layer 1
+umoci repack --image "$DEMO/oci:hello" "$DEMO/bundle"      # layer 1
 skopeo copy --quiet --dest-tls-verify=false "oci:$DEMO/oci:hello" "docker://$HOST/demo/hello:latest"
 skopeo copy --quiet --dest-tls-verify=false --format v2s2 "oci:$DEMO/oci:hello" "docker://$HOST/demo/hello:v2s2"
 
 echo "==> regfs mount $MNT"
-"$REGFS" mount "$MNT" --log-file "$DEMO/regfs.log"
+"$REGFS" mount "$MNT" --log-file "$DEMO/regfs.log" --cache-dir "$DEMO/cache"
 
 show() { echo; echo "\$ $*"; eval "$@"; }
 show ls "$MNT/$HOST/"
@@ -55,6 +61,10 @@ show ls -l "$MNT/$HOST/demo/hello/latest/"
 show "cat '$MNT/$HOST/demo/hello/latest/manifest'; echo"
 show "cat '$MNT/$HOST/demo/hello/latest/config'; echo"
 show getfattr -d "$MNT/$HOST/demo/hello/latest"
+show ls -l "$MNT/$HOST/demo/hello/latest/1/etc/"
+show ls "$MNT/$HOST/demo/hello/latest/rootfs/etc/"
+show cat "$MNT/$HOST/demo/hello/latest/rootfs/etc/motd"
+show head -3 "$MNT/$HOST/demo/hello/latest/rootfs/etc/os-release"
 cat <<TEXT
 
 The mount stays up: browse $MNT/$HOST/ (or any registry host: $MNT/HOST[:PORT]/...).

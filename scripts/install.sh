@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv  # pyfuse3 builds against libfuse3
     docker-registry skopeo umoci                                # the real registry and image tools
+    mmdebstrap systemd-container                                # test images; nspawn into rootfs/
     attr curl ca-certificates                                   # getfattr for the demo
 )
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-MOUNT_TOOLS = ("docker-registry", "skopeo", "umoci", "fusermount3")
+MOUNT_TOOLS = ("docker-registry", "skopeo", "umoci", "fusermount3", "mmdebstrap", "systemd-nspawn")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

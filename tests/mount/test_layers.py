@@ -112,3 +112,14 @@ def test_chroot_into_rootfs(mnt: Mount, layered: Layered) -> None:
     rootfs = layered.image(mnt, "zstd") / "rootfs"
     command = "dpkg -l | wc -l; cat /etc/issue; ls /regfs-test/small | wc -l"
     assert chroot_sh(rootfs, command) == chroot_sh(layered.oracle_rootfs, command)
+
+
+def test_systemd_nspawn_runs_a_shell_in_rootfs(mnt: Mount, layered: Layered) -> None:
+    rootfs = layered.image(mnt, "oci") / "rootfs"
+    result = subprocess.run(
+        ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(rootfs),
+         "--read-only", "/bin/sh", "-c", "cat /etc/issue; test -x /usr/bin/dpkg && echo ok"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "regfs layered image\nok\n"
