@@ -187,14 +187,13 @@ def cold_start(workdir: Path, registry: Registry, proxy: CountingProxy) -> list[
 
 def laziness(image: Path, proxy: CountingProxy, manifest: dict[str, Any]) -> list[Figure]:
     proxy.reset()
-    for name in os.listdir(image):
-        os.lstat(image / name)
+    run("ls", "-la", image, f"{image}/")
     beyond_config = proxy.blob_bytes() - proxy.blob_bytes(manifest["config"]["digest"])
     proxy.reset()
     read_all(image / "0/etc/os-release")
     layer0 = proxy.blob_bytes() / manifest["layers"][0]["size"]
     return [
-        ("blob bytes fetched by `ls -l TAG/` (beyond config)", str(beyond_config), "0"),
+        ("blob bytes fetched by `ls -la TAG/` (beyond config)", str(beyond_config), "0"),
         ("blob bytes fetched to read a file in layer 0 / layer 0 size", f"{layer0:.3f}", "≤ 1.05"),
     ]
 

@@ -150,11 +150,10 @@ class Operations(pyfuse3.Operations):
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
-        attributes = await self.inodes.node(inode).xattrs()
-        try:
-            return attributes[os.fsdecode(name)]
-        except KeyError:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+        value = await self.inodes.node(inode).xattr(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
 
     @translate_errors
     async def listxattr(

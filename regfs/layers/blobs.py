@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -64,6 +65,8 @@ class LayerStore:
         self._temporary_dir = cache_dir / "tmp"
         self._index_dir.mkdir(parents=True, exist_ok=True)
         self._temporary_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self._temporary_dir)
+        _remove_stale(self._index_dir, prefix=".")
         self._indexes: cachetools.LRUCache[Digest, LayerIndex] = cachetools.LRUCache(OPEN_INDEXES)
         self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
             MEMORY_CHUNKS_BYTES, getsizeof=len
@@ -203,3 +206,14 @@ class LayerStore:
     def close(self) -> None:
         for index in self._indexes.values():
             index.close()
+
+
+STALE_SECONDS = 3600
+
+
+def _remove_stale(directory: Path, prefix: str = "") -> None:
+    """Delete what a killed daemon left half-written; young files may be another mount's."""
+    now = time.time()
+    for path in directory.iterdir():
+        if path.name.startswith(prefix) and now - path.stat().st_mtime > STALE_SECONDS:
+            path.unlink(missing_ok=True)

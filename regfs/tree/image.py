@@ -25,6 +25,7 @@ from regfs.tree.metadata import Image
 from regfs.tree.node import (
     DIRECTORY_PERMISSIONS,
     FILE_PERMISSIONS,
+    PROBED_BY_LS,
     SYMLINK_PERMISSIONS,
     Directory,
     File,
@@ -104,6 +105,11 @@ class ImageDir(Directory):
         if descriptor is None:
             return None
         return await self.context.metadata.image(self.host, self.repository, descriptor.digest)
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name in PROBED_BY_LS:  # `ls -l` must not fetch the config for its platform
+            return None
+        return await super().xattr(name)
 
     async def xattrs(self) -> dict[str, bytes]:
         image = await self._image()

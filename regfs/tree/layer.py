@@ -24,7 +24,7 @@ from regfs.tree.entry_nodes import (
     entry_stat,
     entry_xattrs,
 )
-from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
+from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -91,6 +91,11 @@ class LayerRoot(Directory):
         attributes["user.regfs.digest"] = str(self.layer.digest).encode()
         attributes["user.regfs.media_type"] = self.layer.descriptor.media_type.encode()
         return attributes
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch the layer
+            return None
+        return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         return await (await self._root()).entries()

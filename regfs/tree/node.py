@@ -55,6 +55,14 @@ class Node:
     async def xattrs(self) -> Mapping[str, bytes]:
         return {}
 
+    async def xattr(self, name: str) -> bytes | None:
+        """One extended attribute, or None; nodes override it where listing all is costly."""
+        return (await self.xattrs()).get(name)
+
+
+PROBED_BY_LS = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
+"""Attributes ``ls -l`` asks of every entry: never worth fetching a layer for."""
+
 
 class Directory(Node):
     async def lookup(self, name: str) -> Node:

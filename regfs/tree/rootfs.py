@@ -29,7 +29,7 @@ from regfs.tree.entry_nodes import (
     entry_stat,
     entry_xattrs,
 )
-from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
+from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
 
 LISTED_ENTRIES_KEPT = 1 << 16
 """Entries of merged listings kept per image (sized in entries: see layers/store.py)."""
@@ -168,6 +168,11 @@ class RootfsDir(Directory):
 
     async def xattrs(self) -> dict[str, bytes]:
         return entry_xattrs((await self._resolved()).entry)
+
+    async def xattr(self, name: str) -> bytes | None:
+        if not self.path and name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch layers
+            return None
+        return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         listing = self.image.listings.get(self.path)
