@@ -232,3 +232,25 @@ def test_two_mounts_share_one_cache(tmp_path: Path, layered: Layered, fresh: Cou
         for mount in mounts:
             mount.close()
     assert results == [expected, expected]
+
+
+def test_a_killed_daemon_leaves_a_usable_cache(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    cache = tmp_path / "cache"
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    reader = subprocess.Popen(["cat", str(image_via(first, fresh) / "rootfs/etc/issue")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    while fresh.blob_bytes() < 20 << 20:  # killed in the middle of the first pass
+        reader.poll()
+    os.kill(int(first.log().split()[2]), 9)
+    reader.wait(30)
+    first.close()  # clears the dead mount
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache))
+    try:
+        rootfs = image_via(second, fresh) / "rootfs"
+        assert (rootfs / "etc/issue").read_text() == "regfs layered image\n"
+        expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+        assert (rootfs / "regfs-test/big.bin").read_bytes() == expected
+    finally:
+        second.close()

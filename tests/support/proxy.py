@@ -54,6 +54,14 @@ class CountingProxy:
 
             def _forward(self) -> None:
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                try:
+                    self._relay(upstream)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client went away (a killed daemon)
+                finally:
+                    upstream.close()
+
+            def _relay(self, upstream: http.client.HTTPConnection) -> None:
                 headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}
                 upstream.request(self.command, self.path, headers=headers)
                 response = upstream.getresponse()
@@ -74,12 +82,10 @@ class CountingProxy:
                 self.send_header("Content-Length", str(length))
                 if is_blob and proxy.truncate:
                     self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
-                if is_blob and proxy.truncate:
-                    self.close_connection = True
-                upstream.close()
 
             def do_GET(self) -> None:
                 self._forward()

@@ -134,3 +134,35 @@ def test_merge_matches_applying_layers_bottom_up(kinds: list[EntryKind | None]) 
         assert resolved is not None and resolved.layer == state[-1] and not resolved.is_directory
     else:
         assert resolved is not None and sorted(layer for layer, _ in resolved.directories) == state
+
+
+PARTS = st.sampled_from(["a", "b", "..", ".", "", ".wh.a", ".wh..wh..opq", "c"])
+MEMBERS = st.builds(
+    lambda parts, kind, link: member("/".join(parts), kind, link="/".join(link)),
+    st.lists(PARTS, min_size=1, max_size=4),
+    st.sampled_from(["0", "1", "2", "5", "3", "6", "S"]),
+    st.lists(PARTS, max_size=3),
+)
+
+
+@given(st.lists(MEMBERS, max_size=25))
+def test_any_member_list_gives_a_consistent_tree(members: list[TarMember]) -> None:
+    """Traversal names, duplicates, links to nowhere: never an error, always a sound tree."""
+    builder = LayerTreeBuilder()
+    for item in members:
+        builder.add(item)
+    entries = builder.entries()
+    by_id = {entry.id: entry for entry in entries}
+    assert entries[0].id == ROOT_ID and entries[0].kind is EntryKind.DIRECTORY
+    names = set()
+    for entry in entries[1:]:
+        parent = by_id[entry.parent]
+        assert parent.kind is EntryKind.DIRECTORY and parent.id < entry.id
+        assert entry.name not in (b"", b".", b"..") and b"/" not in entry.name
+        # a whiteout name survives only as the parent directory of another member
+        assert not entry.name.startswith(b".wh.") or entry.implicit
+        assert (entry.parent, entry.name) not in names
+        names.add((entry.parent, entry.name))
+        if entry.link:
+            owner = by_id[entry.link]
+            assert owner.link == 0 and owner.nlink == entry.nlink
