@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ class ChunkCache:
         try:
             with open(path, "rb") as file:
                 data = file.read()
-        except FileNotFoundError:
+        except OSError:  # absent, or a cache directory damaged: either way, fetch again
             self.misses += 1
             return None
         if hashlib.sha256(data).digest() != sha256:
@@ -65,16 +66,30 @@ class ChunkCache:
         return data
 
     def put(self, sha256: bytes, data: bytes) -> None:
-        """Store a chunk whose hash the caller has checked."""
+        """Store a chunk whose hash the caller has checked; best effort, never raises OSError.
+
+        The bytes in hand are verified whatever happens here: a full disk or a chunk
+        evicted by another mount at the same moment only means it is fetched again later.
+        """
+        try:
+            self._write(sha256, data)
+        except OSError as error:
+            log.warning("chunk %s not cached: %s", sha256.hex(), error)
+
+    def _write(self, sha256: bytes, data: bytes) -> None:
         path = self._path(sha256)
         if path.exists():
-            os.utime(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
             return
         path.parent.mkdir(exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(temporary, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
         with self._lock:
             if self._usage is not None:
                 self._usage += len(data)

@@ -9,6 +9,7 @@ is checked against the hash recorded during the verified pass before it is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 OPEN_INDEXES = 256
 MEMORY_CHUNKS_BYTES = 64 << 20
 INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
+REFETCHING_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,11 @@ class LayerStore:
         )
         self._flight: SingleFlight[object] = SingleFlight()
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
+        # Re-fetching threads wait on the network through trio; their own limiter keeps them
+        # from taking every default worker thread (which DNS lookups need too).
+        self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
+        self._unindexable: dict[Digest, MalformedContent] = {}
+        """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
         self.bytes_fetched = 0
         """Blob bytes received from registries (whole blobs and ranges)."""
 
@@ -86,9 +93,15 @@ class LayerStore:
             return cached
 
         async def load() -> LayerIndex:
+            if layer.digest in self._unindexable:
+                raise self._unindexable[layer.digest]
             index = LayerIndex.open(self._index_path(layer.digest))
             if index is None:
-                await self._build(layer)
+                try:
+                    await self._build(layer)
+                except MalformedContent as error:
+                    self._unindexable[layer.digest] = error
+                    raise
                 index = LayerIndex.open(self._index_path(layer.digest))
                 if index is None:
                     raise VerificationFailed(f"{layer}: index unreadable right after building")
@@ -120,19 +133,21 @@ class LayerStore:
         """Stream the whole blob to ``blob`` and check it against its digest and size."""
         hasher = hashlib.new(layer.digest.algorithm)
         received = 0
+        size = layer.descriptor.size
         with open(blob, "wb") as file:
 
             def sink(data: bytes) -> None:
                 nonlocal received
+                received += len(data)
+                if size is not None and received > size:  # never fill the disk for a liar
+                    raise VerificationFailed(f"{layer}: layer blob longer than {size} bytes")
                 file.write(data)
                 hasher.update(data)
-                received += len(data)
 
             try:
                 await self._client.download_blob(layer.host, layer.repository, layer.digest, sink)
             finally:
                 self.bytes_fetched += received
-        size = layer.descriptor.size
         if hasher.hexdigest() != layer.digest.hex or (size is not None and received != size):
             raise VerificationFailed(
                 f"{layer}: layer blob of {received} bytes hashes to "
@@ -187,8 +202,9 @@ class LayerStore:
         remote = RemoteFile(fetch, meta.compressed_size)
         try:
             data = await trio.to_thread.run_sync(
-                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size
-            )
+                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size,
+                limiter=self._refetching,
+            )  # fmt: skip
         except DECOMPRESSION_ERRORS as error:
             if isinstance(remote.error, RegfsError):
                 raise remote.error from None
@@ -215,5 +231,6 @@ def _remove_stale(directory: Path, prefix: str = "") -> None:
     """Delete what a killed daemon left half-written; young files may be another mount's."""
     now = time.time()
     for path in directory.iterdir():
-        if path.name.startswith(prefix) and now - path.stat().st_mtime > STALE_SECONDS:
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
+            if path.name.startswith(prefix) and now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink(missing_ok=True)

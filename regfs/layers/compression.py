@@ -108,7 +108,10 @@ def read_at(
         reader = zstandard.ZstdDecompressor().stream_reader(remote, read_across_frames=True)
         skipped = 0
         while skipped < offset:
-            skipped += len(reader.read(min(offset - skipped, 1 << 20)) or b"\0")
+            piece = reader.read(min(offset - skipped, 1 << 20))
+            if not piece:
+                raise MalformedContent(f"zstd stream ends before offset {offset}")
+            skipped += len(piece)
         return read_exactly(reader, size)
     remote.seek(offset)
     return read_exactly(remote, size)

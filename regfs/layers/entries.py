@@ -23,12 +23,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from regfs.domain.errors import MalformedContent
 from regfs.layers.tar import TarMember
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 ROOT_ID = 1
 DEFAULT_DIR_MODE = 0o755
+MAX_NAME = 255
+"""Longest name a Linux filesystem (and a FUSE readdir reply) takes."""
+MAX_MEMBERS = 4_000_000
+"""Bounds memory while a layer is indexed (a real image layer has well under a million)."""
 
 
 class EntryKind(enum.IntEnum):
@@ -155,6 +160,7 @@ class LayerTreeBuilder:
     def __init__(self) -> None:
         self.root = _directory(implicit=True)
         self.warnings: list[str] = []
+        self.members = 0
 
     def add(self, member: TarMember) -> None:
         shown = member.path.decode("utf-8", "backslashreplace")
@@ -171,6 +177,14 @@ class LayerTreeBuilder:
             if member.type == ord("5"):
                 self._replace_attributes(self.root, member)
             return
+        if any(len(part) > MAX_NAME for part in parts):
+            self.warnings.append(
+                f"{shown[:100]!r}… has a name longer than {MAX_NAME} bytes: skipped"
+            )
+            return
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise MalformedContent(f"layer has more than {MAX_MEMBERS} members")
         name = parts[-1]
         parent = self._parent_dir(parts[:-1])
         if parent is None:
@@ -305,6 +319,8 @@ class LayerTreeBuilder:
 
 def _detach(node: _Node) -> None:
     """Remove ``node`` (and, for a directory, its subtree) from the hard-link counts."""
-    node.inode.names.remove(node)
-    for child in (node.children or {}).values():
-        _detach(child)
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        current.inode.names.remove(current)
+        pending.extend((current.children or {}).values())

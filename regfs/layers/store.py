@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import struct
 from collections.abc import Iterable, Sequence
@@ -103,7 +104,7 @@ def write_index(
     gzip_index: bytes | None,
 ) -> None:
     """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     temporary.unlink(missing_ok=True)
     connection = sqlite3.connect(temporary)
     try:

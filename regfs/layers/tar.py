@@ -200,6 +200,8 @@ class TarScanner:
     def _apply_metadata(self, typeflag: int, data: bytes) -> None:
         if typeflag == ord("x"):
             self._pending.pax.update(parse_pax(data))
+            if sum(len(k) + len(v) for k, v in self._pending.pax.items()) > self.max_metadata:
+                raise MalformedContent("PAX records for one member exceed 1 MiB")
         elif typeflag == ord("L"):
             self._pending.long_name = data.split(b"\0", 1)[0]
         else:
@@ -219,7 +221,7 @@ class TarScanner:
         mtime_ns = _number(header[136:148], "mtime") * 1_000_000_000
         if "mtime" in pax:
             mtime_ns = _pax_time_ns(pax["mtime"].decode("ascii", "replace"))
-        return TarMember(
+        member = TarMember(
             path=path,
             type=typeflag,
             mode=_number(header[100:108], "mode") & 0o7777,
@@ -233,6 +235,29 @@ class TarScanner:
             data_offset=self.offset,
             xattrs=_xattrs(pax),
         )
+        _check_ranges(member)
+        return member
+
+
+MAX_ID = (1 << 32) - 1
+MAX_SIZE = (1 << 63) - 1
+MAX_PATH = 4096
+
+
+def _check_ranges(member: TarMember) -> None:
+    """Refuse numbers no filesystem can show (they would fail later, in stat or SQLite)."""
+    limits = {
+        "uid": (member.uid, MAX_ID), "gid": (member.gid, MAX_ID),
+        "devmajor": (member.devmajor, MAX_ID), "devminor": (member.devminor, MAX_ID),
+        "size": (member.size, MAX_SIZE),
+    }  # fmt: skip
+    for what, (value, limit) in limits.items():
+        if not 0 <= value <= limit:
+            raise MalformedContent(f"tar member {member.path[:100]!r}: {what} {value} out of range")
+    if not -MAX_SIZE <= member.mtime_ns <= MAX_SIZE:
+        raise MalformedContent(f"tar member {member.path[:100]!r}: mtime out of range")
+    if len(member.path) > MAX_PATH or len(member.linkname) > MAX_PATH:
+        raise MalformedContent(f"tar member {member.path[:100]!r}: path longer than {MAX_PATH}")
 
 
 def _padded(size: int) -> int:

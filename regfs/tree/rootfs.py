@@ -15,7 +15,7 @@ import cachetools
 import trio
 
 from regfs.domain.digest import Digest
-from regfs.domain.errors import NotFound
+from regfs.domain.errors import NotFound, RegfsError
 from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 from regfs.layers.merge import Resolved, resolve
@@ -64,9 +64,12 @@ class MergedImage:
             async def build(position: int) -> None:
                 found[position] = await self.context.layers.index(self.layers[position])
 
-            async with trio.open_nursery() as nursery:
-                for position in range(len(self.layers)):
-                    nursery.start_soon(build, position)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for position in range(len(self.layers)):
+                        nursery.start_soon(build, position)
+            except BaseExceptionGroup as group:
+                raise _first_domain_error(group) from None
             self._indexes = [index for index in found if index is not None]
         return self._indexes
 
@@ -117,6 +120,14 @@ class MergedImage:
         if entry.kind is EntryKind.SYMLINK:
             return EntrySymlink(key, entry)
         return EntrySpecial(key, entry)
+
+
+def _first_domain_error(group: BaseExceptionGroup) -> BaseException:
+    """What one layer's failure means to the caller (ENOENT, EACCES, EIO), not a group."""
+    found: BaseException | None = group.subgroup(lambda error: isinstance(error, RegfsError))
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if found is not None else group
 
 
 class RootfsFile(EntryFile):

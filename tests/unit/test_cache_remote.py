@@ -95,3 +95,22 @@ def test_zstd_and_plain_random_access() -> None:
     assert read_at(remote, "zstd", None, 200_000, 50_000) == data[200_000:250_000]  # type: ignore[arg-type]
     plain = RemoteFile(counting_fetch(data, []), len(data))
     assert read_at(plain, "none", None, 123, 456) == data[123:579]  # type: ignore[arg-type]
+
+
+def test_a_zstd_stream_ending_early_is_malformed() -> None:
+    import pytest
+
+    from regfs.domain.errors import MalformedContent
+
+    blob = zstandard.ZstdCompressor().compress(b"short")
+    remote = RemoteFile(counting_fetch(blob, []), len(blob))
+    with pytest.raises(MalformedContent):
+        read_at(remote, "zstd", None, 1000, 10)  # type: ignore[arg-type]
+
+
+def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, 1 << 30)
+    # a bucket that is a file: writes fail (as on a full disk), and root ignores modes
+    cache._path(hashlib.sha256(b"z").digest()).parent.write_bytes(b"not a directory")
+    put(cache, b"z")  # logs a warning, raises nothing
+    assert cache.get(hashlib.sha256(b"z").digest()) is None

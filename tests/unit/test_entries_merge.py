@@ -166,3 +166,10 @@ def test_any_member_list_gives_a_consistent_tree(members: list[TarMember]) -> No
         if entry.link:
             owner = by_id[entry.link]
             assert owner.link == 0 and owner.nlink == entry.nlink
+
+
+def test_deep_trees_and_long_names() -> None:
+    deep = "/".join(["d"] * 2000)  # within the 4096-byte path limit, far past recursion limits
+    tree, warnings = build(member(deep + "/f"), member("d"), member("n" * 256))
+    assert tree["d"].kind is EntryKind.FILE  # replacing the deep tree detaches it iteratively
+    assert len(warnings) == 1 and "longer than 255" in warnings[0]

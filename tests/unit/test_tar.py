@@ -175,3 +175,30 @@ def test_parse_pax_records() -> None:
     assert parse_pax(b"11 k=a=b\nc\n\0\0") == {"k": b"a=b\nc"}
     with pytest.raises(MalformedContent):
         parse_pax(b"5 a\n")
+
+
+@pytest.mark.parametrize(
+    "pax",
+    [{"uid": str(2**64)}, {"gid": "-1"}, {"mtime": "1e30"}, {"size": str(2**64)},
+     {"path": "d/" * 3000}],
+)  # fmt: skip
+def test_out_of_range_numbers_and_paths_raise_malformed_content(pax: dict[str, str]) -> None:
+    member, data = info("f", b"x")
+    member.pax_headers = pax
+    with pytest.raises(MalformedContent):
+        scan(make_tar([(member, data)], tarfile.PAX_FORMAT))
+
+
+def test_pax_records_for_one_member_are_bounded_in_total() -> None:
+    record = "SCHILY.xattr.user.{}=" + "v" * 900_000
+    members = []
+    for number in range(2):  # two records, each under the bound, together over it
+        member = tarfile.TarInfo(f"x{number}")
+        member.pax_headers = {record.format(number).split("=")[0]: "v" * 900_000}
+        members.append(member)
+    data = bytearray()
+    for member in members:
+        data += member.tobuf(tarfile.PAX_FORMAT)[:-512]  # keep the x record, drop the header
+    data += make_tar([info("f", b"x")], tarfile.USTAR_FORMAT)
+    with pytest.raises(MalformedContent, match="exceed 1 MiB"):
+        scan(bytes(data))
