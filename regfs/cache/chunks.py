@@ -38,9 +38,6 @@ class ChunkCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._usage: int | None = None  # measured on first need
-        self.hits = 0
-        self.misses = 0
-        self.evicted = 0
 
     def _path(self, sha256: bytes) -> Path:
         name = sha256.hex()
@@ -53,16 +50,13 @@ class ChunkCache:
             with open(path, "rb") as file:
                 data = file.read()
         except OSError:  # absent, or a cache directory damaged: either way, fetch again
-            self.misses += 1
             return None
         if hashlib.sha256(data).digest() != sha256:
             log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
             path.unlink(missing_ok=True)
-            self.misses += 1
             return None
         with contextlib.suppress(FileNotFoundError):  # evicted by another mount: bytes are good
             os.utime(path)
-        self.hits += 1
         return data
 
     def put(self, sha256: bytes, data: bytes) -> None:
@@ -133,5 +127,4 @@ class ChunkCache:
                     break
                 path.unlink(missing_ok=True)
                 usage -= size
-                self.evicted += 1
             self._usage = usage

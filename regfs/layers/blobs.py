@@ -80,8 +80,6 @@ class LayerStore:
         self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
-        self.bytes_fetched = 0
-        """Blob bytes received from registries (whole blobs and ranges)."""
 
     def _index_path(self, digest: Digest) -> Path:
         return self._index_dir / f"{digest.dir_name}.sqlite"
@@ -144,10 +142,7 @@ class LayerStore:
                 file.write(data)
                 hasher.update(data)
 
-            try:
-                await self._client.download_blob(layer.host, layer.repository, layer.digest, sink)
-            finally:
-                self.bytes_fetched += received
+            await self._client.download_blob(layer.host, layer.repository, layer.digest, sink)
         if hasher.hexdigest() != layer.digest.hex or (size is not None and received != size):
             raise VerificationFailed(
                 f"{layer}: layer blob of {received} bytes hashes to "
@@ -209,8 +204,6 @@ class LayerStore:
             if isinstance(remote.error, RegfsError):
                 raise remote.error from None
             raise MalformedContent(f"{layer}: chunk {number}: cannot decompress: {error}") from None
-        finally:
-            self.bytes_fetched += remote.fetched
         log.info("%s: chunk %d fetched again (%d compressed bytes)", layer, number, remote.fetched)
         if hashlib.sha256(data).digest() != sha256:
             raise VerificationFailed(

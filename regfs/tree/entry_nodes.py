@@ -55,8 +55,8 @@ def entry_xattrs(entry: IndexEntry) -> dict[str, bytes]:
     return {os.fsdecode(name): value for name, value in entry.xattrs}
 
 
-class EntryFile(File):
-    """A regular file: a byte range of the layer's uncompressed tar."""
+class EntryNode(Node):
+    """A node whose attributes are those of one index entry."""
 
     def __init__(self, key: Hashable, source: EntrySource, entry: IndexEntry) -> None:
         self.key = key
@@ -69,6 +69,10 @@ class EntryFile(File):
     async def xattrs(self) -> dict[str, bytes]:
         return entry_xattrs(self.entry)
 
+
+class EntryFile(EntryNode, File):
+    """A regular file: a byte range of the layer's uncompressed tar."""
+
     async def read(self, offset: int, size: int) -> bytes:
         size = max(0, min(size, self.entry.size - offset))
         if size == 0:
@@ -79,32 +83,21 @@ class EntryFile(File):
         )
 
 
-class EntrySymlink(Symlink):
+class EntrySymlink(EntryNode, Symlink):
     """A symlink, served exactly as stored: never resolved by regfs."""
-
-    def __init__(self, key: Hashable, entry: IndexEntry) -> None:
-        self.key = key
-        self.entry = entry
-
-    async def stat(self) -> Stat:
-        return entry_stat(self.entry)
-
-    async def xattrs(self) -> dict[str, bytes]:
-        return entry_xattrs(self.entry)
 
     async def target(self) -> str:
         return os.fsdecode(self.entry.target)
 
 
-class EntrySpecial(Node):
+class EntrySpecial(EntryNode):
     """A device, fifo or (in a layer dir) whiteout: attributes only."""
 
-    def __init__(self, key: Hashable, entry: IndexEntry) -> None:
-        self.key = key
-        self.entry = entry
 
-    async def stat(self) -> Stat:
-        return entry_stat(self.entry)
-
-    async def xattrs(self) -> dict[str, bytes]:
-        return entry_xattrs(self.entry)
+def entry_node(key: Hashable, source: EntrySource, entry: IndexEntry) -> Node:
+    """The node for a non-directory entry (layer dirs and rootfs make their own dirs)."""
+    if entry.kind is EntryKind.FILE:
+        return EntryFile(key, source, entry)
+    if entry.kind is EntryKind.SYMLINK:
+        return EntrySymlink(key, source, entry)
+    return EntrySpecial(key, source, entry)

@@ -10,18 +10,16 @@ no layer.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 from regfs.domain.errors import NotFound
 from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
-    EntryFile,
+    EntryNode,
     EntrySource,
-    EntrySpecial,
-    EntrySymlink,
-    entry_stat,
+    entry_node,
     entry_xattrs,
 )
 from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
@@ -33,23 +31,11 @@ def layer_node(source: EntrySource, entry: IndexEntry) -> Node:
     key = ("layer", source.layer.host, source.layer.repository, source.layer.digest, entry.inode_id)
     if entry.kind is EntryKind.DIRECTORY:
         return LayerDir(key, source, entry)
-    if entry.kind is EntryKind.FILE:
-        return EntryFile(key, source, entry)
-    if entry.kind is EntryKind.SYMLINK:
-        return EntrySymlink(key, entry)
-    return EntrySpecial(key, entry)
+    return entry_node(key, source, entry)
 
 
-class LayerDir(Directory):
+class LayerDir(EntryNode, Directory):
     """A directory inside a layer."""
-
-    def __init__(self, key: Hashable, source: EntrySource, entry: IndexEntry) -> None:
-        self.key = key
-        self.source = source
-        self.entry = entry
-
-    async def stat(self) -> Stat:
-        return entry_stat(self.entry)
 
     async def xattrs(self) -> dict[str, bytes]:
         attributes = entry_xattrs(self.entry)

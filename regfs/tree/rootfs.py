@@ -24,8 +24,7 @@ from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
     EntryFile,
     EntrySource,
-    EntrySpecial,
-    EntrySymlink,
+    entry_node,
     entry_stat,
     entry_xattrs,
 )
@@ -113,13 +112,10 @@ class MergedImage:
         indexes = await self.indexes()
         entry = resolved.entry
         key = ("rootfs-inode", self.key, resolved.layer, entry.inode_id)
+        source = self.source(resolved.layer, indexes)
         if entry.kind is EntryKind.FILE:
-            return RootfsFile(
-                key, self, resolved.layer, self.source(resolved.layer, indexes), entry
-            )
-        if entry.kind is EntryKind.SYMLINK:
-            return EntrySymlink(key, entry)
-        return EntrySpecial(key, entry)
+            return RootfsFile(key, self, resolved.layer, source, entry)
+        return entry_node(key, source, entry)
 
 
 def _first_domain_error(group: BaseExceptionGroup) -> BaseException:

@@ -7,14 +7,13 @@ that works is tested against the real registry.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from tests.support.net import free_port
+from tests.support.net import LoopbackServer
 
 
 @dataclass
@@ -33,15 +32,12 @@ class FakeRegistry:
     def __init__(self, routes: dict[str, Reply | Route]) -> None:
         self.routes = routes
         self.requests: list[tuple[str, str]] = []
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(self._handler())
+        self.port = self._server.port
+        self.host = self._server.host
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self

@@ -10,9 +10,9 @@ from __future__ import annotations
 import http.client
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from tests.support.net import free_port
+from tests.support.net import LoopbackServer
 
 FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
 
@@ -24,15 +24,12 @@ class CountingProxy:
         self.corrupt = False
         self.truncate = False
         self._lock = threading.Lock()
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(self._handler())
+        self.port = self._server.port
+        self.host = self._server.host
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def blob_bytes(self, digest: str | None = None) -> int:
         """Body bytes served for blob requests (of one digest, or all)."""

@@ -11,9 +11,8 @@ import base64
 import datetime
 import json
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.support.net import free_port
+from tests.support.net import LoopbackServer
 from tests.support.registry import TokenAuth
 
 SERVICE = "regfs-test-registry"
@@ -53,14 +52,11 @@ class TokenServer:
         bundle = workdir / "token-root.pem"
         bundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self.requests: list[dict[str, list[str]]] = []
-        self.port = free_port()
-        self.auth = TokenAuth(f"http://127.0.0.1:{self.port}/token", SERVICE, ISSUER, bundle)
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(self._handler())
+        self.auth = TokenAuth(f"http://{self._server.host}/token", SERVICE, ISSUER, bundle)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def _grant(self, scope: str, pusher: bool) -> dict[str, object] | None:
         kind, _, rest = scope.partition(":")
