@@ -12,7 +12,7 @@ from typing import Any
 
 from regfs.domain import mediatypes, schema1
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent
+from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.platform import Platform
 
 SCHEMA1_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -112,14 +112,16 @@ def _descriptor(value: Any, what: str) -> Descriptor:
     )
 
 
-def _detect_media_type(document: dict[str, Any], content_type: str) -> str:
+def _detect_media_type(document: dict[str, Any], content_type: str, is_jws: bool) -> str:
     """The JSON's own ``mediaType`` wins; then Content-Type; then the document's shape."""
     declared = document.get("mediaType")
     if isinstance(declared, str) and declared:
         return declared
     served = mediatypes.base_media_type(content_type)
     if document.get("schemaVersion") == 1:
-        return served if mediatypes.is_schema1(served) else mediatypes.DOCKER_SCHEMA1_SIGNED
+        if is_jws or not mediatypes.is_schema1(served):
+            return mediatypes.DOCKER_SCHEMA1_SIGNED
+        return served
     if mediatypes.is_index(served) or mediatypes.is_image_manifest(served):
         return served
     if "manifests" in document:
@@ -134,7 +136,7 @@ def _list_of_descriptors(document: dict[str, Any], key: str, what: str) -> tuple
     return tuple(_descriptor(item, f"{what} {key}[{i}]") for i, item in enumerate(items))
 
 
-def _parse_schema1(raw: bytes, document: dict[str, Any], media_type: str) -> ImageManifest:
+def _parse_schema1(document: dict[str, Any], media_type: str) -> ImageManifest:
     what = "schema1 manifest"
     fs_layers = _field(document, "fsLayers", list, what)
     history = _field(document, "history", list, what)
@@ -148,14 +150,51 @@ def _parse_schema1(raw: bytes, document: dict[str, Any], media_type: str) -> Ima
             continue
         digest = Digest.parse(_field(layer, "blobSum", str, what))
         layers.append(Descriptor(SCHEMA1_LAYER, digest, None))
-    schema1.signed_payload(raw, document)  # a malformed signature block is malformed input
     return ImageManifest(media_type, None, tuple(layers), schema1.derived_config(history))
 
 
+def signed_content(raw: bytes) -> bytes:
+    """The bytes a manifest's digest covers: all of them, or a signed schema1's payload.
+
+    Recognised by content, not Content-Type, since registries label schema1 inconsistently.
+    """
+    if b'"signatures"' not in raw:
+        return raw
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw  # not JSON: hashed as is, and refused when parsed
+    if isinstance(document, dict) and schema1.is_signed(document):
+        return schema1.signed_payload(raw, document)
+    return raw
+
+
+def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
+    """The digest a registry gives these bytes (a signed schema1's covers its payload)."""
+    return Digest.of(signed_content(raw), algorithm)
+
+
 def parse_manifest(raw: bytes, content_type: str = "") -> Manifest:
-    """Parse a manifest of any supported type; ``content_type`` is the served header."""
-    document = load_json_object(raw, "manifest")
-    media_type = _detect_media_type(document, content_type)
+    """Parse a manifest of any supported type; ``content_type`` is the served header.
+
+    Only what the digest covers is parsed: for signed schema1, the payload.
+    """
+    signed = signed_content(raw)
+    return _parse_signed(signed, content_type, is_jws=signed is not raw)
+
+
+def verified_manifest(raw: bytes, content_type: str, digest: Digest) -> Manifest:
+    """Parse ``raw`` only if it is what ``digest`` names: the one check for every manifest."""
+    signed = signed_content(raw)
+    if not digest.matches(signed):
+        actual = Digest.of(signed, digest.algorithm)
+        raise VerificationFailed(f"manifest bytes hash to {actual}, not {digest}")
+    return _parse_signed(signed, content_type, is_jws=signed is not raw)
+
+
+def _parse_signed(signed: bytes, content_type: str, is_jws: bool) -> Manifest:
+    document = load_json_object(signed, "manifest")
+    media_type = _detect_media_type(document, content_type, is_jws)
     if mediatypes.is_index(media_type):
         return ImageIndex(media_type, _list_of_descriptors(document, "manifests", "index"))
     if mediatypes.is_image_manifest(media_type):
@@ -163,23 +202,8 @@ def parse_manifest(raw: bytes, content_type: str = "") -> Manifest:
         layers = _list_of_descriptors(document, "layers", "manifest")
         return ImageManifest(media_type, config, layers)
     if mediatypes.is_schema1(media_type):
-        return _parse_schema1(raw, document, media_type)
+        return _parse_schema1(document, media_type)
     raise MalformedContent(f"not an image manifest or index: {media_type!r}")
-
-
-def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
-    """The digest a registry gives these bytes: a signed schema1 manifest's covers its payload.
-
-    Recognised by content, not Content-Type, since registries label schema1 inconsistently.
-    """
-    if b'"signatures"' in raw:
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
-            document = None
-        if isinstance(document, dict) and document.get("schemaVersion") == 1:
-            return Digest.of(schema1.signed_payload(raw, document), algorithm)
-    return Digest.of(raw, algorithm)
 
 
 def parse_image_config(raw: bytes) -> ImageConfig:

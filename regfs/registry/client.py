@@ -149,11 +149,14 @@ class RegistryClient:
         algorithm = "sha256"
         if header:
             algorithm = _header_digest(header, f"{host}: {path}").algorithm
-        digest = manifest_digest(response.body, algorithm)
+        name = f"{host}/{repository}{'@' if ':' in reference else ':'}{reference}"
+        try:
+            digest = manifest_digest(response.body, algorithm)
+        except MalformedContent as error:
+            raise MalformedContent(f"{name}: {error}") from None
         if header and str(digest) != header.strip():
             raise MalformedContent(
-                f"{host}/{repository}:{reference}: manifest hashes to {digest}, "
-                f"but the registry says {header.strip()}"
+                f"{name}: manifest hashes to {digest}, but the registry says {header.strip()}"
             )
         return FetchedManifest(response.body, media_type, digest)
 

@@ -16,8 +16,14 @@ import cachetools
 
 from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
-from regfs.domain.errors import AccessDenied, NotFound, ProtocolError, VerificationFailed
-from regfs.domain.manifest import Descriptor, Manifest, manifest_digest, parse_manifest
+from regfs.domain.errors import (
+    AccessDenied,
+    NotFound,
+    ProtocolError,
+    RegfsError,
+    VerificationFailed,
+)
+from regfs.domain.manifest import Descriptor, Manifest, verified_manifest
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -131,12 +137,10 @@ class RegistryMetadata:
 
         async def fetch() -> Image:
             fetched = await self._client.get_manifest(host, repository, str(digest))
-            actual = manifest_digest(fetched.raw, digest.algorithm)
-            if actual != digest:
-                raise VerificationFailed(
-                    f"{host}/{repository}@{digest}: manifest bytes hash to {actual}"
-                )
-            manifest = parse_manifest(fetched.raw, fetched.media_type)
+            try:
+                manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+            except RegfsError as error:
+                raise type(error)(f"{host}/{repository}@{digest}: {error}") from None
             self._note(host, repository)
             return Image(host, repository, digest, fetched.raw, fetched.media_type, manifest)
 

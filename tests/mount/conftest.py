@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import images
+from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, convert, debian_rootfs
-from tests.support.mount import Mount
+from tests.support.mount import Installation, Mount
 from tests.support.registry import Registry
 from tests.support.token_server import PUSHER, TokenServer
 
@@ -74,7 +75,23 @@ def token_registry(workdir: Path, layout: Path) -> Iterator[tuple[Registry, Toke
     tokens.stop()
 
 
-UNEXPECTED_LOG = re.compile(r" (ERROR|CRITICAL) |Traceback")
+@pytest.fixture(scope="session", autouse=True)
+def installed_regfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """regfs built into a wheel and installed in a fresh venv: what every mount test runs."""
+    bin_dir = install_wheel(tmp_path_factory.mktemp("installed"))
+    Installation.use(bin_dir)
+    return bin_dir
+
+
+@pytest.fixture(autouse=True)
+def checked_logs() -> Iterator[None]:
+    """Fail a test that leaves a WARNING, ERROR or traceback it did not declare in any
+    regfs log (the session mount's and those the test made itself)."""
+    yield
+    unexpected = {str(m.path): m.unexpected_log_lines() for m in Mount.live}
+    Mount.live[:] = [m for m in Mount.live if os.path.ismount(m.path)]
+    unexpected = {path: lines for path, lines in unexpected.items() if lines}
+    assert not unexpected, f"unexpected lines in the regfs log: {unexpected}"
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +100,6 @@ def mnt(workdir: Path) -> Iterator[Mount]:
     mount = Mount(workdir / "mnt", "--timeout", "5")
     yield mount
     mount.close()
-    unexpected = [line for line in mount.log().splitlines() if UNEXPECTED_LOG.search(line)]
-    assert not unexpected, "unexpected errors in the regfs log:\n" + "\n".join(unexpected)
 
 
 LAYERED_FORMATS = ("oci", "v2s2", "zstd", "plain", "schema1")

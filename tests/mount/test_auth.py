@@ -44,6 +44,7 @@ def test_refused_repository_is_eacces(
     mnt: Mount, token_registry: tuple[Registry, TokenServer]
 ) -> None:
     registry, _ = token_registry
+    mnt.allow_log(rf"{registry.host}/v2/private/img/tags/list: HTTP 401")
     with pytest.raises(OSError) as caught:
         os.listdir(mnt / registry.host / "private/img")
     assert caught.value.errno == errno.EACCES

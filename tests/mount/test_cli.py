@@ -10,16 +10,29 @@ from pathlib import Path
 import pytest
 
 from tests.mount.conftest import Pushed
-from tests.support.mount import REGFS, Mount
+from tests.support.installed import ROOT, clean_environment
+from tests.support.mount import Installation, Mount, run_regfs
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.mount
+regfs = run_regfs
 
 
-def regfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(REGFS), *args], capture_output=True, text=True, timeout=30, check=False
-    )
+def test_the_tests_run_regfs_installed_from_a_wheel(installed_regfs: Path) -> None:
+    assert Installation.regfs() == installed_regfs / "regfs"
+    probe = subprocess.run(
+        [installed_regfs / "python", "-c", "import regfs; print(regfs.__file__)"],
+        capture_output=True, text=True, check=True, cwd="/", env=clean_environment(),
+    )  # fmt: skip
+    module = Path(probe.stdout.strip())
+    assert "site-packages" in module.parts and ROOT not in module.parents
+
+
+def test_the_wheel_ships_the_layer_index_schema(installed_regfs: Path) -> None:
+    check = "from importlib.resources import files; print(files('regfs.layers') / 'schema.sql')"
+    probe = subprocess.run([installed_regfs / "python", "-c", check], cwd="/",
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert "CREATE TABLE" in Path(probe.stdout.strip()).read_text()
 
 
 def test_mount_refuses_a_missing_mountpoint(tmp_path: Path) -> None:
@@ -58,7 +71,7 @@ def test_mount_returns_when_live_and_umount_ends_the_daemon(tmp_path: Path, push
 
 def test_umount_clears_a_dead_mount(tmp_path: Path) -> None:
     mount = Mount(tmp_path / "mnt")
-    pid = int(mount.log().split()[2])  # the daemon's pid, logged with every line
+    pid = mount.pid()
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: _gone(pid), 10, f"daemon {pid} to die")
     with pytest.raises(OSError):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.mount.conftest import Pushed
+from tests.support import schema1
 from tests.support.fake_registry import FakeRegistry, Reply
 from tests.support.mount import Mount
 from tests.support.net import free_port
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.mount
 
 TIMEOUT = 5  # the session mount's --timeout
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
 
 
@@ -72,6 +74,7 @@ def test_the_mount_is_read_only(mnt: Mount, pushed: Pushed) -> None:
 
 def test_unreachable_registry_is_eio_quickly(mnt: Mount) -> None:
     host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    mnt.allow_log(rf"{host}/v2/_catalog: ConnectError")
     took = expect_errno(errno.EIO, lambda: os.listdir(mnt / host))
     assert took < TIMEOUT
     assert host in mnt.log()
@@ -82,6 +85,7 @@ def test_stalled_registry_is_eio_within_the_timeout(mnt: Mount) -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         host = f"127.0.0.1:{server.getsockname()[1]}"  # accepts, never answers
+        mnt.allow_log(rf"{host}: /v2/_catalog: no answer within")
         took = expect_errno(errno.EIO, lambda: os.listdir(mnt / host))
     assert TIMEOUT - 0.5 < took < TIMEOUT + 3
     assert f"{host}: /v2/_catalog: no answer within {TIMEOUT}s" in mnt.log()
@@ -91,6 +95,7 @@ def test_server_errors_are_eio_and_the_daemon_survives(
     mnt: Mount, pushed: Pushed, fake: FakeRegistry
 ) -> None:
     fake.routes["/v2/_catalog"] = Reply(500, b"internal error")
+    mnt.allow_log(rf"{fake.host}/v2/_catalog: HTTP 500")
     expect_errno(errno.EIO, lambda: os.listdir(mnt / fake.host))
     assert len(fake.requests) > 1  # retried before giving up
     assert os.listdir(mnt / pushed.registry.host / "library/debian") == ["bookworm"]
@@ -99,6 +104,8 @@ def test_server_errors_are_eio_and_the_daemon_survives(
 def test_malformed_manifest_is_eio_with_a_log_line(mnt: Mount, fake: FakeRegistry) -> None:
     fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["bad/json","not/image"]}')
     garbage = b'{"schemaVersion": 2, "layers": [tru'
+    mnt.allow_log(rf"{fake.host}/bad/json@.*: manifest is not valid JSON",
+                  rf"{fake.host}/not/image@.*: not an image manifest")  # fmt: skip
     not_image = b'{"schemaVersion": 2, "mediaType": "text/plain"}'
     for repository, body in (("bad/json", garbage), ("not/image", not_image)):
         fake.routes[f"/v2/{repository}/tags/list"] = Reply(200, b'{"tags":["1"]}')
@@ -113,6 +120,7 @@ def test_malformed_manifest_is_eio_with_a_log_line(mnt: Mount, fake: FakeRegistr
 
 def test_manifest_that_does_not_match_its_digest_is_eio(mnt: Mount, fake: FakeRegistry) -> None:
     honest, forged = oci_manifest(), oci_manifest(b"{}")
+    mnt.allow_log(rf"{fake.host}/evil/img@{digest_of(honest)}: manifest bytes hash to")
     fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["evil/img"]}')
     fake.routes[f"/v2/evil/img/manifests/{digest_of(honest)}"] = Reply(200, forged)
     image = mnt / fake.host / "evil/img" / digest_of(honest).replace(":", "-")
@@ -124,6 +132,7 @@ def test_tag_whose_bytes_contradict_the_registry_header_is_eio(
     mnt: Mount, fake: FakeRegistry
 ) -> None:
     body = oci_manifest()
+    mnt.allow_log(rf"{fake.host}/liar/img@.*but the registry says")
     fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["liar/img"]}')
     fake.routes["/v2/liar/img/tags/list"] = Reply(200, b'{"tags":["1"]}')
     fake.routes["/v2/liar/img/manifests/1"] = Reply(200, body, {"Content-Type": OCI_MANIFEST})
@@ -136,6 +145,7 @@ def test_tag_whose_bytes_contradict_the_registry_header_is_eio(
 
 def test_corrupted_config_blob_is_eio(mnt: Mount, fake: FakeRegistry) -> None:
     body = oci_manifest()
+    mnt.allow_log(rf"{fake.host}/corrupt/img@{digest_of(CONFIG)}: config blob")
     fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["corrupt/img"]}')
     fake.routes[f"/v2/corrupt/img/manifests/{digest_of(body)}"] = Reply(200, body)
     fake.routes[f"/v2/corrupt/img/blobs/{digest_of(CONFIG)}"] = Reply(200, CONFIG[:-1] + b"!")
@@ -174,3 +184,21 @@ def test_tag_lists_are_followed_across_pages(mnt: Mount, fake: FakeRegistry) -> 
     fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["paged/img"]}')
     fake.routes["/v2/paged/img/tags/list"] = tags_page
     assert sorted(os.listdir(mnt / fake.host / "paged/img")) == ["a", "b", "c", "d", "e"]
+
+
+def test_forged_schema1_is_eio_with_a_log_line(mnt: Mount, fake: FakeRegistry) -> None:
+    """Served under the honest digest (by digest and by tag), with another layer."""
+    honest = schema1.payload("sha256:" + "1" * 64)
+    forged = schema1.tail_carries_payload(honest, schema1.payload("sha256:" + "e" * 64))
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["forged/img"]}')
+    fake.routes["/v2/forged/img/tags/list"] = Reply(200, b'{"tags":["1"]}')
+    headers = {"Content-Type": SCHEMA1_SIGNED}  # by tag, no digest header: regfs hashes
+    fake.routes["/v2/forged/img/manifests/1"] = Reply(200, forged, headers)
+    fake.routes[f"/v2/forged/img/manifests/{digest_of(honest)}"] = Reply(200, forged, headers)
+    problem = "schema1 manifest: signed part does not end at 'signatures'"
+    mnt.allow_log(rf"{fake.host}/forged/img[:@].*: {problem}")
+    image = mnt / fake.host / "forged/img"
+    expect_errno(errno.EIO, lambda: os.listdir(image / digest_of(honest).replace(":", "-")))
+    assert f"{fake.host}/forged/img@{digest_of(honest)}: {problem}" in mnt.log()
+    expect_errno(errno.EIO, lambda: os.readlink(image / "1"))
+    assert f"{fake.host}/forged/img:1: {problem}" in mnt.log()

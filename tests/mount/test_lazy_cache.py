@@ -17,6 +17,7 @@ import pytest
 from tests.mount.conftest import Layered
 from tests.support import images
 from tests.support.mount import Mount
+from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
 
 pytestmark = pytest.mark.mount
@@ -153,6 +154,7 @@ def test_damaged_chunks_on_disk_are_never_served(
         data[len(data) // 2] ^= 0xFF
         chunk.write_bytes(data)
     second = Mount(tmp_path / "second", "--cache-dir", str(cache))
+    second.allow_log(r"in the cache is damaged: removed, will fetch again")
     try:
         big = (image_via(second, fresh) / "1/regfs-test/big.bin").read_bytes()
         assert big == (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
@@ -167,12 +169,13 @@ def test_a_damaged_blob_is_eio_and_the_next_read_works(
 ) -> None:
     setattr(fresh, damage, True)
     mount = Mount(tmp_path / "mnt", "--timeout", "5")
+    digest = layer_digests(layered)[1]
+    mount.allow_log(rf"{digest}: (layer blob of \d+ bytes hashes to|RemoteProtocolError)")
     try:
         issue = image_via(mount, fresh) / "1/etc/issue"
         with pytest.raises(OSError) as caught:
             issue.read_bytes()
         assert caught.value.errno == errno.EIO
-        digest = layer_digests(layered)[1]
         assert digest in mount.log()  # one line names the blob
         setattr(fresh, damage, False)
         assert issue.read_text() == "regfs layered image\n"
@@ -183,6 +186,7 @@ def test_a_damaged_blob_is_eio_and_the_next_read_works(
 def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: CountingProxy) -> None:
     cache = tmp_path / "cache"
     mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
+    mount.allow_log(r"chunk \d+ fetched again does not match its recorded hash")
     try:
         big = image_via(mount, fresh) / "1/regfs-test/big.bin"
         os.listdir(big.parent)
@@ -241,9 +245,9 @@ def test_a_killed_daemon_leaves_a_usable_cache(
     first = Mount(tmp_path / "first", "--cache-dir", str(cache))
     reader = subprocess.Popen(["cat", str(image_via(first, fresh) / "rootfs/etc/issue")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    while fresh.blob_bytes() < 20 << 20:  # killed in the middle of the first pass
-        reader.poll()
-    os.kill(int(first.log().split()[2]), 9)
+    # killed in the middle of the first pass
+    wait_until(lambda: fresh.blob_bytes() >= 20 << 20, 60, "20 MiB of the first pass")
+    os.kill(first.pid(), 9)
     reader.wait(30)
     first.close()  # clears the dead mount
     second = Mount(tmp_path / "second", "--cache-dir", str(cache))

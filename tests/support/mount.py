@@ -1,17 +1,56 @@
-"""Mounting regfs through its CLI, as a user does, and reading its log afterwards."""
+"""Mounting regfs through its CLI, as a user does, and checking its log afterwards."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
-REGFS = Path(sys.executable).with_name("regfs")
+from tests.support.installed import clean_environment
+
+PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+"""Log lines no test may leave behind unless it says it expects them."""
+
+
+class Installation:
+    """Which ``regfs`` the tests run: the wheel's once ``use`` is called (the mount tests
+    always do), else the one beside this interpreter (the benchmarks' default)."""
+
+    bin_dir = Path(sys.executable).parent
+
+    @classmethod
+    def use(cls, bin_dir: Path) -> None:
+        cls.bin_dir = bin_dir
+
+    @classmethod
+    def regfs(cls) -> Path:
+        return cls.bin_dir / "regfs"
+
+
+def run_regfs(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``regfs ARGS…`` as a user types it, from the installation under test."""
+    return subprocess.run(
+        [str(Installation.regfs()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=clean_environment(),
+    )
 
 
 class Mount:
-    """``regfs mount`` at ``path`` (daemonized); ``close()`` unmounts and returns the log."""
+    """``regfs mount`` at ``path`` (daemonized); ``close()`` unmounts it.
+
+    Every mount's log is checked after each test (``unexpected_log_lines``): a WARNING,
+    ERROR or traceback fails the test unless the test declared it with ``allow_log``.
+    """
+
+    live: ClassVar[list[Mount]] = []
+    """Mounts whose logs still need checking."""
 
     def __init__(self, path: Path, *options: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -19,15 +58,12 @@ class Mount:
         self.log_file = path.with_name(path.name + ".log")
         if "--cache-dir" not in options:  # never the user's own cache
             options = (*options, "--cache-dir", str(path.with_name(path.name + ".cache")))
-        result = subprocess.run(
-            [REGFS, "mount", str(path), "--log-file", str(self.log_file), *options],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        self._checked_up_to = 0
+        self._allowed: list[re.Pattern[str]] = []
+        result = run_regfs("mount", str(path), "--log-file", str(self.log_file), *options)
         if result.returncode != 0:
             raise RuntimeError(f"regfs mount failed: {result.stderr}")
+        Mount.live.append(self)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -35,9 +71,40 @@ class Mount:
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
 
+    def allow_log(self, *patterns: str) -> None:
+        """Lines matching any of ``patterns`` (regexes) may appear during this test."""
+        self._allowed += [re.compile(pattern) for pattern in patterns]
+
+    def unexpected_log_lines(self) -> list[str]:
+        """WARNING/ERROR/traceback lines logged since the last check that no test allowed;
+        then start a new check (allowances end with the test that made them)."""
+        text = self.log()
+        new, self._checked_up_to = text[self._checked_up_to :], len(text)
+        allowed, self._allowed = self._allowed, []
+        return [
+            line
+            for line in new.splitlines()
+            if PROBLEM.search(line) and not any(pattern.search(line) for pattern in allowed)
+        ]
+
+    def pid(self) -> int:
+        """The daemon serving this mount, found by its command line (``regfs mount PATH``)."""
+        wanted = str(self.path).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # exited meanwhile
+            if b"mount" in argv and wanted in argv and any(b"regfs" in a for a in argv[:2]):
+                return int(entry.name)
+        raise LookupError(f"no regfs daemon serves {self.path}")
+
     def close(self) -> None:
         if os.path.ismount(self.path) or _dead(self.path):
-            subprocess.run([REGFS, "umount", str(self.path)], check=True, timeout=30)
+            result = run_regfs("umount", str(self.path))
+            assert result.returncode == 0, result.stderr
 
 
 def _dead(path: Path) -> bool:

@@ -1,0 +1,52 @@
+"""regfs as its users get it: built into a wheel and installed in a fresh venv.
+
+The mount tests run this installation, never the editable tree, so a file the wheel
+lacks (package data, a module left out of the package list) fails them as it would fail
+a user. The wheel is built from a copy of just what the sdist holds, so stale build
+output in the work tree cannot leak into it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ("pyproject.toml", "README.md", "regfs")
+"""What setuptools needs to build the wheel: the project file, the readme, the package."""
+
+
+def _run(command: list[str | Path], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def install_wheel(workdir: Path) -> Path:
+    """Build regfs's wheel, install it into a new venv under ``workdir``; its ``bin/``."""
+    source = workdir / "source"
+    source.mkdir(parents=True)
+    for name in SHIPPED:
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    wheels = workdir / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    _run([*pip, "wheel", "--no-deps", "--wheel-dir", wheels, source], "building the wheel")
+    (wheel,) = wheels.glob("regfs-*.whl")
+    environment = workdir / "venv"
+    venv.create(environment, with_pip=True)
+    bin_dir = environment / "bin"
+    _run([bin_dir / "python", *pip[1:], "install", wheel], f"installing {wheel.name}")
+    return bin_dir
+
+
+def clean_environment() -> dict[str, str]:
+    """The tests' environment without what would let the installed regfs import the tree."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
