@@ -89,24 +89,30 @@ class RepositoryDir(Directory):
         catalog = await metadata.repositories(self.host)
         return set(catalog or ()) | metadata.known_repositories(self.host), catalog is not None
 
-    async def _tags(self, must_exist: bool) -> frozenset[str]:
-        """This path's tags; a path that is only a prefix has none (unless ``must_exist``)."""
-        if not self.path:
-            return frozenset()
+    async def _listed_tags(self, repositories: set[str], children: set[str]) -> frozenset[str]:
+        """This path's tags for a listing.
+
+        A path the catalog does not name may be only a prefix: "name unknown" then means no
+        tags. A refusal is EACCES, unless the path is known to lead to other repositories
+        (Docker Hub refuses ``library`` itself but serves ``library/debian``).
+        """
+        known = self.path in repositories
         try:
             return await self.context.metadata.tags(self.host, self.path)
-        except (NotFound, AccessDenied):
-            if must_exist:
+        except NotFound:
+            if known:
                 raise
-            return frozenset()
+        except AccessDenied:
+            if known or not children:
+                raise
+        return frozenset()
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         repositories, from_catalog = await self._repositories()
         children = _children(self.path, repositories)
-        is_repository = self.path in repositories or not from_catalog
-        tags = (
-            await self._tags(must_exist=self.path in repositories) if is_repository else frozenset()
-        )
+        tags: frozenset[str] = frozenset()
+        if self.path and (self.path in repositories or not from_catalog):
+            tags = await self._listed_tags(repositories, children)
         result: list[tuple[str, Node]] = [
             (name, RepositoryDir(self.context, self.host, self._join(name)))
             for name in sorted(children)
@@ -118,6 +124,12 @@ class RepositoryDir(Directory):
         return result
 
     async def lookup(self, name: str) -> Node:
+        """A digest dir, a known sub-path, a tag, or a repository path, in that order.
+
+        Only a registry's "name unknown" may turn a name into a path prefix: when it refuses
+        to say (401/403) whether ``name`` is a tag or a repository, the answer is EACCES,
+        never a directory that would show a different tree.
+        """
         digest = Digest.from_dir_name(name)
         if digest is not None and self.path:
             await self.context.metadata.image(self.host, self.path, digest)
@@ -126,29 +138,49 @@ class RepositoryDir(Directory):
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
-        if self.path and is_tag(name) and await self._has_tag(name):
-            return TagLink(self.context, self.host, self.path, name)
-        valid = is_repository_component(name) and len(full) <= MAX_REPOSITORY_LENGTH
-        if valid and (not from_catalog or await self._tags_exist(full)):
-            return RepositoryDir(self.context, self.host, full)
+        refusal: AccessDenied | None = None
+        if self.path and is_tag(name):
+            try:
+                if await self._has_tag(name):
+                    return TagLink(self.context, self.host, self.path, name)
+            except AccessDenied as error:
+                refusal = error
+        if is_repository_component(name) and len(full) <= MAX_REPOSITORY_LENGTH:
+            if not from_catalog and refusal is None:
+                # Without a catalog a prefix cannot be told from a typo: take the name.
+                return RepositoryDir(self.context, self.host, full)
+            try:
+                if await self._is_repository(full):
+                    return RepositoryDir(self.context, self.host, full)
+            except AccessDenied as error:
+                refusal = refusal or error
         where = f"{self.host}/{self.path}" if self.path else self.host
+        if refusal is not None:
+            raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
         raise NotFound(f"{where}: no repository or tag {name!r}")
 
     async def _has_tag(self, tag: str) -> bool:
-        """True if ``tag`` exists: in the (cached) tag list, or, if pushed since, by a HEAD."""
-        if tag in await self._tags(must_exist=False):
-            return True
+        """True if ``tag`` exists: in the (cached) tag list, or, if pushed since or the list
+        is refused, by a HEAD; AccessDenied if the registry will not say."""
+        try:
+            if tag in await self.context.metadata.tags(self.host, self.path):
+                return True
+        except NotFound:
+            return False  # no such repository, so no such tag
+        except AccessDenied:
+            pass  # some registries let you pull what they will not list (ECR policies)
         try:
             await self.context.metadata.tag_digest(self.host, self.path, tag)
-        except (NotFound, AccessDenied):
+        except NotFound:
             return False
         return True
 
-    async def _tags_exist(self, repository: str) -> bool:
-        """True if ``repository`` answers ``tags/list``: pushed after the catalog was read."""
+    async def _is_repository(self, repository: str) -> bool:
+        """True if ``repository`` answers ``tags/list`` (pushed after the catalog was read);
+        False if the registry does not know it; AccessDenied if it will not say."""
         try:
             await self.context.metadata.tags(self.host, repository)
-        except (NotFound, AccessDenied):
+        except NotFound:
             return False
         return True
 

@@ -13,7 +13,7 @@ from tests.support import images
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, convert, debian_rootfs
 from tests.support.mount import Installation, Mount
-from tests.support.registry import Registry
+from tests.support.registry import BasicAuth, Registry
 from tests.support.token_server import PUSHER, TokenServer
 
 REAL_FILES = ["/etc/os-release", "/etc/debian_version", "/usr/share/common-licenses/GPL-3"]
@@ -73,6 +73,20 @@ def token_registry(workdir: Path, layout: Path) -> Iterator[tuple[Registry, Toke
     yield registry, tokens
     registry.stop()
     tokens.stop()
+
+
+BASIC_USER = BasicAuth("pusher", "htpasswd-secret-9f2c")
+
+
+@pytest.fixture(scope="session")
+def basic_registry(workdir: Path, layout: Path) -> Iterator[Registry]:
+    """registry:2 with ``auth: htpasswd``: nothing without credentials, not even a catalog."""
+    registry = Registry(workdir / "basic-registry", basic=BASIC_USER)
+    credentials = f"{BASIC_USER.username}:{BASIC_USER.password}"
+    for repository in ("solo", "team/app"):
+        images.push(layout, "base", f"{registry.host}/{repository}:1", "--dest-creds", credentials)
+    yield registry
+    registry.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

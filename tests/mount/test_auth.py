@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from tests.mount.conftest import BASIC_USER
+from tests.support.fake_registry import FakeRegistry, Reply
 from tests.support.mount import Mount
 from tests.support.registry import Registry
 from tests.support.token_server import TokenServer
@@ -40,12 +42,55 @@ def test_tokens_are_reused_until_they_expire(
     assert len(tokens.requests) == before
 
 
-def test_refused_repository_is_eacces(
+def test_refused_repository_and_names_below_it_are_eacces(
     mnt: Mount, token_registry: tuple[Registry, TokenServer]
 ) -> None:
+    """Token auth refusing the anonymous scope: the repository and any name in it."""
     registry, _ = token_registry
-    mnt.allow_log(rf"{registry.host}/v2/private/img/tags/list: HTTP 401")
-    with pytest.raises(OSError) as caught:
-        os.listdir(mnt / registry.host / "private/img")
-    assert caught.value.errno == errno.EACCES
+    mnt.allow_log(rf"{registry.host}/v2/private/img/tags/list: HTTP 401",
+                  rf"{registry.host}/private/img: '1' refused")  # fmt: skip
+    for action in (os.listdir, os.stat):
+        path = mnt / registry.host / ("private/img" if action is os.listdir else "private/img/1")
+        with pytest.raises(OSError) as caught:
+            action(path)
+        assert caught.value.errno == errno.EACCES
     assert f"{registry.host}/v2/private/img/tags/list: HTTP 401" in mnt.log()
+
+
+def test_a_refused_tag_or_repository_is_eacces_not_a_directory(
+    mnt: Mount, basic_registry: Registry
+) -> None:
+    """htpasswd registry, no credentials: whatever asks the registry is EACCES."""
+    host = mnt / basic_registry.host
+    refused = rf"{basic_registry.host}/(solo|team)\S*: '\w+' refused: .*HTTP 401"
+    listing = rf"opendir: GET http://{basic_registry.host}/v2/(solo|team/app)/tags/list: HTTP 401"
+    mnt.allow_log(refused, listing)
+    for action in (
+        (host / "solo/1/manifest").read_bytes,
+        lambda: os.listdir(host / "solo/1"),
+        lambda: os.stat(host / "solo/1"),
+        lambda: os.listdir(host / "solo"),
+        lambda: os.readlink(host / "team/app/1"),
+        lambda: os.listdir(host / "team/app"),
+    ):
+        with pytest.raises(OSError) as caught:
+            action()
+        assert caught.value.errno == errno.EACCES, caught.value
+    assert f"{basic_registry.host}/solo: '1' refused" in mnt.log()
+    assert BASIC_USER.password not in mnt.log()
+    assert os.listdir(host) == []  # a refused catalog is no catalog: names can still be tried
+
+
+def test_a_refused_prefix_still_leads_to_a_repository_that_answers(mnt: Mount) -> None:
+    """Docker Hub's way: unknown or private names are 401, ``org`` is not a repository,
+    but ``org/app`` answers: the refusal of ``org`` must not hide ``org/app``."""
+    refused = Reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+    fake = FakeRegistry({
+        "/v2/_catalog": refused, "/v2/org/tags/list": refused, "/v2/org/manifests/app": refused,
+        "/v2/org/app/tags/list": Reply(200, b'{"name":"org/app","tags":["v1"]}'),
+    })  # fmt: skip
+    try:
+        assert os.listdir(mnt / fake.host / "org/app") == ["v1"]
+        assert os.listdir(mnt / fake.host / "org") == ["app"]  # known now, though refused
+    finally:
+        fake.stop()

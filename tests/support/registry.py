@@ -8,6 +8,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
+
 from tests.support.net import free_port, wait_until
 
 
@@ -19,7 +21,19 @@ class TokenAuth:
     root_cert_bundle: Path
 
 
-def _config(storage: Path, port: int, token: TokenAuth | None) -> str:
+@dataclass(frozen=True)
+class BasicAuth:
+    """``auth: htpasswd``: every request needs this user's password (bcrypt in the file)."""
+
+    username: str
+    password: str
+
+    def write_htpasswd(self, path: Path) -> None:
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        path.write_text(f"{self.username}:{hashed}\n")
+
+
+def _config(storage: Path, port: int, token: TokenAuth | None, htpasswd: Path | None = None) -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -46,19 +60,27 @@ def _config(storage: Path, port: int, token: TokenAuth | None) -> str:
             f"    issuer: {token.issuer}",
             f"    rootcertbundle: {token.root_cert_bundle}",
         ]
+    if htpasswd is not None:
+        lines += ["auth:", "  htpasswd:", "    realm: regfs-tests", f"    path: {htpasswd}"]
     return "\n".join(lines) + "\n"
 
 
 class Registry:
     """A running registry:2; ``host`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, workdir: Path, token: TokenAuth | None = None) -> None:
+    def __init__(
+        self, workdir: Path, token: TokenAuth | None = None, basic: BasicAuth | None = None
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
+        htpasswd = None
+        if basic is not None:
+            htpasswd = workdir / "htpasswd"
+            basic.write_htpasswd(htpasswd)
         config = workdir / "config.yml"
-        config.write_text(_config(workdir / "storage", self.port, token))
+        config.write_text(_config(workdir / "storage", self.port, token, htpasswd))
         self._log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             ["docker-registry", "serve", str(config)], stdout=self._log, stderr=self._log
