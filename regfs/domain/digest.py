@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from regfs.domain.errors import MalformedContent
 
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
-_DIR_NAME = re.compile(r"^(sha256|sha512)-([0-9a-f]+)$")
+_DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]+)")
+_DIR_NAME = re.compile(r"(sha256|sha512)-([0-9a-f]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST.match(text)
+        match = _DIGEST.fullmatch(text)
         if not match or len(match.group(2)) != _HEX_LENGTHS[match.group(1)]:
             raise MalformedContent(f"not a sha256/sha512 digest: {text[:100]!r}")
         return cls(match.group(1), match.group(2))
@@ -33,7 +33,7 @@ class Digest:
     @classmethod
     def from_dir_name(cls, name: str) -> Digest | None:
         """The digest a ``sha256-<hex>`` directory name stands for, or None for other names."""
-        match = _DIR_NAME.match(name)
+        match = _DIR_NAME.fullmatch(name)
         if not match or len(match.group(2)) != _HEX_LENGTHS[match.group(1)]:
             return None
         return cls(match.group(1), match.group(2))

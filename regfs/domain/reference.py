@@ -12,19 +12,20 @@ import re
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _HOSTNAME = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_PORT = re.compile(r"[0-9]{1,5}")
+# All used with fullmatch: ``$`` would also match before a trailing newline.
 MAX_REPOSITORY_LENGTH = 255
 
 
 def is_repository_component(name: str) -> bool:
     """True for one ``/``-separated part of a repository name, e.g. ``library`` or ``my-app``."""
-    return bool(_COMPONENT.match(name))
+    return bool(_COMPONENT.fullmatch(name))
 
 
 def is_repository(name: str) -> bool:
@@ -34,7 +35,7 @@ def is_repository(name: str) -> bool:
 
 
 def is_tag(name: str) -> bool:
-    return bool(_TAG.match(name))
+    return bool(_TAG.fullmatch(name))
 
 
 def split_host_port(name: str) -> tuple[str, int | None] | None:
@@ -52,11 +53,11 @@ def split_host_port(name: str) -> tuple[str, int | None] | None:
     else:
         host, colon, port_text_or_empty = name.partition(":")
         port_text = port_text_or_empty if colon else None
-        if not _HOSTNAME.match(host):
+        if not _HOSTNAME.fullmatch(host):
             return None
     if port_text is None:
         return host, None
-    if not _PORT.match(port_text) or not 0 < int(port_text) < 65536:
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
         return None
     return host, int(port_text)
 

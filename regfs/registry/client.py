@@ -28,6 +28,7 @@ from regfs.domain.challenge import next_link
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, ProtocolError, RegfsError, Unavailable
 from regfs.domain.manifest import manifest_digest
+from regfs.domain.reference import is_repository, is_tag
 from regfs.registry import endpoints
 from regfs.registry.auth import RegistryAuth
 from regfs.registry.credentials import Anonymous, CredentialProvider
@@ -98,12 +99,17 @@ class RegistryClient:
     # -- listings -----------------------------------------------------------------------
 
     async def list_repositories(self, host: str) -> list[str]:
-        """Every repository ``/v2/_catalog`` offers, following ``Link`` across pages."""
-        return await self._paginate(host, endpoints.CATALOG_PATH, "repositories")
+        """Every valid repository name ``/v2/_catalog`` offers, following ``Link`` across
+        pages; names outside the distribution grammar are skipped with a log line."""
+        names = await self._paginate(host, endpoints.CATALOG_PATH, "repositories")
+        return _valid_names(names, is_repository, f"{host}: {endpoints.CATALOG_PATH}")
 
     async def list_tags(self, host: str, repository: str) -> list[str]:
-        """Every tag of ``repository`` from ``tags/list``, following ``Link`` across pages."""
-        return await self._paginate(host, endpoints.tags_path(host, repository), "tags")
+        """Every valid tag of ``repository`` from ``tags/list``, following ``Link`` across
+        pages; invalid tags, and tags that would pass for digest dirs, are skipped."""
+        path = endpoints.tags_path(host, repository)
+        tags = await self._paginate(host, path, "tags")
+        return _valid_names(tags, _is_listable_tag, f"{host}: {path}")
 
     async def _paginate(self, host: str, path: str, key: str) -> list[str]:
         url: str | None = _host_url(host, self.config.insecure_hosts, path)
@@ -340,6 +346,29 @@ def _string_list(body: bytes, key: str, what: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise MalformedContent(f"{what}: {key!r} is not a list of strings")
     return values
+
+
+def _is_listable_tag(name: str) -> bool:
+    # A tag spelt like a digest dir would shadow (or be shadowed by) the image it names.
+    return is_tag(name) and Digest.from_dir_name(name) is None
+
+
+MAX_NAMES_SHOWN = 5
+
+
+def _valid_names(names: list[str], valid: Callable[[str], bool], what: str) -> list[str]:
+    """The names that ``valid`` accepts; the rest are reported in one log line.
+
+    A registry's names become directory entries and URL paths: one with ``/`` where it
+    cannot be, ``..`` or a NUL would make the kernel refuse the whole listing.
+    """
+    good = [name for name in names if valid(name)]
+    if len(good) < len(names):
+        bad = [name for name in names if not valid(name)]
+        shown = ", ".join(repr(name[:100]) for name in bad[:MAX_NAMES_SHOWN])
+        more = f" and {len(bad) - MAX_NAMES_SHOWN} more" if len(bad) > MAX_NAMES_SHOWN else ""
+        log.warning("%s: skipped %d invalid names: %s%s", what, len(bad), shown, more)
+    return good
 
 
 def _describe(error: httpx.TransportError) -> str:

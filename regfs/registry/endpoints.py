@@ -22,7 +22,8 @@ def base_url(host_dir: str, insecure_hosts: Collection[str]) -> str:
 
 
 def repository_path(host_dir: str, repository: str) -> str:
-    return f"/v2/{api_repository(host_dir, repository)}"
+    """Names are validated before they get here; quoting keeps any slip out of the URL."""
+    return f"/v2/{quote(api_repository(host_dir, repository), safe='/')}"
 
 
 def manifest_path(host_dir: str, repository: str, reference: str) -> str:
@@ -30,7 +31,7 @@ def manifest_path(host_dir: str, repository: str, reference: str) -> str:
 
 
 def blob_path(host_dir: str, repository: str, digest: str) -> str:
-    return f"{repository_path(host_dir, repository)}/blobs/{digest}"
+    return f"{repository_path(host_dir, repository)}/blobs/{quote(digest, safe=':')}"
 
 
 def tags_path(host_dir: str, repository: str) -> str:

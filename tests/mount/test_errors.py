@@ -202,3 +202,33 @@ def test_forged_schema1_is_eio_with_a_log_line(mnt: Mount, fake: FakeRegistry) -
     assert f"{fake.host}/forged/img@{digest_of(honest)}: {problem}" in mnt.log()
     expect_errno(errno.EIO, lambda: os.readlink(image / "1"))
     assert f"{fake.host}/forged/img:1: {problem}" in mnt.log()
+
+
+def test_names_outside_the_grammar_are_skipped_with_a_log_line(
+    mnt: Mount, fake: FakeRegistry
+) -> None:
+    repositories = [
+        "good/one",
+        "ok",
+        "a//b",
+        "/lead",
+        "trail/",
+        "..",
+        "a/../b",
+        ".",
+        "a/./b",
+        "nul\x00name",
+        "UPPER/case",
+        "new\nline",
+        "sp ace",
+        "x/" + "b" * 300,
+    ]
+    tags = ["v1", "ok.tag", "../x", "a/b", "", "t\x00", ".hidden", "-dash", "v2\n",
+            "sha256-" + "0" * 64]  # fmt: skip
+    fake.routes["/v2/_catalog"] = Reply(200, json.dumps({"repositories": repositories}).encode())
+    fake.routes["/v2/ok/tags/list"] = Reply(200, json.dumps({"tags": tags}).encode())
+    mnt.allow_log(rf"{fake.host}: /v2/_catalog: skipped 12 invalid names: '",
+                  rf"{fake.host}: /v2/ok/tags/list: skipped 8 invalid names: '")  # fmt: skip
+    assert sorted(os.listdir(mnt / fake.host)) == ["good", "ok"]
+    assert sorted(os.listdir(mnt / fake.host / "ok")) == ["ok.tag", "v1"]
+    assert f"{fake.host}: /v2/_catalog: skipped 12 invalid names: 'a//b'" in mnt.log()

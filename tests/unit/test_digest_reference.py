@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
@@ -35,7 +39,9 @@ def test_bad_digests_are_refused(text: str) -> None:
         Digest.parse(text)
 
 
-@pytest.mark.parametrize("name", ["sha256-abc", "sha256:" + HEX, "latest", "sha256-" + HEX + "0"])
+@pytest.mark.parametrize(
+    "name", ["sha256-abc", "sha256:" + HEX, "latest", "sha256-" + HEX + "0", f"sha256-{HEX}\n"]
+)
 def test_other_names_are_not_digest_dirs(name: str) -> None:
     assert Digest.from_dir_name(name) is None
 
@@ -51,7 +57,10 @@ def test_valid_repository_components(name: str) -> None:
     assert is_repository_component(name)
 
 
-@pytest.mark.parametrize("name", ["", "Library", "-a", "a-", "a..b", "a/b", ".", "..", "a___b"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "Library", "-a", "a-", "a..b", "a/b", ".", "..", "a___b", "a\n", "a\x00b", "a b", "é"],
+)
 def test_invalid_repository_components(name: str) -> None:
     assert not is_repository_component(name)
 
@@ -61,9 +70,28 @@ def test_repository_names_have_a_length_limit() -> None:
     assert not is_repository("a" * 256)
 
 
+@pytest.mark.parametrize("name", ["a//b", "/a", "a/", "a/../b", "a/./b", "..", "a/b\n", ""])
+def test_invalid_repository_names(name: str) -> None:
+    assert not is_repository(name)
+
+
+@given(st.text(alphabet=st.sampled_from("ab0./_-\n\x00:%?#Aé "), max_size=40))
+def test_valid_names_are_safe_in_paths_and_urls(name: str) -> None:
+    """What passes the grammar can be a directory entry and a URL path unquoted."""
+    if is_repository(name):
+        components = name.split("/")
+        assert all(c and c not in (".", "..") for c in components)
+        assert quote(name, safe="/") == name and "\x00" not in name
+    if is_tag(name):
+        assert "/" not in name and name not in (".", "..") and quote(name, safe="") == name
+    with pytest.raises(MalformedContent):
+        Digest.parse(f"sha256:{HEX}{name}\n")
+
+
 @pytest.mark.parametrize(("name", "valid"), [("latest", True), ("v1.2-rc_3", True),
     ("_x", True), (".x", False), ("-x", False), ("a" * 128, True), ("a" * 129, False),
-    ("a/b", False), ("", False)])  # fmt: skip
+    ("a/b", False), ("", False), ("v1\n", False), ("v\x001", False), ("..", False),
+    ("ümlaut", False)])  # fmt: skip
 def test_tags(name: str, valid: bool) -> None:
     assert is_tag(name) is valid
 
