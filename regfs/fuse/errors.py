@@ -2,7 +2,8 @@
 
 FUSE layer. Every handler is wrapped by ``translate_errors``: a domain error is logged
 once with what was asked and becomes its errno; anything unexpected is logged with a
-traceback and becomes EIO, so no request can take the daemon down.
+traceback and becomes EIO, so no request can take the daemon down. With ``--debug``
+every request is logged as it arrives (``lookup(1, 'ghcr.io')``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -54,6 +56,10 @@ def translate_errors(
 
     @functools.wraps(operation)
     async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
+        if log.isEnabledFor(logging.DEBUG):
+            shown = [_describe(argument) for argument in args[1:]]  # not self
+            described = ", ".join(text for text in shown if text is not None)
+            log.debug("%s(%s)", operation.__name__, described)
         try:
             return await operation(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -69,3 +75,15 @@ def translate_errors(
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return handler
+
+
+def _describe(argument: object) -> str | None:
+    """An argument of a request as the log shows it: names decoded; None for the kernel's
+    request context and readdir token, which say nothing to a reader of the log."""
+    if isinstance(argument, bytes):
+        return repr(os.fsdecode(argument))
+    if isinstance(argument, int | str):
+        return repr(argument)
+    if isinstance(argument, list | tuple):
+        return repr(argument[:8]) + ("…" if len(argument) > 8 else "")
+    return None

@@ -79,6 +79,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         return self._attributes(inode, await self.inodes.node(inode).stat())
 
+    @translate_errors
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
@@ -118,6 +119,7 @@ class Operations(pyfuse3.Operations):
                 return
             self.inodes.remember(node)
 
+    @translate_errors
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self._open_dirs.pop(fh, None)
 
@@ -141,6 +143,7 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         return await self._open_files[fh].read(off, size)
 
+    @translate_errors
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         self._open_files.pop(fh, None)
 
@@ -164,6 +167,7 @@ class Operations(pyfuse3.Operations):
 
     # -- the filesystem -----------------------------------------------------------------
 
+    @translate_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = BLOCK_SIZE

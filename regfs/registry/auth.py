@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import cachetools
 import httpx
+import trio
 
 from regfs.domain.challenge import Challenge, parse_challenges
 from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
@@ -34,9 +34,12 @@ class Token:
 
 
 class TokenCache:
-    """Tokens by (host, scope), each dropped when its own lifetime ends."""
+    """Tokens by (host, scope), each dropped when its own lifetime ends.
 
-    def __init__(self, maxsize: int = 4096, timer: Callable[[], float] = time.monotonic) -> None:
+    Time is trio's clock (monotonic), so tests can let tokens expire on a fake clock.
+    """
+
+    def __init__(self, maxsize: int = 4096, timer: Callable[[], float] = trio.current_time) -> None:
         self._tokens: cachetools.TLRUCache[tuple[str, str], Token] = cachetools.TLRUCache(
             maxsize, ttu=lambda _key, token, now: now + token.lifetime, timer=timer
         )

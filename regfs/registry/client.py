@@ -11,28 +11,33 @@ exponential backoff and jitter until the deadline or ``MAX_ATTEMPTS``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urljoin
 
 import httpx
 import trio
 
 from regfs.domain import mediatypes
-from regfs.domain.challenge import next_link
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, ProtocolError, RegfsError, Unavailable
 from regfs.domain.manifest import manifest_digest
-from regfs.domain.reference import is_repository, is_tag
-from regfs.registry import endpoints
+from regfs.domain.reference import is_repository
+from regfs.registry import endpoints, listings
 from regfs.registry.auth import RegistryAuth
 from regfs.registry.credentials import Anonymous, CredentialProvider
-from regfs.registry.errors import RETRYABLE_STATUSES, error_for_status, retry_after_seconds
+from regfs.registry.errors import (
+    HTTPX_ERRORS,
+    RETRYABLE_STATUSES,
+    describe,
+    error_for_exception,
+    error_for_status,
+    is_temporary,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,9 @@ class RegistryClient:
             auth=RegistryAuth(credentials or Anonymous()),
             follow_redirects=True,
             timeout=httpx.Timeout(config.timeout),
-            headers={"User-Agent": config.user_agent},
+            # identity: blob and manifest bytes are hashed as sent, and a Range counts bytes
+            # of the blob itself, never of a re-encoding a CDN or proxy chose to apply.
+            headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
             verify=ssl.create_default_context(),  # the system trust store, as docker uses
             transport=transport,
         )
@@ -102,14 +109,14 @@ class RegistryClient:
         """Every valid repository name ``/v2/_catalog`` offers, following ``Link`` across
         pages; names outside the distribution grammar are skipped with a log line."""
         names = await self._paginate(host, endpoints.CATALOG_PATH, "repositories")
-        return _valid_names(names, is_repository, f"{host}: {endpoints.CATALOG_PATH}")
+        return listings.valid_names(names, is_repository, f"{host}: {endpoints.CATALOG_PATH}")
 
     async def list_tags(self, host: str, repository: str) -> list[str]:
         """Every valid tag of ``repository`` from ``tags/list``, following ``Link`` across
         pages; invalid tags, and tags that would pass for digest dirs, are skipped."""
         path = endpoints.tags_path(host, repository)
         tags = await self._paginate(host, path, "tags")
-        return _valid_names(tags, _is_listable_tag, f"{host}: {path}")
+        return listings.valid_names(tags, listings.is_listable_tag, f"{host}: {path}")
 
     async def _paginate(self, host: str, path: str, key: str) -> list[str]:
         url: str | None = _host_url(host, self.config.insecure_hosts, path)
@@ -120,10 +127,10 @@ class RegistryClient:
                 if url in seen or len(seen) >= MAX_LISTING_PAGES:
                     raise ProtocolError(f"{host}: {path}: pagination loops at {url}")
                 seen.add(url)
-                response = await self._send("GET", url, {}, MAX_LISTING_PAGE_BYTES)
-                items.extend(_string_list(response.body, key, f"{host}: {path}"))
-                link = next_link(response.headers.get_list("link"))
-                url = urljoin(str(response.url), link) if link else None
+                response = await self._send("GET", url, {}, MAX_LISTING_PAGE_BYTES, decoded=True)
+                items.extend(listings.string_list(response.body, key, f"{host}: {path}"))
+                links = response.headers.get_list("link")
+                url = listings.next_page(links, str(response.url), f"{host}: {path}")
         return items
 
     # -- manifests ----------------------------------------------------------------------
@@ -208,12 +215,14 @@ class RegistryClient:
         with self._deadline(host, path):
             response = await self._retrying(f"GET {url}", lambda: self._open_once("GET", url, {}))
         received = 0
+        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
         try:
-            async for chunk in response.aiter_bytes():
-                sink(chunk)
-                received += len(chunk)
-        except httpx.TransportError as error:
-            raise Unavailable(f"GET {url}: {_describe(error)} after {received} bytes") from None
+            async with contextlib.aclosing(chunks) as stream:
+                async for chunk in stream:
+                    sink(chunk)
+                    received += len(chunk)
+        except HTTPX_ERRORS as error:
+            raise error_for_exception(error, f"GET {url} after {received} bytes") from None
         finally:
             await response.aclose()
 
@@ -223,11 +232,20 @@ class RegistryClient:
         return _Deadline(self.config.timeout, f"{host}: {path}")
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], max_bytes: int
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        decoded: bool = False,
     ) -> _Response:
-        """One request, body read whole, with retries for temporary failures."""
+        """One request, body read whole, with retries for temporary failures.
+
+        The body is the bytes as sent (blobs and manifests are hashed), or for listings
+        ``decoded`` from any ``Content-Encoding``.
+        """
         return await self._retrying(
-            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes)
+            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes, decoded)
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -236,10 +254,10 @@ class RegistryClient:
             delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
             try:
                 return await attempt()
-            except httpx.TransportError as error:
-                if number == MAX_ATTEMPTS:
-                    raise Unavailable(f"{what}: {_describe(error)}") from None
-                log.debug("%s: %s; retrying in %.2fs", what, _describe(error), delay)
+            except HTTPX_ERRORS as error:
+                if number == MAX_ATTEMPTS or not is_temporary(error):
+                    raise error_for_exception(error, what) from None
+                log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
             except _TemporaryStatus as temporary:
                 if number == MAX_ATTEMPTS:
                     raise temporary.error from None
@@ -256,12 +274,12 @@ class RegistryClient:
         return error
 
     async def _send_once(
-        self, method: str, url: str, headers: dict[str, str], max_bytes: int
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int, decoded: bool
     ) -> _Response:
         async with self._http.stream(method, url, headers=headers) as response:
             success = 200 <= response.status_code < 300
             limit = max_bytes if success else MAX_ERROR_BODY
-            body = await _read_limited(response, limit, truncate=not success)
+            body = await _read_limited(response, limit, truncate=not success, decoded=decoded)
             if not success:
                 raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
             return _Response(response.status_code, response.headers, body, response.url)
@@ -273,7 +291,7 @@ class RegistryClient:
         if 200 <= response.status_code < 300:
             return response
         try:
-            body = await _read_limited(response, MAX_ERROR_BODY, truncate=True)
+            body = await _read_limited(response, MAX_ERROR_BODY, truncate=True, decoded=False)
         finally:
             await response.aclose()
         raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
@@ -288,22 +306,27 @@ class _TemporaryStatus(Exception):
         self.retry_after = retry_after
 
 
-async def _read_limited(response: httpx.Response, limit: int, truncate: bool) -> bytes:
-    """The body, up to ``limit`` bytes: cut there (``truncate``) or refused beyond it."""
+async def _read_limited(
+    response: httpx.Response, limit: int, truncate: bool, decoded: bool
+) -> bytes:
+    """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
+    or refused beyond it, if possible before reading any of it."""
+    what = f"{response.request.method} {response.request.url}"
+    declared = response.headers.get("content-length", "")
+    has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
+    if has_body and not truncate and declared.isdigit() and int(declared) > limit:
+        raise MalformedContent(f"{what}: response of {declared} bytes, more than {limit}")
     body = bytearray()
     # Closed explicitly: leaving the loop early must not leave the generator to the GC.
-    stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-    async with contextlib.aclosing(stream) as chunks:
-        async for chunk in chunks:
+    chunks = response.aiter_bytes() if decoded else response.aiter_raw()
+    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], chunks)) as stream:
+        async for chunk in stream:
             body += chunk
             if len(body) <= limit:
                 continue
             if truncate:
                 return bytes(body[:limit])
-            raise MalformedContent(
-                f"{response.request.method} {response.request.url}: "
-                f"response larger than {limit} bytes"
-            )
+            raise MalformedContent(f"{what}: response larger than {limit} bytes")
     return bytes(body)
 
 
@@ -333,43 +356,3 @@ def _header_digest(value: str, what: str) -> Digest:
         return Digest.parse(value.strip())
     except RegfsError:
         raise ProtocolError(f"{what}: bad Docker-Content-Digest {value[:100]!r}") from None
-
-
-def _string_list(body: bytes, key: str, what: str) -> list[str]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise MalformedContent(f"{what}: response is not JSON") from None
-    values = document.get(key) if isinstance(document, dict) else None
-    if values is None:
-        return []  # distribution sends "tags": null for a repository with no tags
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise MalformedContent(f"{what}: {key!r} is not a list of strings")
-    return values
-
-
-def _is_listable_tag(name: str) -> bool:
-    # A tag spelt like a digest dir would shadow (or be shadowed by) the image it names.
-    return is_tag(name) and Digest.from_dir_name(name) is None
-
-
-MAX_NAMES_SHOWN = 5
-
-
-def _valid_names(names: list[str], valid: Callable[[str], bool], what: str) -> list[str]:
-    """The names that ``valid`` accepts; the rest are reported in one log line.
-
-    A registry's names become directory entries and URL paths: one with ``/`` where it
-    cannot be, ``..`` or a NUL would make the kernel refuse the whole listing.
-    """
-    good = [name for name in names if valid(name)]
-    if len(good) < len(names):
-        bad = [name for name in names if not valid(name)]
-        shown = ", ".join(repr(name[:100]) for name in bad[:MAX_NAMES_SHOWN])
-        more = f" and {len(bad) - MAX_NAMES_SHOWN} more" if len(bad) > MAX_NAMES_SHOWN else ""
-        log.warning("%s: skipped %d invalid names: %s%s", what, len(bad), shown, more)
-    return good
-
-
-def _describe(error: httpx.TransportError) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

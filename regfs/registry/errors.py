@@ -1,16 +1,45 @@
 """Turning HTTP failures into domain errors, and deciding which ones deserve a retry.
 
 Registry layer. The registry's JSON error body (``{"errors": [{"code", "message"}]}``) is
-read with a size bound and named in the message, so a log line says *why*.
+read with a size bound and named in the message, so a log line says *why*. Every
+exception httpx can raise maps to a domain error here, so none reaches the FUSE layer.
 """
 
 from __future__ import annotations
 
 import json
 
+import httpx
+
 from regfs.domain.errors import AccessDenied, NotFound, ProtocolError, RegfsError, Unavailable
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
+"""Everything httpx raises (``HTTPError`` covers transport, decoding and redirect errors)."""
+TEMPORARY_HTTPX_ERRORS = (
+    httpx.TimeoutException,
+    httpx.NetworkError,  # connect, read, write, close
+    httpx.RemoteProtocolError,  # a reset or a server that closed mid-response
+    httpx.ProxyError,
+)
+"""Failures the next attempt may not meet; the rest (a bad URL, a redirect loop, an
+unknown scheme, an undecodable body) would fail the same way again."""
+
+
+def describe(error: BaseException) -> str:
+    """``ConnectError: …``: the kind of failure, and httpx's words for it when it has any."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def is_temporary(error: BaseException) -> bool:
+    return isinstance(error, TEMPORARY_HTTPX_ERRORS)
+
+
+def error_for_exception(error: BaseException, what: str) -> RegfsError:
+    """The domain error for an httpx exception; ``what`` names the request."""
+    kind = Unavailable if is_temporary(error) else ProtocolError
+    return kind(f"{what}: {describe(error)}")
 
 
 def error_codes(body: bytes) -> str:

@@ -1,7 +1,8 @@
-"""RegistryClient against an in-process fake registry (httpx.MockTransport) on a fake clock."""
+"""RegistryClient against an in-process fake registry on trio's autojump clock."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -13,13 +14,13 @@ import trio
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import MAX_ATTEMPTS, ClientConfig, RegistryClient
+from tests.support.fake_transport import Handler, StreamingTransport, unread
 
 HOST = "127.0.0.1:5000"
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 def client_for(handler: Handler, timeout: float = 5) -> RegistryClient:
-    return RegistryClient(ClientConfig(timeout=timeout), transport=httpx.MockTransport(handler))
+    return RegistryClient(ClientConfig(timeout=timeout), transport=StreamingTransport(handler))
 
 
 def catalog(*names: str, link: str | None = None) -> httpx.Response:
@@ -27,7 +28,7 @@ def catalog(*names: str, link: str | None = None) -> httpx.Response:
     return httpx.Response(200, json={"repositories": list(names)}, headers=headers)
 
 
-async def test_temporary_failures_are_retried() -> None:
+async def test_temporary_failures_are_retried(autojump_clock: trio.abc.Clock) -> None:
     answers = [httpx.Response(503), httpx.Response(502), catalog("a")]
     requests: list[httpx.Request] = []
 
@@ -39,7 +40,9 @@ async def test_temporary_failures_are_retried() -> None:
     assert len(requests) == 3
 
 
-async def test_persistent_failure_gives_up_after_a_bounded_number_of_attempts() -> None:
+async def test_persistent_failure_gives_up_after_a_bounded_number_of_attempts(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     calls = 0
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -52,7 +55,7 @@ async def test_persistent_failure_gives_up_after_a_bounded_number_of_attempts() 
     assert calls == MAX_ATTEMPTS
 
 
-async def test_connection_errors_are_retried_then_reported() -> None:
+async def test_connection_errors_are_retried_then_reported(autojump_clock: trio.abc.Clock) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("Connection refused")
 
@@ -82,7 +85,7 @@ async def test_a_stalled_registry_fails_at_the_deadline(autojump_clock: trio.abc
     assert trio.current_time() - start == pytest.approx(5, abs=0.01)
 
 
-async def test_pages_are_followed_and_loops_refused() -> None:
+async def test_pages_are_followed_and_loops_refused(autojump_clock: trio.abc.Clock) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         if "last" not in request.url.params:
             return catalog("a", "b", link='</v2/_catalog?last=b>; rel="next"')
@@ -94,28 +97,33 @@ async def test_pages_are_followed_and_loops_refused() -> None:
         await client_for(handler).list_repositories(HOST)
 
 
-async def test_tags_null_means_no_tags() -> None:
+async def test_tags_null_means_no_tags(autojump_clock: trio.abc.Clock) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"name": "a", "tags": None})
 
     assert await client_for(handler).list_tags(HOST, "a") == []
 
 
-def bearer_registry(token_requests: list[httpx.Request], grant: bool = True) -> Handler:
+def bearer_registry(
+    token_requests: list[httpx.Request], grant: bool = True, expires_in: int | None = None
+) -> Handler:
+    """A registry that wants ``Bearer granted-N`` tokens, and their token server."""
     challenge = 'Bearer realm="http://auth.test/token",service="reg",scope="repository:a:pull"'
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "auth.test":
             token_requests.append(request)
-            return httpx.Response(200, json={"token": "granted" if grant else "useless"})
-        if request.headers.get("Authorization") != "Bearer granted":
+            token = f"granted-{len(token_requests)}" if grant else "useless"
+            lifetime = {"expires_in": expires_in} if expires_in else {}
+            return httpx.Response(200, json={"token": token, **lifetime})
+        if not request.headers.get("Authorization", "").startswith("Bearer granted-"):
             return httpx.Response(401, headers={"WWW-Authenticate": challenge})
         return httpx.Response(200, json={"tags": ["1"]})
 
     return handler
 
 
-async def test_bearer_tokens_are_fetched_once_and_reused() -> None:
+async def test_bearer_tokens_are_fetched_once_and_reused(autojump_clock: trio.abc.Clock) -> None:
     token_requests: list[httpx.Request] = []
     client = client_for(bearer_registry(token_requests))
     for _ in range(3):
@@ -126,13 +134,15 @@ async def test_bearer_tokens_are_fetched_once_and_reused() -> None:
     assert "Authorization" not in token_requests[0].headers  # anonymous
 
 
-async def test_a_token_that_does_not_help_is_access_denied() -> None:
+async def test_a_token_that_does_not_help_is_access_denied(autojump_clock: trio.abc.Clock) -> None:
     client = client_for(bearer_registry([], grant=False))
     with pytest.raises(AccessDenied, match="HTTP 401"):
         await client.list_tags(HOST, "a")
 
 
-async def test_manifest_bytes_must_match_the_registry_header() -> None:
+async def test_manifest_bytes_must_match_the_registry_header(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     body = b'{"schemaVersion":2}'
     good = "sha256:" + hashlib.sha256(body).hexdigest()
 
@@ -148,7 +158,9 @@ async def test_manifest_bytes_must_match_the_registry_header() -> None:
         await client_for(handler_with("sha256:" + "0" * 64)).get_manifest(HOST, "a", "1")
 
 
-async def test_resolve_tag_falls_back_to_get_without_the_header() -> None:
+async def test_resolve_tag_falls_back_to_get_without_the_header(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     body = json.dumps({"schemaVersion": 2}).encode()
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -157,15 +169,17 @@ async def test_resolve_tag_falls_back_to_get_without_the_header() -> None:
     assert await client_for(handler).resolve_tag(HOST, "a", "1") == Digest.of(body)
 
 
-async def test_oversized_responses_are_refused() -> None:
+async def test_oversized_responses_are_refused(autojump_clock: trio.abc.Clock) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"x" * 100)
 
-    with pytest.raises(MalformedContent, match="larger than 10 bytes"):
+    with pytest.raises(MalformedContent, match="response of 100 bytes, more than 10"):
         await client_for(handler).get_blob(HOST, "a", Digest.of(b""), max_bytes=10)
 
 
-async def test_redirects_to_another_origin_drop_authorization() -> None:
+async def test_redirects_to_another_origin_drop_authorization(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     seen: list[httpx.Request] = []
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -182,3 +196,130 @@ async def test_redirects_to_another_origin_drop_authorization() -> None:
     assert await client_for(handler).get_blob(HOST, "a", Digest.of(b"blob"), 100) == b"blob"
     cdn = [r for r in seen if r.url.host == "cdn.test"]
     assert cdn and "Authorization" not in cdn[0].headers
+
+
+async def test_tokens_are_reused_until_they_expire(autojump_clock: trio.abc.Clock) -> None:
+    token_requests: list[httpx.Request] = []
+    client = client_for(bearer_registry(token_requests, expires_in=300))
+    for _ in range(3):
+        assert await client.list_tags(HOST, "a") == ["1"]
+        await trio.sleep(90)  # 270 s: within the token's life (less the renewal margin)
+    assert len(token_requests) == 1
+    await trio.sleep(30)  # 300 s: the token has expired (renewed 10 s early)
+    assert await client.list_tags(HOST, "a") == ["1"]
+    assert len(token_requests) == 2
+
+
+async def test_backoff_passes_in_virtual_time(autojump_clock: trio.abc.Clock) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    start = trio.current_time()
+    with pytest.raises(Unavailable):
+        await client_for(handler, timeout=30).list_repositories(HOST)
+    backoff = trio.current_time() - start  # 0.25 + 0.5 + 1 s, each times 0.5 to 1.5 (jitter)
+    assert 0.5 * 1.75 <= backoff <= 1.5 * 1.75
+
+
+def raw_blob_registry(body: bytes, seen: list[httpx.Request]) -> Handler:
+    """Serves ``body`` for every blob and manifest with ``Content-Encoding: gzip``, as
+    object stores do for files uploaded with that metadata."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"Content-Encoding": "gzip", "Docker-Content-Digest": str(Digest.of(body))}
+        if "Range" in request.headers:
+            start, end = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+            return unread(206, body[start : end + 1], headers)
+        return unread(200, body, headers)
+
+    return handler
+
+
+async def test_blobs_and_manifests_are_read_as_sent(autojump_clock: trio.abc.Clock) -> None:
+    """A gzip layer labelled ``Content-Encoding: gzip`` is the blob, not something to
+    decode: its digest covers these bytes, and a Range counts them."""
+    layer = gzip.compress(b"tar bytes" * 1000)
+    seen: list[httpx.Request] = []
+    client = client_for(raw_blob_registry(layer, seen))
+    digest = Digest.of(layer)
+    assert await client.get_blob(HOST, "a", digest, len(layer)) == layer
+    assert await client.get_blob_range(HOST, "a", digest, 3, 40) == layer[3:40]
+    received = bytearray()
+    await client.download_blob(HOST, "a", digest, received.extend)
+    assert bytes(received) == layer
+    assert (await client.get_manifest(HOST, "a", "1")).raw == layer
+    assert {request.headers["Accept-Encoding"] for request in seen} == {"identity"}
+
+
+async def test_listings_are_decoded(autojump_clock: trio.abc.Clock) -> None:
+    body = gzip.compress(json.dumps({"repositories": ["a"]}).encode())
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return unread(200, body, {"Content-Encoding": "gzip"})
+
+    assert await client_for(handler).list_repositories(HOST) == ["a"]
+
+
+def calls(client: RegistryClient) -> dict[str, Callable[[], Awaitable[object]]]:
+    """Every public call of the client, with arguments that reach the handler."""
+    digest = Digest.of(b"x")
+    return {
+        "list_repositories": lambda: client.list_repositories(HOST),
+        "list_tags": lambda: client.list_tags(HOST, "a"),
+        "resolve_tag": lambda: client.resolve_tag(HOST, "a", "1"),
+        "get_manifest": lambda: client.get_manifest(HOST, "a", "1"),
+        "get_blob": lambda: client.get_blob(HOST, "a", digest, 10),
+        "get_blob_range": lambda: client.get_blob_range(HOST, "a", digest, 0, 1),
+        "download_blob": lambda: client.download_blob(HOST, "a", digest, lambda data: None),
+    }
+
+
+HTTPX_FAILURES = {
+    "connect": (httpx.ConnectError("refused"), Unavailable, MAX_ATTEMPTS),
+    "read timeout": (httpx.ReadTimeout("slow"), Unavailable, MAX_ATTEMPTS),
+    "reset": (httpx.RemoteProtocolError("peer closed"), Unavailable, MAX_ATTEMPTS),
+    "proxy": (httpx.ProxyError("proxy down"), Unavailable, MAX_ATTEMPTS),
+    "local protocol": (httpx.LocalProtocolError("bad header"), ProtocolError, 1),
+    "scheme": (httpx.UnsupportedProtocol("ftp://"), ProtocolError, 1),
+    "decoding": (httpx.DecodingError("bad gzip"), ProtocolError, 1),
+    "redirects": (httpx.TooManyRedirects("loop"), ProtocolError, 1),
+    "url": (httpx.InvalidURL("bad"), ProtocolError, 1),
+    "stream": (httpx.StreamConsumed(), ProtocolError, 1),
+}
+
+
+CALLS = ("list_repositories", "list_tags", "resolve_tag", "get_manifest", "get_blob",
+         "get_blob_range", "download_blob")  # fmt: skip
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("failure", sorted(HTTPX_FAILURES))
+async def test_every_httpx_error_becomes_a_domain_error(
+    autojump_clock: trio.abc.Clock, call: str, failure: str
+) -> None:
+    error, expected, attempts = HTTPX_FAILURES[failure]
+    tries = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal tries
+        tries += 1
+        raise error
+
+    client_calls = calls(client_for(handler))
+    assert sorted(client_calls) == sorted(CALLS)
+    with pytest.raises(expected, match=type(error).__name__):
+        await client_calls[call]()
+    assert tries == attempts
+
+
+async def test_a_head_is_not_refused_for_the_length_of_the_body_it_lacks(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    digest = "sha256:" + "1" * 64
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Docker-Content-Digest": digest, "Content-Length": "347"}
+        return unread(200, b"", headers)
+
+    assert str(await client_for(handler).resolve_tag(HOST, "a", "1")) == digest

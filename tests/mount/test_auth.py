@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.mount.conftest import BASIC_USER
 from tests.support.fake_registry import FakeRegistry, Reply
 from tests.support.mount import Mount
+from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 from tests.support.token_server import TokenServer
 
@@ -30,16 +33,27 @@ def test_catalog_tags_and_manifests_through_tokens(
     assert "repository:public/img:pull" in scopes
 
 
-def test_tokens_are_reused_until_they_expire(
-    mnt: Mount, token_registry: tuple[Registry, TokenServer]
+def test_one_token_serves_many_registry_requests(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer]
 ) -> None:
+    """Each readlink re-resolves the tag at the registry (a short metadata TTL), and every
+    one of those requests goes out with the token fetched for the first.
+    (Expiry and renewal are checked on a fake clock: tests/component/test_client.py.)"""
     registry, tokens = token_registry
-    os.listdir(mnt / registry.host / "public/img")
-    before = len(tokens.requests)
-    for _ in range(3):
-        os.readlink(mnt / registry.host / "public/img/1")
-        (mnt / registry.host / "public/img/1/manifest").read_bytes()
-    assert len(tokens.requests) == before
+    proxy = CountingProxy(registry.port)
+    mount = Mount(tmp_path / "mnt", "--metadata-ttl", "0.1")
+    try:
+        tag = mount / proxy.host / "public/img/1"
+        os.readlink(tag)
+        before = len(tokens.requests)
+        for _ in range(3):
+            time.sleep(0.2)  # past the TTL: the daemon asks the registry again
+            os.readlink(tag)
+        assert proxy.requests_by_path["/v2/public/img/manifests/1"] >= 4
+        assert len(tokens.requests) == before
+    finally:
+        mount.close()
+        proxy.stop()
 
 
 def test_refused_repository_and_names_below_it_are_eacces(

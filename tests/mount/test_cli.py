@@ -88,3 +88,17 @@ def _gone(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_debug_logs_every_request(tmp_path: Path, pushed: Pushed) -> None:
+    mount = Mount(tmp_path / "mnt", "--debug")
+    try:
+        host = pushed.registry.host
+        assert os.listdir(mount / host / "nested/a/b/c") == ["1"]
+        os.readlink(mount / host / "nested/a/b/c/1")
+        log = mount.log()
+    finally:
+        mount.close()
+    assert f"DEBUG regfs.fuse: lookup(1, '{host}')" in log
+    for request in ("opendir(", "readdir(", "releasedir(", "readlink("):
+        assert f"DEBUG regfs.fuse: {request}" in log, request

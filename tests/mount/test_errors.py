@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -232,3 +233,32 @@ def test_names_outside_the_grammar_are_skipped_with_a_log_line(
     assert sorted(os.listdir(mnt / fake.host)) == ["good", "ok"]
     assert sorted(os.listdir(mnt / fake.host / "ok")) == ["ok.tag", "v1"]
     assert f"{fake.host}: /v2/_catalog: skipped 12 invalid names: 'a//b'" in mnt.log()
+
+
+def test_http_failures_of_every_kind_are_eio_with_a_log_line(
+    mnt: Mount, fake: FakeRegistry
+) -> None:
+    """A redirect loop, a next-page link that is no URL, one to another origin, and a
+    listing whose gzip encoding is garbage: each EIO and one line, never a traceback."""
+    fake.routes["/v2/_catalog"] = Reply(
+        200, b'{"repositories":["loop/a","link/b","link/c","gz/d"]}'
+    )
+    fake.routes["/v2/loop/a/tags/list"] = Reply(302, headers={"Location": "/v2/loop/a/tags/list"})
+    fake.routes["/v2/link/b/tags/list"] = Reply(
+        200, b'{"tags":["1"]}', {"Link": '<http://[::1/v2/x>; rel="next"'}
+    )
+    fake.routes["/v2/link/c/tags/list"] = Reply(
+        200, b'{"tags":["1"]}', {"Link": '<http://elsewhere.test/v2/x>; rel="next"'}
+    )
+    fake.routes["/v2/gz/d/tags/list"] = Reply(200, b"not gzip", {"Content-Encoding": "gzip"})
+    problems = {
+        "loop/a": "TooManyRedirects",
+        "link/b": "unusable next-page link",
+        "link/c": "next page on another origin",
+        "gz/d": "DecodingError",
+    }
+    for repository, problem in problems.items():
+        line = rf"{fake.host}.*/v2/{repository}/tags/list\S*: {problem}"
+        mnt.allow_log(line)
+        expect_errno(errno.EIO, lambda r=repository: os.listdir(mnt / fake.host / r))
+        assert re.search(line, mnt.log())

@@ -2,7 +2,9 @@
 
 regfs is pointed at the proxy's host instead of the registry's; every response body that
 passes is counted per request path, so a test can say exactly which blob bytes a user's
-action cost. ``corrupt`` flips a byte in blob bodies, ``truncate`` cuts them short.
+action cost. ``corrupt`` flips a byte in blob bodies, ``truncate`` cuts them short, and
+``blob_encoding`` labels blob bodies with a ``Content-Encoding`` they were stored with
+(as object stores do for files uploaded with that metadata). Requests are counted per path.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ class CountingProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.bytes_by_path: Counter[str] = Counter()
+        self.requests_by_path: Counter[str] = Counter()
         self.corrupt = False
         self.truncate = False
+        self.blob_encoding: str | None = None
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._handler())
         self.port = self._server.port
@@ -42,6 +46,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self.bytes_by_path.clear()
+            self.requests_by_path.clear()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -72,10 +77,13 @@ class CountingProxy:
                     body = body[: len(body) // 2]
                 with proxy._lock:
                     proxy.bytes_by_path[path] += len(body)
+                    proxy.requests_by_path[path] += 1
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(name, value)
+                if "/blobs/" in path and proxy.blob_encoding:
+                    self.send_header("Content-Encoding", proxy.blob_encoding)
                 self.send_header("Content-Length", str(length))
                 if is_blob and proxy.truncate:
                     self.send_header("Connection", "close")
