@@ -153,9 +153,10 @@ class RegistryMetadata:
             limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
             data = await self._client.get_blob(host, repository, descriptor.digest, limit)
             if len(data) != descriptor.size or not descriptor.digest.matches(data):
+                actual = Digest.of(data, descriptor.digest.algorithm)
                 raise VerificationFailed(
                     f"{host}/{repository}@{descriptor.digest}: config blob of {len(data)} bytes "
-                    f"does not match its descriptor ({descriptor.size} bytes)"
+                    f"hashes to {actual} (its descriptor: {descriptor.size} bytes)"
                 )
             return data
 
