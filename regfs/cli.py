@@ -27,6 +27,7 @@ from regfs.fuse.operations import Operations
 from regfs.layers.blobs import LayerStore
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
     )
     mount.add_argument(
+        "--auth-file",
+        type=Path,
+        metavar="PATH",
+        help="credentials (docker config.json or podman auth.json form) to use instead of "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json, ~/.docker/config.json",
+    )
+    mount.add_argument(
         "--metadata-ttl",
         type=_positive,
         default=60.0,
@@ -170,8 +179,13 @@ def _mount_options(allow_other: bool) -> set[str]:
 
 def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
+    auth_file = args.auth_file.absolute() if args.auth_file else None
+    credentials = DockerCredentials(
+        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
+    )
     client = RegistryClient(
-        ClientConfig(timeout=args.timeout, insecure_hosts=frozenset(args.insecure_registry))
+        ClientConfig(timeout=args.timeout, insecure_hosts=frozenset(args.insecure_registry)),
+        credentials,
     )
     metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
     chunks = ChunkCache(args.cache_dir, args.cache_size)
@@ -180,6 +194,7 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
     operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)
     pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
+    log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
     ready()
     clean = False
     try:

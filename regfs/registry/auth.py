@@ -1,9 +1,19 @@
 """The registry authentication dance as an httpx auth flow: Bearer tokens and Basic.
 
-Registry layer. A request goes out (with a cached token when the host is known to want
-one); a 401 carrying ``WWW-Authenticate: Bearer realm,service,scope`` makes the flow ask
-the realm for a token (anonymously, or with the host's credentials) and send the request
-again once. Tokens are cached per (host, scope) until shortly before they expire.
+Registry layer. A request goes out (with a cached token, or Basic credentials, when the
+host is known to want them); a 401 names what the registry wants:
+
+- ``Bearer realm,service,scope``: a token from the realm, asked for anonymously, with the
+  registry's credentials (GET with Basic), or with an identity token (OAuth2 POST with
+  ``grant_type=refresh_token``); then the request is sent again once. Tokens are cached
+  per (host, scope) until shortly before they expire; a 401 on a cached token fetches a
+  new one, so an expired token never fails a read.
+- ``Basic``: the registry's credentials, if there are any.
+
+Credentials go only to the registry they belong to, and to its realm over https (or on the
+registry's own host); redirects away from the registry drop ``Authorization`` (httpx).
+Each request records where its credentials came from (``CREDENTIALS_SOURCE``), so a
+refusal can say which source was tried.
 """
 
 from __future__ import annotations
@@ -19,12 +29,17 @@ import trio
 
 from regfs.domain.challenge import Challenge, parse_challenges
 from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
-from regfs.registry.credentials import BasicCredentials, CredentialProvider
+from regfs.registry.authfile import Credentials
+from regfs.registry.credentials import CredentialProvider
 from regfs.registry.endpoints import pull_scope
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds; the distribution spec's default for expires_in
 EXPIRY_MARGIN = 10.0  # renew this long before a token expires, so none dies in flight
 MAX_TOKEN_RESPONSE = 1 << 20
+CLIENT_ID = "regfs"
+CREDENTIALS_SOURCE = "regfs.credentials"
+"""Request extension: where the credentials sent with the request came from."""
+ANONYMOUS = "no credentials"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +79,26 @@ def parse_token_response(body: bytes, realm: str) -> Token:
     if not isinstance(value, str) or not value:
         raise ProtocolError(f"token endpoint {realm} answered without a token")
     expires_in = document.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else DEFAULT_TOKEN_LIFETIME
-    return Token(value, max(lifetime, DEFAULT_TOKEN_LIFETIME) - EXPIRY_MARGIN)
+    lifetime = DEFAULT_TOKEN_LIFETIME
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime = float(expires_in)
+    return Token(value, lifetime - min(EXPIRY_MARGIN, lifetime / 2))
 
 
-def _basic(credentials: BasicCredentials) -> str:
+def _basic(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
+
+
+def _repository_of(scope: str) -> str:
+    """``repository:a/b:pull`` → ``a/b``; ``""`` for the catalog."""
+    kind, _, rest = scope.partition(":")
+    return rest.rpartition(":")[0] if kind == "repository" else ""
+
+
+def may_send_credentials(realm: httpx.URL, registry: httpx.URL) -> bool:
+    """A realm gets the registry's credentials over https, or on the registry's own host."""
+    return realm.scheme == "https" or realm.host == registry.host
 
 
 class RegistryAuth(httpx.Auth):
@@ -79,54 +107,92 @@ class RegistryAuth(httpx.Auth):
     def __init__(self, credentials: CredentialProvider, tokens: TokenCache | None = None) -> None:
         self._credentials = credentials
         self._tokens = tokens or TokenCache()
-        self._bearer_hosts: dict[str, Challenge] = {}
+        self._schemes: dict[str, Challenge] = {}
+        """The challenge each host answered last: which Authorization to send up front."""
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         host = request.url.netloc.decode()
         scope = pull_scope(request.url.path) or ""
-        if host in self._bearer_hosts and (cached := self._tokens.get(host, scope)):
-            request.headers["Authorization"] = f"Bearer {cached}"
+        repository = _repository_of(scope)
+        request.extensions[CREDENTIALS_SOURCE] = ANONYMOUS
+        known = self._schemes.get(host)
+        if known is not None and known.scheme == "bearer":
+            if cached := self._tokens.get(host, scope):
+                request.headers["Authorization"] = f"Bearer {cached}"
+        elif known is not None and known.scheme == "basic":
+            credentials = await self._credentials.credentials_for(host, repository)
+            if credentials is not None and credentials.username:
+                self._use_basic(request, credentials)
         response = yield request
         if response.status_code != 401:
             return
         challenges = parse_challenges(response.headers.get_list("www-authenticate"))
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
-        credentials = await self._credentials.credentials_for(host)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
+        credentials = await self._credentials.credentials_for(host, repository)
         if bearer is not None:
-            self._bearer_hosts[host] = bearer
-            scope = bearer.params.get("scope") or scope
-            token_request = self._token_request(bearer, scope, credentials)
-            token_response = yield token_request
-            token = await self._read_token(token_response, bearer, host)
-            self._tokens.put(host, pull_scope(request.url.path) or "", token)
+            self._schemes[host] = bearer
+            token_scope = bearer.params.get("scope") or scope
+            realm = httpx.URL(str(bearer.realm))
+            if credentials is not None and not may_send_credentials(realm, request.url):
+                credentials = None  # withheld: the realm is another host over plain http
+            token_response = yield self._token_request(bearer, token_scope, credentials)
+            token = await _read_token(token_response, bearer, host, credentials)
+            self._tokens.put(host, scope, token)
             request.headers["Authorization"] = f"Bearer {token.value}"
+            request.extensions[CREDENTIALS_SOURCE] = _source(credentials)
             yield request
-        elif credentials is not None and any(c.scheme == "basic" for c in challenges):
-            request.headers["Authorization"] = _basic(credentials)
+        elif basic is not None and credentials is not None and credentials.username:
+            self._schemes[host] = basic
+            self._use_basic(request, credentials)
             yield request
+
+    @staticmethod
+    def _use_basic(request: httpx.Request, credentials: Credentials) -> None:
+        request.headers["Authorization"] = _basic(credentials)
+        request.extensions[CREDENTIALS_SOURCE] = _source(credentials)
 
     @staticmethod
     def _token_request(
-        challenge: Challenge, scope: str, credentials: BasicCredentials | None
+        challenge: Challenge, scope: str, credentials: Credentials | None
     ) -> httpx.Request:
+        service = challenge.params.get("service")
+        realm = str(challenge.realm)
+        if credentials is not None and credentials.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
+                    "client_id": CLIENT_ID, **({"service": service} if service else {}),
+                    **({"scope": scope} if scope else {})}  # fmt: skip
+            return httpx.Request("POST", realm, data=form)
         params = {"scope": scope} if scope else {}
-        if service := challenge.params.get("service"):
+        if service:
             params["service"] = service
         headers = {"Authorization": _basic(credentials)} if credentials else {}
-        return httpx.Request("GET", str(challenge.realm), params=params, headers=headers)
+        return httpx.Request("GET", realm, params=params, headers=headers)
 
-    @staticmethod
-    async def _read_token(response: httpx.Response, challenge: Challenge, host: str) -> Token:
-        realm = str(challenge.realm)
-        body = await response.aread()  # httpx reads it again after the flow: keep it cached
-        if len(body) > MAX_TOKEN_RESPONSE:
-            raise ProtocolError(f"{host}: token endpoint {realm} sent more than 1 MiB")
-        if response.status_code in (401, 403):
-            raise AccessDenied(f"{host}: token endpoint {realm} refused ({response.status_code})")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Unavailable(f"{host}: token endpoint {realm} failed ({response.status_code})")
-        if response.status_code != 200:
-            raise ProtocolError(f"{host}: token endpoint {realm} answered {response.status_code}")
-        return parse_token_response(body, realm)
+
+def _source(credentials: Credentials | None) -> str:
+    return f"credentials from {credentials.source}" if credentials else ANONYMOUS
+
+
+async def _read_token(
+    response: httpx.Response, challenge: Challenge, host: str, credentials: Credentials | None
+) -> Token:
+    realm = str(challenge.realm)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE:
+        raise ProtocolError(f"{host}: token endpoint {realm} sends {declared} bytes")
+    body = await response.aread()  # httpx reads it again after the flow: keep it cached
+    if len(body) > MAX_TOKEN_RESPONSE:
+        raise ProtocolError(f"{host}: token endpoint {realm} sent more than 1 MiB")
+    status = response.status_code
+    if status in (401, 403):
+        raise AccessDenied(
+            f"{host}: token endpoint {realm} refused ({status}) with {_source(credentials)}"
+        )
+    if status >= 500 or status == 429:
+        raise Unavailable(f"{host}: token endpoint {realm} failed ({status})")
+    if status != 200:
+        raise ProtocolError(f"{host}: token endpoint {realm} answered {status}")
+    return parse_token_response(body, realm)

@@ -27,7 +27,7 @@ from regfs.domain.errors import MalformedContent, ProtocolError, RegfsError, Una
 from regfs.domain.manifest import manifest_digest
 from regfs.domain.reference import is_repository
 from regfs.registry import endpoints, listings
-from regfs.registry.auth import RegistryAuth
+from regfs.registry.auth import ANONYMOUS, CREDENTIALS_SOURCE, RegistryAuth
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.errors import (
     HTTPX_ERRORS,
@@ -266,10 +266,15 @@ class RegistryClient:
             await trio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _failure(self, status: int, headers: httpx.Headers, body: bytes, what: str) -> Exception:
+    def _failure(self, response: httpx.Response, body: bytes, what: str) -> Exception:
+        status = response.status_code
+        if status in (401, 403):  # say which credentials were refused, never what they are
+            what += f" with {response.request.extensions.get(CREDENTIALS_SOURCE, ANONYMOUS)}"
         error = error_for_status(status, body, what)
         if status in RETRYABLE_STATUSES:
-            retry_after = retry_after_seconds(headers.get("retry-after"), self.config.timeout)
+            retry_after = retry_after_seconds(
+                response.headers.get("retry-after"), self.config.timeout
+            )
             return _TemporaryStatus(error, retry_after)
         return error
 
@@ -281,7 +286,7 @@ class RegistryClient:
             limit = max_bytes if success else MAX_ERROR_BODY
             body = await _read_limited(response, limit, truncate=not success, decoded=decoded)
             if not success:
-                raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
+                raise self._failure(response, body, f"{method} {url}")
             return _Response(response.status_code, response.headers, body, response.url)
 
     async def _open_once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
@@ -294,7 +299,7 @@ class RegistryClient:
             body = await _read_limited(response, MAX_ERROR_BODY, truncate=True, decoded=False)
         finally:
             await response.aclose()
-        raise self._failure(response.status_code, response.headers, body, f"{method} {url}")
+        raise self._failure(response, body, f"{method} {url}")
 
 
 class _TemporaryStatus(Exception):

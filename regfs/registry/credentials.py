@@ -1,29 +1,166 @@
-"""Where credentials for a registry come from.
+"""Where credentials for a registry come from: the files docker and podman keep them in.
 
-Registry layer. Today only anonymous access exists; the docker/podman credential files
-(``~/.docker/config.json``, ``auth.json``, helpers) plug in here as another provider.
+Registry layer. Files are searched in podman's order, and the first that has an answer
+for a registry wins: ``--auth-file`` (or ``REGISTRY_AUTH_FILE``) alone if given, else
+``$XDG_RUNTIME_DIR/containers/auth.json``, ``$XDG_CONFIG_HOME/containers/auth.json``
+(``~/.config/…``), ``$DOCKER_CONFIG/config.json`` (``~/.docker/config.json``). A file is
+parsed again when it changes, so ``podman login`` takes effect without a remount.
+Credential helpers (``docker-credential-NAME get``) run with a deadline and are killed
+when they hang; their answers are kept for a minute.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import cachetools
+import trio
 
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    username: str
-    password: str
+from regfs.domain.errors import AccessDenied, MalformedContent
+from regfs.registry.authfile import (
+    AuthFile,
+    Credentials,
+    find,
+    helper_server_url,
+    parse_auth_file,
+    parse_helper_output,
+    registry_key,
+)
+
+log = logging.getLogger(__name__)
+
+HELPER_ANSWERS_KEPT = 60.0
+"""Seconds a helper's answer is reused: helpers may prompt a keyring, so ask rarely."""
+MAX_AUTH_FILE_BYTES = 1 << 20
 
 
 class CredentialProvider(Protocol):
-    async def credentials_for(self, host: str) -> BasicCredentials | None:
-        """Credentials for ``host`` (the API host, e.g. ``registry-1.docker.io``), or None."""
+    async def credentials_for(self, host: str, repository: str) -> Credentials | None:
+        """Credentials for ``host`` (the API host, e.g. ``registry-1.docker.io``) and
+        ``repository`` (may be empty: the catalog), or None to go anonymously."""
         ...
 
 
 class Anonymous:
     """Never has credentials: every token is requested anonymously."""
 
-    async def credentials_for(self, host: str) -> BasicCredentials | None:
+    async def credentials_for(self, host: str, repository: str) -> Credentials | None:
         return None
+
+
+def auth_file_paths(environment: Mapping[str, str], auth_file: Path | None) -> list[Path]:
+    """The files to search, in podman's order (``auth_file`` alone if given)."""
+    if auth_file is not None:
+        return [auth_file]
+    if environment.get("REGISTRY_AUTH_FILE"):
+        return [Path(environment["REGISTRY_AUTH_FILE"])]
+    home = Path(environment.get("HOME") or os.path.expanduser("~"))
+    paths = []
+    if environment.get("XDG_RUNTIME_DIR"):
+        paths.append(Path(environment["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    config_home = Path(environment.get("XDG_CONFIG_HOME") or home / ".config")
+    paths.append(config_home / "containers" / "auth.json")
+    docker_config = Path(environment.get("DOCKER_CONFIG") or home / ".docker")
+    paths.append(docker_config / "config.json")
+    return paths
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    mtime_ns: int
+    size: int
+
+
+class DockerCredentials:
+    """Credentials from docker's and podman's files and credential helpers."""
+
+    def __init__(self, paths: list[Path], helper_timeout: float) -> None:
+        self.paths = paths
+        self._helper_timeout = helper_timeout
+        self._parsed: dict[Path, tuple[_Version, AuthFile]] = {}
+        self._helper_answers: cachetools.TTLCache[tuple[str, str], Credentials | None] = (
+            cachetools.TTLCache(256, HELPER_ANSWERS_KEPT, timer=trio.current_time)
+        )
+
+    async def credentials_for(self, host: str, repository: str) -> Credentials | None:
+        for path in self.paths:
+            auth_file = self._load(path)
+            found = find(auth_file, host, repository) if auth_file else None
+            if found is None:
+                continue
+            if found.helper is None:
+                return found.credentials
+            return await self._from_helper(found.helper, host, path)
+        return None
+
+    def _load(self, path: Path) -> AuthFile | None:
+        """The file's contents, parsed again only when its mtime or size changed."""
+        try:
+            info = path.stat()
+        except OSError:
+            self._parsed.pop(path, None)
+            return None
+        version = _Version(info.st_mtime_ns, info.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            raw = path.read_bytes()[:MAX_AUTH_FILE_BYTES]
+            auth_file = parse_auth_file(raw, str(path))
+        except (OSError, MalformedContent) as error:
+            log.warning("%s: ignored: %s", path, error)
+            auth_file = AuthFile(str(path))
+        self._parsed[path] = (version, auth_file)
+        return auth_file
+
+    async def _from_helper(self, helper: str, host: str, path: Path) -> Credentials | None:
+        key = (helper, registry_key(host))
+        if key in self._helper_answers:
+            return self._helper_answers[key]
+        answer = await run_helper(helper, host, self._helper_timeout, path)
+        self._helper_answers[key] = answer
+        return answer
+
+
+async def _kill(process: trio.Process) -> None:
+    process.kill()  # a helper that hangs gets no grace period: the caller is waiting
+
+
+async def run_helper(helper: str, host: str, timeout: float, named_in: Path) -> Credentials | None:
+    """``docker-credential-HELPER get`` for ``host``; None if it has nothing for it.
+
+    A helper that fails, hangs past ``timeout`` or cannot be run is ``AccessDenied``: the
+    user asked for credentials from it, so going on anonymously would show another tree.
+    """
+    program = f"docker-credential-{helper}"
+    what = f"{program} (named in {named_in}) for {host}"
+    try:
+        # Its own deadline, shielded from the request's (which is as long): a hanging
+        # helper must end as a refusal naming it, not as the request's timeout.
+        with trio.CancelScope(shield=True), trio.fail_after(timeout):
+            result = await trio.run_process(
+                [program, "get"],
+                stdin=helper_server_url(host).encode(),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                deliver_cancel=_kill,
+            )
+    except trio.TooSlowError:
+        raise AccessDenied(f"{what}: no answer within {timeout:g}s, killed") from None
+    except OSError as error:
+        raise AccessDenied(f"{what}: cannot run: {error.strerror or error}") from None
+    if result.returncode != 0:
+        message = (result.stdout + result.stderr).decode(errors="replace").strip()
+        if "credentials not found" in message.lower():
+            return None
+        raise AccessDenied(f"{what}: failed ({result.returncode}): {message[:200]}")
+    try:
+        return parse_helper_output(result.stdout, helper)
+    except MalformedContent as error:
+        raise AccessDenied(f"{what}: {error}") from None

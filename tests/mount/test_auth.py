@@ -61,14 +61,14 @@ def test_refused_repository_and_names_below_it_are_eacces(
 ) -> None:
     """Token auth refusing the anonymous scope: the repository and any name in it."""
     registry, _ = token_registry
-    mnt.allow_log(rf"{registry.host}/v2/private/img/tags/list: HTTP 401",
+    mnt.allow_log(rf"{registry.host}/v2/private/img/tags/list with no credentials: HTTP 401",
                   rf"{registry.host}/private/img: '1' refused")  # fmt: skip
     for action in (os.listdir, os.stat):
         path = mnt / registry.host / ("private/img" if action is os.listdir else "private/img/1")
         with pytest.raises(OSError) as caught:
             action(path)
         assert caught.value.errno == errno.EACCES
-    assert f"{registry.host}/v2/private/img/tags/list: HTTP 401" in mnt.log()
+    assert f"{registry.host}/v2/private/img/tags/list with no credentials: HTTP 401" in mnt.log()
 
 
 def test_a_refused_tag_or_repository_is_eacces_not_a_directory(
@@ -77,7 +77,7 @@ def test_a_refused_tag_or_repository_is_eacces_not_a_directory(
     """htpasswd registry, no credentials: whatever asks the registry is EACCES."""
     host = mnt / basic_registry.host
     refused = rf"{basic_registry.host}/(solo|team)\S*: '\w+' refused: .*HTTP 401"
-    listing = rf"opendir: GET http://{basic_registry.host}/v2/(solo|team/app)/tags/list: HTTP 401"
+    listing = rf"opendir: GET http://{basic_registry.host}/v2/(solo|team/app)/tags/list with no"
     mnt.allow_log(refused, listing)
     for action in (
         (host / "solo/1/manifest").read_bytes,

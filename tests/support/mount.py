@@ -13,6 +13,9 @@ from tests.support.installed import clean_environment
 
 PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
 """Log lines no test may leave behind unless it says it expects them."""
+USER_CONFIGURATION = ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG",
+                      "REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF")  # fmt: skip
+"""Variables that point regfs at a user's files: a mount never sees the machine's own."""
 
 
 class Installation:
@@ -30,15 +33,24 @@ class Installation:
         return cls.bin_dir / "regfs"
 
 
-def run_regfs(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """``regfs ARGS…`` as a user types it, from the installation under test."""
+def run_regfs(
+    *args: str, timeout: float = 30, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``regfs ARGS…`` as a user types it, from the installation under test; ``environment``
+    adds to (or, with an empty value, removes from) the tests' own."""
+    env = clean_environment()
+    for name, value in (environment or {}).items():
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     return subprocess.run(
         [str(Installation.regfs()), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        env=clean_environment(),
+        env=env,
     )
 
 
@@ -52,7 +64,9 @@ class Mount:
     live: ClassVar[list[Mount]] = []
     """Mounts whose logs still need checking."""
 
-    def __init__(self, path: Path, *options: str) -> None:
+    def __init__(
+        self, path: Path, *options: str, environment: dict[str, str] | None = None
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.log_file = path.with_name(path.name + ".log")
@@ -60,7 +74,13 @@ class Mount:
             options = (*options, "--cache-dir", str(path.with_name(path.name + ".cache")))
         self._checked_up_to = 0
         self._allowed: list[re.Pattern[str]] = []
-        result = run_regfs("mount", str(path), "--log-file", str(self.log_file), *options)
+        # A home of its own, so no file of the machine's user (auth.json, registries.conf,
+        # certs.d) is read; a test that wants one passes HOME or a variable naming it.
+        home = path.with_name(path.name + ".home")
+        home.mkdir(exist_ok=True)
+        isolated = {name: "" for name in USER_CONFIGURATION} | {"HOME": str(home)}
+        command = ("mount", str(path), "--log-file", str(self.log_file), *options)
+        result = run_regfs(*command, environment=isolated | (environment or {}))
         if result.returncode != 0:
             raise RuntimeError(f"regfs mount failed: {result.stderr}")
         Mount.live.append(self)
