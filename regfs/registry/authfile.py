@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
+from regfs.domain.manifest import load_json_object
 from regfs.domain.reference import DOCKER_HUB_ALIASES
 
 DOCKER_HUB_KEY = "docker.io"
@@ -111,12 +111,7 @@ def _string_map(document: dict[str, Any], name: str, path: str) -> dict[str, str
 
 def parse_auth_file(raw: bytes, path: str) -> AuthFile:
     """Parse either file; ``MalformedContent`` naming ``path`` if it is not what it claims."""
-    try:
-        document = json.loads(raw) if raw.strip() else {}
-    except (ValueError, RecursionError):
-        raise MalformedContent(f"{path}: not valid JSON") from None
-    if not isinstance(document, dict):
-        raise MalformedContent(f"{path}: not a JSON object")
+    document = load_json_object(raw, path) if raw.strip() else {}
     auths_document = document.get("auths")
     auths_document = {} if auths_document is None else auths_document
     if not isinstance(auths_document, dict):
@@ -161,12 +156,7 @@ def parse_helper_output(raw: bytes, helper: str) -> Credentials:
 
     A username of ``<token>`` means the secret is an identity token, as docker does it.
     """
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise MalformedContent(f"docker-credential-{helper}: output is not JSON") from None
-    if not isinstance(document, dict):
-        raise MalformedContent(f"docker-credential-{helper}: output is not a JSON object")
+    document = load_json_object(raw, f"docker-credential-{helper}'s output")
     username, secret = document.get("Username"), document.get("Secret")
     if not isinstance(username, str) or not isinstance(secret, str):
         raise MalformedContent(f"docker-credential-{helper}: no Username/Secret in its output")
