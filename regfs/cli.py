@@ -28,6 +28,8 @@ from regfs.layers.blobs import LayerStore
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
+from regfs.registry.settings import load_registries_conf
+from regfs.registry.tls import TlsSettings, certs_dirs
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
@@ -168,6 +170,21 @@ def configure_logging(log_file: Path | None, debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _registry_client(args: argparse.Namespace) -> tuple[RegistryClient, DockerCredentials]:
+    """The client, configured from the files docker and podman users already have."""
+    auth_file = args.auth_file.absolute() if args.auth_file else None
+    credentials = DockerCredentials(
+        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
+    )
+    config = ClientConfig(
+        timeout=args.timeout,
+        insecure_hosts=frozenset(args.insecure_registry),
+        registries=load_registries_conf(os.environ),
+        tls=TlsSettings(certs_dirs(os.environ)),
+    )
+    return RegistryClient(config, credentials), credentials
+
+
 def _mount_options(allow_other: bool) -> set[str]:
     # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
     options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
@@ -179,14 +196,7 @@ def _mount_options(allow_other: bool) -> set[str]:
 
 def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
-    auth_file = args.auth_file.absolute() if args.auth_file else None
-    credentials = DockerCredentials(
-        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
-    )
-    client = RegistryClient(
-        ClientConfig(timeout=args.timeout, insecure_hosts=frozenset(args.insecure_registry)),
-        credentials,
-    )
+    client, credentials = _registry_client(args)
     metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
     chunks = ChunkCache(args.cache_dir, args.cache_size)
     layers = LayerStore(client, args.cache_dir, chunks)
@@ -195,6 +205,8 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
     pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
+    if client.config.registries.sources:
+        log.info("registries.conf: %s", ", ".join(client.config.registries.sources))
     ready()
     clean = False
     try:
@@ -227,7 +239,8 @@ def mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     try:
         check_can_mount(mountpoint)
-    except MountpointError as error:
+        load_registries_conf(os.environ)  # a broken file must stop the mount, here
+    except (MountpointError, MalformedContent) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
     if args.foreground:

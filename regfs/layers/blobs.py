@@ -129,25 +129,12 @@ class LayerStore:
 
     async def _download(self, layer: LayerRef, blob: Path) -> None:
         """Stream the whole blob to ``blob`` and check it against its digest and size."""
-        hasher = hashlib.new(layer.digest.algorithm)
-        received = 0
-        size = layer.descriptor.size
         with open(blob, "wb") as file:
-
-            def sink(data: bytes) -> None:
-                nonlocal received
-                received += len(data)
-                if size is not None and received > size:  # never fill the disk for a liar
-                    raise VerificationFailed(f"{layer}: layer blob longer than {size} bytes")
-                file.write(data)
-                hasher.update(data)
-
-            await self._client.download_blob(layer.host, layer.repository, layer.digest, sink)
-        if hasher.hexdigest() != layer.digest.hex or (size is not None and received != size):
-            raise VerificationFailed(
-                f"{layer}: layer blob of {received} bytes hashes to "
-                f"{layer.digest.algorithm}:{hasher.hexdigest()} (expected {size} bytes)"
+            sink = _VerifyingSink(file, layer)
+            await self._client.download_blob(
+                layer.host, layer.repository, layer.digest, sink.write, sink.restart
             )
+            sink.verify()
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified."""
@@ -215,6 +202,39 @@ class LayerStore:
     def close(self) -> None:
         for index in self._indexes.values():
             index.close()
+
+
+class _VerifyingSink:
+    """Writes a blob to its file, hashing and counting on the way; starts over on
+    ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size."""
+
+    def __init__(self, file: BinaryIO, layer: LayerRef) -> None:
+        self._file = file
+        self._layer = layer
+        self.restart()
+
+    def restart(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._hasher = hashlib.new(self._layer.digest.algorithm)
+        self._received = 0
+
+    def write(self, data: bytes) -> None:
+        size = self._layer.descriptor.size
+        self._received += len(data)
+        if size is not None and self._received > size:  # never fill the disk for a liar
+            raise VerificationFailed(f"{self._layer}: layer blob longer than {size} bytes")
+        self._file.write(data)
+        self._hasher.update(data)
+
+    def verify(self) -> None:
+        layer, size = self._layer, self._layer.descriptor.size
+        actual = self._hasher.hexdigest()
+        if actual != layer.digest.hex or (size is not None and self._received != size):
+            raise VerificationFailed(
+                f"{layer}: layer blob of {self._received} bytes hashes to "
+                f"{layer.digest.algorithm}:{actual} (expected {size} bytes)"
+            )
 
 
 STALE_SECONDS = 3600

@@ -1,61 +1,57 @@
-"""The registry HTTP client: catalog, tags, manifests and blobs, with deadlines and retries.
+"""The registry client: catalog, tags, manifests and blobs, from wherever they may come.
 
-Registry layer: the only module that sends HTTP. Callers get bytes and domain types back,
-or a domain error (``regfs.domain.errors``); never an httpx exception.
-
-Every public call runs under one deadline (``timeout``) that covers its retries: temporary
-failures (connection errors, resets, 5xx, 429 with ``Retry-After``) are retried with
-exponential backoff and jitter until the deadline or ``MAX_ATTEMPTS``.
+Registry layer. Callers name what a user sees (``docker.io``, ``library/debian``) and get
+bytes and domain types back, or a domain error (``regfs.domain.errors``); never an httpx
+exception. registries.conf decides where a pull goes: its mirrors first (as their
+``pull-from-mirror`` allows), then the registry's own, possibly rewritten, location; a
+mirror that fails or lacks the content hands over to the next. Each attempt at one place
+runs under one deadline (``timeout``) that covers its retries (``registry/http.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
-import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
-import trio
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, ProtocolError, RegfsError, Unavailable
-from regfs.domain.manifest import manifest_digest
-from regfs.domain.reference import is_repository
-from regfs.registry import endpoints, listings
-from regfs.registry.auth import ANONYMOUS, CREDENTIALS_SOURCE, RegistryAuth
-from regfs.registry.credentials import Anonymous, CredentialProvider
-from regfs.registry.errors import (
-    HTTPX_ERRORS,
-    RETRYABLE_STATUSES,
-    describe,
-    error_for_exception,
-    error_for_status,
-    is_temporary,
-    retry_after_seconds,
+from regfs.domain.errors import (
+    AccessDenied,
+    MalformedContent,
+    NotFound,
+    ProtocolError,
+    RegfsError,
+    Unavailable,
 )
+from regfs.domain.manifest import manifest_digest
+from regfs.domain.reference import api_host, is_repository
+from regfs.registry import endpoints, listings
+from regfs.registry.credentials import Anonymous, CredentialProvider
+from regfs.registry.http import HttpSession, consume_raw, read_limited
+from regfs.registry.registries_conf import Endpoint, RegistriesConf
+from regfs.registry.tls import PerHostTransport, TlsSettings
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 4
-FIRST_BACKOFF = 0.25
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
 MAX_LISTING_PAGE_BYTES = 32 << 20
 MAX_LISTING_PAGES = 100_000
-MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     timeout: float = 30.0
-    """Seconds one public call (with its retries) may take before it fails."""
+    """Seconds one attempt at one place (with its retries) may take before it fails."""
     insecure_hosts: frozenset[str] = frozenset()
-    """Hosts spoken to over plain http (loopback always is)."""
+    """Hosts spoken to over plain http (loopback always is; registries.conf adds more)."""
+    registries: RegistriesConf = field(default_factory=RegistriesConf)
+    tls: TlsSettings = field(default_factory=lambda: TlsSettings([]))
     user_agent: str = "regfs"
 
 
@@ -65,18 +61,6 @@ class FetchedManifest:
     media_type: str
     digest: Digest
     """The digest of ``raw`` as the registry computes it (checked against the header)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Response:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-    url: httpx.URL
-
-
-def _host_url(host: str, insecure_hosts: Collection[str], path: str) -> str:
-    return endpoints.base_url(host, insecure_hosts) + path
 
 
 class RegistryClient:
@@ -89,45 +73,82 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self._http = httpx.AsyncClient(
-            auth=RegistryAuth(credentials or Anonymous()),
-            follow_redirects=True,
-            timeout=httpx.Timeout(config.timeout),
-            # identity: blob and manifest bytes are hashed as sent, and a Range counts bytes
-            # of the blob itself, never of a re-encoding a CDN or proxy chose to apply.
-            headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
-            verify=ssl.create_default_context(),  # the system trust store, as docker uses
-            transport=transport,
+        self._session = HttpSession(
+            config.timeout,
+            config.user_agent,
+            credentials or Anonymous(),
+            transport or PerHostTransport(config.tls),
         )
+        self._plain_http = config.insecure_hosts | config.registries.insecure_hosts()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._session.aclose()
+
+    def _url(self, host: str, path: str) -> str:
+        """https, unless the host may speak plain http and has no TLS set up in certs.d."""
+        if self.config.tls.host_dir(api_host(host)) is not None:
+            return f"https://{api_host(host)}{path}"
+        return endpoints.base_url(host, self._plain_http) + path
+
+    def _endpoints(self, host: str, repository: str, by_digest: bool) -> list[Endpoint]:
+        found = self.config.registries.endpoints(host, repository, by_digest)
+        if not found:
+            sources = ", ".join(self.config.registries.sources)
+            raise AccessDenied(f"{host}/{repository}: blocked in {sources}")
+        return found
+
+    async def _pull(
+        self,
+        host: str,
+        repository: str,
+        by_digest: bool,
+        attempt: Callable[[Endpoint], Awaitable[T]],
+    ) -> T:
+        """``attempt`` at each place in turn: a mirror's failure hands over to the next."""
+        places = self._endpoints(host, repository, by_digest)
+        for place in places[:-1]:
+            try:
+                return await attempt(place)
+            except RegfsError as error:
+                log.info(
+                    "%s/%s: mirror %s: %s; trying the next", host, repository, place.host, error
+                )
+        return await attempt(places[-1])
 
     # -- listings -----------------------------------------------------------------------
 
     async def list_repositories(self, host: str) -> list[str]:
         """Every valid repository name ``/v2/_catalog`` offers, following ``Link`` across
         pages; names outside the distribution grammar are skipped with a log line."""
-        names = await self._paginate(host, endpoints.CATALOG_PATH, "repositories")
+        place = self._endpoints(host, "", by_digest=False)[-1]
+        if place.repository:
+            raise NotFound(f"{host}: no catalog: registries.conf maps it below {place.host}")
+        names = await self._paginate(place.host, endpoints.CATALOG_PATH, "repositories")
         return listings.valid_names(names, is_repository, f"{host}: {endpoints.CATALOG_PATH}")
 
     async def list_tags(self, host: str, repository: str) -> list[str]:
         """Every valid tag of ``repository`` from ``tags/list``, following ``Link`` across
         pages; invalid tags, and tags that would pass for digest dirs, are skipped."""
-        path = endpoints.tags_path(host, repository)
-        tags = await self._paginate(host, path, "tags")
-        return listings.valid_names(tags, listings.is_listable_tag, f"{host}: {path}")
+
+        async def at(place: Endpoint) -> list[str]:
+            path = endpoints.tags_path(place.host, place.repository)
+            tags = await self._paginate(place.host, path, "tags")
+            return listings.valid_names(tags, listings.is_listable_tag, f"{place.host}: {path}")
+
+        return await self._pull(host, repository, False, at)
 
     async def _paginate(self, host: str, path: str, key: str) -> list[str]:
-        url: str | None = _host_url(host, self.config.insecure_hosts, path)
+        url: str | None = self._url(host, path)
         items: list[str] = []
         seen: set[str] = set()
-        with self._deadline(host, path):
+        with self._session.deadline(f"{host}: {path}"):
             while url is not None:
                 if url in seen or len(seen) >= MAX_LISTING_PAGES:
                     raise ProtocolError(f"{host}: {path}: pagination loops at {url}")
                 seen.add(url)
-                response = await self._send("GET", url, {}, MAX_LISTING_PAGE_BYTES, decoded=True)
+                response = await self._session.send(
+                    "GET", url, {}, MAX_LISTING_PAGE_BYTES, decoded=True
+                )
                 items.extend(listings.string_list(response.body, key, f"{host}: {path}"))
                 links = response.headers.get_list("link")
                 url = listings.next_page(links, str(response.url), f"{host}: {path}")
@@ -137,14 +158,19 @@ class RegistryClient:
 
     async def resolve_tag(self, host: str, repository: str, tag: str) -> Digest:
         """The digest ``tag`` points to now: a HEAD, or a GET if the header is missing."""
-        path = endpoints.manifest_path(host, repository, tag)
-        url = _host_url(host, self.config.insecure_hosts, path)
-        with self._deadline(host, path):
-            response = await self._send("HEAD", url, _MANIFEST_HEADERS, 0)
-        header = response.headers.get("docker-content-digest")
-        if header:
-            return _header_digest(header, f"{host}: {path}")
-        return (await self.get_manifest(host, repository, tag)).digest
+
+        async def at(place: Endpoint) -> Digest:
+            path = endpoints.manifest_path(place.host, place.repository, tag)
+            with self._session.deadline(f"{place.host}: {path}"):
+                response = await self._session.send(
+                    "HEAD", self._url(place.host, path), _MANIFEST_HEADERS, 0
+                )
+            header = response.headers.get("docker-content-digest")
+            if header:
+                return _header_digest(header, f"{place.host}: {path}")
+            return (await self._manifest_at(place, tag)).digest
+
+        return await self._pull(host, repository, False, at)
 
     async def get_manifest(self, host: str, repository: str, reference: str) -> FetchedManifest:
         """The manifest's exact bytes, with the digest they hash to.
@@ -152,17 +178,23 @@ class RegistryClient:
         By tag, the digest is checked against ``Docker-Content-Digest`` when present; by
         digest, the caller checks it against the one it asked for.
         """
-        path = endpoints.manifest_path(host, repository, reference)
-        url = _host_url(host, self.config.insecure_hosts, path)
-        with self._deadline(host, path):
-            response = await self._send("GET", url, _MANIFEST_HEADERS, MAX_MANIFEST_BYTES)
+        by_digest = ":" in reference
+        return await self._pull(
+            host, repository, by_digest, lambda place: self._manifest_at(place, reference)
+        )
+
+    async def _manifest_at(self, place: Endpoint, reference: str) -> FetchedManifest:
+        path = endpoints.manifest_path(place.host, place.repository, reference)
+        with self._session.deadline(f"{place.host}: {path}"):
+            response = await self._session.send(
+                "GET", self._url(place.host, path), _MANIFEST_HEADERS, MAX_MANIFEST_BYTES
+            )
         content_type = response.headers.get("content-type", "")
-        media_type = mediatypes.base_media_type(content_type)
         header = response.headers.get("docker-content-digest")
         algorithm = "sha256"
         if header:
-            algorithm = _header_digest(header, f"{host}: {path}").algorithm
-        name = f"{host}/{repository}{'@' if ':' in reference else ':'}{reference}"
+            algorithm = _header_digest(header, f"{place.host}: {path}").algorithm
+        name = f"{place.host}/{place.repository}{'@' if ':' in reference else ':'}{reference}"
         try:
             digest = manifest_digest(response.body, algorithm)
         except MalformedContent as error:
@@ -171,189 +203,110 @@ class RegistryClient:
             raise MalformedContent(
                 f"{name}: manifest hashes to {digest}, but the registry says {header.strip()}"
             )
-        return FetchedManifest(response.body, media_type, digest)
+        return FetchedManifest(response.body, mediatypes.base_media_type(content_type), digest)
 
     # -- blobs --------------------------------------------------------------------------
 
+    def _blob_url(self, place: Endpoint, digest: Digest) -> tuple[str, str]:
+        path = endpoints.blob_path(place.host, place.repository, str(digest))
+        return self._url(place.host, path), f"{place.host}: {path}"
+
     async def get_blob(self, host: str, repository: str, digest: Digest, max_bytes: int) -> bytes:
         """A whole (small) blob, e.g. a config; the caller verifies it against ``digest``."""
-        path = endpoints.blob_path(host, repository, str(digest))
-        url = _host_url(host, self.config.insecure_hosts, path)
-        with self._deadline(host, path):
-            response = await self._send("GET", url, {}, max_bytes)
-        return response.body
+
+        async def at(place: Endpoint) -> bytes:
+            url, what = self._blob_url(place, digest)
+            with self._session.deadline(what):
+                response = await self._session.send("GET", url, {}, max_bytes)
+            return response.body
+
+        return await self._pull(host, repository, True, at)
 
     async def get_blob_range(
         self, host: str, repository: str, digest: Digest, start: int, end: int
     ) -> bytes:
-        """Bytes ``[start, end)`` of a blob, by an HTTP ``Range`` request."""
-        path = endpoints.blob_path(host, repository, str(digest))
-        url = _host_url(host, self.config.insecure_hosts, path)
-        headers = {"Range": f"bytes={start}-{end - 1}"}
-        with self._deadline(host, path):
-            response = await self._send("GET", url, headers, end - start)
-        if response.status != 206 and not (response.status == 200 and start == 0):
-            raise ProtocolError(
-                f"{host}: {path}: Range {start}-{end - 1} answered {response.status}"
-            )
-        if len(response.body) != end - start:
-            raise Unavailable(
-                f"{host}: {path}: Range {start}-{end - 1} returned {len(response.body)} bytes"
-            )
-        return response.body
+        """Bytes ``[start, end)`` of a blob, by an HTTP ``Range`` request.
+
+        A server (or a CDN it redirects to) that ignores ``Range`` and sends the whole blob
+        is read up to ``end`` and cut off there, never held whole in memory.
+        """
+
+        async def at(place: Endpoint) -> bytes:
+            url, what = self._blob_url(place, digest)
+            with self._session.deadline(what):
+                response = await self._session.open(
+                    "GET", url, {"Range": f"bytes={start}-{end - 1}"}
+                )
+                if response.status_code == 206:
+                    _check_content_range(response, start, what)
+                    body = await read_limited(response, end - start, truncate=False, decoded=False)
+                else:
+                    body = await _slice_of_whole_body(response, start, end, what)
+            if len(body) != end - start:
+                raise Unavailable(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes")
+            return body
+
+        return await self._pull(host, repository, True, at)
 
     async def download_blob(
-        self, host: str, repository: str, digest: Digest, sink: Callable[[bytes], None]
+        self,
+        host: str,
+        repository: str,
+        digest: Digest,
+        sink: Callable[[bytes], None],
+        restart: Callable[[], None],
     ) -> None:
         """Stream a whole blob into ``sink``; the caller verifies what it received.
 
         Retries and the deadline cover getting an answer; the body may take as long as it
-        needs, but each read must make progress within ``timeout``.
+        needs, but each read must make progress within ``timeout``. When a mirror fails
+        midway, ``restart`` is called and the next place sends the blob from its start.
         """
-        path = endpoints.blob_path(host, repository, str(digest))
-        url = _host_url(host, self.config.insecure_hosts, path)
-        with self._deadline(host, path):
-            response = await self._retrying(f"GET {url}", lambda: self._open_once("GET", url, {}))
-        received = 0
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-        try:
-            async with contextlib.aclosing(chunks) as stream:
-                async for chunk in stream:
-                    sink(chunk)
-                    received += len(chunk)
-        except HTTPX_ERRORS as error:
-            raise error_for_exception(error, f"GET {url} after {received} bytes") from None
-        finally:
-            await response.aclose()
 
-    # -- transport ----------------------------------------------------------------------
+        async def at(place: Endpoint) -> None:
+            url, what = self._blob_url(place, digest)
+            restart()
+            with self._session.deadline(what):
+                response = await self._session.open("GET", url, {})
 
-    def _deadline(self, host: str, path: str) -> _Deadline:
-        return _Deadline(self.config.timeout, f"{host}: {path}")
+            def consume(data: bytes) -> bool:
+                sink(data)
+                return True
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        max_bytes: int,
-        decoded: bool = False,
-    ) -> _Response:
-        """One request, body read whole, with retries for temporary failures.
+            await consume_raw(response, f"GET {url}", consume)
 
-        The body is the bytes as sent (blobs and manifests are hashed), or for listings
-        ``decoded`` from any ``Content-Encoding``.
-        """
-        return await self._retrying(
-            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes, decoded)
-        )
-
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until it succeeds, fails for good, or ``MAX_ATTEMPTS`` is reached."""
-        for number in range(1, MAX_ATTEMPTS + 1):
-            delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
-            try:
-                return await attempt()
-            except HTTPX_ERRORS as error:
-                if number == MAX_ATTEMPTS or not is_temporary(error):
-                    raise error_for_exception(error, what) from None
-                log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
-            except _TemporaryStatus as temporary:
-                if number == MAX_ATTEMPTS:
-                    raise temporary.error from None
-                delay = temporary.retry_after if temporary.retry_after is not None else delay
-                log.debug("%s; retrying in %.2fs", temporary.error, delay)
-            await trio.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _failure(self, response: httpx.Response, body: bytes, what: str) -> Exception:
-        status = response.status_code
-        if status in (401, 403):  # say which credentials were refused, never what they are
-            what += f" with {response.request.extensions.get(CREDENTIALS_SOURCE, ANONYMOUS)}"
-        error = error_for_status(status, body, what)
-        if status in RETRYABLE_STATUSES:
-            retry_after = retry_after_seconds(
-                response.headers.get("retry-after"), self.config.timeout
-            )
-            return _TemporaryStatus(error, retry_after)
-        return error
-
-    async def _send_once(
-        self, method: str, url: str, headers: dict[str, str], max_bytes: int, decoded: bool
-    ) -> _Response:
-        async with self._http.stream(method, url, headers=headers) as response:
-            success = 200 <= response.status_code < 300
-            limit = max_bytes if success else MAX_ERROR_BODY
-            body = await _read_limited(response, limit, truncate=not success, decoded=decoded)
-            if not success:
-                raise self._failure(response, body, f"{method} {url}")
-            return _Response(response.status_code, response.headers, body, response.url)
-
-    async def _open_once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        """A response whose 2xx body is still to be read (the caller closes it)."""
-        request = self._http.build_request(method, url, headers=headers)
-        response = await self._http.send(request, stream=True)
-        if 200 <= response.status_code < 300:
-            return response
-        try:
-            body = await _read_limited(response, MAX_ERROR_BODY, truncate=True, decoded=False)
-        finally:
-            await response.aclose()
-        raise self._failure(response, body, f"{method} {url}")
-
-
-class _TemporaryStatus(Exception):
-    """A status worth retrying (5xx, 429, 408), carrying the error to raise if not."""
-
-    def __init__(self, error: RegfsError, retry_after: float | None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
-async def _read_limited(
-    response: httpx.Response, limit: int, truncate: bool, decoded: bool
-) -> bytes:
-    """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
-    or refused beyond it, if possible before reading any of it."""
-    what = f"{response.request.method} {response.request.url}"
-    declared = response.headers.get("content-length", "")
-    has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
-    if has_body and not truncate and declared.isdigit() and int(declared) > limit:
-        raise MalformedContent(f"{what}: response of {declared} bytes, more than {limit}")
-    body = bytearray()
-    # Closed explicitly: leaving the loop early must not leave the generator to the GC.
-    chunks = response.aiter_bytes() if decoded else response.aiter_raw()
-    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], chunks)) as stream:
-        async for chunk in stream:
-            body += chunk
-            if len(body) <= limit:
-                continue
-            if truncate:
-                return bytes(body[:limit])
-            raise MalformedContent(f"{what}: response larger than {limit} bytes")
-    return bytes(body)
-
-
-class _Deadline:
-    """A trio deadline whose expiry becomes ``Unavailable`` naming what timed out."""
-
-    def __init__(self, seconds: float, what: str) -> None:
-        self._scope = trio.move_on_after(seconds)
-        self._seconds = seconds
-        self._what = what
-
-    def __enter__(self) -> None:
-        self._scope.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> bool:
-        suppressed = self._scope.__exit__(*exc_info)
-        if self._scope.cancelled_caught:
-            raise Unavailable(f"{self._what}: no answer within {self._seconds:g}s")
-        return bool(suppressed)
+        await self._pull(host, repository, True, at)
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _check_content_range(response: httpx.Response, start: int, what: str) -> None:
+    """A 206 must be the range asked for: bytes from another offset would pass as ours."""
+    header = response.headers.get("content-range")
+    match = _CONTENT_RANGE.fullmatch(header.strip()) if header else None
+    if header is not None and (match is None or int(match.group(1)) != start):
+        raise ProtocolError(f"{what}: asked for bytes from {start}, got {header[:100]!r}")
+
+
+async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, what: str) -> bytes:
+    """``[start, end)`` of a 200 answer carrying the whole blob, read only as far as needed."""
+    if response.status_code != 200:
+        await response.aclose()
+        raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
+    wanted = bytearray()
+    position = 0
+
+    def consume(data: bytes) -> bool:
+        nonlocal position
+        chunk_start, position = position, position + len(data)
+        if position > start:
+            wanted.extend(data[max(0, start - chunk_start) : end - chunk_start])
+        return position < end
+
+    await consume_raw(response, what, consume)
+    return bytes(wanted[: end - start])
 
 
 def _header_digest(value: str, what: str) -> Digest:

@@ -8,6 +8,7 @@ exception httpx can raise maps to a domain error here, so none reaches the FUSE 
 from __future__ import annotations
 
 import json
+import ssl
 
 import httpx
 
@@ -27,13 +28,28 @@ TEMPORARY_HTTPX_ERRORS = (
 unknown scheme, an undecodable body) would fail the same way again."""
 
 
+def tls_failure(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind an httpx error (an unknown CA, a name mismatch), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def describe(error: BaseException) -> str:
     """``ConnectError: …``: the kind of failure, and httpx's words for it when it has any."""
+    tls = tls_failure(error)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or tls.reason or str(tls)
+        return f"TLS: {reason}"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def is_temporary(error: BaseException) -> bool:
-    return isinstance(error, TEMPORARY_HTTPX_ERRORS)
+    """A failure the next attempt may not meet; a certificate that fails will fail again."""
+    return isinstance(error, TEMPORARY_HTTPX_ERRORS) and tls_failure(error) is None
 
 
 def error_for_exception(error: BaseException, what: str) -> RegfsError:

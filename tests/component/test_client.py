@@ -13,7 +13,8 @@ import trio
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
-from regfs.registry.client import MAX_ATTEMPTS, ClientConfig, RegistryClient
+from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.http import MAX_ATTEMPTS
 from tests.support.fake_transport import Handler, StreamingTransport, unread
 
 HOST = "127.0.0.1:5000"
@@ -246,7 +247,7 @@ async def test_blobs_and_manifests_are_read_as_sent(autojump_clock: trio.abc.Clo
     assert await client.get_blob(HOST, "a", digest, len(layer)) == layer
     assert await client.get_blob_range(HOST, "a", digest, 3, 40) == layer[3:40]
     received = bytearray()
-    await client.download_blob(HOST, "a", digest, received.extend)
+    await client.download_blob(HOST, "a", digest, received.extend, received.clear)
     assert bytes(received) == layer
     assert (await client.get_manifest(HOST, "a", "1")).raw == layer
     assert {request.headers["Accept-Encoding"] for request in seen} == {"identity"}
@@ -271,7 +272,7 @@ def calls(client: RegistryClient) -> dict[str, Callable[[], Awaitable[object]]]:
         "get_manifest": lambda: client.get_manifest(HOST, "a", "1"),
         "get_blob": lambda: client.get_blob(HOST, "a", digest, 10),
         "get_blob_range": lambda: client.get_blob_range(HOST, "a", digest, 0, 1),
-        "download_blob": lambda: client.download_blob(HOST, "a", digest, lambda data: None),
+        "download_blob": lambda: client.download_blob(HOST, "a", digest, len, lambda: None),
     }
 
 

@@ -1,0 +1,232 @@
+"""HTTP for the registry client: retries, deadlines, bounded bodies, one error vocabulary.
+
+Registry layer. ``HttpSession`` owns the httpx client (auth flow, redirects, per-host
+TLS). A request is retried on temporary failures (connection errors, resets, 5xx, 429
+with ``Retry-After``) with exponential backoff and jitter, up to ``MAX_ATTEMPTS``; the
+caller puts the whole thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``)
+unless a listing asks for them ``decoded``, and never beyond a stated size. Every
+failure leaves as a domain error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import httpx
+import trio
+
+from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
+from regfs.registry.auth import ANONYMOUS, CREDENTIALS_SOURCE, RegistryAuth
+from regfs.registry.credentials import CredentialProvider
+from regfs.registry.errors import (
+    HTTPX_ERRORS,
+    RETRYABLE_STATUSES,
+    describe,
+    error_for_exception,
+    error_for_status,
+    is_temporary,
+    retry_after_seconds,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 4
+FIRST_BACKOFF = 0.25
+MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    url: httpx.URL
+    """Where the body came from in the end (after redirects)."""
+
+
+class HttpSession:
+    """One httpx client for every registry, CDN and token realm a mount talks to."""
+
+    def __init__(
+        self,
+        timeout: float,
+        user_agent: str,
+        credentials: CredentialProvider,
+        transport: httpx.AsyncBaseTransport,
+    ) -> None:
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            auth=RegistryAuth(credentials),
+            follow_redirects=True,  # Authorization is dropped when leaving the origin
+            timeout=httpx.Timeout(timeout),
+            # identity: blob and manifest bytes are hashed as sent, and a Range counts bytes
+            # of the blob itself, never of a re-encoding a CDN or proxy chose to apply.
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def deadline(self, what: str) -> Deadline:
+        return Deadline(self.timeout, what)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        decoded: bool = False,
+    ) -> Response:
+        """One request, body read whole, with retries for temporary failures.
+
+        The body is the bytes as sent (blobs and manifests are hashed), or for listings
+        ``decoded`` from any ``Content-Encoding``.
+        """
+        return await self._retrying(
+            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes, decoded)
+        )
+
+    async def open(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        """A 2xx response whose body is still to be read (the caller closes it)."""
+        return await self._retrying(
+            f"{method} {url}", lambda: self._open_once(method, url, headers)
+        )
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, fails for good, or ``MAX_ATTEMPTS`` is reached."""
+        for number in range(1, MAX_ATTEMPTS + 1):
+            delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
+            try:
+                return await attempt()
+            except HTTPX_ERRORS as error:
+                if number == MAX_ATTEMPTS or not is_temporary(error):
+                    raise error_for_exception(error, what) from None
+                log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
+            except _TemporaryStatus as temporary:
+                if number == MAX_ATTEMPTS or (temporary.redirected and number > 1):
+                    raise temporary.error from None
+                delay = temporary.retry_after if temporary.retry_after is not None else delay
+                log.debug("%s; retrying in %.2fs", temporary.error, delay)
+            await trio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _failure(self, response: httpx.Response, body: bytes, what: str) -> Exception:
+        status = response.status_code
+        if status in (401, 403):  # say which credentials were refused, never what they are
+            what += f" with {response.request.extensions.get(CREDENTIALS_SOURCE, ANONYMOUS)}"
+        redirected = any(earlier.is_redirect for earlier in response.history)  # not auth
+        if redirected:
+            what += f" (redirected to {response.url.host})"  # the host only: URLs carry signatures
+        error = error_for_status(status, body, what)
+        if status in RETRYABLE_STATUSES:
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), self.timeout)
+            return _TemporaryStatus(error, retry_after)
+        if status == 403 and redirected:
+            # A signed URL (S3, a CDN) that expired: the registry signs a new one when asked
+            # again, so once is worth it; a second refusal is a real one.
+            return _TemporaryStatus(error, 0.0, redirected=True)
+        return error
+
+    async def _send_once(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int, decoded: bool
+    ) -> Response:
+        async with self._http.stream(method, url, headers=headers) as response:
+            success = 200 <= response.status_code < 300
+            limit = max_bytes if success else MAX_ERROR_BODY
+            body = await read_limited(response, limit, truncate=not success, decoded=decoded)
+            if not success:
+                raise self._failure(response, body, f"{method} {url}")
+            return Response(response.status_code, response.headers, body, response.url)
+
+    async def _open_once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        request = self._http.build_request(method, url, headers=headers)
+        response = await self._http.send(request, stream=True)
+        if 200 <= response.status_code < 300:
+            return response
+        try:
+            body = await read_limited(response, MAX_ERROR_BODY, truncate=True, decoded=False)
+        finally:
+            await response.aclose()
+        raise self._failure(response, body, f"{method} {url}")
+
+
+class _TemporaryStatus(Exception):
+    """A status worth retrying (5xx, 429, 408, or a redirect target's 403), carrying the
+    error to raise if not."""
+
+    def __init__(
+        self, error: RegfsError, retry_after: float | None, redirected: bool = False
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+        self.redirected = redirected
+
+
+async def read_limited(
+    response: httpx.Response, limit: int, truncate: bool, decoded: bool
+) -> bytes:
+    """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
+    or refused beyond it, if possible before reading any of it."""
+    what = f"{response.request.method} {response.request.url}"
+    declared = response.headers.get("content-length", "")
+    has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
+    if has_body and not truncate and declared.isdigit() and int(declared) > limit:
+        raise MalformedContent(f"{what}: response of {declared} bytes, more than {limit}")
+    body = bytearray()
+    # Closed explicitly: leaving the loop early must not leave the generator to the GC.
+    chunks = response.aiter_bytes() if decoded else response.aiter_raw()
+    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], chunks)) as stream:
+        async for chunk in stream:
+            body += chunk
+            if len(body) <= limit:
+                continue
+            if truncate:
+                return bytes(body[:limit])
+            raise MalformedContent(f"{what}: response larger than {limit} bytes")
+    return bytes(body)
+
+
+async def consume_raw(
+    response: httpx.Response, what: str, consume: Callable[[bytes], bool]
+) -> None:
+    """Feed the body's bytes, as sent, to ``consume`` until it returns False or the body
+    ends; transport failures become domain errors. The response is closed after."""
+    received = 0
+    chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    try:
+        async with contextlib.aclosing(chunks) as stream:
+            async for chunk in stream:
+                received += len(chunk)
+                if not consume(chunk):
+                    break
+    except HTTPX_ERRORS as error:
+        raise error_for_exception(error, f"{what} after {received} bytes") from None
+    finally:
+        await response.aclose()
+
+
+class Deadline:
+    """A trio deadline whose expiry becomes ``Unavailable`` naming what timed out."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self._scope = trio.move_on_after(seconds)
+        self._seconds = seconds
+        self._what = what
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        suppressed = self._scope.__exit__(*exc_info)
+        if self._scope.cancelled_caught:
+            raise Unavailable(f"{self._what}: no answer within {self._seconds:g}s")
+        return bool(suppressed)

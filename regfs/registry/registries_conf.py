@@ -1,0 +1,183 @@
+"""containers-registries.conf(5), version 2: where a reference is pulled from.
+
+Registry layer, pure (no IO but parsing given text). For ``HOST/REPOSITORY`` the
+``[[registry]]`` table with the longest matching ``prefix`` decides: it may rewrite the
+prefix to its ``location``, mark it ``insecure`` (plain http allowed) or ``blocked``, and
+list ``[[registry.mirror]]`` tables to try first, each honouring its ``pull-from-mirror``
+(``all``, ``digest-only``, ``tag-only``). A reference no table matches is pulled from its
+own host. ``unqualified-search-registries`` and aliases are not used: regfs paths always
+name their registry.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from regfs.domain.errors import MalformedContent
+
+PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One place to pull ``repository`` from: a registry's own location, or a mirror."""
+
+    host: str
+    """``host[:port]`` as written (``docker.io`` still means Docker Hub)."""
+    repository: str
+    insecure: bool = False
+    mirror: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    location: str
+    insecure: bool = False
+    pull_from_mirror: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryTable:
+    prefix: str
+    location: str
+    insecure: bool = False
+    blocked: bool = False
+    mirrors: tuple[Mirror, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RegistriesConf:
+    registries: tuple[RegistryTable, ...] = ()
+    sources: tuple[str, ...] = field(default=(), compare=False)
+    """The files these tables came from, for log lines."""
+
+    def table_for(self, reference: str) -> RegistryTable | None:
+        """The table with the longest prefix matching ``reference`` (``host/repo``)."""
+        matches = [t for t in self.registries if _prefix_matches(t.prefix, reference)]
+        return max(matches, key=lambda t: len(t.prefix.lstrip("*"))) if matches else None
+
+    def endpoints(self, host: str, repository: str, by_digest: bool) -> list[Endpoint]:
+        """Where to pull ``host/repository`` from, in order: usable mirrors, then the
+        (possibly rewritten) location. A blocked reference has no endpoint at all."""
+        table = self.table_for(_reference(host, repository))
+        if table is None:
+            return [Endpoint(host, repository)]
+        if table.blocked:
+            return []
+        result = []
+        for mirror in table.mirrors:
+            wanted = "digest-only" if by_digest else "tag-only"
+            if mirror.pull_from_mirror in ("all", wanted):
+                result.append(_rewrite(table, mirror.location, host, repository, mirror))
+        result.append(_rewrite(table, table.location, host, repository, None))
+        return result
+
+    def is_blocked(self, host: str, repository: str) -> bool:
+        table = self.table_for(_reference(host, repository))
+        return table is not None and table.blocked
+
+    def insecure_hosts(self) -> frozenset[str]:
+        """Every location and mirror marked ``insecure``: plain http is allowed to them."""
+        hosts = set()
+        for table in self.registries:
+            if table.insecure:
+                hosts.add(_host_of(table.location))
+            hosts |= {_host_of(m.location) for m in table.mirrors if m.insecure}
+        return frozenset(hosts)
+
+
+def _reference(host: str, repository: str) -> str:
+    return f"{host}/{repository}" if repository else host
+
+
+def _host_of(location: str) -> str:
+    return location.split("/", 1)[0]
+
+
+def _prefix_matches(prefix: str, reference: str) -> bool:
+    """``prefix`` matches at a path-component boundary; ``*.example.com`` any subdomain."""
+    if prefix.startswith("*."):
+        host = reference.split("/", 1)[0]
+        return host.endswith(prefix[1:])
+    return reference == prefix or reference.startswith(prefix + "/")
+
+
+def _rewrite(
+    table: RegistryTable, location: str, host: str, repository: str, mirror: Mirror | None
+) -> Endpoint:
+    """``prefix`` → ``location`` for ``host/repository`` (a wildcard prefix keeps the host)."""
+    reference = _reference(host, repository)
+    if table.prefix.startswith("*."):
+        rewritten = reference if mirror is None else f"{location}/{repository}"
+    else:
+        rewritten = location + reference[len(table.prefix) :]
+    new_host, _, new_repository = rewritten.partition("/")
+    insecure = mirror.insecure if mirror else table.insecure
+    return Endpoint(new_host, new_repository, insecure, mirror is not None)
+
+
+def _bool(table: dict[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise MalformedContent(f"{where}: {key} must be true or false")
+    return value
+
+
+def _string(table: dict[str, Any], key: str, where: str, default: str = "") -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise MalformedContent(f"{where}: {key} must be a string")
+    return value.rstrip("/")
+
+
+def _mirror(table: Any, where: str) -> Mirror:
+    if not isinstance(table, dict):
+        raise MalformedContent(f"{where}: a mirror must be a table")
+    location = _string(table, "location", where)
+    pull_from = _string(table, "pull-from-mirror", where, "all")
+    if not location or pull_from not in PULL_FROM_MIRROR:
+        raise MalformedContent(f"{where}: a mirror needs a location and a known pull-from-mirror")
+    return Mirror(location, _bool(table, "insecure", where), pull_from)
+
+
+def _registry(table: Any, where: str) -> RegistryTable:
+    if not isinstance(table, dict):
+        raise MalformedContent(f"{where}: [[registry]] must be a table")
+    location = _string(table, "location", where)
+    prefix = _string(table, "prefix", where) or location
+    if not prefix or (not location and not prefix.startswith("*.")):
+        raise MalformedContent(f"{where}: [[registry]] needs a location or a prefix")
+    mirrors = table.get("mirror", [])
+    if not isinstance(mirrors, list):
+        raise MalformedContent(f"{where}: mirror must be an array of tables")
+    return RegistryTable(
+        prefix,
+        location or prefix,
+        _bool(table, "insecure", where),
+        _bool(table, "blocked", where),
+        tuple(_mirror(mirror, where) for mirror in mirrors),
+    )
+
+
+def parse_registries_conf(text: str, source: str) -> list[RegistryTable]:
+    """The ``[[registry]]`` tables of one file; ``MalformedContent`` naming ``source``."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise MalformedContent(f"{source}: not valid TOML: {error}") from None
+    tables = document.get("registry", [])
+    if not isinstance(tables, list):
+        raise MalformedContent(f"{source}: registry must be an array of tables")
+    return [_registry(table, source) for table in tables]
+
+
+def merge(files: list[tuple[str, list[RegistryTable]]]) -> RegistriesConf:
+    """Files in reading order: a later table with the same prefix replaces an earlier one
+    (as drop-ins in ``registries.conf.d`` override the main file)."""
+    by_prefix: dict[str, RegistryTable] = {}
+    for _, tables in files:
+        for table in tables:
+            by_prefix[table.prefix] = table
+    return RegistriesConf(tuple(by_prefix.values()), tuple(source for source, _ in files))
