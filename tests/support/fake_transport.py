@@ -34,7 +34,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         answer = await self._handler(request)
-        if isinstance(answer.stream, _UnreadBody):
-            return answer
-        raw = b"".join(answer.stream) if isinstance(answer.stream, httpx.SyncByteStream) else b""
-        return unread(answer.status_code, raw, dict(answer.headers))
+        if isinstance(answer.stream, httpx.ByteStream):  # content=: already read, re-stream it
+            return unread(answer.status_code, b"".join(answer.stream), dict(answer.headers))
+        return httpx.Response(  # stream=: the handler's own stream, unread
+            answer.status_code, headers=answer.headers, stream=answer.stream, request=request
+        )

@@ -1,0 +1,182 @@
+"""Where the client pulls from: mirrors before the registry, blocked references, redirects
+to object storage, and servers that ignore ``Range``. Fake registry, autojump clock."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import AccessDenied, ProtocolError
+from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.registries_conf import merge, parse_registries_conf
+from tests.support.fake_transport import Handler, StreamingTransport
+
+BLOB = bytes(range(256)) * 64
+DIGEST = Digest.of(BLOB)
+CONF = """
+[[registry]]
+prefix = "fleet.example"
+location = "origin.example"
+[[registry.mirror]]
+location = "mirror.example:5000/cache"
+[[registry]]
+location = "blocked.example"
+blocked = true
+"""
+
+
+def client_for(handler: Handler) -> RegistryClient:
+    registries = merge([("registries.conf", parse_registries_conf(CONF, "registries.conf"))])
+    config = ClientConfig(timeout=5, registries=registries)
+    return RegistryClient(config, transport=StreamingTransport(handler))
+
+
+def ranged(request: httpx.Request, body: bytes) -> httpx.Response:
+    if "Range" not in request.headers:
+        return httpx.Response(200, content=body)
+    start, end = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+    headers = {"Content-Range": f"bytes {start}-{end}/{len(body)}"}
+    return httpx.Response(206, content=body[start : end + 1], headers=headers)
+
+
+@pytest.mark.parametrize("mirror_answer", ["missing", "down"])
+async def test_a_mirror_that_fails_hands_over_to_the_registry(
+    autojump_clock: trio.abc.Clock, mirror_answer: str
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.host}{request.url.path}")
+        if request.url.host == "mirror.example":
+            if mirror_answer == "down":
+                raise httpx.ConnectError("refused")
+            return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
+        return ranged(request, BLOB)
+
+    client = client_for(handler)
+    assert await client.get_blob_range("fleet.example", "team/app", DIGEST, 10, 20) == BLOB[10:20]
+    assert seen[0] == f"mirror.example/v2/cache/team/app/blobs/{DIGEST}"
+    assert seen[-1] == f"origin.example/v2/team/app/blobs/{DIGEST}"
+
+
+async def test_a_mirror_that_works_is_all_that_is_asked(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        return ranged(request, BLOB)
+
+    assert await client_for(handler).get_blob("fleet.example", "a", DIGEST, len(BLOB)) == BLOB
+    assert seen == ["mirror.example"]
+
+
+async def test_a_download_that_breaks_on_the_mirror_starts_over_at_the_registry(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            yield BLOB[:100]
+            raise httpx.RemoteProtocolError("peer closed")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "mirror.example":
+            return httpx.Response(200, stream=Broken())
+        return httpx.Response(200, content=BLOB)
+
+    received = bytearray()
+    await client_for(handler).download_blob(
+        "fleet.example", "a", DIGEST, received.extend, received.clear
+    )
+    assert bytes(received) == BLOB
+
+
+async def test_a_blocked_reference_is_refused_without_a_request(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing may be sent")
+
+    with pytest.raises(AccessDenied, match=r"blocked\.example/a: blocked in registries\.conf"):
+        await client_for(handler).get_blob("blocked.example", "a", DIGEST, 10)
+
+
+def cdn_registry(seen: list[httpx.Request], refusals: list[int]) -> Handler:
+    """A registry that redirects blobs to signed URLs on a CDN, which refuses the first
+    ``refusals[0]`` of them (expired signatures)."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "cdn.example":
+            if refusals[0] > 0:
+                refusals[0] -= 1
+                return httpx.Response(403, text="Request has expired")
+            return ranged(request, BLOB)
+        if request.headers.get("Authorization") != "Bearer t":
+            challenge = 'Bearer realm="https://origin.example/token"'
+            if request.url.path == "/token":
+                return httpx.Response(200, json={"token": "t"})
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        location = f"https://cdn.example/blob?X-Amz-Signature=secret{len(seen)}"
+        return httpx.Response(307, headers={"Location": location})
+
+    return handler
+
+
+async def test_redirects_keep_the_range_and_drop_authorization(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(cdn_registry(seen, [0]))
+    assert await client.get_blob_range("origin.example", "a", DIGEST, 5, 50) == BLOB[5:50]
+    (cdn,) = [r for r in seen if r.url.host == "cdn.example"]
+    assert cdn.headers["Range"] == "bytes=5-49" and "Authorization" not in cdn.headers
+
+
+async def test_an_expired_signed_url_is_asked_for_again_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[httpx.Request] = []
+    client = client_for(cdn_registry(seen, [1]))
+    assert await client.get_blob_range("origin.example", "a", DIGEST, 0, 10) == BLOB[:10]
+    with pytest.raises(AccessDenied, match=r"redirected to cdn\.example") as caught:
+        await client_for(cdn_registry([], [2])).get_blob_range("origin.example", "a", DIGEST, 0, 9)
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")
+async def test_a_server_that_ignores_range_is_read_only_as_far_as_needed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """httpx leaves its inner stream generators to the garbage collector when a body is
+    not read to its end (hence the filter); the connection itself is closed."""
+    sent: list[int] = []
+
+    class Whole(httpx.AsyncByteStream):
+        """The whole blob in 1 KiB pieces, counting what was handed out."""
+
+        def __aiter__(self) -> Whole:
+            return self
+
+        async def __anext__(self) -> bytes:
+            offset = len(sent) * 1024
+            if offset >= len(BLOB):
+                raise StopAsyncIteration
+            sent.append(offset)
+            return BLOB[offset : offset + 1024]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Whole())
+
+    client = client_for(handler)
+    assert await client.get_blob_range("origin.example", "a", DIGEST, 3000, 5000) == BLOB[3000:5000]
+    assert max(sent) < 5 * 1024  # stopped soon after the range, not at the blob's end
+
+
+async def test_a_206_for_another_range_is_refused(autojump_clock: trio.abc.Clock) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(206, content=BLOB[:10], headers={"Content-Range": "bytes 0-9/99"})
+
+    with pytest.raises(ProtocolError, match="asked for bytes from 50"):
+        await client_for(handler).get_blob_range("origin.example", "a", DIGEST, 50, 60)

@@ -1,0 +1,114 @@
+"""registries.conf v2 as regfs reads it: which places a reference is pulled from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from regfs.domain.errors import MalformedContent
+from regfs.registry.registries_conf import Endpoint, merge, parse_registries_conf
+from regfs.registry.settings import registries_conf_files
+
+CONF = """
+unqualified-search-registries = ["docker.io"]
+
+[[registry]]
+prefix = "example.com/foo"
+location = "internal.example.com/bar"
+insecure = true
+
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.lan:5000"
+insecure = true
+[[registry.mirror]]
+location = "digests.lan/hub"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "tags.lan"
+pull-from-mirror = "tag-only"
+
+[[registry]]
+location = "evil.example"
+blocked = true
+
+[[registry]]
+prefix = "*.corp.example"
+[[registry.mirror]]
+location = "cache.corp.example"
+"""
+
+
+def test_a_prefix_is_rewritten_to_its_location() -> None:
+    registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
+    assert registries.endpoints("example.com", "foo/app", by_digest=False) == [
+        Endpoint("internal.example.com", "bar/app", insecure=True)]  # fmt: skip
+    assert registries.endpoints("example.com", "foobar/app", by_digest=False) == [
+        Endpoint("example.com", "foobar/app")]  # fmt: skip
+
+
+def test_mirrors_come_first_as_pull_from_mirror_allows() -> None:
+    registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
+    by_tag = registries.endpoints("docker.io", "library/debian", by_digest=False)
+    by_digest = registries.endpoints("docker.io", "library/debian", by_digest=True)
+    assert [e.host for e in by_tag] == ["mirror.lan:5000", "tags.lan", "docker.io"]
+    assert [e.host for e in by_digest] == ["mirror.lan:5000", "digests.lan", "docker.io"]
+    assert by_digest[1] == Endpoint("digests.lan", "hub/library/debian", mirror=True)
+    assert by_tag[0].insecure and by_tag[0].mirror and not by_tag[-1].mirror
+
+
+def test_blocked_and_wildcards_and_insecure_hosts() -> None:
+    registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
+    assert registries.endpoints("evil.example", "x", by_digest=True) == []
+    assert registries.is_blocked("evil.example", "")
+    wild = registries.endpoints("git.corp.example", "team/app", by_digest=True)
+    assert wild == [Endpoint("cache.corp.example", "team/app", mirror=True),
+                    Endpoint("git.corp.example", "team/app")]  # fmt: skip
+    assert registries.insecure_hosts() == {"internal.example.com", "mirror.lan:5000"}
+    assert registries.endpoints("other.example", "a", by_digest=True) == [
+        Endpoint("other.example", "a")]  # fmt: skip
+
+
+def test_the_longest_prefix_wins_and_later_files_override() -> None:
+    main = parse_registries_conf('[[registry]]\nlocation = "a.example"\nblocked = true\n', "m")
+    drop_in = parse_registries_conf('[[registry]]\nlocation = "a.example"\n', "d")
+    nested = parse_registries_conf(
+        '[[registry]]\nprefix = "a.example/team"\nlocation = "b.example/t"\n', "n"
+    )
+    registries = merge([("m", main), ("d", drop_in), ("n", nested)])
+    assert registries.endpoints("a.example", "x", by_digest=True) == [Endpoint("a.example", "x")]
+    assert registries.endpoints("a.example", "team/x", by_digest=True) == [
+        Endpoint("b.example", "t/x")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[[registry", "registry = 1", '[[registry]]\ninsecure = "yes"\nlocation = "a"',
+     "[[registry]]\nblocked = true", '[[registry]]\nlocation = "a"\nmirror = 1',
+     '[[registry]]\nlocation = "a"\n[[registry.mirror]]\npull-from-mirror = "all"',
+     '[[registry]]\nlocation = "a"\n[[registry.mirror]]\nlocation = "m"\n'
+     'pull-from-mirror = "sometimes"'],
+)  # fmt: skip
+def test_malformed_files_are_refused_naming_the_file(text: str) -> None:
+    with pytest.raises(MalformedContent, match=r"r\.conf"):
+        parse_registries_conf(text, "r.conf")
+
+
+def test_files_are_found_as_containers_image_finds_them(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"HOME": str(home)}
+    assert registries_conf_files(env)[0] == Path("/etc/containers/registries.conf")
+    user = home / ".config/containers/registries.conf"
+    user.parent.mkdir(parents=True)
+    user.write_text("")
+    drop_ins = home / ".config/containers/registries.conf.d"
+    drop_ins.mkdir()
+    (drop_ins / "20-b.conf").write_text("")
+    (drop_ins / "10-a.conf").write_text("")
+    (drop_ins / "ignored.txt").write_text("")
+    assert registries_conf_files(env) == [user, drop_ins / "10-a.conf", drop_ins / "20-b.conf"]
+    named = tmp_path / "named.conf"
+    found = registries_conf_files({**env, "CONTAINERS_REGISTRIES_CONF": str(named)})
+    assert found[0] == named and found[-2:] == [drop_ins / "10-a.conf", drop_ins / "20-b.conf"]
