@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
+import trio
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
 MAX_LISTING_PAGE_BYTES = 32 << 20
 MAX_LISTING_PAGES = 100_000
+MIRROR_REST = 30.0
 T = TypeVar("T")
 
 
@@ -80,6 +82,8 @@ class RegistryClient:
             transport or PerHostTransport(config.tls),
         )
         self._plain_http = config.insecure_hosts | config.registries.insecure_hosts()
+        self._mirror_rests: dict[str, float] = {}
+        """Mirrors found unreachable, with the time until which they are skipped."""
 
     async def aclose(self) -> None:
         await self._session.aclose()
@@ -104,12 +108,20 @@ class RegistryClient:
         by_digest: bool,
         attempt: Callable[[Endpoint], Awaitable[T]],
     ) -> T:
-        """``attempt`` at each place in turn: a mirror's failure hands over to the next."""
+        """``attempt`` at each place in turn: a mirror's failure hands over to the next.
+
+        A mirror that is unreachable is left alone for ``MIRROR_REST`` seconds, so a fleet
+        whose cache went down pays its connection timeouts once, not on every read.
+        """
         places = self._endpoints(host, repository, by_digest)
         for place in places[:-1]:
+            if self._mirror_rests.get(place.host, 0.0) > trio.current_time():
+                continue
             try:
                 return await attempt(place)
             except RegfsError as error:
+                if isinstance(error, Unavailable):
+                    self._mirror_rests[place.host] = trio.current_time() + MIRROR_REST
                 log.info(
                     "%s/%s: mirror %s: %s; trying the next", host, repository, place.host, error
                 )

@@ -9,7 +9,8 @@ import trio
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, ProtocolError
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import MIRROR_REST, ClientConfig, RegistryClient
+from regfs.registry.http import MAX_ATTEMPTS
 from regfs.registry.registries_conf import merge, parse_registries_conf
 from tests.support.fake_transport import Handler, StreamingTransport
 
@@ -180,3 +181,24 @@ async def test_a_206_for_another_range_is_refused(autojump_clock: trio.abc.Clock
 
     with pytest.raises(ProtocolError, match="asked for bytes from 50"):
         await client_for(handler).get_blob_range("origin.example", "a", DIGEST, 50, 60)
+
+
+async def test_an_unreachable_mirror_is_left_alone_for_a_while(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    mirror_calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal mirror_calls
+        if request.url.host == "mirror.example":
+            mirror_calls += 1
+            raise httpx.ConnectError("refused")
+        return ranged(request, BLOB)
+
+    client = client_for(handler)
+    for _ in range(3):
+        assert await client.get_blob("fleet.example", "a", DIGEST, len(BLOB)) == BLOB
+    assert mirror_calls == MAX_ATTEMPTS  # one failed pull (with its retries), then skipped
+    await trio.sleep(MIRROR_REST)
+    assert await client.get_blob("fleet.example", "a", DIGEST, len(BLOB)) == BLOB
+    assert mirror_calls == 2 * MAX_ATTEMPTS  # tried again once it has rested

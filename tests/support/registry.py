@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,24 @@ class BasicAuth:
         path.write_text(f"{self.username}:{hashed}\n")
 
 
-def _config(storage: Path, port: int, token: TokenAuth | None, htpasswd: Path | None = None) -> str:
+@dataclass(frozen=True)
+class ServerTls:
+    """``http.tls``: the registry's certificate, and the CAs its clients must be signed by."""
+
+    certificate: Path
+    key: Path
+    client_cas: Path | None = None
+
+
+def _config(
+    storage: Path,
+    port: int,
+    token: TokenAuth | None,
+    *,
+    htpasswd: Path | None = None,
+    tls: ServerTls | None = None,
+    proxy_remote: str | None = None,
+) -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -62,6 +78,13 @@ def _config(storage: Path, port: int, token: TokenAuth | None, htpasswd: Path | 
         ]
     if htpasswd is not None:
         lines += ["auth:", "  htpasswd:", "    realm: regfs-tests", f"    path: {htpasswd}"]
+    if tls is not None:
+        http = lines.index("http:") + 2
+        lines[http:http] = ["  tls:", f"    certificate: {tls.certificate}", f"    key: {tls.key}"]
+        if tls.client_cas is not None:
+            lines[http + 3 : http + 3] = ["    clientcas:", f"      - {tls.client_cas}"]
+    if proxy_remote is not None:
+        lines += ["proxy:", f"  remoteurl: {proxy_remote}"]
     return "\n".join(lines) + "\n"
 
 
@@ -69,18 +92,33 @@ class Registry:
     """A running registry:2; ``host`` is ``127.0.0.1:PORT``."""
 
     def __init__(
-        self, workdir: Path, token: TokenAuth | None = None, basic: BasicAuth | None = None
+        self,
+        workdir: Path,
+        token: TokenAuth | None = None,
+        basic: BasicAuth | None = None,
+        tls: ServerTls | None = None,
+        proxy_remote: str | None = None,
     ) -> None:
+        """``proxy_remote``: a pull-through cache of that registry URL (proxy mode)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         htpasswd = None
         if basic is not None:
             htpasswd = workdir / "htpasswd"
             basic.write_htpasswd(htpasswd)
         config = workdir / "config.yml"
-        config.write_text(_config(workdir / "storage", self.port, token, htpasswd))
+        config.write_text(
+            _config(
+                workdir / "storage",
+                self.port,
+                token,
+                htpasswd=htpasswd,
+                tls=tls,
+                proxy_remote=proxy_remote,
+            )
+        )
         self._log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             ["docker-registry", "serve", str(config)], stdout=self._log, stderr=self._log
@@ -91,12 +129,10 @@ class Registry:
         if self._process.poll() is not None:
             raise RuntimeError(f"docker-registry exited with {self._process.returncode}")
         try:
-            urllib.request.urlopen(f"{self.url}/v2/", timeout=1)
-        except urllib.error.HTTPError:
-            return True  # 401 from a token-auth registry: it is up
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True  # listening (TLS and auth variants answer nothing else plainly)
         except OSError:
             return False
-        return True
 
     def stop(self) -> None:
         self._process.terminate()

@@ -1,0 +1,155 @@
+"""registries.conf and certs.d as podman reads them, against real registry:2 instances:
+a pull-through cache as a fleet's mirror, blocked names, TLS with a CA and a client
+certificate of the tests' own. Every file lives in a temp HOME."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Pushed
+from tests.support import images
+from tests.support.mount import Mount
+from tests.support.pki import Authority
+from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry, ServerTls
+
+pytestmark = pytest.mark.mount
+
+
+def home_with(tmp_path: Path, registries_conf: str = "") -> Path:
+    home = tmp_path / "home"
+    (home / ".config/containers").mkdir(parents=True)
+    if registries_conf:
+        (home / ".config/containers/registries.conf").write_text(registries_conf)
+    return home
+
+
+def test_a_pull_through_mirror_serves_and_the_registry_takes_over_when_it_stops(
+    tmp_path: Path, pushed: Pushed
+) -> None:
+    origin = pushed.registry
+    mirror = Registry(tmp_path / "mirror", proxy_remote=origin.url)  # registry:2 proxy mode
+    counting = CountingProxy(mirror.port)
+    home = home_with(tmp_path, f"""
+[[registry]]
+prefix = "fleet.example"
+location = "{origin.host}"
+[[registry.mirror]]
+location = "{counting.host}"
+""")  # fmt: skip
+    mount = Mount(tmp_path / "mnt", "--timeout", "5", environment={"HOME": str(home)})
+    try:
+        fleet = mount / "fleet.example"
+        image = fleet / "library/debian/bookworm"
+        assert (image / "rootfs/etc/os-release").read_bytes() == Path(
+            "/etc/os-release"
+        ).read_bytes()
+        served = [path for path in counting.requests_by_path if "/blobs/" in path]
+        assert served, "the mirror served the layer and the config"
+        assert "library" in os.listdir(fleet)  # the catalog comes from the location
+        counting.stop()
+        mirror.stop()  # the mirror disappears: the registry itself serves from now on
+        other = fleet / "formats/v2s2/latest/rootfs/usr/share/common-licenses/GPL-3"
+        assert other.read_bytes() == Path("/usr/share/common-licenses/GPL-3").read_bytes()
+        assert "mirror 127.0.0.1" in mount.log()
+    finally:
+        mount.close()
+
+
+def test_a_blocked_prefix_is_eacces_and_the_rest_stays(tmp_path: Path, pushed: Pushed) -> None:
+    host = pushed.registry.host
+    home = home_with(
+        tmp_path,
+        f'[[registry]]\nprefix = "{host}/library"\nlocation = "{host}/library"\nblocked = true\n',
+    )
+    mount = Mount(tmp_path / "mnt", environment={"HOME": str(home)})
+    mount.allow_log(rf"{host}/library/debian: blocked in {home}")
+    try:
+        with pytest.raises(OSError) as caught:
+            os.listdir(mount / host / "library/debian")
+        assert caught.value.errno == errno.EACCES
+        assert os.listdir(mount / host / "nested/a/b/c") == ["1"]
+    finally:
+        mount.close()
+
+
+@pytest.fixture(scope="module")
+def tls_registry(
+    tmp_path_factory: pytest.TempPathFactory, layout: Path
+) -> Iterator[tuple[Registry, Authority]]:
+    """registry:2 over TLS with a certificate of our CA, requiring client certificates."""
+    workdir = tmp_path_factory.mktemp("tls")
+    authority = Authority(workdir / "pki")
+    server = authority.issue("server", server=True)
+    registry = Registry(
+        workdir / "registry", tls=ServerTls(server.certificate, server.key, authority.ca_file)
+    )
+    client = authority.issue("client", server=False)
+    certs = workdir / "push-certs"
+    certs_d_entry(certs, authority, client.certificate, client.key)
+    images.push(layout, "base", f"{registry.host}/secure/app:1", "--dest-cert-dir", str(certs))
+    yield registry, authority
+    registry.stop()
+
+
+def certs_d_entry(
+    directory: Path, authority: Authority | None, cert: Path | None, key: Path | None
+) -> Path:
+    """A certs.d directory as containers-certs.d(5) describes it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if authority is not None:
+        shutil.copy(authority.ca_file, directory / "ca.crt")
+    if cert is not None and key is not None:
+        shutil.copy(cert, directory / "client.cert")
+        shutil.copy(key, directory / "client.key")
+    return directory
+
+
+def test_tls_with_a_ca_and_client_certificate_from_certs_d(
+    tmp_path: Path, tls_registry: tuple[Registry, Authority]
+) -> None:
+    registry, authority = tls_registry
+    client = authority.issue("regfs-client", server=False)
+    home = home_with(tmp_path)
+    certs_d_entry(
+        home / ".config/containers/certs.d" / registry.host,
+        authority,
+        client.certificate,
+        client.key,
+    )
+    mount = Mount(tmp_path / "mnt", environment={"HOME": str(home)})
+    try:
+        assert os.listdir(mount / registry.host / "secure/app") == ["1"]
+        assert (mount / registry.host / "secure/app/1/config").read_bytes().startswith(b"{")
+    finally:
+        mount.close()
+
+
+@pytest.mark.parametrize("missing", ["client certificate", "CA"])
+def test_tls_failures_are_eio_naming_host_and_reason(
+    tmp_path: Path, tls_registry: tuple[Registry, Authority], missing: str
+) -> None:
+    registry, authority = tls_registry
+    client = authority.issue("other-client", server=False)
+    home = home_with(tmp_path)
+    entry = home / ".config/containers/certs.d" / registry.host
+    if missing == "CA":
+        certs_d_entry(entry, None, client.certificate, client.key)
+    else:
+        certs_d_entry(entry, authority, None, None)
+    mount = Mount(tmp_path / "mnt", "--timeout", "5", environment={"HOME": str(home)})
+    mount.allow_log(rf"https://{registry.host}/v2/\S+: (TLS: |ReadError|RemoteProtocolError)")
+    try:
+        with pytest.raises(OSError) as caught:
+            os.listdir(mount / registry.host / "secure/app")
+        assert caught.value.errno == errno.EIO
+        if missing == "CA":
+            assert "TLS: unable to get local issuer certificate" in mount.log()
+    finally:
+        mount.close()
