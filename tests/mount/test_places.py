@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import Pushed
+from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.mount import Mount
 from tests.support.pki import Authority
@@ -153,3 +153,35 @@ def test_tls_failures_are_eio_naming_host_and_reason(
             assert "TLS: unable to get local issuer certificate" in mount.log()
     finally:
         mount.close()
+
+
+def test_blobs_redirected_to_object_storage_that_ignores_range(
+    tmp_path: Path, layered: Layered
+) -> None:
+    """The registry answers blob GETs with 307 to a CDN that sends whole blobs whatever
+    the Range says: first reads, and re-fetches of evicted chunks, still come out right."""
+    cdn = CountingProxy(layered.registry.port)
+    cdn.ignore_range = True
+    registry = CountingProxy(layered.registry.port)
+    registry.redirect_blobs_to = cdn.host
+    cache = tmp_path / "cache"
+    path = f"{registry.host}/layered/oci/1/1/regfs-test/big.bin"
+    expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    try:
+        assert (first / path).read_bytes() == expected
+    finally:
+        first.close()
+    for chunk in (cache / "chunks").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()  # evicted: a new mount re-fetches ranges through the CDN
+    cdn.reset()
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache))
+    try:
+        assert (second / path).read_bytes() == expected
+        assert sum(cdn.bytes_by_path.values()) > 0 and not cdn.authorization_seen
+        assert "s3cr3t" not in first.log() + second.log()
+    finally:
+        second.close()
+        registry.stop()
+        cdn.stop()

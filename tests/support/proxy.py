@@ -27,6 +27,10 @@ class CountingProxy:
         self.corrupt = False
         self.truncate = False
         self.blob_encoding: str | None = None
+        self.redirect_blobs_to: str | None = None
+        """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
+        self.ignore_range = False
+        self.authorization_seen: list[str] = []
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._handler())
         self.port = self._server.port
@@ -65,6 +69,17 @@ class CountingProxy:
 
             def _relay(self, upstream: http.client.HTTPConnection) -> None:
                 headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}
+                if "Authorization" in headers:
+                    proxy.authorization_seen.append(self.path)
+                if proxy.ignore_range:
+                    headers.pop("Range", None)
+                if proxy.redirect_blobs_to and "/blobs/" in self.path and self.command == "GET":
+                    self.send_response(307)
+                    target = f"http://{proxy.redirect_blobs_to}{self.path}?X-Amz-Signature=s3cr3t"
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 upstream.request(self.command, self.path, headers=headers)
                 response = upstream.getresponse()
                 body = response.read()
