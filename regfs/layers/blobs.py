@@ -10,6 +10,7 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -132,8 +133,9 @@ class LayerStore:
         with open(blob, "wb") as file:
             sink = _VerifyingSink(file, layer)
             await self._client.download_blob(
-                layer.host, layer.repository, layer.digest, sink.write, sink.restart
-            )
+                layer.host, layer.repository, layer.digest, sink.write, sink.restart,
+                urls=layer.descriptor.urls,
+            )  # fmt: skip
             sink.verify()
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
@@ -176,10 +178,10 @@ class LayerStore:
         token = trio.lowlevel.current_trio_token()
 
         def fetch(start: int, end: int) -> bytes:
+            ranged = functools.partial(self._client.get_blob_range, urls=layer.descriptor.urls)
             return trio.from_thread.run(
-                self._client.get_blob_range, layer.host, layer.repository, layer.digest, start, end,
-                trio_token=token,
-            )  # fmt: skip
+                ranged, layer.host, layer.repository, layer.digest, start, end, trio_token=token
+            )
 
         remote = RemoteFile(fetch, meta.compressed_size)
         try:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -219,46 +220,53 @@ class RegistryClient:
 
     # -- blobs --------------------------------------------------------------------------
 
-    def _blob_url(self, place: Endpoint, digest: Digest) -> tuple[str, str]:
-        path = endpoints.blob_path(place.host, place.repository, str(digest))
-        return self._url(place.host, path), f"{place.host}: {path}"
-
     async def get_blob(self, host: str, repository: str, digest: Digest, max_bytes: int) -> bytes:
         """A whole (small) blob, e.g. a config; the caller verifies it against ``digest``."""
 
-        async def at(place: Endpoint) -> bytes:
-            url, what = self._blob_url(place, digest)
+        async def fetch(url: str, what: str) -> bytes:
             with self._session.deadline(what):
                 response = await self._session.send("GET", url, {}, max_bytes)
             return response.body
 
-        return await self._pull(host, repository, True, at)
+        return await self._pull_blob(host, repository, digest, (), fetch)
 
     async def get_blob_range(
-        self, host: str, repository: str, digest: Digest, start: int, end: int
+        self,
+        host: str,
+        repository: str,
+        digest: Digest,
+        start: int,
+        end: int,
+        *,
+        urls: tuple[str, ...] = (),
     ) -> bytes:
         """Bytes ``[start, end)`` of a blob, by an HTTP ``Range`` request.
 
         A server (or a CDN it redirects to) that ignores ``Range`` and sends the whole blob
-        is read up to ``end`` and cut off there, never held whole in memory.
+        is read up to ``end`` and cut off there, never held whole in memory. ``urls``: a
+        foreign layer's own, tried when the registry does not have the blob.
         """
 
-        async def at(place: Endpoint) -> bytes:
-            url, what = self._blob_url(place, digest)
+        async def fetch(url: str, what: str) -> bytes:
             with self._session.deadline(what):
                 response = await self._session.open(
                     "GET", url, {"Range": f"bytes={start}-{end - 1}"}
                 )
-                if response.status_code == 206:
-                    _check_content_range(response, start, what)
-                    body = await read_limited(response, end - start, truncate=False, decoded=False)
-                else:
-                    body = await _slice_of_whole_body(response, start, end, what)
+                try:
+                    if response.status_code == 206:
+                        _check_content_range(response, start, what)
+                        body = await read_limited(
+                            response, end - start, truncate=False, decoded=False
+                        )
+                    else:
+                        body = await _slice_of_whole_body(response, start, end, what)
+                finally:
+                    await response.aclose()
             if len(body) != end - start:
                 raise Unavailable(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes")
             return body
 
-        return await self._pull(host, repository, True, at)
+        return await self._pull_blob(host, repository, digest, urls, fetch)
 
     async def download_blob(
         self,
@@ -267,27 +275,55 @@ class RegistryClient:
         digest: Digest,
         sink: Callable[[bytes], None],
         restart: Callable[[], None],
+        *,
+        urls: tuple[str, ...] = (),
     ) -> None:
         """Stream a whole blob into ``sink``; the caller verifies what it received.
 
         Retries and the deadline cover getting an answer; the body may take as long as it
-        needs, but each read must make progress within ``timeout``. When a mirror fails
-        midway, ``restart`` is called and the next place sends the blob from its start.
+        needs, but each read must make progress within ``timeout``. When a place fails
+        midway, ``restart`` is called and the next one sends the blob from its start.
         """
 
-        async def at(place: Endpoint) -> None:
-            url, what = self._blob_url(place, digest)
+        def consume(data: bytes) -> bool:
+            sink(data)
+            return True
+
+        async def fetch(url: str, what: str) -> None:
             restart()
             with self._session.deadline(what):
                 response = await self._session.open("GET", url, {})
-
-            def consume(data: bytes) -> bool:
-                sink(data)
-                return True
-
             await consume_raw(response, f"GET {url}", consume)
 
-        await self._pull(host, repository, True, at)
+        await self._pull_blob(host, repository, digest, urls, fetch)
+
+    async def _pull_blob(
+        self,
+        host: str,
+        repository: str,
+        digest: Digest,
+        urls: tuple[str, ...],
+        fetch: Callable[[str, str], Awaitable[T]],
+    ) -> T:
+        """``fetch(url, what)`` from the registry's places, then, if none has the blob, from
+        the layer's own ``urls`` (foreign layers; http and https only)."""
+
+        async def at(place: Endpoint) -> T:
+            path = endpoints.blob_path(place.host, place.repository, str(digest))
+            return await fetch(self._url(place.host, path), f"{place.host}: {path}")
+
+        foreign = [url for url in urls if urlsplit(url).scheme in ("http", "https")]
+        try:
+            return await self._pull(host, repository, True, at)
+        except NotFound:
+            if not foreign:
+                raise
+        for url in foreign[:-1]:
+            try:
+                return await fetch(url, f"{host}/{repository}@{digest} from {url}")
+            except RegfsError as error:
+                log.info("%s/%s@%s: %s; trying the next URL", host, repository, digest, error)
+        return await fetch(foreign[-1], f"{host}/{repository}@{digest} from {foreign[-1]}")
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import socket
+import tarfile
 import time
 from collections.abc import Iterator
 
@@ -262,3 +265,55 @@ def test_http_failures_of_every_kind_are_eio_with_a_log_line(
         mnt.allow_log(line)
         expect_errno(errno.EIO, lambda r=repository: os.listdir(mnt / fake.host / r))
         assert re.search(line, mnt.log())
+
+
+def foreign_image(fake: FakeRegistry, repository: str, layer: bytes, urls: list[str]) -> None:
+    """``REPOSITORY:1``: one foreign layer whose blob the registry does not have."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
+                         "diff_ids": [digest_of(gzip.decompress(layer))]}}).encode()  # fmt: skip
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                    "digest": digest_of(layer), "size": len(layer), "urls": urls}],
+    }).encode()  # fmt: skip
+    fake.routes[f"/v2/{repository}/tags/list"] = Reply(200, b'{"tags":["1"]}')
+    for reference in ("1", digest_of(manifest)):
+        fake.routes[f"/v2/{repository}/manifests/{reference}"] = Reply(
+            200, manifest, {"Docker-Content-Digest": digest_of(manifest)}
+        )
+    fake.routes[f"/v2/{repository}/blobs/{digest_of(config)}"] = Reply(200, config)
+
+
+def tar_gz(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        member = tarfile.TarInfo(name)
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_foreign_layer_is_fetched_from_its_urls_and_verified(
+    mnt: Mount, fake: FakeRegistry
+) -> None:
+    layer = tar_gz("hello.txt", b"from a foreign URL\n")
+    forged = tar_gz("hello.txt", b"forged\n")
+    elsewhere = FakeRegistry(
+        {"/layers/good.tgz": Reply(200, layer), "/layers/forged.tgz": Reply(200, forged)}
+    )
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["foreign/img","forged/img"]}')
+    try:
+        urls = ["file:///etc/passwd", f"http://{elsewhere.host}/layers/good.tgz"]
+        foreign_image(fake, "foreign/img", layer, urls)
+        image = mnt / fake.host / "foreign/img/1"
+        assert (image / "rootfs/hello.txt").read_bytes() == b"from a foreign URL\n"
+        assert ("GET", "/layers/good.tgz") in elsewhere.requests
+        assert any(digest_of(layer) in path for _, path in fake.requests)  # asked first
+        named = tar_gz("hello.txt", b"what the manifest names\n")  # served: forged instead
+        foreign_image(fake, "forged/img", named, [f"http://{elsewhere.host}/layers/forged.tgz"])
+        mnt.allow_log(rf"{fake.host}/forged/img@{digest_of(named)}: layer blob of")
+        expect_errno(errno.EIO, lambda: os.listdir(mnt / fake.host / "forged/img/1/0"))
+    finally:
+        elsewhere.stop()
