@@ -26,6 +26,7 @@ from regfs.domain.platform import Platform, host_platform
 from regfs.fuse.operations import Operations
 from regfs.layers.blobs import LayerStore
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.registry.aliases import parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.settings import load_registries_conf
@@ -43,6 +44,25 @@ MAX_FUSE_TASKS = 64
 def _default_log_file() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "regfs" / "regfs.log"
+
+
+def _default_config_file() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(config) / "regfs" / "config.toml"
+
+
+def load_aliases(args: argparse.Namespace) -> dict[str, str]:
+    """The aliases of ``--config`` (which must exist) or of the default file (if it does)."""
+    path = args.config or _default_config_file()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if args.config is not None:
+            raise MalformedContent(f"{path}: no such file") from None
+        return {}
+    except OSError as error:
+        raise MalformedContent(f"{path}: {error.strerror}") from None
+    return parse_config(text, str(path))
 
 
 def _default_cache_dir() -> Path:
@@ -109,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="credentials (docker config.json or podman auth.json form) to use instead of "
         "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
         "~/.config/containers/auth.json, ~/.docker/config.json",
+    )
+    mount.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help=f"regfs's own settings: aliases for registries below a path prefix "
+        f"(default: {_default_config_file()})",
     )
     mount.add_argument(
         "--metadata-ttl",
@@ -181,6 +208,7 @@ def _registry_client(args: argparse.Namespace) -> tuple[RegistryClient, DockerCr
         insecure_hosts=frozenset(args.insecure_registry),
         registries=load_registries_conf(os.environ),
         tls=TlsSettings(certs_dirs(os.environ)),
+        aliases=load_aliases(args),
     )
     return RegistryClient(config, credentials), credentials
 
@@ -200,7 +228,8 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
     metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
     chunks = ChunkCache(args.cache_dir, args.cache_size)
     layers = LayerStore(client, args.cache_dir, chunks)
-    context = TreeContext(metadata, layers, args.platform, time.time_ns())
+    aliases = frozenset(client.config.aliases)
+    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases)
     operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)
     pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
@@ -240,6 +269,7 @@ def mount(args: argparse.Namespace) -> int:
     try:
         check_can_mount(mountpoint)
         load_registries_conf(os.environ)  # a broken file must stop the mount, here
+        load_aliases(args)
     except (MountpointError, MalformedContent) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1

@@ -55,6 +55,8 @@ class ClientConfig:
     """Hosts spoken to over plain http (loopback always is; registries.conf adds more)."""
     registries: RegistriesConf = field(default_factory=RegistriesConf)
     tls: TlsSettings = field(default_factory=lambda: TlsSettings([]))
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Names that stand for a base URL with a path prefix (``registry/aliases.py``)."""
     user_agent: str = "regfs"
 
 
@@ -90,12 +92,17 @@ class RegistryClient:
         await self._session.aclose()
 
     def _url(self, host: str, path: str) -> str:
-        """https, unless the host may speak plain http and has no TLS set up in certs.d."""
+        """https, unless the host may speak plain http and has no TLS set up in certs.d;
+        an alias's own base URL, prefix included."""
+        if host in self.config.aliases:
+            return self.config.aliases[host] + path
         if self.config.tls.host_dir(api_host(host)) is not None:
             return f"https://{api_host(host)}{path}"
         return endpoints.base_url(host, self._plain_http) + path
 
     def _endpoints(self, host: str, repository: str, by_digest: bool) -> list[Endpoint]:
+        if host in self.config.aliases:
+            return [Endpoint(host, repository)]  # an alias is its own, exact place
         found = self.config.registries.endpoints(host, repository, by_digest)
         if not found:
             sources = ", ".join(self.config.registries.sources)

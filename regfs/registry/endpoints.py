@@ -43,8 +43,15 @@ _REPOSITORY_IN_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags)/")
 
 
 def pull_scope(url_path: str) -> str | None:
-    """The token scope a request path needs: ``repository:NAME:pull`` or the catalog's."""
-    if url_path.startswith(CATALOG_PATH):
+    """The token scope a request path needs: ``repository:NAME:pull`` or the catalog's.
+
+    The API may sit below a path prefix (an alias's ``/some/prefix/v2/…``).
+    """
+    start = url_path.find("/v2/")
+    if start < 0:
+        return None
+    api_path = url_path[start:]
+    if api_path.startswith(CATALOG_PATH):
         return "registry:catalog:*"
-    match = _REPOSITORY_IN_PATH.match(url_path)
+    match = _REPOSITORY_IN_PATH.match(api_path)
     return f"repository:{match.group(1)}:pull" if match else None

@@ -20,3 +20,5 @@ class TreeContext:
     """The platform an index dir shows by default."""
     mount_time_ns: int
     """The mtime of entries that have none of their own."""
+    aliases: frozenset[str] = frozenset()
+    """Names from regfs's config file that stand for a registry below a path prefix."""

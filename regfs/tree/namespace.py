@@ -47,15 +47,13 @@ class Root(Directory):
         return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, False, self.context.mount_time_ns)
 
     async def lookup(self, name: str) -> Node:
-        if not is_registry_host(name):
+        if name not in self.context.aliases and not is_registry_host(name):
             raise NotFound(f"{name!r} is not a registry host name (host[:port])")
         return RepositoryDir(self.context, name, "")
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
-        return [
-            (host, RepositoryDir(self.context, host, ""))
-            for host in self.context.metadata.known_hosts
-        ]
+        hosts = dict.fromkeys(sorted(self.context.aliases)) | self.context.metadata.known_hosts
+        return [(host, RepositoryDir(self.context, host, "")) for host in hosts]
 
 
 def _children(prefix: str, repositories: Iterable[str]) -> set[str]:

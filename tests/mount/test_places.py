@@ -14,7 +14,7 @@ import pytest
 
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
-from tests.support.mount import Mount
+from tests.support.mount import Mount, run_regfs
 from tests.support.pki import Authority
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry, ServerTls
@@ -185,3 +185,31 @@ def test_blobs_redirected_to_object_storage_that_ignores_range(
         second.close()
         registry.stop()
         cdn.stop()
+
+
+def test_an_alias_browses_a_registry_below_a_path_prefix(tmp_path: Path, pushed: Pushed) -> None:
+    portal = CountingProxy(pushed.registry.port)
+    portal.path_prefix = "/some/prefix"
+    config = tmp_path / "regfs.toml"
+    config.write_text(f'[aliases]\nportal = "http://{portal.host}/some/prefix/"\n')
+    mount = Mount(tmp_path / "mnt", "--config", str(config))
+    try:
+        assert os.listdir(mount.path) == ["portal"]
+        assert os.listdir(mount / "portal/library/debian") == ["bookworm"]
+        assert (mount / "portal/nested/a/b/c/1/rootfs/etc/os-release").read_bytes() == Path(
+            "/etc/os-release"
+        ).read_bytes()
+        assert all(path.startswith("/v2/") for path in portal.requests_by_path)  # stripped
+    finally:
+        mount.close()
+        portal.stop()
+
+
+def test_a_broken_configuration_file_stops_the_mount(tmp_path: Path) -> None:
+    home = home_with(tmp_path, "[[registry]]\nlocation = 5\n")
+    (tmp_path / "mnt").mkdir()
+    result = run_regfs("mount", str(tmp_path / "mnt"), environment={"HOME": str(home)})
+    assert result.returncode == 1 and "registries.conf" in result.stderr
+    result = run_regfs("mount", str(tmp_path / "mnt"), "--config", str(tmp_path / "none.toml"))
+    assert result.returncode == 1 and "none.toml: no such file" in result.stderr
+    assert not os.path.ismount(tmp_path / "mnt")

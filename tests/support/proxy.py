@@ -30,6 +30,8 @@ class CountingProxy:
         self.redirect_blobs_to: str | None = None
         """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
         self.ignore_range = False
+        self.path_prefix = ""
+        """Serve the registry below this prefix only, as a portal does (``/some/prefix``)."""
         self.authorization_seen: list[str] = []
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._handler())
@@ -80,6 +82,13 @@ class CountingProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if proxy.path_prefix:
+                    if not self.path.startswith(proxy.path_prefix + "/"):
+                        self.send_response(404)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.path = self.path[len(proxy.path_prefix) :]
                 upstream.request(self.command, self.path, headers=headers)
                 response = upstream.getresponse()
                 body = response.read()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from regfs.domain.errors import MalformedContent
+from regfs.registry.aliases import parse_config
 from regfs.registry.registries_conf import Endpoint, merge, parse_registries_conf
 from regfs.registry.settings import registries_conf_files
 
@@ -112,3 +113,20 @@ def test_files_are_found_as_containers_image_finds_them(tmp_path: Path) -> None:
     named = tmp_path / "named.conf"
     found = registries_conf_files({**env, "CONTAINERS_REGISTRIES_CONF": str(named)})
     assert found[0] == named and found[-2:] == [drop_ins / "10-a.conf", drop_ins / "20-b.conf"]
+
+
+def test_aliases_from_regfs_config() -> None:
+    portal, lab = "https://portal.example.com/some/prefix", "http://10.0.0.5:5000"
+    text = f'[aliases]\nportal = "{portal}/"\nlab = "{lab}"\n'
+    assert parse_config(text, "c.toml") == {"portal": portal, "lab": lab}
+    assert parse_config("", "c.toml") == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[aliases", "aliases = 1", '[aliases]\n"a/b" = "https://x"', '[aliases]\n".." = "https://x"',
+     '[aliases]\na = "ftp://x"', '[aliases]\na = 5', '[aliases]\na = "https://x/p?q=1"'],
+)  # fmt: skip
+def test_bad_aliases_are_refused_naming_the_file(text: str) -> None:
+    with pytest.raises(MalformedContent, match=r"c\.toml"):
+        parse_config(text, "c.toml")
