@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="bound on cached chunks; least recently used go first (default: 10G)",
     )
+    mount.add_argument(
+        "--verify-schema1-signatures",
+        action="store_true",
+        help="check the JWS signatures of schema1 manifests against their keys (jwk, x5c); "
+        "digests are always verified",
+    )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
@@ -225,7 +231,9 @@ def _mount_options(allow_other: bool) -> set[str]:
 def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
     client, credentials = _registry_client(args)
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=args.metadata_ttl))
+    metadata = RegistryMetadata(
+        client, MetadataLimits(ttl=args.metadata_ttl), args.verify_schema1_signatures
+    )
     chunks = ChunkCache(args.cache_dir, args.cache_size)
     layers = LayerStore(client, args.cache_dir, chunks)
     aliases = frozenset(client.config.aliases)

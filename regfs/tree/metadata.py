@@ -23,8 +23,16 @@ from regfs.domain.errors import (
     RegfsError,
     VerificationFailed,
 )
-from regfs.domain.manifest import Descriptor, Manifest, verified_manifest
+from regfs.domain.manifest import (
+    Descriptor,
+    Manifest,
+    is_signed_schema1,
+    load_json_object,
+    signed_content,
+    verified_manifest,
+)
 from regfs.registry.client import RegistryClient
+from regfs.registry.schema1_signatures import verify_signatures
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,14 @@ class MetadataLimits:
 class RegistryMetadata:
     """The registry as the tree sees it, with caching and single flight in front."""
 
-    def __init__(self, client: RegistryClient, limits: MetadataLimits) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        limits: MetadataLimits,
+        verify_schema1_signatures: bool = False,
+    ) -> None:
         self._client = client
+        self._verify_schema1_signatures = verify_schema1_signatures
         self._catalogs: cachetools.TTLCache[str, tuple[str, ...] | None] = cachetools.TTLCache(
             256, limits.ttl
         )
@@ -139,6 +153,9 @@ class RegistryMetadata:
             fetched = await self._client.get_manifest(host, repository, str(digest))
             try:
                 manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+                if self._verify_schema1_signatures and is_signed_schema1(fetched.raw):
+                    signatures = load_json_object(fetched.raw, "manifest")["signatures"]
+                    verify_signatures(signed_content(fetched.raw), signatures)
             except RegfsError as error:
                 raise type(error)(f"{host}/{repository}@{digest}: {error}") from None
             self._note(host, repository)

@@ -13,8 +13,10 @@ import socket
 import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.mount.conftest import Pushed
 from tests.support import schema1
@@ -317,3 +319,25 @@ def test_a_foreign_layer_is_fetched_from_its_urls_and_verified(
         expect_errno(errno.EIO, lambda: os.listdir(mnt / fake.host / "forged/img/1/0"))
     finally:
         elsewhere.stop()
+
+
+def test_schema1_signatures_are_checked_when_asked(
+    tmp_path: Path, pushed: Pushed, fake: FakeRegistry
+) -> None:
+    """registry:2's own signatures verify; a correctly hashed manifest whose signature
+    is not its key's is EIO."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = schema1.payload("sha256:" + "1" * 64, indent=3)
+    badly_signed = schema1.sign(signed, key, tamper=True)
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["signed/img"]}')
+    fake.routes[f"/v2/signed/img/manifests/{digest_of(signed)}"] = Reply(200, badly_signed)
+    mount = Mount(tmp_path / "mnt", "--verify-schema1-signatures")
+    mount.allow_log(rf"{fake.host}/signed/img@{digest_of(signed)}: schema1 signature \(ES256\)")
+    try:
+        image = mount / pushed.registry.host / "formats/schema1/latest"
+        assert json.loads((image / "config").read_bytes())["architecture"] == "amd64"
+        bad = mount / fake.host / "signed/img" / digest_of(signed).replace(":", "-")
+        expect_errno(errno.EIO, lambda: os.listdir(bad))
+        assert "schema1 signature (ES256) does not verify" in mount.log()
+    finally:
+        mount.close()

@@ -10,15 +10,23 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.domain.manifest import ImageManifest, manifest_digest, verified_manifest
+from regfs.domain.manifest import (
+    ImageManifest,
+    manifest_digest,
+    signed_content,
+    verified_manifest,
+)
+from regfs.registry.schema1_signatures import verify_signatures
 from tests.support.schema1 import (
     b64url_decode,
     payload,
     pretty,
+    sign,
     signature,
     tail_carries_payload,
 )
@@ -88,3 +96,30 @@ def test_the_first_forgery_reproduces_the_honest_digest() -> None:
     header = json.loads(b64url_decode(protected))
     tail = b64url_decode(header["formatTail"])
     assert Digest.of(raw[: header["formatLength"]] + tail) == Digest.of(payload(HONEST_LAYER))
+
+
+def test_signatures_verify_against_their_own_keys() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    signed = payload(HONEST_LAYER, indent=3)
+    raw = sign(signed, key)
+    assert isinstance(verified_manifest(raw, JWS, Digest.of(signed)), ImageManifest)
+    verify_signatures(signed, json.loads(raw)["signatures"])
+    with pytest.raises(VerificationFailed, match="does not verify"):
+        verify_signatures(signed, json.loads(sign(signed, key, tamper=True))["signatures"])
+    with pytest.raises(VerificationFailed, match="does not verify"):
+        verify_signatures(payload(EVIL_LAYER, indent=3), json.loads(raw)["signatures"])
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [[], [{}], [{"header": {"alg": "HS256"}, "signature": "", "protected": ""}],
+     [{"header": {"alg": "ES256", "jwk": {"kty": "EC"}}, "signature": "", "protected": ""}],
+     [{"header": {"alg": "ES256", "x5c": ["!!"]}, "signature": "", "protected": ""}]],
+)  # fmt: skip
+def test_unusable_signatures_are_verification_failures(blocks: list[object]) -> None:
+    with pytest.raises(VerificationFailed):
+        verify_signatures(payload(HONEST_LAYER), blocks)
+
+
+def test_registry_2s_own_signature_verifies() -> None:
+    verify_signatures(signed_content(REGISTRY_2), json.loads(REGISTRY_2)["signatures"])
