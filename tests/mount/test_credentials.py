@@ -15,7 +15,7 @@ import pytest
 from tests.mount.conftest import BASIC_USER
 from tests.support.mount import Mount
 from tests.support.registry import Registry
-from tests.support.token_server import PUSHER, TokenServer
+from tests.support.token_server import PUSHER, REFRESH_TOKEN, TokenServer
 
 pytestmark = pytest.mark.mount
 
@@ -144,4 +144,42 @@ def test_token_registry_with_credentials_from_auth_file_option(
         assert os.listdir(mount / registry.host / "private/img") == ["1"]  # anonymous: EACCES
         assert (mount / registry.host / "private/img/1/config").read_bytes().startswith(b"{")
     finally:
+        mount.close()
+
+
+def test_an_identity_token_is_exchanged_with_an_oauth2_post(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer]
+) -> None:
+    registry, tokens = token_registry
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {registry.host: {"identitytoken": REFRESH_TOKEN}}}))
+    mount = Mount(tmp_path / "mnt", "--auth-file", str(auth))
+    try:
+        assert os.listdir(mount / registry.host / "private/img") == ["1"]
+        assert any(request.get("method") == ["POST"] for request in tokens.requests)
+        assert REFRESH_TOKEN not in mount.log()
+    finally:
+        mount.close()
+
+
+def test_a_token_that_expires_mid_read_is_renewed_without_failing_it(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer]
+) -> None:
+    """Tokens valid for 5 s (registry:2 allows 60 s of leeway past ``exp``) but announced
+    for 300: the cached token dies between two reads, and the 401 fetches a new one."""
+    registry, tokens = token_registry
+    auth = auth_json(tmp_path / "auth.json", registry.host, *PUSHER)
+    tokens.token_lifetime = -55
+    mount = Mount(tmp_path / "mnt", "--auth-file", str(auth))
+    try:
+        image = mount / registry.host / "private/img/1"
+        assert b'"schemaVersion"' in (image / "manifest").read_bytes()
+        before = len(tokens.requests)
+        time.sleep(6)
+        assert (image / "rootfs/etc/os-release").read_bytes() == Path(
+            "/etc/os-release"
+        ).read_bytes()
+        assert len(tokens.requests) > before
+    finally:
+        tokens.token_lifetime = 300
         mount.close()

@@ -33,8 +33,15 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+REFRESH_TOKEN = "regfs-test-refresh-token"
+"""An identity token (``identitytoken`` in auth.json) the server exchanges for pusher tokens."""
+
+
 class TokenServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, token_lifetime: int = 300) -> None:
+        """``token_lifetime``: seconds a token is valid (its ``exp``), while every answer
+        still says ``expires_in: 300``, so a client meets expiry as a 401 mid-read."""
+        self.token_lifetime = token_lifetime
         workdir.mkdir(parents=True, exist_ok=True)
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regfs test token issuer")])
@@ -84,7 +91,7 @@ class TokenServer:
             "iss": ISSUER,
             "sub": "pusher" if pusher else "",
             "aud": SERVICE,
-            "exp": now + 300,
+            "exp": now + self.token_lifetime,
             "nbf": now - 10,
             "iat": now,
             "jti": secrets.token_hex(8),
@@ -109,7 +116,23 @@ class TokenServer:
                     self.end_headers()
                     return
                 token = server.issue(query.get("scope", []), pusher=authorization is not None)
-                body = json.dumps({"token": token, "expires_in": 300}).encode()
+                self._answer({"token": token, "expires_in": 300})
+
+            def do_POST(self) -> None:
+                """OAuth2: ``grant_type=refresh_token`` with the known refresh token."""
+                length = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(length).decode())
+                server.requests.append({**form, "method": ["POST"]})
+                if form.get("refresh_token") != [REFRESH_TOKEN]:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                token = server.issue(form.get("scope", []), pusher=True)
+                self._answer({"access_token": token, "expires_in": 300})
+
+            def _answer(self, document: dict[str, object]) -> None:
+                body = json.dumps(document).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
