@@ -53,11 +53,15 @@ location = "{counting.host}"
         served = [path for path in counting.requests_by_path if "/blobs/" in path]
         assert served, "the mirror served the layer and the config"
         assert "library" in os.listdir(fleet)  # the catalog comes from the location
+        counting.truncate = True  # the mirror breaks off every blob midway
+        arch = fleet / "multi/app/latest/linux-arm64-v8/rootfs/etc/arch"
+        assert arch.read_bytes() == b"arm64\n"  # the download started over at the registry
         counting.stop()
         mirror.stop()  # the mirror disappears: the registry itself serves from now on
         other = fleet / "formats/v2s2/latest/rootfs/usr/share/common-licenses/GPL-3"
         assert other.read_bytes() == Path("/usr/share/common-licenses/GPL-3").read_bytes()
         assert "mirror 127.0.0.1" in mount.log()
+        assert " bytes: RemoteProtocolError" in mount.log()  # the mid-read break, logged
     finally:
         mount.close()
 
