@@ -3,7 +3,7 @@
 
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
-Run: .venv/bin/python scripts/bench.py [browse] [contents]
+Run: .venv/bin/python scripts/bench.py [browse] [contents] [places]
 """
 
 from __future__ import annotations
@@ -237,7 +237,51 @@ def warm_figures(workdir: Path, image: Path, manifest: dict[str, Any]) -> list[F
     ]  # fmt: skip
 
 
-BENCHMARKS = {"browse": browse, "contents": contents}
+def places(workdir: Path) -> None:
+    """Issue 8: a fleet behind a registry:2 pull-through cache, against the registry direct.
+
+    Each figure is a cold regfs cache and a dropped page cache: mount, then read
+    ``rootfs/etc/os-release`` of the layered Debian image (every layer is fetched)."""
+    debian_rootfs(workdir / "debian")
+    layout = workdir / "oci"
+    build_layered(layout, "1", workdir / "debian")
+    origin = Registry(workdir / "origin")
+    mirror = Registry(workdir / "mirror", proxy_remote=origin.url)
+    home = workdir / "home"
+    (home / ".config/containers").mkdir(parents=True)
+    (home / ".config/containers/registries.conf").write_text(
+        f'[[registry]]\nprefix = "fleet.example"\nlocation = "{origin.host}"\n'
+        f'[[registry.mirror]]\nlocation = "{mirror.host}"\n'
+    )
+    try:
+        images.push(layout, "1", f"{origin.host}/bench/debian:1")
+
+        def cold_read(name: str, host: str) -> float:
+            drop_page_cache()
+            start = time.perf_counter()
+            mount = Mount(workdir / name, environment={"HOME": str(home)})
+            try:
+                read_all(mount / host / "bench/debian/1/rootfs/etc/os-release")
+                return time.perf_counter() - start
+            finally:
+                mount.close()
+
+        direct = cold_read("direct", origin.host)
+        mirror_cold = cold_read("mirror-cold", "fleet.example")
+        mirror_warm = cold_read("mirror-warm", "fleet.example")
+        mirror.stop()
+        mirror_down = cold_read("mirror-down", "fleet.example")
+    finally:
+        origin.stop()
+    print("\ncold mount → `cat rootfs/etc/os-release` of the layered Debian image")
+    print("| path | time | / direct |\n|---|---|---|")
+    for label, seconds in (("registry direct", direct), ("mirror, its cache cold", mirror_cold),
+                           ("mirror, its cache warm (a second machine)", mirror_warm),
+                           ("mirror down (refused), falls through", mirror_down)):  # fmt: skip
+        print(f"| {label} | {seconds:.3f} s | {seconds / direct:.2f} |")
+
+
+BENCHMARKS = {"browse": browse, "contents": contents, "places": places}
 
 
 def main() -> None:

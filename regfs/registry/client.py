@@ -34,7 +34,7 @@ from regfs.domain.manifest import manifest_digest
 from regfs.domain.reference import api_host, is_repository
 from regfs.registry import endpoints, listings
 from regfs.registry.credentials import Anonymous, CredentialProvider
-from regfs.registry.http import HttpSession, consume_raw, read_limited
+from regfs.registry.http import ATTEMPTS, HttpSession, consume_raw, read_limited
 from regfs.registry.registries_conf import Endpoint, RegistriesConf
 from regfs.registry.tls import PerHostTransport, TlsSettings
 
@@ -125,6 +125,7 @@ class RegistryClient:
         for place in places[:-1]:
             if self._mirror_rests.get(place.host, 0.0) > trio.current_time():
                 continue
+            asking_a_mirror = ATTEMPTS.set(1)  # no retries: the next place is the retry
             try:
                 return await attempt(place)
             except RegfsError as error:
@@ -133,6 +134,8 @@ class RegistryClient:
                 log.info(
                     "%s/%s: mirror %s: %s; trying the next", host, repository, place.host, error
                 )
+            finally:
+                ATTEMPTS.reset(asking_a_mirror)
         return await attempt(places[-1])
 
     # -- listings -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 4
 FIRST_BACKOFF = 0.25
+ATTEMPTS: ContextVar[int] = ContextVar("regfs_http_attempts", default=MAX_ATTEMPTS)
+"""Attempts per request in this task: 1 while asking a mirror, which has a next place to
+hand over to (retrying it would only delay that)."""
 MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
 T = TypeVar("T")
 
@@ -101,17 +105,18 @@ class HttpSession:
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until it succeeds, fails for good, or ``MAX_ATTEMPTS`` is reached."""
-        for number in range(1, MAX_ATTEMPTS + 1):
+        """Run ``attempt`` until it succeeds, fails for good, or ``ATTEMPTS`` are used up."""
+        attempts = ATTEMPTS.get()
+        for number in range(1, attempts + 1):
             delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
             try:
                 return await attempt()
             except HTTPX_ERRORS as error:
-                if number == MAX_ATTEMPTS or not is_temporary(error):
+                if number == attempts or not is_temporary(error):
                     raise error_for_exception(error, what) from None
                 log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
             except _TemporaryStatus as temporary:
-                if number == MAX_ATTEMPTS or (temporary.redirected and number > 1):
+                if number == attempts or (temporary.redirected and number > 1):
                     raise temporary.error from None
                 delay = temporary.retry_after if temporary.retry_after is not None else delay
                 log.debug("%s; retrying in %.2fs", temporary.error, delay)
