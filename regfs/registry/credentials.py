@@ -35,7 +35,8 @@ from regfs.registry.authfile import (
 log = logging.getLogger(__name__)
 
 HELPER_ANSWERS_KEPT = 60.0
-"""Seconds a helper's answer is reused: helpers may prompt a keyring, so ask rarely."""
+"""Seconds a helper's answer (or failure) is reused: helpers may prompt a keyring or hang,
+so ask rarely."""
 MAX_AUTH_FILE_BYTES = 1 << 20
 
 
@@ -83,9 +84,9 @@ class DockerCredentials:
         self.paths = paths
         self._helper_timeout = helper_timeout
         self._parsed: dict[Path, tuple[_Version, AuthFile]] = {}
-        self._helper_answers: cachetools.TTLCache[tuple[str, str], Credentials | None] = (
-            cachetools.TTLCache(256, HELPER_ANSWERS_KEPT, timer=trio.current_time)
-        )
+        self._helper_answers: cachetools.TTLCache[
+            tuple[str, str], Credentials | AccessDenied | None
+        ] = cachetools.TTLCache(256, HELPER_ANSWERS_KEPT, timer=trio.current_time)
 
     async def credentials_for(self, host: str, repository: str) -> Credentials | None:
         for path in self.paths:
@@ -121,9 +122,15 @@ class DockerCredentials:
     async def _from_helper(self, helper: str, host: str, path: Path) -> Credentials | None:
         key = (helper, registry_key(host))
         if key in self._helper_answers:
-            return self._helper_answers[key]
-        answer = await run_helper(helper, host, self._helper_timeout, path)
-        self._helper_answers[key] = answer
+            answer = self._helper_answers[key]
+        else:
+            try:
+                answer = await run_helper(helper, host, self._helper_timeout, path)
+            except AccessDenied as error:
+                answer = error  # a helper that hung once is not waited for on every request
+            self._helper_answers[key] = answer
+        if isinstance(answer, AccessDenied):
+            raise answer
         return answer
 
 
