@@ -49,7 +49,11 @@ class ChunkCache:
         try:
             with open(path, "rb") as file:
                 data = file.read()
-        except OSError:  # absent, or a cache directory damaged: either way, fetch again
+        except FileNotFoundError:  # not cached (or evicted): fetch it
+            return None
+        except OSError as error:  # a damaged cache directory: say so, then fetch again
+            log.warning("chunk %s unreadable in the cache (%s): will fetch again",
+                        sha256.hex(), error.strerror or error)  # fmt: skip
             return None
         if hashlib.sha256(data).digest() != sha256:
             log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())

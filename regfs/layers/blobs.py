@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 OPEN_INDEXES = 256
 MEMORY_CHUNKS_BYTES = 64 << 20
 INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
+FIRST_PASSES_AT_ONCE = 4
+"""Layers downloaded and indexed at once, for the whole mount: bounds ``tmp/`` to as many
+whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (its first
+failure then cancels the rest before they start)."""
 REFETCHING_AT_ONCE = 8
 
 
@@ -76,6 +80,7 @@ class LayerStore:
         )
         self._flight: SingleFlight[object] = SingleFlight()
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
+        self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         # Re-fetching threads wait on the network through trio; their own limiter keeps them
         # from taking every default worker thread (which DNS lookups need too).
         self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
@@ -110,6 +115,11 @@ class LayerStore:
         return await self._flight.run(("index", layer.digest), load)  # type: ignore[return-value]
 
     async def _build(self, layer: LayerRef) -> None:
+        async with self._first_passes:
+            await self._first_pass(layer)
+
+    async def _first_pass(self, layer: LayerRef) -> None:
+        """Download the blob to ``tmp/``, verify it, index it, delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
             await self._download(layer, blob)

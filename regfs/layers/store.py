@@ -7,6 +7,7 @@ is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as absent.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import sqlite3
@@ -20,6 +21,8 @@ from typing import Any
 import cachetools
 
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 LISTED_ENTRIES_KEPT = 1 << 16
@@ -155,13 +158,16 @@ class LayerIndex:
         try:
             values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
             if values.get("schema_version") != str(SCHEMA_VERSION):
+                log.info("%s: index of schema %s, not %d: built again",
+                         path.name, values.get("schema_version"), SCHEMA_VERSION)  # fmt: skip
                 connection.close()
                 return None
             meta = IndexMeta(
                 values["digest"], values["compression"], int(values["compressed_size"]),
                 int(values["uncompressed_size"]), int(values["chunk_size"]),
             )  # fmt: skip
-        except (sqlite3.Error, KeyError, ValueError):
+        except (sqlite3.Error, KeyError, ValueError) as error:
+            log.warning("%s: layer index unreadable (%s): built again", path.name, error)
             connection.close()
             return None
         return cls(connection, meta)

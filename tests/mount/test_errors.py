@@ -341,3 +341,22 @@ def test_schema1_signatures_are_checked_when_asked(
         assert "schema1 signature (ES256) does not verify" in mount.log()
     finally:
         mount.close()
+
+
+def test_an_image_of_thousands_of_missing_layers_fails_fast(mnt: Mount, fake: FakeRegistry) -> None:
+    """2 000 layers whose blobs the registry lacks: ``ls rootfs`` fails at the first missing
+    layer, after a handful of requests, not 2 000 of them at once."""
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "digest": "sha256:" + hashlib.sha256(str(n).encode()).hexdigest(), "size": 10}
+              for n in range(2000)]  # fmt: skip
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layers,
+                           "config": json.loads(oci_manifest())["config"]}).encode()  # fmt: skip
+    fake.routes["/v2/_catalog"] = Reply(200, b'{"repositories":["many/layers"]}')
+    fake.routes[f"/v2/many/layers/manifests/{digest_of(manifest)}"] = Reply(200, manifest)
+    for layer in layers:  # a registry 50 ms away that lacks every blob
+        missing = Reply(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}', delay=0.05)
+        fake.routes[f"/v2/many/layers/blobs/{layer['digest']}"] = missing
+    rootfs = mnt / fake.host / "many/layers" / digest_of(manifest).replace(":", "-") / "rootfs"
+    took = expect_errno(errno.ENOENT, lambda: os.listdir(rootfs))
+    blob_requests = [path for _, path in fake.requests if "/blobs/" in path]
+    assert took < TIMEOUT and len(blob_requests) <= 8, (took, len(blob_requests))

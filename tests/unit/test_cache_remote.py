@@ -5,15 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import time
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from regfs.cache.chunks import ChunkCache
 from regfs.layers.compression import GzipIndexer, read_at, read_exactly
 from regfs.layers.remote import RemoteFile
+from regfs.layers.store import LayerIndex
 
 
 def put(cache: ChunkCache, data: bytes) -> bytes:
@@ -29,6 +32,32 @@ def test_chunks_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
     path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
     path.write_bytes(b"chunK")
     assert cache.get(digest) is None and not path.exists()
+
+
+def test_an_unreadable_cache_entry_is_logged_and_fetched_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ChunkCache(tmp_path, 1 << 30)
+    digest = put(cache, b"chunk")
+    path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
+    path.unlink()
+    path.mkdir()  # e.g. a damaged file system: reading fails with something else than ENOENT
+    with caplog.at_level(logging.WARNING):
+        assert cache.get(digest) is None
+    assert f"chunk {digest.hex()} unreadable in the cache" in caplog.text
+    caplog.clear()
+    assert cache.get(hashlib.sha256(b"absent").digest()) is None
+    assert not caplog.text  # merely not cached: nothing to say
+
+
+def test_an_unreadable_layer_index_is_logged_and_built_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged = tmp_path / "sha256-x.sqlite"
+    damaged.write_bytes(b"not a database" * 100)
+    with caplog.at_level(logging.WARNING):
+        assert LayerIndex.open(damaged) is None
+    assert "sha256-x.sqlite: layer index unreadable" in caplog.text
 
 
 def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
