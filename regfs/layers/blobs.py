@@ -84,6 +84,8 @@ class LayerStore:
         # Re-fetching threads wait on the network through trio; their own limiter keeps them
         # from taking every default worker thread (which DNS lookups need too).
         self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
+        self._confirmed: set[tuple[str, str, Digest]] = set()
+        """(host, repository, blob) the registry served or confirmed in this mount."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
 
@@ -91,15 +93,26 @@ class LayerStore:
         return self._index_dir / f"{digest.dir_name}.sqlite"
 
     async def index(self, layer: LayerRef) -> LayerIndex:
-        """The layer's index, from memory, from disk, or built now from the blob."""
+        """The layer's index, from memory, from disk, or built now from the blob.
+
+        An index is keyed by digest alone, but content belongs to repositories: before one
+        built for another repository (or another mount sharing the cache) is used here,
+        the registry must confirm it serves the blob in this one (a HEAD, remembered).
+        """
         cached = self._indexes.get(layer.digest)
-        if cached is not None:
+        if cached is not None and self._serves(layer):
             return cached
 
         async def load() -> LayerIndex:
             if layer.digest in self._unindexable:
                 raise self._unindexable[layer.digest]
-            index = LayerIndex.open(self._index_path(layer.digest))
+            index = self._indexes.get(layer.digest) or LayerIndex.open(
+                self._index_path(layer.digest)
+            )
+            if index is not None and not self._serves(layer):
+                await self._client.blob_exists(
+                    layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
+                )
             if index is None:
                 try:
                     await self._build(layer)
@@ -109,10 +122,16 @@ class LayerStore:
                 index = LayerIndex.open(self._index_path(layer.digest))
                 if index is None:
                     raise VerificationFailed(f"{layer}: index unreadable right after building")
+            self._confirmed.add((layer.host, layer.repository, layer.digest))
             self._indexes[layer.digest] = index
             return index
 
-        return await self._flight.run(("index", layer.digest), load)  # type: ignore[return-value]
+        key = ("index", layer.host, layer.repository, layer.digest)
+        return await self._flight.run(key, load)  # type: ignore[return-value]
+
+    def _serves(self, layer: LayerRef) -> bool:
+        """True once the registry has served (or confirmed) this blob in this repository."""
+        return (layer.host, layer.repository, layer.digest) in self._confirmed
 
     async def _build(self, layer: LayerRef) -> None:
         async with self._first_passes:

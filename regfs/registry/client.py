@@ -240,6 +240,18 @@ class RegistryClient:
 
         return await self._pull_blob(host, repository, digest, (), fetch)
 
+    async def blob_exists(
+        self, host: str, repository: str, digest: Digest, *, urls: tuple[str, ...] = ()
+    ) -> None:
+        """Return if the registry serves the blob in ``repository`` (a HEAD); else raise
+        ``NotFound`` or ``AccessDenied``, as a GET would."""
+
+        async def fetch(url: str, what: str) -> None:
+            with self._session.deadline(what):
+                await self._session.send("HEAD", url, {}, 0)
+
+        await self._pull_blob(host, repository, digest, urls, fetch)
+
     async def get_blob_range(
         self,
         host: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import json
 import os
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.mount.conftest import BASIC_USER
+from tests.support.fake_registry import FakeRegistry, Reply
 from tests.support.mount import Mount
 from tests.support.registry import Registry
 from tests.support.token_server import PUSHER, REFRESH_TOKEN, TokenServer
@@ -183,3 +185,43 @@ def test_a_token_that_expires_mid_read_is_renewed_without_failing_it(
     finally:
         tokens.token_lifetime = 300
         mount.close()
+
+
+def test_cached_content_is_served_only_where_the_registry_serves_it(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer]
+) -> None:
+    """Two mounts share a cache: one with credentials reads a private layer; the other,
+    anonymous, meets a manifest elsewhere that names the same layer. The registry there
+    does not have that blob, so the cache must not hand it over."""
+    registry, _ = token_registry
+    cache = tmp_path / "cache"
+    auth = auth_json(tmp_path / "auth.json", registry.host, *PUSHER)
+    owner = Mount(tmp_path / "owner", "--auth-file", str(auth), "--cache-dir", str(cache))
+    try:
+        private = owner / registry.host / "private/img/1"
+        assert (private / "rootfs/etc/os-release").read_bytes() == Path(
+            "/etc/os-release"
+        ).read_bytes()
+        manifest = (private / "manifest").read_bytes()
+        config = (private / "config").read_bytes()
+    finally:
+        owner.close()
+    thief = FakeRegistry({})
+    thief.routes["/v2/copy/img/tags/list"] = Reply(200, b'{"tags":["1"]}')
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    for reference in ("1", digest):
+        thief.routes[f"/v2/copy/img/manifests/{reference}"] = Reply(
+            200, manifest, {"Docker-Content-Digest": digest}
+        )
+    config_digest = json.loads(manifest)["config"]["digest"]
+    thief.routes[f"/v2/copy/img/blobs/{config_digest}"] = Reply(200, config)
+    other = Mount(tmp_path / "other", "--cache-dir", str(cache))
+    other.allow_log(rf"{thief.host}/v2/copy/img/blobs/sha256:\w+: HTTP 404")
+    try:
+        with pytest.raises(OSError) as caught:
+            (other / thief.host / "copy/img/1/rootfs/etc/os-release").read_bytes()
+        assert caught.value.errno == errno.ENOENT
+        assert any(method == "HEAD" and "/blobs/" in path for method, path in thief.requests)
+    finally:
+        other.close()
+        thief.stop()
