@@ -4,6 +4,7 @@ Domain layer: pure, stdlib only.
 
     RegfsError
      ├── NotFound            no such host, repository, tag, digest or path   → ENOENT
+     │    └── NoEntry        an immutable directory has no such name (cached) → ENOENT
      ├── AccessDenied        the registry refused us (401/403)                → EACCES
      ├── Unavailable         network, 5xx, 429, deadline passed (temporary)   → EIO
      ├── ProtocolError       the registry answered something unusable         → EIO
@@ -20,6 +21,11 @@ class RegfsError(Exception):
 
 class NotFound(RegfsError):
     """The named thing does not exist (or the registry says so)."""
+
+
+class NoEntry(NotFound):
+    """A directory under a digest (which never changes) has no entry of that name: the
+    answer is as permanent as the directory, so the kernel may remember it."""
 
 
 class AccessDenied(RegfsError):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import pyfuse3
 
+from regfs.domain.errors import NoEntry
 from regfs.fuse.errors import translate_errors
 from regfs.tree.inodes import InodeTable
 from regfs.tree.node import Directory, File, Node, Stat, Symlink
@@ -69,9 +70,23 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = await self._directory(parent_inode).lookup(os.fsdecode(name))
+        directory = self._directory(parent_inode)
+        try:
+            node = await directory.lookup(os.fsdecode(name))
+        except NoEntry:
+            if not (await directory.stat()).immutable:
+                raise
+            return self._absent()  # remembered by the kernel: `find`, shells, ld.so ask again
         info = await node.stat()
         return self._attributes(self.inodes.remember(node), info)
+
+    @staticmethod
+    def _absent() -> pyfuse3.EntryAttributes:
+        """A negative entry (inode 0) the kernel caches as long as an immutable dir lives."""
+        attributes = pyfuse3.EntryAttributes()
+        attributes.st_ino = pyfuse3.InodeT(0)
+        attributes.entry_timeout = IMMUTABLE_TIMEOUT
+        return attributes
 
     @translate_errors
     async def getattr(

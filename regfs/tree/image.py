@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import NotFound
+from regfs.domain.errors import NoEntry
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.platform import Platform, best_match
 from regfs.layers.blobs import LayerRef
@@ -71,7 +71,7 @@ class ImageDir(Directory):
         for entry_name, node in await self.entries():
             if entry_name == name:
                 return node
-        raise NotFound(f"{self.host}/{self.repository}@{self.digest}: no entry {name!r}")
+        raise NoEntry(f"{self.host}/{self.repository}@{self.digest}: no entry {name!r}")
 
     def _platform_links(self, index: ImageIndex) -> list[tuple[str, Node]]:
         links: dict[str, Node] = {}

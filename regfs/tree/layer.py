@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from regfs.domain.errors import NotFound
+from regfs.domain.errors import NoEntry
 from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 from regfs.tree.context import TreeContext
@@ -52,7 +52,7 @@ class LayerDir(EntryNode, Directory):
     async def lookup(self, name: str) -> Node:
         child = self.source.index.child(self.entry.id, os.fsencode(name))
         if child is None:
-            raise NotFound(f"{self.source.layer}: no {name!r} in this layer directory")
+            raise NoEntry(f"{self.source.layer}: no {name!r} in this layer directory")
         return layer_node(self.source, child)
 
 

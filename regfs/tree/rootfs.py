@@ -15,7 +15,7 @@ import cachetools
 import trio
 
 from regfs.domain.digest import Digest
-from regfs.domain.errors import NotFound, RegfsError
+from regfs.domain.errors import NoEntry, NotFound, RegfsError
 from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 from regfs.layers.merge import Resolved, resolve
@@ -213,5 +213,5 @@ class RootfsDir(Directory):
         )
         if child is None:
             where = os.fsdecode(b"/".join(self.path))
-            raise NotFound(f"image {self.image.image}: no {name!r} in rootfs/{where}")
+            raise NoEntry(f"image {self.image.image}: no {name!r} in rootfs/{where}")
         return await self.image.node((*self.path, raw), child)

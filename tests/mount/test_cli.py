@@ -102,3 +102,23 @@ def test_debug_logs_every_request(tmp_path: Path, pushed: Pushed) -> None:
     assert f"DEBUG regfs.fuse: lookup(1, '{host}')" in log
     for request in ("opendir(", "readdir(", "releasedir(", "readlink("):
         assert f"DEBUG regfs.fuse: {request}" in log, request
+
+
+def test_a_missing_name_in_an_image_is_asked_of_the_daemon_once(
+    tmp_path: Path, pushed: Pushed
+) -> None:
+    """Negative entries under a digest dir are cached by the kernel: they cannot change.
+    Names below a repository may appear with the next push, so those are asked again."""
+    mount = Mount(tmp_path / "mnt", "--debug")
+    try:
+        image = mount / pushed.registry.host / "library/debian/bookworm"
+        for _ in range(3):
+            for missing in ("0/no-such-file", "rootfs/etc/no-such-file", "no-such-entry"):
+                assert not (image / missing).exists()
+            assert not (mount / pushed.registry.host / "library/no-such-repo").exists()
+        log = mount.log()
+    finally:
+        mount.close()
+    assert log.count("'no-such-file')") == 2  # once in 0/, once in rootfs/etc/
+    assert log.count("'no-such-entry')") == 1
+    assert log.count("'no-such-repo')") == 3
