@@ -42,8 +42,13 @@ log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
 MAX_LISTING_PAGE_BYTES = 32 << 20
+MAX_LISTING_BYTES = 64 << 20
+"""All pages of one listing together (about a million names): beyond, the listing fails
+rather than hold an unbounded list in memory."""
 MAX_LISTING_PAGES = 100_000
 MIRROR_REST = 30.0
+MIN_PROGRESS = 64 << 10
+"""Bytes a blob download must bring every ``timeout`` seconds."""
 T = TypeVar("T")
 
 
@@ -164,6 +169,7 @@ class RegistryClient:
         url: str | None = self._url(host, path)
         items: list[str] = []
         seen: set[str] = set()
+        received = 0
         with self._session.deadline(f"{host}: {path}"):
             while url is not None:
                 if url in seen or len(seen) >= MAX_LISTING_PAGES:
@@ -172,6 +178,11 @@ class RegistryClient:
                 response = await self._session.send(
                     "GET", url, {}, MAX_LISTING_PAGE_BYTES, decoded=True
                 )
+                received += len(response.body)
+                if received > MAX_LISTING_BYTES:
+                    raise MalformedContent(
+                        f"{host}: {path}: listing larger than {MAX_LISTING_BYTES >> 20} MiB"
+                    )
                 items.extend(listings.string_list(response.body, key, f"{host}: {path}"))
                 links = response.headers.get_list("link")
                 url = listings.next_page(links, str(response.url), f"{host}: {path}")
@@ -307,14 +318,17 @@ class RegistryClient:
         midway, ``restart`` is called and the next one sends the blob from its start.
         """
 
-        def consume(data: bytes) -> bool:
-            sink(data)
-            return True
-
         async def fetch(url: str, what: str) -> None:
             restart()
             with self._session.deadline(what):
                 response = await self._session.open("GET", url, {})
+            progress = _Progress(self.config.timeout, what)
+
+            def consume(data: bytes) -> bool:
+                progress.add(len(data))
+                sink(data)
+                return True
+
             await consume_raw(response, f"GET {url}", consume)
 
         await self._pull_blob(host, repository, digest, urls, fetch)
@@ -346,6 +360,28 @@ class RegistryClient:
             except RegfsError as error:
                 log.info("%s/%s@%s: %s; trying the next URL", host, repository, digest, error)
         return await fetch(foreign[-1], f"{host}/{repository}@{digest} from {foreign[-1]}")
+
+
+class _Progress:
+    """Fails a body that trickles: each ``window`` seconds must bring ``MIN_PROGRESS`` bytes
+    (a stall is httpx's read timeout; a byte a second would otherwise never end)."""
+
+    def __init__(self, window: float, what: str) -> None:
+        self._window = window
+        self._what = what
+        self._start = trio.current_time()
+        self._bytes = 0
+
+    def add(self, size: int) -> None:
+        self._bytes += size
+        now = trio.current_time()
+        if now - self._start < self._window:
+            return
+        if self._bytes < MIN_PROGRESS:
+            raise Unavailable(
+                f"{self._what}: {self._bytes} bytes in {now - self._start:.0f}s: too slow"
+            )
+        self._start, self._bytes = now, 0
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}

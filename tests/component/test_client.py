@@ -324,3 +324,39 @@ async def test_a_head_is_not_refused_for_the_length_of_the_body_it_lacks(
         return unread(200, b"", headers)
 
     assert str(await client_for(handler).resolve_tag(HOST, "a", "1")) == digest
+
+
+async def test_a_listing_without_end_is_cut_off_at_its_size_bound(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    page = [f"repository-{n:07}" for n in range(40_000)]  # about 1 MiB a page
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params.get("page", "0"))
+        return catalog(*page, link=f'</v2/_catalog?page={number + 1}>; rel="next"')
+
+    with pytest.raises(MalformedContent, match="listing larger than 64 MiB"):
+        await client_for(handler).list_repositories(HOST)
+
+
+@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")  # see test_places
+async def test_a_blob_that_trickles_fails_within_a_bounded_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Trickle(httpx.AsyncByteStream):
+        def __aiter__(self) -> Trickle:
+            return self
+
+        async def __anext__(self) -> bytes:
+            await trio.sleep(1)
+            return b"x"  # a byte a second, forever
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Trickle())
+
+    start = trio.current_time()
+    with pytest.raises(Unavailable, match="too slow"):
+        await client_for(handler, timeout=5).download_blob(
+            HOST, "a", Digest.of(b""), len, lambda: None
+        )
+    assert trio.current_time() - start == pytest.approx(5, abs=1.01)
