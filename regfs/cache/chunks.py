@@ -25,10 +25,11 @@ import threading
 import time
 from pathlib import Path
 
+from regfs.cache.temporaries import is_abandoned
+
 log = logging.getLogger(__name__)
 
 LOW_WATER = 0.9
-STALE_TEMPORARY_SECONDS = 3600
 
 
 class ChunkCache:
@@ -114,7 +115,7 @@ class ChunkCache:
                 except FileNotFoundError:
                     continue
                 if item.name.startswith("."):
-                    if now - stat.st_mtime > STALE_TEMPORARY_SECONDS:
+                    if is_abandoned(Path(item.path), stat.st_mtime, now):
                         Path(item.path).unlink(missing_ok=True)
                     continue
                 found.append((stat.st_mtime, stat.st_size, Path(item.path)))

@@ -25,6 +25,7 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
+from regfs.cache.temporaries import is_abandoned
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.manifest import Descriptor
@@ -268,13 +269,10 @@ class _VerifyingSink:
             )
 
 
-STALE_SECONDS = 3600
-
-
 def _remove_stale(directory: Path, prefix: str = "") -> None:
-    """Delete what a killed daemon left half-written; young files may be another mount's."""
+    """Delete what a killed daemon left half-written; another mount's live files stay."""
     now = time.time()
     for path in directory.iterdir():
         with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
-            if path.name.startswith(prefix) and now - path.stat().st_mtime > STALE_SECONDS:
+            if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
                 path.unlink(missing_ok=True)

@@ -272,5 +272,6 @@ def test_a_killed_daemon_leaves_a_usable_cache(
         assert (rootfs / "etc/issue").read_text() == "regfs layered image\n"
         expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
         assert (rootfs / "regfs-test/big.bin").read_bytes() == expected
+        assert list((cache / "tmp").iterdir()) == []  # the killed daemon's blob is gone
     finally:
         second.close()

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -79,8 +80,19 @@ def test_stale_temporaries_are_cleared(tmp_path: Path) -> None:
     stale = cache._path(digest).with_name(".leftover.tmp")
     stale.write_bytes(b"partial")
     os.utime(stale, (0, 0))
+    gone = cache._path(digest).with_name(f".abc.{_exited_pid()}.0123abcd.tmp")
+    gone.write_bytes(b"partial, young, its writer killed")
+    alive = cache._path(digest).with_name(f".abc.{os.getpid()}.0123abcd.tmp")
+    alive.write_bytes(b"being written right now")
     cache.evict()
-    assert not stale.exists() and cache.get(digest) == b"a"
+    assert not stale.exists() and not gone.exists() and alive.exists()
+    assert cache.get(digest) == b"a"
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def counting_fetch(blob: bytes, requests: list[tuple[int, int]]):  # type: ignore[no-untyped-def]

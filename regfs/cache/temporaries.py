@@ -1,0 +1,44 @@
+"""Temporary files of the cache dir: whose they are, and when they may be removed.
+
+Cache layer. Every temporary is named ``….PID.TOKEN[.tmp]`` by the process writing it.
+One whose process is gone (a daemon killed mid-layer) is removed at once; one whose pid
+looks alive is still removed once it is old, since pids are reused and a cache dir may
+be shared with another machine's processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+STALE_SECONDS = 3600
+_OWNER = re.compile(r"\.(\d+)\.[0-9a-f]{8}(?:\.tmp)?")
+
+
+def owner_is_gone(name: str) -> bool:
+    """True if ``name`` carries the pid of a process that no longer exists here."""
+    match = _OWNER.search(name)
+    if match is None or not match.string.endswith(match.group(0)):
+        return False
+    pid = int(match.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return _is_zombie(pid)  # killed, but not reaped (as in containers without an init)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def is_abandoned(path: Path, mtime: float, now: float) -> bool:
+    """True for a temporary nobody will finish: its writer is gone, or it is old."""
+    return owner_is_gone(path.name) or now - mtime > STALE_SECONDS
