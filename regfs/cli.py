@@ -20,7 +20,6 @@ import pyfuse3
 import trio
 
 from regfs import __version__, daemon
-from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
 from regfs.domain.platform import Platform, host_platform
 from regfs.fuse.operations import Operations
@@ -162,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=10 << 30,
         metavar="SIZE",
-        help="bound on cached chunks; least recently used go first (default: 10G)",
+        help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
+        "least recently used go first (default: 10G)",
     )
     mount.add_argument(
         "--verify-schema1-signatures",
@@ -234,8 +234,7 @@ def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) 
     metadata = RegistryMetadata(
         client, MetadataLimits(ttl=args.metadata_ttl), args.verify_schema1_signatures
     )
-    chunks = ChunkCache(args.cache_dir, args.cache_size)
-    layers = LayerStore(client, args.cache_dir, chunks)
+    layers = LayerStore(client, args.cache_dir, args.cache_size)
     aliases = frozenset(client.config.aliases)
     context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases)
     operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)

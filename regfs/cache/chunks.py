@@ -9,9 +9,13 @@ thread-safe; callers run them in worker threads.
   mount sharing the directory) never sees a partial chunk; every load re-hashes the
   bytes, so even a torn write after a power loss is never served.
 - Recency is the file's mtime, touched on each load: shared by every mount using the
-  directory. When the total exceeds ``max_bytes``, the oldest chunks are deleted until it
-  is under 90 % of it. A chunk deleted while another mount reads it is simply fetched
-  again.
+  directory. A chunk deleted while another mount reads it is simply fetched again.
+- ``max_bytes`` bounds the whole cache dir: chunks, layer indexes (``indexes/``, whose
+  recency the layer store touches on open) and blobs being indexed (``tmp/``). Over it,
+  the least recently used chunks and indexes not in use here are deleted until the total
+  is under 90 % of it. Blobs in ``tmp/`` count but are never evicted: a download in
+  progress is bounded by the layer store instead (a few at once). An index deleted under
+  another mount stays readable to it (an open file) and is rebuilt on its next open.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from regfs.cache.temporaries import is_abandoned
@@ -33,12 +38,22 @@ LOW_WATER = 0.9
 
 
 class ChunkCache:
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        in_use: Callable[[], Collection[Path]] = frozenset,
+    ) -> None:
+        """``directory`` is the cache root; ``in_use`` names the index files this process
+        has open (never evicted)."""
         self.directory = directory / "chunks"
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._indexes = directory / "indexes"
+        self._temporary = directory / "tmp"
         self.max_bytes = max_bytes
+        self._in_use = in_use
         self._lock = threading.Lock()
-        self._usage: int | None = None  # measured on first need
+        self._usage: int | None = None  # of the whole cache dir, measured on first need
 
     def _path(self, sha256: bytes) -> Path:
         name = sha256.hex()
@@ -97,39 +112,65 @@ class ChunkCache:
             self.evict()
 
     def usage(self) -> int:
+        """Bytes in the whole cache dir (chunks, indexes, blobs being indexed)."""
         with self._lock:
             if self._usage is not None:
                 return self._usage
-        return sum(size for _, size, _ in self._scan())
+        evictable, fixed = self._scan()
+        return fixed + sum(size for _, size, _ in evictable)
 
-    def _scan(self) -> list[tuple[float, int, Path]]:
-        """(mtime, size, path) of every chunk; removes temporaries left by dead processes."""
-        found = []
+    def note_growth(self, size: int) -> None:
+        """Another part of the cache dir grew (an index published, a blob downloading):
+        count it, and evict if that took the total over the bound."""
+        with self._lock:
+            if self._usage is not None:
+                self._usage += size
+            over = self._usage is None or self._usage > self.max_bytes
+        if over:
+            self.evict()
+
+    def _scan(self) -> tuple[list[tuple[float, int, Path]], int]:
+        """(mtime, size, path) of every chunk and unused index, and the bytes of what may
+        not be evicted; removes temporaries left by dead processes."""
         now = time.time()
-        for bucket in os.scandir(self.directory):
-            if not bucket.is_dir():
-                continue
-            for item in os.scandir(bucket.path):
-                try:
-                    stat = item.stat()
-                except FileNotFoundError:
-                    continue
-                if item.name.startswith("."):
-                    if is_abandoned(Path(item.path), stat.st_mtime, now):
-                        Path(item.path).unlink(missing_ok=True)
-                    continue
-                found.append((stat.st_mtime, stat.st_size, Path(item.path)))
-        return found
+        evictable = []
+        fixed = 0
+        buckets = [Path(b.path) for b in os.scandir(self.directory) if b.is_dir()]
+        in_use = set(self._in_use())
+        for directory in [*buckets, self._indexes, self._temporary]:
+            for path, stat in _files(directory):
+                if path.name.startswith(".") and is_abandoned(path, stat.st_mtime, now):
+                    path.unlink(missing_ok=True)
+                elif path.name.startswith(".") or directory == self._temporary or path in in_use:
+                    fixed += stat.st_size
+                else:
+                    evictable.append((stat.st_mtime, stat.st_size, path))
+        return evictable, fixed
 
     def evict(self) -> None:
-        """Delete least recently used chunks until usage is under the low-water mark."""
+        """Delete the least recently used chunks and indexes until the whole cache dir is
+        under the low-water mark."""
         with self._lock:
-            chunks = sorted(self._scan())
-            usage = sum(size for _, size, _ in chunks)
+            evictable, fixed = self._scan()
+            usage = fixed + sum(size for _, size, _ in evictable)
             target = int(self.max_bytes * LOW_WATER)
-            for _, size, path in chunks:
+            for _, size, path in sorted(evictable):
                 if usage <= target:
                     break
                 path.unlink(missing_ok=True)
                 usage -= size
             self._usage = usage
+
+
+def _files(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Regular files directly in ``directory`` with their stat (vanished ones skipped)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue

@@ -66,9 +66,10 @@ class LayerRef:
 class LayerStore:
     """Indexes and chunked reads of layer blobs, shared by every image of a mount."""
 
-    def __init__(self, client: RegistryClient, cache_dir: Path, chunks: ChunkCache) -> None:
+    def __init__(self, client: RegistryClient, cache_dir: Path, cache_size: int) -> None:
+        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``)."""
         self._client = client
-        self._chunks = chunks
+        self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
         self._index_dir = cache_dir / "indexes"
         self._temporary_dir = cache_dir / "tmp"
         self._index_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,8 @@ class LayerStore:
     async def _first_pass(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
+        expected = layer.descriptor.size or 0
+        await trio.to_thread.run_sync(self._chunks.note_growth, expected)  # tmp/ counts too
         try:
             await self._download(layer, blob)
             async with self._indexing:
@@ -157,6 +160,8 @@ class LayerStore:
                 log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
         finally:
             blob.unlink(missing_ok=True)
+            index_size = _size_of(self._index_path(layer.digest))
+            await trio.to_thread.run_sync(self._chunks.note_growth, index_size - expected)
 
     async def _download(self, layer: LayerRef, blob: Path) -> None:
         """Stream the whole blob to ``blob`` and check it against its digest and size."""
@@ -231,6 +236,10 @@ class LayerStore:
         await trio.to_thread.run_sync(self._chunks.put, sha256, data)
         return data
 
+    def open_index_paths(self) -> set[Path]:
+        """Index files this mount has open: the chunk cache's eviction leaves them."""
+        return {self._index_path(digest) for digest in list(self._indexes.keys())}
+
     def close(self) -> None:
         for index in self._indexes.values():
             index.close()
@@ -267,6 +276,13 @@ class _VerifyingSink:
                 f"{layer}: layer blob of {self._received} bytes hashes to "
                 f"{layer.digest.algorithm}:{actual} (expected {size} bytes)"
             )
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _remove_stale(directory: Path, prefix: str = "") -> None:

@@ -166,6 +166,8 @@ class LayerIndex:
                 values["digest"], values["compression"], int(values["compressed_size"]),
                 int(values["uncompressed_size"]), int(values["chunk_size"]),
             )  # fmt: skip
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recency, for the cache's LRU eviction of whole indexes
         except (sqlite3.Error, KeyError, ValueError) as error:
             log.warning("%s: layer index unreadable (%s): built again", path.name, error)
             connection.close()

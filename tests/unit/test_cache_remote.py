@@ -74,6 +74,25 @@ def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
     assert cache.get(digests[1]) is None and cache.get(digests[2]) is None
 
 
+def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> None:
+    """Least recently used first, chunks and unused indexes alike; a blob being indexed
+    counts but stays, and so does an index this process has open."""
+    (tmp_path / "indexes").mkdir()
+    (tmp_path / "tmp").mkdir()
+    old_index = tmp_path / "indexes/sha256-old.sqlite"
+    open_index = tmp_path / "indexes/sha256-open.sqlite"
+    downloading = tmp_path / "tmp/abc.1.0123abcd"
+    for path in (old_index, open_index, downloading):
+        path.write_bytes(b"i" * 4000)
+        os.utime(path, (1, 1))  # older than any chunk
+    cache = ChunkCache(tmp_path, 20_000, in_use=lambda: {open_index})
+    digests = [put(cache, bytes([n]) * 3000) for n in range(3)]
+    assert not old_index.exists()  # 12 000 + 9 000 > 20 000: the oldest unused file went
+    assert open_index.exists() and downloading.exists()
+    assert all(cache.get(digest) is not None for digest in digests)
+    assert cache.usage() <= 20_000
+
+
 def test_stale_temporaries_are_cleared(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, 1 << 30)
     digest = put(cache, b"a")
