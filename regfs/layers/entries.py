@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass, field
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.tar import TarMember
+from regfs.layers.tar import SPARSE, TarMember
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
@@ -167,6 +167,9 @@ class LayerTreeBuilder:
         parts = normalize_path(member.path)
         if parts is None:
             self.warnings.append(f"{shown!r} climbs out of the layer root: skipped")
+            return
+        if member.type == SPARSE:
+            self.warnings.append(f"{shown!r} is a GNU sparse file, not supported: skipped")
             return
         if not member.is_supported:
             self.warnings.append(

@@ -20,6 +20,8 @@ BLOCK = 512
 MAX_METADATA = 1 << 20
 REGULAR_TYPES = frozenset(b"0\x007")
 SUPPORTED_TYPES = frozenset(b"0\x0071233456")
+SPARSE = ord("S")
+"""GNU sparse files (old GNU ``S`` members, and PAX ones with ``GNU.sparse.*`` records)."""
 _PAX_XATTR = "SCHILY.xattr."
 _PAX_LIBARCHIVE_XATTR = "LIBARCHIVE.xattr."
 
@@ -218,6 +220,11 @@ class TarScanner:
             "linkpath",
             pending.long_link if pending.long_link is not None else _string(header[157:257]),
         )
+        if any(key.startswith("GNU.sparse.") for key in pax):
+            # PAX-format GNU sparse file: its data is a sparse map, not the file's bytes.
+            # Marked as GNU's own sparse type, so it is refused like one, under its real name.
+            typeflag = SPARSE
+            path = pax.get("GNU.sparse.name", path)
         mtime_ns = _number(header[136:148], "mtime") * 1_000_000_000
         if "mtime" in pax:
             mtime_ns = _pax_time_ns(pax["mtime"].decode("ascii", "replace"))

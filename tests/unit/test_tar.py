@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regfs.domain.errors import MalformedContent
+from regfs.layers.entries import LayerTreeBuilder
 from regfs.layers.tar import TarMember, TarScanner, parse_pax
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
@@ -202,3 +205,24 @@ def test_pax_records_for_one_member_are_bounded_in_total() -> None:
     data += make_tar([info("f", b"x")], tarfile.USTAR_FORMAT)
     with pytest.raises(MalformedContent, match="exceed 1 MiB"):
         scan(bytes(data))
+
+
+@pytest.mark.parametrize("options", [["--format=gnu"], ["--format=pax", "--sparse-version=1.0"],
+                                     ["--format=pax", "--sparse-version=0.1"]])  # fmt: skip
+def test_gnu_sparse_files_are_refused_never_served_as_their_map(
+    tmp_path: Path, options: list[str]
+) -> None:
+    """Made by GNU tar itself: the member's data is a sparse map, not the file's bytes."""
+    (tmp_path / "plain.txt").write_bytes(b"plain\n")
+    with open(tmp_path / "holes.bin", "wb") as file:
+        file.seek(8 << 20)
+        file.write(b"end")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(["tar", "--sparse", *options, "-cf", archive, "-C", tmp_path,
+                    "plain.txt", "holes.bin"], check=True)  # fmt: skip
+    builder = LayerTreeBuilder()
+    for member in scan(archive.read_bytes()):
+        builder.add(member)
+    names = {entry.name for entry in builder.entries()}
+    assert b"plain.txt" in names and not any(b"holes" in name for name in names)
+    assert builder.warnings == ["'holes.bin' is a GNU sparse file, not supported: skipped"]
