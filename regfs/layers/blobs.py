@@ -10,7 +10,6 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.temporaries import is_abandoned
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
+from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.indexer import build_index
@@ -45,6 +44,8 @@ FIRST_PASSES_AT_ONCE = 4
 whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (its first
 failure then cancels the rest before they start)."""
 REFETCHING_AT_ONCE = 8
+FAILURE_MEMORY = 2.0
+"""Seconds a failed chunk re-fetch is remembered; the next read after that tries again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,11 @@ class LayerStore:
             MEMORY_CHUNKS_BYTES, getsizeof=len
         )
         self._flight: SingleFlight[object] = SingleFlight()
+        self._failed_chunks: cachetools.TTLCache[bytes, RegfsError] = cachetools.TTLCache(
+            1024, FAILURE_MEMORY, timer=trio.current_time
+        )
+        """Re-fetches that just failed: the kernel's retry of the same read (after an EIO
+        on its read-ahead) gets the answer at once instead of a second timeout."""
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         # Re-fetching threads wait on the network through trio; their own limiter keeps them
@@ -192,11 +198,18 @@ class LayerStore:
         data = self._memory.get(sha256)
         if data is not None:
             return data
+        failed = self._failed_chunks.get(sha256)
+        if failed is not None:
+            raise failed
 
         async def load() -> bytes:
             found = await trio.to_thread.run_sync(self._chunks.get, sha256)
             if found is None:
-                found = await self._fetch_chunk(layer, index, number, sha256)
+                try:
+                    found = await self._fetch_chunk(layer, index, number, sha256)
+                except RegfsError as error:
+                    self._failed_chunks[sha256] = error
+                    raise
             self._memory[sha256] = found
             return found
 
@@ -211,12 +224,19 @@ class LayerStore:
         size = min(meta.chunk_size, meta.uncompressed_size - offset)
         gzip_index = index.blob("gzip_index")
         token = trio.lowlevel.current_trio_token()
+        timeout = self._client.config.timeout
+        give_up_at = trio.current_time() + timeout  # one deadline for all the Range calls
+
+        async def within_deadline(start: int, end: int) -> bytes:
+            with trio.move_on_at(give_up_at):
+                return await self._client.get_blob_range(
+                    layer.host, layer.repository, layer.digest, start, end,
+                    urls=layer.descriptor.urls,
+                )  # fmt: skip
+            raise Unavailable(f"{layer}: chunk {number} not fetched again within {timeout:g}s")
 
         def fetch(start: int, end: int) -> bytes:
-            ranged = functools.partial(self._client.get_blob_range, urls=layer.descriptor.urls)
-            return trio.from_thread.run(
-                ranged, layer.host, layer.repository, layer.digest, start, end, trio_token=token
-            )
+            return trio.from_thread.run(within_deadline, start, end, trio_token=token)
 
         remote = RemoteFile(fetch, meta.compressed_size)
         try:

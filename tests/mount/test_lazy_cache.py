@@ -9,6 +9,7 @@ import os
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def fresh(proxy: CountingProxy) -> Iterator[CountingProxy]:
     yield proxy
     proxy.corrupt = proxy.truncate = False
     proxy.blob_encoding = None
+    proxy.range_delay = 0.0
 
 
 def manifest(layered: Layered) -> dict[str, object]:
@@ -213,6 +215,35 @@ def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: Countin
             big.read_bytes()
         assert caught.value.errno == errno.EIO
         assert "does not match its recorded hash" in mount.log()
+    finally:
+        mount.close()
+
+
+def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    """Each Range answered after 1.5 s: one would pass a 3 s timeout, the several a chunk
+    needs must not add up to a read that takes several timeouts."""
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "3")
+    mount.allow_log(r"chunk \d+ not fetched again within 3s")
+    try:
+        big = image_via(mount, fresh) / "1/regfs-test/big.bin"
+        os.listdir(big.parent)
+        for chunk in chunk_files(cache):
+            chunk.unlink()
+        fresh.range_delay = 1.5
+        descriptor = os.open(big, os.O_RDONLY)
+        try:
+            start = time.monotonic()
+            with pytest.raises(OSError) as caught:
+                os.pread(descriptor, 4096, 4 << 20)  # one syscall, well inside the file
+            took = time.monotonic() - start
+        finally:
+            os.close(descriptor)
+        assert caught.value.errno == errno.EIO
+        assert took < 3 + 1.5, took  # one timeout (and a Range in flight), not one per Range
+        assert "not fetched again within 3s" in mount.log()
     finally:
         mount.close()
 

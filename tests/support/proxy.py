@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 
@@ -30,6 +31,8 @@ class CountingProxy:
         self.redirect_blobs_to: str | None = None
         """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
         self.ignore_range = False
+        self.range_delay = 0.0
+        """Seconds each Range request waits before it is answered: a slow store."""
         self.path_prefix = ""
         """Serve the registry below this prefix only, as a portal does (``/some/prefix``)."""
         self.authorization_seen: list[str] = []
@@ -61,6 +64,8 @@ class CountingProxy:
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
+                if proxy.range_delay and "Range" in self.headers:
+                    time.sleep(proxy.range_delay)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
                     self._relay(upstream)
