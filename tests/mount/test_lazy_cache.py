@@ -201,15 +201,21 @@ def test_a_damaged_blob_is_eio_and_the_next_read_works(
         mount.close()
 
 
+def indexed_then_evicted(mount: Mount, proxy: CountingProxy, cache: Path) -> Path:
+    """``big.bin`` of layer 1, once its layer is indexed and every chunk evicted again."""
+    big = image_via(mount, proxy) / "1/regfs-test/big.bin"
+    os.listdir(big.parent)
+    for chunk in chunk_files(cache):
+        chunk.unlink()
+    return big
+
+
 def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: CountingProxy) -> None:
     cache = tmp_path / "cache"
     mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
     mount.allow_log(r"chunk \d+ fetched again does not match its recorded hash")
     try:
-        big = image_via(mount, fresh) / "1/regfs-test/big.bin"
-        os.listdir(big.parent)
-        for chunk in chunk_files(cache):
-            chunk.unlink()
+        big = indexed_then_evicted(mount, fresh, cache)
         fresh.corrupt = True
         with pytest.raises(OSError) as caught:
             big.read_bytes()
@@ -228,10 +234,7 @@ def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
     mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "3")
     mount.allow_log(r"chunk \d+ not fetched again within 3s")
     try:
-        big = image_via(mount, fresh) / "1/regfs-test/big.bin"
-        os.listdir(big.parent)
-        for chunk in chunk_files(cache):
-            chunk.unlink()
+        big = indexed_then_evicted(mount, fresh, cache)
         fresh.range_delay = 1.5
         descriptor = os.open(big, os.O_RDONLY)
         try:
