@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,34 @@ def test_systemd_nspawn_runs_a_shell_in_rootfs(mnt: Mount, layered: Layered) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == "regfs layered image\nok\n"
+
+
+def test_allow_other_enforces_the_images_own_modes(layered: Layered) -> None:
+    """Another user (nobody) on an ``--allow-other`` mount: 0644 files read, a 0640 root
+    file refused by the kernel (``default_permissions``), nothing writable, no setuid."""
+    base = Path(tempfile.mkdtemp(prefix="regfs-allow-other-"))  # outside 0700 pytest dirs
+    base.chmod(0o755)
+    mount = Mount(base / "mnt", "--allow-other")
+    try:
+        rootfs = layered.image(mount, "oci") / "rootfs"
+        assert (rootfs / "etc/shadow").stat().st_mode & 0o777 == 0o640  # root:shadow
+
+        def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+                capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+
+        assert as_nobody("cat", str(rootfs / "etc/os-release")).returncode == 0
+        refused = as_nobody("cat", str(rootfs / "etc/shadow"))
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
+        written = as_nobody("touch", str(rootfs / "tmp/x"))
+        assert written.returncode != 0 and "Read-only file system" in written.stderr
+        options = next(line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                       if f" {mount.path} " in line)  # fmt: skip
+        assert "nosuid" in options and "nodev" in options
+    finally:
+        mount.close()
+        unexpected = mount.unexpected_log_lines()  # checked here: the log goes with base
+        shutil.rmtree(base, ignore_errors=True)
+    assert not unexpected
