@@ -32,6 +32,11 @@ class CountingProxy:
         """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
         self.ignore_range = False
         self.range_delay = 0.0
+        self.faults: list[tuple[str, str]] = []
+        """(path substring, fault) pairs, each used up by the next request it matches:
+        ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
+        (no answer for ``stall_seconds``, then closed)."""
+        self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
         self.path_prefix = ""
         """Serve the registry below this prefix only, as a portal does (``/some/prefix``)."""
@@ -66,6 +71,8 @@ class CountingProxy:
             def _forward(self) -> None:
                 if proxy.range_delay and "Range" in self.headers:
                     time.sleep(proxy.range_delay)
+                if self._inject_fault():
+                    return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
                     self._relay(upstream)
@@ -73,6 +80,26 @@ class CountingProxy:
                     self.close_connection = True  # the client went away (a killed daemon)
                 finally:
                     upstream.close()
+
+            def _inject_fault(self) -> bool:
+                with proxy._lock:
+                    found = next((f for f in proxy.faults if f[0] in self.path), None)
+                    if found is not None:
+                        proxy.faults.remove(found)
+                if found is None:
+                    return False
+                fault = found[1]
+                if fault in ("reset", "stall"):
+                    if fault == "stall":
+                        time.sleep(proxy.stall_seconds)
+                    self.close_connection = True
+                    return True
+                self.send_response(int(fault))
+                if fault == "429":
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
 
             def _relay(self, upstream: http.client.HTTPConnection) -> None:
                 headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}

@@ -1,0 +1,74 @@
+"""Faults injected between regfs and registry:2 on manifests, tag lists and blobs: each
+gives the right bytes after bounded retries, or a clean errno within ``--timeout``; the
+daemon lives on, and the first access after recovery works."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Pushed
+from tests.support.mount import Mount
+from tests.support.proxy import CountingProxy
+
+pytestmark = pytest.mark.mount
+
+TIMEOUT = 3
+WHERE = {"tag list": "/tags/list", "manifest": "/manifests/", "blob": "/blobs/"}
+
+
+@pytest.fixture
+def faulty(pushed: Pushed, tmp_path: Path) -> Iterator[tuple[CountingProxy, Mount]]:
+    proxy = CountingProxy(pushed.registry.port)
+    mount = Mount(tmp_path / "mnt", "--timeout", str(TIMEOUT))
+    yield proxy, mount
+    mount.close()
+    proxy.stop()
+
+
+def read_image(mount: Mount, proxy: CountingProxy) -> bytes:
+    repository = mount / proxy.host / "library/debian"
+    assert os.listdir(repository) == ["bookworm"]
+    return (repository / "bookworm/rootfs/etc/os-release").read_bytes()
+
+
+def read_file(mount: Mount, proxy: CountingProxy) -> bytes:
+    return (mount / proxy.host / "library/debian/bookworm/rootfs/etc/os-release").read_bytes()
+
+
+@pytest.mark.parametrize("fault", ["503", "429", "reset"])
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_a_passing_fault_is_retried_into_the_right_bytes(
+    faulty: tuple[CountingProxy, Mount], where: str, fault: str
+) -> None:
+    proxy, mount = faulty
+    proxy.faults = [(WHERE[where], fault)]
+    assert read_image(mount, proxy) == Path("/etc/os-release").read_bytes()
+    assert proxy.faults == []  # the fault was met, and survived
+
+
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_a_stall_is_a_clean_errno_in_time_and_recovery_works(
+    faulty: tuple[CountingProxy, Mount], where: str
+) -> None:
+    proxy, mount = faulty
+    os.listdir(mount / proxy.host / "library")  # the catalog (61 pages), before the clock
+    if where != "tag list":  # else the tag list is what the read starts with
+        os.listdir(mount / proxy.host / "library/debian")
+    proxy.stall_seconds = 2 * TIMEOUT
+    proxy.faults = [(WHERE[where], "stall")] * 8  # every attempt stalls
+    mount.allow_log(rf"{proxy.host}.*{WHERE[where]}.*no answer within {TIMEOUT}s")
+    start = time.monotonic()
+    with pytest.raises(OSError) as caught:
+        read_file(mount, proxy)
+    took = time.monotonic() - start
+    assert caught.value.errno == errno.EIO
+    proxy.faults = []
+    time.sleep(proxy.stall_seconds)  # let the stalled handlers finish
+    assert read_image(mount, proxy) == Path("/etc/os-release").read_bytes()
+    assert took < TIMEOUT + 2, took
