@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.mount.conftest import Pushed
+from tests.support import images
 from tests.support.mount import Mount
 from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry
 
 pytestmark = pytest.mark.mount
 
@@ -72,3 +74,28 @@ def test_a_stall_is_a_clean_errno_in_time_and_recovery_works(
     time.sleep(proxy.stall_seconds)  # let the stalled handlers finish
     assert read_image(mount, proxy) == Path("/etc/os-release").read_bytes()
     assert took < TIMEOUT + 2, took
+
+
+def test_a_registry_killed_and_restarted(tmp_path: Path, layout: Path) -> None:
+    """While the registry is down, reads are a clean EIO in time; once it is back, the
+    same paths work, in the same mount."""
+    registry = Registry(tmp_path / "registry")
+    try:
+        images.push(layout, "base", f"{registry.host}/crash/app:1")
+        mount = Mount(tmp_path / "mnt", "--timeout", str(TIMEOUT))
+        mount.allow_log(rf"{registry.host}.*ConnectError")
+        try:
+            app = mount / registry.host / "crash/app"
+            assert os.listdir(app) == ["1"]
+            registry.kill()
+            start = time.monotonic()
+            with pytest.raises(OSError) as caught:
+                (app / "1/rootfs/etc/os-release").read_bytes()
+            assert caught.value.errno == errno.EIO and time.monotonic() - start < TIMEOUT + 2
+            registry.start()
+            expected = Path("/etc/os-release").read_bytes()
+            assert (app / "1/rootfs/etc/os-release").read_bytes() == expected
+        finally:
+            mount.close()
+    finally:
+        registry.stop()

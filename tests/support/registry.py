@@ -119,11 +119,21 @@ class Registry:
                 proxy_remote=proxy_remote,
             )
         )
-        self._log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._config = config
+        self._log = open(workdir / "registry.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the process on the same port and storage."""
         self._process = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=self._log, stderr=self._log
+            ["docker-registry", "serve", str(self._config)], stdout=self._log, stderr=self._log
         )
         wait_until(self._answers, 15, f"registry on {self.host}")
+
+    def kill(self) -> None:
+        """Kill the process (SIGKILL), as a crash would; ``start`` brings it back."""
+        self._process.kill()
+        self._process.wait(10)
 
     def _answers(self) -> bool:
         if self._process.poll() is not None:
