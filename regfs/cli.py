@@ -203,20 +203,16 @@ def configure_logging(log_file: Path | None, debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _registry_client(args: argparse.Namespace) -> tuple[RegistryClient, DockerCredentials]:
-    """The client, configured from the files docker and podman users already have."""
-    auth_file = args.auth_file.absolute() if args.auth_file else None
-    credentials = DockerCredentials(
-        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
-    )
-    config = ClientConfig(
+def _client_config(args: argparse.Namespace) -> ClientConfig:
+    """Where and how to reach registries, from the files docker and podman users already
+    have; ``MalformedContent`` for one that does not parse. Read once, before the fork."""
+    return ClientConfig(
         timeout=args.timeout,
         insecure_hosts=frozenset(args.insecure_registry),
         registries=load_registries_conf(os.environ),
         tls=TlsSettings(certs_dirs(os.environ)),
         aliases=load_aliases(args),
     )
-    return RegistryClient(config, credentials), credentials
 
 
 def _mount_options(allow_other: bool) -> set[str]:
@@ -228,9 +224,15 @@ def _mount_options(allow_other: bool) -> set[str]:
     return options
 
 
-def serve(args: argparse.Namespace, mountpoint: str, ready: Callable[[], None]) -> int:
+def serve(
+    args: argparse.Namespace, config: ClientConfig, mountpoint: str, ready: Callable[[], None]
+) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
-    client, credentials = _registry_client(args)
+    auth_file = args.auth_file.absolute() if args.auth_file else None
+    credentials = DockerCredentials(
+        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
+    )
+    client = RegistryClient(config, credentials)
     metadata = RegistryMetadata(
         client, MetadataLimits(ttl=args.metadata_ttl), args.verify_schema1_signatures
     )
@@ -275,16 +277,15 @@ def mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     try:
         check_can_mount(mountpoint)
-        load_registries_conf(os.environ)  # a broken file must stop the mount, here
-        load_aliases(args)
+        config = _client_config(args)  # a broken file must stop the mount, here
     except (MountpointError, MalformedContent) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
     if args.foreground:
         configure_logging(args.log_file, args.debug)
-        return serve(args, mountpoint, lambda: None)
+        return serve(args, config, mountpoint, lambda: None)
     configure_logging(args.log_file or _default_log_file(), args.debug)
-    return daemon.run_in_background(lambda ready: serve(args, mountpoint, ready))
+    return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
 
 
 def umount(args: argparse.Namespace) -> int:

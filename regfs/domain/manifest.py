@@ -169,11 +169,6 @@ def signed_content(raw: bytes) -> bytes:
     return raw
 
 
-def is_signed_schema1(raw: bytes) -> bool:
-    """True for a schema1 manifest with JWS signatures (its digest covers a payload)."""
-    return signed_content(raw) is not raw
-
-
 def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
     """The digest a registry gives these bytes (a signed schema1's covers its payload)."""
     return Digest.of(signed_content(raw), algorithm)

@@ -398,8 +398,7 @@ def _check_content_range(response: httpx.Response, start: int, what: str) -> Non
 
 async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, what: str) -> bytes:
     """``[start, end)`` of a 200 answer carrying the whole blob, read only as far as needed."""
-    if response.status_code != 200:
-        await response.aclose()
+    if response.status_code != 200:  # the caller closes the response
         raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
     wanted = bytearray()
     position = 0

@@ -74,10 +74,6 @@ class RegistriesConf:
         result.append(_rewrite(table, table.location, host, repository, None))
         return result
 
-    def is_blocked(self, host: str, repository: str) -> bool:
-        table = self.table_for(_reference(host, repository))
-        return table is not None and table.blocked
-
     def insecure_hosts(self) -> frozenset[str]:
         """Every location and mirror marked ``insecure``: plain http is allowed to them."""
         hosts = set()

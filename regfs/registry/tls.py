@@ -38,9 +38,16 @@ class TlsSettings:
         self.default = ssl.create_default_context()
         """The system trust store, for every host without a directory of its own."""
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._host_dirs: dict[str, Path | None] = {}
 
     def host_dir(self, host: str) -> Path | None:
-        """The ``certs.d`` directory configured for ``host`` (``host:port``), if any."""
+        """The ``certs.d`` directory configured for ``host`` (``host:port``), if any; looked
+        up once per host, as its TLS context is made once (every request's URL asks)."""
+        if host not in self._host_dirs:
+            self._host_dirs[host] = self._find_host_dir(host)
+        return self._host_dirs[host]
+
+    def _find_host_dir(self, host: str) -> Path | None:
         if not host or "/" in host:
             return None
         for root in self.dirs:

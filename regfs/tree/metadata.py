@@ -26,7 +26,6 @@ from regfs.domain.errors import (
 from regfs.domain.manifest import (
     Descriptor,
     Manifest,
-    is_signed_schema1,
     load_json_object,
     signed_content,
     verified_manifest,
@@ -153,9 +152,11 @@ class RegistryMetadata:
             fetched = await self._client.get_manifest(host, repository, str(digest))
             try:
                 manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
-                if self._verify_schema1_signatures and is_signed_schema1(fetched.raw):
-                    signatures = load_json_object(fetched.raw, "manifest")["signatures"]
-                    verify_signatures(signed_content(fetched.raw), signatures)
+                if self._verify_schema1_signatures:
+                    signed = signed_content(fetched.raw)
+                    if signed is not fetched.raw:  # a signed schema1: its JWS signatures
+                        signatures = load_json_object(fetched.raw, "manifest")["signatures"]
+                        verify_signatures(signed, signatures)
             except RegfsError as error:
                 raise type(error)(f"{host}/{repository}@{digest}: {error}") from None
             self._note(host, repository)

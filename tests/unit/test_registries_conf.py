@@ -63,7 +63,7 @@ def test_mirrors_come_first_as_pull_from_mirror_allows() -> None:
 def test_blocked_and_wildcards_and_insecure_hosts() -> None:
     registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
     assert registries.endpoints("evil.example", "x", by_digest=True) == []
-    assert registries.is_blocked("evil.example", "")
+    assert registries.endpoints("evil.example", "", by_digest=False) == []  # its catalog too
     wild = registries.endpoints("git.corp.example", "team/app", by_digest=True)
     assert wild == [Endpoint("cache.corp.example", "team/app", mirror=True),
                     Endpoint("git.corp.example", "team/app")]  # fmt: skip
