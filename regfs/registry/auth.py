@@ -5,7 +5,9 @@ host is known to want them); a 401 names what the registry wants:
 
 - ``Bearer realm,service,scope``: a token from the realm, asked for anonymously, with the
   registry's credentials (GET with Basic), or with an identity token (OAuth2 POST with
-  ``grant_type=refresh_token``); then the request is sent again once. Tokens are cached
+  ``grant_type=refresh_token``); then the request is sent again once. The token request
+  goes out through ``TokenExchange`` (the session's client, without this flow), which
+  reads at most ``MAX_TOKEN_RESPONSE`` bytes of the answer, chunked or not. Tokens are cached
   per (host, scope) until shortly before they expire; a 401 on a cached token fetches a
   new one, so an expired token never fails a read.
 - ``Basic``: the registry's credentials, if there are any.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import cachetools
@@ -40,6 +42,19 @@ CLIENT_ID = "regfs"
 CREDENTIALS_SOURCE = "regfs.credentials"
 """Request extension: where the credentials sent with the request came from."""
 ANONYMOUS = "no credentials"
+
+TokenExchange = Callable[[httpx.Request], Awaitable[tuple[httpx.Response, bytes]]]
+"""Sends a token request and returns its response with the body read, at most
+``MAX_TOKEN_RESPONSE`` bytes of it (more is an error)."""
+
+
+class TokenUnavailable(Unavailable):
+    """The token endpoint failed for now (5xx, 429): the whole request is worth retrying."""
+
+    def __init__(self, message: str, retry_after: str | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """The endpoint's ``Retry-After`` header, if it sent one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +119,14 @@ def may_send_credentials(realm: httpx.URL, registry: httpx.URL) -> bool:
 class RegistryAuth(httpx.Auth):
     """Adds the Authorization a registry asks for; one instance serves every host."""
 
-    def __init__(self, credentials: CredentialProvider, tokens: TokenCache | None = None) -> None:
+    def __init__(
+        self,
+        credentials: CredentialProvider,
+        exchange: TokenExchange,
+        tokens: TokenCache | None = None,
+    ) -> None:
         self._credentials = credentials
+        self._exchange = exchange
         self._tokens = tokens or TokenCache()
         self._schemes: dict[str, Challenge] = {}
         """The challenge each host answered last: which Authorization to send up front."""
@@ -138,8 +159,9 @@ class RegistryAuth(httpx.Auth):
             realm = httpx.URL(str(bearer.realm))
             if credentials is not None and not may_send_credentials(realm, request.url):
                 credentials = None  # withheld: the realm is another host over plain http
-            token_response = yield self._token_request(bearer, token_scope, credentials)
-            token = await _read_token(token_response, bearer, host, credentials)
+            request_for_token = self._token_request(bearer, token_scope, credentials)
+            token_response, body = await self._exchange(request_for_token)
+            token = _read_token(token_response, body, bearer, host, credentials)
             self._tokens.put(host, scope, token)
             request.headers["Authorization"] = f"Bearer {token.value}"
             request.extensions[CREDENTIALS_SOURCE] = _source(credentials)
@@ -176,23 +198,24 @@ def _source(credentials: Credentials | None) -> str:
     return f"credentials from {credentials.source}" if credentials else ANONYMOUS
 
 
-async def _read_token(
-    response: httpx.Response, challenge: Challenge, host: str, credentials: Credentials | None
+def _read_token(
+    response: httpx.Response,
+    body: bytes,
+    challenge: Challenge,
+    host: str,
+    credentials: Credentials | None,
 ) -> Token:
     realm = str(challenge.realm)
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE:
-        raise ProtocolError(f"{host}: token endpoint {realm} sends {declared} bytes")
-    body = await response.aread()  # httpx reads it again after the flow: keep it cached
-    if len(body) > MAX_TOKEN_RESPONSE:
-        raise ProtocolError(f"{host}: token endpoint {realm} sent more than 1 MiB")
     status = response.status_code
     if status in (401, 403):
         raise AccessDenied(
             f"{host}: token endpoint {realm} refused ({status}) with {_source(credentials)}"
         )
     if status >= 500 or status == 429:
-        raise Unavailable(f"{host}: token endpoint {realm} failed ({status})")
+        raise TokenUnavailable(
+            f"{host}: token endpoint {realm} failed ({status})",
+            response.headers.get("retry-after"),
+        )
     if status != 200:
         raise ProtocolError(f"{host}: token endpoint {realm} answered {status}")
     return parse_token_response(body, realm)

@@ -22,7 +22,13 @@ import httpx
 import trio
 
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
-from regfs.registry.auth import ANONYMOUS, CREDENTIALS_SOURCE, RegistryAuth
+from regfs.registry.auth import (
+    ANONYMOUS,
+    CREDENTIALS_SOURCE,
+    MAX_TOKEN_RESPONSE,
+    RegistryAuth,
+    TokenUnavailable,
+)
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.errors import (
     HTTPX_ERRORS,
@@ -66,7 +72,7 @@ class HttpSession:
     ) -> None:
         self.timeout = timeout
         self._http = httpx.AsyncClient(
-            auth=RegistryAuth(credentials),
+            auth=RegistryAuth(credentials, self._exchange_token),
             follow_redirects=True,  # Authorization is dropped when leaving the origin
             timeout=httpx.Timeout(timeout),
             # identity: blob and manifest bytes are hashed as sent, and a Range counts bytes
@@ -115,6 +121,12 @@ class HttpSession:
                 if number == attempts or not is_temporary(error):
                     raise error_for_exception(error, what) from None
                 log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
+            except TokenUnavailable as failure:
+                if number == attempts:
+                    raise
+                retry_after = retry_after_seconds(failure.retry_after, self.timeout)
+                delay = retry_after if retry_after is not None else delay
+                log.debug("%s; retrying in %.2fs", failure, delay)
             except _TemporaryStatus as temporary:
                 if number == attempts or (temporary.redirected and number > 1):
                     raise temporary.error from None
@@ -122,6 +134,19 @@ class HttpSession:
                 log.debug("%s; retrying in %.2fs", temporary.error, delay)
             await trio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _exchange_token(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+        """Send a token request (outside the auth flow) and read a bounded answer."""
+        request.headers.setdefault("User-Agent", self._http.headers["User-Agent"])
+        request.extensions["timeout"] = self._http.timeout.as_dict()  # as build_request sets
+        response = await self._http.send(request, auth=None, stream=True)
+        try:
+            success = 200 <= response.status_code < 300
+            limit = MAX_TOKEN_RESPONSE if success else MAX_ERROR_BODY
+            body = await read_limited(response, limit, truncate=not success, decoded=True)
+        finally:
+            await response.aclose()
+        return response, body
 
     def _failure(self, response: httpx.Response, body: bytes, what: str) -> Exception:
         status = response.status_code

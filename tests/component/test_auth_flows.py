@@ -10,9 +10,11 @@ import httpx
 import pytest
 import trio
 
-from regfs.domain.errors import AccessDenied
+from regfs.domain.errors import AccessDenied, MalformedContent, Unavailable
+from regfs.registry.auth import MAX_TOKEN_RESPONSE
 from regfs.registry.authfile import Credentials
 from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.http import MAX_ATTEMPTS
 from tests.support.fake_transport import Handler, StreamingTransport
 
 HOST = "127.0.0.1:5000"
@@ -129,3 +131,74 @@ async def test_a_token_refused_mid_read_is_renewed_without_failing(
     current.append("rotated")  # the registry stops accepting the cached token
     assert await client.list_tags(HOST, "a") == ["1"]
     assert len(tokens) == 2
+
+
+def flaky_token_registry(failures: list[httpx.Response], tokens: list[httpx.Request]) -> Handler:
+    """A token registry whose token endpoint answers with ``failures`` first."""
+    registry = token_registry("https://auth.example/token", tokens, [])
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token" and failures:
+            tokens.append(request)
+            return failures.pop(0)
+        return await registry(request)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.Response(503), httpx.Response(429, headers={"Retry-After": "2"})],
+    ids=["503", "429"],
+)
+async def test_a_failing_token_endpoint_is_retried(
+    autojump_clock: trio.abc.Clock, failure: httpx.Response
+) -> None:
+    tokens: list[httpx.Request] = []
+    client = client_for(flaky_token_registry([failure], tokens), None)
+    start = trio.current_time()
+    assert await client.list_tags(HOST, "a") == ["1"]
+    assert len(tokens) == 2
+    if "Retry-After" in failure.headers:
+        assert trio.current_time() - start >= 2
+
+
+async def test_a_token_endpoint_failing_for_good_is_unavailable_naming_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    tokens: list[httpx.Request] = []
+    client = client_for(flaky_token_registry([httpx.Response(502)] * 10, tokens), None)
+    with pytest.raises(Unavailable, match=r"token endpoint https://auth.example/token failed"):
+        await client.list_tags(HOST, "a")
+    assert len(tokens) == MAX_ATTEMPTS
+
+
+class EndlessBody(httpx.AsyncByteStream):
+    """A chunked body that never ends, counting what was taken from it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __aiter__(self) -> EndlessBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.sent += 64 << 10
+        return b" " * (64 << 10)
+
+
+@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")
+async def test_an_endless_token_answer_is_read_only_up_to_its_bound(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    body = EndlessBody()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(200, stream=body)
+        challenge = 'Bearer realm="https://auth.example/token",service="reg"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    with pytest.raises(MalformedContent, match="larger than"):
+        await client_for(handler, None).list_tags(HOST, "a")
+    assert body.sent <= MAX_TOKEN_RESPONSE + (64 << 10)

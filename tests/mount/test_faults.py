@@ -1,6 +1,6 @@
-"""Faults injected between regfs and registry:2 on manifests, tag lists and blobs: each
-gives the right bytes after bounded retries, or a clean errno within ``--timeout``; the
-daemon lives on, and the first access after recovery works."""
+"""Faults injected between regfs and registry:2 on manifests, tag lists, blobs and the
+token endpoint: each gives the right bytes after bounded retries, or a clean errno within
+``--timeout``; the daemon lives on, and the first access after recovery works."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import errno
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support import images
 from tests.support.mount import Mount
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
+from tests.support.token_server import PUSHER, TokenServer
 
 pytestmark = pytest.mark.mount
 
@@ -99,3 +101,57 @@ def test_a_registry_killed_and_restarted(tmp_path: Path, layout: Path) -> None:
             mount.close()
     finally:
         registry.stop()
+
+
+@pytest.fixture(scope="module")
+def token_proxy(workdir: Path, layout: Path) -> Iterator[tuple[Registry, CountingProxy]]:
+    """registry:2 with ``auth: token`` whose realm is a fault proxy in front of the token
+    server: what regfs meets when a token service (Docker Hub's auth.docker.io) fails."""
+    tokens = TokenServer(workdir / "faulty-tokens")
+    proxy = CountingProxy(tokens.port)
+    realm = f"http://{proxy.host}/token"
+    registry = Registry(workdir / "faulty-token-registry", token=replace(tokens.auth, realm=realm))
+    images.push(layout, "base", f"{registry.host}/public/img:1", "--dest-creds", ":".join(PUSHER))
+    yield registry, proxy
+    registry.stop()
+    proxy.stop()
+    tokens.stop()
+
+
+def read_through_tokens(mount: Mount, registry: Registry) -> bytes:
+    return (mount / registry.host / "public/img/1/rootfs/etc/os-release").read_bytes()
+
+
+@pytest.mark.parametrize("fault", ["503", "429", "reset"])
+def test_a_token_endpoint_fault_is_retried_into_the_right_bytes(
+    token_proxy: tuple[Registry, CountingProxy], tmp_path: Path, fault: str
+) -> None:
+    registry, proxy = token_proxy
+    mount = Mount(tmp_path / "mnt", "--timeout", str(TIMEOUT))  # its own: no token cached yet
+    try:
+        proxy.faults = [("/token", fault)] * 2
+        assert read_through_tokens(mount, registry) == Path("/etc/os-release").read_bytes()
+        assert proxy.faults == []
+    finally:
+        mount.close()
+
+
+def test_a_stalled_token_endpoint_is_eio_in_time_and_recovery_works(
+    token_proxy: tuple[Registry, CountingProxy], tmp_path: Path
+) -> None:
+    registry, proxy = token_proxy
+    mount = Mount(tmp_path / "mnt", "--timeout", str(TIMEOUT))
+    mount.allow_log(rf"{registry.host}.*no answer within {TIMEOUT}s")
+    try:
+        proxy.stall_seconds = 2 * TIMEOUT
+        proxy.faults = [("/token", "stall")] * 8
+        start = time.monotonic()
+        with pytest.raises(OSError) as caught:
+            read_through_tokens(mount, registry)
+        took = time.monotonic() - start
+        assert caught.value.errno == errno.EIO and took < TIMEOUT + 2, took
+        proxy.faults = []
+        time.sleep(proxy.stall_seconds)
+        assert read_through_tokens(mount, registry) == Path("/etc/os-release").read_bytes()
+    finally:
+        mount.close()

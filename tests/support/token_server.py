@@ -60,6 +60,7 @@ class TokenServer:
         bundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self.requests: list[dict[str, list[str]]] = []
         self._server = LoopbackServer(self._handler())
+        self.port = self._server.port
         self.auth = TokenAuth(f"http://{self._server.host}/token", SERVICE, ISSUER, bundle)
 
     def stop(self) -> None:
