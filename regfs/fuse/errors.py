@@ -1,8 +1,9 @@
 """The one place domain errors become errnos, and are logged.
 
 FUSE layer. Every handler is wrapped by ``translate_errors``: a domain error is logged
-once with what was asked and becomes its errno; anything unexpected is logged with a
-traceback and becomes EIO, so no request can take the daemon down. With ``--debug``
+(once a minute for the same failure) with what was asked and becomes its errno; anything
+unexpected is logged with a traceback and becomes EIO, so no request can take the daemon
+down. With ``--debug``
 every request is logged as it arrives (``lookup(1, 'ghcr.io')``).
 """
 
@@ -15,6 +16,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+import cachetools
 import pyfuse3
 
 from regfs.domain.errors import (
@@ -38,6 +40,8 @@ ERRNO_BY_ERROR: dict[type[RegfsError], int] = {
     VerificationFailed: errno.EIO,
 }
 
+REPEAT_QUIET = 60.0
+"""Seconds during which the same failure is logged again only at DEBUG."""
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -68,13 +72,27 @@ def translate_errors(
             log.debug("%s: %s", operation.__name__, error)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except RegfsError as error:
-            log.warning("%s: %s", operation.__name__, error)
+            _log_once(operation.__name__, error)
             raise pyfuse3.FUSEError(errno_for(error)) from None
         except Exception:
             log.exception("%s: unexpected failure", operation.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return handler
+
+
+_recently_logged: cachetools.TTLCache[str, None] = cachetools.TTLCache(1024, REPEAT_QUIET)
+
+
+def _log_once(operation: str, error: RegfsError) -> None:
+    """A warning for a failure, unless the same one was just logged: the kernel retries a
+    failed read, and ``ls -l`` meets a broken layer once per name, with one cause."""
+    message = str(error)
+    if message in _recently_logged:
+        log.debug("%s: %s (again)", operation, message)
+        return
+    _recently_logged[message] = None
+    log.warning("%s: %s", operation, message)
 
 
 def _describe(argument: object) -> str | None:

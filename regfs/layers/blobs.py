@@ -24,13 +24,15 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
+from regfs.cache.memory import listings_lru
 from regfs.cache.temporaries import is_abandoned
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
+from regfs.layers.entries import IndexEntry
 from regfs.layers.indexer import build_index
-from regfs.layers.remote import RemoteFile
+from regfs.layers.remote import RemoteFile, fetch_in_task
 from regfs.layers.store import LayerIndex
 from regfs.registry.client import RegistryClient
 
@@ -78,6 +80,7 @@ class LayerStore:
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
         self._indexes: cachetools.LRUCache[Digest, LayerIndex] = cachetools.LRUCache(OPEN_INDEXES)
+        self._listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]] = listings_lru()
         self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
             MEMORY_CHUNKS_BYTES, getsizeof=len
         )
@@ -115,7 +118,7 @@ class LayerStore:
             if layer.digest in self._unindexable:
                 raise self._unindexable[layer.digest]
             index = self._indexes.get(layer.digest) or LayerIndex.open(
-                self._index_path(layer.digest)
+                self._index_path(layer.digest), self._listings
             )
             if index is not None and not self._serves(layer):
                 await self._client.blob_exists(
@@ -127,7 +130,7 @@ class LayerStore:
                 except MalformedContent as error:
                     self._unindexable[layer.digest] = error
                     raise
-                index = LayerIndex.open(self._index_path(layer.digest))
+                index = LayerIndex.open(self._index_path(layer.digest), self._listings)
                 if index is None:
                     raise VerificationFailed(f"{layer}: index unreadable right after building")
             self._confirmed.add((layer.host, layer.repository, layer.digest))
@@ -148,36 +151,33 @@ class LayerStore:
     async def _first_pass(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
-        expected = layer.descriptor.size or 0
-        await trio.to_thread.run_sync(self._chunks.note_growth, expected)  # tmp/ counts too
-        try:
-            await self._download(layer, blob)
-            async with self._indexing:
-                warnings = await trio.to_thread.run_sync(
-                    build_index,
-                    blob,
-                    self._index_path(layer.digest),
-                    str(layer.digest),
-                    self._chunks,
-                )
-            for warning in warnings[:20]:
-                log.warning("%s: %s", layer, warning)
-            if len(warnings) > 20:
-                log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
-        finally:
-            blob.unlink(missing_ok=True)
-            index_size = _size_of(self._index_path(layer.digest))
-            await trio.to_thread.run_sync(self._chunks.note_growth, index_size - expected)
-
-    async def _download(self, layer: LayerRef, blob: Path) -> None:
-        """Stream the whole blob to ``blob`` and check it against its digest and size."""
         with open(blob, "wb") as file:
-            sink = _VerifyingSink(file, layer)
-            await self._client.download_blob(
-                layer.host, layer.repository, layer.digest, sink.write, sink.restart,
-                urls=layer.descriptor.urls,
-            )  # fmt: skip
-            sink.verify()
+            sink = _VerifyingSink(file, layer, self._chunks)
+            try:
+                await self._client.download_blob(
+                    layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
+                )
+                await sink.finish()
+                await self._index_blob(layer, blob)
+            finally:
+                blob.unlink(missing_ok=True)
+                index_size = _size_of(self._index_path(layer.digest))
+                await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
+
+    async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
+        """Index a verified blob in a worker thread, and log what it skipped."""
+        async with self._indexing:
+            try:
+                warnings = await trio.to_thread.run_sync(
+                    build_index, blob, self._index_path(layer.digest), str(layer.digest),
+                    self._chunks,
+                )  # fmt: skip
+            except MalformedContent as error:
+                raise MalformedContent(f"{layer}: {error}") from None
+        for warning in warnings[:20]:
+            log.warning("%s: %s", layer, warning)
+        if len(warnings) > 20:
+            log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified."""
@@ -223,7 +223,6 @@ class LayerStore:
         offset = number * meta.chunk_size
         size = min(meta.chunk_size, meta.uncompressed_size - offset)
         gzip_index = index.blob("gzip_index")
-        token = trio.lowlevel.current_trio_token()
         timeout = self._client.config.timeout
         give_up_at = trio.current_time() + timeout  # one deadline for all the Range calls
 
@@ -235,16 +234,14 @@ class LayerStore:
                 )  # fmt: skip
             raise Unavailable(f"{layer}: chunk {number} not fetched again within {timeout:g}s")
 
-        def fetch(start: int, end: int) -> bytes:
-            return trio.from_thread.run(within_deadline, start, end, trio_token=token)
-
-        remote = RemoteFile(fetch, meta.compressed_size)
+        remote = RemoteFile(fetch_in_task(within_deadline), meta.compressed_size)
         try:
             data = await trio.to_thread.run_sync(
                 read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size,
                 limiter=self._refetching,
             )  # fmt: skip
         except DECOMPRESSION_ERRORS as error:
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled fetch, not bad bytes
             if isinstance(remote.error, RegfsError):
                 raise remote.error from None
             raise MalformedContent(f"{layer}: chunk {number}: cannot decompress: {error}") from None
@@ -267,28 +264,64 @@ class LayerStore:
 
 class _VerifyingSink:
     """Writes a blob to its file, hashing and counting on the way; starts over on
-    ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size."""
+    ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size.
 
-    def __init__(self, file: BinaryIO, layer: LayerRef) -> None:
+    Disk writes and hashing run in worker threads, ``FLUSH_SIZE`` bytes at a time, so a
+    slow disk delays this download only, not every request of the mount. What lands in
+    ``tmp/`` is counted against the cache's bound as it lands (``stored``).
+    """
+
+    FLUSH_SIZE = 1 << 20
+
+    def __init__(self, file: BinaryIO, layer: LayerRef, cache: ChunkCache) -> None:
         self._file = file
         self._layer = layer
-        self.restart()
+        self._cache = cache
+        self._hasher = hashlib.new(layer.digest.algorithm)
+        self._received = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self.stored = 0
+        """Bytes in the file now, as counted in the cache's usage."""
 
-    def restart(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
+    async def restart(self) -> None:
+        self._pending, self._pending_size = [], 0
         self._hasher = hashlib.new(self._layer.digest.algorithm)
         self._received = 0
+        if self.stored:
+            await trio.to_thread.run_sync(self._truncate)
 
-    def write(self, data: bytes) -> None:
+    def _truncate(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._cache.note_growth(-self.stored)
+        self.stored = 0
+
+    async def write(self, data: bytes) -> None:
         size = self._layer.descriptor.size
         self._received += len(data)
         if size is not None and self._received > size:  # never fill the disk for a liar
             raise VerificationFailed(f"{self._layer}: layer blob longer than {size} bytes")
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self.FLUSH_SIZE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        await trio.to_thread.run_sync(self._store, data)
+
+    def _store(self, data: bytes) -> None:
         self._file.write(data)
         self._hasher.update(data)
+        self.stored += len(data)
+        self._cache.note_growth(len(data))
 
-    def verify(self) -> None:
+    async def finish(self) -> None:
+        """Write what is pending, then check the whole blob against its digest and size."""
+        await self._flush()
+        await trio.to_thread.run_sync(self._file.flush)
         layer, size = self._layer, self._layer.descriptor.size
         actual = self._hasher.hexdigest()
         if actual != layer.digest.hex or (size is not None and self._received != size):

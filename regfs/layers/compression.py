@@ -9,6 +9,7 @@ bytes, not its media type, which registries do not always get right.
 from __future__ import annotations
 
 import io
+import zlib
 from typing import BinaryIO, Protocol
 
 import indexed_gzip
@@ -70,15 +71,35 @@ class GzipIndexer:
         return bytes(self._file.read(size))
 
     def checkpoints(self) -> list[tuple[int, int]]:
-        return [(int(u), int(c)) for u, c in self._file.seek_points()]
+        """(uncompressed, compressed) offsets where decompression can restart, at least
+        ``GZIP_SPACING`` apart (see ``thin_checkpoints``)."""
+        return thin_checkpoints(
+            [(int(u), int(c)) for u, c in self._file.seek_points()], GZIP_SPACING
+        )
 
     def export(self) -> bytes:
+        """indexed_gzip's index (every seek point with its window), zlib-compressed: a
+        window of a decompression bomb is 32 KiB of zeros, and real ones shrink too."""
         buffer = io.BytesIO()
         self._file.export_index(fileobj=buffer)
-        return buffer.getvalue()
+        return zlib.compress(buffer.getvalue(), 1)
 
     def close(self) -> None:
         self._file.close()
+
+
+def thin_checkpoints(points: list[tuple[int, int]], spacing: int) -> list[tuple[int, int]]:
+    """The first point and then one at least ``spacing`` further each time.
+
+    zlib restarts at every gzip member boundary, so indexed_gzip puts a seek point at each:
+    a layer made of many members (eStargz, ``pigz --independent``) has thousands, and empty
+    members put several at one uncompressed offset.
+    """
+    kept: list[tuple[int, int]] = []
+    for uncompressed, compressed in sorted(points):
+        if not kept or uncompressed >= kept[-1][0] + spacing:
+            kept.append((uncompressed, compressed))
+    return kept
 
 
 def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
@@ -101,7 +122,7 @@ def read_at(
         with indexed_gzip.IndexedGzipFile(
             fileobj=remote, readbuf_size=128 << 10, buffer_size=1 << 20, auto_build=True
         ) as file:
-            file.import_index(fileobj=io.BytesIO(gzip_index))
+            file.import_index(fileobj=io.BytesIO(zlib.decompress(gzip_index)))
             file.seek(offset)
             return read_exactly(file, size)
     if compression == "zstd":

@@ -21,6 +21,8 @@ member must not make the rest of an image unreadable.
 from __future__ import annotations
 
 import enum
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from regfs.domain.errors import MalformedContent
@@ -32,8 +34,9 @@ ROOT_ID = 1
 DEFAULT_DIR_MODE = 0o755
 MAX_NAME = 255
 """Longest name a Linux filesystem (and a FUSE readdir reply) takes."""
-MAX_MEMBERS = 4_000_000
-"""Bounds memory while a layer is indexed (a real image layer has well under a million)."""
+MAX_MEMBERS = 1_000_000
+"""Bounds memory while a layer is indexed: the tree takes about 460 bytes a member, so at
+most ~460 MB per layer being indexed (a real image layer has well under a million)."""
 
 
 class EntryKind(enum.IntEnum):
@@ -281,43 +284,47 @@ class LayerTreeBuilder:
             node = node.children[part]
         return node
 
-    def entries(self) -> list[IndexEntry]:
-        """Every entry, parents before children, the root first with id ``ROOT_ID``."""
-        result: list[IndexEntry] = []
-        first_id: dict[int, int] = {}  # id(_Inode) → id of its first name
-        queue: list[tuple[_Node, int, bytes]] = [(self.root, 0, b"")]
-        for node, parent_id, name in queue:
-            entry_id = len(result) + 1
+    def entries(self) -> Iterator[IndexEntry]:
+        """Every entry, parents before children, the root first with id ``ROOT_ID``.
+
+        Produced one at a time for the index writer: only the tree itself is held, never
+        a second copy of it as rows.
+        """
+        first_id: dict[int, int] = {}  # id(_Inode) → id of its first name, if it has others
+        queue: deque[tuple[_Node, int, bytes]] = deque([(self.root, 0, b"")])
+        entry_id = 0
+        while queue:
+            node, parent_id, name = queue.popleft()
+            entry_id += 1
             inode = node.inode
-            link = first_id.setdefault(id(inode), entry_id)
-            result.append(
-                IndexEntry(
-                    id=entry_id,
-                    parent=parent_id,
-                    name=name,
-                    kind=inode.kind,
-                    mode=inode.mode,
-                    uid=inode.uid,
-                    gid=inode.gid,
-                    size=inode.size,
-                    mtime_ns=inode.mtime_ns,
-                    target=inode.target,
-                    data_offset=inode.data_offset,
-                    link=0 if link == entry_id else link,
-                    nlink=len(inode.names),
-                    rdev_major=inode.rdev[0],
-                    rdev_minor=inode.rdev[1],
-                    opaque=node.opaque,
-                    implicit=node.implicit,
-                    xattrs=inode.xattrs,
-                )
+            link = entry_id
+            if len(inode.names) > 1:
+                link = first_id.setdefault(id(inode), entry_id)
+            yield IndexEntry(
+                id=entry_id,
+                parent=parent_id,
+                name=name,
+                kind=inode.kind,
+                mode=inode.mode,
+                uid=inode.uid,
+                gid=inode.gid,
+                size=inode.size,
+                mtime_ns=inode.mtime_ns,
+                target=inode.target,
+                data_offset=inode.data_offset,
+                link=0 if link == entry_id else link,
+                nlink=len(inode.names),
+                rdev_major=inode.rdev[0],
+                rdev_minor=inode.rdev[1],
+                opaque=node.opaque,
+                implicit=node.implicit,
+                xattrs=inode.xattrs,
             )
             if node.children:
                 queue.extend(
                     (child, entry_id, child_name)
                     for child_name, child in sorted(node.children.items())
                 )
-        return result
 
 
 def _detach(node: _Node) -> None:

@@ -51,9 +51,7 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
                 gzip_index = stream.export()
                 stream.close()
         except DECOMPRESSION_ERRORS as error:
-            raise MalformedContent(
-                f"layer {digest}: cannot decompress ({compression}): {error}"
-            ) from None
+            raise MalformedContent(f"cannot decompress ({compression}): {error}") from None
         compressed_size = raw.seek(0, 2)
     meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
     write_index(

@@ -8,7 +8,23 @@ read ahead so a sequential reader sends one request per ``block_size``, not per 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import trio
+
+
+def fetch_in_task(fetch: Callable[[int, int], Awaitable[bytes]]) -> Callable[[int, int], bytes]:
+    """A blocking ``fetch`` for a worker thread started by ``trio.to_thread.run_sync``.
+
+    Each call runs ``fetch`` in the task that started the thread (not a system task), so
+    that task's cancellation (its deadline, the unmount) reaches the thread at its next
+    fetch, which raises: the thread ends with the read that wanted it.
+    """
+
+    def blocking(start: int, end: int) -> bytes:
+        return trio.from_thread.run(fetch, start, end)
+
+    return blocking
 
 
 class RemoteFile(io.RawIOBase):

@@ -42,14 +42,16 @@ CREATE TABLE chunks (
     sha256 BLOB NOT NULL
 );
 
--- Random-access points: decompression can restart at compressed_offset and produce the
--- stream from uncompressed_offset on (gzip: with the window kept in gzip_index).
+-- Random-access points, at least 2 MiB of output apart: decompression can restart at
+-- compressed_offset and produce the stream from uncompressed_offset on (gzip: with the
+-- window kept in gzip_index, which holds every seek point).
 CREATE TABLE checkpoints (
     uncompressed_offset INTEGER PRIMARY KEY,
     compressed_offset   INTEGER NOT NULL
 );
 
--- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (checkpoints with windows).
+-- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (every seek point with its
+-- 32 KiB window), zlib-compressed.
 CREATE TABLE blobs (
     name TEXT PRIMARY KEY,
     data BLOB NOT NULL

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import cachetools
+import trio
 
+from regfs.cache.memory import keep, listings_lru
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-LISTED_ENTRIES_KEPT = 1 << 16
-"""Entries of recent listings kept per index: sized in entries, not directories, since a
-cyclic walk (`find`) over more directories than an LRU holds would never hit."""
+SCHEMA_VERSION = 2
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
@@ -138,17 +137,24 @@ def write_index(
 class LayerIndex:
     """Read access to one published index; cheap queries, safe to share across tasks."""
 
-    def __init__(self, connection: sqlite3.Connection, meta: IndexMeta) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        meta: IndexMeta,
+        listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]],
+    ) -> None:
+        """``listings`` keeps recent listings (of every index of the mount): an index never
+        changes, and `find` and `ls -R` re-read every directory each time."""
         self._db = connection
         self.meta = meta
-        # An index never changes: recent listings are kept, as `find` and `ls -R` re-read
-        # every directory each time (pyfuse3 offers no kernel readdir cache).
-        self._listings: cachetools.LRUCache[int, list[IndexEntry]] = cachetools.LRUCache(
-            LISTED_ENTRIES_KEPT, getsizeof=lambda listing: len(listing) + 1
-        )
+        self._listings = listings
 
     @classmethod
-    def open(cls, path: Path) -> LayerIndex | None:
+    def open(
+        cls,
+        path: Path,
+        listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]] | None = None,
+    ) -> LayerIndex | None:
         """The index at ``path``, or None if absent, unreadable or of another schema."""
         if not path.exists():
             return None
@@ -172,7 +178,7 @@ class LayerIndex:
             log.warning("%s: layer index unreadable (%s): built again", path.name, error)
             connection.close()
             return None
-        return cls(connection, meta)
+        return cls(connection, meta, listings if listings is not None else listings_lru())
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -195,13 +201,20 @@ class LayerIndex:
         ).fetchone()
         return _entry(row) if row else None
 
-    def children(self, parent: int) -> list[IndexEntry]:
-        listing = self._listings.get(parent)
+    async def children(self, parent: int) -> list[IndexEntry]:
+        """A directory's entries by name. A listing not kept in memory is read in a worker
+        thread: a directory of 100 000 names must not hold up every other request (point
+        queries, by id or (parent, name), are index lookups and stay on the loop)."""
+        key = (self.meta.digest, parent)
+        listing = self._listings.get(key)
         if listing is None:
-            query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
-            listing = [_entry(row) for row in self._db.execute(query, (parent,))]
-            self._listings[parent] = listing
+            listing = await trio.to_thread.run_sync(self._read_children, parent)
+            keep(self._listings, key, listing)
         return listing
+
+    def _read_children(self, parent: int) -> list[IndexEntry]:
+        query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
+        return [_entry(row) for row in self._db.execute(query, (parent,))]
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -306,8 +306,7 @@ class RegistryClient:
         host: str,
         repository: str,
         digest: Digest,
-        sink: Callable[[bytes], None],
-        restart: Callable[[], None],
+        sink: BlobSink,
         *,
         urls: tuple[str, ...] = (),
     ) -> None:
@@ -315,18 +314,18 @@ class RegistryClient:
 
         Retries and the deadline cover getting an answer; the body may take as long as it
         needs, but each read must make progress within ``timeout``. When a place fails
-        midway, ``restart`` is called and the next one sends the blob from its start.
+        midway, the sink is restarted and the next one sends the blob from its start.
         """
 
         async def fetch(url: str, what: str) -> None:
-            restart()
+            await sink.restart()
             with self._session.deadline(what):
                 response = await self._session.open("GET", url, {})
             progress = _Progress(self.config.timeout, what)
 
-            def consume(data: bytes) -> bool:
+            async def consume(data: bytes) -> bool:
                 progress.add(len(data))
-                sink(data)
+                await sink.write(data)
                 return True
 
             await consume_raw(response, f"GET {url}", consume)
@@ -360,6 +359,15 @@ class RegistryClient:
             except RegfsError as error:
                 log.info("%s/%s@%s: %s; trying the next URL", host, repository, digest, error)
         return await fetch(foreign[-1], f"{host}/{repository}@{digest} from {foreign[-1]}")
+
+
+class BlobSink(Protocol):
+    """Where ``download_blob`` puts a blob's bytes, in order, as they arrive."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def restart(self) -> None:
+        """Forget what was written: the next place sends the blob from its start."""
 
 
 class _Progress:
@@ -403,7 +411,7 @@ async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, w
     wanted = bytearray()
     position = 0
 
-    def consume(data: bytes) -> bool:
+    async def consume(data: bytes) -> bool:
         nonlocal position
         chunk_start, position = position, position + len(data)
         if position > start:

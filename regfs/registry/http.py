@@ -226,7 +226,7 @@ async def read_limited(
 
 
 async def consume_raw(
-    response: httpx.Response, what: str, consume: Callable[[bytes], bool]
+    response: httpx.Response, what: str, consume: Callable[[bytes], Awaitable[bool]]
 ) -> None:
     """Feed the body's bytes, as sent, to ``consume`` until it returns False or the body
     ends; transport failures become domain errors. The response is closed after."""
@@ -236,7 +236,7 @@ async def consume_raw(
         async with contextlib.aclosing(chunks) as stream:
             async for chunk in stream:
                 received += len(chunk)
-                if not consume(chunk):
+                if not await consume(chunk):
                     break
     except HTTPX_ERRORS as error:
         raise error_for_exception(error, f"{what} after {received} bytes") from None

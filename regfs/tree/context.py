@@ -5,11 +5,16 @@ Tree layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 
+import cachetools
+
+from regfs.cache.memory import listings_lru
 from regfs.domain.platform import Platform
 from regfs.layers.blobs import LayerStore
 from regfs.tree.metadata import RegistryMetadata
+from regfs.tree.node import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +27,7 @@ class TreeContext:
     """The mtime of entries that have none of their own."""
     aliases: frozenset[str] = frozenset()
     """Names from regfs's config file that stand for a registry below a path prefix."""
+    merged_listings: cachetools.LRUCache[
+        tuple[Hashable, tuple[bytes, ...]], list[tuple[str, Node]]
+    ] = field(default_factory=listings_lru)
+    """Merged ``rootfs/`` listings by (image, path), of every image of the mount."""

@@ -46,7 +46,7 @@ class LayerDir(EntryNode, Directory):
     async def entries(self) -> Sequence[tuple[str, Node]]:
         return [
             (os.fsdecode(child.name), layer_node(self.source, child))
-            for child in self.source.index.children(self.entry.id)
+            for child in await self.source.index.children(self.entry.id)
         ]
 
     async def lookup(self, name: str) -> Node:

@@ -8,13 +8,14 @@ Concurrent requests for one key share a single registry call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import cachetools
 
 from regfs.cache.flight import SingleFlight
+from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import (
     AccessDenied,
@@ -92,7 +93,7 @@ class RegistryMetadata:
         self._known_repositories: dict[str, set[str]] = {}
 
     async def _cached(
-        self, cache: MutableMapping[K, T], key: K, compute: Callable[[], Awaitable[T]]
+        self, cache: cachetools.Cache[K, T], key: K, compute: Callable[[], Awaitable[T]]
     ) -> T:
         try:
             return cache[key]
@@ -101,7 +102,7 @@ class RegistryMetadata:
 
         async def compute_and_store() -> object:
             value = await compute()
-            cache[key] = value
+            keep(cache, key, value)
             return value
 
         return await self._flight.run((id(cache), key), compute_and_store)  # type: ignore[return-value]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 
-import cachetools
 import trio
 
+from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry, NotFound, RegfsError
 from regfs.layers.blobs import LayerRef
@@ -29,9 +29,6 @@ from regfs.tree.entry_nodes import (
     entry_xattrs,
 )
 from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
-
-LISTED_ENTRIES_KEPT = 1 << 16
-"""Entries of merged listings kept per image (sized in entries: see layers/store.py)."""
 
 
 class MergedImage:
@@ -50,10 +47,6 @@ class MergedImage:
         self.layers = tuple(layers)
         self.key = (host, repository, image)
         """Identifies this image's merged tree among all mounted ones."""
-        self.listings: cachetools.LRUCache[tuple[bytes, ...], list[tuple[str, Node]]] = (
-            cachetools.LRUCache(LISTED_ENTRIES_KEPT, getsizeof=lambda listing: len(listing) + 1)
-        )
-        """Merged listings by path: immutable, and re-read by every `find` or `ls -R`."""
         self._indexes: list[LayerIndex] | None = None
 
     async def indexes(self) -> list[LayerIndex]:
@@ -182,17 +175,19 @@ class RootfsDir(Directory):
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
-        listing = self.image.listings.get(self.path)
+        listings = self.image.context.merged_listings
+        key = (self.image.key, self.path)
+        listing = listings.get(key)
         if listing is None:
             listing = await self._merge_listing()
-            self.image.listings[self.path] = listing
+            keep(listings, key, listing)
         return listing
 
     async def _merge_listing(self) -> list[tuple[str, Node]]:
         resolved = await self._resolved()
         indexes = await self.image.indexes()
         listings = [
-            (position, {child.name: child for child in indexes[position].children(entry.id)})
+            (position, {child.name: child for child in await indexes[position].children(entry.id)})
             for position, entry in resolved.directories
         ]
         names = sorted({name for _, children in listings for name in children})

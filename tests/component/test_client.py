@@ -15,7 +15,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.http import MAX_ATTEMPTS
-from tests.support.fake_transport import Handler, StreamingTransport, unread
+from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread
 
 HOST = "127.0.0.1:5000"
 
@@ -246,9 +246,9 @@ async def test_blobs_and_manifests_are_read_as_sent(autojump_clock: trio.abc.Clo
     digest = Digest.of(layer)
     assert await client.get_blob(HOST, "a", digest, len(layer)) == layer
     assert await client.get_blob_range(HOST, "a", digest, 3, 40) == layer[3:40]
-    received = bytearray()
-    await client.download_blob(HOST, "a", digest, received.extend, received.clear)
-    assert bytes(received) == layer
+    sink = CollectingSink()
+    await client.download_blob(HOST, "a", digest, sink)
+    assert bytes(sink.received) == layer
     assert (await client.get_manifest(HOST, "a", "1")).raw == layer
     assert {request.headers["Accept-Encoding"] for request in seen} == {"identity"}
 
@@ -272,7 +272,7 @@ def calls(client: RegistryClient) -> dict[str, Callable[[], Awaitable[object]]]:
         "get_manifest": lambda: client.get_manifest(HOST, "a", "1"),
         "get_blob": lambda: client.get_blob(HOST, "a", digest, 10),
         "get_blob_range": lambda: client.get_blob_range(HOST, "a", digest, 0, 1),
-        "download_blob": lambda: client.download_blob(HOST, "a", digest, len, lambda: None),
+        "download_blob": lambda: client.download_blob(HOST, "a", digest, CollectingSink()),
     }
 
 
@@ -357,6 +357,6 @@ async def test_a_blob_that_trickles_fails_within_a_bounded_time(
     start = trio.current_time()
     with pytest.raises(Unavailable, match="too slow"):
         await client_for(handler, timeout=5).download_blob(
-            HOST, "a", Digest.of(b""), len, lambda: None
+            HOST, "a", Digest.of(b""), CollectingSink()
         )
     assert trio.current_time() - start == pytest.approx(5, abs=1.01)

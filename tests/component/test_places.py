@@ -11,7 +11,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, ProtocolError
 from regfs.registry.client import MIRROR_REST, ClientConfig, RegistryClient
 from regfs.registry.registries_conf import merge, parse_registries_conf
-from tests.support.fake_transport import Handler, StreamingTransport
+from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport
 
 BLOB = bytes(range(256)) * 64
 DIGEST = Digest.of(BLOB)
@@ -85,11 +85,9 @@ async def test_a_download_that_breaks_on_the_mirror_starts_over_at_the_registry(
             return httpx.Response(200, stream=Broken())
         return httpx.Response(200, content=BLOB)
 
-    received = bytearray()
-    await client_for(handler).download_blob(
-        "fleet.example", "a", DIGEST, received.extend, received.clear
-    )
-    assert bytes(received) == BLOB
+    sink = CollectingSink()
+    await client_for(handler).download_blob("fleet.example", "a", DIGEST, sink)
+    assert bytes(sink.received) == BLOB
 
 
 async def test_a_blocked_reference_is_refused_without_a_request(

@@ -39,3 +39,16 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         return httpx.Response(  # stream=: the handler's own stream, unread
             answer.status_code, headers=answer.headers, stream=answer.stream, request=request
         )
+
+
+class CollectingSink:
+    """A ``BlobSink`` keeping the blob in memory, for the client's download tests."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        self.received += data
+
+    async def restart(self) -> None:
+        self.received.clear()

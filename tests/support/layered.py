@@ -14,13 +14,13 @@ Layer 3 (GNU tar): GNU long names and long link targets.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
+from tests.support.crafted import tar_of
 from tests.support.images import run
 
 BIG_FILE_SIZE = 8 << 20
@@ -111,16 +111,8 @@ def _member(
     return info, data
 
 
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], tar_format: int) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as archive:
-        for info, data in members:
-            archive.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
 def pax_layer() -> bytes:
-    return _tar(
+    return tar_of(
         [
             _member("regfs-test/opaque/"),
             _member("regfs-test/opaque/.wh..wh..opq", b""),
@@ -137,7 +129,7 @@ def pax_layer() -> bytes:
 
 def gnu_layer() -> bytes:
     long_dir = "regfs-test/gnu-" + "g" * 150
-    return _tar(
+    return tar_of(
         [
             _member(long_dir + "/"),
             _member(long_dir + "/file-" + "f" * 120, b"GNU long name\n"),

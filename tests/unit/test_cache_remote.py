@@ -5,19 +5,28 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import os
 import subprocess
+import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import trio
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
-from regfs.layers.compression import GzipIndexer, read_at, read_exactly
-from regfs.layers.remote import RemoteFile
+from regfs.layers.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
+from regfs.layers.entries import ROOT_ID
+from regfs.layers.indexer import build_index
+from regfs.layers.remote import RemoteFile, fetch_in_task
 from regfs.layers.store import LayerIndex
+from tests.support.crafted import member, multi_member_gzip, tar_of, zeros_layer
 
 
 def put(cache: ChunkCache, data: bytes) -> bytes:
@@ -174,3 +183,55 @@ def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
     cache._path(hashlib.sha256(b"z").digest()).parent.write_bytes(b"not a directory")
     put(cache, b"z")  # logs a warning, raises nothing
     assert cache.get(hashlib.sha256(b"z").digest()) is None
+
+
+def test_a_multi_member_gzip_layer_is_indexed_and_read_at_random(tmp_path: Path) -> None:
+    tar = tar_of([member(f"f{n}", os.urandom(3000)) for n in range(2000)], tarfile.PAX_FORMAT)
+    (tmp_path / "blob").write_bytes(multi_member_gzip(tar, 4096))
+    build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 30))
+    index = LayerIndex.open(tmp_path / "index")
+    assert index is not None and index.meta.uncompressed_size == len(tar)
+    assert [entry.name for entry in trio.run(index.children, ROOT_ID)][:2] == [b"f0", b"f1"]
+    blob = (tmp_path / "blob").read_bytes()
+    for offset in (0, 4095, 4096, 1_000_003, len(tar) - 700):
+        remote = RemoteFile(counting_fetch(blob, []), len(blob))
+        got = read_at(remote, "gzip", index.blob("gzip_index"), offset, 5000)  # type: ignore[arg-type]
+        assert got == tar[offset : offset + 5000], offset
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9))), st.integers(1, 10**8))
+def test_thinned_checkpoints_are_spaced_and_unique(
+    points: list[tuple[int, int]], spacing: int
+) -> None:
+    kept = thin_checkpoints(points, spacing)
+    assert set(kept) <= set(points)
+    assert all(b[0] - a[0] >= spacing for a, b in itertools.pairwise(kept))
+    assert kept[:1] == sorted(points)[:1]
+
+
+def test_the_index_of_a_decompression_bomb_is_small(tmp_path: Path) -> None:
+    """256 MiB of zeros in 256 KiB of gzip: its windows compress away with it."""
+    (tmp_path / "blob").write_bytes(zeros_layer(256 << 20))
+    build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 30))
+    assert (tmp_path / "index").stat().st_size < 256 << 10
+
+
+def test_a_cancelled_read_stops_its_thread_at_the_next_fetch() -> None:
+    """The re-fetch thread's requests run in the reading task: cancelling the read (its
+    deadline, the unmount) ends the thread instead of leaving it waiting forever."""
+    outcome: list[bool] = []
+
+    async def stalled(start: int, end: int) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def main() -> None:
+        remote = RemoteFile(fetch_in_task(stalled), 100)
+        with trio.move_on_after(0.2) as scope:
+            await trio.to_thread.run_sync(remote.read, 10)
+        outcome.append(scope.cancelled_caught)
+
+    runner = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    runner.start()
+    runner.join(timeout=10)
+    assert outcome == [True]

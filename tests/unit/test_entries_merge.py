@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regfs.domain.errors import MalformedContent
+from regfs.layers import entries as entries_module
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry, LayerTreeBuilder, normalize_path
 from regfs.layers.merge import resolve
 from regfs.layers.tar import TarMember
@@ -21,7 +24,7 @@ def build(*members: TarMember) -> tuple[dict[str, IndexEntry], list[str]]:
     builder = LayerTreeBuilder()
     for item in members:
         builder.add(item)
-    entries = builder.entries()
+    entries = list(builder.entries())
     by_id = {entry.id: entry for entry in entries}
 
     def path(entry: IndexEntry) -> str:
@@ -151,7 +154,7 @@ def test_any_member_list_gives_a_consistent_tree(members: list[TarMember]) -> No
     builder = LayerTreeBuilder()
     for item in members:
         builder.add(item)
-    entries = builder.entries()
+    entries = list(builder.entries())
     by_id = {entry.id: entry for entry in entries}
     assert entries[0].id == ROOT_ID and entries[0].kind is EntryKind.DIRECTORY
     names = set()
@@ -173,3 +176,14 @@ def test_deep_trees_and_long_names() -> None:
     tree, warnings = build(member(deep + "/f"), member("d"), member("n" * 256))
     assert tree["d"].kind is EntryKind.FILE  # replacing the deep tree detaches it iteratively
     assert len(warnings) == 1 and "longer than 255" in warnings[0]
+
+
+def test_a_layer_of_more_members_than_the_bound_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(entries_module, "MAX_MEMBERS", 100)
+    builder = LayerTreeBuilder()
+    for n in range(100):
+        builder.add(member(f"f{n}"))
+    with pytest.raises(MalformedContent, match="more than 100 members"):
+        builder.add(member("one-too-many"))

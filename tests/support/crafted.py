@@ -1,0 +1,113 @@
+"""Images made of hand-built layer bytes, pushed with the registry's own upload API.
+
+umoci and skopeo refuse or repair what a hostile image carries (names that climb out,
+members that lie about their size); the distribution API stores any bytes, which is what
+a hostile registry user can do too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import zlib
+from collections.abc import Iterable
+
+from tests.support.images import registry_request
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def tar_of(members: Iterable[tuple[tarfile.TarInfo, bytes | None]], tar_format: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def member(
+    name: str, data: bytes | None = b"", **fields: object
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A tar member: a file of ``data``, or (``data=None``) whatever ``type`` says."""
+    info = tarfile.TarInfo(name)
+    info.mtime, info.mode = 1_700_000_000, 0o644
+    if data is not None:
+        info.size = len(data)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def gzipped(tar: bytes) -> bytes:
+    return gzip.compress(tar, compresslevel=1, mtime=0)
+
+
+def multi_member_gzip(data: bytes, member_size: int) -> bytes:
+    """gzip as eStargz and ``pigz --independent`` write it: one member per piece, each
+    followed by an empty member (several seek points at one uncompressed offset)."""
+    return b"".join(
+        gzip.compress(data[i : i + member_size], mtime=0) + gzip.compress(b"", mtime=0)
+        for i in range(0, len(data), member_size)
+    )
+
+
+def zeros_layer(size: int) -> bytes:
+    """A gzip layer holding one file of ``size`` zero bytes: a decompression bomb."""
+    header = tarfile.TarInfo("zeros")
+    header.size, header.mtime, header.mode = size, 1_700_000_000, 0o644
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [compressor.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
+    piece = bytes(1 << 20)
+    for _ in range(size // len(piece)):
+        parts.append(compressor.compress(piece))
+    parts.append(compressor.compress(bytes(size % len(piece) + (-size) % 512 + 1024)))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def _upload(registry_url: str, repository: str, data: bytes) -> dict[str, object]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    _, headers, _ = registry_request(
+        f"{registry_url}/v2/{repository}/blobs/uploads/", method="POST", data=b""
+    )
+    location = headers["Location"]
+    if location.startswith("/"):
+        location = registry_url + location
+    separator = "&" if "?" in location else "?"
+    registry_request(
+        f"{location}{separator}digest={digest}",
+        method="PUT",
+        data=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    return {"digest": digest, "size": len(data)}
+
+
+def push_layers(registry_url: str, reference: str, layers: list[bytes]) -> None:
+    """Push an image of ``layers`` (gzip blobs, bottom first) as ``repository:tag``."""
+    repository, tag = reference.rsplit(":", 1)
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **_upload(registry_url, repository, config),
+        },
+        "layers": [
+            {"mediaType": GZIP_LAYER, **_upload(registry_url, repository, layer)}
+            for layer in layers
+        ],
+    }
+    registry_request(
+        f"{registry_url}/v2/{repository}/manifests/{tag}",
+        method="PUT",
+        data=json.dumps(manifest).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
