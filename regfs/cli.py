@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from regfs import __version__, daemon
+from regfs import __version__, allocator, daemon
 from regfs.domain.errors import MalformedContent
 from regfs.domain.platform import Platform, host_platform
 from regfs.fuse.operations import Operations
@@ -228,6 +228,7 @@ def serve(
     args: argparse.Namespace, config: ClientConfig, mountpoint: str, ready: Callable[[], None]
 ) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
+    allocator.limit_retention()  # before any worker thread exists
     auth_file = args.auth_file.absolute() if args.auth_file else None
     credentials = DockerCredentials(
         auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout

@@ -360,3 +360,50 @@ def test_an_image_of_thousands_of_missing_layers_fails_fast(mnt: Mount, fake: Fa
     took = expect_errno(errno.ENOENT, lambda: os.listdir(rootfs))
     blob_requests = [path for _, path in fake.requests if "/blobs/" in path]
     assert took < TIMEOUT and len(blob_requests) <= 8, (took, len(blob_requests))
+
+
+def layer_manifest(layers: object, config: bytes = CONFIG) -> bytes:
+    document = json.loads(oci_manifest(config))
+    document["layers"] = layers
+    return json.dumps(document).encode()
+
+
+LAYER_BLOB = gzip.compress(b"\0" * 1024)
+GOOD_LAYER = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+              "digest": digest_of(LAYER_BLOB), "size": len(LAYER_BLOB)}  # fmt: skip
+HOSTILE_MANIFESTS = {
+    "twenty-megabytes": (
+        layer_manifest([{**GOOD_LAYER, "annotations": {"x": "y" * (20 << 20)}}]),
+        "image",
+        r"more than 4194304",
+    ),
+    "negative-size": (layer_manifest([{**GOOD_LAYER, "size": -1}]), "image", "negative size"),
+    "size-as-text": (layer_manifest([{**GOOD_LAYER, "size": "12"}]), "image", "size"),
+    "layers-as-text": (layer_manifest("sha256:abc"), "image", "layers"),
+    "huge-size": (layer_manifest([{**GOOD_LAYER, "size": 1 << 62}]), "layer", "hashes to|bytes"),
+    "wrong-layer-digest": (
+        layer_manifest([{**GOOD_LAYER, "digest": digest_of(b"other")}]),
+        "layer",
+        "hashes to",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_MANIFESTS))
+def test_hostile_manifests_are_eio_with_a_log_line(
+    mnt: Mount, fake: FakeRegistry, case: str
+) -> None:
+    """A registry serving manifests of tens of MB, wrong types, impossible sizes, or layers
+    that are not what they say: EIO within the timeout, one log line, nothing served."""
+    body, failing, message = HOSTILE_MANIFESTS[case]
+    repository = f"hostile/{case}"
+    image = mnt / fake.host / repository / digest_of(body).replace(":", "-")
+    mnt.allow_log(rf"{repository}[/@].*({message})")
+    fake.routes[f"/v2/{repository}/manifests/{digest_of(body)}"] = Reply(200, body)
+    fake.routes[f"/v2/{repository}/blobs/{digest_of(CONFIG)}"] = Reply(200, CONFIG)
+    for digest in (GOOD_LAYER["digest"], digest_of(b"other")):
+        fake.routes[f"/v2/{repository}/blobs/{digest}"] = Reply(200, LAYER_BLOB)
+    path = image if failing == "image" else image / "0"
+    took = expect_errno(errno.EIO, lambda: os.listdir(path))
+    assert took < TIMEOUT + 2, took
+    assert re.search(message, mnt.log())

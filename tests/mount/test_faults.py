@@ -78,6 +78,29 @@ def test_a_stall_is_a_clean_errno_in_time_and_recovery_works(
     assert took < TIMEOUT + 2, took
 
 
+@pytest.mark.parametrize("damage", ["corrupt", "truncate", "trickle"])
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_a_damaged_answer_is_never_served_and_recovery_works(
+    faulty: tuple[CountingProxy, Mount], where: str, damage: str
+) -> None:
+    """One answer corrupted, cut short or trickled: the read gets the right bytes (after a
+    retry) or EIO within the timeout, never other bytes; the next read works."""
+    proxy, mount = faulty
+    os.listdir(mount / proxy.host / "library")  # the catalog (61 pages), before the clock
+    proxy.faults = [(WHERE[where], damage)]
+    mount.allow_log(rf"{proxy.host}.*({WHERE[where]}|library/debian)")
+    expected = Path("/etc/os-release").read_bytes()
+    start = time.monotonic()
+    try:
+        assert read_image(mount, proxy) == expected
+    except OSError as error:
+        assert error.errno == errno.EIO
+    took = time.monotonic() - start
+    assert proxy.faults == []
+    assert took < TIMEOUT + 2, took
+    assert read_image(mount, proxy) == expected
+
+
 def test_a_registry_killed_and_restarted(tmp_path: Path, layout: Path) -> None:
     """While the registry is down, reads are a clean EIO in time; once it is back, the
     same paths work, in the same mount."""

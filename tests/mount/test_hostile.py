@@ -38,7 +38,7 @@ ESCAPE = f"/tmp/regfs-escape-{secrets.token_hex(4)}"
 WIDE = 100_000
 BOMB = 2 << 30
 BOMB_CACHE = 64 << 20
-RSS_BOUND = 300 << 20
+RSS_BOUND = 256 << 20
 """What docs/reliability.md states for a mount's daemon, whatever the image."""
 
 

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import subprocess
 import tarfile
 import threading
@@ -310,3 +311,66 @@ def test_a_killed_daemon_leaves_a_usable_cache(
         assert list((cache / "tmp").iterdir()) == []  # the killed daemon's blob is gone
     finally:
         second.close()
+
+
+READERS = 16
+RSS_BOUND = 256 << 20
+"""The daemon's resident memory that docs/reliability.md states for a mount."""
+
+
+def daemon_rss(mount: Mount) -> int:
+    status = Path(f"/proc/{mount.pid()}/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+        << 10
+    )
+
+
+def test_sixteen_concurrent_readers_get_the_right_bytes_from_one_download_each(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    """16 threads read random ranges of random files of every layer, with a cache smaller
+    than the image so chunks are evicted and fetched again meanwhile: every byte is right,
+    each layer blob is downloaded whole once, and the daemon stays within its memory."""
+    oracle = layered.oracle_rootfs
+    files = [p.relative_to(oracle) for p in oracle.rglob("*") if p.is_file() and not p.is_symlink()]
+    files += [Path("regfs-test/big.bin")] * len(files)  # the big file: re-fetches
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache"), "--cache-size", "64M")
+    rootfs = image_via(mount, fresh) / "rootfs"
+    failures: list[str] = []
+    reads = [0] * READERS
+    peak_rss = 0
+    stop_at = time.monotonic() + 15
+
+    def reader(number: int) -> None:
+        chooser = random.Random(number)
+        while time.monotonic() < stop_at and not failures:
+            name = chooser.choice(files)
+            expected = (oracle / name).read_bytes()
+            offset = chooser.randrange(max(1, len(expected)))
+            size = chooser.choice((4096, 65536, 1 << 20))
+            try:
+                with open(rootfs / name, "rb") as file:
+                    got = os.pread(file.fileno(), size, offset)
+            except OSError as error:
+                failures.append(f"{name}@{offset}: {error}")
+                return
+            if got != expected[offset : offset + size]:
+                failures.append(f"{name}@{offset}+{size}: wrong bytes")
+            reads[number] += 1
+
+    try:
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(READERS)]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            peak_rss = max(peak_rss, daemon_rss(mount))
+            time.sleep(0.2)
+        assert failures == []
+        assert sum(reads) > 1000, reads
+        digests = layer_digests(layered)
+        whole = {path.rsplit("/", 1)[1]: n for path, n in fresh.whole_blob_gets.items()}
+        assert set(whole) <= set(digests) and max(whole.values()) == 1, whole
+        assert peak_rss < RSS_BOUND, f"peak RSS {peak_rss >> 20} MiB"
+    finally:
+        mount.close()

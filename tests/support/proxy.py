@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler
 from tests.support.net import LoopbackServer
 
 FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
+DAMAGE = ("corrupt", "truncate", "trickle")
+TRICKLE_INTERVAL = 0.5
 
 
 class CountingProxy:
@@ -25,6 +27,8 @@ class CountingProxy:
         self.upstream_port = upstream_port
         self.bytes_by_path: Counter[str] = Counter()
         self.requests_by_path: Counter[str] = Counter()
+        self.whole_blob_gets: Counter[str] = Counter()
+        """Blob GETs without a Range, by path: how often each blob was downloaded whole."""
         self.corrupt = False
         self.truncate = False
         self.blob_encoding: str | None = None
@@ -35,7 +39,9 @@ class CountingProxy:
         self.faults: list[tuple[str, str]] = []
         """(path substring, fault) pairs, each used up by the next request it matches:
         ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
-        (no answer for ``stall_seconds``, then closed)."""
+        (no answer for ``stall_seconds``, then closed), and damage to the registry's
+        answer: ``corrupt`` (its last byte flipped), ``truncate`` (half of it, then
+        closed), ``trickle`` (a byte every ``TRICKLE_INTERVAL`` seconds)."""
         self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
         self.path_prefix = ""
@@ -61,6 +67,14 @@ class CountingProxy:
         with self._lock:
             self.bytes_by_path.clear()
             self.requests_by_path.clear()
+            self.whole_blob_gets.clear()
+
+    def _count(self, path: str, size: int, whole_blob: bool) -> None:
+        with self._lock:
+            self.bytes_by_path[path] += size
+            self.requests_by_path[path] += 1
+            if whole_blob:
+                self.whole_blob_gets[path] += 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -71,37 +85,47 @@ class CountingProxy:
             def _forward(self) -> None:
                 if proxy.range_delay and "Range" in self.headers:
                     time.sleep(proxy.range_delay)
-                if self._inject_fault():
+                fault = self._take_fault()
+                if fault is not None and fault not in DAMAGE:
+                    self._fail(fault)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
-                    self._relay(upstream)
+                    self._relay(upstream, fault)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client went away (a killed daemon)
                 finally:
                     upstream.close()
 
-            def _inject_fault(self) -> bool:
+            def _take_fault(self) -> str | None:
                 with proxy._lock:
                     found = next((f for f in proxy.faults if f[0] in self.path), None)
                     if found is not None:
                         proxy.faults.remove(found)
-                if found is None:
-                    return False
-                fault = found[1]
+                return found[1] if found else None
+
+            def _fail(self, fault: str) -> None:
                 if fault in ("reset", "stall"):
                     if fault == "stall":
                         time.sleep(proxy.stall_seconds)
                     self.close_connection = True
-                    return True
+                    return
                 self.send_response(int(fault))
                 if fault == "429":
                     self.send_header("Retry-After", "1")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                return True
 
-            def _relay(self, upstream: http.client.HTTPConnection) -> None:
+            def _send_body(self, body: bytes, damage: str | None) -> None:
+                if damage == "trickle":
+                    for position in range(len(body)):
+                        self.wfile.write(body[position : position + 1])
+                        self.wfile.flush()
+                        time.sleep(TRICKLE_INTERVAL)
+                else:
+                    self.wfile.write(body)
+
+            def _relay(self, upstream: http.client.HTTPConnection, damage: str | None) -> None:
                 headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}
                 if "Authorization" in headers:
                     proxy.authorization_seen.append(self.path)
@@ -126,14 +150,14 @@ class CountingProxy:
                 body = response.read()
                 path = self.path.split("?")[0]
                 is_blob = "/blobs/" in path and self.command == "GET"
-                if is_blob and proxy.corrupt and body:
+                damage = damage or ("corrupt" if is_blob and proxy.corrupt else None)
+                damage = damage or ("truncate" if is_blob and proxy.truncate else None)
+                if damage == "corrupt" and body:
                     body = body[:-1] + bytes([body[-1] ^ 0xFF])
                 length = len(body)
-                if is_blob and proxy.truncate:
+                if damage == "truncate":
                     body = body[: len(body) // 2]
-                with proxy._lock:
-                    proxy.bytes_by_path[path] += len(body)
-                    proxy.requests_by_path[path] += 1
+                proxy._count(path, len(body), whole_blob=is_blob and "Range" not in headers)
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection"):
@@ -141,12 +165,12 @@ class CountingProxy:
                 if "/blobs/" in path and proxy.blob_encoding:
                     self.send_header("Content-Encoding", proxy.blob_encoding)
                 self.send_header("Content-Length", str(length))
-                if is_blob and proxy.truncate:
+                if damage == "truncate":
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(body)
+                    self._send_body(body, damage)
 
             def do_GET(self) -> None:
                 self._forward()
