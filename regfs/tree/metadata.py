@@ -7,12 +7,15 @@ Concurrent requests for one key share a single registry call.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import cachetools
+import trio
 
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 MAX_CONFIG_BYTES = 8 << 20
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+
+TAGS_AHEAD = 16
+"""Tags after the one asked for that are resolved with it (see ``tag_digest``)."""
+TAG_REQUESTS_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ class RegistryMetadata:
             limits.config_cache_bytes, getsizeof=len
         )
         self._flight: SingleFlight[object] = SingleFlight()
+        self._tag_requests = trio.CapacityLimiter(TAG_REQUESTS_AT_ONCE)
         self.known_hosts: dict[str, None] = {}
         """Hosts that answered at least once, in order; the root dir lists them."""
         self._known_repositories: dict[str, set[str]] = {}
@@ -139,12 +147,48 @@ class RegistryMetadata:
         return await self._cached(self._tags, (host, repository), fetch)
 
     async def tag_digest(self, host: str, repository: str, tag: str) -> Digest:
+        """The digest ``tag`` points at; when it must be asked, the tags after it in the
+        listing are asked too, a few at a time (``ls -l`` reads the links one by one, and
+        one request after the other costs a round trip each)."""
+        key = (host, repository, tag)
+        if key in self._tag_digests:
+            return self._tag_digests[key]
+        failure: RegfsError | None = None
+        async with trio.open_nursery() as nursery:  # errors stay out of it: no groups
+            nursery.start_soon(self._resolve_tags_after, host, repository, tag)
+            try:
+                digest = await self._resolve_tag(host, repository, tag)
+            except RegfsError as error:
+                failure = error
+                nursery.cancel_scope.cancel()  # a failing registry is not asked for more
+        if failure is not None:
+            raise failure
+        return digest
+
+    async def _resolve_tag(self, host: str, repository: str, tag: str) -> Digest:
         async def fetch() -> Digest:
-            digest = await self._client.resolve_tag(host, repository, tag)
+            async with self._tag_requests:
+                digest = await self._client.resolve_tag(host, repository, tag)
             self._note(host, repository)
             return digest
 
         return await self._cached(self._tag_digests, (host, repository, tag), fetch)
+
+    async def _resolve_tags_after(self, host: str, repository: str, tag: str) -> None:
+        """Resolve the next ``TAGS_AHEAD`` tags of a listing still cached, if unknown; their
+        failures are their own readers' to report."""
+        listed = sorted(self._tags.get((host, repository), ()))
+        start = bisect.bisect_right(listed, tag)
+        ahead = [t for t in listed[start : start + TAGS_AHEAD]
+                 if (host, repository, t) not in self._tag_digests]  # fmt: skip
+
+        async def quietly(other: str) -> None:
+            with contextlib.suppress(RegfsError):
+                await self._resolve_tag(host, repository, other)
+
+        async with trio.open_nursery() as nursery:
+            for other in ahead:
+                nursery.start_soon(quietly, other)
 
     async def image(self, host: str, repository: str, digest: Digest) -> Image:
         """The manifest named by ``digest``, verified against it and parsed."""

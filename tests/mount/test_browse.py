@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from tests.mount.conftest import BULK_REPOSITORIES, MANY_TAGS, Pushed
 from tests.support import images
 from tests.support.mount import Mount
+from tests.support.proxy import CountingProxy
 
 pytestmark = pytest.mark.mount
 
@@ -139,3 +142,25 @@ def test_digest_dirs_are_reachable_without_a_tag(mnt: Mount, pushed: Pushed) -> 
     image = mnt / pushed.registry.host / "multi/app" / digest.replace(":", "-")
     assert {"config", "manifest", "0", "rootfs"} <= set(os.listdir(image))
     assert (image / "rootfs/etc/arch").read_text() == "arm64\n"
+
+
+def test_ls_l_of_many_tags_resolves_them_a_few_at_a_time(pushed: Pushed, tmp_path: Path) -> None:
+    """``ls -l`` reads 120 tag links one after the other; with a registry 50 ms away,
+    resolving them one by one would take 6 s, so each readlink resolves the next tags too."""
+    proxy = CountingProxy(pushed.registry.port)
+    proxy.head_delay = 0.05
+    mount = Mount(tmp_path / "mnt")
+    try:
+        repository = mount / proxy.host / "many/tags"
+        assert sorted(os.listdir(repository)) == MANY_TAGS
+        start = time.monotonic()
+        listing = subprocess.run(["ls", "-l", repository], capture_output=True, text=True,
+                                 check=True).stdout  # fmt: skip
+        took = time.monotonic() - start
+        _, _, digest = images.get_manifest(pushed.registry.url, "many/tags", MANY_TAGS[0])
+        assert listing.count(f"-> {digest.replace(':', '-')}") == len(MANY_TAGS)
+        assert proxy.requests_by_path["/v2/many/tags/manifests/t119"] == 1
+        assert took < 4.5, took  # one by one: at least 120 times 50 ms
+    finally:
+        mount.close()
+        proxy.stop()

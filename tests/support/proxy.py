@@ -36,6 +36,8 @@ class CountingProxy:
         """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
         self.ignore_range = False
         self.range_delay = 0.0
+        self.head_delay = 0.0
+        """Seconds each HEAD waits before it is answered: a registry far away."""
         self.faults: list[tuple[str, str]] = []
         """(path substring, fault) pairs, each used up by the next request it matches:
         ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
@@ -85,6 +87,8 @@ class CountingProxy:
             def _forward(self) -> None:
                 if proxy.range_delay and "Range" in self.headers:
                     time.sleep(proxy.range_delay)
+                if self.command == "HEAD":
+                    time.sleep(proxy.head_delay)
                 fault = self._take_fault()
                 if fault is not None and fault not in DAMAGE:
                     self._fail(fault)
