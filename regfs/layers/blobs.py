@@ -14,7 +14,9 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -79,7 +81,15 @@ class LayerStore:
         self._temporary_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
-        self._indexes: cachetools.LRUCache[Digest, LayerIndex] = cachetools.LRUCache(OPEN_INDEXES)
+        self._indexes: weakref.WeakValueDictionary[Digest, LayerIndex] = (
+            weakref.WeakValueDictionary()
+        )
+        """Every index a node of the tree may still use: their files are never evicted."""
+        self._open = _ClosingLRU(OPEN_INDEXES)
+        """The indexes whose SQLite connection is open: bounds the files the mount holds."""
+        self._building: set[Path] = set()
+        """Indexes being built and not yet opened: not to be evicted in between either."""
+        self._lock = threading.Lock()  # the eviction thread reads the two above
         self._listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]] = listings_lru()
         self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
             MEMORY_CHUNKS_BYTES, getsizeof=len
@@ -112,6 +122,7 @@ class LayerStore:
         """
         cached = self._indexes.get(layer.digest)
         if cached is not None and self._serves(layer):
+            self._use(cached)
             return cached
 
         async def load() -> LayerIndex:
@@ -126,15 +137,15 @@ class LayerStore:
                 )
             if index is None:
                 try:
-                    await self._build(layer)
+                    index = await self._build(layer)
                 except MalformedContent as error:
                     self._unindexable[layer.digest] = error
                     raise
-                index = LayerIndex.open(self._index_path(layer.digest), self._listings)
-                if index is None:
-                    raise VerificationFailed(f"{layer}: index unreadable right after building")
             self._confirmed.add((layer.host, layer.repository, layer.digest))
-            self._indexes[layer.digest] = index
+            with self._lock:
+                self._indexes[layer.digest] = index
+            index.on_open = self._use
+            self._use(index)
             return index
 
         key = ("index", layer.host, layer.repository, layer.digest)
@@ -144,9 +155,29 @@ class LayerStore:
         """True once the registry has served (or confirmed) this blob in this repository."""
         return (layer.host, layer.repository, layer.digest) in self._confirmed
 
-    async def _build(self, layer: LayerRef) -> None:
-        async with self._first_passes:
-            await self._first_pass(layer)
+    def _use(self, index: LayerIndex) -> None:
+        """Count ``index`` as recently used among the open ones (closing the oldest)."""
+        if index.is_open:
+            self._open[index.path] = index
+
+    async def _build(self, layer: LayerRef) -> LayerIndex:
+        """Build the layer's index and open it; the file is kept from eviction meanwhile
+        (a small cache, full of other layers' blobs, would otherwise take it at once)."""
+        path = self._index_path(layer.digest)
+        with self._lock:
+            self._building.add(path)
+        try:
+            async with self._first_passes:
+                await self._first_pass(layer)
+            index = LayerIndex.open(path, self._listings)
+            if index is None:
+                raise VerificationFailed(f"{layer}: index unreadable right after building")
+            with self._lock:
+                self._indexes[layer.digest] = index
+            return index
+        finally:
+            with self._lock:
+                self._building.discard(path)
 
     async def _first_pass(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
@@ -254,12 +285,24 @@ class LayerStore:
         return data
 
     def open_index_paths(self) -> set[Path]:
-        """Index files this mount has open: the chunk cache's eviction leaves them."""
-        return {self._index_path(digest) for digest in list(self._indexes.keys())}
+        """Index files this mount uses or is building: the chunk cache's eviction (in a
+        worker thread) leaves them."""
+        with self._lock:
+            return {index.path for index in list(self._indexes.values())} | self._building
 
     def close(self) -> None:
-        for index in self._indexes.values():
+        for index in list(self._indexes.values()):
             index.close()
+
+
+class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
+    """Open layer indexes, least recently used first: the one pushed out is closed (and
+    opens again when next queried)."""
+
+    def popitem(self) -> tuple[Path, LayerIndex]:
+        path, index = super().popitem()
+        index.close()
+        return path, index
 
 
 class _VerifyingSink:

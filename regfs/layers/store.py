@@ -12,7 +12,7 @@ import os
 import secrets
 import sqlite3
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,6 +22,7 @@ import cachetools
 import trio
 
 from regfs.cache.memory import keep, listings_lru
+from regfs.domain.errors import Unavailable
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 
 log = logging.getLogger(__name__)
@@ -134,20 +135,33 @@ def write_index(
     os.replace(temporary, path)
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
 class LayerIndex:
-    """Read access to one published index; cheap queries, safe to share across tasks."""
+    """Read access to one published index; cheap queries, safe to share across tasks.
+
+    Its SQLite connection may be closed by its owner (``close``: a mount bounds how many
+    index files it keeps open) and is opened again on the next query, on the event loop,
+    calling ``on_open`` so the owner can count it again. The owner must keep the file from
+    being evicted while the object lives (see ``LayerStore.open_index_paths``).
+    """
 
     def __init__(
         self,
+        path: Path,
         connection: sqlite3.Connection,
         meta: IndexMeta,
         listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]],
     ) -> None:
         """``listings`` keeps recent listings (of every index of the mount): an index never
         changes, and `find` and `ls -R` re-read every directory each time."""
-        self._db = connection
+        self.path = path
+        self._connection: sqlite3.Connection | None = connection
         self.meta = meta
         self._listings = listings
+        self.on_open: Callable[[LayerIndex], None] = lambda index: None
 
     @classmethod
     def open(
@@ -158,9 +172,7 @@ class LayerIndex:
         """The index at ``path``, or None if absent, unreadable or of another schema."""
         if not path.exists():
             return None
-        connection = sqlite3.connect(
-            f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False
-        )
+        connection = _connect(path)
         try:
             values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
             if values.get("schema_version") != str(SCHEMA_VERSION):
@@ -178,16 +190,36 @@ class LayerIndex:
             log.warning("%s: layer index unreadable (%s): built again", path.name, error)
             connection.close()
             return None
-        return cls(connection, meta, listings if listings is not None else listings_lru())
+        listings = listings if listings is not None else listings_lru()
+        return cls(path, connection, meta, listings)
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+        """Close the connection (a query in a worker thread at that moment starts over)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            try:
+                self._connection = _connect(self.path)
+            except sqlite3.Error as error:
+                raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
+                                  f"{error}") from None  # fmt: skip
+            self.on_open(self)
+        return self._connection
 
     def entry(self, entry_id: int) -> IndexEntry:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
-        ).fetchone()
+        row = (
+            self._db()
+            .execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,))
+            .fetchone()
+        )
         if row is None:
             raise KeyError(entry_id)
         return _entry(row)
@@ -196,9 +228,13 @@ class LayerIndex:
         return self.entry(ROOT_ID)
 
     def child(self, parent: int, name: bytes) -> IndexEntry | None:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name)
-        ).fetchone()
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name)
+            )
+            .fetchone()
+        )
         return _entry(row) if row else None
 
     async def children(self, parent: int) -> list[IndexEntry]:
@@ -207,18 +243,16 @@ class LayerIndex:
         queries, by id or (parent, name), are index lookups and stay on the loop)."""
         key = (self.meta.digest, parent)
         listing = self._listings.get(key)
-        if listing is None:
-            listing = await trio.to_thread.run_sync(self._read_children, parent)
-            keep(self._listings, key, listing)
-        return listing
-
-    def _read_children(self, parent: int) -> list[IndexEntry]:
-        query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
-        return [_entry(row) for row in self._db.execute(query, (parent,))]
+        for _ in range(3):  # again only if the connection was closed under the query
+            if listing is not None:
+                keep(self._listings, key, listing)
+                return listing
+            listing = await trio.to_thread.run_sync(_read_children, self._db(), parent)
+        raise Unavailable(f"layer index {self.path.name}: closed under every listing of {parent}")
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""
-        rows = self._db.execute(
+        rows = self._db().execute(
             f"SELECT {_COLUMNS} FROM entries WHERE id = ? OR link = ?", (inode_id, inode_id)
         )
         return [_entry(row) for row in rows]
@@ -232,16 +266,25 @@ class LayerIndex:
         return parts[::-1]
 
     def chunk_hash(self, index: int) -> bytes:
-        row = self._db.execute("SELECT sha256 FROM chunks WHERE idx = ?", (index,)).fetchone()
+        row = self._db().execute("SELECT sha256 FROM chunks WHERE idx = ?", (index,)).fetchone()
         if row is None:
             raise KeyError(index)
         return bytes(row[0])
 
     def checkpoints(self) -> list[tuple[int, int]]:
         return [
-            (int(u), int(c)) for u, c in self._db.execute("SELECT * FROM checkpoints ORDER BY 1")
+            (int(u), int(c)) for u, c in self._db().execute("SELECT * FROM checkpoints ORDER BY 1")
         ]
 
     def blob(self, name: str) -> bytes | None:
-        row = self._db.execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
+        row = self._db().execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
+
+
+def _read_children(db: sqlite3.Connection, parent: int) -> list[IndexEntry] | None:
+    """A directory's rows by name; None if the connection was closed meanwhile."""
+    query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
+    try:
+        return [_entry(row) for row in db.execute(query, (parent,))]
+    except sqlite3.ProgrammingError:  # closed by the owner: the caller opens it again
+        return None

@@ -21,6 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
+from regfs.domain.digest import Digest
+from regfs.layers.blobs import LayerStore, _ClosingLRU
 from regfs.layers.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
 from regfs.layers.entries import ROOT_ID
 from regfs.layers.indexer import build_index
@@ -235,3 +237,47 @@ def test_a_cancelled_read_stops_its_thread_at_the_next_fetch() -> None:
     runner.start()
     runner.join(timeout=10)
     assert outcome == [True]
+
+
+def small_index(directory: Path, name: str) -> Path:
+    (directory / f"{name}.tar").write_bytes(tar_of([member(name, b"x")], tarfile.PAX_FORMAT))
+    path = directory / f"{name}.sqlite"
+    build_index(directory / f"{name}.tar", path, f"sha256:{name}", ChunkCache(directory, 1 << 30))
+    return path
+
+
+def test_a_mount_keeps_a_bounded_number_of_indexes_open(tmp_path: Path) -> None:
+    """Each open index holds a file descriptor: past the bound the least recently used is
+    closed, and opened again when next asked."""
+    opened: list[LayerIndex] = []
+    lru = _ClosingLRU(2)
+    indexes = []
+    for name in ("a", "b", "c"):
+        index = LayerIndex.open(small_index(tmp_path, name))
+        assert index is not None
+        index.on_open = opened.append
+        lru[index.path] = index
+        indexes.append(index)
+    assert [index.is_open for index in indexes] == [False, True, True]
+    assert indexes[0].child(ROOT_ID, b"a") is not None  # opened again on use
+    assert indexes[0].is_open and opened == [indexes[0]]
+    assert trio.run(indexes[0].children, ROOT_ID)[0].name == b"a"
+
+
+def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None:
+    store = LayerStore(None, tmp_path, 64 << 20)  # type: ignore[arg-type]
+    building = tmp_path / "indexes" / "building.sqlite"
+    used = tmp_path / "indexes" / "used.sqlite"
+    for path in (building, used):
+        path.write_bytes(b"x" * (40 << 20))
+    index = LayerIndex.open(small_index(tmp_path, "u"))
+    assert index is not None
+    index.path = used
+    store._building.add(building)
+    store._indexes[Digest.of(b"u")] = index
+    store._chunks.evict()
+    assert building.exists() and used.exists()
+    store._building.clear()
+    del store._indexes[Digest.of(b"u")]
+    store._chunks.evict()
+    assert not building.exists()  # evictable again (the older of the two goes first)
