@@ -96,6 +96,12 @@ class ChunkCache:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(path)
             return
+        with self._lock:  # room is made first, so the dir never holds more than the bound
+            if self._usage is not None:
+                self._usage += len(data)
+            over = self._usage is None or self._usage > self.max_bytes
+        if over:
+            self.evict(incoming=len(data))
         path.parent.mkdir(exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
@@ -104,12 +110,6 @@ class ChunkCache:
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
-        with self._lock:
-            if self._usage is not None:
-                self._usage += len(data)
-            over = self._usage is None or self._usage > self.max_bytes
-        if over:
-            self.evict()
 
     def usage(self) -> int:
         """Bytes in the whole cache dir (chunks, indexes, blobs being indexed)."""
@@ -147,12 +147,12 @@ class ChunkCache:
                     evictable.append((stat.st_mtime, stat.st_size, path))
         return evictable, fixed
 
-    def evict(self) -> None:
-        """Delete the least recently used chunks and indexes until the whole cache dir is
-        under the low-water mark."""
+    def evict(self, incoming: int = 0) -> None:
+        """Delete the least recently used chunks and indexes until the whole cache dir,
+        with ``incoming`` bytes about to be written, is under the low-water mark."""
         with self._lock:
             evictable, fixed = self._scan()
-            usage = fixed + sum(size for _, size, _ in evictable)
+            usage = incoming + fixed + sum(size for _, size, _ in evictable)
             target = int(self.max_bytes * LOW_WATER)
             for _, size, path in sorted(evictable):
                 if usage <= target:

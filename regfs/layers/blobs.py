@@ -40,7 +40,9 @@ from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-OPEN_INDEXES = 256
+OPEN_INDEXES = 128
+"""Layer indexes a mount keeps open (a file descriptor and up to 256 KiB of SQLite cache
+each); the least recently used is closed and opens again when next queried."""
 MEMORY_CHUNKS_BYTES = 64 << 20
 INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
 FIRST_PASSES_AT_ONCE = 4

@@ -135,17 +135,27 @@ def write_index(
     os.replace(temporary, path)
 
 
+PAGE_CACHE_KIB = 256
+"""SQLite's page cache per open index (its default is 2 MiB): the files are in the kernel's
+page cache anyway, and a mount keeps up to ``OPEN_INDEXES`` of them open."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    connection = sqlite3.connect(
+        f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+    return connection
 
 
 class LayerIndex:
     """Read access to one published index; cheap queries, safe to share across tasks.
 
     Its SQLite connection may be closed by its owner (``close``: a mount bounds how many
-    index files it keeps open) and is opened again on the next query, on the event loop,
-    calling ``on_open`` so the owner can count it again. The owner must keep the file from
-    being evicted while the object lives (see ``LayerStore.open_index_paths``).
+    index files it keeps open, ``OPEN_INDEXES`` in ``blobs.py``) and is opened again on the
+    next query, on the event loop, calling ``on_open`` so the owner can count it again.
+    The owner must keep the file from being evicted while the object lives (see
+    ``LayerStore.open_index_paths``).
     """
 
     def __init__(
@@ -172,7 +182,11 @@ class LayerIndex:
         """The index at ``path``, or None if absent, unreadable or of another schema."""
         if not path.exists():
             return None
-        connection = _connect(path)
+        try:
+            connection = _connect(path)
+        except sqlite3.Error as error:
+            log.warning("%s: layer index unreadable (%s): built again", path.name, error)
+            return None
         try:
             values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
             if values.get("schema_version") != str(SCHEMA_VERSION):

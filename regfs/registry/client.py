@@ -34,6 +34,7 @@ from regfs.domain.manifest import manifest_digest
 from regfs.domain.reference import api_host, is_repository
 from regfs.registry import endpoints, listings
 from regfs.registry.credentials import Anonymous, CredentialProvider
+from regfs.registry.errors import HTTPX_ERRORS, error_for_exception
 from regfs.registry.http import ATTEMPTS, HttpSession, consume_raw, read_limited
 from regfs.registry.registries_conf import Endpoint, RegistriesConf
 from regfs.registry.tls import PerHostTransport, TlsSettings
@@ -282,24 +283,37 @@ class RegistryClient:
 
         async def fetch(url: str, what: str) -> bytes:
             with self._session.deadline(what):
-                response = await self._session.open(
-                    "GET", url, {"Range": f"bytes={start}-{end - 1}"}
-                )
-                try:
-                    if response.status_code == 206:
-                        _check_content_range(response, start, what)
-                        body = await read_limited(
-                            response, end - start, truncate=False, decoded=False
-                        )
-                    else:
-                        body = await _slice_of_whole_body(response, start, end, what)
-                finally:
-                    await response.aclose()
-            if len(body) != end - start:
-                raise Unavailable(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes")
-            return body
+                for attempt in range(1, ATTEMPTS.get() + 1):
+                    try:
+                        return await self._range_once(url, what, start, end)
+                    except _CutShort as error:  # the answer came, its body did not
+                        if attempt == ATTEMPTS.get():
+                            raise
+                        log.debug("%s; asking again", error)
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
         return await self._pull_blob(host, repository, digest, urls, fetch)
+
+    async def _range_once(self, url: str, what: str, start: int, end: int) -> bytes:
+        """One Range request, answered (after the session's retries for a failing status),
+        with its body read whole; a body cut short or broken off is ``_CutShort``."""
+        response = await self._session.open("GET", url, {"Range": f"bytes={start}-{end - 1}"})
+        try:
+            if response.status_code == 206:
+                _check_content_range(response, start, what)
+                body = await read_limited(response, end - start, truncate=False, decoded=False)
+            else:
+                body = await _slice_of_whole_body(response, start, end, what)
+        except HTTPX_ERRORS as error:
+            mapped = error_for_exception(error, what)
+            raise (_CutShort(str(mapped)) if isinstance(mapped, Unavailable) else mapped) from None
+        except Unavailable as error:  # broken off while sliced from a whole body
+            raise _CutShort(str(error)) from None
+        finally:
+            await response.aclose()
+        if len(body) != end - start:
+            raise _CutShort(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes")
+        return body
 
     async def download_blob(
         self,
@@ -359,6 +373,10 @@ class RegistryClient:
             except RegfsError as error:
                 log.info("%s/%s@%s: %s; trying the next URL", host, repository, digest, error)
         return await fetch(foreign[-1], f"{host}/{repository}@{digest} from {foreign[-1]}")
+
+
+class _CutShort(Unavailable):
+    """A Range answer whose body broke off or came short: asked again, a few times."""
 
 
 class BlobSink(Protocol):

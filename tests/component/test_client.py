@@ -360,3 +360,42 @@ async def test_a_blob_that_trickles_fails_within_a_bounded_time(
             HOST, "a", Digest.of(b""), CollectingSink()
         )
     assert trio.current_time() - start == pytest.approx(5, abs=1.01)
+
+
+class BrokenOff(httpx.AsyncByteStream):
+    """A body that breaks off after its first bytes (the peer closed the connection)."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def __aiter__(self) -> BrokenOff:
+        self.sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.sent:
+            raise httpx.RemoteProtocolError("peer closed connection")
+        self.sent = True
+        return self.first
+
+
+@pytest.mark.parametrize("damage", ["short", "broken off"])
+async def test_a_range_answer_cut_short_is_asked_again(
+    autojump_clock: trio.abc.Clock, damage: str
+) -> None:
+    blob = bytes(range(256)) * 40
+    answers: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        start, end = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+        wanted = blob[start : end + 1]
+        answers.append(request.headers["Range"])
+        if len(answers) > 1:
+            return unread(206, wanted, {})
+        if damage == "short":
+            return unread(206, wanted[: len(wanted) // 2], {})
+        return httpx.Response(206, stream=BrokenOff(wanted[:10]))
+
+    client = client_for(handler)
+    assert await client.get_blob_range(HOST, "a", Digest.of(blob), 100, 3000) == blob[100:3000]
+    assert len(answers) == 2
