@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -50,6 +51,7 @@ FIRST_PASSES_AT_ONCE = 4
 whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (its first
 failure then cancels the rest before they start)."""
 REFETCHING_AT_ONCE = 8
+REFETCH_ATTEMPTS = 2
 FAILURE_MEMORY = 2.0
 """Seconds a failed chunk re-fetch is remembered; the next read after that tries again."""
 
@@ -251,11 +253,9 @@ class LayerStore:
     async def _fetch_chunk(
         self, layer: LayerRef, index: LayerIndex, number: int, sha256: bytes
     ) -> bytes:
-        """Produce a chunk again from the registry, from the nearest checkpoint on."""
-        meta = index.meta
-        offset = number * meta.chunk_size
-        size = min(meta.chunk_size, meta.uncompressed_size - offset)
-        gzip_index = index.blob("gzip_index")
+        """Produce a chunk again from the registry, from the nearest checkpoint on; bytes
+        damaged on the way (they fail to decompress or to hash right) are fetched once
+        more, within the same deadline."""
         timeout = self._client.config.timeout
         give_up_at = trio.current_time() + timeout  # one deadline for all the Range calls
 
@@ -267,7 +267,34 @@ class LayerStore:
                 )  # fmt: skip
             raise Unavailable(f"{layer}: chunk {number} not fetched again within {timeout:g}s")
 
-        remote = RemoteFile(fetch_in_task(within_deadline), meta.compressed_size)
+        for attempt in range(1, REFETCH_ATTEMPTS + 1):
+            try:
+                data = await self._decompress_again(
+                    layer, index, number, sha256=sha256, fetch=fetch_in_task(within_deadline)
+                )
+            except (MalformedContent, VerificationFailed) as error:
+                if attempt == REFETCH_ATTEMPTS:
+                    raise
+                log.info("%s; fetching it once more", error)  # bytes damaged on the way
+            else:
+                await trio.to_thread.run_sync(self._chunks.put, sha256, data)
+                return data
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _decompress_again(
+        self,
+        layer: LayerRef,
+        index: LayerIndex,
+        number: int,
+        *,
+        sha256: bytes,
+        fetch: Callable[[int, int], bytes],
+    ) -> bytes:
+        """Chunk ``number`` from the blob read through ``fetch``, checked against its hash."""
+        meta, gzip_index = index.meta, index.blob("gzip_index")
+        offset = number * meta.chunk_size
+        size = min(meta.chunk_size, meta.uncompressed_size - offset)
+        remote = RemoteFile(fetch, meta.compressed_size)
         try:
             data = await trio.to_thread.run_sync(
                 read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size,
@@ -283,7 +310,6 @@ class LayerStore:
             raise VerificationFailed(
                 f"{layer}: chunk {number} fetched again does not match its recorded hash"
             )
-        await trio.to_thread.run_sync(self._chunks.put, sha256, data)
         return data
 
     def open_index_paths(self) -> set[Path]:

@@ -226,6 +226,22 @@ def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: Countin
         mount.close()
 
 
+def test_a_range_answer_damaged_once_is_fetched_again(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
+    try:
+        big = indexed_then_evicted(mount, fresh, cache)
+        fresh.faults = [("/blobs/", "corrupt")]
+        expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
+        assert big.read_bytes() == expected
+        assert fresh.faults == []
+        assert "fetching it once more" in mount.log()
+    finally:
+        mount.close()
+
+
 def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
     tmp_path: Path, layered: Layered, fresh: CountingProxy
 ) -> None:

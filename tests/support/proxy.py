@@ -42,8 +42,9 @@ class CountingProxy:
         """(path substring, fault) pairs, each used up by the next request it matches:
         ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
         (no answer for ``stall_seconds``, then closed), and damage to the registry's
-        answer: ``corrupt`` (its last byte flipped), ``truncate`` (half of it, then
-        closed), ``trickle`` (a byte every ``TRICKLE_INTERVAL`` seconds)."""
+        answer: ``corrupt`` (a byte flipped: a blob's middle one, else the last),
+        ``truncate`` (half of it, then closed), ``trickle`` (a byte every
+        ``TRICKLE_INTERVAL`` seconds)."""
         self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
         self.path_prefix = ""
@@ -156,8 +157,9 @@ class CountingProxy:
                 is_blob = "/blobs/" in path and self.command == "GET"
                 damage = damage or ("corrupt" if is_blob and proxy.corrupt else None)
                 damage = damage or ("truncate" if is_blob and proxy.truncate else None)
-                if damage == "corrupt" and body:
-                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
+                if damage == "corrupt" and body:  # a blob's middle: its read-ahead tail may
+                    flipped = len(body) // 2 if is_blob else len(body) - 1  # go unread
+                    body = body[:flipped] + bytes([body[flipped] ^ 0xFF]) + body[flipped + 1 :]
                 length = len(body)
                 if damage == "truncate":
                     body = body[: len(body) // 2]
