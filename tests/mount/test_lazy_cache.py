@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -202,56 +203,52 @@ def test_a_damaged_blob_is_eio_and_the_next_read_works(
         mount.close()
 
 
-def indexed_then_evicted(mount: Mount, proxy: CountingProxy, cache: Path) -> Path:
-    """``big.bin`` of layer 1, once its layer is indexed and every chunk evicted again."""
-    big = image_via(mount, proxy) / "1/regfs-test/big.bin"
-    os.listdir(big.parent)
-    for chunk in chunk_files(cache):
-        chunk.unlink()
-    return big
-
-
-def test_a_damaged_range_is_eio(tmp_path: Path, layered: Layered, fresh: CountingProxy) -> None:
+@contextlib.contextmanager
+def evicted_big_file(
+    tmp_path: Path, proxy: CountingProxy, timeout: int
+) -> Iterator[tuple[Mount, Path]]:
+    """A mount, and ``big.bin`` of layer 1 once its layer is indexed and every chunk
+    evicted again: its reads are re-fetches."""
     cache = tmp_path / "cache"
-    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
-    mount.allow_log(r"chunk \d+ fetched again does not match its recorded hash")
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", str(timeout))
     try:
-        big = indexed_then_evicted(mount, fresh, cache)
+        big = image_via(mount, proxy) / "1/regfs-test/big.bin"
+        os.listdir(big.parent)
+        for chunk in chunk_files(cache):
+            chunk.unlink()
+        yield mount, big
+    finally:
+        mount.close()
+
+
+def test_a_damaged_range_is_eio(tmp_path: Path, fresh: CountingProxy) -> None:
+    with evicted_big_file(tmp_path, fresh, timeout=5) as (mount, big):
+        mount.allow_log(r"chunk \d+ fetched again does not match its recorded hash")
         fresh.corrupt = True
         with pytest.raises(OSError) as caught:
             big.read_bytes()
         assert caught.value.errno == errno.EIO
         assert "does not match its recorded hash" in mount.log()
-    finally:
-        mount.close()
 
 
 def test_a_range_answer_damaged_once_is_fetched_again(
     tmp_path: Path, layered: Layered, fresh: CountingProxy
 ) -> None:
-    cache = tmp_path / "cache"
-    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "5")
-    try:
-        big = indexed_then_evicted(mount, fresh, cache)
+    with evicted_big_file(tmp_path, fresh, timeout=5) as (mount, big):
         fresh.faults = [("/blobs/", "corrupt")]
         expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
         assert big.read_bytes() == expected
         assert fresh.faults == []
         assert "fetching it once more" in mount.log()
-    finally:
-        mount.close()
 
 
 def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
-    tmp_path: Path, layered: Layered, fresh: CountingProxy
+    tmp_path: Path, fresh: CountingProxy
 ) -> None:
     """Each Range answered after 1.5 s: one would pass a 3 s timeout, the several a chunk
     needs must not add up to a read that takes several timeouts."""
-    cache = tmp_path / "cache"
-    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache), "--timeout", "3")
-    mount.allow_log(r"chunk \d+ not fetched again within 3s")
-    try:
-        big = indexed_then_evicted(mount, fresh, cache)
+    with evicted_big_file(tmp_path, fresh, timeout=3) as (mount, big):
+        mount.allow_log(r"chunk \d+ not fetched again within 3s")
         fresh.range_delay = 1.5
         descriptor = os.open(big, os.O_RDONLY)
         try:
@@ -264,8 +261,6 @@ def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
         assert caught.value.errno == errno.EIO
         assert took < 3 + 1.5, took  # one timeout (and a Range in flight), not one per Range
         assert "not fetched again within 3s" in mount.log()
-    finally:
-        mount.close()
 
 
 def test_the_cache_stays_within_its_size(
