@@ -240,7 +240,9 @@ def serve(
     layers = LayerStore(client, args.cache_dir, args.cache_size)
     aliases = frozenset(client.config.aliases)
     context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases)
-    operations = Operations(Root(context), metadata_ttl=args.metadata_ttl)
+    operations = Operations(
+        Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
+    )
     pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))

@@ -12,13 +12,16 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import cachetools
 import pyfuse3
+import trio
 
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.errors import (
     AccessDenied,
     MalformedContent,
@@ -56,29 +59,43 @@ def errno_for(error: RegfsError) -> int:
 def translate_errors(
     operation: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Let only ``FUSEError`` leave a handler; log each failure once, with context."""
+    """Let only ``FUSEError`` leave a handler; log each failure once, with context. The
+    request's registry calls share one deadline: the handler's owner's
+    ``request_timeout`` (``CALLER_DEADLINE``)."""
 
     @functools.wraps(operation)
     async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
-        if log.isEnabledFor(logging.DEBUG):
-            shown = [_describe(argument) for argument in args[1:]]  # not self
-            described = ", ".join(text for text in shown if text is not None)
-            log.debug("%s(%s)", operation.__name__, described)
+        timeout = getattr(args[0], "request_timeout", math.inf)  # the Operations instance
+        deadline = CALLER_DEADLINE.set(trio.current_time() + timeout)
         try:
-            return await operation(*args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except NotFound as error:
-            log.debug("%s: %s", operation.__name__, error)
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except RegfsError as error:
-            _log_once(operation.__name__, error)
-            raise pyfuse3.FUSEError(errno_for(error)) from None
-        except Exception:
-            log.exception("%s: unexpected failure", operation.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            return await _translated(operation, *args, **kwargs)
+        finally:
+            CALLER_DEADLINE.reset(deadline)
 
     return handler
+
+
+async def _translated(
+    operation: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Run one request; let only ``FUSEError`` out, logged with context."""
+    if log.isEnabledFor(logging.DEBUG):
+        shown = [_describe(argument) for argument in args[1:]]  # not self
+        described = ", ".join(text for text in shown if text is not None)
+        log.debug("%s(%s)", operation.__name__, described)
+    try:
+        return await operation(*args, **kwargs)
+    except pyfuse3.FUSEError:
+        raise
+    except NotFound as error:
+        log.debug("%s: %s", operation.__name__, error)
+        raise pyfuse3.FUSEError(errno.ENOENT) from None
+    except RegfsError as error:
+        _log_once(operation.__name__, error)
+        raise pyfuse3.FUSEError(errno_for(error)) from None
+    except Exception:
+        log.exception("%s: unexpected failure", operation.__name__)
+        raise pyfuse3.FUSEError(errno.EIO) from None
 
 
 _recently_logged: cachetools.TTLCache[str, None] = cachetools.TTLCache(1024, REPEAT_QUIET)

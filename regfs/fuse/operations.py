@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import os
 from collections.abc import Sequence
 
@@ -30,10 +31,14 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, root: Directory, metadata_ttl: float) -> None:
+    def __init__(
+        self, root: Directory, metadata_ttl: float, request_timeout: float = math.inf
+    ) -> None:
+        """``request_timeout``: every request's registry calls end within it, together."""
         super().__init__()
         self.inodes = InodeTable(root)
         self.metadata_ttl = metadata_ttl
+        self.request_timeout = request_timeout
         self._handles = itertools.count(1)
         self._open_dirs: dict[int, tuple[Directory, Sequence[tuple[str, Node]]]] = {}
         self._open_files: dict[int, File] = {}

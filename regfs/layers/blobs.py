@@ -29,6 +29,7 @@ from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import listings_lru
 from regfs.cache.temporaries import is_abandoned
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
@@ -257,7 +258,8 @@ class LayerStore:
         damaged on the way (they fail to decompress or to hash right) are fetched once
         more, within the same deadline."""
         timeout = self._client.config.timeout
-        give_up_at = trio.current_time() + timeout  # one deadline for all the Range calls
+        # One deadline for all the Range calls (and no later than the caller's own).
+        give_up_at = min(trio.current_time() + timeout, CALLER_DEADLINE.get())
 
         async def within_deadline(start: int, end: int) -> bytes:
             with trio.move_on_at(give_up_at):

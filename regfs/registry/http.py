@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import trio
 
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
 from regfs.registry.auth import (
     ANONYMOUS,
@@ -248,7 +249,8 @@ class Deadline:
     """A trio deadline whose expiry becomes ``Unavailable`` naming what timed out."""
 
     def __init__(self, seconds: float, what: str) -> None:
-        self._scope = trio.move_on_after(seconds)
+        """``seconds`` from now, or the caller's deadline if that comes first."""
+        self._scope = trio.move_on_at(min(trio.current_time() + seconds, CALLER_DEADLINE.get()))
         self._seconds = seconds
         self._what = what
 

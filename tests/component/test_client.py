@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import ClientConfig, RegistryClient
@@ -18,6 +19,9 @@ from regfs.registry.http import MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread
 
 HOST = "127.0.0.1:5000"
+
+
+DIGEST = "sha256:" + "1" * 64
 
 
 def client_for(handler: Handler, timeout: float = 5) -> RegistryClient:
@@ -399,3 +403,27 @@ async def test_a_range_answer_cut_short_is_asked_again(
     client = client_for(handler)
     assert await client.get_blob_range(HOST, "a", Digest.of(blob), 100, 3000) == blob[100:3000]
     assert len(answers) == 2
+
+
+async def test_the_calls_of_one_request_share_its_deadline(autojump_clock: trio.abc.Clock) -> None:
+    """A tag list and then a manifest, each 3 s away, with a 5 s timeout: alone each is in
+    time; made for one FUSE request (``CALLER_DEADLINE``), the second ends at 5 s."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(3)
+        if request.url.path.endswith("/tags/list"):
+            return httpx.Response(200, json={"tags": ["1"]})
+        return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})  # a HEAD
+
+    client = client_for(handler, timeout=5)
+    assert await client.list_tags(HOST, "a") == ["1"]
+    assert str(await client.resolve_tag(HOST, "a", "1")) == DIGEST  # 6 s in all: fine
+    start = trio.current_time()
+    token = CALLER_DEADLINE.set(start + 5)
+    try:
+        assert await client.list_tags(HOST, "a") == ["1"]
+        with pytest.raises(Unavailable, match="no answer within 5s"):
+            await client.resolve_tag(HOST, "a", "1")
+    finally:
+        CALLER_DEADLINE.reset(token)
+    assert trio.current_time() - start == pytest.approx(5, abs=0.01)

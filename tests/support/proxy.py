@@ -38,6 +38,8 @@ class CountingProxy:
         self.range_delay = 0.0
         self.head_delay = 0.0
         """Seconds each HEAD waits before it is answered: a registry far away."""
+        self.slow: list[tuple[str, float]] = []
+        """(path substring, seconds): every matching request waits that long first."""
         self.faults: list[tuple[str, str]] = []
         """(path substring, fault) pairs, each used up by the next request it matches:
         ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
@@ -90,6 +92,7 @@ class CountingProxy:
                     time.sleep(proxy.range_delay)
                 if self.command == "HEAD":
                     time.sleep(proxy.head_delay)
+                time.sleep(sum(seconds for part, seconds in proxy.slow if part in self.path))
                 fault = self._take_fault()
                 if fault is not None and fault not in DAMAGE:
                     self._fail(fault)
