@@ -21,6 +21,7 @@ import httpx
 import trio
 
 from regfs.domain import mediatypes
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import (
     AccessDenied,
@@ -125,13 +126,17 @@ class RegistryClient:
         """``attempt`` at each place in turn: a mirror's failure hands over to the next.
 
         A mirror that is unreachable is left alone for ``MIRROR_REST`` seconds, so a fleet
-        whose cache went down pays its connection timeouts once, not on every read.
+        whose cache went down pays its connection timeouts once, not on every read. A
+        mirror gets at most half of what is left of the request's deadline, so a stalled
+        one still leaves the registry time to answer within it.
         """
         places = self._endpoints(host, repository, by_digest)
         for place in places[:-1]:
             if self._mirror_rests.get(place.host, 0.0) > trio.current_time():
                 continue
             asking_a_mirror = ATTEMPTS.set(1)  # no retries: the next place is the retry
+            now = trio.current_time()  # and at most half the request's time left
+            halved = CALLER_DEADLINE.set(now + (CALLER_DEADLINE.get() - now) / 2)
             try:
                 return await attempt(place)
             except RegfsError as error:
@@ -141,6 +146,7 @@ class RegistryClient:
                     "%s/%s: mirror %s: %s; trying the next", host, repository, place.host, error
                 )
             finally:
+                CALLER_DEADLINE.reset(halved)
                 ATTEMPTS.reset(asking_a_mirror)
         return await attempt(places[-1])
 

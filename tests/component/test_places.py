@@ -7,6 +7,7 @@ import httpx
 import pytest
 import trio
 
+from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, ProtocolError
 from regfs.registry.client import MIRROR_REST, ClientConfig, RegistryClient
@@ -199,3 +200,21 @@ async def test_an_unreachable_mirror_is_left_alone_for_a_while(
     await trio.sleep(MIRROR_REST)
     assert await client.get_blob("fleet.example", "a", DIGEST, len(BLOB)) == BLOB
     assert mirror_calls == 2  # tried again once it has rested
+
+
+async def test_a_stalled_mirror_leaves_the_registry_time_within_the_request(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "mirror.example":
+            await trio.sleep_forever()
+        return ranged(request, BLOB)
+
+    start = trio.current_time()
+    token = CALLER_DEADLINE.set(start + 5)  # a FUSE request with --timeout 5
+    try:
+        got = await client_for(handler).get_blob_range("fleet.example", "a", DIGEST, 10, 20)
+    finally:
+        CALLER_DEADLINE.reset(token)
+    assert got == BLOB[10:20]
+    assert trio.current_time() - start == pytest.approx(2.5, abs=0.01)  # the mirror's half
