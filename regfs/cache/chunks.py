@@ -96,12 +96,7 @@ class ChunkCache:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(path)
             return
-        with self._lock:  # room is made first, so the dir never holds more than the bound
-            if self._usage is not None:
-                self._usage += len(data)
-            over = self._usage is None or self._usage > self.max_bytes
-        if over:
-            self.evict(incoming=len(data))
+        self._count(len(data), incoming=True)  # room first: the dir never exceeds the bound
         path.parent.mkdir(exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
@@ -122,12 +117,17 @@ class ChunkCache:
     def note_growth(self, size: int) -> None:
         """Another part of the cache dir grew (an index published, a blob downloading):
         count it, and evict if that took the total over the bound."""
+        self._count(size, incoming=False)
+
+    def _count(self, size: int, incoming: bool) -> None:
+        """Add ``size`` to the usage; over the bound, evict (making room for ``size`` more
+        bytes if they are ``incoming``: not written yet)."""
         with self._lock:
             if self._usage is not None:
                 self._usage += size
             over = self._usage is None or self._usage > self.max_bytes
         if over:
-            self.evict()
+            self.evict(incoming=size if incoming else 0)
 
     def _scan(self) -> tuple[list[tuple[float, int, Path]], int]:
         """(mtime, size, path) of every chunk and unused index, and the bytes of what may

@@ -3,8 +3,7 @@
 FUSE layer. Every handler is wrapped by ``translate_errors``: a domain error is logged
 (once a minute for the same failure) with what was asked and becomes its errno; anything
 unexpected is logged with a traceback and becomes EIO, so no request can take the daemon
-down. With ``--debug``
-every request is logged as it arrives (``lookup(1, 'ghcr.io')``).
+down. With ``--debug`` every request is logged as it arrives (``lookup(1, 'ghcr.io')``).
 """
 
 from __future__ import annotations
