@@ -31,6 +31,7 @@ import argparse
 import bisect
 import contextlib
 import errno
+import functools
 import gzip
 import hashlib
 import http.client
@@ -63,7 +64,7 @@ from tests.support import images
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, debian_rootfs
 from tests.support.mount import Installation, Mount
-from tests.support.proxy import FORWARDED, CountingProxy
+from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 from tests.support.trees import extract_layer
 
@@ -179,39 +180,31 @@ def listing_differences(image: Path, oracle: Path, layers: int) -> list[str]:
 
 
 class SoakProxy(CountingProxy):
-    """CountingProxy (503/429/reset/stall through its ``faults`` list) plus what a soak
-    needs and it lacks:
+    """CountingProxy (whose ``faults`` list injects every fault) plus what a soak needs:
 
     - every request counted by (what, method): a blob by digest as ``GET`` (whole),
       ``GET range`` or ``HEAD``, so single flight can be checked per digest;
-    - one-shot faults of its own in ``custom`` (GET only): ``trickle`` (the body at
-      ``trickle_rate`` bytes/s, closed after ``trickle_seconds``: CountingProxy's trickle,
-      a byte every 0.5 s, would hold a 1 MiB answer for days), ``truncate`` (half the
-      body, then closed) and ``corrupt`` (a byte in the middle flipped);
-    - ``hits``: when each armed fault met a request, labelled with ``armed_kind``;
+    - ``arm``/``disarm``: one episode's faults, labelled with its kind;
+    - ``hits``: when each armed fault met a request, with the kind it was armed as;
     - a 502 when the registry refuses the connection (killed), as a reverse proxy
       answers, instead of a traceback on the proxy's stderr.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
-        self.custom: list[tuple[str, str]] = []
         self.hits: list[tuple[float, str, str, str]] = []
         self.armed_kind = ""
-        self.trickle_rate = 2 * KIB
-        self.trickle_seconds = 10.0
         super().__init__(upstream_port)
+        self.trickle_rate = 2 * KIB  # a 1 MiB answer in ~8 minutes, cut off sooner
 
-    def arm(self, kind: str, where: str, base: list[str], custom: list[str]) -> None:
+    def arm(self, kind: str, where: str, faults: list[str]) -> None:
         with self._lock:
             self.armed_kind = kind
-            self.faults = [(where, fault) for fault in base]
-            self.custom = [(where, fault) for fault in custom]
+            self.faults = [(where, fault) for fault in faults]
 
     def disarm(self) -> None:
         with self._lock:
             self.faults = []
-            self.custom = []
 
     def count(self, method: str, path: str, ranged: bool) -> None:
         path = path.split("?", maxsplit=1)[0]
@@ -223,85 +216,24 @@ class SoakProxy(CountingProxy):
         with self._lock:
             self.requests[(what, method)] += 1
 
-    def take_custom(self, method: str, path: str) -> str | None:
-        if method != "GET":
-            return None
-        with self._lock:
-            found = next((f for f in self.custom if f[0] in path), None)
-            if found is not None:
-                self.custom.remove(found)
-        return found[1] if found else None
-
-    def hit(self, fault: str, method: str, path: str, armed: tuple[float, str] | None) -> None:
-        """Record a fault met; ``armed``: (when, kind) if taken before the fault acted."""
-        with self._lock:
-            when, kind = armed or (time.monotonic(), self.armed_kind)
-            self.hits.append((when, kind, fault, f"{method} {path}"))
+    def fault_met(self, fault: str, method: str, path: str) -> None:
+        self.hits.append((time.monotonic(), self.armed_kind, fault, f"{method} {path}"))
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         base: Any = super()._handler()
         proxy = self
 
-        class Handler(base):  # type: ignore[misc, valid-type]
+        class Handler(base):  # type: ignore[misc]
             def _forward(self) -> None:
                 proxy.count(self.command, self.path, "Range" in self.headers)
-                custom = proxy.take_custom(self.command, self.path)
                 try:
-                    if custom is None:
-                        super()._forward()
-                    else:
-                        self._custom_fault(custom)
+                    super()._forward()
                 except ConnectionRefusedError:
                     self.send_response(502)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except (OSError, http.client.HTTPException):  # the registry was killed
                     self.close_connection = True
-
-            def _take_fault(self) -> str | None:
-                armed = (time.monotonic(), proxy.armed_kind)
-                fault: str | None = super()._take_fault()
-                if fault is not None:
-                    proxy.hit("", self.command, self.path, armed)
-                return fault
-
-            def _custom_fault(self, fault: str) -> None:
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                try:
-                    headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}
-                    upstream.request(self.command, self.path, headers=headers)
-                    response = upstream.getresponse()
-                    body = response.read()
-                finally:
-                    upstream.close()
-                proxy.hit(fault, self.command, self.path, None)
-                if fault == "corrupt" and body:
-                    middle = len(body) // 2
-                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if fault == "truncate":
-                    self.wfile.write(body[: len(body) // 2])
-                    self.close_connection = True
-                elif fault == "trickle":
-                    self._trickle(body)
-                else:
-                    self.wfile.write(body)
-
-            def _trickle(self, body: bytes) -> None:
-                piece = max(1, proxy.trickle_rate // 4)
-                give_up = time.monotonic() + proxy.trickle_seconds
-                for start in range(0, len(body), piece):
-                    if time.monotonic() > give_up:
-                        self.close_connection = True
-                        return
-                    self.wfile.write(body[start : start + piece])
-                    self.wfile.flush()
-                    time.sleep(0.25)
 
         return Handler
 
@@ -815,17 +747,17 @@ def print_readers(figures: dict[str, Any], arguments: argparse.Namespace) -> Non
 
 
 WHERE = {"blob": "/blobs/", "manifest": "/manifests/", "tag list": "/tags/list"}
-FAULTS: dict[str, tuple[list[str], list[str]]] = {
-    "503": (["503"], []),
-    "429": (["429"], []),
-    "reset": (["reset"], []),
-    "503x8": (["503"] * 8, []),
-    "stall": (["stall"], []),
-    "trickle": ([], ["trickle"]),
-    "truncate": ([], ["truncate"]),
-    "corrupt": ([], ["corrupt"]),
+FAULTS: dict[str, list[str]] = {
+    "503": ["503"],
+    "429": ["429"],
+    "reset": ["reset"],
+    "503x8": ["503"] * 8,
+    "stall": ["stall"],
+    "trickle": ["trickle"],
+    "truncate": ["truncate"],
+    "corrupt": ["corrupt"],
 }
-"""Fault kind → (CountingProxy faults, SoakProxy custom faults) armed for one episode.
+"""Fault kind → the CountingProxy faults armed for one episode.
 ``503x8`` outlasts every retry; the others are met once."""
 
 
@@ -919,7 +851,8 @@ class FaultRun:
         while not self.stop.is_set():
             self.listed("catalog", self.host)
             for name in self.listed("tag list", repository):
-                record("tag stat", str(repository / name), lambda n=name: stat(repository / n))
+                tag_dir = repository / name
+                record("tag stat", str(tag_dir), functools.partial(stat, tag_dir))
             record(
                 "manifest",
                 str(repository / TAG / "manifest"),
@@ -928,7 +861,7 @@ class FaultRun:
             if self.fresh:
                 self.listed("tag list", fresh)
                 for tag, _ in self.fresh[-3:]:
-                    record("tag stat", str(fresh / tag), lambda t=tag: stat(fresh / t))
+                    record("tag stat", str(fresh / tag), functools.partial(stat, fresh / tag))
             time.sleep(0.2)
 
     def listed(self, kind: str, path: Path) -> list[str]:
@@ -985,7 +918,7 @@ class FaultRun:
                 self.kill_registry(seconds)
             else:
                 if kind != "none":
-                    proxy.arm(kind, WHERE[where], *FAULTS[kind])
+                    proxy.arm(kind, WHERE[where], FAULTS[kind])
                 time.sleep(seconds)
                 proxy.disarm()
             episode.end = time.monotonic()

@@ -269,11 +269,13 @@ class LayerStore:
                 )  # fmt: skip
             raise Unavailable(f"{layer}: chunk {number} not fetched again within {timeout:g}s")
 
+        gzip_index = await index.blob("gzip_index")
         for attempt in range(1, REFETCH_ATTEMPTS + 1):
             try:
                 data = await self._decompress_again(
-                    layer, index, number, sha256=sha256, fetch=fetch_in_task(within_deadline)
-                )
+                    layer, index, number, gzip_index,
+                    sha256=sha256, fetch=fetch_in_task(within_deadline),
+                )  # fmt: skip
             except (MalformedContent, VerificationFailed) as error:
                 if attempt == REFETCH_ATTEMPTS:
                     raise
@@ -288,12 +290,13 @@ class LayerStore:
         layer: LayerRef,
         index: LayerIndex,
         number: int,
+        gzip_index: bytes | None,
         *,
         sha256: bytes,
         fetch: Callable[[int, int], bytes],
     ) -> bytes:
         """Chunk ``number`` from the blob read through ``fetch``, checked against its hash."""
-        meta, gzip_index = index.meta, index.blob("gzip_index")
+        meta = index.meta
         offset = number * meta.chunk_size
         size = min(meta.chunk_size, meta.uncompressed_size - offset)
         remote = RemoteFile(fetch, meta.compressed_size)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cachetools
 import trio
@@ -26,6 +26,7 @@ from regfs.domain.errors import Unavailable
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 _COLUMNS = (
@@ -257,12 +258,32 @@ class LayerIndex:
         queries, by id or (parent, name), are index lookups and stay on the loop)."""
         key = (self.meta.digest, parent)
         listing = self._listings.get(key)
-        for _ in range(3):  # again only if the connection was closed under the query
-            if listing is not None:
-                keep(self._listings, key, listing)
-                return listing
-            listing = await trio.to_thread.run_sync(_read_children, self._db(), parent)
-        raise Unavailable(f"layer index {self.path.name}: closed under every listing of {parent}")
+        if listing is None:
+            query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
+            listing = await self._in_thread(
+                f"listing of {parent}",
+                lambda db: [_entry(row) for row in db.execute(query, (parent,))],
+            )
+        keep(self._listings, key, listing)
+        return listing
+
+    async def blob(self, name: str) -> bytes | None:
+        """A stored blob (the gzip index: up to megabytes), read in a worker thread."""
+        query = "SELECT data FROM blobs WHERE name = ?"
+        row = await self._in_thread(name, lambda db: db.execute(query, (name,)).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def _in_thread(self, what: str, query: Callable[[sqlite3.Connection], T]) -> T:
+        """``query`` run in a worker thread, started over if the owner closed the
+        connection under it (it is opened on the loop, where ``on_open`` may run)."""
+        for _ in range(3):
+            db = self._db()
+            try:
+                return await trio.to_thread.run_sync(query, db)
+            except sqlite3.ProgrammingError:
+                if self._connection is db:
+                    raise  # not closed under it: a bug, not a race
+        raise Unavailable(f"layer index {self.path.name}: closed under every {what}")
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""
@@ -289,16 +310,3 @@ class LayerIndex:
         return [
             (int(u), int(c)) for u, c in self._db().execute("SELECT * FROM checkpoints ORDER BY 1")
         ]
-
-    def blob(self, name: str) -> bytes | None:
-        row = self._db().execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
-        return bytes(row[0]) if row else None
-
-
-def _read_children(db: sqlite3.Connection, parent: int) -> list[IndexEntry] | None:
-    """A directory's rows by name; None if the connection was closed meanwhile."""
-    query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
-    try:
-        return [_entry(row) for row in db.execute(query, (parent,))]
-    except sqlite3.ProgrammingError:  # closed by the owner: the caller opens it again
-        return None

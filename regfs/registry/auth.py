@@ -34,6 +34,7 @@ from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
 from regfs.registry.authfile import Credentials
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.endpoints import pull_scope
+from regfs.registry.errors import RetryLater
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds; the distribution spec's default for expires_in
 EXPIRY_MARGIN = 10.0  # renew this long before a token expires, so none dies in flight
@@ -46,15 +47,6 @@ ANONYMOUS = "no credentials"
 TokenExchange = Callable[[httpx.Request], Awaitable[tuple[httpx.Response, bytes]]]
 """Sends a token request and returns its response with the body read, at most
 ``MAX_TOKEN_RESPONSE`` bytes of it (more is an error)."""
-
-
-class TokenUnavailable(Unavailable):
-    """The token endpoint failed for now (5xx, 429): the whole request is worth retrying."""
-
-    def __init__(self, message: str, retry_after: str | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        """The endpoint's ``Retry-After`` header, if it sent one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +204,8 @@ def _read_token(
             f"{host}: token endpoint {realm} refused ({status}) with {_source(credentials)}"
         )
     if status >= 500 or status == 429:
-        raise TokenUnavailable(
-            f"{host}: token endpoint {realm} failed ({status})",
+        raise RetryLater(
+            Unavailable(f"{host}: token endpoint {realm} failed ({status})"),
             response.headers.get("retry-after"),
         )
     if status != 200:

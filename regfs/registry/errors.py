@@ -82,6 +82,19 @@ def error_for_status(status: int, body: bytes, what: str) -> RegfsError:
     return ProtocolError(message)
 
 
+class RetryLater(Exception):
+    """A failure worth sending the whole request again for (a 5xx, 429 or 408 from the
+    registry or its token endpoint), carrying the error to raise if no attempt is left."""
+
+    def __init__(self, error: RegfsError, retry_after: str | None, once: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+        """The answer's ``Retry-After`` header, if it had one."""
+        self.once = once
+        """Worth one more attempt only (a signed redirect URL that expired)."""
+
+
 def retry_after_seconds(value: str | None, ceiling: float) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header, capped; None if absent or a date."""
     if value is None:

@@ -22,18 +22,18 @@ import httpx
 import trio
 
 from regfs.domain.deadline import CALLER_DEADLINE
-from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
+from regfs.domain.errors import MalformedContent, Unavailable
 from regfs.registry.auth import (
     ANONYMOUS,
     CREDENTIALS_SOURCE,
     MAX_TOKEN_RESPONSE,
     RegistryAuth,
-    TokenUnavailable,
 )
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.errors import (
     HTTPX_ERRORS,
     RETRYABLE_STATUSES,
+    RetryLater,
     describe,
     error_for_exception,
     error_for_status,
@@ -122,16 +122,11 @@ class HttpSession:
                 if number == attempts or not is_temporary(error):
                     raise error_for_exception(error, what) from None
                 log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
-            except TokenUnavailable as failure:
-                if number == attempts:
-                    raise
-                retry_after = retry_after_seconds(failure.retry_after, self.timeout)
-                delay = retry_after if retry_after is not None else delay
-                log.debug("%s; retrying in %.2fs", failure, delay)
-            except _TemporaryStatus as temporary:
-                if number == attempts or (temporary.redirected and number > 1):
+            except RetryLater as temporary:
+                if number == attempts or (temporary.once and number > 1):
                     raise temporary.error from None
-                delay = temporary.retry_after if temporary.retry_after is not None else delay
+                retry_after = retry_after_seconds(temporary.retry_after, self.timeout)
+                delay = retry_after if retry_after is not None else delay
                 log.debug("%s; retrying in %.2fs", temporary.error, delay)
             await trio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -158,12 +153,11 @@ class HttpSession:
             what += f" (redirected to {response.url.host})"  # the host only: URLs carry signatures
         error = error_for_status(status, body, what)
         if status in RETRYABLE_STATUSES:
-            retry_after = retry_after_seconds(response.headers.get("retry-after"), self.timeout)
-            return _TemporaryStatus(error, retry_after)
+            return RetryLater(error, response.headers.get("retry-after"))
         if status == 403 and redirected:
             # A signed URL (S3, a CDN) that expired: the registry signs a new one when asked
             # again, so once is worth it; a second refusal is a real one.
-            return _TemporaryStatus(error, 0.0, redirected=True)
+            return RetryLater(error, "0", once=True)
         return error
 
     async def _send_once(
@@ -187,19 +181,6 @@ class HttpSession:
         finally:
             await response.aclose()
         raise self._failure(response, body, f"{method} {url}")
-
-
-class _TemporaryStatus(Exception):
-    """A status worth retrying (5xx, 429, 408, or a redirect target's 403), carrying the
-    error to raise if not."""
-
-    def __init__(
-        self, error: RegfsError, retry_after: float | None, redirected: bool = False
-    ) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-        self.redirected = redirected
 
 
 async def read_limited(

@@ -19,7 +19,6 @@ from tests.support.net import LoopbackServer
 
 FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
 DAMAGE = ("corrupt", "truncate", "trickle")
-TRICKLE_INTERVAL = 0.5
 
 
 class CountingProxy:
@@ -45,8 +44,11 @@ class CountingProxy:
         ``503``, ``429`` (Retry-After: 1), ``reset`` (closed with no answer), ``stall``
         (no answer for ``stall_seconds``, then closed), and damage to the registry's
         answer: ``corrupt`` (a byte flipped: a blob's middle one, else the last),
-        ``truncate`` (half of it, then closed), ``trickle`` (a byte every
-        ``TRICKLE_INTERVAL`` seconds)."""
+        ``truncate`` (half of it, then closed), ``trickle`` (``trickle_rate`` bytes a
+        second). Damage is taken by GETs only: a HEAD has no body to damage."""
+        self.trickle_rate = 2.0
+        self.trickle_seconds: float | None = None
+        """Seconds after which a trickled answer is closed unfinished (None: never)."""
         self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
         self.path_prefix = ""
@@ -73,6 +75,9 @@ class CountingProxy:
             self.bytes_by_path.clear()
             self.requests_by_path.clear()
             self.whole_blob_gets.clear()
+
+    def fault_met(self, fault: str, method: str, path: str) -> None:
+        """Called as each fault of ``faults`` is taken by a request; for subclasses."""
 
     def _count(self, path: str, size: int, whole_blob: bool) -> None:
         with self._lock:
@@ -107,10 +112,16 @@ class CountingProxy:
 
             def _take_fault(self) -> str | None:
                 with proxy._lock:
-                    found = next((f for f in proxy.faults if f[0] in self.path), None)
+                    found = next((f for f in proxy.faults if self._meets(*f)), None)
                     if found is not None:
                         proxy.faults.remove(found)
-                return found[1] if found else None
+                if found is None:
+                    return None
+                proxy.fault_met(found[1], self.command, self.path)
+                return found[1]
+
+            def _meets(self, where: str, fault: str) -> bool:
+                return where in self.path and (fault not in DAMAGE or self.command == "GET")
 
             def _fail(self, fault: str) -> None:
                 if fault in ("reset", "stall"):
@@ -126,12 +137,22 @@ class CountingProxy:
 
             def _send_body(self, body: bytes, damage: str | None) -> None:
                 if damage == "trickle":
-                    for position in range(len(body)):
-                        self.wfile.write(body[position : position + 1])
-                        self.wfile.flush()
-                        time.sleep(TRICKLE_INTERVAL)
+                    self._trickle(body)
                 else:
                     self.wfile.write(body)
+
+            def _trickle(self, body: bytes) -> None:
+                """Send ``body`` at ``trickle_rate``, up to four pieces a second."""
+                piece = max(1, int(proxy.trickle_rate / 4))
+                limit = proxy.trickle_seconds
+                give_up = None if limit is None else time.monotonic() + limit
+                for start in range(0, len(body), piece):
+                    if give_up is not None and time.monotonic() > give_up:
+                        self.close_connection = True
+                        return
+                    self.wfile.write(body[start : start + piece])
+                    self.wfile.flush()
+                    time.sleep(piece / proxy.trickle_rate)
 
             def _relay(self, upstream: http.client.HTTPConnection, damage: str | None) -> None:
                 headers = {k: v for k in FORWARDED if (v := self.headers.get(k)) is not None}

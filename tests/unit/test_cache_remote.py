@@ -8,6 +8,7 @@ import io
 import itertools
 import logging
 import os
+import sqlite3
 import subprocess
 import tarfile
 import threading
@@ -195,9 +196,10 @@ def test_a_multi_member_gzip_layer_is_indexed_and_read_at_random(tmp_path: Path)
     assert index is not None and index.meta.uncompressed_size == len(tar)
     assert [entry.name for entry in trio.run(index.children, ROOT_ID)][:2] == [b"f0", b"f1"]
     blob = (tmp_path / "blob").read_bytes()
+    gzip_index = trio.run(index.blob, "gzip_index")
     for offset in (0, 4095, 4096, 1_000_003, len(tar) - 700):
         remote = RemoteFile(counting_fetch(blob, []), len(blob))
-        got = read_at(remote, "gzip", index.blob("gzip_index"), offset, 5000)  # type: ignore[arg-type]
+        got = read_at(remote, "gzip", gzip_index, offset, 5000)  # type: ignore[arg-type]
         assert got == tar[offset : offset + 5000], offset
 
 
@@ -262,6 +264,25 @@ def test_a_mount_keeps_a_bounded_number_of_indexes_open(tmp_path: Path) -> None:
     assert indexes[0].child(ROOT_ID, b"a") is not None  # opened again on use
     assert indexes[0].is_open and opened == [indexes[0]]
     assert trio.run(indexes[0].children, ROOT_ID)[0].name == b"a"
+
+
+def test_an_index_closed_under_a_query_in_a_thread_opens_again(tmp_path: Path) -> None:
+    """The owner may close an index while a worker thread queries it: the query starts over
+    on a fresh connection; a query that fails on an open connection is a bug, raised."""
+    index = LayerIndex.open(small_index(tmp_path, "a"))
+    assert index is not None
+    closed = []
+
+    def close_first(db: sqlite3.Connection) -> int:
+        if not closed:
+            closed.append(db)
+            index.close()
+        return int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    assert trio.run(index._in_thread, "count", close_first) == 2
+    assert index.is_open
+    with pytest.raises(sqlite3.ProgrammingError):
+        trio.run(index._in_thread, "bad", lambda db: db.execute("SELECT ?", ()).fetchone())
 
 
 def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None:
