@@ -251,7 +251,7 @@ def serve(
     ready()
     clean = False
     try:
-        trio.run(_main_loop, client)
+        trio.run(_main_loop, client, operations)
         clean = True
     finally:
         layers.close()
@@ -260,9 +260,10 @@ def serve(
     return 0
 
 
-async def _main_loop(client: RegistryClient) -> None:
+async def _main_loop(client: RegistryClient, operations: Operations) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
+        nursery.start_soon(operations.invalidator.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
     await client.aclose()

@@ -43,3 +43,12 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
     cp pyproject.toml "$stamp"
 fi
+# pyfuse3 with the kernel-caching patch (see patches/): without it regfs still works, with
+# every open and directory listing reaching the daemon.
+pyfuse3_wheel=$(scripts/build-pyfuse3.sh)
+pyfuse3_version=$(basename "$pyfuse3_wheel" | cut -d- -f2)
+if ! .venv/bin/python -m pip show pyfuse3 2>/dev/null | grep -qx "Version: $pyfuse3_version"; then
+    echo "==> pip install $pyfuse3_wheel"
+    .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+        "$pyfuse3_wheel"
+fi

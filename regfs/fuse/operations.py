@@ -2,26 +2,56 @@
 
 FUSE layer. No registry logic lives here. Names cross the boundary as bytes and are
 decoded with ``os.fsdecode`` (surrogateescape), so any byte string round-trips.
+
+Kernel caching: with pyfuse3's kernel-caching patch (``patches/``), the kernel skips
+open, opendir and their releases, keeps file pages, directory listings and symlink targets,
+and ``read``/``readdir`` receive the inode as ``fh``. Without it, ``open`` and ``opendir``
+hand out the inode as ``fh`` too, so both paths are the same code. What the kernel keeps
+of a mutable entry is invalidated after ``--metadata-ttl`` (``invalidation.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import itertools
+import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 
+import cachetools
 import pyfuse3
 
-from regfs.domain.errors import NoEntry
+from regfs.domain.errors import NoEntry, NotFound, Unavailable
 from regfs.fuse.errors import translate_errors
+from regfs.fuse.invalidation import KernelInvalidator
 from regfs.tree.inodes import InodeTable
-from regfs.tree.node import Directory, File, Node, Stat, Symlink
+from regfs.tree.node import Directory, File, Kind, Node, Stat, Symlink
 
 IMMUTABLE_TIMEOUT = 365 * 24 * 3600.0
 """Seconds the kernel may trust entries under a digest dir: they never change."""
 BLOCK_SIZE = 4096
+LISTINGS_PAGED_AT_ONCE = 64
+"""Directory listings kept while the kernel pages through them (see ``readdir``)."""
+MUTABLE_LISTINGS_NAMED = 256
+"""Mutable dirs whose last listing's names are kept, to notice a name it lacked."""
+CHANGES_KEPT = 4096
+"""Mutable dirs whose invalidation time is kept as their mtime (others: mount time)."""
+
+log = logging.getLogger(__name__)
+
+
+def kernel_caching() -> str:
+    """What the kernel may cache on this mount, for the log (after the kernel's INIT)."""
+    in_effect = getattr(pyfuse3, "no_open_in_effect", None)
+    if in_effect is None:
+        return ("off: this pyfuse3 lacks regfs's kernel-caching patch (scripts/install.sh "
+                "builds it), so every open and listing reaches the daemon")  # fmt: skip
+    files, dirs = in_effect()
+    if files and dirs:
+        return "on: no open or opendir; file pages, listings and symlink targets kept"
+    return f"partial: the kernel skips open {files}, opendir {dirs} (Linux 4.20 / 5.1 needed)"
 
 
 class Operations(pyfuse3.Operations):
@@ -30,6 +60,8 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
+    enable_symlink_caching = True  # read by patched pyfuse3 only, like enable_no_open
+    enable_no_open = True
 
     def __init__(
         self, root: Directory, metadata_ttl: float, request_timeout: float = math.inf
@@ -39,13 +71,29 @@ class Operations(pyfuse3.Operations):
         self.inodes = InodeTable(root)
         self.metadata_ttl = metadata_ttl
         self.request_timeout = request_timeout
-        self._handles = itertools.count(1)
-        self._open_dirs: dict[int, tuple[Directory, Sequence[tuple[str, Node]]]] = {}
-        self._open_files: dict[int, File] = {}
+        self.invalidator = KernelInvalidator(pyfuse3.invalidate_inode, self._changed)
+        self._changed_at: cachetools.LRUCache[int, int] = cachetools.LRUCache(CHANGES_KEPT)
+        """When each mutable dir was last invalidated: its mtime, so the kernel relists."""
+        self._paged: cachetools.LRUCache[int, Sequence[tuple[str, Node]]] = cachetools.LRUCache(
+            LISTINGS_PAGED_AT_ONCE
+        )
+        """Listings being paged through, by directory inode."""
+        self._listed: cachetools.LRUCache[int, frozenset[str]] = cachetools.LRUCache(
+            MUTABLE_LISTINGS_NAMED
+        )
+        """Names of the last listing of each mutable dir the kernel may hold."""
+
+    def init(self) -> None:
+        log.info("kernel caching %s", kernel_caching())
 
     # -- attributes ---------------------------------------------------------------------
 
+    def _changed(self, inode: int) -> None:
+        self._changed_at[inode] = time.time_ns()
+
     def _attributes(self, inode: int, info: Stat) -> pyfuse3.EntryAttributes:
+        if not info.immutable and info.kind is Kind.DIRECTORY:
+            info = dataclasses.replace(info, mtime_ns=self._changed_at.get(inode, info.mtime_ns))
         attributes = pyfuse3.EntryAttributes()
         attributes.st_ino = pyfuse3.InodeT(inode)
         attributes.generation = 0
@@ -82,8 +130,18 @@ class Operations(pyfuse3.Operations):
             if not (await directory.stat()).immutable:
                 raise
             return self._absent()  # remembered by the kernel: `find`, shells, ld.so ask again
+        await self._relist_if_new(parent_inode, os.fsdecode(name))
         info = await node.stat()
         return self._attributes(self.inodes.remember(node), info)
+
+    async def _relist_if_new(self, directory: int, name: str) -> None:
+        """A name the kernel's listing of a mutable dir lacks may be listed from now on (a
+        repository found although the catalog is refused, a host named): drop that
+        listing before answering, so the next ``ls`` shows the name."""
+        names = self._listed.get(directory)
+        if names is not None and name not in names:
+            del self._listed[directory]
+            await self.invalidator.now(directory)
 
     @staticmethod
     def _absent() -> pyfuse3.EntryAttributes:
@@ -109,7 +167,17 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.node(inode)
         if not isinstance(node, Symlink):
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(await node.target())
+        target = os.fsencode(await node.target())
+        await self._expire_if_mutable(inode, node)
+        return target
+
+    async def _expire_if_mutable(self, inode: int, node: Node) -> bool:
+        """Have the kernel drop what it keeps of a mutable ``node`` once its TTL passes;
+        whether it is mutable."""
+        if (await node.stat()).immutable:
+            return False
+        self.invalidator.schedule(inode, self.metadata_ttl)
+        return True
 
     # -- directories --------------------------------------------------------------------
 
@@ -117,31 +185,38 @@ class Operations(pyfuse3.Operations):
     async def opendir(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileHandleT:
-        directory = self._directory(inode)
-        # The listing is taken once per open: offsets into it stay valid however the
-        # registry changes while a reader pages through it.
-        entries = await directory.entries()
-        handle = next(self._handles)
-        self._open_dirs[handle] = (directory, entries)
-        return pyfuse3.FileHandleT(handle)
+        self._directory(inode)
+        return pyfuse3.FileHandleT(inode)
 
     @translate_errors
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
-        _, entries = self._open_dirs[fh]
+        """The listing of directory ``fh`` (an inode) from ``start_id`` on.
+
+        A listing is taken at offset 0 and kept until the kernel has paged through it:
+        offsets stay valid however the registry changes meanwhile. One kept listing may
+        serve several readers at once; a reader whose listing was dropped (the least recent of
+        ``LISTINGS_PAGED_AT_ONCE``) gets a fresh one, as after a rewinddir.
+        """
+        directory = self._directory(fh)
+        entries = self._paged.pop(fh, None) if start_id else None
+        if entries is None:
+            try:
+                entries = await directory.entries()
+            except NotFound as error:  # glibc takes ENOENT from getdents for the end of
+                raise Unavailable(f"cannot be listed: {error}") from None  # the listing
+            if await self._expire_if_mutable(fh, directory):
+                self._listed[fh] = frozenset(name for name, _ in entries)
         for position in range(start_id, len(entries)):
             name, node = entries[position]
             inode = self.inodes.inode_of(node)
             attributes = self._attributes(inode, await node.stat())
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, position + 1):
                 self.inodes.drop_if_unused(inode)
+                self._paged[fh] = entries
                 return
             self.inodes.remember(node)
-
-    @translate_errors
-    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
-        self._open_dirs.pop(fh, None)
 
     # -- files --------------------------------------------------------------------------
 
@@ -151,21 +226,26 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
+        self._file(inode)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(inode), keep_cache=True)  # immutable
+
+    def _file(self, inode: int) -> File:
         node = self.inodes.node(inode)
         if not isinstance(node, File):
             raise pyfuse3.FUSEError(errno.EISDIR if isinstance(node, Directory) else errno.EINVAL)
-        info = await node.stat()
-        handle = next(self._handles)
-        self._open_files[handle] = node
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle), keep_cache=info.immutable)
+        return node
 
     @translate_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        return await self._open_files[fh].read(off, size)
+        return await self._file(fh).read(off, size)
 
     @translate_errors
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
-        self._open_files.pop(fh, None)
+        """Nothing to release: a file's handle is its inode."""
+
+    @translate_errors
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        """Nothing to release: a directory's handle is its inode."""
 
     # -- extended attributes ------------------------------------------------------------
 

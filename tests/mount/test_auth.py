@@ -77,7 +77,7 @@ def test_a_refused_tag_or_repository_is_eacces_not_a_directory(
     """htpasswd registry, no credentials: whatever asks the registry is EACCES."""
     host = mnt / basic_registry.host
     refused = rf"{basic_registry.host}/(solo|team)\S*: '\w+' refused: .*HTTP 401"
-    listing = rf"opendir: GET http://{basic_registry.host}/v2/(solo|team/app)/tags/list with no"
+    listing = rf"readdir: GET http://{basic_registry.host}/v2/(solo|team/app)/tags/list with no"
     mnt.allow_log(refused, listing)
     for action in (
         (host / "solo/1/manifest").read_bytes,

@@ -3,7 +3,9 @@
 The mount tests run this installation, never the editable tree, so a file the wheel
 lacks (package data, a module left out of the package list) fails them as it would fail
 a user. The wheel is built from a copy of just what the sdist holds, so stale build
-output in the work tree cannot leak into it.
+output in the work tree cannot leak into it. pyfuse3 is the build with regfs's
+kernel-caching patch, as ``scripts/install.sh`` installs it, or the stock one from the
+package index, as a plain ``pip install regfs`` gets it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _run(command: list[str | Path], what: str) -> None:
         raise RuntimeError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
 
 
-def install_wheel(workdir: Path) -> Path:
+def install_wheel(workdir: Path, patched_pyfuse3: bool = True) -> Path:
     """Build regfs's wheel, install it into a new venv under ``workdir``; its ``bin/``."""
     source = workdir / "source"
     source.mkdir(parents=True)
@@ -43,8 +45,20 @@ def install_wheel(workdir: Path) -> Path:
     environment = workdir / "venv"
     venv.create(environment, with_pip=True)
     bin_dir = environment / "bin"
-    _run([bin_dir / "python", *pip[1:], "install", wheel], f"installing {wheel.name}")
+    pyfuse3 = [_patched_pyfuse3()] if patched_pyfuse3 else []
+    _run([bin_dir / "python", *pip[1:], "install", *pyfuse3, wheel], f"installing {wheel.name}")
     return bin_dir
+
+
+def _patched_pyfuse3() -> Path:
+    """The patched pyfuse3 wheel, built now if this patch has none yet."""
+    build = subprocess.run(
+        [ROOT / "scripts/build-pyfuse3.sh"], capture_output=True, text=True, timeout=900,
+        check=False, env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    if build.returncode != 0:
+        raise RuntimeError(f"building pyfuse3 failed:\n{build.stdout}\n{build.stderr}")
+    return ROOT / build.stdout.strip().splitlines()[-1]
 
 
 def clean_environment() -> dict[str, str]:

@@ -1,0 +1,110 @@
+"""The kernel's caches: a warm walk and warm reads never reach the daemon, what changes on
+the registry still shows after ``--metadata-ttl``, and a stock pyfuse3 still serves."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Layered, Pushed
+from tests.support import images
+from tests.support.installed import install_wheel
+from tests.support.mount import Installation, Mount
+
+pytestmark = pytest.mark.mount
+
+
+def walk_and_read(rootfs: Path, timeout: float) -> tuple[str, str]:
+    """What ``find -ls`` prints and the sha256 of ``tar -c`` of the tree (every file read)."""
+    listing = subprocess.run(
+        ["find", ".", "-ls"], cwd=rootfs, capture_output=True, text=True, timeout=timeout,
+        check=True,
+    ).stdout  # fmt: skip
+    archive = subprocess.run(
+        "tar -cf - --sort=name . | sha256sum", shell=True, cwd=rootfs, capture_output=True,
+        text=True, timeout=timeout, check=True,
+    ).stdout  # fmt: skip
+    return listing, archive
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """The daemon frozen (SIGSTOP): whatever still works is served by the kernel alone."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_warm_walk_and_warm_reads_need_no_daemon(tmp_path: Path, layered: Layered) -> None:
+    """After one `find -ls` and one `tar -c` of rootfs/, the same again is answered by the
+    kernel's caches alone (listings, attributes, symlink targets, file pages): it
+    completes with the daemon stopped, and shows the same."""
+    mount = Mount(tmp_path / "mnt", "--metadata-ttl", "600")
+    try:
+        rootfs = layered.image(mount, "oci").resolve() / "rootfs"
+        cold = walk_and_read(rootfs, timeout=300)
+        assert "kernel caching on" in mount.log()
+        assert len(cold[0].splitlines()) > 1000 and " -> " in cold[0]  # symlinks were walked
+        with stopped(mount.pid()):
+            warm = walk_and_read(rootfs, timeout=30)
+        assert warm == cold
+    finally:
+        mount.close()
+
+
+def test_what_changes_on_the_registry_shows_after_the_ttl(tmp_path: Path, pushed: Pushed) -> None:
+    """The kernel keeps listings and symlink targets of mutable entries too; they are
+    invalidated after --metadata-ttl: a new tag is listed, a moved tag points anew."""
+    url, repository = pushed.registry.url, "kernel/cache"
+    images.repository_copies(url, "library/debian", "bookworm", [repository])
+    images.repository_copies(url, "formats/v2s2", "latest", [repository])
+    mount = Mount(tmp_path / "mnt", "--metadata-ttl", "1")
+    try:
+        directory = mount / pushed.registry.host / repository
+        assert sorted(os.listdir(directory)) == ["bookworm", "latest"]
+        moved_from = os.readlink(directory / "latest")
+        body, content_type, digest = images.get_manifest(url, repository, "bookworm")
+        for tag in ("latest", "new"):
+            images.registry_request(
+                f"{url}/v2/{repository}/manifests/{tag}", method="PUT", data=body,
+                headers={"Content-Type": content_type},
+            )  # fmt: skip
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and len(os.listdir(directory)) < 3:
+            time.sleep(0.2)
+        assert sorted(os.listdir(directory)) == ["bookworm", "latest", "new"]
+        assert os.readlink(directory / "latest") == digest.replace(":", "-") != moved_from
+    finally:
+        mount.close()
+
+
+def test_a_stock_pyfuse3_serves_without_kernel_caching(
+    tmp_path: Path, pushed: Pushed, installed_regfs: Path
+) -> None:
+    """`pip install regfs` gets pyfuse3 from the index, without the patch: every open and
+    listing then reaches the daemon, which still answers them all; the log says so."""
+    Installation.use(install_wheel(tmp_path / "stock", patched_pyfuse3=False))
+    try:
+        mount = Mount(tmp_path / "mnt")
+        try:
+            image = mount / pushed.registry.host / "library/debian/bookworm"
+            assert "kernel caching off" in mount.log()
+            assert (image / "rootfs/etc/os-release").read_bytes() == Path(
+                "/etc/os-release"
+            ).read_bytes()
+            assert "etc" in os.listdir(image / "rootfs")
+            with open(image / "manifest", "rb") as first, open(image / "manifest", "rb") as second:
+                assert first.read() == second.read()
+        finally:
+            mount.close()
+    finally:
+        Installation.use(installed_regfs)
