@@ -52,7 +52,7 @@ class KernelInvalidator:
 
     async def now(self, inode: int) -> None:
         """Invalidate ``inode`` before returning (from a worker thread, as in ``run``)."""
-        await self._invalidate_in_thread([inode])
+        await self._mark_and_invalidate([inode])
 
     @property
     def waiting(self) -> int:
@@ -74,13 +74,16 @@ class KernelInvalidator:
                 self._waiting.discard(inode)
                 inodes.append(inode)
             if inodes:
-                await self._invalidate_in_thread(inodes)
+                await self._mark_and_invalidate(inodes)
+
+    async def _mark_and_invalidate(self, inodes: list[int]) -> None:
+        for inode in inodes:
+            self._changed(inode)
+        await self._invalidate_in_thread(inodes)
 
     async def _invalidate_in_thread(self, inodes: list[int]) -> None:
         """A notification blocks until the kernel has handled it: a worker thread, so
         requests keep being served meanwhile (the kernel may wait on one)."""
-        for inode in inodes:
-            self._changed(inode)
         await trio.to_thread.run_sync(self._invalidate_all, inodes)
 
     def _invalidate_all(self, inodes: list[int]) -> None:
