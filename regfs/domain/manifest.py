@@ -27,6 +27,11 @@ class Descriptor:
     size: int | None
     platform: Platform | None = None
     urls: tuple[str, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    """Covered by the manifest's digest: a layer's eStargz TOC digest is trusted from here."""
+
+    def annotation(self, name: str) -> str | None:
+        return next((value for key, value in self.annotations if key == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,9 @@ def _descriptor(value: Any, what: str) -> Descriptor:
     urls = _field(value, "urls", list, what, default=[])
     if not all(isinstance(url, str) for url in urls):
         raise MalformedContent(f"{what}: urls is not a list of strings")
+    annotations = _field(value, "annotations", dict, what, default={})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise MalformedContent(f"{what}: annotations are not all strings")
     try:
         digest = Digest.parse(_field(value, "digest", str, what))
     except MalformedContent as error:
@@ -109,6 +117,7 @@ def _descriptor(value: Any, what: str) -> Descriptor:
         size=size,
         platform=_platform(value.get("platform"), what),
         urls=tuple(urls),
+        annotations=tuple(sorted(annotations.items())),
     )
 
 

@@ -1,0 +1,279 @@
+"""eStargz: reading a layer's table of contents, so that a file costs only its own chunks.
+
+Layers layer, pure. An eStargz layer is a valid gzip tar whose every file chunk starts a
+gzip member of its own, followed by a TOC (``stargz.index.json``, gzipped, in a tar) and a
+footer that says where the TOC starts. The layer descriptor's annotation
+``containerd.io/snapshot/stargz/toc.digest`` (covered by the manifest's digest) is the
+sha256 of the TOC's JSON, and each chunk entry carries the sha256 of its bytes: checking
+both, regfs serves a file by fetching its chunks alone, never an unverified byte.
+
+The layer's files are laid out here on a *virtual* stream (their chunks end to end, in TOC
+order) so that the index keeps its one form: an entry's ``data_offset`` is where its bytes
+start on that stream, and ``TocChunk`` rows say where each piece of the stream comes from.
+
+Spec: github.com/containerd/stargz-snapshotter, docs/estargz.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import tarfile
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent, VerificationFailed
+from regfs.layers.tar import TarMember
+
+TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
+FOOTER_SIZE = 51
+LEGACY_FOOTER_SIZE = 47
+"""The footer of stargz before eStargz: the same offset, in a gzip header without the
+``SG`` subfield."""
+TOC_NAME = "stargz.index.json"
+HIDDEN_NAMES = frozenset({b"stargz.index.json", b".prefetch.landmark", b".no.prefetch.landmark"})
+"""Files eStargz adds to the layer's root for its own use: not the image's."""
+MAX_TOC_SIZE = 64 << 20
+"""Bytes of TOC JSON accepted (a layer of a million files has a TOC of about 250 MiB
+uncompressed; such a layer is read whole instead)."""
+MAX_CHUNK_SIZE = 64 << 20
+
+_TYPEFLAGS = {
+    "reg": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4",
+    "dir": b"5", "fifo": b"6",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TocChunk:
+    """A piece of the virtual stream: ``size`` bytes at ``virtual_offset``, made by
+    decompressing the gzip member at ``[compressed_offset, compressed_end)`` of the blob
+    (they come first in it), hashing to ``sha256``."""
+
+    virtual_offset: int
+    size: int
+    compressed_offset: int
+    compressed_end: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Toc:
+    members: list[TarMember]
+    chunks: list[TocChunk]
+    virtual_size: int
+
+
+def toc_offset(tail: bytes, blob_size: int) -> tuple[int, int]:
+    """Where the TOC starts and the footer's size, from the blob's last 51 bytes."""
+    for size in (FOOTER_SIZE, LEGACY_FOOTER_SIZE):
+        footer = tail[-size:]
+        offset = _footer_offset(footer, size)
+        if offset is not None:
+            if not 0 <= offset < blob_size - size:
+                raise MalformedContent(f"eStargz footer points outside the blob ({offset})")
+            return offset, size
+    raise MalformedContent("no eStargz footer at the end of the blob")
+
+
+def _footer_offset(footer: bytes, size: int) -> int | None:
+    """The TOC offset a footer of ``size`` bytes holds: a gzip header with an extra field
+    (``SG`` + 22 bytes, or for the legacy footer the 22 bytes alone) of ``%016xSTARGZ``."""
+    if len(footer) != size or footer[:4] != b"\x1f\x8b\x08\x04":
+        return None
+    extra_length = int.from_bytes(footer[10:12], "little")
+    extra = footer[12 : 12 + extra_length]
+    if size == FOOTER_SIZE:
+        if extra_length != 26 or extra[:2] != b"SG" or extra[2:4] != b"\x16\x00":
+            return None
+        payload = extra[4:]
+    else:
+        if extra_length != 22:
+            return None
+        payload = extra
+    if payload[16:] != b"STARGZ":
+        return None
+    try:
+        return int(payload[:16], 16)
+    except ValueError:
+        return None
+
+
+def read_toc(compressed: bytes, expected: Digest) -> list[dict[str, Any]]:
+    """The TOC's entries from its gzipped tar, checked against the annotation's digest."""
+    try:
+        tar_bytes = zlib.decompressobj(31).decompress(compressed, MAX_TOC_SIZE + 1024 * 1024)
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as archive:
+            member = archive.next()
+            if member is None or member.name != TOC_NAME or not member.isfile():
+                raise MalformedContent(f"the TOC tar does not start with {TOC_NAME}")
+            if member.size > MAX_TOC_SIZE:
+                raise MalformedContent(f"TOC larger than {MAX_TOC_SIZE} bytes")
+            extracted = archive.extractfile(member)
+            raw = extracted.read() if extracted else b""
+    except (zlib.error, tarfile.TarError, EOFError) as error:
+        raise MalformedContent(f"TOC unreadable: {error}") from None
+    if len(raw) != member.size:
+        raise MalformedContent("TOC cut short")
+    if Digest.of(raw) != expected:
+        raise VerificationFailed(f"TOC hashes to {Digest.of(raw)}, the manifest says {expected}")
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise MalformedContent(f"TOC is not JSON: {error}") from None
+    entries = document.get("entries") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise MalformedContent("TOC has no list of entries")
+    return entries
+
+
+def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
+    """The TOC's files as tar members on the virtual stream, and the chunks behind it."""
+    starts = {_int(e, "offset") for e in entries if "offset" in e and e.get("type") != "dir"}
+    offsets = sorted(starts | {toc_start})
+    members: list[TarMember] = []
+    chunks: list[TocChunk] = []
+    position = 0
+    pending: _File | None = None
+    for entry in entries:
+        kind = entry.get("type")
+        if kind == "chunk":
+            if pending is None or entry.get("name") != pending.name:
+                raise MalformedContent(f"TOC chunk of {entry.get('name')!r} follows no file")
+            pending.add(entry, offsets, position)
+            position += pending.last_size
+            continue
+        if pending is not None:
+            pending.finish()
+            pending = None
+        if not isinstance(kind, str) or kind not in _TYPEFLAGS:
+            raise MalformedContent(f"TOC entry of unknown type {kind!r}")
+        name = _str(entry, "name").encode()
+        if name.removeprefix(b"./").strip(b"/") in HIDDEN_NAMES:
+            continue
+        member = _member(entry, kind, name, position)
+        members.append(member)
+        if kind == "reg" and member.size > 0:
+            pending = _File(entry, member.size, chunks)
+            pending.add(entry, offsets, position)
+            position += pending.last_size
+    if pending is not None:
+        pending.finish()
+    return Toc(members, chunks, position)
+
+
+class _File:
+    """The chunks of one regular file, checked to cover it exactly, in order."""
+
+    def __init__(self, entry: dict[str, Any], size: int, chunks: list[TocChunk]) -> None:
+        self.name = entry.get("name")
+        self.size = size
+        self.covered = 0
+        self.last_size = 0
+        self._chunks = chunks
+
+    def add(self, entry: dict[str, Any], offsets: list[int], position: int) -> None:
+        chunk_offset = _int(entry, "chunkOffset", 0)
+        if chunk_offset != self.covered:
+            raise MalformedContent(f"TOC chunks of {self.name!r} leave a gap or overlap")
+        size = _int(entry, "chunkSize", 0) or self.size - chunk_offset
+        if not 0 < size <= min(MAX_CHUNK_SIZE, self.size - chunk_offset):
+            raise MalformedContent(f"TOC chunk of {self.name!r} has size {size}")
+        start = _int(entry, "offset")
+        following = [offset for offset in offsets if offset > start]
+        if not following:
+            raise MalformedContent(f"TOC chunk of {self.name!r} starts past the TOC")
+        digest = _digest(entry, "chunkDigest")
+        self._chunks.append(TocChunk(position, size, start, following[0], digest))
+        self.covered += size
+        self.last_size = size
+
+    def finish(self) -> None:
+        if self.covered != self.size:
+            raise MalformedContent(f"TOC chunks of {self.name!r} cover {self.covered} of "
+                                   f"{self.size} bytes")  # fmt: skip
+
+
+def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> TarMember:
+    xattrs = entry.get("xattrs") or {}
+    if not isinstance(xattrs, dict):
+        raise MalformedContent(f"TOC entry {name!r}: xattrs is not an object")
+    try:
+        decoded = tuple(
+            (key.encode(), base64.b64decode(value, validate=True))
+            for key, value in sorted(xattrs.items())
+            if isinstance(key, str) and isinstance(value, str)
+        )
+    except binascii.Error as error:
+        raise MalformedContent(f"TOC entry {name!r}: xattr not base64: {error}") from None
+    return TarMember(
+        path=name,
+        type=_TYPEFLAGS[kind][0],
+        mode=_int(entry, "mode", 0) & 0o7777,
+        uid=_int(entry, "uid", 0),
+        gid=_int(entry, "gid", 0),
+        size=_int(entry, "size", 0) if kind == "reg" else 0,
+        mtime_ns=_mtime_ns(entry.get("modtime"), name),
+        linkname=_str(entry, "linkName", "").encode(),
+        devmajor=_int(entry, "devMajor", 0),
+        devminor=_int(entry, "devMinor", 0),
+        data_offset=position,
+        xattrs=decoded,
+    )
+
+
+def _int(entry: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = entry.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+        raise MalformedContent(f"TOC entry {entry.get('name')!r}: {key} is not a size")
+    return value
+
+
+def _str(entry: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = entry.get(key, default)
+    if not isinstance(value, str) or "\0" in value:
+        raise MalformedContent(f"TOC entry: {key} is not a string")
+    return value
+
+
+def _digest(entry: dict[str, Any], key: str) -> bytes:
+    try:
+        digest = Digest.parse(_str(entry, key))
+    except MalformedContent as error:
+        raise MalformedContent(f"TOC entry {entry.get('name')!r}: {error}") from None
+    if digest.algorithm != "sha256":
+        raise MalformedContent(f"TOC entry {entry.get('name')!r}: {key} is not sha256")
+    return bytes.fromhex(digest.hex)
+
+
+def _mtime_ns(value: object, name: bytes) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, str):
+        raise MalformedContent(f"TOC entry {name!r}: modtime is not a string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedContent(f"TOC entry {name!r}: modtime {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def chunk_bytes(member: bytes, chunk: TocChunk) -> bytes:
+    """A chunk from its fetched gzip member, checked against its digest."""
+    try:
+        data = zlib.decompressobj(31).decompress(member, chunk.size)
+    except zlib.error as error:
+        raise MalformedContent(f"chunk at {chunk.compressed_offset}: {error}") from None
+    if len(data) != chunk.size or hashlib.sha256(data).digest() != chunk.sha256:
+        raise VerificationFailed(
+            f"chunk at {chunk.compressed_offset} does not match its TOC digest"
+        )
+    return data
