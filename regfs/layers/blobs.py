@@ -10,6 +10,7 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -35,7 +36,15 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, Verif
 from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.entries import IndexEntry
-from regfs.layers.indexer import build_index
+from regfs.layers.estargz import (
+    FOOTER_SIZE,
+    MAX_TOC_SIZE,
+    TOC_DIGEST_ANNOTATION,
+    TocChunk,
+    chunk_bytes,
+    toc_offset,
+)
+from regfs.layers.indexer import ESTARGZ, build_index, build_toc_index
 from regfs.layers.remote import RemoteFile, fetch_in_task
 from regfs.layers.store import LayerIndex
 from regfs.registry.client import RegistryClient
@@ -86,9 +95,7 @@ class LayerStore:
         self._temporary_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
-        self._indexes: weakref.WeakValueDictionary[Digest, LayerIndex] = (
-            weakref.WeakValueDictionary()
-        )
+        self._indexes: weakref.WeakValueDictionary[Path, LayerIndex] = weakref.WeakValueDictionary()
         """Every index a node of the tree may still use: their files are never evicted."""
         self._open = _ClosingLRU(OPEN_INDEXES)
         """The indexes whose SQLite connection is open: bounds the files the mount holds."""
@@ -115,8 +122,16 @@ class LayerStore:
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
 
-    def _index_path(self, digest: Digest) -> Path:
-        return self._index_dir / f"{digest.dir_name}.sqlite"
+    def _index_path(self, layer: LayerRef) -> Path:
+        """Where the layer's index is kept. An index built from an eStargz TOC is named
+        after the TOC's digest too: its bytes were never checked against the layer's
+        digest, so an image elsewhere that names the same digest with another (or no)
+        TOC must not be served from it."""
+        name = layer.digest.dir_name
+        toc = layer.descriptor.annotation(TOC_DIGEST_ANNOTATION)
+        if toc is not None:
+            name += f".toc-{hashlib.sha256(toc.encode()).hexdigest()[:32]}"
+        return self._index_dir / f"{name}.sqlite"
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now from the blob.
@@ -125,7 +140,7 @@ class LayerStore:
         built for another repository (or another mount sharing the cache) is used here,
         the registry must confirm it serves the blob in this one (a HEAD, remembered).
         """
-        cached = self._indexes.get(layer.digest)
+        cached = self._indexes.get(self._index_path(layer))
         if cached is not None and self._serves(layer):
             self._use(cached)
             return cached
@@ -133,9 +148,8 @@ class LayerStore:
         async def load() -> LayerIndex:
             if layer.digest in self._unindexable:
                 raise self._unindexable[layer.digest]
-            index = self._indexes.get(layer.digest) or LayerIndex.open(
-                self._index_path(layer.digest), self._listings
-            )
+            path = self._index_path(layer)
+            index = self._indexes.get(path) or LayerIndex.open(path, self._listings)
             if index is not None and not self._serves(layer):
                 await self._client.blob_exists(
                     layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
@@ -148,7 +162,7 @@ class LayerStore:
                     raise
             self._confirmed.add((layer.host, layer.repository, layer.digest))
             with self._lock:
-                self._indexes[layer.digest] = index
+                self._indexes[index.path] = index
             index.on_open = self._use
             self._use(index)
             return index
@@ -168,17 +182,18 @@ class LayerStore:
     async def _build(self, layer: LayerRef) -> LayerIndex:
         """Build the layer's index and open it; the file is kept from eviction meanwhile
         (a small cache, full of other layers' blobs, would otherwise take it at once)."""
-        path = self._index_path(layer.digest)
+        path = self._index_path(layer)
         with self._lock:
             self._building.add(path)
         try:
-            async with self._first_passes:
-                await self._first_pass(layer)
+            if not await self._index_from_toc(layer):
+                async with self._first_passes:
+                    await self._first_pass(layer)
             index = LayerIndex.open(path, self._listings)
             if index is None:
                 raise VerificationFailed(f"{layer}: index unreadable right after building")
             with self._lock:
-                self._indexes[layer.digest] = index
+                self._indexes[index.path] = index
             return index
         finally:
             with self._lock:
@@ -197,26 +212,63 @@ class LayerStore:
                 await self._index_blob(layer, blob)
             finally:
                 blob.unlink(missing_ok=True)
-                index_size = _size_of(self._index_path(layer.digest))
+                index_size = _size_of(self._index_path(layer))
                 await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
+
+    async def _index_from_toc(self, layer: LayerRef) -> bool:
+        """Index an eStargz layer from its TOC alone, fetched by two Range requests; False
+        if it has none, or one that cannot be used (logged: the layer is then read whole)."""
+        annotation = layer.descriptor.annotation(TOC_DIGEST_ANNOTATION)
+        size = layer.descriptor.size
+        if annotation is None or size is None or size <= FOOTER_SIZE:
+            return False
+        path = self._index_path(layer)
+        fetch = self._ranges(layer)
+        try:
+            toc_digest = Digest.parse(annotation)
+            tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
+            start, footer_size = toc_offset(tail, size)
+            if size - footer_size - start > MAX_TOC_SIZE:
+                raise MalformedContent(f"TOC of {size - footer_size - start} bytes")
+            toc = await fetch(start, size - footer_size, "eStargz TOC not fetched")
+            async with self._indexing:
+                build = functools.partial(
+                    build_toc_index, toc, path, toc_digest=toc_digest, toc_start=start,
+                    digest=str(layer.digest), size=size,
+                )  # fmt: skip
+                warnings = await trio.to_thread.run_sync(build)
+        except (MalformedContent, VerificationFailed) as error:
+            log.warning("%s: eStargz TOC not used (%s): reading the whole layer", layer, error)
+            return False
+        await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
+        log.info("%s: indexed from its eStargz TOC (%d bytes fetched)", layer, len(toc))
+        self._log_skipped(layer, warnings)
+        return True
 
     async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
         """Index a verified blob in a worker thread, and log what it skipped."""
         async with self._indexing:
             try:
                 warnings = await trio.to_thread.run_sync(
-                    build_index, blob, self._index_path(layer.digest), str(layer.digest),
+                    build_index, blob, self._index_path(layer), str(layer.digest),
                     self._chunks,
                 )  # fmt: skip
             except MalformedContent as error:
                 raise MalformedContent(f"{layer}: {error}") from None
+        self._log_skipped(layer, warnings)
+
+    @staticmethod
+    def _log_skipped(layer: LayerRef, warnings: list[str]) -> None:
         for warning in warnings[:20]:
             log.warning("%s: %s", layer, warning)
         if len(warnings) > 20:
             log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
-        """``size`` bytes of the layer's uncompressed tar at ``offset``, verified."""
+        """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
+        index built from an eStargz TOC: of its virtual stream)."""
+        if index.meta.compression == ESTARGZ:
+            return await self._read_by_toc(layer, index, offset, size)
         chunk_size = index.meta.chunk_size
         end = min(offset + size, index.meta.uncompressed_size)
         parts = []
@@ -231,6 +283,15 @@ class LayerStore:
 
     async def _chunk(self, layer: LayerRef, index: LayerIndex, number: int) -> bytes:
         sha256 = index.chunk_hash(number)
+
+        async def fetch() -> bytes:
+            return await self._fetch_chunk(layer, index, number, sha256)
+
+        return await self._verified_chunk(sha256, fetch)
+
+    async def _verified_chunk(self, sha256: bytes, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The chunk of hash ``sha256``: from memory, the disk cache, or ``fetch`` (once for
+        all who wait, a failure remembered ``FAILURE_MEMORY`` seconds)."""
         data = self._memory.get(sha256)
         if data is not None:
             return data
@@ -242,48 +303,96 @@ class LayerStore:
             found = await trio.to_thread.run_sync(self._chunks.get, sha256)
             if found is None:
                 try:
-                    found = await self._fetch_chunk(layer, index, number, sha256)
+                    found = await self._checked_twice(fetch)
                 except RegfsError as error:
                     self._failed_chunks[sha256] = error
                     raise
+                await trio.to_thread.run_sync(self._chunks.put, sha256, found)
             self._memory[sha256] = found
             return found
 
         return await self._flight.run(("chunk", sha256), load)  # type: ignore[return-value]
 
-    async def _fetch_chunk(
-        self, layer: LayerRef, index: LayerIndex, number: int, sha256: bytes
-    ) -> bytes:
-        """Produce a chunk again from the registry, from the nearest checkpoint on; bytes
-        damaged on the way (they fail to decompress or to hash right) are fetched once
-        more, within the same deadline."""
+    @staticmethod
+    async def _checked_twice(fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        """``fetch``, once more if the bytes were damaged on the way (they fail to
+        decompress or to hash right); both attempts share ``fetch``'s deadline."""
+        for attempt in range(1, REFETCH_ATTEMPTS + 1):
+            try:
+                return await fetch()
+            except (MalformedContent, VerificationFailed) as error:
+                if attempt == REFETCH_ATTEMPTS:
+                    raise
+                log.info("%s; fetching it once more", error)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _ranges(self, layer: LayerRef) -> Callable[[int, int, str], Awaitable[bytes]]:
+        """Range requests for ``layer`` sharing one deadline: ``--timeout`` from now, or
+        the caller's own if sooner. Each names what it fetches for the timeout's message."""
         timeout = self._client.config.timeout
-        # One deadline for all the Range calls (and no later than the caller's own).
         give_up_at = min(trio.current_time() + timeout, CALLER_DEADLINE.get())
 
-        async def within_deadline(start: int, end: int) -> bytes:
+        async def fetch(start: int, end: int, what: str) -> bytes:
             with trio.move_on_at(give_up_at):
                 return await self._client.get_blob_range(
                     layer.host, layer.repository, layer.digest, start, end,
                     urls=layer.descriptor.urls,
                 )  # fmt: skip
-            raise Unavailable(f"{layer}: chunk {number} not fetched again within {timeout:g}s")
+            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
 
+        return fetch
+
+    async def _fetch_chunk(
+        self, layer: LayerRef, index: LayerIndex, number: int, sha256: bytes
+    ) -> bytes:
+        """Produce a chunk again from the registry, from the nearest checkpoint on."""
+        ranges = self._ranges(layer)
         gzip_index = await index.blob("gzip_index")
-        for attempt in range(1, REFETCH_ATTEMPTS + 1):
-            try:
-                data = await self._decompress_again(
-                    layer, index, number, gzip_index,
-                    sha256=sha256, fetch=fetch_in_task(within_deadline),
-                )  # fmt: skip
-            except (MalformedContent, VerificationFailed) as error:
-                if attempt == REFETCH_ATTEMPTS:
-                    raise
-                log.info("%s; fetching it once more", error)  # bytes damaged on the way
-            else:
-                await trio.to_thread.run_sync(self._chunks.put, sha256, data)
-                return data
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def within_deadline(start: int, end: int) -> bytes:
+            return await ranges(start, end, f"chunk {number} not fetched again")
+
+        async def fetch() -> bytes:
+            return await self._decompress_again(
+                layer, index, number, gzip_index,
+                sha256=sha256, fetch=fetch_in_task(within_deadline),
+            )  # fmt: skip
+
+        return await self._checked_twice(fetch)
+
+    async def _read_by_toc(
+        self, layer: LayerRef, index: LayerIndex, offset: int, size: int
+    ) -> bytes:
+        """Bytes of an eStargz layer's virtual stream: each chunk a read touches is
+        fetched alone (one Range request for its gzip member) and checked."""
+        end = min(offset + size, index.meta.uncompressed_size)
+        parts = []
+        position = offset
+        while position < end:
+            chunk = index.toc_chunk(position)
+            if chunk is None:
+                raise MalformedContent(f"{layer}: no eStargz chunk at {position}")
+            data = await self._verified_chunk(chunk.sha256, self._toc_chunk_fetcher(layer, chunk))
+            part = data[position - chunk.virtual_offset : end - chunk.virtual_offset]
+            parts.append(part)
+            position += len(part)
+        return b"".join(parts)
+
+    def _toc_chunk_fetcher(
+        self, layer: LayerRef, chunk: TocChunk
+    ) -> Callable[[], Awaitable[bytes]]:
+        ranges = self._ranges(layer)
+
+        async def fetch() -> bytes:
+            what = f"chunk at {chunk.compressed_offset} not fetched"
+            member = await ranges(chunk.compressed_offset, chunk.compressed_end, what)
+            async with self._refetching:
+                try:
+                    return await trio.to_thread.run_sync(chunk_bytes, member, chunk)
+                except (MalformedContent, VerificationFailed) as error:
+                    raise type(error)(f"{layer}: {error}") from None
+
+        return fetch
 
     async def _decompress_again(
         self,

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from regfs.cache.chunks import ChunkCache
+from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.layers.compression import (
     DECOMPRESSION_ERRORS,
@@ -21,6 +22,7 @@ from regfs.layers.compression import (
     sniff,
 )
 from regfs.layers.entries import LayerTreeBuilder
+from regfs.layers.estargz import layout, read_toc
 from regfs.layers.store import IndexMeta, write_index
 from regfs.layers.tar import TarScanner
 
@@ -57,5 +59,26 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=hashes,
         checkpoints=checkpoints, gzip_index=gzip_index,
+    )  # fmt: skip
+    return tree.warnings
+
+
+ESTARGZ = "estargz"
+"""The ``compression`` of an index built from an eStargz TOC: its data offsets are on the
+virtual stream of ``estargz.py``, read through ``toc_chunks``."""
+
+
+def build_toc_index(
+    toc: bytes, index_path: Path, *, toc_digest: Digest, toc_start: int, digest: str, size: int
+) -> list[str]:
+    """Index an eStargz layer from its gzipped TOC alone; returns warnings to log."""
+    laid_out = layout(read_toc(toc, toc_digest), toc_start)
+    tree = LayerTreeBuilder()
+    for member in laid_out.members:
+        tree.add(member)
+    meta = IndexMeta(digest, ESTARGZ, size, laid_out.virtual_size, 0)
+    write_index(
+        index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
+        gzip_index=None, toc_chunks=laid_out.chunks,
     )  # fmt: skip
     return tree.warnings

@@ -50,6 +50,17 @@ CREATE TABLE checkpoints (
     compressed_offset   INTEGER NOT NULL
 );
 
+-- eStargz layers (compression 'estargz'): their files are laid end to end on a virtual
+-- stream (entries.data_offset points into it), each piece being the start of one gzip
+-- member of the blob, checked against the sha256 its TOC records.
+CREATE TABLE toc_chunks (
+    virtual_offset    INTEGER PRIMARY KEY,
+    size              INTEGER NOT NULL,
+    compressed_offset INTEGER NOT NULL,
+    compressed_end    INTEGER NOT NULL,  -- where the next member (or the TOC) starts
+    sha256            BLOB NOT NULL
+);
+
 -- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (every seek point with its
 -- 32 KiB window), zlib-compressed.
 CREATE TABLE blobs (

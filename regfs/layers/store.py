@@ -24,11 +24,12 @@ import trio
 from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.estargz import TocChunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
@@ -106,6 +107,7 @@ def write_index(
     chunk_hashes: Sequence[bytes],
     checkpoints: Iterable[tuple[int, int]],
     gzip_index: bytes | None,
+    toc_chunks: Iterable[TocChunk] = (),
 ) -> None:
     """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -126,6 +128,11 @@ def write_index(
         )
         connection.executemany("INSERT INTO chunks VALUES (?, ?)", enumerate(chunk_hashes))
         connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
+        connection.executemany(
+            "INSERT INTO toc_chunks VALUES (?, ?, ?, ?, ?)",
+            ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
+             for c in toc_chunks),
+        )  # fmt: skip
         if gzip_index is not None:
             connection.execute("INSERT INTO blobs VALUES ('gzip_index', ?)", (gzip_index,))
         connection.commit()
@@ -305,6 +312,16 @@ class LayerIndex:
         if row is None:
             raise KeyError(index)
         return bytes(row[0])
+
+    def toc_chunk(self, position: int) -> TocChunk | None:
+        """The eStargz chunk covering ``position`` of the virtual stream, if any."""
+        row = self._db().execute(
+            "SELECT * FROM toc_chunks WHERE virtual_offset <= ? "
+            "ORDER BY virtual_offset DESC LIMIT 1", (position,)
+        ).fetchone()  # fmt: skip
+        if row is None or position >= row[0] + row[1]:
+            return None
+        return TocChunk(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4]))
 
     def checkpoints(self) -> list[tuple[int, int]]:
         return [

@@ -22,7 +22,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
-from regfs.domain.digest import Digest
 from regfs.layers.blobs import LayerStore, _ClosingLRU
 from regfs.layers.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
 from regfs.layers.entries import ROOT_ID
@@ -295,10 +294,10 @@ def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None
     assert index is not None
     index.path = used
     store._building.add(building)
-    store._indexes[Digest.of(b"u")] = index
+    store._indexes[used] = index
     store._chunks.evict()
     assert building.exists() and used.exists()
     store._building.clear()
-    del store._indexes[Digest.of(b"u")]
+    del store._indexes[used]
     store._chunks.evict()
     assert not building.exists()  # evictable again (the older of the two goes first)
