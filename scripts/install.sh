@@ -8,6 +8,7 @@ APT_PACKAGES=(
     fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv  # pyfuse3 builds against libfuse3
     docker-registry skopeo umoci                                # the real registry and image tools
     mmdebstrap systemd-container                                # test images; nspawn into rootfs/
+    containerd stargz-snapshotter                               # eStargz test images (ctr-remote)
     attr curl ca-certificates                                   # getfattr for the demo
 )
 

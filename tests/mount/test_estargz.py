@@ -1,0 +1,117 @@
+"""eStargz images made by ctr-remote: a file costs its own chunks, every byte checked, and a
+TOC that cannot be trusted falls back to reading the whole layer."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Pushed
+from tests.support import images
+from tests.support.estargz import push_estargz
+from tests.support.mount import Mount
+from tests.support.proxy import CountingProxy
+
+pytestmark = pytest.mark.mount
+
+TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
+CHUNK = 1 << 20
+FILES = {
+    "big.bin": os.urandom(6 * CHUNK + 12345),
+    "etc/os-release": Path("/etc/os-release").read_bytes(),
+    "usr/share/doc/readme.txt": b"read me\n" * 1000,
+    "empty": b"",
+}
+
+
+@dataclass(frozen=True)
+class Estargz:
+    proxy: CountingProxy
+    manifest: dict[str, object]
+    content_type: str
+    layer_digest: str
+    layer_size: int
+
+    def image(self, mount: Mount, tag: str = "esgz") -> Path:
+        return mount / self.proxy.host / "lazy/estargz" / tag
+
+
+@pytest.fixture(scope="module")
+def estargz(pushed: Pushed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estargz]:
+    work = tmp_path_factory.mktemp("estargz")
+    images.build_image(work / "oci", "source", FILES)
+    host = pushed.registry.host
+    push_estargz(work / "oci", "source", f"{host}/lazy/estargz:esgz", work,
+                 "--estargz-chunk-size", str(CHUNK))  # fmt: skip
+    body, content_type, _ = images.get_manifest(pushed.registry.url, "lazy/estargz", "esgz")
+    manifest = json.loads(body)
+    (layer,) = manifest["layers"]
+    assert TOC_DIGEST in layer["annotations"]
+    proxy = CountingProxy(pushed.registry.port)
+    yield Estargz(proxy, manifest, content_type, layer["digest"], layer["size"])
+    proxy.stop()
+
+
+@pytest.fixture
+def mount(tmp_path: Path, estargz: Estargz) -> Iterator[Mount]:
+    estargz.proxy.reset()
+    mounted = Mount(tmp_path / "mnt")
+    yield mounted
+    mounted.close()
+
+
+def test_a_small_file_costs_its_chunks_not_the_layer(mount: Mount, estargz: Estargz) -> None:
+    rootfs = estargz.image(mount) / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    fetched = estargz.proxy.blob_bytes(estargz.layer_digest)
+    assert fetched < estargz.layer_size / 10, (fetched, estargz.layer_size)
+    assert estargz.proxy.whole_blob_gets[
+        f"/v2/lazy/estargz/blobs/{estargz.layer_digest}"
+    ] == 0  # fmt: skip
+    assert "indexed from its eStargz TOC" in mount.log()
+
+
+def test_every_file_and_name_is_the_image_s(mount: Mount, estargz: Estargz) -> None:
+    """What ctr-remote added for itself (the TOC, the landmark) is not shown."""
+    image = estargz.image(mount)
+    for top in (image / "rootfs", image / "0"):
+        assert sorted(os.listdir(top)) == ["big.bin", "empty", "etc", "usr"]
+        for name, data in FILES.items():
+            assert (top / name).read_bytes() == data, name
+    assert (image / "rootfs/big.bin").stat().st_size == len(FILES["big.bin"])
+    fetched = estargz.proxy.blob_bytes(estargz.layer_digest)
+    assert fetched <= estargz.layer_size * 1.1
+
+
+def test_a_chunk_damaged_on_the_way_is_fetched_again(mount: Mount, estargz: Estargz) -> None:
+    rootfs = estargz.image(mount) / "rootfs"
+    os.listdir(rootfs)  # the TOC, read before the fault
+    estargz.proxy.faults = [("/blobs/", "corrupt")]
+    with open(rootfs / "big.bin", "rb") as file:
+        file.seek(3 * CHUNK)
+        assert file.read(CHUNK) == FILES["big.bin"][3 * CHUNK : 4 * CHUNK]
+    assert not estargz.proxy.faults  # the fault was met
+    assert "fetching it once more" in mount.log()
+
+
+def test_a_toc_that_does_not_match_its_digest_is_not_used(
+    mount: Mount, estargz: Estargz, pushed: Pushed
+) -> None:
+    """A manifest whose TOC digest is wrong: the TOC is not trusted, the layer is read
+    whole and checked against the layer's digest instead."""
+    manifest = json.loads(json.dumps(estargz.manifest))
+    manifest["layers"][0]["annotations"][TOC_DIGEST] = "sha256:" + "0" * 64
+    images.registry_request(
+        f"{pushed.registry.url}/v2/lazy/estargz/manifests/wrong-toc", method="PUT",
+        data=json.dumps(manifest).encode(), headers={"Content-Type": estargz.content_type},
+    )  # fmt: skip
+    mount.allow_log(r"eStargz TOC not used \(TOC hashes to sha256:\w+, the manifest says")
+    rootfs = estargz.image(mount, "wrong-toc") / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    path = f"/v2/lazy/estargz/blobs/{estargz.layer_digest}"
+    assert estargz.proxy.whole_blob_gets[path] == 1
