@@ -36,17 +36,19 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, Verif
 from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.entries import IndexEntry
-from regfs.layers.estargz import (
+from regfs.layers.indexer import build_index, build_toc_index
+from regfs.layers.remote import RemoteFile, fetch_in_task
+from regfs.layers.store import LayerIndex
+from regfs.layers.toc import (
     FOOTER_SIZE,
     MAX_TOC_SIZE,
-    TOC_DIGEST_ANNOTATION,
+    TOC_ANNOTATIONS,
+    TOC_FORMATS,
     TocChunk,
     chunk_bytes,
     toc_offset,
+    toc_reference,
 )
-from regfs.layers.indexer import ESTARGZ, build_index, build_toc_index
-from regfs.layers.remote import RemoteFile, fetch_in_task
-from regfs.layers.store import LayerIndex
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -128,9 +130,9 @@ class LayerStore:
         digest, so an image elsewhere that names the same digest with another (or no)
         TOC must not be served from it."""
         name = layer.digest.dir_name
-        toc = layer.descriptor.annotation(TOC_DIGEST_ANNOTATION)
-        if toc is not None:
-            name += f".toc-{hashlib.sha256(toc.encode()).hexdigest()[:32]}"
+        if any(key in TOC_ANNOTATIONS for key, _ in layer.descriptor.annotations):
+            named = repr(layer.descriptor.annotations).encode()
+            name += f".toc-{hashlib.sha256(named).hexdigest()[:32]}"
         return self._index_dir / f"{name}.sqlite"
 
     async def index(self, layer: LayerRef) -> LayerIndex:
@@ -216,32 +218,38 @@ class LayerStore:
                 await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
 
     async def _index_from_toc(self, layer: LayerRef) -> bool:
-        """Index an eStargz layer from its TOC alone, fetched by two Range requests; False
-        if it has none, or one that cannot be used (logged: the layer is then read whole)."""
-        annotation = layer.descriptor.annotation(TOC_DIGEST_ANNOTATION)
+        """Index an eStargz or zstd:chunked layer from its TOC alone, fetched by Range
+        requests; False if it has none, or one that cannot be used (logged: the layer is
+        then read whole, and checked against its digest)."""
         size = layer.descriptor.size
-        if annotation is None or size is None or size <= FOOTER_SIZE:
-            return False
         path = self._index_path(layer)
-        fetch = self._ranges(layer)
         try:
-            toc_digest = Digest.parse(annotation)
-            tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
-            start, footer_size = toc_offset(tail, size)
-            if size - footer_size - start > MAX_TOC_SIZE:
-                raise MalformedContent(f"TOC of {size - footer_size - start} bytes")
-            toc = await fetch(start, size - footer_size, "eStargz TOC not fetched")
+            reference = toc_reference(dict(layer.descriptor.annotations))
+            if reference is None or size is None or size <= FOOTER_SIZE:
+                return False
+            fetch = self._ranges(layer)
+            if reference.position is not None:  # zstd:chunked: the annotation says where
+                start, length, _ = reference.position
+                end = start + length
+            else:
+                tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
+                start, footer_size = toc_offset(tail, size)
+                end = size - footer_size
+            if not 0 <= start < end <= size or end - start > MAX_TOC_SIZE:
+                raise MalformedContent(f"TOC at [{start}, {end}) of a {size}-byte blob")
+            toc = await fetch(start, end, f"{reference.format} TOC not fetched")
+            build = functools.partial(
+                build_toc_index, toc, path, reference=reference, toc_start=start,
+                digest=str(layer.digest), size=size,
+            )  # fmt: skip
             async with self._indexing:
-                build = functools.partial(
-                    build_toc_index, toc, path, toc_digest=toc_digest, toc_start=start,
-                    digest=str(layer.digest), size=size,
-                )  # fmt: skip
                 warnings = await trio.to_thread.run_sync(build)
         except (MalformedContent, VerificationFailed) as error:
-            log.warning("%s: eStargz TOC not used (%s): reading the whole layer", layer, error)
+            log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
             return False
         await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
-        log.info("%s: indexed from its eStargz TOC (%d bytes fetched)", layer, len(toc))
+        log.info("%s: indexed from its %s TOC (%d bytes fetched)",
+                 layer, reference.format, len(toc))  # fmt: skip
         self._log_skipped(layer, warnings)
         return True
 
@@ -267,7 +275,7 @@ class LayerStore:
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
         index built from an eStargz TOC: of its virtual stream)."""
-        if index.meta.compression == ESTARGZ:
+        if index.meta.compression in TOC_FORMATS:
             return await self._read_by_toc(layer, index, offset, size)
         chunk_size = index.meta.chunk_size
         end = min(offset + size, index.meta.uncompressed_size)
@@ -372,14 +380,15 @@ class LayerStore:
             chunk = index.toc_chunk(position)
             if chunk is None:
                 raise MalformedContent(f"{layer}: no eStargz chunk at {position}")
-            data = await self._verified_chunk(chunk.sha256, self._toc_chunk_fetcher(layer, chunk))
+            fetch = self._toc_chunk_fetcher(layer, chunk, index.meta.compression)
+            data = await self._verified_chunk(chunk.sha256, fetch)
             part = data[position - chunk.virtual_offset : end - chunk.virtual_offset]
             parts.append(part)
             position += len(part)
         return b"".join(parts)
 
     def _toc_chunk_fetcher(
-        self, layer: LayerRef, chunk: TocChunk
+        self, layer: LayerRef, chunk: TocChunk, toc_format: str
     ) -> Callable[[], Awaitable[bytes]]:
         ranges = self._ranges(layer)
 
@@ -388,7 +397,7 @@ class LayerStore:
             member = await ranges(chunk.compressed_offset, chunk.compressed_end, what)
             async with self._refetching:
                 try:
-                    return await trio.to_thread.run_sync(chunk_bytes, member, chunk)
+                    return await trio.to_thread.run_sync(chunk_bytes, member, chunk, toc_format)
                 except (MalformedContent, VerificationFailed) as error:
                     raise type(error)(f"{layer}: {error}") from None
 

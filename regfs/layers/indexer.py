@@ -12,7 +12,6 @@ import hashlib
 from pathlib import Path
 
 from regfs.cache.chunks import ChunkCache
-from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.layers.compression import (
     DECOMPRESSION_ERRORS,
@@ -22,9 +21,15 @@ from regfs.layers.compression import (
     sniff,
 )
 from regfs.layers.entries import LayerTreeBuilder
-from regfs.layers.estargz import layout, read_toc
 from regfs.layers.store import IndexMeta, write_index
 from regfs.layers.tar import TarScanner
+from regfs.layers.toc import (
+    ZSTD_CHUNKED,
+    TocReference,
+    layout,
+    read_toc,
+    read_zstd_chunked_toc,
+)
 
 CHUNK_SIZE = 1 << 20
 
@@ -63,20 +68,27 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
     return tree.warnings
 
 
-ESTARGZ = "estargz"
-"""The ``compression`` of an index built from an eStargz TOC: its data offsets are on the
-virtual stream of ``estargz.py``, read through ``toc_chunks``."""
-
-
 def build_toc_index(
-    toc: bytes, index_path: Path, *, toc_digest: Digest, toc_start: int, digest: str, size: int
+    toc: bytes,
+    index_path: Path,
+    *,
+    reference: TocReference,
+    toc_start: int,
+    digest: str,
+    size: int,
 ) -> list[str]:
-    """Index an eStargz layer from its gzipped TOC alone; returns warnings to log."""
-    laid_out = layout(read_toc(toc, toc_digest), toc_start)
+    """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
+    The index's ``compression`` is the TOC's format: its data offsets are on the virtual
+    stream of ``toc.py``, read through ``toc_chunks``."""
+    if reference.format == ZSTD_CHUNKED and reference.position is not None:
+        entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
+    else:
+        entries = read_toc(toc, reference.digest)
+    laid_out = layout(entries, toc_start)
     tree = LayerTreeBuilder()
     for member in laid_out.members:
         tree.add(member)
-    meta = IndexMeta(digest, ESTARGZ, size, laid_out.virtual_size, 0)
+    meta = IndexMeta(digest, reference.format, size, laid_out.virtual_size, 0)
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None, toc_chunks=laid_out.chunks,

@@ -24,7 +24,7 @@ import trio
 from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.estargz import TocChunk
+from regfs.layers.toc import TocChunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""eStargz TOCs: the footer, the TOC's digest, files laid out from chunks, hostile TOCs."""
+"""eStargz and zstd:chunked TOCs: footers, TOC digests, files laid out from chunks, hostile
+TOCs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,26 @@ import os
 from typing import Any
 
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.layers.estargz import Toc, chunk_bytes, layout, read_toc, toc_offset
+from regfs.layers.toc import (
+    ESTARGZ,
+    TOC_DIGEST_ANNOTATION,
+    ZSTD_CHUNKED,
+    Toc,
+    TocChunk,
+    TocReference,
+    chunk_bytes,
+    layout,
+    read_toc,
+    read_zstd_chunked_toc,
+    toc_offset,
+    toc_reference,
+)
 from tests.support.estargz_writer import estargz, footer
 
 FILES = [
@@ -37,7 +52,7 @@ def content(blob: bytes, toc: Toc, data_offset: int, size: int) -> bytes:
     for chunk in toc.chunks:
         if data_offset <= chunk.virtual_offset < data_offset + size:
             member = blob[chunk.compressed_offset : chunk.compressed_end]
-            parts.append(chunk_bytes(member, chunk))
+            parts.append(chunk_bytes(member, chunk, "estargz"))
     return b"".join(parts)
 
 
@@ -71,9 +86,9 @@ def test_a_chunk_changed_on_the_way_is_refused() -> None:
     first = toc.chunks[0]
     other = estargz([("x", os.urandom(1000))], chunk_size=1000)[0]
     with pytest.raises(VerificationFailed):
-        chunk_bytes(other[: other.index(b"\x1f\x8b", 10)], first)
+        chunk_bytes(other[: other.index(b"\x1f\x8b", 10)], first, "estargz")
     with pytest.raises(MalformedContent):
-        chunk_bytes(b"\x1f\x8b garbage", first)
+        chunk_bytes(b"\x1f\x8b garbage", first, "estargz")
 
 
 @pytest.mark.parametrize(
@@ -142,3 +157,50 @@ def test_any_toc_is_laid_out_or_malformed(entries: list[dict[str, Any]]) -> None
 def test_any_toc_bytes_are_read_or_refused(data: bytes) -> None:
     with pytest.raises((MalformedContent, VerificationFailed)):
         read_toc(data, Digest.of(json.dumps({"entries": []}).encode()))
+
+
+def test_a_descriptor_names_its_toc_by_format() -> None:
+    checksum = "sha256:" + "a" * 64
+    zstd = {
+        "io.github.containers.zstd-chunked.manifest-checksum": checksum,
+        "io.github.containers.zstd-chunked.manifest-position": "100:20:300:1",
+    }
+    older = {key.replace("io.github.", "io."): value for key, value in zstd.items()}
+    assert toc_reference(zstd) == TocReference(ZSTD_CHUNKED, Digest.parse(checksum), (100, 20, 300))
+    assert toc_reference(older) == toc_reference(zstd)
+    assert toc_reference({TOC_DIGEST_ANNOTATION: checksum}) == TocReference(
+        ESTARGZ, Digest.parse(checksum)
+    )
+    assert toc_reference({"org.opencontainers.image.title": "x"}) is None
+    for position in ("100:20:300", "100:20:300:2", "-1:20:300:1", "a:b:c:1"):
+        with pytest.raises(MalformedContent):
+            toc_reference({**zstd, "io.github.containers.zstd-chunked.manifest-position": position})
+
+
+def test_a_zstd_chunked_toc_is_checked_before_it_is_read() -> None:
+    raw = json.dumps({"version": 1, "entries": [{"type": "dir", "name": "."}]}).encode()
+    compressed = zstandard.ZstdCompressor().compress(raw)
+    assert read_zstd_chunked_toc(compressed, Digest.of(compressed), len(raw))[0]["name"] == "."
+    with pytest.raises(VerificationFailed):
+        read_zstd_chunked_toc(compressed, Digest.of(raw), len(raw))  # the JSON's digest: no
+    with pytest.raises(MalformedContent):
+        read_zstd_chunked_toc(compressed, Digest.of(compressed), len(raw) - 1)
+
+
+def test_a_zstd_chunk_is_its_frame_s_first_bytes_checked() -> None:
+    data = os.urandom(3000)
+    frame = zstandard.ZstdCompressor().compress(data) + b"\x50\x2a\x4d\x18" + bytes(4)
+    chunk = TocChunk(0, 3000, 0, len(frame), hashlib.sha256(data).digest())
+    assert chunk_bytes(frame, chunk, ZSTD_CHUNKED) == data
+    with pytest.raises(VerificationFailed):
+        chunk_bytes(zstandard.ZstdCompressor().compress(data[::-1]), chunk, ZSTD_CHUNKED)
+    with pytest.raises(MalformedContent):
+        chunk_bytes(b"not zstd", chunk, ZSTD_CHUNKED)
+
+
+def test_a_file_in_one_piece_may_carry_only_its_digest() -> None:
+    whole = entry()
+    whole["digest"] = whole.pop("chunkDigest")
+    assert layout([whole], 1000).chunks[0].sha256 == hashlib.sha256(b"x").digest()
+    with pytest.raises(MalformedContent):
+        layout([{**whole, "chunkSize": 5}], 1000)  # a piece of it needs its own digest

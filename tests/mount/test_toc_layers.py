@@ -1,5 +1,6 @@
-"""eStargz images made by ctr-remote: a file costs its own chunks, every byte checked, and a
-TOC that cannot be trusted falls back to reading the whole layer."""
+"""Layers with a TOC, made by real tools (eStargz by ctr-remote, zstd:chunked by skopeo): a
+file costs its own chunks, every byte checked, and a TOC that cannot be trusted falls back
+to reading the whole layer."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from tests.support.proxy import CountingProxy
 
 pytestmark = pytest.mark.mount
 
-TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
+TOC_ANNOTATION = {
+    "estargz": "containerd.io/snapshot/stargz/toc.digest",
+    "zstd:chunked": "io.containers.zstd-chunked.manifest-checksum",  # skopeo 1.9's name
+}
 CHUNK = 1 << 20
 FILES = {
     "big.bin": os.urandom(6 * CHUNK + 12345),
@@ -31,30 +35,53 @@ FILES = {
 
 @dataclass(frozen=True)
 class Estargz:
+    """One image with a TOC, at ``lazy/<format>:1`` (``estargz``, ``zstd-chunked``)."""
+
     proxy: CountingProxy
+    repository: str
+    toc_format: str
     manifest: dict[str, object]
     content_type: str
     layer_digest: str
     layer_size: int
 
-    def image(self, mount: Mount, tag: str = "esgz") -> Path:
-        return mount / self.proxy.host / "lazy/estargz" / tag
+    def image(self, mount: Mount, tag: str = "1") -> Path:
+        return mount / self.proxy.host / self.repository / tag
 
 
 @pytest.fixture(scope="module")
-def estargz(pushed: Pushed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estargz]:
-    work = tmp_path_factory.mktemp("estargz")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("toc-layers")
     images.build_image(work / "oci", "source", FILES)
-    host = pushed.registry.host
-    push_estargz(work / "oci", "source", f"{host}/lazy/estargz:esgz", work,
-                 "--estargz-chunk-size", str(CHUNK))  # fmt: skip
-    body, content_type, _ = images.get_manifest(pushed.registry.url, "lazy/estargz", "esgz")
+    return work
+
+
+@pytest.fixture(scope="module")
+def proxy(pushed: Pushed) -> Iterator[CountingProxy]:
+    counting = CountingProxy(pushed.registry.port)
+    yield counting
+    counting.stop()
+
+
+@pytest.fixture(scope="module", params=["estargz", "zstd:chunked"])
+def estargz(
+    request: pytest.FixtureRequest, source: Path, pushed: Pushed, proxy: CountingProxy
+) -> Estargz:
+    toc_format = request.param
+    repository = "lazy/" + toc_format.replace(":", "-")
+    destination = f"{pushed.registry.host}/{repository}:1"
+    if toc_format == "estargz":
+        push_estargz(source / "oci", "source", destination, source,
+                     "--estargz-chunk-size", str(CHUNK))  # fmt: skip
+    else:
+        images.push(source / "oci", "source", destination,
+                    "--dest-compress-format", "zstd:chunked")  # fmt: skip
+    body, content_type, _ = images.get_manifest(pushed.registry.url, repository, "1")
     manifest = json.loads(body)
     (layer,) = manifest["layers"]
-    assert TOC_DIGEST in layer["annotations"]
-    proxy = CountingProxy(pushed.registry.port)
-    yield Estargz(proxy, manifest, content_type, layer["digest"], layer["size"])
-    proxy.stop()
+    assert TOC_ANNOTATION[toc_format] in layer["annotations"]
+    return Estargz(proxy, repository, toc_format, manifest, content_type, layer["digest"],
+                   layer["size"])  # fmt: skip
 
 
 @pytest.fixture
@@ -71,9 +98,9 @@ def test_a_small_file_costs_its_chunks_not_the_layer(mount: Mount, estargz: Esta
     fetched = estargz.proxy.blob_bytes(estargz.layer_digest)
     assert fetched < estargz.layer_size / 10, (fetched, estargz.layer_size)
     assert estargz.proxy.whole_blob_gets[
-        f"/v2/lazy/estargz/blobs/{estargz.layer_digest}"
+        f"/v2/{estargz.repository}/blobs/{estargz.layer_digest}"
     ] == 0  # fmt: skip
-    assert "indexed from its eStargz TOC" in mount.log()
+    assert f"indexed from its {estargz.toc_format} TOC" in mount.log()
 
 
 def test_every_file_and_name_is_the_image_s(mount: Mount, estargz: Estargz) -> None:
@@ -105,13 +132,13 @@ def test_a_toc_that_does_not_match_its_digest_is_not_used(
     """A manifest whose TOC digest is wrong: the TOC is not trusted, the layer is read
     whole and checked against the layer's digest instead."""
     manifest = json.loads(json.dumps(estargz.manifest))
-    manifest["layers"][0]["annotations"][TOC_DIGEST] = "sha256:" + "0" * 64
+    manifest["layers"][0]["annotations"][TOC_ANNOTATION[estargz.toc_format]] = "sha256:" + "0" * 64
     images.registry_request(
-        f"{pushed.registry.url}/v2/lazy/estargz/manifests/wrong-toc", method="PUT",
+        f"{pushed.registry.url}/v2/{estargz.repository}/manifests/wrong-toc", method="PUT",
         data=json.dumps(manifest).encode(), headers={"Content-Type": estargz.content_type},
     )  # fmt: skip
-    mount.allow_log(r"eStargz TOC not used \(TOC hashes to sha256:\w+, the manifest says")
+    mount.allow_log(r"TOC not used \(TOC hashes to sha256:\w+, the manifest says")
     rootfs = estargz.image(mount, "wrong-toc") / "rootfs"
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
-    path = f"/v2/lazy/estargz/blobs/{estargz.layer_digest}"
+    path = f"/v2/{estargz.repository}/blobs/{estargz.layer_digest}"
     assert estargz.proxy.whole_blob_gets[path] == 1

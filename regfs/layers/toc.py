@@ -1,4 +1,4 @@
-"""eStargz: reading a layer's table of contents, so that a file costs only its own chunks.
+"""Layers with a table of contents (eStargz, zstd:chunked): a file costs its own chunks.
 
 Layers layer, pure. An eStargz layer is a valid gzip tar whose every file chunk starts a
 gzip member of its own, followed by a TOC (``stargz.index.json``, gzipped, in a tar) and a
@@ -6,6 +6,11 @@ footer that says where the TOC starts. The layer descriptor's annotation
 ``containerd.io/snapshot/stargz/toc.digest`` (covered by the manifest's digest) is the
 sha256 of the TOC's JSON, and each chunk entry carries the sha256 of its bytes: checking
 both, regfs serves a file by fetching its chunks alone, never an unverified byte.
+
+zstd:chunked (containers/storage, written by ``skopeo copy --dest-compress-format
+zstd:chunked``) is the same idea with zstd frames: its annotations give the position of
+its TOC (``offset:length:uncompressed length:type``) and the sha256 of the TOC's
+compressed bytes, and its entries have the eStargz fields.
 
 The layer's files are laid out here on a *virtual* stream (their chunks end to end, in TOC
 order) so that the index keeps its one form: an entry's ``data_offset`` is where its bytes
@@ -27,11 +32,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import zstandard
+
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
+from regfs.layers.compression import read_exactly
 from regfs.layers.tar import TarMember
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
+ZSTD_CHUNKED_ANNOTATIONS = (
+    ("io.github.containers.zstd-chunked.manifest-checksum",
+     "io.github.containers.zstd-chunked.manifest-position"),
+    ("io.containers.zstd-chunked.manifest-checksum",  # skopeo ≤ 1.9, podman ≤ 4.3
+     "io.containers.zstd-chunked.manifest-position"),
+)  # fmt: skip
+TOC_ANNOTATIONS = frozenset(
+    {TOC_DIGEST_ANNOTATION} | {name for pair in ZSTD_CHUNKED_ANNOTATIONS for name in pair}
+)
+ESTARGZ = "estargz"
+ZSTD_CHUNKED = "zstd:chunked"
+TOC_FORMATS = frozenset({ESTARGZ, ZSTD_CHUNKED})
 FOOTER_SIZE = 51
 LEGACY_FOOTER_SIZE = 47
 """The footer of stargz before eStargz: the same offset, in a gzip header without the
@@ -61,6 +81,37 @@ class TocChunk:
     compressed_offset: int
     compressed_end: int
     sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TocReference:
+    """What a layer descriptor says of its TOC: the format, the digest to check it
+    against, and for zstd:chunked where it lies (offset, length, uncompressed length)."""
+
+    format: str
+    digest: Digest
+    position: tuple[int, int, int] | None = None
+
+
+def toc_reference(annotations: dict[str, str]) -> TocReference | None:
+    """The layer's TOC from its descriptor's annotations; None if it names none."""
+    for checksum, position in ZSTD_CHUNKED_ANNOTATIONS:
+        if checksum in annotations and position in annotations:
+            return TocReference(
+                ZSTD_CHUNKED, Digest.parse(annotations[checksum]),
+                _position(annotations[position]),
+            )  # fmt: skip
+    if TOC_DIGEST_ANNOTATION in annotations:
+        return TocReference(ESTARGZ, Digest.parse(annotations[TOC_DIGEST_ANNOTATION]))
+    return None
+
+
+def _position(value: str) -> tuple[int, int, int]:
+    parts = value.split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts) or parts[3] != "1":
+        raise MalformedContent(f"zstd:chunked TOC position {value!r}")
+    offset, length, uncompressed = (int(part) for part in parts[:3])
+    return offset, length, uncompressed
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +174,28 @@ def read_toc(compressed: bytes, expected: Digest) -> list[dict[str, Any]]:
         raise MalformedContent("TOC cut short")
     if Digest.of(raw) != expected:
         raise VerificationFailed(f"TOC hashes to {Digest.of(raw)}, the manifest says {expected}")
+    return _entries(raw)
+
+
+def read_zstd_chunked_toc(compressed: bytes, expected: Digest, size: int) -> list[dict[str, Any]]:
+    """A zstd:chunked TOC's entries, its compressed bytes checked against the checksum."""
+    if Digest.of(compressed) != expected:
+        raise VerificationFailed(
+            f"TOC hashes to {Digest.of(compressed)}, the manifest says {expected}"
+        )
+    if size > MAX_TOC_SIZE:
+        raise MalformedContent(f"TOC larger than {MAX_TOC_SIZE} bytes")
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(compressed))
+        raw = read_exactly(reader, size + 1)
+    except zstandard.ZstdError as error:
+        raise MalformedContent(f"TOC unreadable: {error}") from None
+    if len(raw) != size:
+        raise MalformedContent(f"TOC of {len(raw)} bytes, the manifest says {size}")
+    return _entries(raw)
+
+
+def _entries(raw: bytes) -> list[dict[str, Any]]:
     try:
         document = json.loads(raw)
     except ValueError as error:
@@ -189,7 +262,9 @@ class _File:
         following = [offset for offset in offsets if offset > start]
         if not following:
             raise MalformedContent(f"TOC chunk of {self.name!r} starts past the TOC")
-        digest = _digest(entry, "chunkDigest")
+        # A file in one piece may carry only the whole file's digest (zstd:chunked).
+        whole = "chunkDigest" not in entry and chunk_offset == 0 and size == self.size
+        digest = _digest(entry, "digest" if whole else "chunkDigest")
         self._chunks.append(TocChunk(position, size, start, following[0], digest))
         self.covered += size
         self.last_size = size
@@ -266,11 +341,15 @@ def _mtime_ns(value: object, name: bytes) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
-def chunk_bytes(member: bytes, chunk: TocChunk) -> bytes:
-    """A chunk from its fetched gzip member, checked against its digest."""
+def chunk_bytes(member: bytes, chunk: TocChunk, toc_format: str) -> bytes:
+    """A chunk from its fetched gzip member (zstd frame), checked against its digest."""
     try:
-        data = zlib.decompressobj(31).decompress(member, chunk.size)
-    except zlib.error as error:
+        if toc_format == ZSTD_CHUNKED:
+            frame = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(member))
+            data = read_exactly(frame, chunk.size)
+        else:
+            data = zlib.decompressobj(31).decompress(member, chunk.size)
+    except (zlib.error, zstandard.ZstdError) as error:
         raise MalformedContent(f"chunk at {chunk.compressed_offset}: {error}") from None
     if len(data) != chunk.size or hashlib.sha256(data).digest() != chunk.sha256:
         raise VerificationFailed(
