@@ -3,7 +3,7 @@
 
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
-Run: .venv/bin/python scripts/bench.py [browse] [contents] [places]
+Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import images
+from tests.support.estargz import push_estargz
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, debian_rootfs
 from tests.support.mount import Installation, Mount
@@ -291,7 +292,50 @@ def places(workdir: Path) -> None:
         print(f"| {label} | {seconds:.3f} s | {seconds / direct:.2f} |")
 
 
-BENCHMARKS = {"browse": browse, "contents": contents, "places": places}
+def lazy(workdir: Path) -> None:
+    """Issue 10: the first read of a small file in a layer with a 256 MiB file, as plain
+    gzip (the whole layer is fetched), eStargz and zstd:chunked (its chunks only).
+
+    Each figure is a cold regfs cache and a dropped page cache: mount, then read
+    ``rootfs/etc/os-release``; bytes counted by a proxy."""
+    layout = workdir / "oci"
+    os_release = Path("/etc/os-release").read_bytes()
+    files = {"big.bin": os.urandom(256 << 20), "etc/os-release": os_release}
+    images.build_image(layout, "1", files)
+    registry = Registry(workdir / "registry")
+    proxy = CountingProxy(registry.port)
+    try:
+        images.push(layout, "1", f"{registry.host}/bench/gzip:1")
+        push_estargz(layout, "1", f"{registry.host}/bench/estargz:1", workdir)
+        images.push(layout, "1", f"{registry.host}/bench/zstd-chunked:1",
+                    "--dest-compress-format", "zstd:chunked")  # fmt: skip
+        rows = []
+        for name in ("gzip", "estargz", "zstd-chunked"):
+            body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
+            (layer,) = json.loads(body)["layers"]
+            drop_page_cache()
+            proxy.reset()
+            start = time.perf_counter()
+            mount = Mount(workdir / f"mnt-{name}")
+            try:
+                read_all(mount / proxy.host / f"bench/{name}/1/rootfs/etc/os-release")
+                seconds = time.perf_counter() - start
+            finally:
+                mount.close()
+            rows.append((name, seconds, proxy.blob_bytes(layer["digest"]), layer["size"]))
+    finally:
+        proxy.stop()
+        registry.stop()
+    gzip_seconds = rows[0][1]
+    print("\ncold mount → `cat rootfs/etc/os-release`, beside a 256 MiB random file")
+    print("| layer format | time | / gzip | layer bytes fetched | layer size |")
+    print("|---|---|---|---|---|")
+    for name, seconds, fetched, size in rows:
+        print(f"| {name} | {seconds:.3f} s | {seconds / gzip_seconds:.3f} | "
+              f"{fetched / 2**20:.2f} MiB | {size / 2**20:.1f} MiB |")  # fmt: skip
+
+
+BENCHMARKS = {"browse": browse, "contents": contents, "places": places, "lazy": lazy}
 
 
 def main() -> None:
