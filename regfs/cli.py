@@ -251,7 +251,7 @@ def serve(
     ready()
     clean = False
     try:
-        trio.run(_main_loop, client, operations)
+        trio.run(_main_loop, client, operations, layers)
         clean = True
     finally:
         layers.close()
@@ -260,10 +260,11 @@ def serve(
     return 0
 
 
-async def _main_loop(client: RegistryClient, operations: Operations) -> None:
+async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
+        nursery.start_soon(layers.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
     await client.aclose()

@@ -302,15 +302,20 @@ def lazy(workdir: Path) -> None:
     os_release = Path("/etc/os-release").read_bytes()
     files = {"big.bin": os.urandom(256 << 20), "etc/os-release": os_release}
     images.build_image(layout, "1", files)
-    registry = Registry(workdir / "registry")
-    proxy = CountingProxy(registry.port)
-    try:
-        images.push(layout, "1", f"{registry.host}/bench/gzip:1")
-        push_estargz(layout, "1", f"{registry.host}/bench/estargz:1", workdir)
-        images.push(layout, "1", f"{registry.host}/bench/zstd-chunked:1",
-                    "--dest-compress-format", "zstd:chunked")  # fmt: skip
-        rows = []
-        for name in ("gzip", "estargz", "zstd-chunked"):
+    rows = []
+    for name in ("gzip", "estargz", "zstd-chunked"):
+        # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
+        # compression, and the image would not be what its name says.
+        registry = Registry(workdir / f"registry-{name}")
+        proxy = CountingProxy(registry.port)
+        try:
+            destination = f"{registry.host}/bench/{name}:1"
+            if name == "estargz":
+                push_estargz(layout, "1", destination, workdir / name)
+            elif name == "zstd-chunked":
+                images.push(layout, "1", destination, "--dest-compress-format", "zstd:chunked")
+            else:
+                images.push(layout, "1", destination)
             body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
             (layer,) = json.loads(body)["layers"]
             drop_page_cache()
@@ -323,9 +328,9 @@ def lazy(workdir: Path) -> None:
             finally:
                 mount.close()
             rows.append((name, seconds, proxy.blob_bytes(layer["digest"]), layer["size"]))
-    finally:
-        proxy.stop()
-        registry.stop()
+        finally:
+            proxy.stop()
+            registry.stop()
     gzip_seconds = rows[0][1]
     print("\ncold mount → `cat rootfs/etc/os-release`, beside a 256 MiB random file")
     print("| layer format | time | / gzip | layer bytes fetched | layer size |")

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import secrets
 import threading
@@ -121,8 +122,39 @@ class LayerStore:
         self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
+        self._background: trio.Nursery | None = None
+        """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
+
+    async def run(self) -> None:
+        """Work of the mount's own, in the background (prefetching), until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._background = nursery
+            await trio.sleep_forever()
+
+    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Fetch the chunks of the files an eStargz image's builder marked as read first
+        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
+        the files are fetched when read, as any other."""
+        CALLER_DEADLINE.set(math.inf)  # not the deadline of the request that started it
+        end = index.meta.prefetch_end
+        try:
+            position = 0
+            while position < end:
+                chunk = index.toc_chunk(position)
+                if chunk is None:
+                    raise MalformedContent(f"{layer}: no TOC chunk at {position}")
+                fetch = self._toc_chunk_fetcher(layer, chunk, index.meta.compression)
+                await self._verified_chunk(chunk.sha256, fetch)
+                position = chunk.virtual_offset + chunk.size
+        except RegfsError as error:
+            log.info("%s: prefetch stopped: %s", layer, error)
+            return
+        except Exception:  # a bug: logged, and the mount goes on serving
+            log.exception("%s: prefetch failed", layer)
+            return
+        log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     def _index_path(self, layer: LayerRef) -> Path:
         """Where the layer's index is kept. An index built from an eStargz TOC is named
@@ -194,6 +226,8 @@ class LayerStore:
             index = LayerIndex.open(path, self._listings)
             if index is None:
                 raise VerificationFailed(f"{layer}: index unreadable right after building")
+            if index.meta.prefetch_end and self._background is not None:
+                self._background.start_soon(self._prefetch, layer, index)
             with self._lock:
                 self._indexes[index.path] = index
             return index

@@ -88,7 +88,9 @@ def build_toc_index(
     tree = LayerTreeBuilder()
     for member in laid_out.members:
         tree.add(member)
-    meta = IndexMeta(digest, reference.format, size, laid_out.virtual_size, 0)
+    meta = IndexMeta(
+        digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end
+    )
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None, toc_chunks=laid_out.chunks,

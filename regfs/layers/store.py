@@ -44,6 +44,8 @@ class IndexMeta:
     compressed_size: int
     uncompressed_size: int
     chunk_size: int
+    prefetch_end: int = 0
+    """For a TOC layer: the end of what its builder wants fetched first (``toc.py``)."""
 
 
 def encode_xattrs(xattrs: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -119,6 +121,7 @@ def write_index(
             "schema_version": SCHEMA_VERSION, "digest": meta.digest,
             "compression": meta.compression, "compressed_size": meta.compressed_size,
             "uncompressed_size": meta.uncompressed_size, "chunk_size": meta.chunk_size,
+            "prefetch_end": meta.prefetch_end,
         }  # fmt: skip
         connection.executemany(
             "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
@@ -205,6 +208,7 @@ class LayerIndex:
             meta = IndexMeta(
                 values["digest"], values["compression"], int(values["compressed_size"]),
                 int(values["uncompressed_size"]), int(values["chunk_size"]),
+                int(values.get("prefetch_end", 0)),
             )  # fmt: skip
             with contextlib.suppress(OSError):
                 os.utime(path)  # recency, for the cache's LRU eviction of whole indexes

@@ -57,7 +57,8 @@ LEGACY_FOOTER_SIZE = 47
 """The footer of stargz before eStargz: the same offset, in a gzip header without the
 ``SG`` subfield."""
 TOC_NAME = "stargz.index.json"
-HIDDEN_NAMES = frozenset({b"stargz.index.json", b".prefetch.landmark", b".no.prefetch.landmark"})
+PREFETCH_LANDMARK = b".prefetch.landmark"
+HIDDEN_NAMES = frozenset({b"stargz.index.json", PREFETCH_LANDMARK, b".no.prefetch.landmark"})
 """Files eStargz adds to the layer's root for its own use: not the image's."""
 MAX_TOC_SIZE = 64 << 20
 """Bytes of TOC JSON accepted (a layer of a million files has a TOC of about 250 MiB
@@ -119,6 +120,9 @@ class Toc:
     members: list[TarMember]
     chunks: list[TocChunk]
     virtual_size: int
+    prefetch_end: int = 0
+    """The files before eStargz's ``.prefetch.landmark`` end here on the virtual stream:
+    those the image's builder recorded as read first (0: none)."""
 
 
 def toc_offset(tail: bytes, blob_size: int) -> tuple[int, int]:
@@ -213,6 +217,7 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
     members: list[TarMember] = []
     chunks: list[TocChunk] = []
     position = 0
+    prefetch_end = 0
     pending: _File | None = None
     for entry in entries:
         kind = entry.get("type")
@@ -229,6 +234,8 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
             raise MalformedContent(f"TOC entry of unknown type {kind!r}")
         name = _str(entry, "name").encode()
         if name.removeprefix(b"./").strip(b"/") in HIDDEN_NAMES:
+            if name.removeprefix(b"./") == PREFETCH_LANDMARK:
+                prefetch_end = position
             continue
         member = _member(entry, kind, name, position)
         members.append(member)
@@ -238,7 +245,7 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
             position += pending.last_size
     if pending is not None:
         pending.finish()
-    return Toc(members, chunks, position)
+    return Toc(members, chunks, position, prefetch_end)
 
 
 class _File:

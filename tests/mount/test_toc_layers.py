@@ -16,6 +16,7 @@ from tests.mount.conftest import Pushed
 from tests.support import images
 from tests.support.estargz import push_estargz
 from tests.support.mount import Mount
+from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
 
 pytestmark = pytest.mark.mount
@@ -142,3 +143,27 @@ def test_a_toc_that_does_not_match_its_digest_is_not_used(
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
     path = f"/v2/{estargz.repository}/blobs/{estargz.layer_digest}"
     assert estargz.proxy.whole_blob_gets[path] == 1
+
+
+def test_what_the_builder_marked_is_prefetched(
+    tmp_path: Path, source: Path, pushed: Pushed, proxy: CountingProxy
+) -> None:
+    """An eStargz image converted with a record of what its program reads first: those
+    files come before ``.prefetch.landmark`` and are fetched in the background as soon as
+    the image is first touched; reading them then costs nothing more."""
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"path": "usr/share/doc/readme.txt"}) + "\n")
+    destination = f"{pushed.registry.host}/lazy/prefetch:1"
+    push_estargz(source / "oci", "source", destination, tmp_path / "convert",
+                 "--estargz-record-in", str(record))  # fmt: skip
+    mount = Mount(tmp_path / "mnt")
+    try:
+        rootfs = mount / proxy.host / "lazy/prefetch/1/rootfs"
+        assert "usr" in os.listdir(rootfs)
+        wait_until(lambda: "prefetched the first" in mount.log(), 20, "the prefetch")
+        proxy.reset()
+        readme = "usr/share/doc/readme.txt"
+        assert (rootfs / readme).read_bytes() == FILES[readme]
+        assert proxy.blob_bytes() == 0
+    finally:
+        mount.close()

@@ -63,6 +63,7 @@ def push_estargz(layout: Path, tag: str, destination: str, workdir: Path, *optio
     """Convert the OCI layout's image ``tag`` to eStargz and push it to ``destination``
     (``127.0.0.1:PORT/repository:tag``, plain http); ``options`` go to ``convert``
     (``--estargz-chunk-size``, ``--estargz-record-in``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / "source.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(layout, arcname=".")

@@ -204,3 +204,12 @@ def test_a_file_in_one_piece_may_carry_only_its_digest() -> None:
     assert layout([whole], 1000).chunks[0].sha256 == hashlib.sha256(b"x").digest()
     with pytest.raises(MalformedContent):
         layout([{**whole, "chunkSize": 5}], 1000)  # a piece of it needs its own digest
+
+
+def test_the_files_before_the_prefetch_landmark_are_marked() -> None:
+    first, second = os.urandom(3000), os.urandom(500)
+    files = [("first.bin", first), (".prefetch.landmark", b"v"), ("second.bin", second)]
+    toc = parsed(*estargz(files, chunk_size=1000))
+    assert toc.prefetch_end == 3000
+    assert [m.path for m in toc.members] == [b"first.bin", b"second.bin"]
+    assert parsed(*estargz(FILES, chunk_size=1000)).prefetch_end == 0  # .no.prefetch.landmark
