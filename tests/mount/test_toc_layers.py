@@ -37,7 +37,7 @@ FILES = {
 
 
 @dataclass(frozen=True)
-class Estargz:
+class TocImage:
     """One image with a TOC, at ``lazy/<format>:1`` (``estargz``, ``zstd-chunked``)."""
 
     proxy: CountingProxy
@@ -67,9 +67,9 @@ def proxy(pushed: Pushed) -> Iterator[CountingProxy]:
 
 
 @pytest.fixture(scope="module", params=["estargz", "zstd:chunked"])
-def estargz(
+def toc_image(
     request: pytest.FixtureRequest, source: Path, pushed: Pushed, proxy: CountingProxy
-) -> Estargz:
+) -> TocImage:
     toc_format = request.param
     repository = "lazy/" + toc_format.replace(":", "-")
     destination = f"{pushed.registry.host}/{repository}:1"
@@ -83,68 +83,69 @@ def estargz(
     manifest = json.loads(body)
     (layer,) = manifest["layers"]
     assert TOC_ANNOTATION[toc_format] in layer["annotations"]
-    return Estargz(proxy, repository, toc_format, manifest, content_type, layer["digest"],
+    return TocImage(proxy, repository, toc_format, manifest, content_type, layer["digest"],
                    layer["size"])  # fmt: skip
 
 
 @pytest.fixture
-def mount(tmp_path: Path, estargz: Estargz) -> Iterator[Mount]:
-    estargz.proxy.reset()
+def mount(tmp_path: Path, toc_image: TocImage) -> Iterator[Mount]:
+    toc_image.proxy.reset()
     mounted = Mount(tmp_path / "mnt")
     yield mounted
     mounted.close()
 
 
-def test_a_small_file_costs_its_chunks_not_the_layer(mount: Mount, estargz: Estargz) -> None:
-    rootfs = estargz.image(mount) / "rootfs"
+def test_a_small_file_costs_its_chunks_not_the_layer(mount: Mount, toc_image: TocImage) -> None:
+    rootfs = toc_image.image(mount) / "rootfs"
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
-    fetched = estargz.proxy.blob_bytes(estargz.layer_digest)
-    assert fetched < estargz.layer_size / 10, (fetched, estargz.layer_size)
-    assert estargz.proxy.whole_blob_gets[
-        f"/v2/{estargz.repository}/blobs/{estargz.layer_digest}"
+    fetched = toc_image.proxy.blob_bytes(toc_image.layer_digest)
+    assert fetched < toc_image.layer_size / 10, (fetched, toc_image.layer_size)
+    assert toc_image.proxy.whole_blob_gets[
+        f"/v2/{toc_image.repository}/blobs/{toc_image.layer_digest}"
     ] == 0  # fmt: skip
-    assert f"indexed from its {estargz.toc_format} TOC" in mount.log()
+    assert f"indexed from its {toc_image.toc_format} TOC" in mount.log()
 
 
-def test_every_file_and_name_is_the_image_s(mount: Mount, estargz: Estargz) -> None:
+def test_every_file_and_name_is_the_image_s(mount: Mount, toc_image: TocImage) -> None:
     """What ctr-remote added for itself (the TOC, the landmark) is not shown."""
-    image = estargz.image(mount)
+    image = toc_image.image(mount)
     for top in (image / "rootfs", image / "0"):
         assert sorted(os.listdir(top)) == ["big.bin", "empty", "etc", "usr"]
         for name, data in FILES.items():
             assert (top / name).read_bytes() == data, name
     assert (image / "rootfs/big.bin").stat().st_size == len(FILES["big.bin"])
-    fetched = estargz.proxy.blob_bytes(estargz.layer_digest)
-    assert fetched <= estargz.layer_size * 1.1
+    fetched = toc_image.proxy.blob_bytes(toc_image.layer_digest)
+    assert fetched <= toc_image.layer_size * 1.1
 
 
-def test_a_chunk_damaged_on_the_way_is_fetched_again(mount: Mount, estargz: Estargz) -> None:
-    rootfs = estargz.image(mount) / "rootfs"
+def test_a_chunk_damaged_on_the_way_is_fetched_again(mount: Mount, toc_image: TocImage) -> None:
+    rootfs = toc_image.image(mount) / "rootfs"
     os.listdir(rootfs)  # the TOC, read before the fault
-    estargz.proxy.faults = [("/blobs/", "corrupt")]
+    toc_image.proxy.faults = [("/blobs/", "corrupt")]
     with open(rootfs / "big.bin", "rb") as file:
         file.seek(3 * CHUNK)
         assert file.read(CHUNK) == FILES["big.bin"][3 * CHUNK : 4 * CHUNK]
-    assert not estargz.proxy.faults  # the fault was met
+    assert not toc_image.proxy.faults  # the fault was met
     assert "fetching it once more" in mount.log()
 
 
 def test_a_toc_that_does_not_match_its_digest_is_not_used(
-    mount: Mount, estargz: Estargz, pushed: Pushed
+    mount: Mount, toc_image: TocImage, pushed: Pushed
 ) -> None:
     """A manifest whose TOC digest is wrong: the TOC is not trusted, the layer is read
     whole and checked against the layer's digest instead."""
-    manifest = json.loads(json.dumps(estargz.manifest))
-    manifest["layers"][0]["annotations"][TOC_ANNOTATION[estargz.toc_format]] = "sha256:" + "0" * 64
+    manifest = json.loads(json.dumps(toc_image.manifest))
+    annotation = TOC_ANNOTATION[toc_image.toc_format]
+    manifest["layers"][0]["annotations"][annotation] = "sha256:" + "0" * 64
     images.registry_request(
-        f"{pushed.registry.url}/v2/{estargz.repository}/manifests/wrong-toc", method="PUT",
-        data=json.dumps(manifest).encode(), headers={"Content-Type": estargz.content_type},
+        f"{pushed.registry.url}/v2/{toc_image.repository}/manifests/wrong-toc", method="PUT",
+        data=json.dumps(manifest).encode(), headers={"Content-Type": toc_image.content_type},
     )  # fmt: skip
     mount.allow_log(r"TOC not used \(TOC hashes to sha256:\w+, the manifest says")
-    rootfs = estargz.image(mount, "wrong-toc") / "rootfs"
+    rootfs = toc_image.image(mount, "wrong-toc") / "rootfs"
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
-    path = f"/v2/{estargz.repository}/blobs/{estargz.layer_digest}"
-    assert estargz.proxy.whole_blob_gets[path] == 1
+    path = f"/v2/{toc_image.repository}/blobs/{toc_image.layer_digest}"
+    assert toc_image.proxy.whole_blob_gets[path] == 1
 
 
 def test_what_the_builder_marked_is_prefetched(
