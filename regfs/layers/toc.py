@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import io
 import json
@@ -177,17 +178,13 @@ def read_toc(compressed: bytes, expected: Digest) -> list[dict[str, Any]]:
         raise MalformedContent(f"TOC unreadable: {error}") from None
     if len(raw) != member.size:
         raise MalformedContent("TOC cut short")
-    if Digest.of(raw) != expected:
-        raise VerificationFailed(f"TOC hashes to {Digest.of(raw)}, the manifest says {expected}")
+    _check(raw, expected)
     return _entries(raw)
 
 
 def read_zstd_chunked_toc(compressed: bytes, expected: Digest, size: int) -> list[dict[str, Any]]:
     """A zstd:chunked TOC's entries, its compressed bytes checked against the checksum."""
-    if Digest.of(compressed) != expected:
-        raise VerificationFailed(
-            f"TOC hashes to {Digest.of(compressed)}, the manifest says {expected}"
-        )
+    _check(compressed, expected)
     if size > MAX_TOC_SIZE:
         raise MalformedContent(f"TOC larger than {MAX_TOC_SIZE} bytes")
     try:
@@ -198,6 +195,12 @@ def read_zstd_chunked_toc(compressed: bytes, expected: Digest, size: int) -> lis
     if len(raw) != size:
         raise MalformedContent(f"TOC of {len(raw)} bytes, the manifest says {size}")
     return _entries(raw)
+
+
+def _check(data: bytes, expected: Digest) -> None:
+    found = Digest.of(data)
+    if found != expected:
+        raise VerificationFailed(f"TOC hashes to {found}, the manifest says {expected}")
 
 
 def _entries(raw: bytes) -> list[dict[str, Any]]:
@@ -225,8 +228,7 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
         if kind == "chunk":
             if pending is None or entry.get("name") != pending.name:
                 raise MalformedContent(f"TOC chunk of {entry.get('name')!r} follows no file")
-            pending.add(entry, offsets, position)
-            position += pending.last_size
+            position += pending.add(entry, offsets, position)
             continue
         if pending is not None:
             pending.finish()
@@ -234,16 +236,16 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
         if not isinstance(kind, str) or kind not in _TYPEFLAGS:
             raise MalformedContent(f"TOC entry of unknown type {kind!r}")
         name = _str(entry, "name").encode()
-        if name.removeprefix(b"./").strip(b"/") in HIDDEN_NAMES:
-            if name.removeprefix(b"./") == PREFETCH_LANDMARK:
+        relative = name.removeprefix(b"./")
+        if relative.strip(b"/") in HIDDEN_NAMES:
+            if relative == PREFETCH_LANDMARK:
                 prefetch_end = position
             continue
         member = _member(entry, kind, name, position)
         members.append(member)
         if kind == "reg" and member.size > 0:
             pending = _File(entry, member.size, chunks)
-            pending.add(entry, offsets, position)
-            position += pending.last_size
+            position += pending.add(entry, offsets, position)
     if pending is not None:
         pending.finish()
     return Toc(members, chunks, position, prefetch_end)
@@ -256,10 +258,11 @@ class _File:
         self.name = entry.get("name")
         self.size = size
         self.covered = 0
-        self.last_size = 0
         self._chunks = chunks
 
-    def add(self, entry: dict[str, Any], offsets: list[int], position: int) -> None:
+    def add(self, entry: dict[str, Any], offsets: list[int], position: int) -> int:
+        """Record the chunk ``entry`` at ``position``; its size. ``offsets``: every chunk
+        start and the TOC's, sorted (a chunk's gzip member ends where the next begins)."""
         chunk_offset = _int(entry, "chunkOffset", 0)
         if chunk_offset != self.covered:
             raise MalformedContent(f"TOC chunks of {self.name!r} leave a gap or overlap")
@@ -267,15 +270,15 @@ class _File:
         if not 0 < size <= min(MAX_CHUNK_SIZE, self.size - chunk_offset):
             raise MalformedContent(f"TOC chunk of {self.name!r} has size {size}")
         start = _int(entry, "offset")
-        following = [offset for offset in offsets if offset > start]
-        if not following:
+        following = bisect.bisect_right(offsets, start)
+        if following == len(offsets):
             raise MalformedContent(f"TOC chunk of {self.name!r} starts past the TOC")
         # A file in one piece may carry only the whole file's digest (zstd:chunked).
         whole = "chunkDigest" not in entry and chunk_offset == 0 and size == self.size
         digest = _digest(entry, "digest" if whole else "chunkDigest")
-        self._chunks.append(TocChunk(position, size, start, following[0], digest))
+        self._chunks.append(TocChunk(position, size, start, offsets[following], digest))
         self.covered += size
-        self.last_size = size
+        return size
 
     def finish(self) -> None:
         if self.covered != self.size:
