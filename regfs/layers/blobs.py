@@ -142,11 +142,7 @@ class LayerStore:
         try:
             position = 0
             while position < end:
-                chunk = index.toc_chunk(position)
-                if chunk is None:
-                    raise MalformedContent(f"{layer}: no TOC chunk at {position}")
-                fetch = self._toc_chunk_fetcher(layer, chunk, index.meta.compression)
-                await self._verified_chunk(chunk.sha256, fetch)
+                chunk, _ = await self._toc_chunk_at(layer, index, position)
                 position = chunk.virtual_offset + chunk.size
         except RegfsError as error:
             log.info("%s: prefetch stopped: %s", layer, error)
@@ -157,14 +153,14 @@ class LayerStore:
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     def _index_path(self, layer: LayerRef) -> Path:
-        """Where the layer's index is kept. An index built from an eStargz TOC is named
-        after the TOC's digest too: its bytes were never checked against the layer's
+        """Where the layer's index is kept. An index that may come from a TOC is named
+        after the TOC annotations too: its bytes were never checked against the layer's
         digest, so an image elsewhere that names the same digest with another (or no)
         TOC must not be served from it."""
         name = layer.digest.dir_name
-        if any(key in TOC_ANNOTATIONS for key, _ in layer.descriptor.annotations):
-            named = repr(layer.descriptor.annotations).encode()
-            name += f".toc-{hashlib.sha256(named).hexdigest()[:32]}"
+        toc = [pair for pair in layer.descriptor.annotations if pair[0] in TOC_ANNOTATIONS]
+        if toc:
+            name += f".toc-{hashlib.sha256(repr(toc).encode()).hexdigest()[:32]}"
         return self._index_dir / f"{name}.sqlite"
 
     async def index(self, layer: LayerRef) -> LayerIndex:
@@ -308,7 +304,7 @@ class LayerStore:
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
-        index built from an eStargz TOC: of its virtual stream)."""
+        index built from a TOC: of its virtual stream)."""
         if index.meta.compression in TOC_FORMATS:
             return await self._read_by_toc(layer, index, offset, size)
         chunk_size = index.meta.chunk_size
@@ -411,19 +407,20 @@ class LayerStore:
         parts = []
         position = offset
         while position < end:
-            chunk = index.toc_chunk(position)
-            if chunk is None:
-                raise MalformedContent(f"{layer}: no eStargz chunk at {position}")
-            fetch = self._toc_chunk_fetcher(layer, chunk, index.meta.compression)
-            data = await self._verified_chunk(chunk.sha256, fetch)
+            chunk, data = await self._toc_chunk_at(layer, index, position)
             part = data[position - chunk.virtual_offset : end - chunk.virtual_offset]
             parts.append(part)
             position += len(part)
         return b"".join(parts)
 
-    def _toc_chunk_fetcher(
-        self, layer: LayerRef, chunk: TocChunk, toc_format: str
-    ) -> Callable[[], Awaitable[bytes]]:
+    async def _toc_chunk_at(
+        self, layer: LayerRef, index: LayerIndex, position: int
+    ) -> tuple[TocChunk, bytes]:
+        """The chunk of a TOC layer's virtual stream covering ``position``, and its bytes
+        (cached, or fetched alone: one Range request for its gzip member or zstd frame)."""
+        chunk = index.toc_chunk(position)
+        if chunk is None:
+            raise MalformedContent(f"{layer}: no TOC chunk at {position}")
         ranges = self._ranges(layer)
 
         async def fetch() -> bytes:
@@ -431,11 +428,13 @@ class LayerStore:
             member = await ranges(chunk.compressed_offset, chunk.compressed_end, what)
             async with self._refetching:
                 try:
-                    return await trio.to_thread.run_sync(chunk_bytes, member, chunk, toc_format)
+                    return await trio.to_thread.run_sync(
+                        chunk_bytes, member, chunk, index.meta.compression
+                    )
                 except (MalformedContent, VerificationFailed) as error:
                     raise type(error)(f"{layer}: {error}") from None
 
-        return fetch
+        return chunk, await self._verified_chunk(chunk.sha256, fetch)
 
     async def _decompress_again(
         self,
