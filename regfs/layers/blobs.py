@@ -65,6 +65,9 @@ whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (i
 failure then cancels the rest before they start)."""
 REFETCHING_AT_ONCE = 8
 REFETCH_ATTEMPTS = 2
+REFETCH_AHEAD = 4 << 20
+"""Bytes a zstd re-fetch decompresses and keeps past the chunk asked for (see
+``_decompress_again``)."""
 FAILURE_MEMORY = 2.0
 """Seconds a failed chunk re-fetch is remembered; the next read after that tries again."""
 
@@ -446,27 +449,53 @@ class LayerStore:
         sha256: bytes,
         fetch: Callable[[int, int], bytes],
     ) -> bytes:
-        """Chunk ``number`` from the blob read through ``fetch``, checked against its hash."""
+        """Chunk ``number`` from the blob read through ``fetch``, checked against its hash.
+
+        A zstd layer restarts at a frame start, which may lie megabytes back: the chunks
+        after this one, up to ``REFETCH_AHEAD`` or the next checkpoint, are decompressed on
+        the way and kept (each checked against its own hash), so that a reader going on
+        through an evicted frame does not restart at its start for every chunk.
+        """
         meta = index.meta
         offset = number * meta.chunk_size
-        size = min(meta.chunk_size, meta.uncompressed_size - offset)
+        checkpoint = index.checkpoint_before(offset)
+        end = min(offset + meta.chunk_size, meta.uncompressed_size)
+        if meta.compression == "zstd":
+            ahead = min(index.checkpoint_after(offset), offset + REFETCH_AHEAD)
+            if ahead < meta.uncompressed_size:
+                ahead -= ahead % meta.chunk_size  # whole chunks only
+            end = max(end, ahead)
         remote = RemoteFile(fetch, meta.compressed_size)
         try:
-            data = await trio.to_thread.run_sync(
-                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset, size,
-                limiter=self._refetching,
+            read = functools.partial(
+                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset,
+                end - offset, zstd_checkpoint=checkpoint,
             )  # fmt: skip
+            data = await trio.to_thread.run_sync(read, limiter=self._refetching)
         except DECOMPRESSION_ERRORS as error:
             await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled fetch, not bad bytes
             if isinstance(remote.error, RegfsError):
                 raise remote.error from None
             raise MalformedContent(f"{layer}: chunk {number}: cannot decompress: {error}") from None
         log.info("%s: chunk %d fetched again (%d compressed bytes)", layer, number, remote.fetched)
-        if hashlib.sha256(data).digest() != sha256:
+        chunk = data[: meta.chunk_size]
+        if hashlib.sha256(chunk).digest() != sha256:
             raise VerificationFailed(
                 f"{layer}: chunk {number} fetched again does not match its recorded hash"
             )
-        return data
+        for following, start in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
+            await self._keep_if_intact(
+                index, number + 1 + following, data[start : start + meta.chunk_size]
+            )
+        return chunk
+
+    async def _keep_if_intact(self, index: LayerIndex, number: int, data: bytes) -> None:
+        """Keep chunk ``number``, made on the way to another, if it hashes right (if not,
+        its own re-fetch will say so)."""
+        sha256 = hashlib.sha256(data).digest()
+        if sha256 == index.chunk_hash(number) and sha256 not in self._memory:
+            await trio.to_thread.run_sync(self._chunks.put, sha256, data)
+            self._memory[sha256] = data
 
     def open_index_paths(self) -> set[Path]:
         """Index files this mount uses or is building: the chunk cache's eviction (in a

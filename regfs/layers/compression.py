@@ -2,7 +2,8 @@
 
 Layers layer. Blocking code for worker threads: gzip through ``indexed_gzip`` (zran
 checkpoints every ``GZIP_SPACING`` bytes of output, each with its 32 KiB window), zstd
-through ``zstandard``, and uncompressed tar as is. The kind is told by the blob's magic
+through ``zstandard`` (checkpoints at frame starts, ``ZSTD_SPACING`` apart: a frame needs
+no window), and uncompressed tar as is. The kind is told by the blob's magic
 bytes, not its media type, which registries do not always get right.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import indexed_gzip
 import zstandard
 
 from regfs.domain.errors import MalformedContent
+from regfs.layers.zstd_frames import frame_spans, is_skippable_frame
 
 GZIP_SPACING = 2 << 20
+ZSTD_SPACING = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -30,8 +33,8 @@ def sniff(head: bytes) -> str:
     """``gzip``, ``zstd`` or ``none`` from the first bytes of a blob."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
+    if head.startswith(ZSTD_MAGIC) or is_skippable_frame(head):
+        return "zstd"  # pzstd starts each frame with a skippable one
     return "none"
 
 
@@ -102,19 +105,83 @@ def thin_checkpoints(points: list[tuple[int, int]], spacing: int) -> list[tuple[
     return kept
 
 
+class ZstdIndexer:
+    """Sequential reads of a zstd blob, one frame after the other, noting where each
+    frame's output begins: those are checkpoints, as a frame decodes on its own."""
+
+    def __init__(self, blob: BinaryIO) -> None:
+        self._blob = blob
+        self._frames = iter([span for span in frame_spans(blob) if not span.skippable])
+        self._frame: Readable | None = None
+        self._output = 0
+        self._starts: list[tuple[int, int]] = []
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (at least one unless the stream has ended)."""
+        while True:
+            if self._frame is None:
+                span = next(self._frames, None)
+                if span is None:
+                    return b""
+                self._starts.append((self._output, span.start))
+                self._blob.seek(span.start)
+                self._frame = zstandard.ZstdDecompressor().stream_reader(
+                    cast(BinaryIO, _Slice(self._blob, span.end)), closefd=False
+                )
+            data = self._frame.read(size)
+            if data:
+                self._output += len(data)
+                return data
+            self._frame = None
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        """(uncompressed, compressed) offsets of frame starts, ``ZSTD_SPACING`` apart."""
+        return thin_checkpoints(self._starts, ZSTD_SPACING) or [(0, 0)]
+
+
+class _Slice(io.RawIOBase):
+    """``file`` from its position up to ``end``: one frame's bytes, so that a frame
+    cut short is an error of that frame, not a read into the next one."""
+
+    def __init__(self, file: BinaryIO, end: int) -> None:
+        super().__init__()
+        self._file = file
+        self._end = end
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        left = self._end - self._file.tell()
+        return self._file.read(left if size < 0 else min(size, left))
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
     if compression == "gzip":
         return GzipIndexer(blob)
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+        return ZstdIndexer(blob)
     return blob
 
 
 def read_at(
-    remote: BinaryIO, compression: str, gzip_index: bytes | None, offset: int, size: int
+    remote: BinaryIO,
+    compression: str,
+    gzip_index: bytes | None,
+    offset: int,
+    size: int,
+    *,
+    zstd_checkpoint: tuple[int, int] = (0, 0),
 ) -> bytes:
-    """``size`` bytes of the uncompressed stream at ``offset``, reading ``remote`` as little
-    as the checkpoints allow: gzip from the nearest checkpoint, zstd from its start."""
+    """``size`` bytes of the uncompressed stream at ``offset``, reading ``remote`` from the
+    nearest checkpoint before it: gzip's come with their windows in ``gzip_index``; for
+    zstd, ``zstd_checkpoint`` is the (uncompressed, compressed) start of a frame at or
+    before ``offset``."""
     if compression == "gzip":
         if gzip_index is None:
             raise MalformedContent("gzip layer index has no checkpoints")
@@ -126,8 +193,11 @@ def read_at(
             file.seek(offset)
             return read_exactly(file, size)
     if compression == "zstd":
+        skipped, compressed = zstd_checkpoint
+        if skipped > offset:
+            raise ValueError(f"zstd checkpoint at {skipped} is past offset {offset}")
+        remote.seek(compressed)
         reader = zstandard.ZstdDecompressor().stream_reader(remote, read_across_frames=True)
-        skipped = 0
         while skipped < offset:
             piece = reader.read(min(offset - skipped, 1 << 20))
             if not piece:

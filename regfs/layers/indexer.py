@@ -16,6 +16,7 @@ from regfs.domain.errors import MalformedContent
 from regfs.layers.compression import (
     DECOMPRESSION_ERRORS,
     GzipIndexer,
+    ZstdIndexer,
     open_for_indexing,
     read_exactly,
     sniff,
@@ -53,8 +54,9 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
             scanner.finish()
             checkpoints: list[tuple[int, int]] = [(0, 0)]
             gzip_index = None
-            if isinstance(stream, GzipIndexer):
+            if isinstance(stream, GzipIndexer | ZstdIndexer):
                 checkpoints = stream.checkpoints()
+            if isinstance(stream, GzipIndexer):
                 gzip_index = stream.export()
                 stream.close()
         except DECOMPRESSION_ERRORS as error:

@@ -42,9 +42,10 @@ CREATE TABLE chunks (
     sha256 BLOB NOT NULL
 );
 
--- Random-access points, at least 2 MiB of output apart: decompression can restart at
--- compressed_offset and produce the stream from uncompressed_offset on (gzip: with the
--- window kept in gzip_index, which holds every seek point).
+-- Random-access points, at least 2 MiB (gzip) or 1 MiB (zstd) of output apart:
+-- decompression can restart at compressed_offset and produce the stream from
+-- uncompressed_offset on (gzip: with the window kept in gzip_index, which holds every seek
+-- point; zstd: a frame starts there).
 CREATE TABLE checkpoints (
     uncompressed_offset INTEGER PRIMARY KEY,
     compressed_offset   INTEGER NOT NULL

@@ -327,7 +327,22 @@ class LayerIndex:
             return None
         return TocChunk(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4]))
 
-    def checkpoints(self) -> list[tuple[int, int]]:
-        return [
-            (int(u), int(c)) for u, c in self._db().execute("SELECT * FROM checkpoints ORDER BY 1")
-        ]
+    def checkpoint_before(self, offset: int) -> tuple[int, int]:
+        """The last (uncompressed, compressed) checkpoint at or before ``offset``."""
+        row = self._db().execute(
+            "SELECT * FROM checkpoints WHERE uncompressed_offset <= ? "
+            "ORDER BY 1 DESC LIMIT 1", (offset,)
+        ).fetchone()  # fmt: skip
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def checkpoint_after(self, offset: int) -> int:
+        """Where the first checkpoint after ``offset`` starts (or the stream ends)."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT min(uncompressed_offset) FROM checkpoints WHERE uncompressed_offset > ?",
+                (offset,),
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row and row[0] is not None else self.meta.uncompressed_size

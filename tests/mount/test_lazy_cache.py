@@ -19,6 +19,7 @@ import pytest
 
 from tests.mount.conftest import Layered
 from tests.support import images
+from tests.support.crafted import ZSTD_LAYER, member, push_layers, tar_of
 from tests.support.mount import Mount
 from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
@@ -158,6 +159,36 @@ def test_evicted_chunks_are_fetched_again_from_the_nearest_checkpoint(
     assert data == expected
     fetched = fresh.blob_bytes()
     assert 0 < fetched < layer0.stat().st_size / 10, f"{fetched} of {layer0.stat().st_size}"
+
+
+def test_a_multi_frame_zstd_layer_is_re_read_from_the_frame_before_a_chunk(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    """A layer compressed by ``pzstd`` (a frame per piece, each after a skippable frame):
+    an evicted chunk is fetched again from the frame before it, not from byte 0."""
+    files = {f"f{n}": os.urandom(3 << 20) for n in range(6)}
+    (tmp_path / "layer.tar").write_bytes(tar_of(
+        [member(name, data) for name, data in files.items()], tarfile.PAX_FORMAT
+    ))  # fmt: skip
+    subprocess.run(["pzstd", "-q", "-p", "2", str(tmp_path / "layer.tar")], check=True)
+    blob = (tmp_path / "layer.tar.zst").read_bytes()
+    push_layers(layered.registry.url, "multi-frame/zstd:1", [blob], media_type=ZSTD_LAYER)
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache))
+    try:
+        rootfs = mount / fresh.host / "multi-frame/zstd/1/rootfs"
+        assert sorted(os.listdir(rootfs)) == sorted(files)  # indexes the layer
+        for chunk in chunk_files(cache):
+            chunk.unlink()
+        fresh.reset()
+        assert (rootfs / "f5").read_bytes() == files["f5"]
+        fetched = fresh.blob_bytes()
+        assert {name: (rootfs / name).read_bytes() for name in files} == files
+    finally:
+        mount.close()
+    # pzstd's frames hold 8 MiB here: f5's first chunk restarts at the frame before it;
+    # from byte 0, each of its 4 chunks would cost ~16 MiB
+    assert 0 < fetched <= 4 * len(files["f5"]), f"{fetched} of {len(blob)}"
 
 
 def test_damaged_chunks_on_disk_are_never_served(

@@ -19,6 +19,7 @@ from tests.support.images import registry_request
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 def tar_of(members: Iterable[tuple[tarfile.TarInfo, bytes | None]], tar_format: int) -> bytes:
@@ -87,8 +88,11 @@ def _upload(registry_url: str, repository: str, data: bytes) -> dict[str, object
     return {"digest": digest, "size": len(data)}
 
 
-def push_layers(registry_url: str, reference: str, layers: list[bytes]) -> None:
-    """Push an image of ``layers`` (gzip blobs, bottom first) as ``repository:tag``."""
+def push_layers(
+    registry_url: str, reference: str, layers: list[bytes], media_type: str = GZIP_LAYER
+) -> None:
+    """Push an image of ``layers`` (blobs of ``media_type``, bottom first) as
+    ``repository:tag``."""
     repository, tag = reference.rsplit(":", 1)
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
@@ -101,7 +105,7 @@ def push_layers(registry_url: str, reference: str, layers: list[bytes]) -> None:
             **_upload(registry_url, repository, config),
         },
         "layers": [
-            {"mediaType": GZIP_LAYER, **_upload(registry_url, repository, layer)}
+            {"mediaType": media_type, **_upload(registry_url, repository, layer)}
             for layer in layers
         ],
     }
