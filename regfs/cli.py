@@ -20,10 +20,13 @@ import pyfuse3
 import trio
 
 from regfs import __version__, allocator, daemon
-from regfs.domain.errors import MalformedContent
+from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform, host_platform
+from regfs.domain.reference import parse_image_reference
 from regfs.fuse.operations import Operations
+from regfs.index_push import Pushed, push_index
 from regfs.layers.blobs import LayerStore
+from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.registry.aliases import parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
@@ -72,7 +75,7 @@ def _default_cache_dir() -> Path:
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_size(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """``10G``, ``512M``, ``1T`` or plain bytes (binary units, an optional ``iB``/``B``)."""
     number = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
@@ -80,9 +83,24 @@ def parse_size(text: str) -> int:
         value = float(number[: len(number) - len(unit)]) * _SIZE_UNITS[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10G, 512M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
+    return int(value)
+
+
+def parse_size(text: str) -> int:
+    """A cache size: bytes as ``parse_bytes`` reads them, at least 64 MiB."""
+    value = parse_bytes(text)
     if value < 64 << 20:
         raise argparse.ArgumentTypeError(f"cache size {text!r} is below the 64M minimum")
-    return int(value)
+    return value
+
+
+def _span_size(text: str) -> int:
+    value = parse_bytes(text)
+    if not 64 << 10 <= value <= 64 << 20:
+        raise argparse.ArgumentTypeError(f"span size {text!r} is not within 64K and 64M")
+    return value
 
 
 def _platform(text: str) -> Platform:
@@ -99,6 +117,45 @@ def _positive(text: str) -> float:
     return value
 
 
+def _add_registry_options(command: argparse.ArgumentParser) -> None:
+    """Options of every command that talks to registries."""
+    command.add_argument(
+        "--platform",
+        type=_platform,
+        default=host_platform(),
+        help="os/arch[/variant] an index dir shows by default (default: this machine's)",
+    )
+    command.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
+    )
+    command.add_argument(
+        "--auth-file",
+        type=Path,
+        metavar="PATH",
+        help="credentials (docker config.json or podman auth.json form) to use instead of "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json, ~/.docker/config.json",
+    )
+    command.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help=f"regfs's own settings: aliases for registries below a path prefix "
+        f"(default: {_default_config_file()})",
+    )
+    command.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for one registry call, retries included (default: 30)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regfs", description="Browse container registries as a read-only filesystem."
@@ -108,47 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     mount = commands.add_parser("mount", help="mount registries at MOUNTPOINT")
     mount.add_argument("mountpoint", help="an empty directory")
-    mount.add_argument(
-        "--platform",
-        type=_platform,
-        default=host_platform(),
-        help="os/arch[/variant] an index dir shows by default (default: this machine's)",
-    )
-    mount.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
-    )
-    mount.add_argument(
-        "--auth-file",
-        type=Path,
-        metavar="PATH",
-        help="credentials (docker config.json or podman auth.json form) to use instead of "
-        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
-        "~/.config/containers/auth.json, ~/.docker/config.json",
-    )
-    mount.add_argument(
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help=f"regfs's own settings: aliases for registries below a path prefix "
-        f"(default: {_default_config_file()})",
-    )
+    _add_registry_options(mount)
     mount.add_argument(
         "--metadata-ttl",
         type=_positive,
         default=60.0,
         metavar="SECONDS",
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
-    )
-    mount.add_argument(
-        "--timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="deadline for one registry call, retries included (default: 30)",
     )
     mount.add_argument(
         "--cache-dir",
@@ -183,6 +206,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
     umount.add_argument("mountpoint")
+
+    index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    push = index_commands.add_parser(
+        "push",
+        help="make a SOCI index of IMAGE and push it as its referrer",
+        description="Download each gzip layer of IMAGE (of --platform, for an index), make "
+        "its zTOC, and push them with a SOCI v1 index that refers to the image: mounts "
+        "(and soci-snapshotter) then read those layers span by span.",
+    )
+    push.add_argument("image", help="HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@DIGEST")
+    _add_registry_options(push)
+    push.add_argument(
+        "--span-size",
+        type=_span_size,
+        default=DEFAULT_SPAN_SIZE,
+        metavar="SIZE",
+        help="uncompressed bytes between checkpoints: what one read fetches at least "
+        "(default: 4M, as soci)",
+    )
+    push.add_argument(
+        "--min-layer-size",
+        type=parse_bytes,
+        default=10 << 20,
+        metavar="SIZE",
+        help="smaller layers get no zTOC: reading them whole costs little (default: 10M, as soci)",
+    )
     return parser
 
 
@@ -310,8 +360,47 @@ def umount(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_push(args: argparse.Namespace) -> int:
+    """Push a SOCI index for ``args.image``; a line per layer on stdout, errors on stderr."""
+    configure_logging(None, debug=False)
+    logging.getLogger().setLevel(logging.WARNING)  # stdout says what was done
+    try:
+        host, repository, reference = parse_image_reference(args.image)
+        config = _client_config(args)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    credentials = DockerCredentials(
+        auth_file_paths(os.environ, args.auth_file), helper_timeout=args.timeout
+    )
+
+    async def run() -> Pushed:
+        client = RegistryClient(config, credentials)
+        try:
+            return await push_index(
+                client, host, repository, reference, platform=args.platform,
+                span_size=args.span_size, min_layer_size=args.min_layer_size,
+            )  # fmt: skip
+        finally:
+            await client.aclose()
+
+    try:
+        pushed = trio.run(run)
+    except RegfsError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    for ztoc, layer in pushed.ztocs:
+        print(f"{layer.digest}: zTOC {ztoc.digest} ({ztoc.size} bytes)")
+    for layer, reason in pushed.skipped:
+        print(f"{layer.digest}: no zTOC ({reason})")
+    print(f"SOCI index {pushed.index} pushed for {host}/{repository}@{pushed.image}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "mount":
         return mount(args)
+    if args.command == "index":
+        return index_push(args)
     return umount(args)

@@ -3,7 +3,7 @@
 
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
-Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy]
+Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refetch]
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import httpx
+import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import images
+from tests.support.crafted import ZSTD_LAYER, push_layers
 from tests.support.estargz import push_estargz
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, debian_rootfs
@@ -89,6 +94,9 @@ def browse(workdir: Path) -> None:
             tags_cold = timed(lambda: walk(mount / registry.host / "bench/source"))
         finally:
             mount.close()
+        tags = [f"t{i}" for i in range(TAGS)]
+        floors = {n: timed(partial(head_every_tag, registry, "bench/source", tags, n))
+                  for n in (1, 8, 32)}  # fmt: skip
     finally:
         registry.stop()
     print(f"\n{len(repositories)} repositories (catalog pages of 2), {TAGS} tags in one, "
@@ -98,6 +106,31 @@ def browse(workdir: Path) -> None:
     row("`ls -lR` of the host, again (TTL)", warm, skopeo, "`skopeo list-tags` per repository")
     row(f"`ls -l` of a {TAGS}-tag repository, cold mount", tags_cold, skopeo_one,
         "one `skopeo list-tags`")  # fmt: skip
+    for at_once, seconds in floors.items():
+        row(f"`ls -l` of a {TAGS}-tag repository, cold mount", tags_cold, seconds,
+            f"a HEAD per tag by httpx alone, {at_once} at a time")  # fmt: skip
+
+
+def head_every_tag(registry: Registry, repository: str, tags: list[str], at_once: int) -> None:
+    """The least a client can do to show where each tag points: one HEAD per tag."""
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+
+    async def main() -> None:
+        limiter = trio.CapacityLimiter(at_once)
+        async with httpx.AsyncClient(base_url=registry.url) as client:
+
+            async def head(tag: str) -> None:
+                async with limiter:
+                    response = await client.head(
+                        f"/v2/{repository}/manifests/{tag}", headers={"Accept": accept}
+                    )
+                    response.raise_for_status()
+
+            async with trio.open_nursery() as nursery:
+                for tag in tags:
+                    nursery.start_soon(head, tag)
+
+    trio.run(main)
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> None:
@@ -294,7 +327,8 @@ def places(workdir: Path) -> None:
 
 def lazy(workdir: Path) -> None:
     """Issue 10: the first read of a small file in a layer with a 256 MiB file, as plain
-    gzip (the whole layer is fetched), eStargz and zstd:chunked (its chunks only).
+    gzip (the whole layer is fetched), eStargz, zstd:chunked and gzip with a SOCI index
+    made by ``regfs index push`` (its chunks or spans only).
 
     Each figure is a cold regfs cache and a dropped page cache: mount, then read
     ``rootfs/etc/os-release``; bytes counted by a proxy."""
@@ -303,7 +337,7 @@ def lazy(workdir: Path) -> None:
     files = {"big.bin": os.urandom(256 << 20), "etc/os-release": os_release}
     images.build_image(layout, "1", files)
     rows = []
-    for name in ("gzip", "estargz", "zstd-chunked"):
+    for name in ("gzip", "estargz", "zstd-chunked", "soci"):
         # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
         # compression, and the image would not be what its name says.
         registry = Registry(workdir / f"registry-{name}")
@@ -316,6 +350,8 @@ def lazy(workdir: Path) -> None:
                 images.push(layout, "1", destination, "--dest-compress-format", "zstd:chunked")
             else:
                 images.push(layout, "1", destination)
+            if name == "soci":  # the same gzip image, given a SOCI index by regfs
+                run(Installation.regfs(), "index", "push", destination)
             body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
             (layer,) = json.loads(body)["layers"]
             drop_page_cache()
@@ -327,20 +363,92 @@ def lazy(workdir: Path) -> None:
                 seconds = time.perf_counter() - start
             finally:
                 mount.close()
-            rows.append((name, seconds, proxy.blob_bytes(layer["digest"]), layer["size"]))
+            fetched = proxy.blob_bytes(layer["digest"])
+            drop_page_cache()
+            instead = timed(partial(skopeo_tar_cat, registry, f"bench/{name}:1", workdir / name))
+            rows.append((name, seconds, instead, fetched, layer["size"]))
         finally:
             proxy.stop()
             registry.stop()
     gzip_seconds = rows[0][1]
     print("\ncold mount → `cat rootfs/etc/os-release`, beside a 256 MiB random file")
-    print("| layer format | time | / gzip | layer bytes fetched | layer size |")
-    print("|---|---|---|---|---|")
-    for name, seconds, fetched, size in rows:
-        print(f"| {name} | {seconds:.3f} s | {seconds / gzip_seconds:.3f} | "
-              f"{fetched / 2**20:.2f} MiB | {size / 2**20:.1f} MiB |")  # fmt: skip
+    print("| layer format | regfs | / gzip | skopeo copy + tar -x + cat | regfs / that "
+          "| layer bytes fetched | / layer size |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, seconds, instead, fetched, size in rows:
+        print(f"| {name} | {seconds:.3f} s | {seconds / gzip_seconds:.3f} | {instead:.3f} s | "
+              f"{seconds / instead:.3f} | {fetched / 2**20:.2f} MiB | "
+              f"{fetched / size:.4f} |")  # fmt: skip
 
 
-BENCHMARKS = {"browse": browse, "contents": contents, "places": places, "lazy": lazy}
+def skopeo_tar_cat(registry: Registry, reference: str, directory: Path) -> None:
+    """What a user does without regfs: copy the image, unpack its layers, read the file
+    (GNU tar reads gzip and zstd alike; umoci reads no zstd)."""
+    local = directory / "instead"
+    directory.mkdir(parents=True, exist_ok=True)
+    run("skopeo", "copy", "--quiet", "--src-tls-verify=false",
+        f"docker://{registry.host}/{reference}", f"dir:{local}")  # fmt: skip
+    manifest = json.loads((local / "manifest.json").read_bytes())
+    rootfs = local / "rootfs"
+    rootfs.mkdir()
+    for layer in manifest["layers"]:
+        run("tar", "-xf", local / layer["digest"].split(":")[1], "-C", rootfs)
+    read_all(rootfs / "etc/os-release")
+
+
+def refetch(workdir: Path) -> None:
+    """Issue 10: re-reading a file whose chunks were evicted, per layer compression.
+
+    A layer of eight 8 MiB random files (compressed size ≈ their size), pushed as gzip
+    (skopeo), zstd (skopeo: one frame) and pzstd (a frame per 8 MiB). For each: index the
+    layer, delete every cached chunk, drop the page cache, then read ``f6`` (48 to 56 MiB
+    into the tar) and count the blob bytes fetched."""
+    files = {f"f{n}": os.urandom(8 << 20) for n in range(8)}
+    layout = workdir / "oci"
+    images.build_image(layout, "1", files)
+    registry = Registry(workdir / "registry")
+    proxy = CountingProxy(registry.port)
+    rows = []
+    try:
+        images.push(layout, "1", f"{registry.host}/bench/gzip:1")
+        zstd_layout = workdir / "zstd"
+        run("skopeo", "copy", "--dest-compress", "--dest-compress-format", "zstd",
+            f"oci:{layout}:1", f"oci:{zstd_layout}:1")  # fmt: skip
+        images.push(zstd_layout, "1", f"{registry.host}/bench/zstd:1")
+        tar = workdir / "layer.tar"
+        run("umoci", "unpack", "--image", f"{layout}:1", workdir / "bundle")
+        run("tar", "-cf", tar, "-C", workdir / "bundle/rootfs", ".")
+        run("pzstd", "-q", "-p", "2", tar)
+        blob = Path(f"{tar}.zst").read_bytes()
+        push_layers(registry.url, "bench/pzstd:1", [blob], media_type=ZSTD_LAYER)
+        for name in ("gzip", "zstd", "pzstd"):
+            cache = workdir / f"cache-{name}"
+            mount = Mount(workdir / f"mnt-{name}", "--cache-dir", str(cache))
+            try:
+                rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
+                os.listdir(rootfs)  # indexes the layer: every chunk lands in the cache
+                for chunk in (cache / "chunks").rglob("*"):
+                    if chunk.is_file():
+                        chunk.unlink()
+                drop_page_cache()
+                proxy.reset()
+                seconds = timed(partial(read_all, rootfs / "f6"))
+                rows.append((name, seconds, proxy.blob_bytes()))
+            finally:
+                mount.close()
+    finally:
+        proxy.stop()
+        registry.stop()
+    print("\nre-read of an evicted 8 MiB file, 48 MiB into a 64 MiB layer of random files")
+    print("| layer | time | blob bytes fetched | / bytes read (target ≤ 4) |\n|---|---|---|---|")
+    for name, seconds, fetched in rows:
+        print(f"| {name} | {seconds:.3f} s | {fetched / 2**20:.1f} MiB | "
+              f"{fetched / (8 << 20):.2f} |")  # fmt: skip
+
+
+BENCHMARKS = {
+    "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
+}  # fmt: skip
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ class Descriptor:
     urls: tuple[str, ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     """Covered by the manifest's digest: a layer's eStargz TOC digest is trusted from here."""
+    artifact_type: str = ""
+    """What an artifact is (in a referrers list: a SOCI index, a signature…)."""
 
     def annotation(self, name: str) -> str | None:
         return next((value for key, value in self.annotations if key == name), None)
@@ -43,6 +45,10 @@ class ImageManifest:
     layers: tuple[Descriptor, ...]
     schema1_config: bytes | None = None
     """The config of a schema1 image, which has no config blob: ``history[0].v1Compatibility``."""
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def annotation(self, name: str) -> str | None:
+        return next((value for key, value in self.annotations if key == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +110,7 @@ def _descriptor(value: Any, what: str) -> Descriptor:
     urls = _field(value, "urls", list, what, default=[])
     if not all(isinstance(url, str) for url in urls):
         raise MalformedContent(f"{what}: urls is not a list of strings")
-    annotations = _field(value, "annotations", dict, what, default={})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
-        raise MalformedContent(f"{what}: annotations are not all strings")
+    annotations = _annotations(value, what)
     try:
         digest = Digest.parse(_field(value, "digest", str, what))
     except MalformedContent as error:
@@ -117,8 +121,16 @@ def _descriptor(value: Any, what: str) -> Descriptor:
         size=size,
         platform=_platform(value.get("platform"), what),
         urls=tuple(urls),
-        annotations=tuple(sorted(annotations.items())),
+        annotations=annotations,
+        artifact_type=_field(value, "artifactType", str, what, default=""),
     )
+
+
+def _annotations(document: dict[str, Any], what: str) -> tuple[tuple[str, str], ...]:
+    annotations = _field(document, "annotations", dict, what, default={})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise MalformedContent(f"{what}: annotations are not all strings")
+    return tuple(sorted(annotations.items()))
 
 
 def _detect_media_type(document: dict[str, Any], content_type: str, is_jws: bool) -> str:
@@ -209,7 +221,8 @@ def _parse_signed(signed: bytes, content_type: str, is_jws: bool) -> Manifest:
     if mediatypes.is_image_manifest(media_type):
         config = _descriptor(document.get("config"), "manifest config")
         layers = _list_of_descriptors(document, "layers", "manifest")
-        return ImageManifest(media_type, config, layers)
+        annotations = _annotations(document, "manifest")
+        return ImageManifest(media_type, config, layers, annotations=annotations)
     if mediatypes.is_schema1(media_type):
         return _parse_schema1(document, media_type)
     raise MalformedContent(f"not an image manifest or index: {media_type!r}")

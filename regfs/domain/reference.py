@@ -9,6 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent
+
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 
@@ -95,3 +98,26 @@ def api_repository(host_dir: str, repository: str) -> str:
     if host_dir in DOCKER_HUB_ALIASES and "/" not in repository:
         return f"library/{repository}"
     return repository
+
+
+def parse_image_reference(text: str) -> tuple[str, str, str]:
+    """``HOST[:PORT]/REPOSITORY[:TAG]`` or ``…@DIGEST`` as (host, repository, tag or digest);
+    the tag is ``latest`` when left out, as docker and skopeo take it. ValueError if not."""
+    host, _, rest = text.partition("/")
+    repository, at, reference = rest.partition("@")
+    if not at:
+        repository, colon, reference = rest.rpartition(":")
+        if not colon or "/" in reference:
+            repository, reference = rest, "latest"
+    valid_reference = is_tag(reference) or (at and _is_digest(reference))
+    if not (is_registry_host(host) and is_repository(repository) and valid_reference):
+        raise ValueError(f"{text!r} is not HOST[:PORT]/REPOSITORY:TAG or …@DIGEST")
+    return host, repository, reference
+
+
+def _is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except MalformedContent:
+        return False
+    return True

@@ -37,8 +37,10 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, Verif
 from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.entries import IndexEntry
-from regfs.layers.indexer import build_index, build_toc_index
+from regfs.layers.indexer import SOCI, build_index, build_soci_index, build_toc_index
+from regfs.layers.inflate import inflate_from_checkpoint
 from regfs.layers.remote import RemoteFile, fetch_in_task
+from regfs.layers.soci import SociLookup
 from regfs.layers.store import LayerIndex
 from regfs.layers.toc import (
     FOOTER_SIZE,
@@ -50,6 +52,7 @@ from regfs.layers.toc import (
     toc_offset,
     toc_reference,
 )
+from regfs.layers.ztoc import MAX_ZTOC_SIZE
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,10 @@ class LayerRef:
     host: str
     repository: str
     descriptor: Descriptor
+    image: Digest | None = None
+    """The image manifest naming the layer: its SOCI index may have the layer's zTOC."""
+    soci_index: Digest | None = None
+    """The SOCI index that manifest names in its annotation (SOCI v2), if any."""
 
     @property
     def digest(self) -> Digest:
@@ -129,6 +136,9 @@ class LayerStore:
         """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
+        self._soci = SociLookup(client)
+        self._paths: dict[LayerRef, Path] = {}
+        """The index each layer is read through, once known (a zTOC's has a name of its own)."""
 
     async def run(self) -> None:
         """Work of the mount's own, in the background (prefetching), until cancelled."""
@@ -145,8 +155,8 @@ class LayerStore:
         try:
             position = 0
             while position < end:
-                chunk, _ = await self._toc_chunk_at(layer, index, position)
-                position = chunk.virtual_offset + chunk.size
+                start, data = await self._toc_chunk_at(layer, index, position)
+                position = start + len(data)
         except RegfsError as error:
             log.info("%s: prefetch stopped: %s", layer, error)
             return
@@ -173,7 +183,7 @@ class LayerStore:
         built for another repository (or another mount sharing the cache) is used here,
         the registry must confirm it serves the blob in this one (a HEAD, remembered).
         """
-        cached = self._indexes.get(self._index_path(layer))
+        cached = self._indexes.get(self._paths.get(layer) or self._index_path(layer))
         if cached is not None and self._serves(layer):
             self._use(cached)
             return cached
@@ -181,18 +191,23 @@ class LayerStore:
         async def load() -> LayerIndex:
             if layer.digest in self._unindexable:
                 raise self._unindexable[layer.digest]
-            path = self._index_path(layer)
-            index = self._indexes.get(path) or LayerIndex.open(path, self._listings)
+            ztoc = None
+            index = self._known_or_opened(self._index_path(layer))
+            if index is None:
+                ztoc = await self._ztoc(layer)
+                if ztoc is not None:
+                    index = self._known_or_opened(self._soci_index_path(layer, ztoc))
             if index is not None and not self._serves(layer):
                 await self._client.blob_exists(
                     layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
                 )
             if index is None:
                 try:
-                    index = await self._build(layer)
+                    index = await self._build(layer, ztoc)
                 except MalformedContent as error:
                     self._unindexable[layer.digest] = error
                     raise
+            self._paths[layer] = index.path
             self._confirmed.add((layer.host, layer.repository, layer.digest))
             with self._lock:
                 self._indexes[index.path] = index
@@ -203,6 +218,23 @@ class LayerStore:
         key = ("index", layer.host, layer.repository, layer.digest)
         return await self._flight.run(key, load)  # type: ignore[return-value]
 
+    def _known_or_opened(self, path: Path) -> LayerIndex | None:
+        return self._indexes.get(path) or LayerIndex.open(path, self._listings)
+
+    async def _ztoc(self, layer: LayerRef) -> Descriptor | None:
+        """The zTOC of a gzip layer in its image's SOCI index, if it has one."""
+        if layer.image is None or not layer.descriptor.media_type.endswith("gzip"):
+            return None
+        found = await self._soci.index_for(
+            layer.host, layer.repository, layer.image, layer.soci_index
+        )
+        return found.ztocs.get(layer.digest) if found is not None else None
+
+    def _soci_index_path(self, layer: LayerRef, ztoc: Descriptor) -> Path:
+        """An index built from a zTOC is named after it too: another image may give the
+        same layer another zTOC (or none), and only this image's names this one."""
+        return self._index_dir / f"{layer.digest.dir_name}.soci-{ztoc.digest.hex[:32]}.sqlite"
+
     def _serves(self, layer: LayerRef) -> bool:
         """True once the registry has served (or confirmed) this blob in this repository."""
         return (layer.host, layer.repository, layer.digest) in self._confirmed
@@ -212,14 +244,18 @@ class LayerStore:
         if index.is_open:
             self._open[index.path] = index
 
-    async def _build(self, layer: LayerRef) -> LayerIndex:
-        """Build the layer's index and open it; the file is kept from eviction meanwhile
-        (a small cache, full of other layers' blobs, would otherwise take it at once)."""
+    async def _build(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex:
+        """Build the layer's index and open it: from its zTOC, its TOC, or its whole blob;
+        the file is kept from eviction meanwhile (a small cache, full of other layers'
+        blobs, would otherwise take it at once)."""
         path = self._index_path(layer)
+        soci_path = self._soci_index_path(layer, ztoc) if ztoc is not None else path
         with self._lock:
-            self._building.add(path)
+            self._building |= {path, soci_path}
         try:
-            if not await self._index_from_toc(layer):
+            if ztoc is not None and await self._index_from_soci(layer, ztoc, soci_path):
+                path = soci_path
+            elif not await self._index_from_toc(layer):
                 async with self._first_passes:
                     await self._first_pass(layer)
             index = LayerIndex.open(path, self._listings)
@@ -232,7 +268,7 @@ class LayerStore:
             return index
         finally:
             with self._lock:
-                self._building.discard(path)
+                self._building -= {self._index_path(layer), soci_path}
 
     async def _first_pass(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
@@ -271,19 +307,44 @@ class LayerStore:
             if not 0 <= start < end <= size or end - start > MAX_TOC_SIZE:
                 raise MalformedContent(f"TOC at [{start}, {end}) of a {size}-byte blob")
             toc = await fetch(start, end, f"{reference.format} TOC not fetched")
-            build = functools.partial(
+            warnings = await self._in_indexing_thread(functools.partial(
                 build_toc_index, toc, path, reference=reference, toc_start=start,
                 digest=str(layer.digest), size=size,
-            )  # fmt: skip
-            async with self._indexing:
-                warnings = await trio.to_thread.run_sync(build)
+            ))  # fmt: skip
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
             return False
+        await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
+        return True
+
+    async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
+        async with self._indexing:
+            return await trio.to_thread.run_sync(build)
+
+    async def _indexed(
+        self, layer: LayerRef, path: Path, source: str, fetched: int, warnings: list[str]
+    ) -> None:
+        """Count a new index in the cache and say where it came from."""
         await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
-        log.info("%s: indexed from its %s TOC (%d bytes fetched)",
-                 layer, reference.format, len(toc))  # fmt: skip
+        log.info("%s: indexed from %s (%d bytes fetched)", layer, source, fetched)
         self._log_skipped(layer, warnings)
+
+    async def _index_from_soci(self, layer: LayerRef, ztoc: Descriptor, path: Path) -> bool:
+        """Index a gzip layer from its SOCI zTOC (one blob fetch); False if the zTOC cannot
+        be used (logged: the layer is then read whole, and checked against its digest)."""
+        try:
+            size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
+            data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
+            if len(data) != ztoc.size or not ztoc.digest.matches(data):
+                raise VerificationFailed(f"zTOC {ztoc.digest} does not match its descriptor")
+            warnings = await self._in_indexing_thread(functools.partial(
+                build_soci_index, data, path, digest=str(layer.digest),
+                size=layer.descriptor.size,
+            ))  # fmt: skip
+        except (MalformedContent, VerificationFailed) as error:
+            log.warning("%s: SOCI zTOC not used (%s): reading the whole layer", layer, error)
+            return False
+        await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
         return True
 
     async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
@@ -309,18 +370,18 @@ class LayerStore:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
         index built from a TOC: of its virtual stream)."""
         if index.meta.compression in TOC_FORMATS:
-            return await self._read_by_toc(layer, index, offset, size)
+            return await _pieced(index, offset, size, functools.partial(
+                self._toc_chunk_at, layer, index))  # fmt: skip
+        if index.meta.compression == SOCI:
+            return await _pieced(index, offset, size, functools.partial(
+                self._span_at, layer, index))  # fmt: skip
         chunk_size = index.meta.chunk_size
-        end = min(offset + size, index.meta.uncompressed_size)
-        parts = []
-        position = offset
-        while position < end:
-            number, skip = divmod(position, chunk_size)
-            chunk = await self._chunk(layer, index, number)
-            part = chunk[skip : skip + end - position]
-            parts.append(part)
-            position += len(part)
-        return b"".join(parts)
+
+        async def chunk_at(position: int) -> tuple[int, bytes]:
+            number = position // chunk_size
+            return number * chunk_size, await self._chunk(layer, index, number)
+
+        return await _pieced(index, offset, size, chunk_at)
 
     async def _chunk(self, layer: LayerRef, index: LayerIndex, number: int) -> bytes:
         sha256 = index.chunk_hash(number)
@@ -401,26 +462,12 @@ class LayerStore:
 
         return await self._checked_twice(fetch)
 
-    async def _read_by_toc(
-        self, layer: LayerRef, index: LayerIndex, offset: int, size: int
-    ) -> bytes:
-        """Bytes of an eStargz layer's virtual stream: each chunk a read touches is
-        fetched alone (one Range request for its gzip member) and checked."""
-        end = min(offset + size, index.meta.uncompressed_size)
-        parts = []
-        position = offset
-        while position < end:
-            chunk, data = await self._toc_chunk_at(layer, index, position)
-            part = data[position - chunk.virtual_offset : end - chunk.virtual_offset]
-            parts.append(part)
-            position += len(part)
-        return b"".join(parts)
-
     async def _toc_chunk_at(
         self, layer: LayerRef, index: LayerIndex, position: int
-    ) -> tuple[TocChunk, bytes]:
-        """The chunk of a TOC layer's virtual stream covering ``position``, and its bytes
-        (cached, or fetched alone: one Range request for its gzip member or zstd frame)."""
+    ) -> tuple[int, bytes]:
+        """Where the chunk of a TOC layer's virtual stream covering ``position`` starts,
+        and its bytes (cached, or fetched alone: one Range request for its gzip member or
+        zstd frame)."""
         chunk = index.toc_chunk(position)
         if chunk is None:
             raise MalformedContent(f"{layer}: no TOC chunk at {position}")
@@ -437,7 +484,49 @@ class LayerStore:
                 except (MalformedContent, VerificationFailed) as error:
                     raise type(error)(f"{layer}: {error}") from None
 
-        return chunk, await self._verified_chunk(chunk.sha256, fetch)
+        return chunk.virtual_offset, await self._verified_chunk(chunk.sha256, fetch)
+
+    async def _span_at(
+        self, layer: LayerRef, index: LayerIndex, position: int
+    ) -> tuple[int, bytes]:
+        """Where the zTOC span covering ``position`` starts, and its bytes."""
+        span = index.toc_chunk(position)
+        if span is None:
+            raise MalformedContent(f"{layer}: no zTOC span at {position}")
+        return span.virtual_offset, await self._inflated_span(layer, index, span)
+
+    async def _inflated_span(self, layer: LayerRef, index: LayerIndex, span: TocChunk) -> bytes:
+        """A span's uncompressed bytes: kept in memory, else inflated from its compressed
+        bytes (which the chunk cache keeps under their digest, the span's)."""
+        key = hashlib.sha256(b"inflated span " + span.sha256).digest()
+        data = self._memory.get(key)
+        if data is not None:
+            return data
+        ranges = self._ranges(layer)
+
+        async def fetch() -> bytes:
+            what = f"span at {span.compressed_offset} not fetched"
+            compressed = await ranges(span.compressed_offset, span.compressed_end, what)
+            if hashlib.sha256(compressed).digest() != span.sha256:
+                raise VerificationFailed(
+                    f"{layer}: span at {span.compressed_offset} does not match its zTOC digest"
+                )
+            return compressed
+
+        async def inflate() -> bytes:
+            compressed = await self._verified_chunk(span.sha256, fetch)
+            bits, window = index.span_start(span.virtual_offset)
+            inflated = await trio.to_thread.run_sync(
+                inflate_from_checkpoint, compressed, bits, window, span.size,
+                limiter=self._refetching,
+            )  # fmt: skip
+            if len(inflated) != span.size:
+                raise MalformedContent(f"{layer}: span at {span.compressed_offset} inflates to "
+                                       f"{len(inflated)} bytes, not {span.size}")  # fmt: skip
+            self._memory[key] = inflated
+            return inflated
+
+        return await self._flight.run(("inflate", key), inflate)  # type: ignore[return-value]
 
     async def _decompress_again(
         self,
@@ -506,6 +595,27 @@ class LayerStore:
     def close(self) -> None:
         for index in list(self._indexes.values()):
             index.close()
+
+
+async def _pieced(
+    index: LayerIndex,
+    offset: int,
+    size: int,
+    piece_at: Callable[[int], Awaitable[tuple[int, bytes]]],
+) -> bytes:
+    """``size`` bytes at ``offset`` of a stream made of pieces (chunks, TOC chunks, spans):
+    ``piece_at(position)`` gives where the piece holding ``position`` starts, and its bytes."""
+    end = min(offset + size, index.meta.uncompressed_size)
+    parts = []
+    position = offset
+    while position < end:
+        start, data = await piece_at(position)
+        part = data[position - start : end - start]
+        if not part:
+            raise MalformedContent(f"{index.path.name}: no bytes at {position}")
+        parts.append(part)
+        position += len(part)
+    return b"".join(parts)
 
 
 class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):

@@ -26,13 +26,17 @@ from regfs.layers.store import IndexMeta, write_index
 from regfs.layers.tar import TarScanner
 from regfs.layers.toc import (
     ZSTD_CHUNKED,
+    TocChunk,
     TocReference,
     layout,
     read_toc,
     read_zstd_chunked_toc,
 )
+from regfs.layers.ztoc import members, parse_ztoc, spans
 
 CHUNK_SIZE = 1 << 20
+SOCI = "soci"
+"""The ``compression`` of an index built from a SOCI zTOC: its reads go by spans."""
 
 
 def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -> list[str]:
@@ -96,5 +100,29 @@ def build_toc_index(
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None, toc_chunks=laid_out.chunks,
+    )  # fmt: skip
+    return tree.warnings
+
+
+def build_soci_index(
+    ztoc_bytes: bytes, index_path: Path, *, digest: str, size: int | None
+) -> list[str]:
+    """Index a gzip layer of ``size`` bytes from its SOCI zTOC alone; returns warnings to
+    log. Data offsets are the tar's own; ``toc_chunks`` rows are the zTOC's spans (their
+    sha256 is that of the compressed span) and ``span_starts`` their checkpoints."""
+    ztoc = parse_ztoc(ztoc_bytes)
+    if size is not None and ztoc.compressed_size != size:
+        raise MalformedContent(f"zTOC describes a blob of {ztoc.compressed_size} bytes, not {size}")
+    layer_spans = spans(ztoc)
+    tree = LayerTreeBuilder()
+    for member in members(ztoc):
+        tree.add(member)
+    meta = IndexMeta(digest, SOCI, ztoc.compressed_size, ztoc.uncompressed_size, 0)
+    write_index(
+        index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
+        gzip_index=None,
+        toc_chunks=[TocChunk(s.uncompressed, s.size, s.compressed_start, s.compressed_end,
+                             s.sha256) for s in layer_spans],
+        span_starts=[(s.uncompressed, s.bits, s.window) for s in layer_spans],
     )  # fmt: skip
     return tree.warnings

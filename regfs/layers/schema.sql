@@ -62,6 +62,16 @@ CREATE TABLE toc_chunks (
     sha256            BLOB NOT NULL
 );
 
+-- Layers read through a SOCI zTOC (compression 'soci'): toc_chunks holds its spans (data
+-- offsets are the tar's own; sha256 is that of the span's compressed bytes) and this, how
+-- inflation restarts at each: the top `bits` bits of the span's first byte start the
+-- deflate block, and `window` is the 32 KiB of output before it.
+CREATE TABLE span_starts (
+    uncompressed_offset INTEGER PRIMARY KEY,
+    bits                INTEGER NOT NULL,
+    window              BLOB NOT NULL
+);
+
 -- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (every seek point with its
 -- 32 KiB window), zlib-compressed.
 CREATE TABLE blobs (

@@ -110,6 +110,7 @@ def write_index(
     checkpoints: Iterable[tuple[int, int]],
     gzip_index: bytes | None,
     toc_chunks: Iterable[TocChunk] = (),
+    span_starts: Iterable[tuple[int, int, bytes]] = (),
 ) -> None:
     """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -136,6 +137,7 @@ def write_index(
             ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
              for c in toc_chunks),
         )  # fmt: skip
+        connection.executemany("INSERT INTO span_starts VALUES (?, ?, ?)", span_starts)
         if gzip_index is not None:
             connection.execute("INSERT INTO blobs VALUES ('gzip_index', ?)", (gzip_index,))
         connection.commit()
@@ -326,6 +328,20 @@ class LayerIndex:
         if row is None or position >= row[0] + row[1]:
             return None
         return TocChunk(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4]))
+
+    def span_start(self, virtual_offset: int) -> tuple[int, bytes]:
+        """The bits and window that start the zTOC span at ``virtual_offset``."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT bits, window FROM span_starts WHERE uncompressed_offset = ?",
+                (virtual_offset,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise KeyError(virtual_offset)
+        return int(row[0]), bytes(row[1])
 
     def checkpoint_before(self, offset: int) -> tuple[int, int]:
         """The last (uncompressed, compressed) checkpoint at or before ``offset``."""

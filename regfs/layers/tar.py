@@ -20,6 +20,11 @@ BLOCK = 512
 MAX_METADATA = 1 << 20
 REGULAR_TYPES = frozenset(b"0\x007")
 SUPPORTED_TYPES = frozenset(b"0\x0071233456")
+TYPE_NAMES = {
+    "reg": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4",
+    "dir": b"5", "fifo": b"6",
+}  # fmt: skip
+"""Typeflags by the names TOCs give them (eStargz, zstd:chunked, SOCI)."""
 SPARSE = ord("S")
 """GNU sparse files (old GNU ``S`` members, and PAX ones with ``GNU.sparse.*`` records)."""
 _PAX_XATTR = "SCHILY.xattr."
@@ -240,7 +245,7 @@ class TarScanner:
             devmajor=_number(header[329:337], "devmajor"),
             devminor=_number(header[337:345], "devminor"),
             data_offset=self.offset,
-            xattrs=_xattrs(pax),
+            xattrs=xattrs_of_pax(pax),
         )
         _check_ranges(member)
         return member
@@ -283,7 +288,9 @@ def _pax_int(pax: dict[str, bytes], key: str, default: int) -> int:
     return value
 
 
-def _xattrs(pax: dict[str, bytes]) -> tuple[tuple[bytes, bytes], ...]:
+def xattrs_of_pax(pax: dict[str, bytes]) -> tuple[tuple[bytes, bytes], ...]:
+    """The extended attributes among a member's PAX records (as GNU tar and libarchive
+    write them)."""
     found: dict[bytes, bytes] = {}
     for key, value in pax.items():
         if key.startswith(_PAX_XATTR):

@@ -38,7 +38,7 @@ import zstandard
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.layers.compression import read_exactly
-from regfs.layers.tar import TarMember
+from regfs.layers.tar import TYPE_NAMES, TarMember
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 ZSTD_CHUNKED_ANNOTATIONS = (
@@ -66,11 +66,6 @@ MAX_TOC_SIZE = 16 << 20
 size in memory while the index is built (measured: 102 MiB for a 19 MiB TOC of 60 000
 files), two layers at once; a layer with a bigger TOC is read whole instead."""
 MAX_CHUNK_SIZE = 64 << 20
-
-_TYPEFLAGS = {
-    "reg": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4",
-    "dir": b"5", "fifo": b"6",
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +228,7 @@ def layout(entries: list[dict[str, Any]], toc_start: int) -> Toc:
         if pending is not None:
             pending.finish()
             pending = None
-        if not isinstance(kind, str) or kind not in _TYPEFLAGS:
+        if not isinstance(kind, str) or kind not in TYPE_NAMES:
             raise MalformedContent(f"TOC entry of unknown type {kind!r}")
         name = _str(entry, "name").encode()
         relative = name.removeprefix(b"./")
@@ -300,7 +295,7 @@ def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> Tar
         raise MalformedContent(f"TOC entry {name!r}: xattr not base64: {error}") from None
     return TarMember(
         path=name,
-        type=_TYPEFLAGS[kind][0],
+        type=TYPE_NAMES[kind][0],
         mode=_int(entry, "mode", 0) & 0o7777,
         uid=_int(entry, "uid", 0),
         gid=_int(entry, "gid", 0),

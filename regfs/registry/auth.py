@@ -33,7 +33,7 @@ from regfs.domain.challenge import Challenge, parse_challenges
 from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
 from regfs.registry.authfile import Credentials
 from regfs.registry.credentials import CredentialProvider
-from regfs.registry.endpoints import pull_scope
+from regfs.registry.endpoints import token_scope
 from regfs.registry.errors import RetryLater
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds; the distribution spec's default for expires_in
@@ -127,7 +127,7 @@ class RegistryAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         host = request.url.netloc.decode()
-        scope = pull_scope(request.url.path) or ""
+        scope = token_scope(request.method, request.url.path) or ""
         repository = _repository_of(scope)
         request.extensions[CREDENTIALS_SOURCE] = ANONYMOUS
         known = self._schemes.get(host)
@@ -147,11 +147,11 @@ class RegistryAuth(httpx.Auth):
         credentials = await self._credentials.credentials_for(host, repository)
         if bearer is not None:
             self._schemes[host] = bearer
-            token_scope = bearer.params.get("scope") or scope
+            asked_scope = bearer.params.get("scope") or scope
             realm = httpx.URL(str(bearer.realm))
             if credentials is not None and not may_send_credentials(realm, request.url):
                 credentials = None  # withheld: the realm is another host over plain http
-            request_for_token = self._token_request(bearer, token_scope, credentials)
+            request_for_token = self._token_request(bearer, asked_scope, credentials)
             token_response, body = await self._exchange(request_for_token)
             token = _read_token(token_response, body, bearer, host, credentials)
             self._tokens.put(host, scope, token)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import trio
@@ -31,8 +31,9 @@ from regfs.domain.errors import (
     RegfsError,
     Unavailable,
 )
-from regfs.domain.manifest import manifest_digest
+from regfs.domain.manifest import ImageIndex, manifest_digest, parse_manifest
 from regfs.domain.reference import api_host, is_repository
+from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.errors import HTTPX_ERRORS, error_for_exception
@@ -167,7 +168,7 @@ class RegistryClient:
 
         async def at(place: Endpoint) -> list[str]:
             path = endpoints.tags_path(place.host, place.repository)
-            tags = await self._paginate(place.host, path, "tags")
+            tags = listings.without_referrer_tags(await self._paginate(place.host, path, "tags"))
             return listings.valid_names(tags, listings.is_listable_tag, f"{place.host}: {path}")
 
         return await self._pull(host, repository, False, at)
@@ -245,6 +246,56 @@ class RegistryClient:
                 f"{name}: manifest hashes to {digest}, but the registry says {header.strip()}"
             )
         return FetchedManifest(response.body, mediatypes.base_media_type(content_type), digest)
+
+    async def referrers(
+        self, host: str, repository: str, digest: Digest, artifact_type: str
+    ) -> ImageIndex | None:
+        """The manifests that name ``digest`` as their subject (those of ``artifact_type``
+        if the registry filters): from the referrers API or, where the registry lacks it,
+        its fallback tag; None if there are none."""
+
+        async def at(place: Endpoint) -> ImageIndex | None:
+            path = endpoints.referrers_path(place.host, place.repository, str(digest))
+            url = f"{self._url(place.host, path)}?{urlencode({'artifactType': artifact_type})}"
+            try:
+                with self._session.deadline(f"{place.host}: {path}"):
+                    response = await self._session.send(
+                        "GET", url, {"Accept": mediatypes.OCI_INDEX}, MAX_MANIFEST_BYTES
+                    )
+                raw, content_type = response.body, response.headers.get("content-type", "")
+            except NotFound:  # no referrers API (distribution 2.x): the fallback tag
+                try:
+                    fetched = await self._manifest_at(place, referrers_tag(digest))
+                except NotFound:
+                    return None
+                raw, content_type = fetched.raw, fetched.media_type
+            listing = parse_manifest(raw, content_type)
+            if not isinstance(listing, ImageIndex):
+                raise MalformedContent(f"{place.host}/{place.repository}: referrers of "
+                                       f"{digest} are not an image index")  # fmt: skip
+            return listing
+
+        return await self._pull(host, repository, True, at)
+
+    # -- writing (regfs index push) -----------------------------------------------------
+
+    async def send_to_origin(
+        self,
+        method: str,
+        host: str,
+        path_or_url: str,
+        headers: dict[str, str],
+        content: bytes | None = None,
+    ) -> httpx.Headers:
+        """A request to the registry itself (never a mirror), for writing; ``path_or_url``
+        is an API path or a URL the registry gave (an upload's Location)."""
+        place = self._endpoints(host, "", by_digest=False)[-1]
+        url = path_or_url
+        if path_or_url.startswith("/"):
+            url = self._url(place.host, path_or_url)
+        with self._session.deadline(f"{method} {place.host}: {urlsplit(url).path}"):
+            response = await self._session.send(method, url, headers, 0, content=content)
+        return response.headers
 
     # -- blobs --------------------------------------------------------------------------
 

@@ -34,16 +34,35 @@ def blob_path(host_dir: str, repository: str, digest: str) -> str:
     return f"{repository_path(host_dir, repository)}/blobs/{quote(digest, safe=':')}"
 
 
+def referrers_path(host_dir: str, repository: str, digest: str) -> str:
+    return f"{repository_path(host_dir, repository)}/referrers/{quote(digest, safe=':')}"
+
+
+def uploads_path(host_dir: str, repository: str) -> str:
+    return f"{repository_path(host_dir, repository)}/blobs/uploads/"
+
+
 def tags_path(host_dir: str, repository: str) -> str:
     return f"{repository_path(host_dir, repository)}/tags/list"
 
 
 CATALOG_PATH = "/v2/_catalog"
-_REPOSITORY_IN_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags)/")
+_REPOSITORY_IN_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags|referrers)/")
+WRITING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def token_scope(method: str, url_path: str) -> str | None:
+    """The token scope a request needs: ``repository:NAME:pull`` (``pull,push`` to write)
+    or the catalog's."""
+    scope = pull_scope(url_path)
+    if scope is not None and method in WRITING_METHODS and scope.startswith("repository:"):
+        return f"{scope},push"
+    return scope
 
 
 def pull_scope(url_path: str) -> str | None:
-    """The token scope a request path needs: ``repository:NAME:pull`` or the catalog's.
+    """The token scope a request path needs to read: ``repository:NAME:pull`` or the
+    catalog's.
 
     The API may sit below a path prefix (an alias's ``/some/prefix/v2/…``).
     """

@@ -94,15 +94,21 @@ class HttpSession:
         url: str,
         headers: dict[str, str],
         max_bytes: int,
+        *,
         decoded: bool = False,
+        content: bytes | None = None,
     ) -> Response:
-        """One request, body read whole, with retries for temporary failures.
+        """One request (with ``content`` as its body, if any), the answer's body read whole,
+        with retries for temporary failures.
 
         The body is the bytes as sent (blobs and manifests are hashed), or for listings
         ``decoded`` from any ``Content-Encoding``.
         """
         return await self._retrying(
-            f"{method} {url}", lambda: self._send_once(method, url, headers, max_bytes, decoded)
+            f"{method} {url}",
+            lambda: self._send_once(
+                method, url, headers, max_bytes, decoded=decoded, content=content
+            ),
         )
 
     async def open(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
@@ -161,9 +167,16 @@ class HttpSession:
         return error
 
     async def _send_once(
-        self, method: str, url: str, headers: dict[str, str], max_bytes: int, decoded: bool
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        *,
+        decoded: bool,
+        content: bytes | None,
     ) -> Response:
-        async with self._http.stream(method, url, headers=headers) as response:
+        async with self._http.stream(method, url, headers=headers, content=content) as response:
             success = 200 <= response.status_code < 300
             limit = max_bytes if success else MAX_ERROR_BODY
             body = await read_limited(response, limit, truncate=not success, decoded=decoded)

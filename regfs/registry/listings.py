@@ -57,6 +57,13 @@ def is_listable_tag(name: str) -> bool:
     return is_tag(name) and Digest.from_dir_name(name) is None
 
 
+def without_referrer_tags(tags: list[str]) -> list[str]:
+    """``tags`` less the OCI referrers fallback tags (``sha256-<hex>``: the index of an
+    image's signatures, SBOMs, SOCI indexes), which name no image: the digest dir of that
+    name is the image they refer to."""
+    return [tag for tag in tags if Digest.from_dir_name(tag) is None]
+
+
 def valid_names(names: list[str], valid: Callable[[str], bool], what: str) -> list[str]:
     """The names that ``valid`` accepts; the rest are reported in one log line.
 

@@ -15,9 +15,10 @@ from collections.abc import Hashable, Sequence
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import NoEntry
+from regfs.domain.errors import MalformedContent, NoEntry
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.platform import Platform, best_match
+from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
 from regfs.layers.blobs import LayerRef
 from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot
@@ -136,7 +137,11 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
     """What an image manifest contributes to a digest dir (besides its ``manifest``):
     its config, one dir per layer (bottom first), their links, and the merged rootfs."""
     assert isinstance(image.manifest, ImageManifest)
-    layers = [LayerRef(image.host, image.repository, d) for d in image.manifest.layers]
+    soci_index = _soci_index_named(image)
+    layers = [
+        LayerRef(image.host, image.repository, d, image=image.digest, soci_index=soci_index)
+        for d in image.manifest.layers
+    ]
     result: list[tuple[str, Node]] = [("config", ConfigFile(context, image))]
     result += [(str(position), LayerRoot(context, layer)) for position, layer in enumerate(layers)]
     if layers:
@@ -153,6 +158,20 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
     merged = MergedImage(context, image.host, image.repository, image.digest, layers)
     result.append(("rootfs", RootfsDir(merged, (), None)))
     return result
+
+
+def _soci_index_named(image: Image) -> Digest | None:
+    """The SOCI index a (SOCI v2) image manifest names in its annotation, if valid."""
+    assert isinstance(image.manifest, ImageManifest)
+    named = image.manifest.annotation(INDEX_DIGEST_ANNOTATION)
+    if named is None:
+        return None
+    try:
+        return Digest.parse(named)
+    except MalformedContent as error:
+        log.warning("%s/%s@%s: %s: %s", image.host, image.repository, image.digest,
+                    INDEX_DIGEST_ANNOTATION, error)  # fmt: skip
+        return None
 
 
 class ManifestFile(File):

@@ -70,7 +70,7 @@ def zeros_layer(size: int) -> bytes:
     return b"".join(parts)
 
 
-def _upload(registry_url: str, repository: str, data: bytes) -> dict[str, object]:
+def upload_blob(registry_url: str, repository: str, data: bytes) -> dict[str, object]:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     _, headers, _ = registry_request(
         f"{registry_url}/v2/{repository}/blobs/uploads/", method="POST", data=b""
@@ -102,10 +102,10 @@ def push_layers(
         "mediaType": OCI_MANIFEST,
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
-            **_upload(registry_url, repository, config),
+            **upload_blob(registry_url, repository, config),
         },
         "layers": [
-            {"mediaType": media_type, **_upload(registry_url, repository, layer)}
+            {"mediaType": media_type, **upload_blob(registry_url, repository, layer)}
             for layer in layers
         ],
     }

@@ -1,0 +1,201 @@
+"""``regfs index push IMAGE``: give an image a SOCI index, so that mounts read it lazily.
+
+Application layer (beside ``cli.py``). For each gzip layer of the image (of the chosen
+platform, for an index) it downloads the blob, checks it against its digest, makes a zTOC
+(``layers/ztoc_builder.py``: checkpoints every span, each span checked to inflate back to
+the layer's bytes), and pushes the zTOCs, the SOCI v1 index that lists them, and that
+index as a referrer of the image: through the registry's referrers API if it has one (it
+answers the manifest upload with ``OCI-Subject``), else by adding it to the image index
+tagged ``sha256-<hex>``, the OCI fallback that soci-snapshotter (through oras) reads too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from regfs.domain import mediatypes
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent, NotFound, VerificationFailed
+from regfs.domain.manifest import (
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    parse_manifest,
+    verified_manifest,
+)
+from regfs.domain.platform import Platform, best_match
+from regfs.domain.soci import (
+    EMPTY_CONFIG,
+    SOCI_INDEX_V1,
+    referrers_tag,
+    soci_index_manifest,
+    with_referrer,
+)
+from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
+from regfs.registry import endpoints
+from regfs.registry.client import RegistryClient
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    index: Digest
+    ztocs: list[tuple[Descriptor, Descriptor]]
+    """(zTOC, layer) pairs."""
+    skipped: list[tuple[Descriptor, str]]
+    """Layers without a zTOC, and why."""
+    image: Digest
+
+
+async def push_index(
+    client: RegistryClient,
+    host: str,
+    repository: str,
+    reference: str,
+    *,
+    platform: Platform,
+    span_size: int,
+    min_layer_size: int,
+) -> Pushed:
+    image, subject = await _image_manifest(client, host, repository, reference, platform)
+    ztocs: list[tuple[Descriptor, Descriptor]] = []
+    skipped: list[tuple[Descriptor, str]] = []
+    with tempfile.TemporaryDirectory(prefix="regfs-index-") as workdir:
+        for layer in image.layers:
+            if not layer.media_type.endswith("gzip"):
+                skipped.append((layer, "not gzip"))
+            elif (layer.size or 0) < min_layer_size:
+                skipped.append((layer, f"smaller than {min_layer_size} bytes"))
+            else:
+                data = await _ztoc_of(
+                    client, host, repository, layer, Path(workdir), span_size=span_size
+                )
+                digest = await _push_blob(client, host, repository, data)
+                ztocs.append((Descriptor("application/octet-stream", digest, len(data)), layer))
+    if not ztocs:
+        raise MalformedContent(f"{host}/{repository}@{subject.digest}: no layer to index")
+    await _push_blob(client, host, repository, EMPTY_CONFIG)
+    index = soci_index_manifest(ztocs, subject, span_size, BUILD_TOOL)
+    index_digest = Digest.of(index)
+    path = endpoints.manifest_path(host, repository, str(index_digest))
+    answer = await client.send_to_origin(
+        "PUT", host, path, {"Content-Type": mediatypes.OCI_MANIFEST}, index
+    )
+    if "oci-subject" not in answer:  # no referrers API: the fallback tag lists it
+        referrer = Descriptor(mediatypes.OCI_MANIFEST, index_digest, len(index),
+                              artifact_type=SOCI_INDEX_V1)  # fmt: skip
+        await _add_to_referrers_tag(client, host, repository, subject.digest, referrer)
+    return Pushed(index_digest, ztocs, skipped, subject.digest)
+
+
+async def _image_manifest(
+    client: RegistryClient, host: str, repository: str, reference: str, platform: Platform
+) -> tuple[ImageManifest, Descriptor]:
+    """The image manifest ``reference`` names (for an index, ``platform``'s), and a
+    descriptor of it to be the SOCI index's subject."""
+    fetched = await client.get_manifest(host, repository, reference)
+    expected = Digest.parse(reference) if ":" in reference else fetched.digest
+    manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
+    if isinstance(manifest, ImageIndex):
+        candidates = [d for d in manifest.manifests if d.platform is not None
+                      and mediatypes.is_image_manifest(d.media_type)]  # fmt: skip
+        chosen = best_match(platform, (d.platform for d in candidates if d.platform))
+        if chosen is None:
+            raise NotFound(f"{host}/{repository}:{reference}: no image for {platform}")
+        expected = candidates[chosen].digest
+        fetched = await client.get_manifest(host, repository, str(expected))
+        manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
+    if not isinstance(manifest, ImageManifest) or manifest.config is None:
+        raise MalformedContent(f"{host}/{repository}:{reference}: not an image manifest")
+    return manifest, Descriptor(manifest.media_type, expected, len(fetched.raw))
+
+
+async def _ztoc_of(
+    client: RegistryClient,
+    host: str,
+    repository: str,
+    layer: Descriptor,
+    workdir: Path,
+    *,
+    span_size: int,
+) -> bytes:
+    """Download the layer, check it against its digest, and make its zTOC."""
+    blob = workdir / secrets.token_hex(8)
+    sink = _FileSink(blob, layer.digest)
+    try:
+        await client.download_blob(host, repository, layer.digest, sink, urls=layer.urls)
+        sink.check()
+        return await trio.to_thread.run_sync(build_ztoc, blob, span_size)
+    finally:
+        sink.close()
+        blob.unlink(missing_ok=True)
+
+
+class _FileSink:
+    """Writes a blob to a file, hashing it on the way."""
+
+    def __init__(self, path: Path, digest: Digest) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._digest = digest
+        self._hash = hashlib.new(digest.algorithm)
+
+    async def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        await trio.to_thread.run_sync(self._file.write, data)
+
+    async def restart(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.new(self._digest.algorithm)
+
+    def check(self) -> None:
+        self._file.flush()
+        if self._hash.hexdigest() != self._digest.hex:
+            raise VerificationFailed(f"layer blob does not hash to {self._digest}")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+async def _push_blob(client: RegistryClient, host: str, repository: str, data: bytes) -> Digest:
+    """Upload ``data`` as a blob (a POST, then one PUT), unless the registry has it."""
+    digest = Digest.of(data)
+    try:
+        await client.blob_exists(host, repository, digest)
+        return digest
+    except NotFound:
+        pass
+    started = await client.send_to_origin(
+        "POST", host, endpoints.uploads_path(host, repository), {}, b""
+    )
+    location = started.get("location")
+    if not location:
+        raise MalformedContent(f"{host}/{repository}: blob upload started without a Location")
+    separator = "&" if "?" in location else "?"
+    await client.send_to_origin(
+        "PUT", host, f"{location}{separator}digest={digest}",
+        {"Content-Type": "application/octet-stream"}, data,
+    )  # fmt: skip
+    return digest
+
+
+async def _add_to_referrers_tag(
+    client: RegistryClient, host: str, repository: str, subject: Digest, referrer: Descriptor
+) -> None:
+    tag = referrers_tag(subject)
+    existing = raw = None
+    try:
+        fetched = await client.get_manifest(host, repository, tag)
+        raw = fetched.raw
+        listing = parse_manifest(raw, fetched.media_type)
+        existing = listing if isinstance(listing, ImageIndex) else None
+    except NotFound:
+        pass
+    updated = with_referrer(existing, raw if existing else None, referrer, {})
+    path = endpoints.manifest_path(host, repository, tag)
+    await client.send_to_origin("PUT", host, path, {"Content-Type": mediatypes.OCI_INDEX}, updated)

@@ -1,0 +1,108 @@
+"""Reading a FlatBuffer whose every offset is checked: zTOCs come from registries.
+
+Layers layer, pure. The ``flatbuffers`` package writes them (``ztoc.encode_ztoc``), but its
+Python reader trusts the buffer: an offset out of range is an IndexError somewhere, a
+vector claiming 2³¹ elements is a long loop. This reader follows the format (a root offset,
+tables found through vtables, little-endian scalars, length-prefixed strings and vectors)
+and turns anything out of bounds into MalformedContent.
+
+Format: https://flatbuffers.dev/internals/
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from regfs.domain.errors import MalformedContent
+
+_UOFFSET = struct.Struct("<I")
+_VOFFSET = struct.Struct("<H")
+_SOFFSET = struct.Struct("<i")
+
+
+class Table:
+    """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …)."""
+
+    def __init__(self, buffer: bytes, position: int) -> None:
+        self._buffer = buffer
+        self._position = position
+        vtable = position - _read(buffer, _SOFFSET, position)
+        self._vtable = vtable
+        self._vtable_size = _read(buffer, _VOFFSET, vtable)
+        if self._vtable_size < 4 or self._vtable_size % 2:
+            raise MalformedContent(f"flatbuffer: vtable of {self._vtable_size} bytes")
+        _check(buffer, vtable, self._vtable_size)
+
+    @classmethod
+    def root(cls, buffer: bytes) -> Table:
+        return cls(buffer, _read(buffer, _UOFFSET, 0))
+
+    def _field(self, field_id: int) -> int | None:
+        """Where field ``field_id`` lies in the buffer, or None if absent (its default)."""
+        slot = 4 + 2 * field_id
+        if slot >= self._vtable_size:
+            return None
+        offset = _read(self._buffer, _VOFFSET, self._vtable + slot)
+        return self._position + offset if offset else None
+
+    def scalar(self, field_id: int, layout: str, default: int = 0) -> int:
+        """A scalar field in ``struct`` notation (``"<q"``, ``"<I"``, ``"<b"``)."""
+        position = self._field(field_id)
+        if position is None:
+            return default
+        value: int = _read(self._buffer, struct.Struct(layout), position)
+        return value
+
+    def _indirect(self, field_id: int) -> int | None:
+        position = self._field(field_id)
+        if position is None:
+            return None
+        return position + _read(self._buffer, _UOFFSET, position)
+
+    def blob(self, field_id: int) -> bytes:
+        """A string or a ``[ubyte]`` vector (b"" when absent)."""
+        start = self._indirect(field_id)
+        return b"" if start is None else _vector_bytes(self._buffer, start)
+
+    def table(self, field_id: int) -> Table | None:
+        start = self._indirect(field_id)
+        return None if start is None else Table(self._buffer, start)
+
+    def tables(self, field_id: int) -> Iterator[Table]:
+        for element in self._offsets(field_id):
+            yield Table(self._buffer, element)
+
+    def strings(self, field_id: int) -> Iterator[bytes]:
+        for element in self._offsets(field_id):
+            yield _vector_bytes(self._buffer, element)
+
+    def _offsets(self, field_id: int) -> Iterator[int]:
+        """The targets of a vector of offsets (of tables or strings)."""
+        start = self._indirect(field_id)
+        if start is None:
+            return
+        length = _read(self._buffer, _UOFFSET, start)
+        _check(self._buffer, start + 4, 4 * length)
+        for index in range(length):
+            element = start + 4 + 4 * index
+            yield element + _read(self._buffer, _UOFFSET, element)
+
+
+def _vector_bytes(buffer: bytes, start: int) -> bytes:
+    length = _read(buffer, _UOFFSET, start)
+    _check(buffer, start + 4, length)
+    return buffer[start + 4 : start + 4 + length]
+
+
+def _read(buffer: bytes, layout: struct.Struct, position: int) -> int:
+    _check(buffer, position, layout.size)
+    value: int = layout.unpack_from(buffer, position)[0]
+    return value
+
+
+def _check(buffer: bytes, position: int, size: int) -> None:
+    if position < 0 or position + size > len(buffer):
+        raise MalformedContent(
+            f"flatbuffer: {size} bytes at {position} lie outside its {len(buffer)} bytes"
+        )

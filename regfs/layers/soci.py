@@ -1,0 +1,90 @@
+"""Finding the SOCI zTOC of a layer: the image's v2 annotation, else a v1 referrer.
+
+Layers layer. Asked once per image and mount, when a layer of it is first indexed (never
+by a listing: ``ls`` of an image stays free of extra requests). As soci-snapshotter does,
+the first SOCI v1 index in the referrers list is used. A registry that cannot say (down,
+refusing) is asked again next time; any other failure means "no SOCI index" for the mount,
+with one log line.
+
+Trust: a SOCI v2 index is named by the image manifest's annotation, so its zTOCs are
+covered by the image's digest. A v1 index is found by a lookup: anyone who may push to the
+repository may add one. Its spans are checked against their digests, but what the zTOC
+says about them (names, offsets, inflation windows) is not checked against the layer's
+digest; the log says which kind each layer is read through.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from regfs.cache.flight import SingleFlight
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
+from regfs.domain.manifest import Descriptor, ImageManifest, verified_manifest
+from regfs.domain.soci import SOCI_INDEX_V1, soci_indexes_among, ztocs_by_layer
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+_REFERRER = "a referrer: its zTOCs are not covered by the image's digest"
+
+
+@dataclass(frozen=True, slots=True)
+class SociIndex:
+    """The zTOCs of one image's layers, and how the index was found."""
+
+    digest: Digest
+    ztocs: dict[Digest, Descriptor]
+    named_by_image: bool
+    """True for SOCI v2 (the image manifest names it), False for a v1 referrer."""
+
+
+class SociLookup:
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+        self._found: dict[tuple[str, str, Digest], SociIndex | None] = {}
+        self._flight: SingleFlight[SociIndex | None] = SingleFlight()
+
+    async def index_for(
+        self, host: str, repository: str, image: Digest, named: Digest | None
+    ) -> SociIndex | None:
+        """The SOCI index of image manifest ``image`` (``named`` by its v2 annotation, if
+        it has one), or None."""
+        key = (host, repository, image)
+        if key in self._found:
+            return self._found[key]
+
+        async def look() -> SociIndex | None:
+            where = f"{host}/{repository}@{image}"
+            try:
+                found = await self._look(host, repository, image, named)
+            except Unavailable as error:
+                log.info("%s: SOCI index not looked up (%s)", where, error)
+                return None
+            except RegfsError as error:
+                log.warning("%s: SOCI index not used (%s)", where, error)
+                found = None
+            if found is not None:
+                how = "named by the image" if found.named_by_image else _REFERRER
+                log.info("%s: SOCI index %s (%s)", where, found.digest, how)
+            self._found[key] = found
+            return found
+
+        return await self._flight.run(key, look)
+
+    async def _look(
+        self, host: str, repository: str, image: Digest, named: Digest | None
+    ) -> SociIndex | None:
+        digest = named
+        if digest is None:
+            referrers = await self._client.referrers(host, repository, image, SOCI_INDEX_V1)
+            found = soci_indexes_among(referrers) if referrers is not None else []
+            if not found:
+                return None
+            digest = found[0]
+        fetched = await self._client.get_manifest(host, repository, str(digest))
+        what = f"{host}/{repository}@{digest}"
+        manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+        if not isinstance(manifest, ImageManifest):
+            raise MalformedContent(f"{what}: a SOCI index must be an image manifest")
+        return SociIndex(digest, ztocs_by_layer(manifest, what), named_by_image=named is not None)

@@ -1,0 +1,319 @@
+"""SOCI zTOCs: the table of contents and gzip checkpoints of an unmodified layer.
+
+Layers layer, pure. A SOCI index (awslabs/soci-snapshotter) gives a gzip layer a zTOC: a
+FlatBuffer (schema ``ztoc/fbs/ztoc.fbs``) listing the tar's members, where each member's
+data lies in the uncompressed tar, and *spans*: checkpoints at deflate block boundaries,
+each with the 32 KiB window that restarts inflation there, and the sha256 of each span's
+compressed bytes. A read then fetches the spans it touches and checks each against its
+digest before inflating it.
+
+The checkpoints field is SOCI's own "zinfo" layout (little-endian): ``int32 count``,
+``int64 span size``, then per checkpoint ``int64 compressed offset`` (the first whole byte
+after the block boundary), ``int64 uncompressed offset``, ``uint8 bits`` (how many bits of
+the byte before belong to the next block) and the 32 KiB window, zero-padded in front.
+The older layout leaves out checkpoint 0, which then sits right after a 10-byte header.
+
+Span ``i`` is compressed bytes ``[in_i - (1 if bits_i else 0), in_{i+1})`` (the last ends
+with the blob) and uncompressed bytes ``[out_i, out_{i+1})`` (the last ends with the tar).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import flatbuffers
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent
+from regfs.layers.flatbuffer import Table
+from regfs.layers.tar import TYPE_NAMES, TarMember, xattrs_of_pax
+
+WINDOW_SIZE = 32 << 10
+MAX_ZTOC_SIZE = 64 << 20
+"""Bytes of zTOC accepted (soci writes ~100 bytes a file and 32 KiB a span)."""
+MAX_SPAN_SIZE = 64 << 20
+"""Uncompressed bytes of one span: a span is inflated whole into memory."""
+MAX_FILES = 1_000_000
+GZIP = 1
+UNCOMPRESSED = 2
+_HEADER = struct.Struct("<iq")
+_CHECKPOINT = struct.Struct("<qqB")
+_CHECKPOINT_SIZE = _CHECKPOINT.size + WINDOW_SIZE
+_LEGACY_FIRST = (10, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ZtocFile:
+    """One tar member as a zTOC records it (``pax`` holds all of its PAX records)."""
+
+    name: bytes
+    type: str
+    offset: int
+    """Where the member's data starts in the uncompressed tar."""
+    size: int
+    linkname: bytes = b""
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    uname: bytes = b""
+    gname: bytes = b""
+    mod_time: str = "1970-01-01T00:00:00Z"
+    devmajor: int = 0
+    devminor: int = 0
+    pax: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    compressed: int
+    uncompressed: int
+    bits: int
+    window: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ztoc:
+    compressed_size: int
+    uncompressed_size: int
+    files: tuple[ZtocFile, ...]
+    span_digests: tuple[str, ...]
+    checkpoints: bytes
+    """The zinfo blob (see the module docstring)."""
+    algorithm: int = GZIP
+    version: str = "0.9"
+    build_tool: str = "regfs"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Uncompressed bytes ``[uncompressed, uncompressed + size)`` of the layer, made by
+    inflating compressed bytes ``[compressed_start, compressed_end)`` (hashing to
+    ``sha256``) from a checkpoint: the first ``bits`` bits come from its first byte's top,
+    with ``window`` as the history."""
+
+    uncompressed: int
+    size: int
+    compressed_start: int
+    compressed_end: int
+    sha256: bytes
+    bits: int
+    window: bytes
+
+
+def parse_ztoc(data: bytes) -> Ztoc:
+    """The zTOC in ``data``; MalformedContent if it is not a well-formed one."""
+    if len(data) > MAX_ZTOC_SIZE:
+        raise MalformedContent(f"zTOC of {len(data)} bytes (at most {MAX_ZTOC_SIZE})")
+    root = Table.root(data)
+    toc = root.table(4)
+    info = root.table(5)
+    if toc is None or info is None:
+        raise MalformedContent("zTOC without a TOC or compression info")
+    files: list[ZtocFile] = []
+    for entry in toc.tables(0):
+        if len(files) == MAX_FILES:
+            raise MalformedContent(f"zTOC lists more than {MAX_FILES} files")
+        files.append(_file(entry))
+    return Ztoc(
+        version=root.blob(0).decode("utf-8", "replace"),
+        build_tool=root.blob(1).decode("utf-8", "replace"),
+        compressed_size=root.scalar(2, "<q"),
+        uncompressed_size=root.scalar(3, "<q"),
+        files=tuple(files),
+        algorithm=info.scalar(0, "<b", GZIP),
+        span_digests=tuple(d.decode("ascii", "replace") for d in info.strings(2)),
+        checkpoints=info.blob(3),
+    )
+
+
+def _file(entry: Table) -> ZtocFile:
+    return ZtocFile(
+        name=entry.blob(0),
+        type=entry.blob(1).decode("ascii", "replace"),
+        offset=entry.scalar(2, "<q"),
+        size=entry.scalar(3, "<q"),
+        linkname=entry.blob(4),
+        mode=entry.scalar(5, "<q"),
+        uid=entry.scalar(6, "<I"),
+        gid=entry.scalar(7, "<I"),
+        uname=entry.blob(8),
+        gname=entry.blob(9),
+        mod_time=entry.blob(10).decode("ascii", "replace"),
+        devmajor=entry.scalar(11, "<q"),
+        devminor=entry.scalar(12, "<q"),
+        pax=tuple((pair.blob(0), pair.blob(1)) for pair in entry.tables(13)),
+    )
+
+
+def encode_ztoc(ztoc: Ztoc) -> bytes:
+    """``ztoc`` as the FlatBuffer soci-snapshotter reads (fields in schema order)."""
+    builder = flatbuffers.Builder(1 << 16)
+    version = builder.CreateString(ztoc.version)
+    build_tool = builder.CreateString(ztoc.build_tool)
+    files = _vector(builder, [_encode_file(builder, file) for file in ztoc.files])
+    toc = _table(builder, [(_OFFSET, files)])
+    checkpoints = builder.CreateByteVector(ztoc.checkpoints)
+    digests = _vector(builder, [builder.CreateString(d) for d in ztoc.span_digests])
+    info = _table(builder, [
+        (_INT8, ztoc.algorithm, GZIP), (_INT32, len(ztoc.span_digests) - 1),
+        (_OFFSET, digests), (_OFFSET, checkpoints),
+    ])  # fmt: skip
+    root = _table(builder, [
+        (_OFFSET, version), (_OFFSET, build_tool), (_INT64, ztoc.compressed_size),
+        (_INT64, ztoc.uncompressed_size), (_OFFSET, toc), (_OFFSET, info),
+    ])  # fmt: skip
+    builder.Finish(root)
+    return bytes(builder.Output())
+
+
+def _encode_file(builder: flatbuffers.Builder, file: ZtocFile) -> int:
+    name, kind, linkname, uname, gname, mod_time = (
+        builder.CreateString(s)
+        for s in (file.name, file.type.encode(), file.linkname, file.uname, file.gname,
+                  file.mod_time.encode())
+    )  # fmt: skip
+    pairs = []
+    for key, value in file.pax:
+        key_offset, value_offset = builder.CreateString(key), builder.CreateString(value)
+        pairs.append(_table(builder, [(_OFFSET, key_offset), (_OFFSET, value_offset)]))
+    pax = _vector(builder, pairs)
+    return _table(builder, [
+        (_OFFSET, name), (_OFFSET, kind), (_INT64, file.offset), (_INT64, file.size),
+        (_OFFSET, linkname), (_INT64, file.mode), (_UINT32, file.uid), (_UINT32, file.gid),
+        (_OFFSET, uname), (_OFFSET, gname), (_OFFSET, mod_time), (_INT64, file.devmajor),
+        (_INT64, file.devminor), (_OFFSET, pax),
+    ])  # fmt: skip
+
+
+_OFFSET = flatbuffers.Builder.PrependUOffsetTRelativeSlot
+_INT64 = flatbuffers.Builder.PrependInt64Slot
+_INT32 = flatbuffers.Builder.PrependInt32Slot
+_UINT32 = flatbuffers.Builder.PrependUint32Slot
+_INT8 = flatbuffers.Builder.PrependInt8Slot
+
+
+def _table(builder: flatbuffers.Builder, fields: list[tuple[Any, ...]]) -> int:
+    """A table of ``(prepend, value[, default])`` fields, given in id order; a scalar
+    equal to its default (0 unless given) is left out, as the schema's readers expect."""
+    builder.StartObject(len(fields))
+    for field_id, (prepend, value, *default) in enumerate(fields):
+        prepend(builder, field_id, value, default[0] if default else 0)
+    offset: int = builder.EndObject()
+    return offset
+
+
+def _vector(builder: flatbuffers.Builder, offsets: list[int]) -> int:
+    builder.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    vector: int = builder.EndVector()
+    return vector
+
+
+def parse_checkpoints(blob: bytes) -> list[Checkpoint]:
+    """The checkpoints of a gzip zTOC (either zinfo layout)."""
+    if len(blob) < _HEADER.size:
+        raise MalformedContent(f"zTOC checkpoints of {len(blob)} bytes")
+    count, _ = _HEADER.unpack_from(blob)
+    body = len(blob) - _HEADER.size
+    if count < 1 or body not in {count * _CHECKPOINT_SIZE, (count - 1) * _CHECKPOINT_SIZE}:
+        raise MalformedContent(f"zTOC checkpoints: {count} do not fit in {len(blob)} bytes")
+    checkpoints = []
+    if body != count * _CHECKPOINT_SIZE:  # the older layout: checkpoint 0 implied
+        checkpoints.append(Checkpoint(*_LEGACY_FIRST, bytes(WINDOW_SIZE)))
+    for position in range(_HEADER.size, len(blob), _CHECKPOINT_SIZE):
+        compressed, uncompressed, bits = _CHECKPOINT.unpack_from(blob, position)
+        window = blob[position + _CHECKPOINT.size : position + _CHECKPOINT_SIZE]
+        checkpoints.append(Checkpoint(compressed, uncompressed, bits, window))
+    return checkpoints
+
+
+def encode_checkpoints(span_size: int, checkpoints: list[Checkpoint]) -> bytes:
+    parts = [_HEADER.pack(len(checkpoints), span_size)]
+    for checkpoint in checkpoints:
+        window = checkpoint.window[-WINDOW_SIZE:].rjust(WINDOW_SIZE, b"\0")
+        parts.append(_CHECKPOINT.pack(checkpoint.compressed, checkpoint.uncompressed,
+                                      checkpoint.bits) + window)  # fmt: skip
+    return b"".join(parts)
+
+
+def spans(ztoc: Ztoc) -> list[Span]:
+    """The spans of a gzip zTOC, checked to tile the layer in order."""
+    if ztoc.algorithm != GZIP:
+        raise MalformedContent(f"zTOC of compression {ztoc.algorithm}: only gzip is read")
+    checkpoints = parse_checkpoints(ztoc.checkpoints)
+    if len(ztoc.span_digests) != len(checkpoints):
+        raise MalformedContent(
+            f"zTOC has {len(checkpoints)} checkpoints and {len(ztoc.span_digests)} span digests"
+        )
+    if checkpoints[0].uncompressed != 0:
+        raise MalformedContent("zTOC's first checkpoint is not at the start of the tar")
+    ends = [(c.compressed, c.uncompressed) for c in checkpoints[1:]]
+    ends.append((ztoc.compressed_size, ztoc.uncompressed_size))
+    result = []
+    for checkpoint, (compressed_end, uncompressed_end), digest in zip(
+        checkpoints, ends, ztoc.span_digests, strict=True
+    ):
+        start = checkpoint.compressed - (1 if checkpoint.bits else 0)
+        size = uncompressed_end - checkpoint.uncompressed
+        if not (0 <= checkpoint.bits <= 7 and 0 <= start < compressed_end
+                <= ztoc.compressed_size and 0 < size <= MAX_SPAN_SIZE):  # fmt: skip
+            raise MalformedContent(
+                f"zTOC span at {checkpoint.uncompressed}: compressed [{start}, {compressed_end})"
+                f", {size} bytes"
+            )
+        result.append(Span(checkpoint.uncompressed, size, start, compressed_end,
+                           _sha256(digest), checkpoint.bits, checkpoint.window))  # fmt: skip
+    return result
+
+
+def _sha256(digest: str) -> bytes:
+    try:
+        parsed = Digest.parse(digest)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.algorithm != "sha256":
+        raise MalformedContent(f"zTOC span digest {digest[:80]!r} is not a sha256 digest")
+    return bytes.fromhex(parsed.hex)
+
+
+def members(ztoc: Ztoc) -> list[TarMember]:
+    """The zTOC's files as tar members (data offsets into the uncompressed tar), checked
+    to lie within it."""
+    result = []
+    for file in ztoc.files:
+        typeflag = TYPE_NAMES.get(file.type)
+        if typeflag is None:
+            raise MalformedContent(f"zTOC file {file.name[:200]!r} of type {file.type[:20]!r}")
+        size = file.size if file.type == "reg" else 0
+        if file.offset < 0 or size < 0 or file.offset + size > ztoc.uncompressed_size:
+            raise MalformedContent(f"zTOC file {file.name[:200]!r} lies outside the layer")
+        pax = {key.decode("utf-8", "surrogateescape"): value for key, value in file.pax}
+        result.append(TarMember(
+            path=file.name, type=typeflag[0], mode=file.mode & 0o7777,
+            uid=file.uid, gid=file.gid, size=size,
+            mtime_ns=_mtime_ns(file.mod_time, file.name), linkname=file.linkname,
+            devmajor=file.devmajor, devminor=file.devminor, data_offset=file.offset,
+            xattrs=xattrs_of_pax(pax),
+        ))  # fmt: skip
+    return result
+
+
+def _mtime_ns(text: str, name: bytes) -> int:
+    """RFC 3339 with up to nanoseconds (Go's ``time.MarshalText``), any UTC offset."""
+    main, _, rest = text.partition(".")
+    fraction = ""
+    zone = ""
+    if rest:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, zone = rest[:digits], rest[digits:]
+    else:
+        main, zone = (main[:-1], "Z") if main.endswith("Z") else (main[:-6], main[-6:])
+    try:
+        when = datetime.fromisoformat(main + ("+00:00" if zone in {"Z", "z"} else zone))
+    except ValueError:
+        raise MalformedContent(f"zTOC file {name[:200]!r}: mod_time {text[:40]!r}") from None
+    return int(when.timestamp()) * 10**9 + int((fraction or "0")[:9].ljust(9, "0"))

@@ -1,0 +1,186 @@
+"""Making a SOCI zTOC from a gzip layer regfs has downloaded and verified.
+
+Layers layer, blocking (for a worker thread). One pass through indexed_gzip lists the tar's
+members and leaves seek points at deflate block boundaries about ``span_size`` apart, each
+with its 32 KiB window (read from indexed_gzip's exported index, format version 1). Each
+span is then inflated from its checkpoint as a SOCI reader would and compared with the
+layer's bytes before its digest is recorded: a checkpoint that does not restart inflation
+(one at a gzip member's header) is dropped, and a zTOC that would not read back right is
+never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import indexed_gzip
+
+from regfs.domain.errors import MalformedContent
+from regfs.layers.compression import DECOMPRESSION_ERRORS, read_exactly
+from regfs.layers.inflate import inflate_from_checkpoint
+from regfs.layers.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
+from regfs.layers.ztoc import (
+    WINDOW_SIZE,
+    Checkpoint,
+    Ztoc,
+    ZtocFile,
+    encode_checkpoints,
+    encode_ztoc,
+)
+
+DEFAULT_SPAN_SIZE = 4 << 20
+"""soci-snapshotter's default."""
+BUILD_TOOL = "regfs index push"
+_TYPES = {flag: name for name, flag in TYPE_NAMES.items()}
+_GZIDX_HEADER = struct.Struct("<5sBBQQIII")
+_GZIDX_POINT = struct.Struct("<QQBB")
+_PROBE = 64 << 10
+"""Bytes inflated from a seek point to tell whether it restarts inflation."""
+
+
+def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
+    """The zTOC of the gzip layer at ``blob`` (already checked against its digest)."""
+    # indexed_gzip keeps its own place in the file it reads: spans are read through another
+    with open(blob, "rb") as inflated, open(blob, "rb") as raw:
+        size = raw.seek(0, 2)
+        try:
+            files, uncompressed_size, points = _scan(inflated, span_size)
+            checkpoints = _restartable(inflated, raw, points)
+            digests = _span_digests(inflated, raw, checkpoints, uncompressed_size)
+        except DECOMPRESSION_ERRORS as error:
+            raise MalformedContent(f"cannot make a zTOC: {error}") from None
+    return encode_ztoc(Ztoc(
+        compressed_size=size, uncompressed_size=uncompressed_size, files=tuple(files),
+        span_digests=tuple(digests), checkpoints=encode_checkpoints(span_size, checkpoints),
+        build_tool=BUILD_TOOL,
+    ))  # fmt: skip
+
+
+def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list[Checkpoint]]:
+    """The tar's members, its length, and indexed_gzip's seek points with their windows."""
+    scanner = TarScanner()
+    files = []
+    gzip = indexed_gzip.IndexedGzipFile(
+        fileobj=inflated, spacing=span_size, readbuf_size=1 << 20, auto_build=True
+    )
+    try:
+        while chunk := gzip.read(1 << 20):
+            files += [_ztoc_file(member) for member in scanner.feed(chunk) if _listed(member)]
+        scanner.finish()
+        uncompressed_size = gzip.tell()
+        exported = io.BytesIO()
+        gzip.export_index(fileobj=exported)
+    finally:
+        gzip.close()
+    return files, uncompressed_size, _seek_points(exported.getvalue())
+
+
+def _seek_points(index: bytes) -> list[Checkpoint]:
+    """The points of an indexed_gzip index (``GZIDX`` version 1): a header, then each
+    point's compressed and uncompressed offsets, bits and whether it has a window, then
+    the windows of those that have one, in order."""
+    magic, version, _, _, _, _, window_size, count = _GZIDX_HEADER.unpack_from(index)
+    if magic != b"GZIDX" or version != 1 or window_size != WINDOW_SIZE:
+        raise MalformedContent(f"indexed_gzip index of an unknown form ({magic!r} {version})")
+    position = _GZIDX_HEADER.size
+    points = []
+    for _ in range(count):
+        points.append(_GZIDX_POINT.unpack_from(index, position))
+        position += _GZIDX_POINT.size
+    checkpoints = []
+    for compressed, uncompressed, bits, has_window in points:
+        window = bytes(WINDOW_SIZE)
+        if has_window:
+            window = index[position : position + WINDOW_SIZE]
+            position += WINDOW_SIZE
+        checkpoints.append(Checkpoint(compressed, uncompressed, bits, window))
+    return checkpoints
+
+
+def _restartable(inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint]) -> list[Checkpoint]:
+    """The points from which inflation restarts and gives the layer's bytes."""
+    inflated.seek(0)
+    gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
+    try:
+        kept = []
+        for point in points:
+            gzip.seek(point.uncompressed)
+            expected = read_exactly(gzip, _PROBE)
+            if _inflate(raw, point, point.compressed + _PROBE + 1024, len(expected)) == expected:
+                kept.append(point)
+    finally:
+        gzip.close()
+    if not kept or kept[0].uncompressed != 0:
+        raise MalformedContent("cannot make a zTOC: inflation does not restart at the start")
+    return kept
+
+
+def _span_digests(
+    inflated: BinaryIO, raw: BinaryIO, checkpoints: list[Checkpoint], uncompressed_size: int
+) -> list[str]:
+    """Each span's digest, once it inflates to the layer's own bytes."""
+    digests = []
+    inflated.seek(0)
+    gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
+    try:
+        ends = [(c.compressed, c.uncompressed) for c in checkpoints[1:]]
+        ends.append((raw.seek(0, 2), uncompressed_size))
+        for checkpoint, (compressed_end, uncompressed_end) in zip(checkpoints, ends, strict=True):
+            gzip.seek(checkpoint.uncompressed)
+            expected = read_exactly(gzip, uncompressed_end - checkpoint.uncompressed)
+            start = checkpoint.compressed - (1 if checkpoint.bits else 0)
+            raw.seek(start)
+            span = read_exactly(raw, compressed_end - start)
+            made = inflate_from_checkpoint(span, checkpoint.bits, checkpoint.window,
+                                           len(expected))  # fmt: skip
+            if made != expected:
+                raise MalformedContent(
+                    f"cannot make a zTOC: the span at {checkpoint.uncompressed} does not "
+                    "inflate to the layer's bytes"
+                )
+            digests.append(f"sha256:{hashlib.sha256(span).hexdigest()}")
+    finally:
+        gzip.close()
+    return digests
+
+
+def _inflate(raw: BinaryIO, point: Checkpoint, end: int, size: int) -> bytes | None:
+    start = point.compressed - (1 if point.bits else 0)
+    raw.seek(start)
+    try:
+        return inflate_from_checkpoint(read_exactly(raw, end - start), point.bits,
+                                       point.window, size)  # fmt: skip
+    except MalformedContent:
+        return None
+
+
+def _listed(member: TarMember) -> bool:
+    """Members a zTOC can name (soci refuses other tar types)."""
+    return member.type in REGULAR_TYPES or bytes([member.type]) in _TYPES
+
+
+def _ztoc_file(member: TarMember) -> ZtocFile:
+    kind = "reg" if member.type in REGULAR_TYPES else _TYPES[bytes([member.type])]
+    return ZtocFile(
+        name=member.path, type=kind, offset=member.data_offset, size=member.size,
+        linkname=member.linkname, mode=member.mode, uid=member.uid, gid=member.gid,
+        mod_time=_rfc3339(member.mtime_ns), devmajor=member.devmajor,
+        devminor=member.devminor,
+        pax=tuple(sorted((b"SCHILY.xattr." + name, value) for name, value in member.xattrs)),
+    )  # fmt: skip
+
+
+def _rfc3339(mtime_ns: int) -> str:
+    """As Go's ``time.MarshalText`` writes it in UTC (nanoseconds, trailing zeros cut)."""
+    seconds, nanoseconds = divmod(mtime_ns, 10**9)
+    try:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "1970-01-01T00:00:00Z"  # beyond what RFC 3339 can say (years 1 to 9999)
+    fraction = f".{nanoseconds:09d}".rstrip("0") if nanoseconds else ""
+    return f"{text}{fraction}Z"

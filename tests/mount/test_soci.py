@@ -1,0 +1,188 @@
+"""SOCI indexes: made by ``regfs index push`` from an unmodified gzip image, found through
+the referrers fallback tag (registry:2 has no referrers API) or a SOCI v2 annotation, and
+read span by span; a zTOC that cannot be used means the whole layer, checked."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from regfs.domain.digest import Digest
+from regfs.domain.manifest import Descriptor
+from regfs.domain.soci import (
+    INDEX_DIGEST_ANNOTATION,
+    SOCI_INDEX_V1,
+    SOCI_INDEX_V2,
+    referrers_tag,
+    soci_index_manifest,
+)
+from tests.mount.conftest import Pushed
+from tests.support import images
+from tests.support.crafted import upload_blob
+from tests.support.mount import Mount, run_regfs
+from tests.support.proxy import CountingProxy
+
+pytestmark = pytest.mark.mount
+
+SPAN = 1 << 20
+FILES = {
+    "big.bin": os.urandom(12 * SPAN + 4321),
+    "etc/os-release": Path("/etc/os-release").read_bytes(),
+    "usr/share/doc/words.txt": b"".join(b"word %d\n" % n for n in range(300_000)),
+    "empty": b"",
+}
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class SociImage:
+    proxy: CountingProxy
+    url: str
+    """The registry's own URL (not through the proxy)."""
+    repository: str
+    manifest: bytes
+    layer: dict[str, object]
+
+    def image(self, mount: Mount, tag: str = "1") -> Path:
+        return mount / self.proxy.host / self.repository / tag
+
+    @property
+    def blob_path(self) -> str:
+        return f"/v2/{self.repository}/blobs/{self.layer['digest']}"
+
+
+@pytest.fixture(scope="module")
+def soci_image(tmp_path_factory: pytest.TempPathFactory, pushed: Pushed) -> Iterator[SociImage]:
+    work = tmp_path_factory.mktemp("soci")
+    images.build_image(work / "oci", "1", FILES)
+    repository = "lazy/soci"
+    images.push(work / "oci", "1", f"{pushed.registry.host}/{repository}:1")
+    result = run_regfs("index", "push", "--span-size", "1M", "--min-layer-size", "0",
+                       f"{pushed.registry.host}/{repository}:1", timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "SOCI index sha256:" in result.stdout and "zTOC sha256:" in result.stdout
+    assert result.stderr == ""
+    manifest, _, _ = images.get_manifest(pushed.registry.url, repository, "1")
+    (layer,) = json.loads(manifest)["layers"]
+    proxy = CountingProxy(pushed.registry.port)
+    yield SociImage(proxy, pushed.registry.url, repository, manifest, layer)
+    proxy.stop()
+
+
+@pytest.fixture
+def mount(tmp_path: Path, soci_image: SociImage) -> Iterator[Mount]:
+    soci_image.proxy.reset()
+    soci_image.proxy.faults.clear()
+    mounted = Mount(tmp_path / "mnt")
+    yield mounted
+    mounted.close()
+
+
+def test_the_index_is_a_referrer_of_the_image(soci_image: SociImage) -> None:
+    digest = Digest.of(soci_image.manifest)
+    body, _, _ = images.get_manifest(soci_image.url, soci_image.repository, referrers_tag(digest))
+    (referrer,) = json.loads(body)["manifests"]
+    assert referrer["artifactType"] == SOCI_INDEX_V1
+    index, _, _ = images.get_manifest(soci_image.url, soci_image.repository, referrer["digest"])
+    document = json.loads(index)
+    assert document["subject"]["digest"] == str(digest)
+    assert document["config"]["mediaType"] == SOCI_INDEX_V1
+    (ztoc,) = document["layers"]
+    assert ztoc["annotations"]["com.amazon.soci.image-layer-digest"] == soci_image.layer["digest"]
+
+
+def test_a_small_file_costs_a_span_not_the_layer(mount: Mount, soci_image: SociImage) -> None:
+    rootfs = soci_image.image(mount) / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    fetched = soci_image.proxy.blob_bytes(str(soci_image.layer["digest"]))
+    size = int(soci_image.layer["size"])  # type: ignore[call-overload]
+    assert fetched < size / 5, (fetched, size)
+    assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
+    assert "indexed from its SOCI zTOC" in mount.log()
+
+
+def test_every_file_and_name_is_the_image_s(mount: Mount, soci_image: SociImage) -> None:
+    image = soci_image.image(mount)
+    for top in (image / "rootfs", image / "0"):
+        assert sorted(os.listdir(top)) == ["big.bin", "empty", "etc", "usr"]
+        for name, data in FILES.items():
+            assert (top / name).read_bytes() == data, name
+    assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
+    assert sorted(os.listdir(image.parent)) == ["1"]  # the referrers tag is not an image
+
+
+def test_a_span_damaged_on_the_way_is_fetched_again(mount: Mount, soci_image: SociImage) -> None:
+    rootfs = soci_image.image(mount) / "rootfs"
+    os.listdir(rootfs)  # the zTOC, read before the fault
+    soci_image.proxy.faults = [("/blobs/", "corrupt")]
+    with open(rootfs / "big.bin", "rb") as file:
+        file.seek(5 * SPAN)
+        assert file.read(SPAN) == FILES["big.bin"][5 * SPAN : 6 * SPAN]
+    assert not soci_image.proxy.faults  # the fault was met
+    assert "does not match its zTOC digest; fetching it once more" in mount.log()
+
+
+def _put(url: str, repository: str, reference: str, body: bytes, media_type: str) -> None:
+    images.registry_request(f"{url}/v2/{repository}/manifests/{reference}", method="PUT",
+                            data=body, headers={"Content-Type": media_type})  # fmt: skip
+
+
+def _annotated(soci_image: SociImage, annotations: dict[str, str], tag: str) -> bytes:
+    """The image's manifest with ``annotations`` (another digest), pushed as ``tag``."""
+    document = json.loads(soci_image.manifest)
+    document["annotations"] = {**document.get("annotations", {}), **annotations}
+    body = json.dumps(document).encode()
+    _put(soci_image.url, soci_image.repository, tag, body, OCI_MANIFEST)
+    return body
+
+
+def test_a_ztoc_that_is_not_one_means_the_whole_layer(mount: Mount, soci_image: SociImage) -> None:
+    """A referrer whose zTOC is garbage: one warning, and the layer is read whole, checked
+    against its digest."""
+    image = _annotated(soci_image, {"test": "garbage zTOC"}, "garbage")
+    ztoc = upload_blob(soci_image.url, soci_image.repository, b"\x10\x00\x00\x00 not a zTOC")
+    layer = Descriptor(str(soci_image.layer["mediaType"]),
+                       Digest.parse(str(soci_image.layer["digest"])), 0)  # fmt: skip
+    subject = Descriptor(OCI_MANIFEST, Digest.of(image), len(image))
+    upload_blob(soci_image.url, soci_image.repository, b"{}")
+    index = soci_index_manifest(
+        [(Descriptor("application/octet-stream", Digest.parse(str(ztoc["digest"])),
+                     int(ztoc["size"])), layer)],  # type: ignore[call-overload]
+        subject, SPAN, "test",
+    )  # fmt: skip
+    _put(soci_image.url, soci_image.repository, str(Digest.of(index)), index, OCI_MANIFEST)
+    referrers = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(index)), "size": len(index),
+         "artifactType": SOCI_INDEX_V1}]}  # fmt: skip
+    _put(soci_image.url, soci_image.repository, referrers_tag(Digest.of(image)),
+         json.dumps(referrers).encode(), OCI_INDEX)  # fmt: skip
+    mount.allow_log(r"SOCI zTOC not used \(flatbuffer: ")
+    rootfs = soci_image.image(mount, "garbage") / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    assert "SOCI zTOC not used (flatbuffer: " in mount.log()
+    assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 1
+
+
+def test_a_soci_v2_image_names_its_index(mount: Mount, soci_image: SociImage) -> None:
+    """SOCI v2: the image manifest's annotation names the index (no referrers needed)."""
+    digest = Digest.of(soci_image.manifest)
+    body, _, _ = images.get_manifest(soci_image.url, soci_image.repository, referrers_tag(digest))
+    v1_index, _, _ = images.get_manifest(
+        soci_image.url, soci_image.repository, json.loads(body)["manifests"][0]["digest"]
+    )
+    document = json.loads(v1_index)
+    document["config"] = {"mediaType": SOCI_INDEX_V2, "digest": str(Digest.of(b"{}")), "size": 2}
+    del document["subject"]
+    v2_index = json.dumps(document).encode()
+    _put(soci_image.url, soci_image.repository, str(Digest.of(v2_index)), v2_index, OCI_MANIFEST)
+    _annotated(soci_image, {INDEX_DIGEST_ANNOTATION: str(Digest.of(v2_index))}, "v2")
+    rootfs = soci_image.image(mount, "v2") / "rootfs"
+    assert (rootfs / "usr/share/doc/words.txt").read_bytes() == FILES["usr/share/doc/words.txt"]
+    assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
+    assert "named by the image" in mount.log()

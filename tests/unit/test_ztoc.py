@@ -1,0 +1,258 @@
+"""SOCI zTOCs: the FlatBuffer both ways, checkpoints, spans, inflation from a checkpoint,
+and zTOCs made from real gzip layers (GNU tar + gzip) that read back byte for byte."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+
+import flatbuffers
+import pytest
+from flatbuffers.table import Table as RuntimeTable
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent
+from regfs.domain.manifest import Descriptor, parse_manifest
+from regfs.domain.reference import parse_image_reference
+from regfs.domain.soci import (
+    SOCI_INDEX_V1,
+    referrers_tag,
+    soci_index_manifest,
+    soci_indexes_among,
+    with_referrer,
+    ztocs_by_layer,
+)
+from regfs.layers.flatbuffer import Table
+from regfs.layers.inflate import inflate_from_checkpoint
+from regfs.layers.ztoc import (
+    WINDOW_SIZE,
+    Checkpoint,
+    Ztoc,
+    ZtocFile,
+    encode_checkpoints,
+    encode_ztoc,
+    members,
+    parse_checkpoints,
+    parse_ztoc,
+    spans,
+)
+from regfs.layers.ztoc_builder import build_ztoc
+
+FILE = ZtocFile(
+    name=b"./usr/bin/tool", type="reg", offset=1536, size=10, linkname=b"", mode=0o100755,
+    uid=1000, gid=2000, uname=b"me", gname=b"us", mod_time="2023-05-01T12:00:00.5Z",
+    pax=((b"SCHILY.xattr.user.a", b"\x00\xffbinary"), (b"path", b"./usr/bin/tool")),
+)  # fmt: skip
+
+
+def ztoc_of(files: tuple[ZtocFile, ...] = (FILE,), size: int = 10_000) -> Ztoc:
+    checkpoint = Checkpoint(10, 0, 0, bytes(WINDOW_SIZE))
+    return Ztoc(compressed_size=500, uncompressed_size=size, files=files,
+                span_digests=("sha256:" + "ab" * 32,),
+                checkpoints=encode_checkpoints(1 << 22, [checkpoint]))  # fmt: skip
+
+
+def test_a_ztoc_round_trips() -> None:
+    ztoc = ztoc_of()
+    assert parse_ztoc(encode_ztoc(ztoc)) == ztoc
+
+
+def test_fields_sit_in_the_slots_of_the_published_schema() -> None:
+    """Read with the flatbuffers runtime by the schema's field ids alone (ztoc.fbs):
+    Ztoc{version, build_tool_identifier, compressed_archive_size,
+    uncompressed_archive_size, toc, compression_info}; TOC{metadata};
+    FileMetadata{name, type, uncompressed_offset, uncompressed_size, linkname, mode, uid,
+    gid, uname, gname, mod_time, devmajor, devminor, xattrs}."""
+    buffer = bytearray(encode_ztoc(ztoc_of()))
+    root = RuntimeTable(buffer, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buffer, 0))
+
+    def field(table: RuntimeTable, field_id: int) -> int:
+        return int(table.Offset(4 + 2 * field_id))
+
+    assert root.String(root.Pos + field(root, 0)) == b"0.9"
+    assert root.Get(flatbuffers.number_types.Int64Flags, root.Pos + field(root, 2)) == 500
+    toc = RuntimeTable(buffer, root.Indirect(root.Pos + field(root, 4)))
+    metadata = toc.Vector(field(toc, 0))
+    entry = RuntimeTable(buffer, toc.Indirect(metadata))
+    assert entry.String(entry.Pos + field(entry, 0)) == b"./usr/bin/tool"
+    assert entry.String(entry.Pos + field(entry, 1)) == b"reg"
+    assert entry.Get(flatbuffers.number_types.Int64Flags, entry.Pos + field(entry, 2)) == 1536
+    assert entry.Get(flatbuffers.number_types.Uint32Flags, entry.Pos + field(entry, 7)) == 2000
+    info = RuntimeTable(buffer, root.Indirect(root.Pos + field(root, 5)))
+    assert field(info, 0) == 0  # gzip is the default: left out, as soci writes it
+
+
+def test_members_come_out_as_tar_members() -> None:
+    (member,) = members(ztoc_of())
+    assert member.path == b"./usr/bin/tool" and member.type == ord("0")
+    assert member.mode == 0o755 and (member.uid, member.gid) == (1000, 2000)
+    assert member.mtime_ns == 1_682_942_400_500_000_000
+    assert member.xattrs == ((b"user.a", b"\x00\xffbinary"),)
+    assert member.data_offset == 1536 and member.size == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2023-05-01T12:00:00Z", 1_682_942_400 * 10**9),
+     ("2023-05-01T14:00:00+02:00", 1_682_942_400 * 10**9),
+     ("2023-05-01T12:00:00.123456789Z", 1_682_942_400 * 10**9 + 123_456_789),
+     ("1969-12-31T23:59:59Z", -(10**9))],
+)  # fmt: skip
+def test_go_times_of_any_zone_are_read(text: str, expected: int) -> None:
+    file = ZtocFile(name=b"f", type="reg", offset=0, size=0, mod_time=text)
+    assert members(ztoc_of((file,)))[0].mtime_ns == expected
+
+
+@pytest.mark.parametrize(
+    "file",
+    [ZtocFile(name=b"f", type="weird", offset=0, size=0),
+     ZtocFile(name=b"f", type="reg", offset=9_990, size=11),
+     ZtocFile(name=b"f", type="reg", offset=-1, size=0),
+     ZtocFile(name=b"f", type="reg", offset=0, size=0, mod_time="yesterday")],
+)  # fmt: skip
+def test_files_a_layer_cannot_have_are_malformed(file: ZtocFile) -> None:
+    with pytest.raises(MalformedContent):
+        members(ztoc_of((file,)))
+
+
+@given(st.binary(max_size=400))
+def test_any_bytes_parse_or_are_malformed(data: bytes) -> None:
+    try:
+        ztoc = parse_ztoc(data)
+        spans(ztoc)
+        members(ztoc)
+    except MalformedContent:
+        pass
+
+
+@given(st.data())
+def test_a_damaged_ztoc_parses_or_is_malformed(data: st.DataObject) -> None:
+    encoded = bytearray(encode_ztoc(ztoc_of()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(encoded)))
+    with contextlib.suppress(MalformedContent):
+        parse_ztoc(bytes(encoded[:cut]))
+
+
+def test_a_vector_claiming_more_than_the_buffer_is_malformed() -> None:
+    encoded = bytearray(encode_ztoc(ztoc_of()))
+    toc = Table.root(bytes(encoded)).table(4)
+    assert toc is not None
+    files = toc._indirect(0)  # where the vector of files starts: its length
+    assert files is not None
+    encoded[files : files + 4] = b"\xff\xff\xff\x7f"
+    with pytest.raises(MalformedContent, match="outside"):
+        parse_ztoc(bytes(encoded))
+
+
+def test_checkpoints_of_both_layouts() -> None:
+    points = [Checkpoint(10, 0, 0, bytes(WINDOW_SIZE)),
+              Checkpoint(5000, 70_000, 3, os.urandom(WINDOW_SIZE))]  # fmt: skip
+    blob = encode_checkpoints(1 << 20, points)
+    assert parse_checkpoints(blob) == points
+    legacy = blob[:12] + blob[12 + 17 + WINDOW_SIZE :]  # checkpoint 0 implied
+    assert parse_checkpoints(legacy) == points
+    with pytest.raises(MalformedContent):
+        parse_checkpoints(blob[:-1])
+
+
+def test_spans_must_tile_the_layer() -> None:
+    ztoc = ztoc_of()
+    (span,) = spans(ztoc)
+    assert (span.compressed_start, span.compressed_end, span.size) == (10, 500, 10_000)
+    window = bytes(WINDOW_SIZE)
+    backwards = encode_checkpoints(1 << 20, [Checkpoint(10, 0, 0, window),
+                                             Checkpoint(5, 100, 0, window)])  # fmt: skip
+    for bad in (
+        Ztoc(500, 10_000, (), ("sha256:" + "ab" * 32,) * 2, backwards),
+        Ztoc(500, 10_000, (), ("sha256:" + "ab" * 32, "md5:x"), backwards),
+        Ztoc(500, 10_000, (), (), ztoc.checkpoints),
+        Ztoc(500, 10_000, (), ztoc.span_digests, ztoc.checkpoints, algorithm=2),
+    ):
+        with pytest.raises(MalformedContent):
+            spans(bad)
+
+
+def test_inflation_restarts_mid_byte_and_across_stored_blocks_and_members() -> None:
+    """Checkpoints from indexed_gzip (through the builder) of a layer holding random data
+    (stored blocks, which restart on the original byte boundaries) and text, in two gzip
+    members."""
+    text = b"".join(b"line %d\n" % n for n in range(400_000))
+    data = text[:1_500_000] + os.urandom(600_000) + text[1_500_000:]
+    blob = gzip.compress(data[:2_000_000], 6) + gzip.compress(data[2_000_000:], 6)
+    whole = inflate_from_checkpoint(blob[10:], 0, bytes(WINDOW_SIZE), len(data) + 10)
+    assert whole == data
+    with pytest.raises(MalformedContent):
+        inflate_from_checkpoint(b"\xff" * 100, 0, bytes(WINDOW_SIZE), 10)
+
+
+def test_a_ztoc_made_from_a_real_layer_reads_back(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "dir/sub").mkdir(parents=True)
+    (root / "dir/random.bin").write_bytes(os.urandom(3 << 20))
+    (root / "dir/sub/text.txt").write_bytes(b"".join(b"%d\n" % n for n in range(900_000)))
+    (root / "link").symlink_to("dir/sub/text.txt")
+    os.link(root / "dir/random.bin", root / "hard")
+    subprocess.run(["tar", "-C", str(root), "-czf", str(tmp_path / "layer.tgz"), "."],
+                   check=True)  # fmt: skip
+    blob = (tmp_path / "layer.tgz").read_bytes()
+    tar = zlib.decompress(blob, 31)
+    ztoc = parse_ztoc(build_ztoc(tmp_path / "layer.tgz", span_size=1 << 20))
+    layer_spans = spans(ztoc)
+    assert len(layer_spans) > 3 and ztoc.compressed_size == len(blob)
+    for span in layer_spans:
+        compressed = blob[span.compressed_start : span.compressed_end]
+        assert hashlib.sha256(compressed).digest() == span.sha256
+        made = inflate_from_checkpoint(compressed, span.bits, span.window, span.size)
+        assert made == tar[span.uncompressed : span.uncompressed + span.size]
+    with tarfile.open(tmp_path / "layer.tgz") as archive:
+        expected = {m.name: (m.type, m.offset_data, m.size if m.isreg() else 0) for m in archive}
+    listed = {m.path.decode().rstrip("/") or ".": (bytes([m.type]), m.data_offset, m.size)
+              for m in members(ztoc)}  # fmt: skip
+    assert listed == expected
+
+
+def test_soci_index_manifests_and_referrers() -> None:
+    layer = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", Digest.of(b"layer"), 5)
+    ztoc = Descriptor("application/octet-stream", Digest.of(b"ztoc"), 4)
+    subject = Descriptor("application/vnd.oci.image.manifest.v1+json", Digest.of(b"img"), 3)
+    raw = soci_index_manifest([(ztoc, layer)], subject, 1 << 22, "test")
+    index = parse_manifest(raw)
+    assert ztocs_by_layer(index, "index") == {layer.digest: index.layers[0]}  # type: ignore[arg-type]
+    assert json.loads(raw)["subject"]["digest"] == str(subject.digest)
+    referrer = Descriptor(subject.media_type, Digest.of(raw), len(raw),
+                          artifact_type=SOCI_INDEX_V1)  # fmt: skip
+    listing = with_referrer(None, None, referrer, {})
+    parsed = parse_manifest(listing)
+    assert soci_indexes_among(parsed) == [Digest.of(raw)]  # type: ignore[arg-type]
+    again = with_referrer(parsed, listing, referrer, {})  # type: ignore[arg-type]
+    assert again == listing  # added once
+    assert referrers_tag(subject.digest) == f"sha256-{subject.digest.hex}"
+    with pytest.raises(MalformedContent):
+        ztocs_by_layer(parse_manifest(raw.replace(SOCI_INDEX_V1.encode(), b"x/y")), "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:5000/a/b:1", ("127.0.0.1:5000", "a/b", "1")),
+     ("host.io/a", ("host.io", "a", "latest")),
+     ("host.io/a@sha256:" + "0" * 64, ("host.io", "a", "sha256:" + "0" * 64))],
+)  # fmt: skip
+def test_image_references(text: str, expected: tuple[str, str, str]) -> None:
+    assert parse_image_reference(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host.io/a:b/c", "noslash", "host.io/A:1", "host.io/a@md5:x"])
+def test_bad_image_references(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_image_reference(text)
