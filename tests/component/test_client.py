@@ -427,3 +427,44 @@ async def test_the_calls_of_one_request_share_its_deadline(autojump_clock: trio.
     finally:
         CALLER_DEADLINE.reset(token)
     assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+
+
+def referrers_index(*artifact_types: str) -> bytes:
+    manifests = [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "digest": "sha256:" + str(n) * 64, "size": 10, "artifactType": kind}
+                 for n, kind in enumerate(artifact_types, 1)]  # fmt: skip
+    return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": manifests}).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize("api", [True, False])
+async def test_referrers_come_from_the_api_or_its_fallback_tag(
+    autojump_clock: trio.abc.Clock, api: bool
+) -> None:
+    """Distribution 3 answers /referrers/; 2.x has no such route (404) and the list is the
+    image index tagged sha256-<hex>."""
+    subject = Digest.parse(DIGEST)
+    body = referrers_index("application/vnd.amazon.soci.index.v1+json", "application/x.sig")
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.path}?{request.url.query.decode()}")
+        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        if request.url.path == f"/v2/a/referrers/{DIGEST}" and api:
+            return httpx.Response(200, content=body, headers=headers)
+        if request.url.path == f"/v2/a/manifests/sha256-{'1' * 64}" and not api:
+            return httpx.Response(200, content=body, headers=headers)
+        return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND"}]})
+
+    listing = await client_for(handler).referrers(HOST, "a", subject, "application/x.t")
+    assert listing is not None and len(listing.manifests) == 2
+    assert listing.manifests[0].artifact_type == "application/vnd.amazon.soci.index.v1+json"
+    assert seen[0] == f"/v2/a/referrers/{DIGEST}?artifactType=application%2Fx.t"
+    assert len(seen) == (1 if api else 2)
+
+
+async def test_no_referrers_at_all_is_none(autojump_clock: trio.abc.Clock) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    assert await client_for(handler).referrers(HOST, "a", Digest.parse(DIGEST), "x/y") is None
