@@ -7,6 +7,9 @@ the trio loop (and its root nursery).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import json
 import logging
 import os
 import signal
@@ -19,23 +22,27 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from regfs import __version__, allocator, daemon
+from regfs import __version__, allocator, cache_commands, daemon
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform, host_platform
 from regfs.domain.reference import parse_image_reference
-from regfs.fuse.operations import Operations
+from regfs.fuse.errors import IN_FLIGHT
+from regfs.fuse.operations import Operations, kernel_caching
 from regfs.index_push import Pushed, push_index
 from regfs.layers.blobs import LayerStore
 from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.prefetch import Outcome, target_of
+from regfs.prefetch import prefetch as fetch_images
 from regfs.registry.aliases import parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.settings import load_registries_conf
 from regfs.registry.tls import TlsSettings, certs_dirs
+from regfs.status_text import format_cache_stats, format_status, human_size
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
-from regfs.tree.namespace import Root
+from regfs.tree.namespace import STATUS_XATTR, Root
 
 log = logging.getLogger("regfs")
 
@@ -156,6 +163,23 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=_default_cache_dir(),
+        help=f"layer indexes and chunks, kept across mounts (default: {_default_cache_dir()})",
+    )
+    command.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=10 << 30,
+        metavar="SIZE",
+        help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
+        "least recently used go first (default: 10G)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regfs", description="Browse container registries as a read-only filesystem."
@@ -173,20 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
     )
-    mount.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=_default_cache_dir(),
-        help=f"layer indexes and chunks, kept across mounts (default: {_default_cache_dir()})",
-    )
-    mount.add_argument(
-        "--cache-size",
-        type=parse_size,
-        default=10 << 30,
-        metavar="SIZE",
-        help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
-        "least recently used go first (default: 10G)",
-    )
+    _add_cache_options(mount)
     mount.add_argument(
         "--verify-schema1-signatures",
         action="store_true",
@@ -206,6 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
     umount.add_argument("mountpoint")
+
+    warm = commands.add_parser(
+        "prefetch",
+        help="bring whole images, or single layers, into the cache",
+        description="Fetch, check and cache every layer of each IMAGE (a reference, or an "
+        "image or layer dir under a regfs mount), with or without a mount running on the "
+        "same cache dir. Exit 0 when all of it is cached and verified.",
+    )
+    warm.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_registry_options(warm)
+    _add_cache_options(warm)
+    warm.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    state = commands.add_parser("status", help="what a running mount at MOUNTPOINT is doing")
+    state.add_argument("mountpoint")
+    state.add_argument("--json", action="store_true", help="the whole state, as JSON")
+
+    cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (
+        ("stats", "sizes by kind, cached share of each layer, hit rates of mounts using it"),
+        ("prune", "delete the least recently used chunks and indexes down to --max-size"),
+        ("verify", "re-hash every stored chunk and delete damaged ones (exit 1 if any)"),
+    ):
+        command = cache_commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=_default_cache_dir(),
+            help=f"the cache dir of the mounts (default: {_default_cache_dir()})",
+        )
+        command.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        if name == "prune":
+            command.add_argument("--max-size", type=parse_bytes, required=True, metavar="SIZE")
 
     index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
     index_commands = index.add_subparsers(dest="index_command", required=True)
@@ -289,7 +334,8 @@ def serve(
     )
     layers = LayerStore(client, args.cache_dir, args.cache_size)
     aliases = frozenset(client.config.aliases)
-    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases)
+    status = functools.partial(mount_status, args, mountpoint, client, layers)
+    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
     operations = Operations(
         Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
     )
@@ -308,6 +354,35 @@ def serve(
         pyfuse3.close(unmount=clean)
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def mount_status(
+    args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
+) -> dict[str, object]:
+    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
+    reads = layers.chunk_reads
+    return {
+        "mountpoint": mountpoint,
+        "pid": os.getpid(),
+        "version": __version__,
+        "options": {
+            "platform": str(args.platform), "timeout": args.timeout,
+            "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
+            "kernel_caching": kernel_caching(),
+        },
+        "cache": {
+            "dir": str(args.cache_dir), "size_limit": args.cache_size,
+            "size": layers.cache_usage(),
+            "chunk_reads": {"memory": reads.memory, "disk": reads.disk,
+                            "fetched": reads.fetched},
+        },
+        "registries": {
+            host: {"requests": stats.requests, "last_error": stats.last_error,
+                   "last_error_at": stats.last_error_at}
+            for host, stats in sorted(client.hosts().items())
+        },
+        "requests_in_flight": max(IN_FLIGHT[0] - 1, 0),  # less the one asking
+    }  # fmt: skip
 
 
 async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
@@ -360,19 +435,27 @@ def umount(args: argparse.Namespace) -> int:
     return 0
 
 
-def index_push(args: argparse.Namespace) -> int:
-    """Push a SOCI index for ``args.image``; a line per layer on stdout, errors on stderr."""
+def _command_setup(
+    args: argparse.Namespace, log_level: int
+) -> tuple[ClientConfig, DockerCredentials]:
+    """Logging to stderr at ``log_level`` (what a command did is printed, not logged), and
+    how to reach registries, for the commands that run in the foreground."""
     configure_logging(None, debug=False)
-    logging.getLogger().setLevel(logging.WARNING)  # stdout says what was done
-    try:
-        host, repository, reference = parse_image_reference(args.image)
-        config = _client_config(args)
-    except (MalformedContent, ValueError) as error:
-        print(f"regfs: {error}", file=sys.stderr)
-        return 1
+    logging.getLogger().setLevel(log_level)
     credentials = DockerCredentials(
         auth_file_paths(os.environ, args.auth_file), helper_timeout=args.timeout
     )
+    return _client_config(args), credentials
+
+
+def index_push(args: argparse.Namespace) -> int:
+    """Push a SOCI index for ``args.image``; a line per layer on stdout, errors on stderr."""
+    try:
+        host, repository, reference = parse_image_reference(args.image)
+        config, credentials = _command_setup(args, logging.WARNING)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
 
     async def run() -> Pushed:
         client = RegistryClient(config, credentials)
@@ -397,10 +480,95 @@ def index_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def status(args: argparse.Namespace) -> int:
+    """Print what a running mount says of itself (its root's ``user.regfs.status``)."""
+    try:
+        raw = os.getxattr(args.mountpoint, STATUS_XATTR)
+    except OSError as error:
+        print(f"regfs: {args.mountpoint}: no regfs mount answers ({error.strerror})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.json:
+        print(raw.decode())
+        return 0
+    print(format_status(json.loads(raw)), end="")
+    return 0
+
+
+def prefetch(args: argparse.Namespace) -> int:
+    """``regfs prefetch``: 0 when every layer asked for is cached and verified."""
+    try:
+        targets = [target_of(text) for text in args.images]
+        config, credentials = _command_setup(args, logging.ERROR)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    from regfs.progress import progress_front_end  # rich: not for the mount's start-up
+
+    front = progress_front_end(quiet=args.quiet)
+
+    async def run() -> list[Outcome]:
+        client = RegistryClient(config, credentials)
+        store = LayerStore(client, args.cache_dir, args.cache_size)
+        try:
+            return await fetch_images(client, store, targets, args.platform, front.reporter)
+        finally:
+            store.close()
+            await client.aclose()
+
+    try:
+        with front:
+            outcomes = trio.run(run)
+    except RegfsError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"regfs: {outcome.name}: {outcome.error}", file=sys.stderr)
+    return 0 if all(outcome.complete for outcome in outcomes) else 1
+
+
+def cache(args: argparse.Namespace) -> int:
+    """``regfs cache stats | prune | verify``."""
+    directory: Path = args.cache_dir
+    if not directory.is_dir():
+        print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
+        return 1
+    if args.cache_command == "prune":
+        before, after = cache_commands.prune(directory, args.max_size)
+        result: dict[str, object] = {"before": before, "after": after}
+        text = f"{human_size(before)} before, {human_size(after)} after\n"
+        code = 0
+    elif args.cache_command == "verify":
+        checked, removed = cache_commands.verify(directory)
+        result = {"checked": checked, "removed": removed}
+        text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
+        text += "".join(f"  removed {name}\n" for name in removed)
+        code = 1 if removed else 0
+    else:
+        result = cache_stats(directory)
+        text = format_cache_stats(result)
+        code = 0
+    print(json.dumps(result, indent=1) if args.json else text, end="\n" if args.json else "")
+    return code
+
+
+def cache_stats(directory: Path) -> dict[str, object]:
+    return {
+        "dir": str(directory),
+        "sizes": cache_commands.sizes(directory),
+        "layers": [dataclasses.asdict(layer) for layer in cache_commands.layers(directory)],
+        "mounts": [
+            {"mountpoint": state["mountpoint"], "chunk_reads": state["cache"]["chunk_reads"]}  # type: ignore[index]
+            for state in cache_commands.mounts_using(directory)
+        ],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "mount":
-        return mount(args)
-    if args.command == "index":
-        return index_push(args)
-    return umount(args)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "mount": mount, "umount": umount, "index": index_push, "status": status,
+        "cache": cache, "prefetch": prefetch,
+    }  # fmt: skip
+    return commands[args.command](args)

@@ -25,11 +25,9 @@ from regfs.domain.errors import MalformedContent, NotFound, VerificationFailed
 from regfs.domain.manifest import (
     Descriptor,
     ImageIndex,
-    ImageManifest,
     parse_manifest,
-    verified_manifest,
 )
-from regfs.domain.platform import Platform, best_match
+from regfs.domain.platform import Platform
 from regfs.domain.soci import (
     EMPTY_CONFIG,
     SOCI_INDEX_V1,
@@ -40,6 +38,7 @@ from regfs.domain.soci import (
 from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
 from regfs.registry import endpoints
 from regfs.registry.client import RegistryClient
+from regfs.registry.images import resolve_image
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,7 @@ async def push_index(
     span_size: int,
     min_layer_size: int,
 ) -> Pushed:
-    image, subject = await _image_manifest(client, host, repository, reference, platform)
+    image, subject = await resolve_image(client, host, repository, reference, platform)
     ztocs: list[tuple[Descriptor, Descriptor]] = []
     skipped: list[tuple[Descriptor, str]] = []
     with tempfile.TemporaryDirectory(prefix="regfs-index-") as workdir:
@@ -91,28 +90,6 @@ async def push_index(
                               artifact_type=SOCI_INDEX_V1)  # fmt: skip
         await _add_to_referrers_tag(client, host, repository, subject.digest, referrer)
     return Pushed(index_digest, ztocs, skipped, subject.digest)
-
-
-async def _image_manifest(
-    client: RegistryClient, host: str, repository: str, reference: str, platform: Platform
-) -> tuple[ImageManifest, Descriptor]:
-    """The image manifest ``reference`` names (for an index, ``platform``'s), and a
-    descriptor of it to be the SOCI index's subject."""
-    fetched = await client.get_manifest(host, repository, reference)
-    expected = Digest.parse(reference) if ":" in reference else fetched.digest
-    manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
-    if isinstance(manifest, ImageIndex):
-        candidates = [d for d in manifest.manifests if d.platform is not None
-                      and mediatypes.is_image_manifest(d.media_type)]  # fmt: skip
-        chosen = best_match(platform, (d.platform for d in candidates if d.platform))
-        if chosen is None:
-            raise NotFound(f"{host}/{repository}:{reference}: no image for {platform}")
-        expected = candidates[chosen].digest
-        fetched = await client.get_manifest(host, repository, str(expected))
-        manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
-    if not isinstance(manifest, ImageManifest) or manifest.config is None:
-        raise MalformedContent(f"{host}/{repository}:{reference}: not an image manifest")
-    return manifest, Descriptor(manifest.media_type, expected, len(fetched.raw))
 
 
 async def _ztoc_of(

@@ -79,6 +79,10 @@ class ChunkCache:
             os.utime(path)
         return data
 
+    def has(self, sha256: bytes) -> bool:
+        """True if a chunk of this hash is stored (not checked: ``get`` checks)."""
+        return self._path(sha256).exists()
+
     def put(self, sha256: bytes, data: bytes) -> None:
         """Store a chunk whose hash the caller has checked; best effort, never raises OSError.
 

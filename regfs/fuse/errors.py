@@ -55,6 +55,10 @@ def errno_for(error: RegfsError) -> int:
     return errno.EIO
 
 
+IN_FLIGHT = [0]
+"""FUSE requests being served now (one mount per process): ``regfs status`` shows it."""
+
+
 def translate_errors(
     operation: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -66,9 +70,11 @@ def translate_errors(
     async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
         timeout = getattr(args[0], "request_timeout", math.inf)  # the Operations instance
         deadline = CALLER_DEADLINE.set(trio.current_time() + timeout)
+        IN_FLIGHT[0] += 1
         try:
             return await _translated(operation, *args, **kwargs)
         finally:
+            IN_FLIGHT[0] -= 1
             CALLER_DEADLINE.reset(deadline)
 
     return handler

@@ -10,6 +10,7 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -19,7 +20,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -29,7 +30,7 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
-from regfs.cache.memory import listings_lru
+from regfs.cache.memory import keep, listings_lru
 from regfs.cache.temporaries import is_abandoned
 from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
@@ -43,6 +44,7 @@ from regfs.layers.remote import RemoteFile, fetch_in_task
 from regfs.layers.soci import SociLookup
 from regfs.layers.store import LayerIndex
 from regfs.layers.toc import (
+    ESTARGZ,
     FOOTER_SIZE,
     MAX_TOC_SIZE,
     TOC_ANNOTATIONS,
@@ -104,8 +106,9 @@ class LayerStore:
         self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
         self._index_dir = cache_dir / "indexes"
         self._temporary_dir = cache_dir / "tmp"
-        self._index_dir.mkdir(parents=True, exist_ok=True)
-        self._temporary_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_dir = cache_dir / "locks"
+        for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
+            directory.mkdir(parents=True, exist_ok=True)
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
         self._indexes: weakref.WeakValueDictionary[Path, LayerIndex] = weakref.WeakValueDictionary()
@@ -136,6 +139,11 @@ class LayerStore:
         """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
+        self._fallbacks: dict[Digest, str] = {}
+        """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
+        self.chunk_reads = ChunkReads()
+        self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
+        """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
         self._soci = SociLookup(client)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
@@ -215,7 +223,8 @@ class LayerStore:
             self._use(index)
             return index
 
-        key = ("index", layer.host, layer.repository, layer.digest)
+        # the image is part of the key: another image may give the layer a zTOC, or none
+        key = ("index", layer.host, layer.repository, layer.digest, layer.image, layer.soci_index)
         return await self._flight.run(key, load)  # type: ignore[return-value]
 
     def _known_or_opened(self, path: Path) -> LayerIndex | None:
@@ -256,8 +265,7 @@ class LayerStore:
             if ztoc is not None and await self._index_from_soci(layer, ztoc, soci_path):
                 path = soci_path
             elif not await self._index_from_toc(layer):
-                async with self._first_passes:
-                    await self._first_pass(layer)
+                await self._first_pass_once(layer)
             index = LayerIndex.open(path, self._listings)
             if index is None:
                 raise VerificationFailed(f"{layer}: index unreadable right after building")
@@ -270,11 +278,22 @@ class LayerStore:
             with self._lock:
                 self._building -= {self._index_path(layer), soci_path}
 
+    async def _first_pass_once(self, layer: LayerRef) -> None:
+        """The first pass, one process at a time: another mount or a ``regfs prefetch``
+        on the same cache dir already downloading this layer is waited for (a lock file
+        in ``locks/``), and its index used."""
+        async with _file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
+            if self._index_path(layer).exists():
+                log.info("%s: indexed meanwhile by another process on this cache", layer)
+                return
+            async with self._first_passes:
+                await self._first_pass(layer)
+
     async def _first_pass(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
         with open(blob, "wb") as file:
-            sink = _VerifyingSink(file, layer, self._chunks)
+            sink = _VerifyingSink(file, layer, self._chunks, self._count_fetched)
             try:
                 await self._client.download_blob(
                     layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
@@ -313,6 +332,7 @@ class LayerStore:
             ))  # fmt: skip
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
+            self._fallbacks[layer.digest] = f"its TOC was not used: {error}"
             return False
         await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
         return True
@@ -341,8 +361,11 @@ class LayerStore:
                 build_soci_index, data, path, digest=str(layer.digest),
                 size=layer.descriptor.size,
             ))  # fmt: skip
-        except (MalformedContent, VerificationFailed) as error:
+        except Unavailable:
+            raise  # the registry may answer later: no verdict on the zTOC
+        except RegfsError as error:  # not parsed, not there, refused: the blob is still read
             log.warning("%s: SOCI zTOC not used (%s): reading the whole layer", layer, error)
+            self._fallbacks[layer.digest] = f"its SOCI zTOC {ztoc.digest} was not used: {error}"
             return False
         await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
         return True
@@ -369,19 +392,34 @@ class LayerStore:
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
         index built from a TOC: of its virtual stream)."""
+        return await _pieced(index, offset, size, self._pieces_of(layer, index))
+
+    async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Load every piece of the layer, fetching and checking what the cache lacks."""
+        piece_at = self._pieces_of(layer, index)
+        position = 0
+        while position < index.meta.uncompressed_size:
+            start, data = await piece_at(position)
+            if start + len(data) <= position:
+                raise MalformedContent(f"{layer}: no bytes at {position}")
+            position = start + len(data)
+
+    def _pieces_of(
+        self, layer: LayerRef, index: LayerIndex
+    ) -> Callable[[int], Awaitable[tuple[int, bytes]]]:
+        """``piece_at(position)``: where the piece holding ``position`` starts, and its
+        bytes: a TOC chunk, a zTOC span, or a chunk of the first pass."""
         if index.meta.compression in TOC_FORMATS:
-            return await _pieced(index, offset, size, functools.partial(
-                self._toc_chunk_at, layer, index))  # fmt: skip
+            return functools.partial(self._toc_chunk_at, layer, index)
         if index.meta.compression == SOCI:
-            return await _pieced(index, offset, size, functools.partial(
-                self._span_at, layer, index))  # fmt: skip
+            return functools.partial(self._span_at, layer, index)
         chunk_size = index.meta.chunk_size
 
         async def chunk_at(position: int) -> tuple[int, bytes]:
             number = position // chunk_size
             return number * chunk_size, await self._chunk(layer, index, number)
 
-        return await _pieced(index, offset, size, chunk_at)
+        return chunk_at
 
     async def _chunk(self, layer: LayerRef, index: LayerIndex, number: int) -> bytes:
         sha256 = index.chunk_hash(number)
@@ -396,6 +434,7 @@ class LayerStore:
         all who wait, a failure remembered ``FAILURE_MEMORY`` seconds)."""
         data = self._memory.get(sha256)
         if data is not None:
+            self.chunk_reads.memory += 1
             return data
         failed = self._failed_chunks.get(sha256)
         if failed is not None:
@@ -403,14 +442,17 @@ class LayerStore:
 
         async def load() -> bytes:
             found = await trio.to_thread.run_sync(self._chunks.get, sha256)
-            if found is None:
+            if found is not None:
+                self.chunk_reads.disk += 1
+            else:
+                self.chunk_reads.fetched += 1
                 try:
                     found = await self._checked_twice(fetch)
                 except RegfsError as error:
                     self._failed_chunks[sha256] = error
                     raise
                 await trio.to_thread.run_sync(self._chunks.put, sha256, found)
-            self._memory[sha256] = found
+            keep(self._memory, sha256, found)
             return found
 
         return await self._flight.run(("chunk", sha256), load)  # type: ignore[return-value]
@@ -436,10 +478,12 @@ class LayerStore:
 
         async def fetch(start: int, end: int, what: str) -> bytes:
             with trio.move_on_at(give_up_at):
-                return await self._client.get_blob_range(
+                data = await self._client.get_blob_range(
                     layer.host, layer.repository, layer.digest, start, end,
                     urls=layer.descriptor.urls,
                 )  # fmt: skip
+                self._count_fetched(layer, len(data))
+                return data
             raise Unavailable(f"{layer}: {what} within {timeout:g}s")
 
         return fetch
@@ -498,7 +542,12 @@ class LayerStore:
     async def _inflated_span(self, layer: LayerRef, index: LayerIndex, span: TocChunk) -> bytes:
         """A span's uncompressed bytes: kept in memory, else inflated from its compressed
         bytes (which the chunk cache keeps under their digest, the span's)."""
-        key = hashlib.sha256(b"inflated span " + span.sha256).digest()
+        # what comes out depends on the zTOC's bits, window and size too, not only on the
+        # compressed bytes: another image's zTOC may give the same span other ones
+        bits, window = index.span_start(span.virtual_offset)
+        key = hashlib.sha256(
+            b"inflated span %s %d %d %s" % (span.sha256, bits, span.size, window)
+        ).digest()
         data = self._memory.get(key)
         if data is not None:
             return data
@@ -515,7 +564,6 @@ class LayerStore:
 
         async def inflate() -> bytes:
             compressed = await self._verified_chunk(span.sha256, fetch)
-            bits, window = index.span_start(span.virtual_offset)
             inflated = await trio.to_thread.run_sync(
                 inflate_from_checkpoint, compressed, bits, window, span.size,
                 limiter=self._refetching,
@@ -523,7 +571,7 @@ class LayerStore:
             if len(inflated) != span.size:
                 raise MalformedContent(f"{layer}: span at {span.compressed_offset} inflates to "
                                        f"{len(inflated)} bytes, not {span.size}")  # fmt: skip
-            self._memory[key] = inflated
+            keep(self._memory, key, inflated)
             return inflated
 
         return await self._flight.run(("inflate", key), inflate)  # type: ignore[return-value]
@@ -586,6 +634,51 @@ class LayerStore:
             await trio.to_thread.run_sync(self._chunks.put, sha256, data)
             self._memory[sha256] = data
 
+    def _count_fetched(self, layer: LayerRef, size: int) -> None:
+        self.on_fetched(layer, size)
+
+    def cache_usage(self) -> int:
+        """Bytes in the cache dir, as the cache counts them."""
+        return self._chunks.usage()
+
+    def access(self, layer: LayerRef, index: LayerIndex) -> str:
+        """How the layer is read (``user.regfs.access``), and why not lazily if it could
+        have been."""
+        kind = index.meta.compression
+        if kind in TOC_FORMATS:
+            how = f"{'eStargz' if kind == ESTARGZ else kind} TOC: chunks fetched as read"
+        elif kind == SOCI:
+            how = "SOCI zTOC: spans fetched as read"
+        else:
+            how = f"whole layer ({kind}): fetched once, checked, indexed"
+        reason = self._fallbacks.get(layer.digest)
+        return f"{how}; {reason}" if reason and kind not in TOC_FORMATS | {SOCI} else how
+
+    async def fetched(self, layer: LayerRef) -> int:
+        """Bytes of the layer (compressed, as they cross the network) whose content is in
+        the cache now: its size times the share of its chunks cached; 0 before indexing."""
+        size = layer.descriptor.size or 0
+        path = self._paths.get(layer) or self._index_path(layer)
+        index = self._indexes.get(path)
+        opened = None
+        if index is None:
+            index = opened = LayerIndex.open(path, self._listings)
+        if index is None:
+            return 0
+        try:
+            pieces = await index.pieces()
+        finally:
+            if opened is not None:
+                opened.close()
+        total = sum(piece_size for _, piece_size in pieces)
+
+        def cached() -> int:
+            return sum(piece_size for sha256, piece_size in pieces
+                       if sha256 in self._memory or self._chunks.has(sha256))  # fmt: skip
+
+        present = await trio.to_thread.run_sync(cached)
+        return round(size * present / total) if total else size
+
     def open_index_paths(self) -> set[Path]:
         """Index files this mount uses or is building: the chunk cache's eviction (in a
         worker thread) leaves them."""
@@ -618,6 +711,15 @@ async def _pieced(
     return b"".join(parts)
 
 
+@dataclass(slots=True)
+class ChunkReads:
+    """Where verified chunks came from since the mount started (``regfs status``)."""
+
+    memory: int = 0
+    disk: int = 0
+    fetched: int = 0
+
+
 class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
     """Open layer indexes, least recently used first: the one pushed out is closed (and
     opens again when next queried)."""
@@ -639,10 +741,17 @@ class _VerifyingSink:
 
     FLUSH_SIZE = 1 << 20
 
-    def __init__(self, file: BinaryIO, layer: LayerRef, cache: ChunkCache) -> None:
+    def __init__(
+        self,
+        file: BinaryIO,
+        layer: LayerRef,
+        cache: ChunkCache,
+        received: Callable[[LayerRef, int], None],
+    ) -> None:
         self._file = file
         self._layer = layer
         self._cache = cache
+        self._count = received
         self._hasher = hashlib.new(layer.digest.algorithm)
         self._received = 0
         self._pending: list[bytes] = []
@@ -670,6 +779,7 @@ class _VerifyingSink:
             raise VerificationFailed(f"{self._layer}: layer blob longer than {size} bytes")
         self._pending.append(data)
         self._pending_size += len(data)
+        self._count(self._layer, len(data))
         if self._pending_size >= self.FLUSH_SIZE:
             await self._flush()
 
@@ -695,6 +805,25 @@ class _VerifyingSink:
                 f"{layer}: layer blob of {self._received} bytes hashes to "
                 f"{layer.digest.algorithm}:{actual} (expected {size} bytes)"
             )
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for without blocking the event loop (a
+    lock held by a process that died is released by the kernel)."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _size_of(path: Path) -> int:

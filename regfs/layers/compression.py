@@ -17,7 +17,7 @@ import indexed_gzip
 import zstandard
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.zstd_frames import frame_spans, is_skippable_frame
+from regfs.layers.zstd_frames import FrameSpan, is_skippable_frame, next_frame
 
 GZIP_SPACING = 2 << 20
 ZSTD_SPACING = 1 << 20
@@ -107,11 +107,14 @@ def thin_checkpoints(points: list[tuple[int, int]], spacing: int) -> list[tuple[
 
 class ZstdIndexer:
     """Sequential reads of a zstd blob, one frame after the other, noting where each
-    frame's output begins: those are checkpoints, as a frame decodes on its own."""
+    frame's output begins: those are checkpoints, as a frame decodes on its own. Frames
+    are found as they come (a blob of a million tiny frames holds no list of them)."""
 
     def __init__(self, blob: BinaryIO) -> None:
         self._blob = blob
-        self._frames = iter([span for span in frame_spans(blob) if not span.skippable])
+        self._size = blob.seek(0, 2)
+        self._next = blob.seek(0)
+        self._decompressor = zstandard.ZstdDecompressor()
         self._frame: Readable | None = None
         self._output = 0
         self._starts: list[tuple[int, int]] = []
@@ -120,12 +123,12 @@ class ZstdIndexer:
         """Up to ``size`` bytes (at least one unless the stream has ended)."""
         while True:
             if self._frame is None:
-                span = next(self._frames, None)
+                span = self._next_data_frame()
                 if span is None:
                     return b""
-                self._starts.append((self._output, span.start))
+                self._note_start(span.start)
                 self._blob.seek(span.start)
-                self._frame = zstandard.ZstdDecompressor().stream_reader(
+                self._frame = self._decompressor.stream_reader(
                     cast(BinaryIO, _Slice(self._blob, span.end)), closefd=False
                 )
             data = self._frame.read(size)
@@ -134,9 +137,23 @@ class ZstdIndexer:
                 return data
             self._frame = None
 
+    def _next_data_frame(self) -> FrameSpan | None:
+        while True:
+            self._blob.seek(self._next)
+            span = next_frame(self._blob, self._size)
+            if span is None or not span.skippable:
+                self._next = span.end if span else self._next
+                return span
+            self._next = span.end
+
+    def _note_start(self, compressed: int) -> None:
+        """Keep a frame start as a checkpoint if ``ZSTD_SPACING`` past the last kept."""
+        if not self._starts or self._output >= self._starts[-1][0] + ZSTD_SPACING:
+            self._starts.append((self._output, compressed))
+
     def checkpoints(self) -> list[tuple[int, int]]:
         """(uncompressed, compressed) offsets of frame starts, ``ZSTD_SPACING`` apart."""
-        return thin_checkpoints(self._starts, ZSTD_SPACING) or [(0, 0)]
+        return self._starts or [(0, 0)]
 
 
 class _Slice(io.RawIOBase):

@@ -22,11 +22,17 @@ _SOFFSET = struct.Struct("<i")
 
 
 class Table:
-    """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …)."""
+    """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …).
 
-    def __init__(self, buffer: bytes, position: int) -> None:
+    Offsets may point many times at one string: every byte copied out is charged to a
+    ``budget`` shared by all tables of the buffer, so a small buffer cannot make its
+    reader copy out gigabytes.
+    """
+
+    def __init__(self, buffer: bytes, position: int, budget: list[int] | None = None) -> None:
         self._buffer = buffer
         self._position = position
+        self._budget = budget if budget is not None else [len(buffer)]
         vtable = position - _read(buffer, _SOFFSET, position)
         self._vtable = vtable
         self._vtable_size = _read(buffer, _VOFFSET, vtable)
@@ -35,8 +41,9 @@ class Table:
         _check(buffer, vtable, self._vtable_size)
 
     @classmethod
-    def root(cls, buffer: bytes) -> Table:
-        return cls(buffer, _read(buffer, _UOFFSET, 0))
+    def root(cls, buffer: bytes, budget: int) -> Table:
+        """The root table; at most ``budget`` bytes may be copied out of the buffer."""
+        return cls(buffer, _read(buffer, _UOFFSET, 0), [budget])
 
     def _field(self, field_id: int) -> int | None:
         """Where field ``field_id`` lies in the buffer, or None if absent (its default)."""
@@ -63,19 +70,26 @@ class Table:
     def blob(self, field_id: int) -> bytes:
         """A string or a ``[ubyte]`` vector (b"" when absent)."""
         start = self._indirect(field_id)
-        return b"" if start is None else _vector_bytes(self._buffer, start)
+        return b"" if start is None else self._copied(start)
 
     def table(self, field_id: int) -> Table | None:
         start = self._indirect(field_id)
-        return None if start is None else Table(self._buffer, start)
+        return None if start is None else Table(self._buffer, start, self._budget)
 
     def tables(self, field_id: int) -> Iterator[Table]:
         for element in self._offsets(field_id):
-            yield Table(self._buffer, element)
+            yield Table(self._buffer, element, self._budget)
 
     def strings(self, field_id: int) -> Iterator[bytes]:
         for element in self._offsets(field_id):
-            yield _vector_bytes(self._buffer, element)
+            yield self._copied(element)
+
+    def _copied(self, start: int) -> bytes:
+        data = _vector_bytes(self._buffer, start)
+        self._budget[0] -= len(data) + 4  # an empty string still costs its element
+        if self._budget[0] < 0:
+            raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
+        return data
 
     def _offsets(self, field_id: int) -> Iterator[int]:
         """The targets of a vector of offsets (of tables or strings)."""

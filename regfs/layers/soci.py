@@ -2,9 +2,9 @@
 
 Layers layer. Asked once per image and mount, when a layer of it is first indexed (never
 by a listing: ``ls`` of an image stays free of extra requests). As soci-snapshotter does,
-the first SOCI v1 index in the referrers list is used. A registry that cannot say (down,
-refusing) is asked again next time; any other failure means "no SOCI index" for the mount,
-with one log line.
+the first SOCI v1 index in the referrers list is used. A registry that does not answer
+(down, timing out) is asked again next time; any other failure (a refusal, a malformed
+index) means "no SOCI index" for the mount, with one log line.
 
 Trust: a SOCI v2 index is named by the image manifest's annotation, so its zTOCs are
 covered by the image's digest. A v1 index is found by a lookup: anyone who may push to the

@@ -247,7 +247,7 @@ class TarScanner:
             data_offset=self.offset,
             xattrs=xattrs_of_pax(pax),
         )
-        _check_ranges(member)
+        check_ranges(member)
         return member
 
 
@@ -256,7 +256,7 @@ MAX_SIZE = (1 << 63) - 1
 MAX_PATH = 4096
 
 
-def _check_ranges(member: TarMember) -> None:
+def check_ranges(member: TarMember) -> None:
     """Refuse numbers no filesystem can show (they would fail later, in stat or SQLite)."""
     limits = {
         "uid": (member.uid, MAX_ID), "gid": (member.gid, MAX_ID),

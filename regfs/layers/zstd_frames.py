@@ -52,17 +52,23 @@ def frame_spans(stream: BinaryIO) -> Iterator[FrameSpan]:
     here = stream.tell()
     size = stream.seek(0, 2)
     stream.seek(here)
-    while magic_bytes := stream.read(4):
-        start = stream.tell() - len(magic_bytes)
-        magic = _little_endian(magic_bytes, 4, start)
-        if is_skippable_frame(magic_bytes):
-            length = _little_endian(stream.read(4), 4, start)
-            end = _skip(stream, start + 8 + length, size, start)
-            yield FrameSpan(start, end, skippable=True)
-        elif magic == FRAME_MAGIC:
-            yield FrameSpan(start, _frame_end(stream, size, start), skippable=False)
-        else:
-            raise MalformedContent(f"zstd: no frame at byte {start} (magic {magic:#010x})")
+    while (span := next_frame(stream, size)) is not None:
+        yield span
+
+
+def next_frame(stream: BinaryIO, size: int) -> FrameSpan | None:
+    """The frame at the stream's position (left at its end), or None at ``size``."""
+    magic_bytes = stream.read(4)
+    if not magic_bytes:
+        return None
+    start = stream.tell() - len(magic_bytes)
+    magic = _little_endian(magic_bytes, 4, start)
+    if is_skippable_frame(magic_bytes):
+        length = _little_endian(stream.read(4), 4, start)
+        return FrameSpan(start, _skip(stream, start + 8 + length, size, start), skippable=True)
+    if magic == FRAME_MAGIC:
+        return FrameSpan(start, _frame_end(stream, size, start), skippable=False)
+    raise MalformedContent(f"zstd: no frame at byte {start} (magic {magic:#010x})")
 
 
 def _frame_end(stream: BinaryIO, size: int, start: int) -> int:

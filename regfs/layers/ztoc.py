@@ -29,7 +29,7 @@ import flatbuffers
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.layers.flatbuffer import Table
-from regfs.layers.tar import TYPE_NAMES, TarMember, xattrs_of_pax
+from regfs.layers.tar import TYPE_NAMES, TarMember, check_ranges, xattrs_of_pax
 
 WINDOW_SIZE = 32 << 10
 MAX_ZTOC_SIZE = 64 << 20
@@ -107,7 +107,7 @@ def parse_ztoc(data: bytes) -> Ztoc:
     """The zTOC in ``data``; MalformedContent if it is not a well-formed one."""
     if len(data) > MAX_ZTOC_SIZE:
         raise MalformedContent(f"zTOC of {len(data)} bytes (at most {MAX_ZTOC_SIZE})")
-    root = Table.root(data)
+    root = Table.root(data, budget=2 * len(data) + (1 << 20))
     toc = root.table(4)
     info = root.table(5)
     if toc is None or info is None:
@@ -260,7 +260,8 @@ def spans(ztoc: Ztoc) -> list[Span]:
         start = checkpoint.compressed - (1 if checkpoint.bits else 0)
         size = uncompressed_end - checkpoint.uncompressed
         if not (0 <= checkpoint.bits <= 7 and 0 <= start < compressed_end
-                <= ztoc.compressed_size and 0 < size <= MAX_SPAN_SIZE):  # fmt: skip
+                <= ztoc.compressed_size and 0 < size <= MAX_SPAN_SIZE
+                and compressed_end - start <= _most_compressed(size)):  # fmt: skip
             raise MalformedContent(
                 f"zTOC span at {checkpoint.uncompressed}: compressed [{start}, {compressed_end})"
                 f", {size} bytes"
@@ -268,6 +269,12 @@ def spans(ztoc: Ztoc) -> list[Span]:
         result.append(Span(checkpoint.uncompressed, size, start, compressed_end,
                            _sha256(digest), checkpoint.bits, checkpoint.window))  # fmt: skip
     return result
+
+
+def _most_compressed(size: int) -> int:
+    """The most compressed bytes ``size`` bytes of output can take: stored blocks (5 bytes
+    per 64 KiB), plus a gzip member's header and trailer or two (a span may cross one)."""
+    return size + size // 1024 + (64 << 10)
 
 
 def _sha256(digest: str) -> bytes:
@@ -292,18 +299,21 @@ def members(ztoc: Ztoc) -> list[TarMember]:
         if file.offset < 0 or size < 0 or file.offset + size > ztoc.uncompressed_size:
             raise MalformedContent(f"zTOC file {file.name[:200]!r} lies outside the layer")
         pax = {key.decode("utf-8", "surrogateescape"): value for key, value in file.pax}
-        result.append(TarMember(
+        member = TarMember(
             path=file.name, type=typeflag[0], mode=file.mode & 0o7777,
             uid=file.uid, gid=file.gid, size=size,
             mtime_ns=_mtime_ns(file.mod_time, file.name), linkname=file.linkname,
             devmajor=file.devmajor, devminor=file.devminor, data_offset=file.offset,
             xattrs=xattrs_of_pax(pax),
-        ))  # fmt: skip
+        )  # fmt: skip
+        check_ranges(member)
+        result.append(member)
     return result
 
 
 def _mtime_ns(text: str, name: bytes) -> int:
-    """RFC 3339 with up to nanoseconds (Go's ``time.MarshalText``), any UTC offset."""
+    """RFC 3339 with up to nanoseconds (Go's ``time.MarshalText``), any UTC offset; an
+    out-of-range one is refused by ``check_ranges``."""
     main, _, rest = text.partition(".")
     fraction = ""
     zone = ""
@@ -314,6 +324,6 @@ def _mtime_ns(text: str, name: bytes) -> int:
         main, zone = (main[:-1], "Z") if main.endswith("Z") else (main[:-6], main[-6:])
     try:
         when = datetime.fromisoformat(main + ("+00:00" if zone in {"Z", "z"} else zone))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise MalformedContent(f"zTOC file {name[:200]!r}: mod_time {text[:40]!r}") from None
     return int(when.timestamp()) * 10**9 + int((fraction or "0")[:9].ljust(9, "0"))

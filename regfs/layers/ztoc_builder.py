@@ -31,6 +31,9 @@ from regfs.layers.ztoc import (
     ZtocFile,
     encode_checkpoints,
     encode_ztoc,
+    members,
+    parse_ztoc,
+    spans,
 )
 
 DEFAULT_SPAN_SIZE = 4 << 20
@@ -54,11 +57,15 @@ def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
             digests = _span_digests(inflated, raw, checkpoints, uncompressed_size)
         except DECOMPRESSION_ERRORS as error:
             raise MalformedContent(f"cannot make a zTOC: {error}") from None
-    return encode_ztoc(Ztoc(
+    encoded = encode_ztoc(Ztoc(
         compressed_size=size, uncompressed_size=uncompressed_size, files=tuple(files),
         span_digests=tuple(digests), checkpoints=encode_checkpoints(span_size, checkpoints),
         build_tool=BUILD_TOOL,
     ))  # fmt: skip
+    made = parse_ztoc(encoded)  # what a reader will refuse (a span over 64 MiB) is not pushed
+    spans(made)
+    members(made)
+    return encoded
 
 
 def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list[Checkpoint]]:

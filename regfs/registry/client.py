@@ -37,13 +37,15 @@ from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.errors import HTTPX_ERRORS, error_for_exception
-from regfs.registry.http import ATTEMPTS, HttpSession, consume_raw, read_limited
+from regfs.registry.http import ATTEMPTS, HostStats, HttpSession, consume_raw, read_limited
 from regfs.registry.registries_conf import Endpoint, RegistriesConf
 from regfs.registry.tls import PerHostTransport, TlsSettings
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses to store larger manifests
+MAX_WRITE_ANSWER_BYTES = 1 << 20
+"""Body accepted in answer to an upload (registries send none, or a short JSON)."""
 MAX_LISTING_PAGE_BYTES = 32 << 20
 MAX_LISTING_BYTES = 64 << 20
 """All pages of one listing together (about a million names): beyond, the listing fails
@@ -98,6 +100,10 @@ class RegistryClient:
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+    def hosts(self) -> dict[str, HostStats]:
+        """Requests sent and the last failure, by host[:port] asked."""
+        return dict(self._session.hosts)
 
     def _url(self, host: str, path: str) -> str:
         """https, unless the host may speak plain http and has no TLS set up in certs.d;
@@ -294,7 +300,9 @@ class RegistryClient:
         if path_or_url.startswith("/"):
             url = self._url(place.host, path_or_url)
         with self._session.deadline(f"{method} {place.host}: {urlsplit(url).path}"):
-            response = await self._session.send(method, url, headers, 0, content=content)
+            response = await self._session.send(
+                method, url, headers, MAX_WRITE_ANSWER_BYTES, content=content
+            )
         return response.headers
 
     # -- blobs --------------------------------------------------------------------------

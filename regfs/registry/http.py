@@ -13,16 +13,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from regfs.domain.deadline import CALLER_DEADLINE
-from regfs.domain.errors import MalformedContent, Unavailable
+from regfs.domain.errors import MalformedContent, NotFound, RegfsError, Unavailable
 from regfs.registry.auth import (
     ANONYMOUS,
     CREDENTIALS_SOURCE,
@@ -61,6 +63,14 @@ class Response:
     """Where the body came from in the end (after redirects)."""
 
 
+@dataclass(slots=True)
+class HostStats:
+    requests: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    """Seconds since the epoch."""
+
+
 class HttpSession:
     """One httpx client for every registry, CDN and token realm a mount talks to."""
 
@@ -72,6 +82,8 @@ class HttpSession:
         transport: httpx.AsyncBaseTransport,
     ) -> None:
         self.timeout = timeout
+        self.hosts: dict[str, HostStats] = {}
+        """Requests and the last failure, by host[:port] asked."""
         self._http = httpx.AsyncClient(
             auth=RegistryAuth(credentials, self._exchange_token),
             follow_redirects=True,  # Authorization is dropped when leaving the origin
@@ -118,7 +130,20 @@ class HttpSession:
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until it succeeds, fails for good, or ``ATTEMPTS`` are used up."""
+        """Run ``attempt`` until it succeeds, fails for good, or ``ATTEMPTS`` are used up;
+        count it in ``hosts`` (what ``regfs status`` shows)."""
+        host = urlsplit(what.partition(" ")[2]).netloc
+        stats = self.hosts.setdefault(host, HostStats())
+        stats.requests += 1
+        try:
+            return await self._attempts(what, attempt)
+        except NotFound:
+            raise  # an answer, not a failure: tags and referrers are looked for all the time
+        except RegfsError as error:
+            stats.last_error, stats.last_error_at = str(error), time.time()
+            raise
+
+    async def _attempts(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         attempts = ATTEMPTS.get()
         for number in range(1, attempts + 1):
             delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())

@@ -5,7 +5,7 @@ Tree layer.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 import cachetools
@@ -27,6 +27,8 @@ class TreeContext:
     """The mtime of entries that have none of their own."""
     aliases: frozenset[str] = frozenset()
     """Names from regfs's config file that stand for a registry below a path prefix."""
+    status: Callable[[], Mapping[str, object]] = dict
+    """What ``regfs status`` shows: the root's ``user.regfs.status`` (JSON)."""
     merged_listings: cachetools.LRUCache[
         tuple[Hashable, tuple[bytes, ...]], list[tuple[str, Node]]
     ] = field(default_factory=listings_lru)

@@ -26,11 +26,23 @@ KIND_OF_ENTRY = {
 }
 
 
+LAYER_XATTR = "user.regfs.layer"
+"""On ``rootfs/`` files and dirs: which layer gives the entry (asked for by name only, not
+listed, so that ``cp -a``, ``rsync -X`` and ``tar --xattrs`` copy the image's own)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EntrySource:
     store: LayerStore
     layer: LayerRef
     index: LayerIndex
+    position: int | None = None
+    """The layer's position in its image (0 = bottom), for entries of ``rootfs/``."""
+
+
+def layer_xattr(position: int, layer: LayerRef) -> bytes:
+    """``user.regfs.layer``: ``<position> <layer digest>``."""
+    return f"{position} {layer.digest}".encode()
 
 
 def entry_stat(entry: IndexEntry, nlink: int | None = None) -> Stat:
@@ -68,6 +80,11 @@ class EntryNode(Node):
 
     async def xattrs(self) -> dict[str, bytes]:
         return entry_xattrs(self.entry)
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name == LAYER_XATTR and self.source.position is not None:
+            return layer_xattr(self.source.position, self.source.layer)
+        return await super().xattr(name)
 
 
 class EntryFile(EntryNode, File):

@@ -21,7 +21,7 @@ from regfs.domain.platform import Platform, best_match
 from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
 from regfs.layers.blobs import LayerRef
 from regfs.tree.context import TreeContext
-from regfs.tree.layer import LayerRoot
+from regfs.tree.layer import LayerRoot, fetched_text
 from regfs.tree.metadata import Image
 from regfs.tree.node import (
     DIRECTORY_PERMISSIONS,
@@ -110,6 +110,10 @@ class ImageDir(Directory):
     async def xattr(self, name: str) -> bytes | None:
         if name in PROBED_BY_LS:  # `ls -l` must not fetch the config for its platform
             return None
+        if name == "user.regfs.digest":  # these two need no config and no layer index
+            return str(self.digest).encode()
+        if name == "user.regfs.media_type":
+            return (await self._image()).media_type.encode()
         return await super().xattr(name)
 
     async def xattrs(self) -> dict[str, bytes]:
@@ -121,6 +125,14 @@ class ImageDir(Directory):
         platform = await self._platform(image)
         if platform is not None:
             attributes["user.regfs.platform"] = str(platform).encode()
+        shown = image
+        if isinstance(image.manifest, ImageIndex):
+            shown = await self._platform_image(image.manifest) or image
+        if isinstance(shown.manifest, ImageManifest):
+            layers = image_layers(shown)
+            fetched = sum([await self.context.layers.fetched(layer) for layer in layers])
+            size = sum(layer.descriptor.size or 0 for layer in layers)
+            attributes["user.regfs.fetched"] = fetched_text(fetched, size)
         return attributes
 
     async def _platform(self, image: Image) -> Platform | None:
@@ -137,11 +149,7 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
     """What an image manifest contributes to a digest dir (besides its ``manifest``):
     its config, one dir per layer (bottom first), their links, and the merged rootfs."""
     assert isinstance(image.manifest, ImageManifest)
-    soci_index = _soci_index_named(image)
-    layers = [
-        LayerRef(image.host, image.repository, d, image=image.digest, soci_index=soci_index)
-        for d in image.manifest.layers
-    ]
+    layers = image_layers(image)
     result: list[tuple[str, Node]] = [("config", ConfigFile(context, image))]
     result += [(str(position), LayerRoot(context, layer)) for position, layer in enumerate(layers)]
     if layers:
@@ -158,6 +166,16 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
     merged = MergedImage(context, image.host, image.repository, image.digest, layers)
     result.append(("rootfs", RootfsDir(merged, (), None)))
     return result
+
+
+def image_layers(image: Image) -> list[LayerRef]:
+    """The layers of an image manifest, bottom first."""
+    assert isinstance(image.manifest, ImageManifest)
+    soci_index = _soci_index_named(image)
+    return [
+        LayerRef(image.host, image.repository, d, image=image.digest, soci_index=soci_index)
+        for d in image.manifest.layers
+    ]
 
 
 def _soci_index_named(image: Image) -> Digest | None:

@@ -28,7 +28,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 def layer_node(source: EntrySource, entry: IndexEntry) -> Node:
-    key = ("layer", source.layer.host, source.layer.repository, source.layer.digest, entry.inode_id)
+    # the index file, not only the digest: a zTOC's index numbers entries its own way
+    key = ("layer", source.layer.host, source.layer.repository, source.index.path, entry.inode_id)
     if entry.kind is EntryKind.DIRECTORY:
         return LayerDir(key, source, entry)
     return entry_node(key, source, entry)
@@ -56,13 +57,22 @@ class LayerDir(EntryNode, Directory):
         return layer_node(self.source, child)
 
 
+def fetched_text(fetched: int, size: int | None) -> bytes:
+    """``user.regfs.fetched``: ``<bytes cached> of <bytes> (<percent>%)``, in compressed
+    bytes (what crosses the network)."""
+    share = 100 * fetched / size if size else 100.0
+    return f"{fetched} of {size or 0} ({share:.1f}%)".encode()
+
+
 class LayerRoot(Directory):
     """``i/``: the root of layer i; builds the layer's index on first use."""
 
     def __init__(self, context: TreeContext, layer: LayerRef) -> None:
         self.context = context
         self.layer = layer
-        self.key = ("layer-root", layer.host, layer.repository, layer.digest)
+        # per image: an image may read the layer through its own zTOC
+        self.key = ("layer-root", layer.host, layer.repository, layer.digest, layer.image,
+                    layer.soci_index)  # fmt: skip
 
     async def _root(self) -> LayerDir:
         index = await self.context.layers.index(self.layer)
@@ -73,14 +83,23 @@ class LayerRoot(Directory):
         return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
 
     async def xattrs(self) -> dict[str, bytes]:
-        attributes = await (await self._root()).xattrs()
+        root = await self._root()
+        attributes = await root.xattrs()
+        layers = self.context.layers
         attributes["user.regfs.digest"] = str(self.layer.digest).encode()
         attributes["user.regfs.media_type"] = self.layer.descriptor.media_type.encode()
+        attributes["user.regfs.access"] = layers.access(self.layer, root.source.index).encode()
+        fetched = await layers.fetched(self.layer)
+        attributes["user.regfs.fetched"] = fetched_text(fetched, self.layer.descriptor.size)
         return attributes
 
     async def xattr(self, name: str) -> bytes | None:
         if name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch the layer
             return None
+        if name == "user.regfs.digest":  # these two need no index (regfs prefetch asks)
+            return str(self.layer.digest).encode()
+        if name == "user.regfs.media_type":
+            return self.layer.descriptor.media_type.encode()
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:

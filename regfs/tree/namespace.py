@@ -8,6 +8,7 @@ Names are accepted on lookup even when no listing offers them, because many regi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -34,6 +35,7 @@ from regfs.tree.node import (
 log = logging.getLogger(__name__)
 
 DIGEST_LINK_LENGTH = len("sha256-") + 64
+STATUS_XATTR = "user.regfs.status"
 
 
 class Root(Directory):
@@ -54,6 +56,12 @@ class Root(Directory):
     async def entries(self) -> Sequence[tuple[str, Node]]:
         hosts = dict.fromkeys(sorted(self.context.aliases)) | self.context.metadata.known_hosts
         return [(host, RepositoryDir(self.context, host, "")) for host in hosts]
+
+    async def xattr(self, name: str) -> bytes | None:
+        """``user.regfs.status`` (asked for by name, not listed): the mount's state."""
+        if name == STATUS_XATTR:
+            return json.dumps(self.context.status(), indent=1).encode()
+        return await super().xattr(name)
 
 
 def _children(prefix: str, repositories: Iterable[str]) -> set[str]:

@@ -22,11 +22,13 @@ from regfs.layers.merge import Resolved, resolve
 from regfs.layers.store import LayerIndex
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
+    LAYER_XATTR,
     EntryFile,
     EntrySource,
     entry_node,
     entry_stat,
     entry_xattrs,
+    layer_xattr,
 )
 from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
 
@@ -66,7 +68,7 @@ class MergedImage:
         return self._indexes
 
     def source(self, position: int, indexes: list[LayerIndex]) -> EntrySource:
-        return EntrySource(self.context.layers, self.layers[position], indexes[position])
+        return EntrySource(self.context.layers, self.layers[position], indexes[position], position)
 
     async def root(self) -> Resolved | None:
         indexes = await self.indexes()
@@ -172,6 +174,9 @@ class RootfsDir(Directory):
     async def xattr(self, name: str) -> bytes | None:
         if not self.path and name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch layers
             return None
+        if name == LAYER_XATTR:
+            position = (await self._resolved()).layer
+            return layer_xattr(position, self.image.layers[position])
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:

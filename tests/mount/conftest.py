@@ -13,6 +13,7 @@ from tests.support import images
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, convert, debian_rootfs
 from tests.support.mount import Installation, Mount
+from tests.support.proxy import CountingProxy
 from tests.support.registry import BasicAuth, Registry
 from tests.support.token_server import PUSHER, TokenServer
 
@@ -150,3 +151,11 @@ def layered(workdir: Path) -> Iterator[Layered]:
     images.run("umoci", "unpack", "--image", f"{layout}:1", base / "bundle")
     yield Layered(registry, layout, base / "bundle" / "rootfs")
     registry.stop()
+
+
+@pytest.fixture(scope="module")
+def layered_proxy(layered: Layered) -> Iterator[CountingProxy]:
+    """A counting proxy in front of the layered image's registry, for one test module."""
+    counting = CountingProxy(layered.registry.port)
+    yield counting
+    counting.stop()

@@ -27,15 +27,9 @@ from tests.support.proxy import CountingProxy
 pytestmark = pytest.mark.mount
 
 
-@pytest.fixture(scope="module")
-def proxy(layered: Layered) -> Iterator[CountingProxy]:
-    counting = CountingProxy(layered.registry.port)
-    yield counting
-    counting.stop()
-
-
 @pytest.fixture
-def fresh(proxy: CountingProxy) -> Iterator[CountingProxy]:
+def fresh(layered_proxy: CountingProxy) -> Iterator[CountingProxy]:
+    proxy = layered_proxy
     proxy.reset()
     proxy.corrupt = proxy.truncate = False
     yield proxy

@@ -105,6 +105,8 @@ def test_a_small_file_costs_a_span_not_the_layer(mount: Mount, soci_image: SociI
     assert fetched < size / 5, (fetched, size)
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
     assert "indexed from its SOCI zTOC" in mount.log()
+    access = os.getxattr(soci_image.image(mount) / "0", "user.regfs.access")
+    assert access == b"SOCI zTOC: spans fetched as read"
 
 
 def test_every_file_and_name_is_the_image_s(mount: Mount, soci_image: SociImage) -> None:
@@ -167,6 +169,8 @@ def test_a_ztoc_that_is_not_one_means_the_whole_layer(mount: Mount, soci_image: 
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
     assert "SOCI zTOC not used (flatbuffer: " in mount.log()
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 1
+    access = os.getxattr(soci_image.image(mount, "garbage") / "0", "user.regfs.access")
+    assert access.startswith(b"whole layer (gzip): fetched once, checked, indexed; its SOCI zTOC")
 
 
 def test_a_soci_v2_image_names_its_index(mount: Mount, soci_image: SociImage) -> None:
@@ -186,3 +190,18 @@ def test_a_soci_v2_image_names_its_index(mount: Mount, soci_image: SociImage) ->
     assert (rootfs / "usr/share/doc/words.txt").read_bytes() == FILES["usr/share/doc/words.txt"]
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
     assert "named by the image" in mount.log()
+
+
+def test_an_image_without_the_index_reads_the_shared_layer_itself(
+    mount: Mount, soci_image: SociImage
+) -> None:
+    """The same layer in an image with a SOCI index and in one without: each reads it its
+    own way (a listing of the first must not stand for the second's)."""
+    _annotated(soci_image, {"test": "no SOCI index"}, "plain")
+    with_index = soci_image.image(mount) / "0"
+    without = soci_image.image(mount, "plain") / "0"
+    assert sorted(os.listdir(with_index)) == ["big.bin", "empty", "etc", "usr"]
+    assert sorted(os.listdir(without)) == ["big.bin", "empty", "etc", "usr"]
+    assert os.getxattr(with_index, "user.regfs.access").startswith(b"SOCI zTOC")
+    assert os.getxattr(without, "user.regfs.access").startswith(b"whole layer (gzip)")
+    assert (without / "etc/os-release").read_bytes() == FILES["etc/os-release"]

@@ -146,13 +146,39 @@ def test_a_damaged_ztoc_parses_or_is_malformed(data: st.DataObject) -> None:
 
 def test_a_vector_claiming_more_than_the_buffer_is_malformed() -> None:
     encoded = bytearray(encode_ztoc(ztoc_of()))
-    toc = Table.root(bytes(encoded)).table(4)
+    toc = Table.root(bytes(encoded), budget=1 << 20).table(4)
     assert toc is not None
     files = toc._indirect(0)  # where the vector of files starts: its length
     assert files is not None
     encoded[files : files + 4] = b"\xff\xff\xff\x7f"
     with pytest.raises(MalformedContent, match="outside"):
         parse_ztoc(bytes(encoded))
+
+
+def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
+    """A small zTOC whose 2 000 files share one 100 KiB name would copy out 200 MB."""
+    builder = flatbuffers.Builder(1 << 20)
+    name = builder.CreateString(b"n" * 100_000)
+    builder.StartObject(14)
+    builder.PrependUOffsetTRelativeSlot(0, name, 0)
+    entry = builder.EndObject()
+    builder.StartVector(4, 2000, 4)
+    for _ in range(2000):
+        builder.PrependUOffsetTRelative(entry)
+    files = builder.EndVector()
+    builder.StartObject(1)
+    builder.PrependUOffsetTRelativeSlot(0, files, 0)
+    toc = builder.EndObject()
+    builder.StartObject(4)
+    info = builder.EndObject()
+    builder.StartObject(6)
+    builder.PrependUOffsetTRelativeSlot(4, toc, 0)
+    builder.PrependUOffsetTRelativeSlot(5, info, 0)
+    builder.Finish(builder.EndObject())
+    data = bytes(builder.Output())
+    assert len(data) < 200_000
+    with pytest.raises(MalformedContent, match="same bytes too often"):
+        parse_ztoc(data)
 
 
 def test_checkpoints_of_both_layouts() -> None:

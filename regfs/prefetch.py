@@ -1,0 +1,164 @@
+"""``regfs prefetch IMAGE…``: bring whole images, or single layers, into the cache.
+
+Application layer. It uses the cache as a mount does (a ``LayerStore`` on the same cache
+dir), so a mount running meanwhile finds what it fetched; a layer being downloaded by a
+mount is waited for, not fetched twice (the first pass holds a lock file). Each layer is
+indexed (its TOC or zTOC, or its whole blob, checked against its digest) and then every
+chunk or span of it is loaded and checked; the exit code says whether all of them are now
+cached and verified. Layers of an image are fetched in parallel (``LayerStore`` bounds how
+many whole blobs are downloaded at once).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from regfs.domain import mediatypes
+from regfs.domain.digest import Digest
+from regfs.domain.errors import RegfsError
+from regfs.domain.platform import Platform
+from regfs.domain.reference import parse_image_reference
+from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
+from regfs.layers.blobs import LayerRef, LayerStore
+from regfs.registry.client import RegistryClient
+from regfs.registry.images import resolve_image
+from regfs.tree.namespace import STATUS_XATTR
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An image to prefetch, or one layer of it (``layer``: its position)."""
+
+    host: str
+    repository: str
+    reference: str
+    layer: int | None = None
+
+    def __str__(self) -> str:
+        separator = "@" if ":" in self.reference else ":"
+        name = f"{self.host}/{self.repository}{separator}{self.reference}"
+        return name if self.layer is None else f"{name} layer {self.layer}"
+
+
+@dataclass(slots=True)
+class Outcome:
+    layer: LayerRef
+    name: str
+    access: str = ""
+    cached: int = 0
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.cached >= (self.layer.descriptor.size or 0)
+
+
+@dataclass(slots=True)
+class Reporter:
+    """What a front end (a progress bar, plain lines) is told as layers progress."""
+
+    started: Callable[[int, int], None] = lambda layers, size: None
+    """(layers, their total bytes) once every image is resolved."""
+    received: Callable[[int], None] = lambda size: None
+    finished: Callable[[Outcome], None] = lambda outcome: None
+    received_by_layer: dict[LayerRef, int] = field(default_factory=dict)
+
+
+def target_of(text: str) -> Target:
+    """``HOST/REPO:TAG``, ``…@DIGEST``, or a path under a regfs mount: an image dir, or a
+    layer dir ``i/`` (and anything below it). ValueError if it is none of those."""
+    if not os.path.exists(text):
+        return Target(*parse_image_reference(text))
+    return _target_in_mount(Path(text).absolute())
+
+
+def _target_in_mount(path: Path) -> Target:
+    layer: int | None = None
+    for directory in (path, *path.parents):
+        if os.path.ismount(directory):
+            break
+        try:
+            media_type = os.getxattr(directory, "user.regfs.media_type").decode()
+            digest = os.getxattr(directory, "user.regfs.digest").decode()
+        except OSError:
+            continue
+        if not mediatypes.is_image_manifest(media_type) and not mediatypes.is_index(media_type):
+            layer = int(directory.name) if directory.name.isdigit() else layer
+            continue
+        root = next(p for p in directory.parents if os.path.ismount(p))
+        if not _is_regfs(root):
+            break
+        host, *repository = directory.relative_to(root).parts[:-1]
+        return Target(host, "/".join(repository), digest, layer)
+    raise ValueError(f"{path} is not an image or layer dir of a regfs mount")
+
+
+def _is_regfs(mountpoint: Path) -> bool:
+    try:
+        os.getxattr(mountpoint, STATUS_XATTR)
+    except OSError:
+        return False
+    return True
+
+
+async def prefetch(
+    client: RegistryClient,
+    store: LayerStore,
+    targets: list[Target],
+    platform: Platform,
+    reporter: Reporter,
+) -> list[Outcome]:
+    """Fetch and check every layer of ``targets``; an outcome per layer."""
+    outcomes: list[Outcome] = []
+    for target in targets:
+        image, subject = await resolve_image(
+            client, target.host, target.repository, target.reference, platform
+        )
+        named = image.annotation(INDEX_DIGEST_ANNOTATION)
+        for position, descriptor in enumerate(image.layers):
+            if target.layer is not None and position != target.layer:
+                continue
+            layer = LayerRef(target.host, target.repository, descriptor, image=subject.digest,
+                             soci_index=_digest_or_none(named))  # fmt: skip
+            name = f"{Target(target.host, target.repository, str(subject.digest))} " \
+                   f"layer {position}"  # fmt: skip
+            outcomes.append(Outcome(layer, name))
+    reporter.started(len(outcomes), sum(o.layer.descriptor.size or 0 for o in outcomes))
+
+    def received(layer: LayerRef, size: int) -> None:
+        reporter.received(size)
+        reporter.received_by_layer[layer] = reporter.received_by_layer.get(layer, 0) + size
+
+    store.on_fetched = received
+    async with trio.open_nursery() as nursery:
+        for outcome in outcomes:
+            nursery.start_soon(_one, store, outcome, reporter)
+    return outcomes
+
+
+async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
+    layer = outcome.layer
+    try:
+        index = await store.index(layer)
+        outcome.access = store.access(layer, index)
+        await store.warm(layer, index)
+        outcome.cached = await store.fetched(layer)
+    except RegfsError as error:
+        outcome.error = str(error)
+    received = reporter.received_by_layer.get(layer, 0)
+    reporter.received(max((layer.descriptor.size or 0) - received, 0))  # what was cached
+    reporter.finished(outcome)
+
+
+def _digest_or_none(text: str | None) -> Digest | None:
+    if text is None:
+        return None
+    try:
+        return Digest.parse(text)
+    except RegfsError:
+        return None

@@ -1,0 +1,71 @@
+"""``regfs status`` and ``regfs cache stats`` for people: a mount's state (its root's
+``user.regfs.status`` JSON) and a cache dir's.
+
+Application layer, pure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def human_size(size: float) -> str:
+    """``1.5 GiB``, ``12 B``: binary units, as ``--cache-size`` takes them."""
+    for unit in _UNITS:
+        if size < 1024 or unit == _UNITS[-1]:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable: the last unit returns")
+
+
+def format_status(state: dict[str, Any]) -> str:
+    options, cache = state["options"], state["cache"]
+    reads = cache["chunk_reads"]
+    served = reads["memory"] + reads["disk"] + reads["fetched"]
+    hit_rate = _hit_rate(reads)
+    lines = [
+        f"mount       {state['mountpoint']} (regfs {state['version']}, pid {state['pid']})",
+        f"options     platform {options['platform']}, timeout {options['timeout']:g}s, "
+        f"metadata TTL {options['metadata_ttl']:g}s"
+        + (", allow_other" if options["allow_other"] else ""),
+        f"kernel      caching {options['kernel_caching']}",
+        f"cache       {cache['dir']}: {human_size(cache['size'])} of "
+        f"{human_size(cache['size_limit'])}",
+        f"chunks      {served} read: {reads['memory']} from memory, {reads['disk']} from disk, "
+        f"{reads['fetched']} fetched (hit rate {hit_rate})",
+        f"in flight   {state['requests_in_flight']} requests",
+    ]
+    registries = state["registries"]
+    lines.append(f"registries  {len(registries)} contacted" + (":" if registries else ""))
+    for host, stats in registries.items():
+        line = f"  {host}: {stats['requests']} requests"
+        if stats["last_error"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats["last_error_at"]))
+            line += f"; last error at {when}: {stats['last_error']}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _hit_rate(reads: dict[str, int]) -> str:
+    served = reads["memory"] + reads["disk"] + reads["fetched"]
+    if not served:
+        return "n/a"
+    return f"{100 * (reads['memory'] + reads['disk']) / served:.1f}%"
+
+
+def format_cache_stats(stats: dict[str, Any]) -> str:
+    sizes = stats["sizes"]
+    lines = [f"cache dir   {stats['dir']}"]
+    lines += [f"{kind:<11} {human_size(size)}" for kind, size in sizes.items()]
+    lines.append(f"{'total':<11} {human_size(sum(sizes.values()))}")
+    lines.append(f"layers      {len(stats['layers'])} indexed")
+    for layer in stats["layers"]:
+        lines.append(f"  {layer['digest']}  {layer['access']:<12} {100 * layer['cached']:5.1f}%"
+                     " cached")  # fmt: skip
+    for mount in stats["mounts"]:
+        reads = mount["chunk_reads"]
+        lines.append(f"mount       {mount['mountpoint']}: hit rate {_hit_rate(reads)}")
+    return "\n".join(lines) + "\n"

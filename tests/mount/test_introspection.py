@@ -1,0 +1,86 @@
+"""What a mount says about itself: how each layer is read (``user.regfs.access``), how much
+is cached (``user.regfs.fetched``), which layer gives a ``rootfs/`` entry
+(``user.regfs.layer``), and ``regfs status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Layered
+from tests.support import images
+from tests.support.mount import Mount, run_regfs
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Mount]:
+    mounted = Mount(tmp_path / "mnt")
+    yield mounted
+    mounted.close()
+
+
+def fetched(path: Path) -> tuple[int, int]:
+    text = os.getxattr(path, "user.regfs.fetched").decode()
+    match = re.fullmatch(r"(\d+) of (\d+) \((\d+\.\d)%\)", text)
+    assert match, text
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_fetched_and_access_follow_what_was_read(mount: Mount, layered: Layered) -> None:
+    image = layered.image(mount, "oci")
+    manifest = json.loads(images.get_manifest(layered.registry.url, "layered/oci", "1")[0])
+    sizes = [layer["size"] for layer in manifest["layers"]]
+    assert fetched(image) == (0, sum(sizes))  # a listing fetches nothing
+    assert (image / "1/etc/issue").read_bytes()
+    assert fetched(image / "1") == (sizes[1], sizes[1])  # read once: all of it cached
+    assert fetched(image) == (sizes[1], sum(sizes))
+    access = os.getxattr(image / "1", "user.regfs.access").decode()
+    assert access == "whole layer (gzip): fetched once, checked, indexed"
+    zstd = layered.image(mount, "zstd") / "1"
+    assert os.getxattr(zstd, "user.regfs.access").decode().startswith("whole layer (zstd)")
+    listed = os.listxattr(image / "1")
+    assert {"user.regfs.access", "user.regfs.fetched", "user.regfs.digest"} <= set(listed)
+
+
+def test_rootfs_entries_name_their_layer_without_listing_it(mount: Mount, layered: Layered) -> None:
+    image = layered.image(mount, "oci")
+    manifest = json.loads(images.get_manifest(layered.registry.url, "layered/oci", "1")[0])
+    digests = [layer["digest"] for layer in manifest["layers"]]
+    issue = image / "rootfs/etc/issue"  # replaced by layer 1
+    assert os.getxattr(issue, "user.regfs.layer") == f"1 {digests[1]}".encode()
+    passwd = image / "rootfs/etc/passwd"
+    assert os.getxattr(passwd, "user.regfs.layer") == f"0 {digests[0]}".encode()
+    assert os.getxattr(image / "rootfs/etc", "user.regfs.layer").split()[0] in {
+        str(n).encode() for n in range(len(digests))
+    }
+    assert "user.regfs.layer" not in os.listxattr(issue)  # cp -a, tar --xattrs copy no such
+
+
+def test_status_says_what_the_mount_is_doing(mount: Mount, layered: Layered) -> None:
+    (layered.image(mount, "oci") / "rootfs/etc/os-release").read_bytes()
+    shown = run_regfs("status", str(mount.path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"mount       {mount.path}" in shown.stdout
+    assert f"  {layered.registry.host}: " in shown.stdout
+    assert "kernel      caching" in shown.stdout
+    state = json.loads(run_regfs("status", "--json", str(mount.path)).stdout)
+    host = state["registries"][layered.registry.host]
+    assert host["requests"] > 0 and host["last_error"] is None
+    assert state["cache"]["size"] > 0
+    assert state["requests_in_flight"] == 0
+    reads = state["cache"]["chunk_reads"]
+    assert reads["memory"] + reads["disk"] + reads["fetched"] > 0
+    assert "user.regfs.status" not in os.listxattr(mount.path)
+
+
+def test_status_of_what_is_no_mount_fails_plainly(tmp_path: Path) -> None:
+    shown = run_regfs("status", str(tmp_path))
+    assert shown.returncode == 1
+    assert "no regfs mount answers" in shown.stderr
