@@ -399,6 +399,7 @@ async def _terminate_on_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s: unmounting", signal.Signals(signum).name)
+            daemon.notify_systemd(b"STOPPING=1")
             pyfuse3.terminate()
             return
 
@@ -411,9 +412,9 @@ def mount(args: argparse.Namespace) -> int:
     except (MountpointError, MalformedContent) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
-    if args.foreground:
+    if args.foreground:  # e.g. under systemd (Type=notify): ready once the mount is live
         configure_logging(args.log_file, args.debug)
-        return serve(args, config, mountpoint, lambda: None)
+        return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
     configure_logging(args.log_file or _default_log_file(), args.debug)
     return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
 

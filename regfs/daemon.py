@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 
@@ -57,3 +58,15 @@ def _detach_standard_streams() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def notify_systemd(state: bytes) -> None:
+    """Tell the service manager ``state`` (``READY=1``, ``STOPPING=1``) if one listens
+    (``Type=notify`` units set ``NOTIFY_SOCKET``); the sd_notify protocol, without libsystemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or address[0] not in "/@":
+        return
+    if address[0] == "@":  # an abstract socket
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state, address)

@@ -53,3 +53,7 @@ if ! .venv/bin/python -m pip show pyfuse3 2>/dev/null | grep -qx "Version: $pyfu
     .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
         "$pyfuse3_wheel"
 fi
+# regfs on the PATH, and the helper mount(8) runs for `mount -t fuse.regfs`, fstab lines
+# and systemd .mount units (it looks in /sbin); contrib/ has examples of each.
+as_root ln -sfn "$PWD/.venv/bin/regfs" /usr/local/bin/regfs
+as_root ln -sfn "$PWD/.venv/bin/mount.fuse.regfs" /sbin/mount.fuse.regfs

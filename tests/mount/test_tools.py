@@ -117,7 +117,7 @@ def test_cache_verify_removes_damaged_chunks_and_prune_keeps_a_mount_reading(
         big = mount / fresh.host / "layered/oci/1/rootfs/regfs-test/big.bin"
         expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
         assert big.read_bytes() == expected
-        chunk = [p for p in (cache / "chunks").rglob("*") if p.is_file()][0]
+        chunk = sorted(p for p in (cache / "chunks").rglob("*") if p.is_file())[0]
         data = bytearray(chunk.read_bytes())
         data[100] ^= 0xFF
         chunk.write_bytes(data)

@@ -1,0 +1,82 @@
+"""``mount.fuse.regfs``: what mount(8), fstab and systemd ``.mount`` units run.
+
+Application layer, beside ``cli.py``. ``mount -t fuse.regfs regfs /mnt/reg -o OPTIONS``
+runs ``mount.fuse.regfs regfs /mnt/reg -o OPTIONS`` (util-linux looks for
+``/sbin/mount.<type>``; ``scripts/install.sh`` links it there). The source is a label
+(write ``regfs``); the options are regfs's own long options with ``_`` for ``-``
+(``cache_dir=/var/cache/regfs``, ``allow_other``, ``timeout=10``,
+``insecure_registry=host:port``, repeatable), beside the generic ones mount(8) and
+systemd pass on (``rw``, ``nodev``, ``_netdev``, ``x-systemd.*`` …), which are left to
+them. The mount is then made by ``regfs mount``, which returns once it is live.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from regfs import cli
+
+VALUED = frozenset({
+    "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
+    "insecure_registry", "log_file",
+})  # fmt: skip
+FLAGS = frozenset({"allow_other", "debug", "verify_schema1_signatures"})
+GENERIC = frozenset({
+    "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",
+    "nofail", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
+    "relatime", "norelatime", "strictatime", "lazytime", "nodiratime", "sync", "async",
+    "_netdev", "comment", "default_permissions",
+})  # fmt: skip
+"""Options mount(8) and systemd pass to every helper: the mount is always read-only,
+nosuid and nodev, whatever they say."""
+
+
+def mount_arguments(argv: Sequence[str]) -> list[str]:
+    """``regfs mount`` arguments for ``SOURCE MOUNTPOINT [-o OPTIONS] [-n -s -f -v …]``.
+
+    ValueError for an option regfs does not know: a typo in fstab should stop the mount,
+    not be ignored.
+    """
+    positional: list[str] = []
+    options: list[str] = []
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        if word == "-o":
+            if not words:
+                raise ValueError("-o needs a value")
+            options += [option for option in words.pop(0).split(",") if option]
+        elif word.startswith("-o") and len(word) > 2:
+            options += [option for option in word[2:].split(",") if option]
+        elif word.startswith("-"):
+            continue  # -n (no mtab), -s (sloppy), -f (fake), -v: mount(8)'s business
+        else:
+            positional.append(word)
+    if len(positional) != 2:
+        raise ValueError("usage: mount.fuse.regfs SOURCE MOUNTPOINT [-o OPTIONS]")
+    arguments = ["mount", positional[1]]
+    for option in options:
+        name, _, value = option.partition("=")
+        if name in GENERIC or name.startswith("x-"):
+            continue
+        if name in FLAGS and not value:
+            arguments.append(f"--{name.replace('_', '-')}")
+        elif name in VALUED and value:
+            arguments += [f"--{name.replace('_', '-')}", value]
+        else:
+            raise ValueError(f"unknown regfs mount option {option!r}")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        arguments = mount_arguments(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        print(f"mount.fuse.regfs: {error}", file=sys.stderr)
+        return 1
+    return cli.main(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
