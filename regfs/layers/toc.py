@@ -22,7 +22,6 @@ Spec: github.com/containerd/stargz-snapshotter, docs/estargz.md.
 from __future__ import annotations
 
 import base64
-import binascii
 import bisect
 import hashlib
 import io
@@ -291,7 +290,7 @@ def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> Tar
             for key, value in sorted(xattrs.items())
             if isinstance(key, str) and isinstance(value, str)
         )
-    except binascii.Error as error:
+    except ValueError as error:  # binascii.Error, or a value or name that is no ASCII
         raise MalformedContent(f"TOC entry {name!r}: xattr not base64: {error}") from None
     return TarMember(
         path=name,

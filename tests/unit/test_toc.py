@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from regfs.domain.digest import Digest
@@ -144,6 +144,8 @@ FIELDS = st.sampled_from(
 
 
 @given(st.lists(st.dictionaries(FIELDS, JSON | st.sampled_from(["reg", "chunk", "dir"]))))
+@example([{"type": "reg", "name": "f", "xattrs": {"user.a": "\x80"}}])  # not ASCII: not base64
+@example([{"type": "reg", "name": "f", "xattrs": {"\ud800": "YQ=="}}])  # a name UTF-8 refuses
 def test_any_toc_is_laid_out_or_malformed(entries: list[dict[str, Any]]) -> None:
     try:
         toc = layout(entries, 1 << 20)
