@@ -23,6 +23,7 @@ import pyfuse3
 import trio
 
 from regfs import __version__, allocator, cache_commands, daemon
+from regfs.cli_docs import bash_completion
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform, host_platform
 from regfs.domain.reference import parse_image_reference
@@ -229,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_options(warm)
     _add_cache_options(warm)
     warm.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion for regfs",
+        description="Print the completion script: source <(regfs completion bash)",
+    )
+    completion.add_argument("shell", choices=["bash"])
 
     state = commands.add_parser("status", help="what a running mount at MOUNTPOINT is doing")
     state.add_argument("mountpoint")
@@ -566,10 +574,15 @@ def cache_stats(directory: Path) -> dict[str, object]:
     }
 
 
+def completion(args: argparse.Namespace) -> int:
+    print(bash_completion(build_parser()), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "mount": mount, "umount": umount, "index": index_push, "status": status,
-        "cache": cache, "prefetch": prefetch,
+        "cache": cache, "prefetch": prefetch, "completion": completion,
     }  # fmt: skip
     return commands[args.command](args)

@@ -122,3 +122,27 @@ def test_a_missing_name_in_an_image_is_asked_of_the_daemon_once(
     assert log.count("'no-such-file')") == 2  # once in 0/, once in rootfs/etc/
     assert log.count("'no-such-entry')") == 1
     assert log.count("'no-such-repo')") == 3
+
+
+def test_the_bash_completion_completes_commands_and_options(installed_regfs: Path) -> None:
+    script = regfs("completion", "bash").stdout
+    probe = (
+        "source /dev/stdin; for w in 'regfs ca' 'regfs cache p' 'regfs mount --cache-d' "
+        "'regfs index push --sp'; do COMP_WORDS=($w); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); "
+        '_regfs; echo "${COMPREPLY[*]}"; done'
+    )
+    shown = subprocess.run(["bash", "-c", probe], input=script, capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    assert shown.stdout.splitlines() == ["cache", "prune", "--cache-dir", "--span-size"]
+
+
+def test_the_man_page_names_every_command_and_renders_cleanly(installed_regfs: Path) -> None:
+    page = subprocess.run([installed_regfs / "python", "-m", "regfs.cli_docs"], cwd="/",
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for command in ("mount", "umount", "prefetch", "status", "cache prune", "index push"):
+        assert f'.SS "regfs {command}"' in page
+    environment = {**clean_environment(), "MANWIDTH": "80"}
+    shown = subprocess.run(["man", "--warnings", "-l", "-"], input=page, capture_output=True,
+                           text=True, check=True, env=environment)  # fmt: skip
+    assert shown.stderr == "", shown.stderr
+    assert "\\-\\-cache\\-dir" not in shown.stdout and "--cache-dir" in shown.stdout
