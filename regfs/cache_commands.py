@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from regfs.cache.chunks import ChunkCache
-from regfs.layers.store import LayerIndex
+from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.mountpoint import mounted_type
 from regfs.tree.namespace import STATUS_XATTR
 
@@ -30,6 +31,8 @@ class LayerCached:
     """``compression`` of its index: gzip, zstd, none, estargz, zstd:chunked, soci."""
     cached: float
     """Share of the layer's pieces in the cache (0 to 1)."""
+    size: int
+    """The layer blob's (compressed) size."""
 
 
 def sizes(cache_dir: Path) -> dict[str, int]:
@@ -48,23 +51,64 @@ def _bytes_under(directory: Path) -> int:
     return total
 
 
-def layers(cache_dir: Path) -> list[LayerCached]:
-    """Every layer with an index in the cache, and how much of it is cached."""
+def _index_files(cache_dir: Path, digests: Collection[str] | None) -> list[Path]:
+    """The index files of the layers of ``digests`` (all if None): a layer may have one
+    built from its blob and others from TOCs or zTOCs (``<algorithm>-<hex>[.…].sqlite``)."""
+    paths = sorted((cache_dir / "indexes").glob("sha*.sqlite"))
+    if digests is None:
+        return paths
+    names = {digest.replace(":", "-") for digest in digests}
+    return [path for path in paths if path.name.split(".")[0] in names]
+
+
+def _pieces(path: Path) -> tuple[IndexMeta, list[tuple[bytes, int]]] | None:
+    index = LayerIndex.open(path)
+    if index is None:
+        return None
+    try:
+        return index.meta, trio.run(index.pieces)
+    finally:
+        index.close()
+
+
+def layers(cache_dir: Path, digests: Collection[str] | None = None) -> list[LayerCached]:
+    """Every layer (of ``digests``, if given) with an index in the cache, and how much of
+    it is cached."""
     chunks = ChunkCache(cache_dir, 1 << 62)
     found = []
-    for path in sorted((cache_dir / "indexes").glob("sha*.sqlite")):
-        index = LayerIndex.open(path)
-        if index is None:
+    for path in _index_files(cache_dir, digests):
+        read = _pieces(path)
+        if read is None:
             continue
-        try:
-            pieces = trio.run(index.pieces)
-        finally:
-            index.close()
+        meta, pieces = read
         total = sum(weight for _, weight in pieces)
         present = sum(weight for sha256, weight in pieces if chunks.has(sha256))
-        found.append(LayerCached(index.meta.digest, index.meta.compression,
-                                 present / total if total else 1.0))  # fmt: skip
+        found.append(LayerCached(meta.digest, meta.compression,
+                                 present / total if total else 1.0,
+                                 meta.compressed_size))  # fmt: skip
     return found
+
+
+def forget(cache_dir: Path, digests: Collection[str]) -> int:
+    """Delete the chunks and indexes of the layers of ``digests``; the bytes freed. (A
+    chunk another layer shares goes too: whoever needs it fetches it again.)"""
+    chunks = ChunkCache(cache_dir, 1 << 62)
+    freed = 0
+    for path in _index_files(cache_dir, digests):
+        read = _pieces(path)
+        for sha256, _ in read[1] if read else ():
+            freed += _unlink(chunks.path_of(sha256))
+        freed += _unlink(path)
+    return freed
+
+
+def _unlink(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return size
 
 
 def mounts_using(cache_dir: Path) -> list[dict[str, object]]:

@@ -38,6 +38,7 @@ from regfs.prefetch import prefetch as fetch_images
 from regfs.registry.aliases import parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
+from regfs.registry.images import resolve_image
 from regfs.registry.settings import load_registries_conf
 from regfs.registry.tls import TlsSettings, certs_dirs
 from regfs.status_text import format_cache_stats, format_status, human_size
@@ -246,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (
         ("stats", "sizes by kind, cached share of each layer, hit rates of mounts using it"),
-        ("prune", "delete the least recently used chunks and indexes down to --max-size"),
+        (
+            "prune",
+            "delete the least recently used chunks and indexes down to --max-size, "
+            "or those of one --image",
+        ),
         ("verify", "re-hash every stored chunk and delete damaged ones (exit 1 if any)"),
     ):
         command = cache_commands.add_parser(name, help=text, description=text)
@@ -258,7 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--json", action="store_true", help="print JSON, for scripts")
         if name == "prune":
-            command.add_argument("--max-size", type=parse_bytes, required=True, metavar="SIZE")
+            command.add_argument("--max-size", type=parse_bytes, metavar="SIZE",
+                                 help="evict the least recently used down to SIZE")  # fmt: skip
+        if name in ("stats", "prune"):
+            command.add_argument(
+                "--image",
+                metavar="IMAGE",
+                help="HOST/REPOSITORY:TAG or @DIGEST: only that image's layers (the registry "
+                "says which they are)",
+            )
+            _add_registry_options(command)
 
     index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
     index_commands = index.add_subparsers(dest="index_command", required=True)
@@ -543,10 +557,26 @@ def cache(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
         return 1
+    image: dict[str, int] | None = None
+    if getattr(args, "image", None):
+        try:
+            image = _image_layers(args)
+        except (MalformedContent, ValueError, RegfsError) as error:
+            print(f"regfs: {error}", file=sys.stderr)
+            return 1
+    digests = list(image) if image is not None else None
     if args.cache_command == "prune":
-        before, after = cache_commands.prune(directory, args.max_size)
-        result: dict[str, object] = {"before": before, "after": after}
-        text = f"{human_size(before)} before, {human_size(after)} after\n"
+        if args.max_size is None and digests is None:
+            print("regfs: cache prune needs --max-size or --image", file=sys.stderr)
+            return 2
+        before = cache_commands.sizes(directory)
+        freed = cache_commands.forget(directory, digests) if digests is not None else 0
+        if args.max_size is not None:
+            cache_commands.prune(directory, args.max_size)
+        total_before, total_after = sum(before.values()), cache_total(directory)
+        result: dict[str, object] = {"before": total_before, "after": total_after,
+                                     "image_bytes_freed": freed}  # fmt: skip
+        text = f"{human_size(total_before)} before, {human_size(total_after)} after\n"
         code = 0
     elif args.cache_command == "verify":
         checked, removed = cache_commands.verify(directory)
@@ -555,23 +585,53 @@ def cache(args: argparse.Namespace) -> int:
         text += "".join(f"  removed {name}\n" for name in removed)
         code = 1 if removed else 0
     else:
-        result = cache_stats(directory)
+        result = cache_stats(directory, image)
         text = format_cache_stats(result)
         code = 0
     print(json.dumps(result, indent=1) if args.json else text, end="\n" if args.json else "")
     return code
 
 
-def cache_stats(directory: Path) -> dict[str, object]:
-    return {
+def cache_total(directory: Path) -> int:
+    return sum(cache_commands.sizes(directory).values())
+
+
+def _image_layers(args: argparse.Namespace) -> dict[str, int]:
+    """The layers of ``args.image`` (of ``--platform``), digest to size, asked of its
+    registry."""
+    host, repository, reference = parse_image_reference(args.image)
+    config, credentials = _command_setup(args, logging.ERROR)
+
+    async def run() -> dict[str, int]:
+        client = RegistryClient(config, credentials)
+        try:
+            image, _ = await resolve_image(client, host, repository, reference, args.platform)
+        finally:
+            await client.aclose()
+        return {str(layer.digest): layer.size or 0 for layer in image.layers}
+
+    return trio.run(run)
+
+
+def cache_stats(directory: Path, image: dict[str, int] | None = None) -> dict[str, object]:
+    """What ``regfs cache stats`` shows; with ``image`` (its layers' digests and sizes),
+    the share of the image cached as one figure too."""
+    cached = cache_commands.layers(directory, list(image) if image is not None else None)
+    stats: dict[str, object] = {
         "dir": str(directory),
         "sizes": cache_commands.sizes(directory),
-        "layers": [dataclasses.asdict(layer) for layer in cache_commands.layers(directory)],
+        "layers": [dataclasses.asdict(layer) for layer in cached],
         "mounts": [
             {"mountpoint": state["mountpoint"], "chunk_reads": state["cache"]["chunk_reads"]}  # type: ignore[index]
             for state in cache_commands.mounts_using(directory)
         ],
     }
+    if image is not None:
+        best = {layer.digest: layer.cached for layer in sorted(cached, key=lambda c: c.cached)}
+        total = sum(image.values())
+        share = sum(size * best.get(digest, 0.0) for digest, size in image.items())
+        stats["image"] = {"layers": len(image), "cached": share / total if total else 1.0}
+    return stats
 
 
 def completion(args: argparse.Namespace) -> int:

@@ -65,6 +65,10 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
     for layer in stats["layers"]:
         lines.append(f"  {layer['digest']}  {layer['access']:<12} {100 * layer['cached']:5.1f}%"
                      " cached")  # fmt: skip
+    if "image" in stats:
+        image = stats["image"]
+        lines.append(f"image       {100 * image['cached']:.1f}% of its {image['layers']} layers "
+                     "cached")  # fmt: skip
     for mount in stats["mounts"]:
         reads = mount["chunk_reads"]
         lines.append(f"mount       {mount['mountpoint']}: hit rate {_hit_rate(reads)}")

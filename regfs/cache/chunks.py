@@ -83,6 +83,10 @@ class ChunkCache:
         """True if a chunk of this hash is stored (not checked: ``get`` checks)."""
         return self._path(sha256).exists()
 
+    def path_of(self, sha256: bytes) -> Path:
+        """Where a chunk of this hash is (or would be) stored."""
+        return self._path(sha256)
+
     def put(self, sha256: bytes, data: bytes) -> None:
         """Store a chunk whose hash the caller has checked; best effort, never raises OSError.
 

@@ -55,6 +55,12 @@ def test_prefetch_caches_an_image_a_mount_then_reads_without_fetching(
     assert fresh.blob_bytes() - fresh.blob_bytes(str(json.loads(
         images.get_manifest(layered.registry.url, "layered/oci", "1")[0])["config"]["digest"]
     )) == 0  # fmt: skip
+    image = ["--cache-dir", str(cache), "--image", f"{fresh.host}/layered/oci:1"]
+    stats = json.loads(run_regfs("cache", "stats", "--json", *image).stdout)
+    assert stats["image"] == {"layers": len(layers_of(layered)), "cached": 1.0}
+    assert run_regfs("cache", "prune", *image).returncode == 0
+    stats = json.loads(run_regfs("cache", "stats", "--json", *image).stdout)
+    assert stats["image"]["cached"] == 0.0 and stats["layers"] == []
 
 
 def test_prefetch_of_a_layer_dir_under_a_mount_fetches_that_layer(
