@@ -51,10 +51,15 @@ umoci repack --image "$DEMO/oci:hello" "$DEMO/bundle"      # layer 1
 skopeo copy --quiet --dest-tls-verify=false "oci:$DEMO/oci:hello" "docker://$HOST/demo/hello:latest"
 skopeo copy --quiet --dest-tls-verify=false --format v2s2 "oci:$DEMO/oci:hello" "docker://$HOST/demo/hello:v2s2"
 
+show() { echo; echo "\$ $*"; eval "$@"; }
+
+echo "==> warming the cache before mounting (a progress bar on a terminal)"
+show "$REGFS" prefetch --cache-dir "$DEMO/cache" "$HOST/demo/hello:latest"
+show "$REGFS" cache stats --cache-dir "$DEMO/cache"
+
+echo
 echo "==> regfs mount $MNT"
 "$REGFS" mount "$MNT" --log-file "$DEMO/regfs.log" --cache-dir "$DEMO/cache"
-
-show() { echo; echo "\$ $*"; eval "$@"; }
 show ls "$MNT/$HOST/"
 show ls -l "$MNT/$HOST/demo/hello/"
 show ls -l "$MNT/$HOST/demo/hello/latest/"
@@ -65,6 +70,9 @@ show ls -l "$MNT/$HOST/demo/hello/latest/1/etc/"
 show ls "$MNT/$HOST/demo/hello/latest/rootfs/etc/"
 show cat "$MNT/$HOST/demo/hello/latest/rootfs/etc/motd"
 show head -3 "$MNT/$HOST/demo/hello/latest/rootfs/etc/os-release"
+show getfattr -n user.regfs.layer "$MNT/$HOST/demo/hello/latest/rootfs/etc/motd"
+show getfattr -d -m user.regfs "$MNT/$HOST/demo/hello/latest/1"
+show "$REGFS" status "$MNT"
 cat <<TEXT
 
 The mount stays up: browse $MNT/$HOST/ (or any registry host: $MNT/HOST[:PORT]/...).
