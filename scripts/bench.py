@@ -4,6 +4,7 @@
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
 Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refetch]
+(charts need matplotlib: .venv/bin/pip install -e '.[bench]')
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import plots
 
 from tests.support import images
 from tests.support.crafted import ZSTD_LAYER, push_layers
@@ -109,6 +113,14 @@ def browse(workdir: Path) -> None:
     for at_once, seconds in floors.items():
         row(f"`ls -l` of a {TAGS}-tag repository, cold mount", tags_cold, seconds,
             f"a HEAD per tag by httpx alone, {at_once} at a time")  # fmt: skip
+    plots.bars(
+        "browse", "Browsing a registry (lower is better)",
+        ["ls -lR of the host, cold", "ls -lR of the host, again", f"ls -l of {TAGS} tags, cold"],
+        {"regfs": [cold, warm, tags_cold],
+         "skopeo list-tags": [skopeo, skopeo, skopeo_one],
+         "a HEAD per tag, 8 at a time": [None, None, floors[8]]},
+        unit="seconds",
+    )  # fmt: skip
 
 
 def head_every_tag(registry: Registry, repository: str, tags: list[str], at_once: int) -> None:
@@ -337,7 +349,7 @@ def lazy(workdir: Path) -> None:
     files = {"big.bin": os.urandom(256 << 20), "etc/os-release": os_release}
     images.build_image(layout, "1", files)
     rows = []
-    for name in ("gzip", "estargz", "zstd-chunked", "soci"):
+    for name in os.environ.get("REGFS_BENCH_FORMATS", "gzip estargz zstd-chunked soci").split():
         # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
         # compression, and the image would not be what its name says.
         registry = Registry(workdir / f"registry-{name}")
@@ -379,6 +391,13 @@ def lazy(workdir: Path) -> None:
         print(f"| {name} | {seconds:.3f} s | {seconds / gzip_seconds:.3f} | {instead:.3f} s | "
               f"{seconds / instead:.3f} | {fetched / 2**20:.2f} MiB | "
               f"{fetched / size:.4f} |")  # fmt: skip
+    plots.bars(
+        "lazy", "Cold mount, then cat a small file beside a 256 MiB file (lower is better)",
+        [name for name, *_ in rows],
+        {"regfs": [seconds for _, seconds, *_ in rows],
+         "skopeo copy + tar -x + cat": [instead for _, _, instead, *_ in rows]},
+        unit="seconds",
+    )  # fmt: skip
 
 
 def skopeo_tar_cat(registry: Registry, reference: str, directory: Path) -> None:
@@ -444,6 +463,12 @@ def refetch(workdir: Path) -> None:
     for name, seconds, fetched in rows:
         print(f"| {name} | {seconds:.3f} s | {fetched / 2**20:.1f} MiB | "
               f"{fetched / (8 << 20):.2f} |")  # fmt: skip
+    plots.bars(
+        "refetch", "Re-reading 8 MiB whose chunks were evicted (lower is better)",
+        [name for name, *_ in rows],
+        {"blob bytes fetched / bytes read": [fetched / (8 << 20) for _, _, fetched in rows]},
+        unit="ratio", target=4,
+    )  # fmt: skip
 
 
 BENCHMARKS = {
