@@ -110,7 +110,12 @@ def _seek_points(index: bytes) -> list[Checkpoint]:
 
 
 def _restartable(inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint]) -> list[Checkpoint]:
-    """The points from which inflation restarts and gives the layer's bytes."""
+    """The points from which inflation restarts and gives the layer's bytes, starting with
+    the one right after the gzip header (indexed_gzip records none in a small blob)."""
+    if not points or points[0].uncompressed != 0:
+        raw.seek(0)
+        points = [Checkpoint(gzip_header_length(raw.read(64 << 10)), 0, 0, bytes(WINDOW_SIZE)),
+                  *points]  # fmt: skip
     inflated.seek(0)
     gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
     try:
@@ -154,6 +159,29 @@ def _span_digests(
     finally:
         gzip.close()
     return digests
+
+
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
+
+
+def gzip_header_length(head: bytes) -> int:
+    """Where the deflate data of the gzip member starting ``head`` begins (RFC 1952 §2.3)."""
+    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+        raise MalformedContent("cannot make a zTOC: not a gzip member")
+    flags, position = head[3], 10
+    if flags & _FEXTRA:
+        position += 2 + int.from_bytes(head[position : position + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            end = head.find(b"\0", position)
+            if end < 0:
+                raise MalformedContent("cannot make a zTOC: gzip header name or comment too long")
+            position = end + 1
+    if flags & _FHCRC:
+        position += 2
+    if position > len(head):
+        raise MalformedContent("cannot make a zTOC: gzip header cut short")
+    return position
 
 
 def _inflate(raw: BinaryIO, point: Checkpoint, end: int, size: int) -> bytes | None:

@@ -22,10 +22,13 @@ from regfs.domain.soci import (
     soci_index_manifest,
 )
 from tests.mount.conftest import Pushed
+from tests.mount.test_credentials import auth_json
 from tests.support import images
 from tests.support.crafted import upload_blob
 from tests.support.mount import Mount, run_regfs
 from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry
+from tests.support.token_server import PUSHER, TokenServer
 
 pytestmark = pytest.mark.mount
 
@@ -205,3 +208,26 @@ def test_an_image_without_the_index_reads_the_shared_layer_itself(
     assert os.getxattr(with_index, "user.regfs.access").startswith(b"SOCI zTOC")
     assert os.getxattr(without, "user.regfs.access").startswith(b"whole layer (gzip)")
     assert (without / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+
+
+def test_index_push_takes_a_push_token_with_the_users_credentials(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer]
+) -> None:
+    """registry:2 behind a token server: the push asks for a ``pull,push`` token with the
+    credentials of the auth file, and a mount with the same file reads the layer by spans."""
+    registry, tokens = token_registry
+    auth = auth_json(tmp_path / "auth.json", registry.host, *PUSHER)
+    anonymous = run_regfs("index", "push", "--min-layer-size", "0",
+                          f"{registry.host}/public/img:1")  # fmt: skip
+    assert anonymous.returncode == 1 and "with no credentials: HTTP 401" in anonymous.stderr
+    pushed = run_regfs("index", "push", "--min-layer-size", "0", "--auth-file", str(auth),
+                       f"{registry.host}/public/img:1", timeout=120)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    assert any("repository:public/img:pull,push" in scope
+               for request in tokens.requests for scope in request.get("scope", []))  # fmt: skip
+    mount = Mount(tmp_path / "mnt", "--auth-file", str(auth))
+    try:
+        os.listdir(mount / registry.host / "public/img/1/rootfs")
+        assert "indexed from its SOCI zTOC" in mount.log()
+    finally:
+        mount.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -46,6 +47,7 @@ from regfs.layers.ztoc import (
     spans,
 )
 from regfs.layers.ztoc_builder import build_ztoc
+from tests.support.crafted import member, tar_of
 
 FILE = ZtocFile(
     name=b"./usr/bin/tool", type="reg", offset=1536, size=10, linkname=b"", mode=0o100755,
@@ -282,3 +284,18 @@ def test_image_references(text: str, expected: tuple[str, str, str]) -> None:
 def test_bad_image_references(text: str) -> None:
     with pytest.raises(ValueError):
         parse_image_reference(text)
+
+
+def test_a_small_layer_with_a_named_gzip_header_gets_its_first_checkpoint(tmp_path: Path) -> None:
+    """indexed_gzip records no seek point in a small blob: the first checkpoint is made
+    right after the gzip header, whatever it holds (here a file name)."""
+    tar = tar_of([member("hello", b"hello\n")], tarfile.PAX_FORMAT)
+    with gzip.GzipFile("layer.tar", "wb", fileobj=(buffer := io.BytesIO()), mtime=0) as file:
+        file.write(tar)
+    (tmp_path / "blob").write_bytes(buffer.getvalue())
+    ztoc = parse_ztoc(build_ztoc(tmp_path / "blob"))
+    (span,) = spans(ztoc)
+    assert span.compressed_start == 10 + len(b"layer.tar\0")
+    compressed = buffer.getvalue()[span.compressed_start : span.compressed_end]
+    assert inflate_from_checkpoint(compressed, 0, span.window, span.size) == tar[: span.size]
+    assert [m.path for m in members(ztoc)] == [b"hello"]
