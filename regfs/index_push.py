@@ -77,7 +77,11 @@ async def push_index(
                 digest = await _push_blob(client, host, repository, data)
                 ztocs.append((Descriptor("application/octet-stream", digest, len(data)), layer))
     if not ztocs:
-        raise MalformedContent(f"{host}/{repository}@{subject.digest}: no layer to index")
+        reasons = "; ".join(f"{layer.digest}: {why}" for layer, why in skipped)
+        raise MalformedContent(
+            f"{host}/{repository}@{subject.digest}: no layer to index ({reasons}; "
+            "--min-layer-size sets the smallest)"
+        )
     await _push_blob(client, host, repository, EMPTY_CONFIG)
     index = soci_index_manifest(ztocs, subject, span_size, BUILD_TOOL)
     index_digest = Digest.of(index)

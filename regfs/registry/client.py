@@ -31,7 +31,7 @@ from regfs.domain.errors import (
     RegfsError,
     Unavailable,
 )
-from regfs.domain.manifest import ImageIndex, manifest_digest, parse_manifest
+from regfs.domain.manifest import Descriptor, ImageIndex, manifest_digest, parse_manifest
 from regfs.domain.reference import api_host, is_repository
 from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
@@ -257,31 +257,42 @@ class RegistryClient:
         self, host: str, repository: str, digest: Digest, artifact_type: str
     ) -> ImageIndex | None:
         """The manifests that name ``digest`` as their subject (those of ``artifact_type``
-        if the registry filters): from the referrers API or, where the registry lacks it,
-        its fallback tag; None if there are none."""
+        if the registry filters): from the referrers API, every page of it, or where the
+        registry lacks it, its fallback tag; None if there are none."""
 
         async def at(place: Endpoint) -> ImageIndex | None:
             path = endpoints.referrers_path(place.host, place.repository, str(digest))
             url = f"{self._url(place.host, path)}?{urlencode({'artifactType': artifact_type})}"
+            what = f"{place.host}/{place.repository}: referrers of {digest}"
             try:
-                with self._session.deadline(f"{place.host}: {path}"):
-                    response = await self._session.send(
-                        "GET", url, {"Accept": mediatypes.OCI_INDEX}, MAX_MANIFEST_BYTES
-                    )
-                raw, content_type = response.body, response.headers.get("content-type", "")
+                return await self._referrer_pages(url, what)
             except NotFound:  # no referrers API (distribution 2.x): the fallback tag
                 try:
                     fetched = await self._manifest_at(place, referrers_tag(digest))
                 except NotFound:
                     return None
-                raw, content_type = fetched.raw, fetched.media_type
-            listing = parse_manifest(raw, content_type)
-            if not isinstance(listing, ImageIndex):
-                raise MalformedContent(f"{place.host}/{place.repository}: referrers of "
-                                       f"{digest} are not an image index")  # fmt: skip
-            return listing
+                return _referrers_index(fetched.raw, fetched.media_type, what)
 
         return await self._pull(host, repository, True, at)
+
+    async def _referrer_pages(self, url: str, what: str) -> ImageIndex:
+        """The referrers API's answer, its pages (``Link: rel="next"``) joined."""
+        manifests: list[Descriptor] = []
+        seen: set[str] = set()
+        next_url: str | None = url
+        with self._session.deadline(what):
+            while next_url is not None:
+                if next_url in seen or len(seen) >= MAX_LISTING_PAGES:
+                    raise ProtocolError(f"{what}: pagination loops at {next_url}")
+                seen.add(next_url)
+                response = await self._session.send(
+                    "GET", next_url, {"Accept": mediatypes.OCI_INDEX}, MAX_MANIFEST_BYTES
+                )
+                content_type = response.headers.get("content-type", "")
+                manifests += _referrers_index(response.body, content_type, what).manifests
+                links = response.headers.get_list("link")
+                next_url = listings.next_page(links, str(response.url), what)
+        return ImageIndex(mediatypes.OCI_INDEX, tuple(manifests))
 
     # -- writing (regfs index push) -----------------------------------------------------
 
@@ -476,6 +487,15 @@ class _Progress:
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}
+
+
+def _referrers_index(raw: bytes, content_type: str, what: str) -> ImageIndex:
+    listing = parse_manifest(raw, content_type)
+    if not isinstance(listing, ImageIndex):
+        raise MalformedContent(f"{what}: not an image index")
+    return listing
+
+
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 

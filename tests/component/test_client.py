@@ -468,3 +468,18 @@ async def test_no_referrers_at_all_is_none(autojump_clock: trio.abc.Clock) -> No
         return httpx.Response(404)
 
     assert await client_for(handler).referrers(HOST, "a", Digest.parse(DIGEST), "x/y") is None
+
+
+async def test_referrers_pages_are_joined(autojump_clock: trio.abc.Clock) -> None:
+    first = referrers_index("application/x.sig")
+    second = referrers_index("application/x.sig", "application/vnd.amazon.soci.index.v1+json")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        if "page=2" in str(request.url):
+            return httpx.Response(200, content=second, headers=headers)
+        link = f'</v2/a/referrers/{DIGEST}?artifactType=x&page=2>; rel="next"'
+        return httpx.Response(200, content=first, headers={**headers, "Link": link})
+
+    listing = await client_for(handler).referrers(HOST, "a", Digest.parse(DIGEST), "x")
+    assert listing is not None and len(listing.manifests) == 3
