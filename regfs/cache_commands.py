@@ -14,8 +14,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from regfs.cache.chunks import ChunkCache
 from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.mountpoint import mounted_type
@@ -66,7 +64,7 @@ def _pieces(path: Path) -> tuple[IndexMeta, list[tuple[bytes, int]]] | None:
     if index is None:
         return None
     try:
-        return index.meta, trio.run(index.pieces)
+        return index.meta, index.pieces_in()
     finally:
         index.close()
 

@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -47,6 +48,7 @@ from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import STATUS_XATTR, Root
 
 log = logging.getLogger("regfs")
+T = TypeVar("T")
 
 MAX_FUSE_TASKS = 64
 """Kernel requests served at once; most wait on the network, so more than cores."""
@@ -471,6 +473,23 @@ def _command_setup(
     return _client_config(args), credentials
 
 
+def _with_client(
+    config: ClientConfig,
+    credentials: DockerCredentials,
+    work: Callable[[RegistryClient], Awaitable[T]],
+) -> T:
+    """``work(client)`` in a trio run of its own, the client closed after."""
+
+    async def run() -> T:
+        client = RegistryClient(config, credentials)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return trio.run(run)
+
+
 def index_push(args: argparse.Namespace) -> int:
     """Push a SOCI index for ``args.image``; a line per layer on stdout, errors on stderr."""
     try:
@@ -480,18 +499,14 @@ def index_push(args: argparse.Namespace) -> int:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
 
-    async def run() -> Pushed:
-        client = RegistryClient(config, credentials)
-        try:
-            return await push_index(
-                client, host, repository, reference, platform=args.platform,
-                span_size=args.span_size, min_layer_size=args.min_layer_size,
-            )  # fmt: skip
-        finally:
-            await client.aclose()
+    async def push(client: RegistryClient) -> Pushed:
+        return await push_index(
+            client, host, repository, reference, platform=args.platform,
+            span_size=args.span_size, min_layer_size=args.min_layer_size,
+        )  # fmt: skip
 
     try:
-        pushed = trio.run(run)
+        pushed = _with_client(config, credentials, push)
     except RegfsError as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
@@ -530,18 +545,16 @@ def prefetch(args: argparse.Namespace) -> int:
 
     front = progress_front_end(quiet=args.quiet)
 
-    async def run() -> list[Outcome]:
-        client = RegistryClient(config, credentials)
+    async def fetch(client: RegistryClient) -> list[Outcome]:
         store = LayerStore(client, args.cache_dir, args.cache_size)
         try:
             return await fetch_images(client, store, targets, args.platform, front.reporter)
         finally:
             store.close()
-            await client.aclose()
 
     try:
         with front:
-            outcomes = trio.run(run)
+            outcomes = _with_client(config, credentials, fetch)
     except RegfsError as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
@@ -602,15 +615,11 @@ def _image_layers(args: argparse.Namespace) -> dict[str, int]:
     host, repository, reference = parse_image_reference(args.image)
     config, credentials = _command_setup(args, logging.ERROR)
 
-    async def run() -> dict[str, int]:
-        client = RegistryClient(config, credentials)
-        try:
-            image, _ = await resolve_image(client, host, repository, reference, args.platform)
-        finally:
-            await client.aclose()
+    async def layers(client: RegistryClient) -> dict[str, int]:
+        image, _ = await resolve_image(client, host, repository, reference, args.platform)
         return {str(layer.digest): layer.size or 0 for layer in image.layers}
 
-    return trio.run(run)
+    return _with_client(config, credentials, layers)
 
 
 def cache_stats(directory: Path, image: dict[str, int] | None = None) -> dict[str, object]:

@@ -11,7 +11,6 @@ tagged ``sha256-<hex>``, the OCI fallback that soci-snapshotter (through oras) r
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import trio
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, NotFound, VerificationFailed
+from regfs.domain.errors import MalformedContent, NotFound
 from regfs.domain.manifest import (
     Descriptor,
     ImageIndex,
@@ -35,6 +34,7 @@ from regfs.domain.soci import (
     soci_index_manifest,
     with_referrer,
 )
+from regfs.layers.blobs import LayerRef, VerifyingSink
 from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
 from regfs.registry import endpoints
 from regfs.registry.client import RegistryClient
@@ -107,40 +107,14 @@ async def _ztoc_of(
 ) -> bytes:
     """Download the layer, check it against its digest, and make its zTOC."""
     blob = workdir / secrets.token_hex(8)
-    sink = _FileSink(blob, layer.digest)
     try:
-        await client.download_blob(host, repository, layer.digest, sink, urls=layer.urls)
-        sink.check()
+        with open(blob, "wb") as file:
+            sink = VerifyingSink(file, LayerRef(host, repository, layer), cache=None)
+            await client.download_blob(host, repository, layer.digest, sink, urls=layer.urls)
+            await sink.finish()
         return await trio.to_thread.run_sync(build_ztoc, blob, span_size)
     finally:
-        sink.close()
         blob.unlink(missing_ok=True)
-
-
-class _FileSink:
-    """Writes a blob to a file, hashing it on the way."""
-
-    def __init__(self, path: Path, digest: Digest) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
-        self._digest = digest
-        self._hash = hashlib.new(digest.algorithm)
-
-    async def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        await trio.to_thread.run_sync(self._file.write, data)
-
-    async def restart(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        self._hash = hashlib.new(self._digest.algorithm)
-
-    def check(self) -> None:
-        self._file.flush()
-        if self._hash.hexdigest() != self._digest.hex:
-            raise VerificationFailed(f"layer blob does not hash to {self._digest}")
-
-    def close(self) -> None:
-        self._file.close()
 
 
 async def _push_blob(client: RegistryClient, host: str, repository: str, data: bytes) -> Digest:

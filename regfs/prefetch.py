@@ -19,12 +19,10 @@ from pathlib import Path
 import trio
 
 from regfs.domain import mediatypes
-from regfs.domain.digest import Digest
 from regfs.domain.errors import RegfsError
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
-from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
-from regfs.layers.blobs import LayerRef, LayerStore
+from regfs.layers.blobs import LayerRef, LayerStore, layer_refs
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
 from regfs.tree.namespace import STATUS_XATTR
@@ -119,12 +117,10 @@ async def prefetch(
         image, subject = await resolve_image(
             client, target.host, target.repository, target.reference, platform
         )
-        named = image.annotation(INDEX_DIGEST_ANNOTATION)
-        for position, descriptor in enumerate(image.layers):
+        layers = layer_refs(target.host, target.repository, subject.digest, image)
+        for position, layer in enumerate(layers):
             if target.layer is not None and position != target.layer:
                 continue
-            layer = LayerRef(target.host, target.repository, descriptor, image=subject.digest,
-                             soci_index=_digest_or_none(named))  # fmt: skip
             name = f"{Target(target.host, target.repository, str(subject.digest))} " \
                    f"layer {position}"  # fmt: skip
             outcomes.append(Outcome(layer, name))
@@ -153,12 +149,3 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     received = reporter.received_by_layer.get(layer, 0)
     reporter.received(max((layer.descriptor.size or 0) - received, 0))  # what was cached
     reporter.finished(outcome)
-
-
-def _digest_or_none(text: str | None) -> Digest | None:
-    if text is None:
-        return None
-    try:
-        return Digest.parse(text)
-    except RegfsError:
-        return None

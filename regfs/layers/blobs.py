@@ -35,7 +35,8 @@ from regfs.cache.temporaries import is_abandoned
 from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
-from regfs.domain.manifest import Descriptor
+from regfs.domain.manifest import Descriptor, ImageManifest
+from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
 from regfs.layers.entries import IndexEntry
 from regfs.layers.indexer import SOCI, build_index, build_soci_index, build_toc_index
@@ -95,6 +96,25 @@ class LayerRef:
 
     def __str__(self) -> str:
         return f"{self.host}/{self.repository}@{self.digest}"
+
+
+def layer_refs(
+    host: str, repository: str, image: Digest, manifest: ImageManifest
+) -> list[LayerRef]:
+    """The layers of image manifest ``image``, bottom first, each knowing its image and the
+    SOCI index the manifest's annotation names (SOCI v2), if that is a valid digest."""
+    named = manifest.annotation(INDEX_DIGEST_ANNOTATION)
+    soci_index = None
+    if named is not None:
+        try:
+            soci_index = Digest.parse(named)
+        except MalformedContent as error:
+            log.warning("%s/%s@%s: %s: %s", host, repository, image, INDEX_DIGEST_ANNOTATION,
+                        error)  # fmt: skip
+    return [
+        LayerRef(host, repository, descriptor, image=image, soci_index=soci_index)
+        for descriptor in manifest.layers
+    ]
 
 
 class LayerStore:
@@ -161,10 +181,7 @@ class LayerStore:
         CALLER_DEADLINE.set(math.inf)  # not the deadline of the request that started it
         end = index.meta.prefetch_end
         try:
-            position = 0
-            while position < end:
-                start, data = await self._toc_chunk_at(layer, index, position)
-                position = start + len(data)
+            await self._load_pieces(layer, index, end)
         except RegfsError as error:
             log.info("%s: prefetch stopped: %s", layer, error)
             return
@@ -262,11 +279,12 @@ class LayerStore:
         with self._lock:
             self._building |= {path, soci_path}
         try:
+            built = path
             if ztoc is not None and await self._index_from_soci(layer, ztoc, soci_path):
-                path = soci_path
+                built = soci_path
             elif not await self._index_from_toc(layer):
                 await self._first_pass_once(layer)
-            index = LayerIndex.open(path, self._listings)
+            index = LayerIndex.open(built, self._listings)
             if index is None:
                 raise VerificationFailed(f"{layer}: index unreadable right after building")
             if index.meta.prefetch_end and self._background is not None:
@@ -276,7 +294,7 @@ class LayerStore:
             return index
         finally:
             with self._lock:
-                self._building -= {self._index_path(layer), soci_path}
+                self._building -= {path, soci_path}
 
     async def _first_pass_once(self, layer: LayerRef) -> None:
         """The first pass, one process at a time: another mount or a ``regfs prefetch``
@@ -293,7 +311,7 @@ class LayerStore:
         """Download the blob to ``tmp/``, verify it, index it, delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
         with open(blob, "wb") as file:
-            sink = _VerifyingSink(file, layer, self._chunks, self._count_fetched)
+            sink = VerifyingSink(file, layer, self._chunks, self._count_fetched)
             try:
                 await self._client.download_blob(
                     layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
@@ -396,9 +414,13 @@ class LayerStore:
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
+        await self._load_pieces(layer, index, index.meta.uncompressed_size)
+
+    async def _load_pieces(self, layer: LayerRef, index: LayerIndex, end: int) -> None:
+        """Load the pieces of the layer's stream before ``end`` (into the caches)."""
         piece_at = self._pieces_of(layer, index)
         position = 0
-        while position < index.meta.uncompressed_size:
+        while position < end:
             start, data = await piece_at(position)
             if start + len(data) <= position:
                 raise MalformedContent(f"{layer}: no bytes at {position}")
@@ -632,7 +654,7 @@ class LayerStore:
         sha256 = hashlib.sha256(data).digest()
         if sha256 == index.chunk_hash(number) and sha256 not in self._memory:
             await trio.to_thread.run_sync(self._chunks.put, sha256, data)
-            self._memory[sha256] = data
+            keep(self._memory, sha256, data)
 
     def _count_fetched(self, layer: LayerRef, size: int) -> None:
         self.on_fetched(layer, size)
@@ -730,13 +752,14 @@ class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
         return path, index
 
 
-class _VerifyingSink:
+class VerifyingSink:
     """Writes a blob to its file, hashing and counting on the way; starts over on
     ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size.
 
     Disk writes and hashing run in worker threads, ``FLUSH_SIZE`` bytes at a time, so a
     slow disk delays this download only, not every request of the mount. What lands in
-    ``tmp/`` is counted against the cache's bound as it lands (``stored``).
+    ``tmp/`` is counted against the cache's bound as it lands (``stored``), when there is
+    a cache (``regfs index push`` downloads outside any).
     """
 
     FLUSH_SIZE = 1 << 20
@@ -745,8 +768,8 @@ class _VerifyingSink:
         self,
         file: BinaryIO,
         layer: LayerRef,
-        cache: ChunkCache,
-        received: Callable[[LayerRef, int], None],
+        cache: ChunkCache | None,
+        received: Callable[[LayerRef, int], None] = lambda layer, size: None,
     ) -> None:
         self._file = file
         self._layer = layer
@@ -769,7 +792,8 @@ class _VerifyingSink:
     def _truncate(self) -> None:
         self._file.seek(0)
         self._file.truncate()
-        self._cache.note_growth(-self.stored)
+        if self._cache is not None:
+            self._cache.note_growth(-self.stored)
         self.stored = 0
 
     async def write(self, data: bytes) -> None:
@@ -792,7 +816,8 @@ class _VerifyingSink:
         self._file.write(data)
         self._hasher.update(data)
         self.stored += len(data)
-        self._cache.note_growth(len(data))
+        if self._cache is not None:
+            self._cache.note_growth(len(data))
 
     async def finish(self) -> None:
         """Write what is pending, then check the whole blob against its digest and size."""

@@ -330,17 +330,20 @@ class LayerIndex:
         return TocChunk(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4]))
 
     async def pieces(self) -> list[tuple[bytes, int]]:
+        """``pieces_in`` read in a worker thread (a layer may have thousands)."""
+        return await self._in_thread("piece list", self.pieces_in)
+
+    def pieces_in(self, db: sqlite3.Connection | None = None) -> list[tuple[bytes, int]]:
         """(sha256, weight) of every piece the layer's content is cached in: its chunks
         (weighing their size), or its TOC chunks or zTOC spans (weighing what they take of
-        the blob)."""
+        the blob). Blocking: from the event loop, use ``pieces``."""
+        db = db if db is not None else self._db()
         if self.meta.chunk_size:
             size, chunk = self.meta.uncompressed_size, self.meta.chunk_size
-            rows = await self._in_thread("chunk list", lambda db: db.execute(
-                "SELECT idx, sha256 FROM chunks ORDER BY idx").fetchall())  # fmt: skip
+            rows = db.execute("SELECT idx, sha256 FROM chunks ORDER BY idx").fetchall()
             return [(bytes(h), min(chunk, size - i * chunk)) for i, h in rows]
         query = "SELECT sha256, compressed_end - compressed_offset FROM toc_chunks"
-        rows = await self._in_thread("piece list", lambda db: db.execute(query).fetchall())
-        return [(bytes(h), int(n)) for h, n in rows]
+        return [(bytes(h), int(n)) for h, n in db.execute(query).fetchall()]
 
     def span_start(self, virtual_offset: int) -> tuple[int, bytes]:
         """The bits and window that start the zTOC span at ``virtual_offset``."""

@@ -15,11 +15,10 @@ from collections.abc import Hashable, Sequence
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, NoEntry
+from regfs.domain.errors import NoEntry
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.platform import Platform, best_match
-from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
-from regfs.layers.blobs import LayerRef
+from regfs.layers.blobs import LayerRef, layer_refs
 from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot, fetched_text
 from regfs.tree.metadata import Image
@@ -171,25 +170,7 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
 def image_layers(image: Image) -> list[LayerRef]:
     """The layers of an image manifest, bottom first."""
     assert isinstance(image.manifest, ImageManifest)
-    soci_index = _soci_index_named(image)
-    return [
-        LayerRef(image.host, image.repository, d, image=image.digest, soci_index=soci_index)
-        for d in image.manifest.layers
-    ]
-
-
-def _soci_index_named(image: Image) -> Digest | None:
-    """The SOCI index a (SOCI v2) image manifest names in its annotation, if valid."""
-    assert isinstance(image.manifest, ImageManifest)
-    named = image.manifest.annotation(INDEX_DIGEST_ANNOTATION)
-    if named is None:
-        return None
-    try:
-        return Digest.parse(named)
-    except MalformedContent as error:
-        log.warning("%s/%s@%s: %s: %s", image.host, image.repository, image.digest,
-                    INDEX_DIGEST_ANNOTATION, error)  # fmt: skip
-        return None
+    return layer_refs(image.host, image.repository, image.digest, image.manifest)
 
 
 class ManifestFile(File):
