@@ -24,6 +24,7 @@ import pyfuse3
 import trio
 
 from regfs import __version__, allocator, cache_commands, daemon
+from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir
 from regfs.cli_docs import bash_completion
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform, host_platform
@@ -182,6 +183,27 @@ def _add_cache_options(command: argparse.ArgumentParser) -> None:
         help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
         "least recently used go first (default: 10G)",
     )
+    _add_shared_cache_option(command)
+
+
+def _add_shared_cache_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--allow-shared-cache",
+        action="store_true",
+        help="use a cache dir that other users can write (they can change what mounts on "
+        "it show); without it such a dir is refused, and a new one is made private",
+    )
+
+
+def _prepare_cache_dir(args: argparse.Namespace) -> bool:
+    """Make or check ``args.cache_dir`` (``regfs.cache.directory``); False, with the reason
+    on stderr, if it must not be used."""
+    try:
+        prepare_cache_dir(args.cache_dir, allow_shared=args.allow_shared_cache)
+    except (UnsafeCacheDir, OSError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=_default_cache_dir(),
             help=f"the cache dir of the mounts (default: {_default_cache_dir()})",
         )
+        _add_shared_cache_option(command)
         command.add_argument("--json", action="store_true", help="print JSON, for scripts")
         if name == "prune":
             command.add_argument("--max-size", type=parse_bytes, metavar="SIZE",
@@ -430,6 +453,8 @@ async def _terminate_on_signal() -> None:
 
 def mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
+    if not _prepare_cache_dir(args):
+        return 1
     try:
         check_can_mount(mountpoint)
         config = _client_config(args)  # a broken file must stop the mount, here
@@ -541,6 +566,8 @@ def prefetch(args: argparse.Namespace) -> int:
     except (MalformedContent, ValueError) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
+    if not _prepare_cache_dir(args):
+        return 1
     from regfs.progress import progress_front_end  # rich: not for the mount's start-up
 
     front = progress_front_end(quiet=args.quiet)
@@ -569,6 +596,8 @@ def cache(args: argparse.Namespace) -> int:
     directory: Path = args.cache_dir
     if not directory.is_dir():
         print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
+        return 1
+    if not _prepare_cache_dir(args):
         return 1
     image: dict[str, int] | None = None
     if getattr(args, "image", None):

@@ -21,7 +21,7 @@ VALUED = frozenset({
     "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
     "insecure_registry", "log_file",
 })  # fmt: skip
-FLAGS = frozenset({"allow_other", "debug", "verify_schema1_signatures"})
+FLAGS = frozenset({"allow_other", "debug", "verify_schema1_signatures", "allow_shared_cache"})
 GENERIC = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",
     "nofail", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
