@@ -22,7 +22,9 @@ from regfs.domain import mediatypes
 from regfs.domain.errors import RegfsError
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
-from regfs.layers.blobs import LayerRef, LayerStore, layer_refs
+from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_ref import LayerRef, layer_refs
+from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
 from regfs.tree.namespace import STATUS_XATTR
@@ -140,10 +142,13 @@ async def prefetch(
 async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     layer = outcome.layer
     try:
+        disagreement = await check_toc(store, layer)
         index = await store.index(layer)
-        outcome.access = store.access(layer, index)
+        outcome.access = store.access(layer)
         await store.warm(layer, index)
         outcome.cached = await store.fetched(layer)
+        if disagreement is not None:
+            outcome.error = f"its TOC disagrees with its tar, which is shown: {disagreement}"
     except RegfsError as error:
         outcome.error = str(error)
     received = reporter.received_by_layer.get(layer, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 STALE_SECONDS = 3600
@@ -42,3 +43,17 @@ def _is_zombie(pid: int) -> bool:
 def is_abandoned(path: Path, mtime: float, now: float) -> bool:
     """True for a temporary nobody will finish: its writer is gone, or it is old."""
     return owner_is_gone(path.name) or now - mtime > STALE_SECONDS
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Publish ``data`` at ``path`` whole or not at all: written to a temporary named as
+    above, fsynced, renamed into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -99,7 +99,7 @@ class Operations(pyfuse3.Operations):
         attributes.generation = 0
         timeout = IMMUTABLE_TIMEOUT if info.immutable else self.metadata_ttl
         attributes.entry_timeout = timeout
-        attributes.attr_timeout = timeout
+        attributes.attr_timeout = 0 if info.provisional else timeout
         attributes.st_mode = pyfuse3.ModeT(info.kind.value | info.permissions)
         attributes.st_nlink = info.nlink
         attributes.st_uid = info.uid

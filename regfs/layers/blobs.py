@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -31,24 +31,23 @@ import trio
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep, listings_lru
-from regfs.cache.temporaries import is_abandoned
+from regfs.cache.temporaries import is_abandoned, write_atomically
 from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
-from regfs.domain.manifest import Descriptor, ImageManifest
-from regfs.domain.soci import INDEX_DIGEST_ANNOTATION
+from regfs.domain.manifest import Descriptor
 from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
-from regfs.layers.entries import IndexEntry
+from regfs.layers.index_files import IndexFiles, toc_inputs
 from regfs.layers.indexer import SOCI, build_index, build_soci_index, build_toc_index
 from regfs.layers.inflate import inflate_from_checkpoint
+from regfs.layers.layer_ref import LayerRef
 from regfs.layers.remote import RemoteFile, fetch_in_task
 from regfs.layers.soci import SociLookup
-from regfs.layers.store import LayerIndex
+from regfs.layers.store import ExpectedIndex, LayerIndex, Listings
 from regfs.layers.toc import (
     ESTARGZ,
     FOOTER_SIZE,
     MAX_TOC_SIZE,
-    TOC_ANNOTATIONS,
     TOC_FORMATS,
     TocChunk,
     chunk_bytes,
@@ -78,45 +77,6 @@ FAILURE_MEMORY = 2.0
 """Seconds a failed chunk re-fetch is remembered; the next read after that tries again."""
 
 
-@dataclass(frozen=True, slots=True)
-class LayerRef:
-    """Where a layer blob can be fetched: the registry, repository and its descriptor."""
-
-    host: str
-    repository: str
-    descriptor: Descriptor
-    image: Digest | None = None
-    """The image manifest naming the layer: its SOCI index may have the layer's zTOC."""
-    soci_index: Digest | None = None
-    """The SOCI index that manifest names in its annotation (SOCI v2), if any."""
-
-    @property
-    def digest(self) -> Digest:
-        return self.descriptor.digest
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.repository}@{self.digest}"
-
-
-def layer_refs(
-    host: str, repository: str, image: Digest, manifest: ImageManifest
-) -> list[LayerRef]:
-    """The layers of image manifest ``image``, bottom first, each knowing its image and the
-    SOCI index the manifest's annotation names (SOCI v2), if that is a valid digest."""
-    named = manifest.annotation(INDEX_DIGEST_ANNOTATION)
-    soci_index = None
-    if named is not None:
-        try:
-            soci_index = Digest.parse(named)
-        except MalformedContent as error:
-            log.warning("%s/%s@%s: %s: %s", host, repository, image, INDEX_DIGEST_ANNOTATION,
-                        error)  # fmt: skip
-    return [
-        LayerRef(host, repository, descriptor, image=image, soci_index=soci_index)
-        for descriptor in manifest.layers
-    ]
-
-
 class LayerStore:
     """Indexes and chunked reads of layer blobs, shared by every image of a mount."""
 
@@ -125,6 +85,7 @@ class LayerStore:
         self._client = client
         self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
         self._index_dir = cache_dir / "indexes"
+        self._files = IndexFiles(self._index_dir)
         self._temporary_dir = cache_dir / "tmp"
         self._lock_dir = cache_dir / "locks"
         for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
@@ -138,7 +99,7 @@ class LayerStore:
         self._building: set[Path] = set()
         """Indexes being built and not yet opened: not to be evicted in between either."""
         self._lock = threading.Lock()  # the eviction thread reads the two above
-        self._listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]] = listings_lru()
+        self._listings: Listings = listings_lru()
         self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
             MEMORY_CHUNKS_BYTES, getsizeof=len
         )
@@ -159,8 +120,10 @@ class LayerStore:
         """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
-        self._fallbacks: dict[Digest, str] = {}
+        self._fallbacks: dict[LayerRef, str] = {}
         """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
+        self._disagreements: dict[LayerRef, str] = {}
+        """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.chunk_reads = ChunkReads()
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
@@ -190,38 +153,22 @@ class LayerStore:
             return
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
-    def _index_path(self, layer: LayerRef) -> Path:
-        """Where the layer's index is kept. An index that may come from a TOC is named
-        after the TOC annotations too: its bytes were never checked against the layer's
-        digest, so an image elsewhere that names the same digest with another (or no)
-        TOC must not be served from it."""
-        name = layer.digest.dir_name
-        toc = [pair for pair in layer.descriptor.annotations if pair[0] in TOC_ANNOTATIONS]
-        if toc:
-            name += f".toc-{hashlib.sha256(repr(toc).encode()).hexdigest()[:32]}"
-        return self._index_dir / f"{name}.sqlite"
-
     async def index(self, layer: LayerRef) -> LayerIndex:
-        """The layer's index, from memory, from disk, or built now from the blob.
+        """The layer's index, from memory, from disk, or built now.
 
-        An index is keyed by digest alone, but content belongs to repositories: before one
-        built for another repository (or another mount sharing the cache) is used here,
-        the registry must confirm it serves the blob in this one (a HEAD, remembered).
+        Index files are shared by every repository (and mount) using the cache dir, but
+        content belongs to repositories: before one found on disk is used here, the
+        registry must confirm it serves the blob in this one (a HEAD, remembered).
         """
-        cached = self._indexes.get(self._paths.get(layer) or self._index_path(layer))
-        if cached is not None and self._serves(layer):
+        cached = self.known_index(layer)
+        if cached is not None:
             self._use(cached)
             return cached
 
         async def load() -> LayerIndex:
             if layer.digest in self._unindexable:
                 raise self._unindexable[layer.digest]
-            ztoc = None
-            index = self._known_or_opened(self._index_path(layer))
-            if index is None:
-                ztoc = await self._ztoc(layer)
-                if ztoc is not None:
-                    index = self._known_or_opened(self._soci_index_path(layer, ztoc))
+            index, ztoc = await self._index_on_disk(layer)
             if index is not None and not self._serves(layer):
                 await self._client.blob_exists(
                     layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
@@ -232,20 +179,62 @@ class LayerStore:
                 except MalformedContent as error:
                     self._unindexable[layer.digest] = error
                     raise
-            self._paths[layer] = index.path
             self._confirmed.add((layer.host, layer.repository, layer.digest))
-            with self._lock:
-                self._indexes[index.path] = index
-            index.on_open = self._use
-            self._use(index)
+            self._publish(layer, index)
             return index
 
         # the image is part of the key: another image may give the layer a zTOC, or none
         key = ("index", layer.host, layer.repository, layer.digest, layer.image, layer.soci_index)
         return await self._flight.run(key, load)  # type: ignore[return-value]
 
-    def _known_or_opened(self, path: Path) -> LayerIndex | None:
-        return self._indexes.get(path) or LayerIndex.open(path, self._listings)
+    def known_index(self, layer: LayerRef) -> LayerIndex | None:
+        """The index this mount reads ``layer`` through, if it has resolved it already;
+        never fetches (``stat`` and ``user.regfs.*`` ask this)."""
+        path = self._paths.get(layer)
+        if path is None or not self._serves(layer):
+            return None
+        index = self._indexes.get(path)
+        if index is None:  # no node holds it now: open the file again (it was checked)
+            index = LayerIndex.open(path, self._listings)
+            if index is None:
+                return None
+            self._publish(layer, index)
+        return index
+
+    def _publish(self, layer: LayerRef, index: LayerIndex) -> None:
+        """``index`` is how this mount reads ``layer`` from now on."""
+        self._paths[layer] = index.path
+        with self._lock:
+            self._indexes[index.path] = index
+        index.on_open = self._use
+        self._use(index)
+
+    async def _index_on_disk(self, layer: LayerRef) -> tuple[LayerIndex | None, Descriptor | None]:
+        """An index of the layer already in the cache, checked to be the layer's, and the
+        zTOC its image's SOCI index has for it (if that had to be asked). The index made
+        from the whole blob comes first: it is what the layer digest vouches for."""
+        index = self._opened(*self._files.whole(layer))
+        toc = self._usable_toc(layer)
+        if index is None and toc is not None:
+            index = self._opened(*toc)
+        ztoc = None
+        if index is None:
+            ztoc = await self._ztoc(layer)
+            if ztoc is not None:
+                index = self._opened(*self._files.soci(layer, ztoc))
+        return index, ztoc
+
+    def _opened(self, path: Path, expected: ExpectedIndex) -> LayerIndex | None:
+        return self._indexes.get(path) or LayerIndex.open(path, self._listings, expected=expected)
+
+    def _usable_toc(self, layer: LayerRef) -> tuple[Path, ExpectedIndex] | None:
+        """Where the index of the layer's TOC is (or would be), unless the layer has no
+        TOC or its TOC was found to disagree with its tar."""
+        disagreement = self._files.disagreement(layer)
+        if disagreement is not None and layer not in self._disagreements:
+            with contextlib.suppress(OSError):
+                self._disagreements[layer] = disagreement.read_text()
+        return None if layer in self._disagreements else self._files.toc(layer)
 
     async def _ztoc(self, layer: LayerRef) -> Descriptor | None:
         """The zTOC of a gzip layer in its image's SOCI index, if it has one."""
@@ -255,11 +244,6 @@ class LayerStore:
             layer.host, layer.repository, layer.image, layer.soci_index
         )
         return found.ztocs.get(layer.digest) if found is not None else None
-
-    def _soci_index_path(self, layer: LayerRef, ztoc: Descriptor) -> Path:
-        """An index built from a zTOC is named after it too: another image may give the
-        same layer another zTOC (or none), and only this image's names this one."""
-        return self._index_dir / f"{layer.digest.dir_name}.soci-{ztoc.digest.hex[:32]}.sqlite"
 
     def _serves(self, layer: LayerRef) -> bool:
         """True once the registry has served (or confirmed) this blob in this repository."""
@@ -271,37 +255,82 @@ class LayerStore:
             self._open[index.path] = index
 
     async def _build(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex:
-        """Build the layer's index and open it: from its zTOC, its TOC, or its whole blob;
-        the file is kept from eviction meanwhile (a small cache, full of other layers'
-        blobs, would otherwise take it at once)."""
-        path = self._index_path(layer)
-        soci_path = self._soci_index_path(layer, ztoc) if ztoc is not None else path
-        with self._lock:
-            self._building |= {path, soci_path}
-        try:
-            built = path
-            if ztoc is not None and await self._index_from_soci(layer, ztoc, soci_path):
-                built = soci_path
-            elif not await self._index_from_toc(layer):
+        """Build the layer's index and open it: from its zTOC, its TOC, or its whole blob."""
+        whole = self._files.whole(layer)
+        toc = self._usable_toc(layer)
+        soci = self._files.soci(layer, ztoc) if ztoc is not None else None
+        with self._kept_from_eviction(whole, toc, soci):
+            if soci and ztoc and await self._index_from_soci(layer, ztoc, soci[0]):
+                built = soci
+            elif toc is not None and await self._index_from_toc(layer, toc[0]):
+                built = toc
+            else:
                 await self._first_pass_once(layer)
-            index = LayerIndex.open(built, self._listings)
-            if index is None:
-                raise VerificationFailed(f"{layer}: index unreadable right after building")
+                built = whole
+            index = self._open_built(layer, *built)
             if index.meta.prefetch_end and self._background is not None:
                 self._background.start_soon(self._prefetch, layer, index)
-            with self._lock:
-                self._indexes[index.path] = index
             return index
+
+    async def whole_index(self, layer: LayerRef) -> LayerIndex:
+        """The index made from the layer's whole blob (downloaded and checked now if the
+        cache has none), whatever TOC or zTOC its image gives it."""
+        whole = self._files.whole(layer)
+        with self._kept_from_eviction(whole):
+            if self._opened(*whole) is None:
+                await self._first_pass_once(layer)
+            return self._open_built(layer, *whole)
+
+    async def toc_index(self, layer: LayerRef) -> LayerIndex | None:
+        """The index made from the layer's TOC (built now if the cache has none), or None
+        if it has no TOC that can be used."""
+        toc = self._files.toc(layer)
+        if toc is None:
+            return None
+        with self._kept_from_eviction(toc):
+            if self._opened(*toc) is None and not await self._index_from_toc(layer, toc[0]):
+                return None
+            return self._open_built(layer, *toc)
+
+    @contextlib.contextmanager
+    def _kept_from_eviction(self, *files: tuple[Path, ExpectedIndex] | None) -> Iterator[None]:
+        """Index files being built and opened are kept from the cache's eviction meanwhile
+        (a small cache, full of other layers' blobs, would otherwise take them at once)."""
+        paths = {file[0] for file in files if file is not None}
+        with self._lock:
+            self._building |= paths
+        try:
+            yield
         finally:
             with self._lock:
-                self._building -= {path, soci_path}
+                self._building -= paths
+
+    def _open_built(self, layer: LayerRef, path: Path, expected: ExpectedIndex) -> LayerIndex:
+        """The index just built (or found) at ``path``, opened and counted as in use."""
+        index = self._opened(path, expected)
+        if index is None:
+            raise VerificationFailed(f"{layer}: index unreadable right after building")
+        with self._lock:
+            self._indexes[index.path] = index
+        return index
+
+    def record_disagreement(self, layer: LayerRef, whole: LayerIndex, differences: str) -> None:
+        """The layer's TOC says other than its tar: kept beside its index, so that no
+        mount on this cache uses that TOC again, and from now on the layer is read here
+        through ``whole``, the index of its verified blob."""
+        log.warning("%s: its TOC disagrees with its tar, which wins: %s", layer, differences)
+        self._disagreements[layer] = differences
+        path = self._files.disagreement(layer)
+        if path is not None:
+            write_atomically(path, differences.encode())
+        self._publish(layer, whole)
 
     async def _first_pass_once(self, layer: LayerRef) -> None:
         """The first pass, one process at a time: another mount or a ``regfs prefetch``
         on the same cache dir already downloading this layer is waited for (a lock file
         in ``locks/``), and its index used."""
         async with _file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
-            if self._index_path(layer).exists():
+            if self._files.whole(layer)[0].exists():
                 log.info("%s: indexed meanwhile by another process on this cache", layer)
                 return
             async with self._first_passes:
@@ -317,18 +346,18 @@ class LayerStore:
                     layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
                 )
                 await sink.finish()
+                self._confirmed.add((layer.host, layer.repository, layer.digest))
                 await self._index_blob(layer, blob)
             finally:
                 blob.unlink(missing_ok=True)
-                index_size = _size_of(self._index_path(layer))
+                index_size = _size_of(self._files.whole(layer)[0])
                 await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
 
-    async def _index_from_toc(self, layer: LayerRef) -> bool:
+    async def _index_from_toc(self, layer: LayerRef, path: Path) -> bool:
         """Index an eStargz or zstd:chunked layer from its TOC alone, fetched by Range
         requests; False if it has none, or one that cannot be used (logged: the layer is
         then read whole, and checked against its digest)."""
         size = layer.descriptor.size
-        path = self._index_path(layer)
         try:
             reference = toc_reference(dict(layer.descriptor.annotations))
             if reference is None or size is None or size <= FOOTER_SIZE:
@@ -346,11 +375,11 @@ class LayerStore:
             toc = await fetch(start, end, f"{reference.format} TOC not fetched")
             warnings = await self._in_indexing_thread(functools.partial(
                 build_toc_index, toc, path, reference=reference, toc_start=start,
-                digest=str(layer.digest), size=size,
+                digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
             ))  # fmt: skip
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
-            self._fallbacks[layer.digest] = f"its TOC was not used: {error}"
+            self._fallbacks[layer] = f"its TOC was not used: {error}"
             return False
         await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
         return True
@@ -363,6 +392,7 @@ class LayerStore:
         self, layer: LayerRef, path: Path, source: str, fetched: int, warnings: list[str]
     ) -> None:
         """Count a new index in the cache and say where it came from."""
+        self._confirmed.add((layer.host, layer.repository, layer.digest))
         await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
         log.info("%s: indexed from %s (%d bytes fetched)", layer, source, fetched)
         self._log_skipped(layer, warnings)
@@ -377,13 +407,13 @@ class LayerStore:
                 raise VerificationFailed(f"zTOC {ztoc.digest} does not match its descriptor")
             warnings = await self._in_indexing_thread(functools.partial(
                 build_soci_index, data, path, digest=str(layer.digest),
-                size=layer.descriptor.size,
+                size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
             ))  # fmt: skip
         except Unavailable:
             raise  # the registry may answer later: no verdict on the zTOC
         except RegfsError as error:  # not parsed, not there, refused: the blob is still read
             log.warning("%s: SOCI zTOC not used (%s): reading the whole layer", layer, error)
-            self._fallbacks[layer.digest] = f"its SOCI zTOC {ztoc.digest} was not used: {error}"
+            self._fallbacks[layer] = f"its SOCI zTOC {ztoc.digest} was not used: {error}"
             return False
         await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
         return True
@@ -393,7 +423,7 @@ class LayerStore:
         async with self._indexing:
             try:
                 warnings = await trio.to_thread.run_sync(
-                    build_index, blob, self._index_path(layer), str(layer.digest),
+                    build_index, blob, self._files.whole(layer)[0], str(layer.digest),
                     self._chunks,
                 )  # fmt: skip
             except MalformedContent as error:
@@ -663,28 +693,54 @@ class LayerStore:
         """Bytes in the cache dir, as the cache counts them."""
         return self._chunks.usage()
 
-    def access(self, layer: LayerRef, index: LayerIndex) -> str:
+    def access(self, layer: LayerRef) -> str:
         """How the layer is read (``user.regfs.access``), and why not lazily if it could
-        have been."""
+        have been; before this mount first reads it, how it would be. Never fetches."""
+        index = self.known_index(layer)
+        if index is None:
+            return f"not read yet: {self._planned_access(layer)}"
         kind = index.meta.compression
         if kind in TOC_FORMATS:
-            how = f"{'eStargz' if kind == ESTARGZ else kind} TOC: chunks fetched as read"
-        elif kind == SOCI:
-            how = "SOCI zTOC: spans fetched as read"
-        else:
-            how = f"whole layer ({kind}): fetched once, checked, indexed"
-        reason = self._fallbacks.get(layer.digest)
-        return f"{how}; {reason}" if reason and kind not in TOC_FORMATS | {SOCI} else how
+            return f"{_format_name(kind)} TOC: chunks fetched as read"
+        if kind == SOCI:
+            return "SOCI zTOC: spans fetched as read"
+        how = f"whole layer ({kind}): fetched once, checked, indexed"
+        if layer in self._disagreements:
+            return f"{how}; its TOC disagrees with its tar, which is shown: " \
+                   f"{self._disagreements[layer]}"  # fmt: skip
+        reason = self._fallbacks.get(layer)
+        return f"{how}; {reason}" if reason else how
+
+    def _planned_access(self, layer: LayerRef) -> str:
+        """How ``index`` would read the layer, from what the cache and the image say."""
+        media_type = layer.descriptor.media_type
+        if self._files.whole(layer)[0].exists():
+            return "whole layer: its index is in the cache"
+        if self._files.toc(layer) is not None and self._usable_toc(layer) is None:
+            return f"whole layer: its TOC disagrees with its tar: {self._disagreements[layer]}"
+        try:
+            reference = toc_reference(dict(layer.descriptor.annotations))
+        except MalformedContent as error:
+            return f"whole layer: its TOC annotations cannot be used: {error}"
+        if reference is not None:
+            return f"{_format_name(reference.format)} TOC: chunks fetched as read"
+        if layer.soci_index is not None and media_type.endswith("gzip"):
+            return f"SOCI index {layer.soci_index} named by the image: spans fetched as " \
+                   "read, if it has this layer's zTOC"  # fmt: skip
+        return f"whole layer ({media_type}): fetched once, checked, indexed"
 
     async def fetched(self, layer: LayerRef) -> int:
         """Bytes of the layer (compressed, as they cross the network) whose content is in
-        the cache now: its size times the share of its chunks cached; 0 before indexing."""
+        the cache now: its size times the share of its pieces cached; 0 before indexing.
+        Never fetches: an index not resolved yet is looked for in the cache only."""
         size = layer.descriptor.size or 0
-        path = self._paths.get(layer) or self._index_path(layer)
-        index = self._indexes.get(path)
+        index = self.known_index(layer)
         opened = None
-        if index is None:
-            index = opened = LayerIndex.open(path, self._listings)
+        candidates = [self._files.whole(layer), self._usable_toc(layer)]
+        for candidate in candidates if index is None else ():
+            if candidate is not None and candidate[0].exists():
+                index = opened = LayerIndex.open(candidate[0], expected=candidate[1])
+                break
         if index is None:
             return 0
         try:
@@ -849,6 +905,10 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+def _format_name(toc_format: str) -> str:
+    return "eStargz" if toc_format == ESTARGZ else toc_format
 
 
 def _size_of(path: Path) -> int:

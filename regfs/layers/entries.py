@@ -180,8 +180,9 @@ class LayerTreeBuilder:
             )
             return
         if not parts:
-            if member.type == ord("5"):
+            if member.type == ord("5"):  # ./: what tar -x gives the dir it extracts into
                 self._replace_attributes(self.root, member)
+                self.root.implicit = False
             return
         if any(len(part) > MAX_NAME for part in parts):
             self.warnings.append(

@@ -82,6 +82,7 @@ def build_toc_index(
     toc_start: int,
     digest: str,
     size: int,
+    built_from: str,
 ) -> list[str]:
     """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
     The index's ``compression`` is the TOC's format: its data offsets are on the virtual
@@ -95,8 +96,9 @@ def build_toc_index(
     for member in laid_out.members:
         tree.add(member)
     meta = IndexMeta(
-        digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end
-    )
+        digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end,
+        built_from,
+    )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None, toc_chunks=laid_out.chunks,
@@ -105,7 +107,7 @@ def build_toc_index(
 
 
 def build_soci_index(
-    ztoc_bytes: bytes, index_path: Path, *, digest: str, size: int | None
+    ztoc_bytes: bytes, index_path: Path, *, digest: str, size: int | None, built_from: str
 ) -> list[str]:
     """Index a gzip layer of ``size`` bytes from its SOCI zTOC alone; returns warnings to
     log. Data offsets are the tar's own; ``toc_chunks`` rows are the zTOC's spans (their
@@ -117,7 +119,9 @@ def build_soci_index(
     tree = LayerTreeBuilder()
     for member in members(ztoc):
         tree.add(member)
-    meta = IndexMeta(digest, SOCI, ztoc.compressed_size, ztoc.uncompressed_size, 0)
+    meta = IndexMeta(
+        digest, SOCI, ztoc.compressed_size, ztoc.uncompressed_size, 0, built_from=built_from
+    )
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None,

@@ -2,11 +2,14 @@
 -- Written once, after the whole blob was verified against its digest, and then only read
 -- (opened with immutable=1). A file whose schema_version differs from SCHEMA_VERSION in
 -- store.py is rebuilt from the blob.
+-- History: 4 added meta built_from (what the index was made from, checked on open).
 
 -- Facts about the blob and its uncompressed tar stream.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,  -- schema_version, digest, compression, compressed_size,
-                             -- uncompressed_size, chunk_size
+                             -- uncompressed_size, chunk_size, prefetch_end, built_from
+                             -- (blob, toc <annotations hash>, ztoc <digest>: checked on
+                             -- open against the layer asked for, see store.ExpectedIndex)
     value TEXT NOT NULL
 );
 

@@ -29,7 +29,9 @@ from regfs.layers.toc import TocChunk
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+BUILT_FROM_BLOB = "blob"
+
+SCHEMA_VERSION = 4
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
@@ -46,6 +48,30 @@ class IndexMeta:
     chunk_size: int
     prefetch_end: int = 0
     """For a TOC layer: the end of what its builder wants fetched first (``toc.py``)."""
+    built_from: str = BUILT_FROM_BLOB
+    """What the index was made from: ``blob`` (the whole blob, checked against its digest),
+    ``toc <hash of the TOC annotations>`` or ``ztoc <zTOC digest>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedIndex:
+    """What an index file must say of itself to be used for a layer: the cache dir is a
+    trust boundary, and a file there (shared by mounts, copied, damaged) names a layer's
+    every later read."""
+
+    digest: str
+    compressed_size: int | None
+    built_from: str
+
+    def mismatch(self, meta: IndexMeta) -> str | None:
+        """Why ``meta`` is not this layer's index, or None if it is."""
+        if meta.digest != self.digest:
+            return f"it indexes {meta.digest}"
+        if self.compressed_size is not None and meta.compressed_size != self.compressed_size:
+            return f"it indexes a blob of {meta.compressed_size} bytes, not {self.compressed_size}"
+        if meta.built_from != self.built_from:
+            return f"it was built from {meta.built_from!r}, not {self.built_from!r}"
+        return None
 
 
 def encode_xattrs(xattrs: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -122,7 +148,7 @@ def write_index(
             "schema_version": SCHEMA_VERSION, "digest": meta.digest,
             "compression": meta.compression, "compressed_size": meta.compressed_size,
             "uncompressed_size": meta.uncompressed_size, "chunk_size": meta.chunk_size,
-            "prefetch_end": meta.prefetch_end,
+            "prefetch_end": meta.prefetch_end, "built_from": meta.built_from,
         }  # fmt: skip
         connection.executemany(
             "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
@@ -161,6 +187,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+IndexIdentity = tuple[str, int]
+Listings = cachetools.LRUCache[tuple[IndexIdentity, int], list[IndexEntry]]
+
+
 class LayerIndex:
     """Read access to one published index; cheap queries, safe to share across tasks.
 
@@ -176,11 +206,16 @@ class LayerIndex:
         path: Path,
         connection: sqlite3.Connection,
         meta: IndexMeta,
-        listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]],
+        listings: Listings,
     ) -> None:
         """``listings`` keeps recent listings (of every index of the mount): an index never
         changes, and `find` and `ls -R` re-read every directory each time."""
         self.path = path
+        self.identity: IndexIdentity = (str(path), path.stat().st_ino)
+        """Names this index among every index of the mount, for caches of its answers:
+        entry ids and data offsets are its own (one layer may be indexed from its blob, a
+        TOC and a zTOC, each numbering entries its own way), and a file built again at
+        the same path is a new file."""
         self._connection: sqlite3.Connection | None = connection
         self.meta = meta
         self._listings = listings
@@ -190,9 +225,14 @@ class LayerIndex:
     def open(
         cls,
         path: Path,
-        listings: cachetools.LRUCache[tuple[str, int], list[IndexEntry]] | None = None,
+        listings: Listings | None = None,
+        *,
+        expected: ExpectedIndex | None = None,
     ) -> LayerIndex | None:
-        """The index at ``path``, or None if absent, unreadable or of another schema."""
+        """The index at ``path``, or None if absent, unreadable or of another schema. With
+        ``expected``, a file that is not that layer's index (another digest or size, built
+        from other inputs) is deleted, with one log line, and None returned: the caller
+        builds it again."""
         if not path.exists():
             return None
         try:
@@ -210,16 +250,26 @@ class LayerIndex:
             meta = IndexMeta(
                 values["digest"], values["compression"], int(values["compressed_size"]),
                 int(values["uncompressed_size"]), int(values["chunk_size"]),
-                int(values.get("prefetch_end", 0)),
+                int(values["prefetch_end"]), values["built_from"],
             )  # fmt: skip
-            with contextlib.suppress(OSError):
-                os.utime(path)  # recency, for the cache's LRU eviction of whole indexes
         except (sqlite3.Error, KeyError, ValueError) as error:
             log.warning("%s: layer index unreadable (%s): built again", path.name, error)
             connection.close()
             return None
-        listings = listings if listings is not None else listings_lru()
-        return cls(path, connection, meta, listings)
+        mismatch = expected.mismatch(meta) if expected is not None else None
+        if mismatch is not None:
+            log.warning("%s: not the index of %s (%s): deleted, built again",
+                        path.name, expected and expected.digest, mismatch)  # fmt: skip
+            connection.close()
+            path.unlink(missing_ok=True)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recency, for the cache's LRU eviction of whole indexes
+        try:
+            return cls(path, connection, meta, listings if listings is not None else listings_lru())
+        except OSError:  # evicted by another process since it was opened
+            connection.close()
+            return None
 
     def close(self) -> None:
         """Close the connection (a query in a worker thread at that moment starts over)."""
@@ -241,6 +291,22 @@ class LayerIndex:
                                   f"{error}") from None  # fmt: skip
             self.on_open(self)
         return self._connection
+
+    async def all_entries(self) -> list[IndexEntry]:
+        """Every entry, in id order (parents first), read in a worker thread."""
+        query = f"SELECT {_COLUMNS} FROM entries ORDER BY id"
+        return await self._in_thread(
+            "entry list", lambda db: [_entry(row) for row in db.execute(query)]
+        )
+
+    async def all_toc_chunks(self) -> list[TocChunk]:
+        """Every TOC chunk (or zTOC span), in stream order, read in a worker thread."""
+        query = "SELECT * FROM toc_chunks ORDER BY virtual_offset"
+        return await self._in_thread(
+            "TOC chunk list",
+            lambda db: [TocChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
+                        for r in db.execute(query)],
+        )  # fmt: skip
 
     def entry(self, entry_id: int) -> IndexEntry:
         row = (
@@ -269,7 +335,7 @@ class LayerIndex:
         """A directory's entries by name. A listing not kept in memory is read in a worker
         thread: a directory of 100 000 names must not hold up every other request (point
         queries, by id or (parent, name), are index lookups and stay on the loop)."""
-        key = (self.meta.digest, parent)
+        key = (self.identity, parent)
         listing = self._listings.get(key)
         if listing is None:
             query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"

@@ -10,8 +10,9 @@ import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from regfs.layers.blobs import LayerRef, LayerStore
+from regfs.layers.blobs import LayerStore
 from regfs.layers.entries import EntryKind, IndexEntry
+from regfs.layers.layer_ref import LayerRef
 from regfs.layers.store import LayerIndex
 from regfs.tree.node import File, Kind, Node, Stat, Symlink
 

@@ -18,7 +18,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.platform import Platform, best_match
-from regfs.layers.blobs import LayerRef, layer_refs
+from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot, fetched_text
 from regfs.tree.metadata import Image

@@ -3,8 +3,9 @@
 Tree layer. Whiteouts are 0/0 character devices and opaque directories carry
 ``trusted.overlay.opaque=y``, so ``mount -t overlay -o lowerdir=N-1:…:0`` shows what
 ``rootfs/`` shows. The layer's index is built the first time anything below its root is
-listed or looked up; the root itself answers ``stat`` without it, so ``ls TAG/`` fetches
-no layer.
+listed or looked up. Until then the root answers ``stat`` with provisional attributes the
+kernel may not keep (``ls -l TAG/`` fetches no layer); from then on with the layer's own
+``.`` entry, as ``tar -x`` applies it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import os
 from collections.abc import Sequence
 
 from regfs.domain.errors import NoEntry
-from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.store import LayerIndex
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
     EntryNode,
     EntrySource,
     entry_node,
+    entry_stat,
     entry_xattrs,
 )
 from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
@@ -64,6 +67,23 @@ def fetched_text(fetched: int, size: int | None) -> bytes:
     return f"{fetched} of {size or 0} ({share:.1f}%)".encode()
 
 
+def provisional_directory(context: TreeContext) -> Stat:
+    """What the root of a layer dir or ``rootfs/`` shows before its layers are indexed:
+    ``ls -l TAG/`` must fetch no layer, and the kernel must not keep this once they are."""
+    return Stat(
+        Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, immutable=True,
+        mtime_ns=context.mount_time_ns, provisional=True,
+    )  # fmt: skip
+
+
+def root_stat(context: TreeContext, root: IndexEntry) -> Stat:
+    """The attributes of a layer's ``.`` entry, as ``tar -x`` gives its target dir; a root
+    the tar does not list keeps the default mode, dated to the mount."""
+    if root.implicit:
+        return Stat(Kind.DIRECTORY, 0, root.mode, immutable=True, mtime_ns=context.mount_time_ns)
+    return entry_stat(root)
+
+
 class LayerRoot(Directory):
     """``i/``: the root of layer i; builds the layer's index on first use."""
 
@@ -74,32 +94,40 @@ class LayerRoot(Directory):
         self.key = ("layer-root", layer.host, layer.repository, layer.digest, layer.image,
                     layer.soci_index)  # fmt: skip
 
+    def _source(self, index: LayerIndex) -> EntrySource:
+        return EntrySource(self.context.layers, self.layer, index)
+
     async def _root(self) -> LayerDir:
         index = await self.context.layers.index(self.layer)
-        source = EntrySource(self.context.layers, self.layer, index)
-        return LayerDir(self.key, source, index.entry(ROOT_ID))
+        return LayerDir(self.key, self._source(index), index.entry(ROOT_ID))
+
+    def _known_root(self) -> LayerDir | None:
+        """The root, if the layer is indexed already (asking never fetches it)."""
+        index = self.context.layers.known_index(self.layer)
+        return None if index is None else LayerDir(self.key, self._source(index), index.root())
 
     async def stat(self) -> Stat:
-        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
+        root = self._known_root()
+        if root is None:
+            return provisional_directory(self.context)
+        return root_stat(self.context, root.entry)
 
     async def xattrs(self) -> dict[str, bytes]:
-        root = await self._root()
-        attributes = await root.xattrs()
+        """The ``.`` entry's own attributes once the layer is indexed, and regfs's: what
+        the layer is and how it is (or would be) read, fetching nothing."""
+        root = self._known_root()
+        attributes = await root.xattrs() if root is not None else {}
         layers = self.context.layers
         attributes["user.regfs.digest"] = str(self.layer.digest).encode()
         attributes["user.regfs.media_type"] = self.layer.descriptor.media_type.encode()
-        attributes["user.regfs.access"] = layers.access(self.layer, root.source.index).encode()
+        attributes["user.regfs.access"] = layers.access(self.layer).encode()
         fetched = await layers.fetched(self.layer)
         attributes["user.regfs.fetched"] = fetched_text(fetched, self.layer.descriptor.size)
         return attributes
 
     async def xattr(self, name: str) -> bytes | None:
-        if name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch the layer
+        if name in PROBED_BY_LS:  # asked of every entry by `ls -l`: cheaply absent
             return None
-        if name == "user.regfs.digest":  # these two need no index (regfs prefetch asks)
-            return str(self.layer.digest).encode()
-        if name == "user.regfs.media_type":
-            return self.layer.descriptor.media_type.encode()
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:

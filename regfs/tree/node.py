@@ -36,6 +36,9 @@ class Stat:
     gid: int = 0
     rdev: int = 0
     """Device number (``os.makedev``) of a char or block device."""
+    provisional: bool = False
+    """Stands in until what it describes is known (a layer root before its layer is
+    indexed): the kernel must ask again each time, never keep it."""
 
 
 DIRECTORY_PERMISSIONS = 0o555

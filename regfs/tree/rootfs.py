@@ -16,8 +16,8 @@ import trio
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry, NotFound, RegfsError
-from regfs.layers.blobs import LayerRef
 from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.layer_ref import LayerRef
 from regfs.layers.merge import Resolved, resolve
 from regfs.layers.store import LayerIndex
 from regfs.tree.context import TreeContext
@@ -30,7 +30,8 @@ from regfs.tree.entry_nodes import (
     entry_xattrs,
     layer_xattr,
 )
-from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
+from regfs.tree.layer import provisional_directory, root_stat
+from regfs.tree.node import Directory, Node, Stat
 
 
 class MergedImage:
@@ -66,6 +67,17 @@ class MergedImage:
                 raise _first_domain_error(group) from None
             self._indexes = [index for index in found if index is not None]
         return self._indexes
+
+    def known_root(self) -> Resolved | None:
+        """The merged root, if every layer is indexed already (asking never fetches)."""
+        indexes = [self.context.layers.known_index(layer) for layer in self.layers]
+        if None in indexes:
+            return None
+        return resolve(
+            (position, index.root())
+            for position, index in reversed(list(enumerate(indexes)))
+            if index is not None
+        )
 
     def source(self, position: int, indexes: list[LayerIndex]) -> EntrySource:
         return EntrySource(self.context.layers, self.layers[position], indexes[position], position)
@@ -161,22 +173,31 @@ class RootfsDir(Directory):
                 raise NotFound(f"image {self.image.image}: the root is whited out")
         return self.resolved
 
+    def _known(self) -> Resolved | None:
+        """What this dir merges, if known without indexing a layer (the root's is not
+        until every layer is indexed; another dir's always is)."""
+        return self.resolved if self.path else self.resolved or self.image.known_root()
+
     async def stat(self) -> Stat:
-        if not self.path:  # the root answers without building any layer index
-            return Stat(
-                Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.image.context.mount_time_ns
-            )
-        return entry_stat((await self._resolved()).entry)
+        """The root takes the ``.`` entry of the highest layer that has one, as an
+        unpack applies them; until every layer is indexed it is provisional."""
+        resolved = self._known()
+        if resolved is None:
+            return provisional_directory(self.image.context)
+        if not self.path:
+            return root_stat(self.image.context, resolved.entry)
+        return entry_stat(resolved.entry)
 
     async def xattrs(self) -> dict[str, bytes]:
-        return entry_xattrs((await self._resolved()).entry)
+        resolved = self._known()
+        return entry_xattrs(resolved.entry) if resolved is not None else {}
 
     async def xattr(self, name: str) -> bytes | None:
-        if not self.path and name in PROBED_BY_LS:  # `ls -l TAG/` must not fetch layers
-            return None
         if name == LAYER_XATTR:
-            position = (await self._resolved()).layer
-            return layer_xattr(position, self.image.layers[position])
+            resolved = self._known()
+            if resolved is None:
+                return None
+            return layer_xattr(resolved.layer, self.image.layers[resolved.layer])
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:

@@ -4,22 +4,31 @@ to reading the whole layer."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import os
+import shutil
+import stat
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from regfs.layers.toc import FOOTER_SIZE, toc_offset
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
+from tests.support.crafted import upload_blob
 from tests.support.estargz import push_estargz
-from tests.support.mount import Mount
+from tests.support.estargz_writer import TOC_NAME, footer, toc_blob
+from tests.support.mount import Mount, run_regfs
 from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
-from tests.support.trees import differences, snapshot
+from tests.support.trees import differences, extract_layer, root_of, snapshot
 
 pytestmark = pytest.mark.mount
 
@@ -194,3 +203,106 @@ def test_the_layered_image_as_estargz_equals_umoci_unpack(tmp_path: Path, layere
         mount.close()
         proxy.stop()
         registry.stop()
+
+
+def _without_toc(toc_image: TocImage, pushed: Pushed, tag: str) -> None:
+    """The same image with no annotation on its layer, as ``HOST/REPOSITORY:tag``: its
+    layer is the same blob, read whole."""
+    manifest = json.loads(json.dumps(toc_image.manifest))
+    del manifest["layers"][0]["annotations"]
+    images.registry_request(
+        f"{pushed.registry.url}/v2/{toc_image.repository}/manifests/{tag}", method="PUT",
+        data=json.dumps(manifest).encode(), headers={"Content-Type": toc_image.content_type},
+    )  # fmt: skip
+
+
+def _tar_oracle(toc_image: TocImage, pushed: Pushed, target: Path) -> Path:
+    """GNU tar's extraction of the layer blob: what its digest vouches for."""
+    blob = target.with_suffix(".blob")
+    blob.write_bytes(images.get_blob(pushed.registry.url, toc_image.repository,
+                                     toc_image.layer_digest))  # fmt: skip
+    extract_layer(blob, target)
+    return target
+
+
+def test_a_layer_read_through_its_toc_and_whole_in_one_mount(
+    mount: Mount, toc_image: TocImage, pushed: Pushed, tmp_path: Path
+) -> None:
+    """Issue 17.1: one layer, named with its TOC by one image and without it by another,
+    is indexed twice in one mount (each numbering entries its own way). Each image shows
+    the tree its own index says, in its layer dir and its rootfs, whatever was listed
+    through the other first: the TOC's, and GNU tar's (the TOC's own files included)."""
+    _without_toc(toc_image, pushed, "whole")
+    tar_view = _tar_oracle(toc_image, pushed, tmp_path / "tar")
+    toc_view = tmp_path / "toc"
+    shutil.copytree(tar_view, toc_view, symlinks=True)
+    for hidden in ("stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"):
+        (toc_view / hidden).unlink(missing_ok=True)
+    lazy, whole = toc_image.image(mount), toc_image.image(mount, "whole")
+    for image, oracle in ((lazy, toc_view), (whole, tar_view), (lazy, toc_view)):
+        for top in (image / "0", image / "rootfs"):
+            found = differences(snapshot(top), snapshot(oracle))
+            assert not found, f"{top}:\n" + "\n".join(found)
+            assert root_of(top, mtime=False) == root_of(oracle, mtime=False)
+    assert f"indexed from its {toc_image.toc_format} TOC" in mount.log()
+    path = f"/v2/{toc_image.repository}/blobs/{toc_image.layer_digest}"
+    assert toc_image.proxy.whole_blob_gets[path] == 1  # for the image without a TOC
+
+
+def _lying_toc(toc_image: TocImage, pushed: Pushed, tag: str, path: str, mode: int) -> None:
+    """The eStargz image with a TOC that gives ``path`` another mode (a new blob: the same
+    tar stream up to the TOC, then the edited TOC and its footer), as ``tag``."""
+    blob = images.get_blob(pushed.registry.url, toc_image.repository, toc_image.layer_digest)
+    start, footer_size = toc_offset(blob[-FOOTER_SIZE:], len(blob))
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob[start : len(blob) - footer_size]))) \
+            as archive:  # fmt: skip
+        toc = json.load(archive.extractfile(TOC_NAME))  # type: ignore[arg-type]
+    (entry,) = [entry for entry in toc["entries"] if entry["name"] == path]
+    entry["mode"] = mode
+    edited = json.dumps(toc).encode()
+    lying = blob[:start] + toc_blob(edited) + footer(start)
+    manifest = json.loads(json.dumps(toc_image.manifest))
+    layer = manifest["layers"][0]
+    layer |= upload_blob(pushed.registry.url, toc_image.repository, lying)
+    layer["annotations"] = {
+        TOC_ANNOTATION["estargz"]: f"sha256:{hashlib.sha256(edited).hexdigest()}"
+    }
+    images.registry_request(
+        f"{pushed.registry.url}/v2/{toc_image.repository}/manifests/{tag}", method="PUT",
+        data=json.dumps(manifest).encode(), headers={"Content-Type": toc_image.content_type},
+    )  # fmt: skip
+
+
+def test_a_toc_that_lies_about_a_mode_loses_to_the_tar(
+    tmp_path: Path, toc_image: TocImage, pushed: Pushed
+) -> None:
+    """Issue 17.6: an eStargz TOC that says a file is setuid when its tar does not. Read
+    lazily, the TOC is all regfs has; once ``regfs prefetch`` has the whole blob it
+    compares the two, says so and fails, and from then on every mount on that cache shows
+    the tar, the truth the layer digest vouches for."""
+    if toc_image.toc_format != "estargz":
+        pytest.skip("the lying TOC is crafted in eStargz")
+    _lying_toc(toc_image, pushed, "lying", "etc/os-release", 0o4755)
+    reference = f"{toc_image.proxy.host}/{toc_image.repository}:lying"
+    cache = tmp_path / "cache"
+    lazy = Mount(tmp_path / "lazy", "--cache-dir", str(cache))
+    try:
+        shown = lazy / toc_image.proxy.host / toc_image.repository / "lying/rootfs/etc/os-release"
+        assert stat.S_IMODE(shown.stat().st_mode) == 0o4755  # lazily, only the TOC is known
+    finally:
+        lazy.close()
+    prefetched = run_regfs("prefetch", "--quiet", "--cache-dir", str(cache), reference)
+    assert prefetched.returncode == 1, prefetched.stderr
+    assert "its TOC disagrees with its tar, which is shown: /etc/os-release: mode: " \
+           "TOC 4755, tar 0644" in prefetched.stderr  # fmt: skip
+    after = Mount(tmp_path / "after", "--cache-dir", str(cache))
+    try:
+        image = after / toc_image.proxy.host / toc_image.repository / "lying"
+        assert stat.S_IMODE((image / "rootfs/etc/os-release").stat().st_mode) == 0o644
+        assert (image / "rootfs/etc/os-release").read_bytes() == FILES["etc/os-release"]
+        access = os.getxattr(image / "0", "user.regfs.access").decode()
+        assert access.startswith("whole layer (gzip): fetched once, checked, indexed; its TOC "
+                                 "disagrees with its tar, which is shown: /etc/os-release: "
+                                 "mode: TOC 4755, tar 0644"), access  # fmt: skip
+    finally:
+        after.close()

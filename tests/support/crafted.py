@@ -89,14 +89,18 @@ def upload_blob(registry_url: str, repository: str, data: bytes) -> dict[str, ob
 
 
 def push_layers(
-    registry_url: str, reference: str, layers: list[bytes], media_type: str = GZIP_LAYER
+    registry_url: str,
+    reference: str,
+    layers: list[bytes],
+    media_type: str = GZIP_LAYER,
+    *,
+    diff_ids: list[str] | None = None,
 ) -> None:
     """Push an image of ``layers`` (blobs of ``media_type``, bottom first) as
-    ``repository:tag``."""
+    ``repository:tag``; its config names ``diff_ids`` (umoci unpack checks them)."""
     repository, tag = reference.rsplit(":", 1)
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
-    ).encode()
+    rootfs = {"type": "layers", "diff_ids": diff_ids or []}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": rootfs}).encode()
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -62,6 +62,21 @@ def snapshot(
     return result
 
 
+def root_of(root: Path, mtime: bool = True) -> tuple[object, ...]:
+    """The attributes of a tree's top dir itself: (mode, uid, gid, xattrs, mtime), as
+    ``tar -x`` sets them from a layer's ``./`` entry (regfs's own ``user.regfs.*``, which
+    a layer dir lists, left out)."""
+    info = os.stat(root)
+    xattrs = _xattrs(str(root), False).items()
+    return (
+        oct(stat.S_IMODE(info.st_mode)),
+        info.st_uid,
+        info.st_gid,
+        tuple((name, value) for name, value in xattrs if not name.startswith("user.regfs.")),
+        info.st_mtime_ns // 1_000_000_000 if mtime else None,
+    )
+
+
 def differences(
     actual: dict[str, tuple[object, ...]], expected: dict[str, tuple[object, ...]], limit: int = 20
 ) -> list[str]:

@@ -45,6 +45,15 @@ def test_paths_are_normalised_and_parents_made_implicit() -> None:
     assert normalize_path(b"/a/./b/../c") == [b"a", b"c"]
 
 
+def test_the_root_is_implicit_until_the_tar_lists_it() -> None:
+    """``./`` gives the layer root its attributes, as ``tar -x`` gives them to the dir it
+    extracts into; without it the root is made for its children."""
+    tree, _ = build(member("a"))
+    assert tree[""].implicit
+    tree, _ = build(member("./", "5", mode=0o750), member("a"))
+    assert not tree[""].implicit and tree[""].mode == 0o750
+
+
 def test_climbing_out_and_unsupported_types_are_skipped_with_a_warning() -> None:
     tree, warnings = build(member("../../etc/passwd"), member("sparse", "S"))
     assert set(tree) == {""}
