@@ -16,6 +16,7 @@ from pathlib import Path
 
 from regfs.cache.chunks import ChunkCache
 from regfs.layers.store import IndexMeta, LayerIndex
+from regfs.layers.toc_check import check_cached_toc
 from regfs.mountpoint import mounted_type
 from regfs.tree.namespace import STATUS_XATTR
 
@@ -135,6 +136,20 @@ def prune(cache_dir: Path, max_size: int) -> tuple[int, int]:
     if before > max_size:
         cache.evict()
     return before, ChunkCache(cache_dir, max_size).usage()
+
+
+def toc_disagreements(cache_dir: Path) -> dict[str, str]:
+    """Layer digest → how its TOC disagrees with its tar, for every layer whose TOC index
+    and whole-blob index are both in the cache (see ``layers.toc_check``)."""
+    chunks = ChunkCache(cache_dir, 1 << 62)
+    found = {}
+    for toc_index in sorted((cache_dir / "indexes").glob("sha*.toc-*.sqlite")):
+        whole = toc_index.with_name(toc_index.name.split(".")[0] + ".sqlite")
+        if whole.exists():
+            verdict = check_cached_toc(toc_index, whole, chunks)
+            if verdict is not None:
+                found[toc_index.name.split(".")[0].replace("-", ":", 1)] = verdict
+    return found
 
 
 def verify(cache_dir: Path) -> tuple[int, list[str]]:

@@ -276,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
             "delete the least recently used chunks and indexes down to --max-size, "
             "or those of one --image",
         ),
-        ("verify", "re-hash every stored chunk and delete damaged ones (exit 1 if any)"),
+        (
+            "verify",
+            "re-hash every stored chunk and delete damaged ones, and compare the TOC of "
+            "each lazy layer with its tar where both are cached (exit 1 if any is wrong)",
+        ),
     ):
         command = cache_commands.add_parser(name, help=text, description=text)
         command.add_argument(
@@ -622,10 +626,13 @@ def cache(args: argparse.Namespace) -> int:
         code = 0
     elif args.cache_command == "verify":
         checked, removed = cache_commands.verify(directory)
-        result = {"checked": checked, "removed": removed}
+        disagreeing = cache_commands.toc_disagreements(directory)
+        result = {"checked": checked, "removed": removed, "toc_disagreements": disagreeing}
         text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
         text += "".join(f"  removed {name}\n" for name in removed)
-        code = 1 if removed else 0
+        text += "".join(f"  {digest}: its TOC disagrees with its tar, which is shown: "
+                        f"{verdict}\n" for digest, verdict in disagreeing.items())  # fmt: skip
+        code = 1 if removed or disagreeing else 0
     else:
         result = cache_stats(directory, image)
         text = format_cache_stats(result)

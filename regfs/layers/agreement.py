@@ -145,6 +145,19 @@ def content_checks(
     return checks
 
 
+def compare(
+    toc_entries: Iterable[IndexEntry], chunks: Iterable[TocChunk], tar_entries: Iterable[IndexEntry]
+) -> tuple[list[str], list[ContentCheck]]:
+    """The metadata differences between a layer's TOC index and its tar index, and the
+    content checks that remain to be made (by a caller that can read the tar)."""
+    toc, tar = LayerTree.of(toc_entries), LayerTree.of(tar_entries)
+    return metadata_differences(toc, tar), content_checks(toc, chunks, tar)
+
+
+def content_difference(check: ContentCheck) -> str:
+    return f"{_shown(check.path)}: content at tar offset {check.offset} is not the TOC's"
+
+
 def verdict(differences: list[str]) -> str:
     """The first differences, for a log line and ``user.regfs.access``."""
     shown = "; ".join(differences[:SHOWN_DIFFERENCES])

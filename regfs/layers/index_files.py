@@ -64,7 +64,12 @@ class IndexFiles:
         """Where a verdict that the layer's TOC disagrees with its tar is kept, if it has a
         TOC."""
         toc = self.toc(layer)
-        return None if toc is None else toc[0].with_suffix(".disagrees")
+        return None if toc is None else disagreement_beside(toc[0])
+
+
+def disagreement_beside(toc_index: Path) -> Path:
+    """Where the verdict that a TOC disagrees with its tar is kept: beside its index."""
+    return toc_index.with_suffix(".disagrees")
 
 
 def _expected(layer: LayerRef, built_from: str) -> ExpectedIndex:

@@ -293,20 +293,25 @@ class LayerIndex:
         return self._connection
 
     async def all_entries(self) -> list[IndexEntry]:
-        """Every entry, in id order (parents first), read in a worker thread."""
-        query = f"SELECT {_COLUMNS} FROM entries ORDER BY id"
-        return await self._in_thread(
-            "entry list", lambda db: [_entry(row) for row in db.execute(query)]
-        )
+        """``entries_in`` read in a worker thread."""
+        return await self._in_thread("entry list", self.entries_in)
+
+    def entries_in(self, db: sqlite3.Connection | None = None) -> list[IndexEntry]:
+        """Every entry, in id order (parents first). Blocking: from the event loop, use
+        ``all_entries``."""
+        db = db if db is not None else self._db()
+        return [_entry(row) for row in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id")]
 
     async def all_toc_chunks(self) -> list[TocChunk]:
-        """Every TOC chunk (or zTOC span), in stream order, read in a worker thread."""
-        query = "SELECT * FROM toc_chunks ORDER BY virtual_offset"
-        return await self._in_thread(
-            "TOC chunk list",
-            lambda db: [TocChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
-                        for r in db.execute(query)],
-        )  # fmt: skip
+        """``toc_chunks_in`` read in a worker thread."""
+        return await self._in_thread("TOC chunk list", self.toc_chunks_in)
+
+    def toc_chunks_in(self, db: sqlite3.Connection | None = None) -> list[TocChunk]:
+        """Every TOC chunk (or zTOC span), in stream order. Blocking: from the event loop,
+        use ``all_toc_chunks``."""
+        db = db if db is not None else self._db()
+        rows = db.execute("SELECT * FROM toc_chunks ORDER BY virtual_offset")
+        return [TocChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
 
     def entry(self, entry_id: int) -> IndexEntry:
         row = (

@@ -249,9 +249,10 @@ def test_a_layer_read_through_its_toc_and_whole_in_one_mount(
     assert toc_image.proxy.whole_blob_gets[path] == 1  # for the image without a TOC
 
 
-def _lying_toc(toc_image: TocImage, pushed: Pushed, tag: str, path: str, mode: int) -> None:
+def _lying_toc(toc_image: TocImage, pushed: Pushed, tag: str, path: str, mode: int) -> str:
     """The eStargz image with a TOC that gives ``path`` another mode (a new blob: the same
-    tar stream up to the TOC, then the edited TOC and its footer), as ``tag``."""
+    tar stream up to the TOC, then the edited TOC and its footer), as ``tag``; the new
+    layer's digest."""
     blob = images.get_blob(pushed.registry.url, toc_image.repository, toc_image.layer_digest)
     start, footer_size = toc_offset(blob[-FOOTER_SIZE:], len(blob))
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob[start : len(blob) - footer_size]))) \
@@ -271,6 +272,7 @@ def _lying_toc(toc_image: TocImage, pushed: Pushed, tag: str, path: str, mode: i
         f"{pushed.registry.url}/v2/{toc_image.repository}/manifests/{tag}", method="PUT",
         data=json.dumps(manifest).encode(), headers={"Content-Type": toc_image.content_type},
     )  # fmt: skip
+    return str(layer["digest"])
 
 
 def test_a_toc_that_lies_about_a_mode_loses_to_the_tar(
@@ -278,11 +280,12 @@ def test_a_toc_that_lies_about_a_mode_loses_to_the_tar(
 ) -> None:
     """Issue 17.6: an eStargz TOC that says a file is setuid when its tar does not. Read
     lazily, the TOC is all regfs has; once ``regfs prefetch`` has the whole blob it
-    compares the two, says so and fails, and from then on every mount on that cache shows
-    the tar, the truth the layer digest vouches for."""
+    compares the two, says so and fails (as ``regfs cache verify`` does then), and from
+    then on every mount on that cache shows the tar, the truth the layer digest vouches
+    for."""
     if toc_image.toc_format != "estargz":
         pytest.skip("the lying TOC is crafted in eStargz")
-    _lying_toc(toc_image, pushed, "lying", "etc/os-release", 0o4755)
+    layer_digest = _lying_toc(toc_image, pushed, "lying", "etc/os-release", 0o4755)
     reference = f"{toc_image.proxy.host}/{toc_image.repository}:lying"
     cache = tmp_path / "cache"
     lazy = Mount(tmp_path / "lazy", "--cache-dir", str(cache))
@@ -295,6 +298,10 @@ def test_a_toc_that_lies_about_a_mode_loses_to_the_tar(
     assert prefetched.returncode == 1, prefetched.stderr
     assert "its TOC disagrees with its tar, which is shown: /etc/os-release: mode: " \
            "TOC 4755, tar 0644" in prefetched.stderr  # fmt: skip
+    verified = run_regfs("cache", "verify", "--cache-dir", str(cache))
+    assert verified.returncode == 1
+    assert f"{layer_digest}: its TOC disagrees with its tar, which is shown: " \
+           "/etc/os-release: mode: TOC 4755, tar 0644" in verified.stdout  # fmt: skip
     after = Mount(tmp_path / "after", "--cache-dir", str(cache))
     try:
         image = after / toc_image.proxy.host / toc_image.repository / "lying"

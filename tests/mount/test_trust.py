@@ -173,6 +173,7 @@ def test_a_cache_dir_others_can_write_is_refused(
 ) -> None:
     """Issue 17.5: as ssh refuses a key file others can write; a new cache dir and its
     files are the user's alone."""
+    (tmp_path / "mnt").mkdir()
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
