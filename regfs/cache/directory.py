@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
-PARTS = ("chunks", "indexes", "tmp", "locks")
+PARTS = ("chunks", "indexes", "tmp", "locks", "verdicts")
 """The subdirs regfs keeps in a cache dir: each is checked like the dir itself."""
 
 

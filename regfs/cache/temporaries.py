@@ -47,7 +47,8 @@ def is_abandoned(path: Path, mtime: float, now: float) -> bool:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Publish ``data`` at ``path`` whole or not at all: written to a temporary named as
-    above, fsynced, renamed into place."""
+    above, fsynced, renamed into place (its directory made if missing)."""
+    path.parent.mkdir(exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "wb") as file:

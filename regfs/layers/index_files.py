@@ -11,8 +11,9 @@ file of its own, because each numbers entries and places data its own way:
   same layer with another TOC, or none.
 - ``<digest>.soci-<hash>.sqlite``: made from a SOCI zTOC, named after the zTOC's digest.
 
-A TOC found to disagree with its layer's tar leaves a ``.disagrees`` file beside its index
-(what differs, as text): such a TOC is not used again, the whole blob is.
+A TOC found to disagree with its layer's tar leaves ``verdicts/<its index name>.disagrees``
+in the cache dir (what differs, as text; outside ``indexes/``, so the cache's eviction
+never takes it): such a TOC is not used again, the whole blob is.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class IndexFiles:
 
 
 def disagreement_beside(toc_index: Path) -> Path:
-    """Where the verdict that a TOC disagrees with its tar is kept: beside its index."""
-    return toc_index.with_suffix(".disagrees")
+    """Where the verdict that a TOC disagrees with its tar is kept, for its index file."""
+    return toc_index.parent.parent / "verdicts" / f"{toc_index.stem}.disagrees"
 
 
 def _expected(layer: LayerRef, built_from: str) -> ExpectedIndex:
