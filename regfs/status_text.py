@@ -30,7 +30,8 @@ def format_status(state: dict[str, Any]) -> str:
         f"mount       {state['mountpoint']} (regfs {state['version']}, pid {state['pid']})",
         f"options     platform {options['platform']}, timeout {options['timeout']:g}s, "
         f"metadata TTL {options['metadata_ttl']:g}s"
-        + (", allow_other" if options["allow_other"] else ""),
+        + (", allow_other" if options["allow_other"] else "")
+        + (", SOCI v1 referrers" if options.get("soci_v1_referrers") else ""),
         f"kernel      caching {options['kernel_caching']}",
         f"cache       {cache['dir']}: {human_size(cache['size'])} of "
         f"{human_size(cache['size_limit'])}",

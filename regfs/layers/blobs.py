@@ -120,8 +120,16 @@ def layer_refs(
 class LayerStore:
     """Indexes and chunked reads of layer blobs, shared by every image of a mount."""
 
-    def __init__(self, client: RegistryClient, cache_dir: Path, cache_size: int) -> None:
-        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``)."""
+    def __init__(
+        self,
+        client: RegistryClient,
+        cache_dir: Path,
+        cache_size: int,
+        *,
+        soci_v1_referrers: bool = False,
+    ) -> None:
+        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
+        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
         self._client = client
         self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
         self._index_dir = cache_dir / "indexes"
@@ -164,7 +172,7 @@ class LayerStore:
         self.chunk_reads = ChunkReads()
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        self._soci = SociLookup(client)
+        self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
 
@@ -670,7 +678,8 @@ class LayerStore:
         if kind in TOC_FORMATS:
             how = f"{'eStargz' if kind == ESTARGZ else kind} TOC: chunks fetched as read"
         elif kind == SOCI:
-            how = "SOCI zTOC: spans fetched as read"
+            source = self._soci.source_of(layer.host, layer.repository, layer.image, layer.digest)
+            how = f"{source}: spans fetched as read"
         else:
             how = f"whole layer ({kind}): fetched once, checked, indexed"
         reason = self._fallbacks.get(layer.digest)
