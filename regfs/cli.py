@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (
-        ("stats", "sizes by kind, cached share of each layer, hit rates of mounts using it"),
+        ("stats", "sizes, each layer's cached share and the images it served, hit rates"),
         (
             "prune",
             "delete the least recently used chunks and indexes down to --max-size, "

@@ -47,6 +47,8 @@ class Target:
 class Outcome:
     layer: LayerRef
     name: str
+    tag: str | None = None
+    """The tag the image was named by, if it was: recorded with the layer's use."""
     access: str = ""
     cached: int = 0
     error: str | None = None
@@ -123,7 +125,8 @@ async def prefetch(
                 continue
             name = f"{Target(target.host, target.repository, str(subject.digest))} " \
                    f"layer {position}"  # fmt: skip
-            outcomes.append(Outcome(layer, name))
+            tag = None if ":" in target.reference else target.reference
+            outcomes.append(Outcome(layer, name, tag=tag))
     reporter.started(len(outcomes), sum(o.layer.descriptor.size or 0 for o in outcomes))
 
     def received(layer: LayerRef, size: int) -> None:
@@ -141,6 +144,10 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     layer = outcome.layer
     try:
         index = await store.index(layer)
+        if outcome.tag is not None:
+            await store.layer_images.note(
+                layer.digest, layer.host, layer.repository, layer.image, tag=outcome.tag
+            )
         outcome.access = store.access(layer, index)
         await store.warm(layer, index)
         outcome.cached = await store.fetched(layer)

@@ -30,6 +30,7 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
+from regfs.cache.layer_images import LayerImages
 from regfs.cache.memory import keep, listings_lru
 from regfs.cache.temporaries import is_abandoned
 from regfs.domain.deadline import CALLER_DEADLINE
@@ -175,6 +176,8 @@ class LayerStore:
         self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
+        self.layer_images = LayerImages(cache_dir)
+        """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
     async def run(self) -> None:
         """Work of the mount's own, in the background (prefetching), until cancelled."""
@@ -210,6 +213,13 @@ class LayerStore:
         return self._index_dir / f"{name}.sqlite"
 
     async def index(self, layer: LayerRef) -> LayerIndex:
+        """The layer's index, from memory, from disk, or built now from the blob; its use
+        for the layer's image is recorded in the cache dir (``regfs cache stats``)."""
+        index = await self._resolved_index(layer)
+        await self.layer_images.note(layer.digest, layer.host, layer.repository, layer.image)
+        return index
+
+    async def _resolved_index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now from the blob.
 
         An index is keyed by digest alone, but content belongs to repositories: before one
