@@ -14,13 +14,16 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layer_images import ImageUse
 from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.layers.toc_check import check_cached_toc
 from regfs.mountpoint import mounted_type
 from regfs.tree.namespace import STATUS_XATTR
 
-KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp"}
+KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp",
+         "images": layer_images.DIRECTORY}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,8 @@ class LayerCached:
     """Share of the layer's pieces in the cache (0 to 1)."""
     size: int
     """The layer blob's (compressed) size."""
+    images: tuple[ImageUse, ...]
+    """The images mounts and ``regfs prefetch`` used it for, as far as the cache knows."""
 
 
 def sizes(cache_dir: Path) -> dict[str, int]:
@@ -83,14 +88,15 @@ def layers(cache_dir: Path, digests: Collection[str] | None = None) -> list[Laye
         total = sum(weight for _, weight in pieces)
         present = sum(weight for sha256, weight in pieces if chunks.has(sha256))
         found.append(LayerCached(meta.digest, meta.compression,
-                                 present / total if total else 1.0,
-                                 meta.compressed_size))  # fmt: skip
+                                 present / total if total else 1.0, meta.compressed_size,
+                                 tuple(layer_images.read(cache_dir, meta.digest))))  # fmt: skip
     return found
 
 
 def forget(cache_dir: Path, digests: Collection[str]) -> int:
-    """Delete the chunks and indexes of the layers of ``digests``; the bytes freed. (A
-    chunk another layer shares goes too: whoever needs it fetches it again.)"""
+    """Delete the chunks and indexes of the layers of ``digests``, and the record of the
+    images that used them; the bytes freed. (A chunk another layer shares goes too:
+    whoever needs it fetches it again.)"""
     chunks = ChunkCache(cache_dir, 1 << 62)
     freed = 0
     for path in _index_files(cache_dir, digests):
@@ -98,6 +104,7 @@ def forget(cache_dir: Path, digests: Collection[str]) -> int:
         for sha256, _ in read[1] if read else ():
             freed += _unlink(chunks.path_of(sha256))
         freed += _unlink(path)
+    layer_images.forget(cache_dir, digests)
     return freed
 
 

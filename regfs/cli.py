@@ -37,7 +37,7 @@ from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.prefetch import Outcome, target_of
 from regfs.prefetch import prefetch as fetch_images
-from regfs.registry.aliases import parse_config
+from regfs.registry.aliases import RegfsConfig, parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.images import resolve_image
@@ -65,15 +65,15 @@ def _default_config_file() -> Path:
     return Path(config) / "regfs" / "config.toml"
 
 
-def load_aliases(args: argparse.Namespace) -> dict[str, str]:
-    """The aliases of ``--config`` (which must exist) or of the default file (if it does)."""
+def load_config(args: argparse.Namespace) -> RegfsConfig:
+    """The settings of ``--config`` (which must exist) or of the default file (if it does)."""
     path = args.config or _default_config_file()
     try:
         text = path.read_text()
     except FileNotFoundError:
         if args.config is not None:
             raise MalformedContent(f"{path}: no such file") from None
-        return {}
+        return RegfsConfig()
     except OSError as error:
         raise MalformedContent(f"{path}: {error.strerror}") from None
     return parse_config(text, str(path))
@@ -156,8 +156,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        help=f"regfs's own settings: aliases for registries below a path prefix "
-        f"(default: {_default_config_file()})",
+        help=f"regfs's own settings: aliases for registries below a path prefix, SOCI v1 "
+        f"referrers (default: {_default_config_file()})",
     )
     command.add_argument(
         "--timeout",
@@ -165,6 +165,19 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="SECONDS",
         help="deadline for one registry call, retries included (default: 30)",
+    )
+
+
+def _add_soci_option(command: argparse.ArgumentParser) -> None:
+    """The option of the commands that read layers through SOCI indexes."""
+    command.add_argument(
+        "--soci-v1-referrers",
+        action=argparse.BooleanOptionalAction,
+        help="also read gzip layers through a SOCI v1 index found among the image's "
+        "referrers (as `regfs index push` makes them): anyone who may push to the "
+        "repository can add one, and no digest of the image covers it; a SOCI v2 index, "
+        "named by the image manifest, is always used (default: the config file's "
+        "[soci] v1-referrers, else off)",
     )
 
 
@@ -224,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
     )
     _add_cache_options(mount)
+    _add_soci_option(mount)
     mount.add_argument(
         "--verify-schema1-signatures",
         action="store_true",
@@ -254,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("images", nargs="+", metavar="IMAGE")
     _add_registry_options(warm)
     _add_cache_options(warm)
+    _add_soci_option(warm)
     warm.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     completion = commands.add_parser(
@@ -270,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (
-        ("stats", "sizes by kind, cached share of each layer, hit rates of mounts using it"),
+        ("stats", "sizes, each layer's cached share and the images it served, hit rates"),
         (
             "prune",
             "delete the least recently used chunks and indexes down to --max-size, "
@@ -310,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="make a SOCI index of IMAGE and push it as its referrer",
         description="Download each gzip layer of IMAGE (of --platform, for an index), make "
         "its zTOC, and push them with a SOCI v1 index that refers to the image: mounts "
-        "(and soci-snapshotter) then read those layers span by span.",
+        "with --soci-v1-referrers (and soci-snapshotter with v1 enabled) then read those "
+        "layers span by span. No digest of the image covers a v1 index; a SOCI v2 index "
+        "(soci convert) is used by every mount.",
     )
     push.add_argument("image", help="HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@DIGEST")
     _add_registry_options(push)
@@ -357,8 +374,16 @@ def _client_config(args: argparse.Namespace) -> ClientConfig:
         insecure_hosts=frozenset(args.insecure_registry),
         registries=load_registries_conf(os.environ),
         tls=TlsSettings(certs_dirs(os.environ)),
-        aliases=load_aliases(args),
+        aliases=load_config(args).aliases,
     )
+
+
+def _soci_v1_referrers(args: argparse.Namespace) -> bool:
+    """``--soci-v1-referrers`` or ``--no-soci-v1-referrers``, else the config file's
+    ``[soci] v1-referrers``; ``MalformedContent`` for a file that does not parse."""
+    if args.soci_v1_referrers is not None:
+        return bool(args.soci_v1_referrers)
+    return load_config(args).soci_v1_referrers
 
 
 def _mount_options(allow_other: bool) -> set[str]:
@@ -383,7 +408,9 @@ def serve(
     metadata = RegistryMetadata(
         client, MetadataLimits(ttl=args.metadata_ttl), args.verify_schema1_signatures
     )
-    layers = LayerStore(client, args.cache_dir, args.cache_size)
+    layers = LayerStore(
+        client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
+    )
     aliases = frozenset(client.config.aliases)
     status = functools.partial(mount_status, args, mountpoint, client, layers)
     context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
@@ -419,7 +446,7 @@ def mount_status(
         "options": {
             "platform": str(args.platform), "timeout": args.timeout,
             "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
-            "kernel_caching": kernel_caching(),
+            "soci_v1_referrers": args.soci_v1_referrers, "kernel_caching": kernel_caching(),
         },
         "cache": {
             "dir": str(args.cache_dir), "size_limit": args.cache_size,
@@ -462,6 +489,7 @@ def mount(args: argparse.Namespace) -> int:
     try:
         check_can_mount(mountpoint)
         config = _client_config(args)  # a broken file must stop the mount, here
+        args.soci_v1_referrers = _soci_v1_referrers(args)
     except (MountpointError, MalformedContent) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
@@ -543,7 +571,8 @@ def index_push(args: argparse.Namespace) -> int:
         print(f"{layer.digest}: zTOC {ztoc.digest} ({ztoc.size} bytes)")
     for layer, reason in pushed.skipped:
         print(f"{layer.digest}: no zTOC ({reason})")
-    print(f"SOCI index {pushed.index} pushed for {host}/{repository}@{pushed.image}")
+    print(f"SOCI v1 index {pushed.index} pushed for {host}/{repository}@{pushed.image}")
+    print("mounts and regfs prefetch use it with --soci-v1-referrers (see `regfs mount --help`)")
     return 0
 
 
@@ -567,6 +596,7 @@ def prefetch(args: argparse.Namespace) -> int:
     try:
         targets = [target_of(text) for text in args.images]
         config, credentials = _command_setup(args, logging.ERROR)
+        soci_v1_referrers = _soci_v1_referrers(args)
     except (MalformedContent, ValueError) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
@@ -577,7 +607,9 @@ def prefetch(args: argparse.Namespace) -> int:
     front = progress_front_end(quiet=args.quiet)
 
     async def fetch(client: RegistryClient) -> list[Outcome]:
-        store = LayerStore(client, args.cache_dir, args.cache_size)
+        store = LayerStore(
+            client, args.cache_dir, args.cache_size, soci_v1_referrers=soci_v1_referrers
+        )
         try:
             return await fetch_images(client, store, targets, args.platform, front.reporter)
         finally:

@@ -17,7 +17,7 @@ from regfs import __version__
 
 FILES = (
     ("~/.config/regfs/config.toml", "regfs's own settings: aliases for registries below a "
-     "path prefix."),
+     "path prefix ([aliases]), SOCI v1 referrers allowed ([soci] v1-referrers)."),
     ("~/.docker/config.json, ~/.config/containers/auth.json",
      "credentials, read as docker, podman and skopeo read them (credential helpers too)."),
     ("/etc/containers/registries.conf, /etc/containers/certs.d",

@@ -21,7 +21,10 @@ VALUED = frozenset({
     "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
     "insecure_registry", "log_file",
 })  # fmt: skip
-FLAGS = frozenset({"allow_other", "debug", "verify_schema1_signatures", "allow_shared_cache"})
+FLAGS = frozenset({
+    "allow_other", "debug", "verify_schema1_signatures", "soci_v1_referrers",
+    "no_soci_v1_referrers", "allow_shared_cache",
+})  # fmt: skip
 GENERIC = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",
     "nofail", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",

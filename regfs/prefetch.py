@@ -49,6 +49,8 @@ class Target:
 class Outcome:
     layer: LayerRef
     name: str
+    tag: str | None = None
+    """The tag the image was named by, if it was: recorded with the layer's use."""
     access: str = ""
     cached: int = 0
     error: str | None = None
@@ -125,7 +127,8 @@ async def prefetch(
                 continue
             name = f"{Target(target.host, target.repository, str(subject.digest))} " \
                    f"layer {position}"  # fmt: skip
-            outcomes.append(Outcome(layer, name))
+            tag = None if ":" in target.reference else target.reference
+            outcomes.append(Outcome(layer, name, tag=tag))
     reporter.started(len(outcomes), sum(o.layer.descriptor.size or 0 for o in outcomes))
 
     def received(layer: LayerRef, size: int) -> None:
@@ -144,6 +147,10 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     try:
         disagreement = await check_toc(store, layer)
         index = await store.index(layer)
+        if outcome.tag is not None:
+            await store.layer_images.note(
+                layer.digest, layer.host, layer.repository, layer.image, tag=outcome.tag
+            )
         outcome.access = store.access(layer)
         await store.warm(layer, index)
         outcome.cached = await store.fetched(layer)

@@ -30,7 +30,8 @@ def format_status(state: dict[str, Any]) -> str:
         f"mount       {state['mountpoint']} (regfs {state['version']}, pid {state['pid']})",
         f"options     platform {options['platform']}, timeout {options['timeout']:g}s, "
         f"metadata TTL {options['metadata_ttl']:g}s"
-        + (", allow_other" if options["allow_other"] else ""),
+        + (", allow_other" if options["allow_other"] else "")
+        + (", SOCI v1 referrers" if options.get("soci_v1_referrers") else ""),
         f"kernel      caching {options['kernel_caching']}",
         f"cache       {cache['dir']}: {human_size(cache['size'])} of "
         f"{human_size(cache['size_limit'])}",
@@ -56,6 +57,12 @@ def _hit_rate(reads: dict[str, int]) -> str:
     return f"{100 * (reads['memory'] + reads['disk']) / served:.1f}%"
 
 
+def _image_name(image: dict[str, Any]) -> str:
+    """``host/repository@digest``, and its tags: an image a layer was used for."""
+    name = f"{image['host']}/{image['repository']}@{image['digest']}"
+    return f"{name} (tags: {', '.join(image['tags'])})" if image["tags"] else name
+
+
 def format_cache_stats(stats: dict[str, Any]) -> str:
     sizes = stats["sizes"]
     lines = [f"cache dir   {stats['dir']}"]
@@ -65,6 +72,7 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
     for layer in stats["layers"]:
         lines.append(f"  {layer['digest']}  {layer['access']:<12} {100 * layer['cached']:5.1f}%"
                      " cached")  # fmt: skip
+        lines += [f"      used by {_image_name(image)}" for image in layer["images"]]
     if "image" in stats:
         image = stats["image"]
         lines.append(f"image       {100 * image['cached']:.1f}% of its {image['layers']} layers "

@@ -16,6 +16,8 @@ thread-safe; callers run them in worker threads.
   is under 90 % of it. Blobs in ``tmp/`` count but are never evicted: a download in
   progress is bounded by the layer store instead (a few at once). An index deleted under
   another mount stays readable to it (an open file) and is rebuilt on its next open.
+  Evicting indexes sweeps the records of which images used their layers
+  (``cache/layer_images.py``) with them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
+from regfs.cache import layer_images
 from regfs.cache.temporaries import is_abandoned
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class ChunkCache:
     ) -> None:
         """``directory`` is the cache root; ``in_use`` names the index files this process
         has open (never evicted)."""
+        self._root = directory
         self.directory = directory / "chunks"
         self.directory.mkdir(parents=True, exist_ok=True)
         self._indexes = directory / "indexes"
@@ -162,12 +166,16 @@ class ChunkCache:
             evictable, fixed = self._scan()
             usage = incoming + fixed + sum(size for _, size, _ in evictable)
             target = int(self.max_bytes * LOW_WATER)
+            indexes_evicted = False
             for _, size, path in sorted(evictable):
                 if usage <= target:
                     break
                 path.unlink(missing_ok=True)
                 usage -= size
+                indexes_evicted |= path.parent == self._indexes
             self._usage = usage
+        if indexes_evicted:
+            layer_images.sweep(self._root)
 
 
 def _files(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:

@@ -30,6 +30,7 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
+from regfs.cache.layer_images import LayerImages
 from regfs.cache.memory import keep, listings_lru
 from regfs.cache.temporaries import is_abandoned, write_atomically
 from regfs.domain.deadline import CALLER_DEADLINE
@@ -80,8 +81,16 @@ FAILURE_MEMORY = 2.0
 class LayerStore:
     """Indexes and chunked reads of layer blobs, shared by every image of a mount."""
 
-    def __init__(self, client: RegistryClient, cache_dir: Path, cache_size: int) -> None:
-        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``)."""
+    def __init__(
+        self,
+        client: RegistryClient,
+        cache_dir: Path,
+        cache_size: int,
+        *,
+        soci_v1_referrers: bool = False,
+    ) -> None:
+        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
+        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
         self._client = client
         self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
         self._index_dir = cache_dir / "indexes"
@@ -127,9 +136,11 @@ class LayerStore:
         self.chunk_reads = ChunkReads()
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        self._soci = SociLookup(client)
+        self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
+        self.layer_images = LayerImages(cache_dir)
+        """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
     async def run(self) -> None:
         """Work of the mount's own, in the background (prefetching), until cancelled."""
@@ -154,6 +165,13 @@ class LayerStore:
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
+        """The layer's index, from memory, from disk, or built now; its use for the
+        layer's image is recorded in the cache dir (``regfs cache stats``)."""
+        index = await self._resolved_index(layer)
+        await self.layer_images.note(layer.digest, layer.host, layer.repository, layer.image)
+        return index
+
+    async def _resolved_index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now.
 
         Index files are shared by every repository (and mount) using the cache dir, but
@@ -703,7 +721,8 @@ class LayerStore:
         if kind in TOC_FORMATS:
             return f"{_format_name(kind)} TOC: chunks fetched as read"
         if kind == SOCI:
-            return "SOCI zTOC: spans fetched as read"
+            source = self._soci.source_of(layer.host, layer.repository, layer.image, layer.digest)
+            return f"{source}: spans fetched as read"
         how = f"whole layer ({kind}): fetched once, checked, indexed"
         if layer in self._disagreements:
             return f"{how}; its TOC disagrees with its tar, which is shown: " \
@@ -725,8 +744,11 @@ class LayerStore:
         if reference is not None:
             return f"{_format_name(reference.format)} TOC: chunks fetched as read"
         if layer.soci_index is not None and media_type.endswith("gzip"):
-            return f"SOCI index {layer.soci_index} named by the image: spans fetched as " \
+            return f"SOCI v2 index {layer.soci_index} named by the image: spans fetched as " \
                    "read, if it has this layer's zTOC"  # fmt: skip
+        if self._soci.v1_referrers and media_type.endswith("gzip"):
+            return "whole layer, unless a SOCI v1 index among the image's referrers (allowed " \
+                   "by --soci-v1-referrers) has this layer's zTOC"  # fmt: skip
         return f"whole layer ({media_type}): fetched once, checked, indexed"
 
     async def fetched(self, layer: LayerRef) -> int:

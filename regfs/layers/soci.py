@@ -1,4 +1,5 @@
-"""Finding the SOCI zTOC of a layer: the image's v2 annotation, else a v1 referrer.
+"""Finding the SOCI zTOC of a layer: the image's v2 annotation, else (when allowed) a v1
+referrer.
 
 Layers layer. Asked once per image and mount, when a layer of it is first indexed (never
 by a listing: ``ls`` of an image stays free of extra requests). As soci-snapshotter does,
@@ -8,9 +9,10 @@ index) means "no SOCI index" for the mount, with one log line.
 
 Trust: a SOCI v2 index is named by the image manifest's annotation, so its zTOCs are
 covered by the image's digest. A v1 index is found by a lookup: anyone who may push to the
-repository may add one. Its spans are checked against their digests, but what the zTOC
-says about them (names, offsets, inflation windows) is not checked against the layer's
-digest; the log says which kind each layer is read through.
+repository may add one, and what its zTOC says about the spans (names, offsets, inflation
+windows) is covered by no digest the user asked for. So v1 referrers are not even looked
+for unless the user allows them (``--soci-v1-referrers``, as soci-snapshotter 0.10 turned
+v1 off by default); ``user.regfs.access`` says which kind a layer is read through.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from regfs.domain.soci import SOCI_INDEX_V1, soci_indexes_among, ztocs_by_layer
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
-_REFERRER = "a referrer: its zTOCs are not covered by the image's digest"
+_NAMED = "named by the image manifest"
+_REFERRER = "a referrer, allowed by --soci-v1-referrers: not covered by the image digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +41,20 @@ class SociIndex:
     named_by_image: bool
     """True for SOCI v2 (the image manifest names it), False for a v1 referrer."""
 
+    def source_of(self, layer: Digest) -> str:
+        """Which zTOC a layer is read through and how it was found (``user.regfs.access``)."""
+        ztoc = self.ztocs[layer].digest
+        if self.named_by_image:
+            return f"SOCI v2 zTOC {ztoc} ({_NAMED})"
+        return f"SOCI v1 zTOC {ztoc} ({_REFERRER})"
+
 
 class SociLookup:
-    def __init__(self, client: RegistryClient) -> None:
+    def __init__(self, client: RegistryClient, *, v1_referrers: bool) -> None:
+        """``v1_referrers``: look for a SOCI v1 index among the referrers of an image
+        whose manifest names none (else no referrers request is ever made)."""
         self._client = client
+        self.v1_referrers = v1_referrers
         self._found: dict[tuple[str, str, Digest], SociIndex | None] = {}
         self._flight: SingleFlight[SociIndex | None] = SingleFlight()
 
@@ -65,18 +78,28 @@ class SociLookup:
                 log.warning("%s: SOCI index not used (%s)", where, error)
                 found = None
             if found is not None:
-                how = "named by the image" if found.named_by_image else _REFERRER
+                how = _NAMED if found.named_by_image else _REFERRER
                 log.info("%s: SOCI index %s (%s)", where, found.digest, how)
             self._found[key] = found
             return found
 
         return await self._flight.run(key, look)
 
+    def source_of(self, host: str, repository: str, image: Digest | None, layer: Digest) -> str:
+        """How a layer of ``image`` whose index was built from a zTOC of this lookup's
+        found it (see ``SociIndex.source_of``)."""
+        found = self._found.get((host, repository, image)) if image is not None else None
+        if found is None or layer not in found.ztocs:
+            return "SOCI zTOC"  # not reached: an index from a zTOC had its lookup first
+        return found.source_of(layer)
+
     async def _look(
         self, host: str, repository: str, image: Digest, named: Digest | None
     ) -> SociIndex | None:
         digest = named
         if digest is None:
+            if not self.v1_referrers:
+                return None  # not even asked: a v1 index is covered by no digest asked for
             referrers = await self._client.referrers(host, repository, image, SOCI_INDEX_V1)
             found = soci_indexes_among(referrers) if referrers is not None else []
             if not found:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from regfs.domain.digest import Digest
 from tests.mount.conftest import Layered
 from tests.support import images
 from tests.support.mount import Mount, run_regfs
@@ -84,3 +85,37 @@ def test_status_of_what_is_no_mount_fails_plainly(tmp_path: Path) -> None:
     shown = run_regfs("status", str(tmp_path))
     assert shown.returncode == 1
     assert "no regfs mount answers" in shown.stderr
+
+
+def test_cache_stats_names_the_images_each_layer_was_used_for(
+    tmp_path: Path, layered: Layered
+) -> None:
+    """A layer read through a mount names its image by digest (a mount reaches layers
+    through digest dirs); one ``regfs prefetch`` was given by tag names it with the tag.
+    layered/oci and layered/v2s2 are the same blobs: their shared layer names both."""
+    host, url = layered.registry.host, layered.registry.url
+    oci, v2s2 = (images.get_manifest(url, f"layered/{name}", "1")[0] for name in ("oci", "v2s2"))
+    oci_image, v2s2_image = str(Digest.of(oci)), str(Digest.of(v2s2))
+    layers = [layer["digest"] for layer in json.loads(v2s2)["layers"]]
+    assert layers == [layer["digest"] for layer in json.loads(oci)["layers"]]
+    cache = tmp_path / "cache"
+    mount = Mount(tmp_path / "mnt", "--cache-dir", str(cache))
+    try:
+        assert (layered.image(mount, "oci") / "1/etc/issue").read_bytes()
+    finally:
+        mount.close()
+    done = run_regfs("prefetch", "-q", "--cache-dir", str(cache), f"{host}/layered/v2s2:1",
+                     timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(run_regfs("cache", "stats", "--json", "--cache-dir", str(cache)).stdout)
+    by_mount = {"host": host, "repository": "layered/oci", "digest": oci_image, "tags": []}
+    by_prefetch = {"host": host, "repository": "layered/v2s2", "digest": v2s2_image,
+                   "tags": ["1"]}  # fmt: skip
+    found = {layer["digest"]: layer["images"] for layer in stats["layers"]}
+    assert found == {
+        digest: [by_mount, by_prefetch] if position == 1 else [by_prefetch]
+        for position, digest in enumerate(layers)
+    }
+    shown = run_regfs("cache", "stats", "--cache-dir", str(cache)).stdout
+    assert f"      used by {host}/layered/oci@{oci_image}\n" in shown
+    assert shown.count(f"      used by {host}/layered/v2s2@{v2s2_image} (tags: 1)\n") == len(layers)

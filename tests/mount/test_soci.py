@@ -1,6 +1,8 @@
 """SOCI indexes: made by ``regfs index push`` from an unmodified gzip image, found through
-the referrers fallback tag (registry:2 has no referrers API) or a SOCI v2 annotation, and
-read span by span; a zTOC that cannot be used means the whole layer, checked."""
+the referrers fallback tag (registry:2 has no referrers API) when ``--soci-v1-referrers``
+allows it, or through a SOCI v2 annotation always, and read span by span; a zTOC that
+cannot be used means the whole layer, checked. Without the option a v1 index is not even
+looked for."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +54,20 @@ class SociImage:
     repository: str
     manifest: bytes
     layer: dict[str, object]
+    ztoc: str
+    """The digest of the layer's zTOC in the v1 index ``regfs index push`` made."""
+
+    @property
+    def referrers_path(self) -> str:
+        """Where regfs asks for the image's referrers (registry:2 has no referrers API:
+        the fallback tag)."""
+        tag = referrers_tag(Digest.of(self.manifest))
+        return f"/v2/{self.repository}/manifests/{tag}"
+
+    def v1_requests(self) -> list[str]:
+        """Requests (through the proxy) that look for or fetch a SOCI v1 index."""
+        return [path for path in self.proxy.requests_by_path
+                if "/referrers/" in path or path == self.referrers_path]  # fmt: skip
 
     def image(self, mount: Mount, tag: str = "1") -> Path:
         return mount / self.proxy.host / self.repository / tag
@@ -69,22 +86,44 @@ def soci_image(tmp_path_factory: pytest.TempPathFactory, pushed: Pushed) -> Iter
     result = run_regfs("index", "push", "--span-size", "1M", "--min-layer-size", "0",
                        f"{pushed.registry.host}/{repository}:1", timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "SOCI index sha256:" in result.stdout and "zTOC sha256:" in result.stdout
+    assert "SOCI v1 index sha256:" in result.stdout and "zTOC sha256:" in result.stdout
+    assert "--soci-v1-referrers" in result.stdout
     assert result.stderr == ""
     manifest, _, _ = images.get_manifest(pushed.registry.url, repository, "1")
     (layer,) = json.loads(manifest)["layers"]
+    _, index = _v1_index(pushed.registry.url, repository, manifest)
+    ztoc = index["layers"][0]["digest"]
     proxy = CountingProxy(pushed.registry.port)
-    yield SociImage(proxy, pushed.registry.url, repository, manifest, layer)
+    yield SociImage(proxy, pushed.registry.url, repository, manifest, layer, ztoc)
     proxy.stop()
+
+
+def _v1_index(url: str, repository: str, image: bytes) -> tuple[str, dict[str, Any]]:
+    """The digest and document of the SOCI v1 index listed under the image's referrers tag."""
+    body, _, _ = images.get_manifest(url, repository, referrers_tag(Digest.of(image)))
+    (referrer,) = json.loads(body)["manifests"]
+    index, _, _ = images.get_manifest(url, repository, referrer["digest"])
+    return referrer["digest"], json.loads(index)
+
+
+def _mount(tmp_path: Path, soci_image: SociImage, *options: str) -> Iterator[Mount]:
+    soci_image.proxy.reset()
+    soci_image.proxy.faults.clear()
+    mounted = Mount(tmp_path / "mnt", *options)
+    yield mounted
+    mounted.close()
 
 
 @pytest.fixture
 def mount(tmp_path: Path, soci_image: SociImage) -> Iterator[Mount]:
-    soci_image.proxy.reset()
-    soci_image.proxy.faults.clear()
-    mounted = Mount(tmp_path / "mnt")
-    yield mounted
-    mounted.close()
+    """A mount that may use SOCI v1 referrers, as ``regfs index push`` makes them."""
+    yield from _mount(tmp_path, soci_image, "--soci-v1-referrers")
+
+
+@pytest.fixture
+def default_mount(tmp_path: Path, soci_image: SociImage) -> Iterator[Mount]:
+    """A mount as started with no SOCI option: v2 indexes only."""
+    yield from _mount(tmp_path, soci_image)
 
 
 def test_the_index_is_a_referrer_of_the_image(soci_image: SociImage) -> None:
@@ -108,8 +147,59 @@ def test_a_small_file_costs_a_span_not_the_layer(mount: Mount, soci_image: SociI
     assert fetched < size / 5, (fetched, size)
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
     assert "indexed from its SOCI zTOC" in mount.log()
-    access = os.getxattr(soci_image.image(mount) / "0", "user.regfs.access")
-    assert access == b"SOCI zTOC: spans fetched as read"
+    access = os.getxattr(soci_image.image(mount) / "0", "user.regfs.access").decode()
+    assert access == (f"SOCI v1 zTOC {soci_image.ztoc} (a referrer, allowed by "
+                      "--soci-v1-referrers: not covered by the image digest): spans fetched "
+                      "as read")  # fmt: skip
+
+
+def test_without_the_option_a_v1_index_is_not_even_looked_for(
+    default_mount: Mount, soci_image: SociImage
+) -> None:
+    """A v1 index is covered by no digest the user named: with no option, regfs asks for
+    no referrers and fetches no index, and reads the layer whole, checked against its
+    digest. (It cannot say an index was ignored without fetching it: it says nothing.)"""
+    rootfs = soci_image.image(default_mount) / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 1
+    assert soci_image.v1_requests() == []
+    index, _ = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
+    assert not [path for path in soci_image.proxy.requests_by_path
+                if soci_image.ztoc in path or index in path]  # fmt: skip
+    access = os.getxattr(soci_image.image(default_mount) / "0", "user.regfs.access")
+    assert access == b"whole layer (gzip): fetched once, checked, indexed"
+    assert "SOCI" not in default_mount.log()
+
+
+def test_the_config_file_allows_v1_referrers_and_the_option_overrides_it(
+    tmp_path: Path, soci_image: SociImage
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[soci]\nv1-referrers = true\n")
+    for options, lazy in ((), True), (("--no-soci-v1-referrers",), False):
+        soci_image.proxy.reset()
+        mount = Mount(tmp_path / f"mnt{len(options)}", "--config", str(config), *options)
+        try:
+            os.listdir(soci_image.image(mount) / "0")
+            access = os.getxattr(soci_image.image(mount) / "0", "user.regfs.access")
+            assert access.startswith(b"SOCI v1 zTOC") == lazy, access
+            assert (soci_image.v1_requests() != []) == lazy
+            status = json.loads(run_regfs("status", "--json", str(mount.path)).stdout)
+            assert status["options"]["soci_v1_referrers"] is lazy
+        finally:
+            mount.close()
+
+
+def test_prefetch_reads_spans_only_with_the_option(tmp_path: Path, soci_image: SociImage) -> None:
+    image = f"{soci_image.proxy.host}/{soci_image.repository}:1"
+    for options, lazy in ((), False), (("--soci-v1-referrers",), True):
+        soci_image.proxy.reset()
+        done = run_regfs("prefetch", "--cache-dir", str(tmp_path / f"cache{lazy}"), *options,
+                         image, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert ("SOCI v1 zTOC" in done.stdout) == lazy, done.stdout
+        assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == (0 if lazy else 1)
+        assert (soci_image.v1_requests() != []) == lazy
 
 
 def test_every_file_and_name_is_the_image_s(mount: Mount, soci_image: SociImage) -> None:
@@ -176,14 +266,11 @@ def test_a_ztoc_that_is_not_one_means_the_whole_layer(mount: Mount, soci_image: 
     assert access.startswith(b"whole layer (gzip): fetched once, checked, indexed; its SOCI zTOC")
 
 
-def test_a_soci_v2_image_names_its_index(mount: Mount, soci_image: SociImage) -> None:
-    """SOCI v2: the image manifest's annotation names the index (no referrers needed)."""
-    digest = Digest.of(soci_image.manifest)
-    body, _, _ = images.get_manifest(soci_image.url, soci_image.repository, referrers_tag(digest))
-    v1_index, _, _ = images.get_manifest(
-        soci_image.url, soci_image.repository, json.loads(body)["manifests"][0]["digest"]
-    )
-    document = json.loads(v1_index)
+def test_a_soci_v2_image_names_its_index(default_mount: Mount, soci_image: SociImage) -> None:
+    """SOCI v2: the image manifest's annotation names the index (no referrers needed), so
+    a mount with no option uses it."""
+    mount = default_mount
+    _, document = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
     document["config"] = {"mediaType": SOCI_INDEX_V2, "digest": str(Digest.of(b"{}")), "size": 2}
     del document["subject"]
     v2_index = json.dumps(document).encode()
@@ -192,7 +279,11 @@ def test_a_soci_v2_image_names_its_index(mount: Mount, soci_image: SociImage) ->
     rootfs = soci_image.image(mount, "v2") / "rootfs"
     assert (rootfs / "usr/share/doc/words.txt").read_bytes() == FILES["usr/share/doc/words.txt"]
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
-    assert "named by the image" in mount.log()
+    assert "named by the image manifest" in mount.log()
+    assert soci_image.v1_requests() == []
+    access = os.getxattr(soci_image.image(mount, "v2") / "0", "user.regfs.access").decode()
+    assert access == (f"SOCI v2 zTOC {soci_image.ztoc} (named by the image manifest): "
+                      "spans fetched as read")  # fmt: skip
 
 
 def test_an_image_without_the_index_reads_the_shared_layer_itself(
@@ -205,7 +296,7 @@ def test_an_image_without_the_index_reads_the_shared_layer_itself(
     without = soci_image.image(mount, "plain") / "0"
     assert sorted(os.listdir(with_index)) == ["big.bin", "empty", "etc", "usr"]
     assert sorted(os.listdir(without)) == ["big.bin", "empty", "etc", "usr"]
-    assert os.getxattr(with_index, "user.regfs.access").startswith(b"SOCI zTOC")
+    assert os.getxattr(with_index, "user.regfs.access").startswith(b"SOCI v1 zTOC")
     assert os.getxattr(without, "user.regfs.access").startswith(b"whole layer (gzip)")
     assert (without / "etc/os-release").read_bytes() == FILES["etc/os-release"]
 
@@ -225,7 +316,7 @@ def test_index_push_takes_a_push_token_with_the_users_credentials(
     assert pushed.returncode == 0, pushed.stderr
     assert any("repository:public/img:pull,push" in scope
                for request in tokens.requests for scope in request.get("scope", []))  # fmt: skip
-    mount = Mount(tmp_path / "mnt", "--auth-file", str(auth))
+    mount = Mount(tmp_path / "mnt", "--auth-file", str(auth), "--soci-v1-referrers")
     try:
         os.listdir(mount / registry.host / "public/img/1/rootfs")
         assert "indexed from its SOCI zTOC" in mount.log()

@@ -30,3 +30,10 @@ def test_options_joined_to_o_and_no_options_at_all() -> None:
 def test_what_regfs_does_not_know_stops_the_mount(argv: list[str]) -> None:
     with pytest.raises(ValueError):
         mount_arguments(argv)
+
+
+def test_the_soci_v1_switch_is_a_flag_both_ways() -> None:
+    on = mount_arguments(["regfs", "/m", "-o", "soci_v1_referrers"])
+    assert on == ["mount", "/m", "--soci-v1-referrers"]
+    off = mount_arguments(["regfs", "/m", "-o", "no_soci_v1_referrers"])
+    assert off == ["mount", "/m", "--no-soci-v1-referrers"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from regfs.domain.errors import MalformedContent
-from regfs.registry.aliases import parse_config
+from regfs.registry.aliases import RegfsConfig, parse_config
 from regfs.registry.registries_conf import Endpoint, merge, parse_registries_conf
 from regfs.registry.settings import registries_conf_files
 
@@ -118,15 +118,22 @@ def test_files_are_found_as_containers_image_finds_them(tmp_path: Path) -> None:
 def test_aliases_from_regfs_config() -> None:
     portal, lab = "https://portal.example.com/some/prefix", "http://10.0.0.5:5000"
     text = f'[aliases]\nportal = "{portal}/"\nlab = "{lab}"\n'
-    assert parse_config(text, "c.toml") == {"portal": portal, "lab": lab}
-    assert parse_config("", "c.toml") == {}
+    assert parse_config(text, "c.toml").aliases == {"portal": portal, "lab": lab}
+    assert parse_config("", "c.toml") == RegfsConfig()
+
+
+def test_soci_v1_referrers_are_off_unless_the_config_says_so() -> None:
+    assert parse_config("", "c.toml").soci_v1_referrers is False
+    assert parse_config("[soci]\nv1-referrers = true\n", "c.toml").soci_v1_referrers is True
+    assert parse_config("[soci]\nv1-referrers = false\n", "c.toml").soci_v1_referrers is False
 
 
 @pytest.mark.parametrize(
     "text",
     ["[aliases", "aliases = 1", '[aliases]\n"a/b" = "https://x"', '[aliases]\n".." = "https://x"',
-     '[aliases]\na = "ftp://x"', '[aliases]\na = 5', '[aliases]\na = "https://x/p?q=1"'],
+     '[aliases]\na = "ftp://x"', '[aliases]\na = 5', '[aliases]\na = "https://x/p?q=1"',
+     "soci = 1", '[soci]\nv1-referrers = "yes"', "[soci]\nv1_referrers = true"],
 )  # fmt: skip
-def test_bad_aliases_are_refused_naming_the_file(text: str) -> None:
+def test_bad_settings_are_refused_naming_the_file(text: str) -> None:
     with pytest.raises(MalformedContent, match=r"c\.toml"):
         parse_config(text, "c.toml")
