@@ -78,6 +78,11 @@ def load_aliases(args: argparse.Namespace) -> dict[str, str]:
     return parse_config(text, str(path))
 
 
+CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
+"""``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
+cannot name the home of the machine that built it."""
+
+
 def _default_cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(cache) / "regfs"
@@ -155,8 +160,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        help=f"regfs's own settings: aliases for registries below a path prefix "
-        f"(default: {_default_config_file()})",
+        help="regfs's own settings: aliases for registries below a path prefix "
+        "(default: $XDG_CONFIG_HOME/regfs/config.toml, or ~/.config/regfs/config.toml)",
     )
     command.add_argument(
         "--timeout",
@@ -172,7 +177,7 @@ def _add_cache_options(command: argparse.ArgumentParser) -> None:
         "--cache-dir",
         type=Path,
         default=_default_cache_dir(),
-        help=f"layer indexes and chunks, kept across mounts (default: {_default_cache_dir()})",
+        help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
     )
     command.add_argument(
         "--cache-size",
@@ -215,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument(
         "--log-file",
         type=Path,
-        help=f"where the daemon logs (default: {_default_log_file()})",
+        help="where the daemon logs "
+        "(default: $XDG_STATE_HOME/regfs/regfs.log, or ~/.local/state/regfs/regfs.log)",
     )
     mount.add_argument("--debug", action="store_true", help="log every request")
 
@@ -261,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--cache-dir",
             type=Path,
             default=_default_cache_dir(),
-            help=f"the cache dir of the mounts (default: {_default_cache_dir()})",
+            help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
         )
         command.add_argument("--json", action="store_true", help="print JSON, for scripts")
         if name == "prune":
