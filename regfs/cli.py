@@ -79,6 +79,11 @@ def load_config(args: argparse.Namespace) -> RegfsConfig:
     return parse_config(text, str(path))
 
 
+CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
+"""``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
+cannot name the home of the machine that built it."""
+
+
 def _default_cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(cache) / "regfs"
@@ -156,8 +161,9 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        help=f"regfs's own settings: aliases for registries below a path prefix, SOCI v1 "
-        f"referrers (default: {_default_config_file()})",
+        help="regfs's own settings: aliases for registries below a path prefix, SOCI v1 "
+        "referrers (default: $XDG_CONFIG_HOME/regfs/config.toml, or "
+        "~/.config/regfs/config.toml)",
     )
     command.add_argument(
         "--timeout",
@@ -186,7 +192,7 @@ def _add_cache_options(command: argparse.ArgumentParser) -> None:
         "--cache-dir",
         type=Path,
         default=_default_cache_dir(),
-        help=f"layer indexes and chunks, kept across mounts (default: {_default_cache_dir()})",
+        help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
     )
     command.add_argument(
         "--cache-size",
@@ -251,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument(
         "--log-file",
         type=Path,
-        help=f"where the daemon logs (default: {_default_log_file()})",
+        help="where the daemon logs "
+        "(default: $XDG_STATE_HOME/regfs/regfs.log, or ~/.local/state/regfs/regfs.log)",
     )
     mount.add_argument("--debug", action="store_true", help="log every request")
 
@@ -302,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--cache-dir",
             type=Path,
             default=_default_cache_dir(),
-            help=f"the cache dir of the mounts (default: {_default_cache_dir()})",
+            help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
         )
         _add_shared_cache_option(command)
         command.add_argument("--json", action="store_true", help="print JSON, for scripts")

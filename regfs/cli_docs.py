@@ -2,14 +2,19 @@
 say what ``--help`` says and cannot drift from it.
 
 Application layer, pure (a parser in, text out). ``regfs completion bash`` prints the
-completion; ``python -m regfs.cli_docs`` prints the man page (``scripts/install.sh``
-installs both).
+completion; ``python -m regfs.cli_docs`` prints the man page. The page is shipped in the
+wheel as ``share/man/man1/regfs.1`` (so ``man regfs`` works for pip and pipx users) from
+``man/regfs.1``, a generated file kept in the source tree: setuptools copies data files
+but cannot run regfs's code while building without a build step of our own (a custom
+command, a build backend) that would have to import the parser, hence its dependencies,
+in the isolated build environment. ``tests/unit/test_cli_docs.py`` regenerates the page
+and fails when the committed one differs. So the page must not depend on where or when
+it is made: no date (the version says which page it is), no path of the builder's home.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Iterator
 
@@ -44,9 +49,8 @@ def _escape(text: str) -> str:
 
 def man_page(parser: argparse.ArgumentParser) -> str:
     """The parser as a roff man page, section 1."""
-    today = datetime.date.today().isoformat()
     lines = [
-        f'.TH REGFS 1 "{today}" "regfs {__version__}" "User Commands"',
+        f'.TH REGFS 1 "" "regfs {__version__}" "User Commands"',
         ".SH NAME",
         f"regfs \\- {_escape(parser.description or '')}",
         ".SH SYNOPSIS",

@@ -57,7 +57,8 @@ fi
 # and systemd .mount units (it looks in /sbin); contrib/ has examples of each.
 as_root ln -sfn "$PWD/.venv/bin/regfs" /usr/local/bin/regfs
 as_root ln -sfn "$PWD/.venv/bin/mount.fuse.regfs" /sbin/mount.fuse.regfs
-# The man page and the bash completion, both made from the CLI's own argument parser.
+# The man page and the bash completion, both made from the CLI's own argument parser. The
+# page is the one the wheel ships (man/regfs.1): .venv/share/man is not on man's path.
 as_root mkdir -p /usr/local/share/man/man1 /usr/share/bash-completion/completions
-.venv/bin/python -m regfs.cli_docs | as_root tee /usr/local/share/man/man1/regfs.1 >/dev/null
+as_root install -m 644 man/regfs.1 /usr/local/share/man/man1/regfs.1
 .venv/bin/regfs completion bash | as_root tee /usr/share/bash-completion/completions/regfs >/dev/null

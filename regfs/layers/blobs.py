@@ -10,7 +10,6 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import logging
@@ -28,6 +27,7 @@ from typing import BinaryIO, cast
 import cachetools
 import trio
 
+from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
@@ -101,6 +101,7 @@ class LayerStore:
             directory.mkdir(parents=True, exist_ok=True)
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
+        locks.sweep(self._lock_dir)
         self._indexes: weakref.WeakValueDictionary[Path, LayerIndex] = weakref.WeakValueDictionary()
         """Every index a node of the tree may still use: their files are never evicted."""
         self._open = _ClosingLRU(OPEN_INDEXES)
@@ -913,20 +914,16 @@ class VerifyingSink:
 @contextlib.asynccontextmanager
 async def _file_lock(path: Path) -> AsyncIterator[None]:
     """An exclusive ``flock`` on ``path``, waited for without blocking the event loop (a
-    lock held by a process that died is released by the kernel)."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock held by a process that died is released by the kernel); the file is removed
+    with the lock (see ``regfs.cache.locks``)."""
+    delay = 0.01
+    while (descriptor := locks.try_lock(path)) is None:
+        await trio.sleep(delay)
+        delay = min(delay * 2, 0.5)
     try:
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await trio.sleep(delay)
-                delay = min(delay * 2, 0.5)
         yield
     finally:
-        os.close(descriptor)  # releases the lock
+        locks.release(descriptor, path)
 
 
 def _format_name(toc_format: str) -> str:

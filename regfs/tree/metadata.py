@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ K = TypeVar("K", bound=Hashable)
 TAGS_AHEAD = 16
 """Tags after the one asked for that are resolved with it (see ``tag_digest``)."""
 TAG_REQUESTS_AT_ONCE = 8
+CATALOG_RECHECK_INTERVAL = 2.0
+"""Seconds between two catalog requests for names a host's cached catalog lacks (see
+``repositories_again``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,10 @@ class RegistryMetadata:
         self._configs: cachetools.LRUCache[tuple[str, str, Digest], bytes] = cachetools.LRUCache(
             limits.config_cache_bytes, getsizeof=len
         )
+        self._catalog_rechecks: cachetools.TTLCache[str, None] = cachetools.TTLCache(
+            256, CATALOG_RECHECK_INTERVAL, timer=trio.current_time
+        )
+        """Hosts whose catalog was asked again for a missing name in the last interval."""
         self._flight: SingleFlight[object] = SingleFlight()
         self._tag_requests = trio.CapacityLimiter(TAG_REQUESTS_AT_ONCE)
         self.known_hosts: dict[str, None] = {}
@@ -101,12 +109,18 @@ class RegistryMetadata:
         self._known_repositories: dict[str, set[str]] = {}
 
     async def _cached(
-        self, cache: cachetools.Cache[K, T], key: K, compute: Callable[[], Awaitable[T]]
+        self,
+        cache: cachetools.Cache[K, T],
+        key: K,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        again: bool = False,
     ) -> T:
-        try:
-            return cache[key]
-        except KeyError:
-            pass
+        """``cache[key]``, else computed once for all concurrent callers and kept;
+        ``again``: computed even if cached (the cached value stays if that fails)."""
+        if not again:
+            with contextlib.suppress(KeyError):
+                return cache[key]
 
         async def compute_and_store() -> object:
             value = await compute()
@@ -126,17 +140,31 @@ class RegistryMetadata:
 
     async def repositories(self, host: str) -> tuple[str, ...] | None:
         """All repositories in the catalog, or None if this registry does not offer one."""
+        return await self._cached(self._catalogs, host, functools.partial(self._catalog, host))
 
-        async def fetch() -> tuple[str, ...] | None:
-            try:
-                names = await self._client.list_repositories(host)
-            except (AccessDenied, NotFound, ProtocolError) as error:
-                log.info("%s: no catalog (%s); repositories can still be named", host, error)
-                return None
-            self._note(host)
-            return tuple(names)
+    async def repositories_again(self, host: str) -> tuple[str, ...] | None:
+        """The catalog asked again because a name it lacks was looked up: a repository
+        pushed since it was read (``fresh/app`` where only ``fresh/app`` is new, so no
+        ``tags/list`` of a looked-up prefix finds it) shows at once, as a new tag does.
 
-        return await self._cached(self._catalogs, host, fetch)
+        Asked at most once per ``CATALOG_RECHECK_INTERVAL`` per host: ``find`` and shells
+        look up many names that do not exist, and a catalog may be many pages. Within the
+        interval the cached catalog answers (concurrent callers share one request).
+        """
+        if host in self._catalog_rechecks:
+            return await self.repositories(host)
+        self._catalog_rechecks[host] = None
+        fetch = functools.partial(self._catalog, host)
+        return await self._cached(self._catalogs, host, fetch, again=True)
+
+    async def _catalog(self, host: str) -> tuple[str, ...] | None:
+        try:
+            names = await self._client.list_repositories(host)
+        except (AccessDenied, NotFound, ProtocolError) as error:
+            log.info("%s: no catalog (%s); repositories can still be named", host, error)
+            return None
+        self._note(host)
+        return tuple(names)
 
     async def tags(self, host: str, repository: str) -> frozenset[str]:
         async def fetch() -> frozenset[str]:

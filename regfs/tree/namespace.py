@@ -130,7 +130,8 @@ class RepositoryDir(Directory):
         return result
 
     async def lookup(self, name: str) -> Node:
-        """A digest dir, a known sub-path, a tag, or a repository path, in that order.
+        """A digest dir, a known sub-path, a tag, or a repository path, in that order; a
+        name the cached catalog lacks may have been pushed since, so it is asked again.
 
         Only a registry's "name unknown" may turn a name into a path prefix: when it refuses
         to say (401/403) whether ``name`` is a tag or a repository, the answer is EACCES,
@@ -160,6 +161,8 @@ class RepositoryDir(Directory):
                     return RepositoryDir(self.context, self.host, full)
             except AccessDenied as error:
                 refusal = refusal or error
+            if from_catalog and await self._in_catalog_again(name):
+                return RepositoryDir(self.context, self.host, full)
         where = f"{self.host}/{self.path}" if self.path else self.host
         if refusal is not None:
             raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
@@ -180,6 +183,12 @@ class RepositoryDir(Directory):
         except NotFound:
             return False
         return True
+
+    async def _in_catalog_again(self, name: str) -> bool:
+        """True if the catalog, asked again (at most every few seconds), has repositories
+        below ``name``: pushed since it was read, under a prefix no ``tags/list`` finds."""
+        catalog = await self.context.metadata.repositories_again(self.host)
+        return name in _children(self.path, catalog or ())
 
     async def _is_repository(self, repository: str) -> bool:
         """True if ``repository`` answers ``tags/list`` (pushed after the catalog was read);

@@ -15,6 +15,7 @@ from tests.mount.conftest import BULK_REPOSITORIES, MANY_TAGS, Pushed
 from tests.support import images
 from tests.support.mount import Mount
 from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry
 
 pytestmark = pytest.mark.mount
 
@@ -43,6 +44,36 @@ def test_repository_names_of_any_depth(mnt: Mount, pushed: Pushed) -> None:
     assert os.listdir(host / "nested/a") == ["b"]
     assert os.listdir(host / "nested/a/b") == ["c"]
     assert os.listdir(host / "nested/a/b/c") == ["1"]
+
+
+def test_a_repository_pushed_after_the_host_was_listed_shows_at_once(
+    tmp_path: Path, layout: Path
+) -> None:
+    """Push, then inspect, as CI does: with the default --metadata-ttl, a repository pushed
+    under a new prefix, or below a listed prefix or repository, is found by name at once
+    and listed from then on (its registry of its own: the session's catalog stays as is)."""
+    registry = Registry(tmp_path / "registry")
+    mount = None
+    try:
+        for repository in ("app", "nested/a"):
+            images.push(layout, "base", f"{registry.host}/{repository}:1")
+        mount = Mount(tmp_path / "mnt")
+        host = mount / registry.host
+        assert sorted(os.listdir(host)) == ["app", "nested"]
+        assert sorted(os.listdir(host / "nested")) == ["a"]
+        assert sorted(os.listdir(host / "app")) == ["1"]
+        for repository in ("fresh/repo", "nested/b/c", "app/x/y"):
+            images.push(layout, "base", f"{registry.host}/{repository}:1")
+        assert os.readlink(host / "fresh/repo/1").startswith("sha256-")
+        assert os.listdir(host / "nested/b/c") == ["1"]
+        assert os.listdir(host / "app/x/y") == ["1"]
+        assert sorted(os.listdir(host)) == ["app", "fresh", "nested"]
+        assert sorted(os.listdir(host / "nested")) == ["a", "b"]
+        assert sorted(os.listdir(host / "app")) == ["1", "x"]
+    finally:
+        if mount is not None:
+            mount.close()
+        registry.stop()
 
 
 def test_tags_are_symlinks_to_their_digest_dirs(mnt: Mount, pushed: Pushed) -> None:

@@ -45,6 +45,11 @@ def test_fetched_and_access_follow_what_was_read(mount: Mount, layered: Layered)
     access = os.getxattr(image / "1", "user.regfs.access").decode()
     assert access == "whole layer (gzip): fetched once, checked, indexed"
     zstd = layered.image(mount, "zstd") / "1"
+    before = os.getxattr(zstd, "user.regfs.access").decode()  # asking fetches nothing
+    assert before.startswith(
+        "not read yet: whole layer (application/vnd.oci.image.layer.v1.tar+zstd"
+    )
+    os.listdir(zstd)
     assert os.getxattr(zstd, "user.regfs.access").decode().startswith("whole layer (zstd)")
     listed = os.listxattr(image / "1")
     assert {"user.regfs.access", "user.regfs.fetched", "user.regfs.digest"} <= set(listed)

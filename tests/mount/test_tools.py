@@ -4,6 +4,7 @@ them (the installed CLI, the real registry), with and without a mount on the sam
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,7 @@ def test_prefetch_and_a_mount_reading_the_same_layer_download_it_once(
     finally:
         mount.close()
     assert fresh.whole_blob_gets[blob_path] == 1
+    assert os.listdir(cache / "locks") == []  # each went with its download
 
 
 def test_prefetch_of_what_does_not_exist_fails(tmp_path: Path, fresh: CountingProxy) -> None:

@@ -18,8 +18,9 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ("pyproject.toml", "README.md", "regfs")
-"""What setuptools needs to build the wheel: the project file, the readme, the package."""
+SHIPPED = ("pyproject.toml", "README.md", "regfs", "man")
+"""What setuptools needs to build the wheel: the project file, the readme, the package,
+the man page."""
 
 
 def _run(command: list[str | Path], what: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from regfs.cli import build_parser
 from regfs.cli_docs import bash_completion, commands, man_page
 
@@ -19,3 +23,22 @@ def test_every_command_and_option_is_in_both() -> None:
             for flag in action.option_strings:
                 assert flag.replace("-", "\\-") in page, (name, flag)
                 assert flag in completion
+
+
+SHIPPED_PAGE = Path(__file__).resolve().parents[2] / "man/regfs.1"
+
+
+def test_the_shipped_man_page_is_the_parser_s() -> None:
+    """The wheel ships man/regfs.1 as it is in the tree (setuptools cannot make it): it
+    must be what the parser makes now."""
+    assert SHIPPED_PAGE.read_text() == man_page(build_parser()), (
+        "man/regfs.1 is out of date: python -m regfs.cli_docs > man/regfs.1"
+    )
+
+
+def test_the_man_page_does_not_depend_on_who_makes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    page = man_page(build_parser())
+    monkeypatch.setenv("HOME", "/home/someone-else")
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(name, f"/elsewhere/{name}")
+    assert man_page(build_parser()) == page

@@ -1,0 +1,111 @@
+"""The host and repository dirs against an in-process registry whose catalog changes:
+a repository pushed after the catalog was read is found by name at once, and names that
+do not exist ask for the catalog again only once in a while. Autojump clock."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from regfs.domain.errors import NotFound
+from regfs.domain.platform import Platform
+from regfs.layers.blobs import LayerStore
+from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.tree.context import TreeContext
+from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata
+from regfs.tree.namespace import RepositoryDir
+from tests.support.fake_transport import StreamingTransport
+
+HOST = "127.0.0.1:5000"
+TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
+
+
+class ChangingRegistry:
+    """A registry of repositories (each with tag ``1``) that tests push to, counting the
+    requests it answers by kind."""
+
+    def __init__(self, *repositories: str) -> None:
+        self.repositories = set(repositories)
+        self.requests: Counter[str] = Counter()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v2/_catalog":
+            self.requests["catalog"] += 1
+            return httpx.Response(200, json={"repositories": sorted(self.repositories)})
+        tags = TAGS.fullmatch(path)
+        if tags is not None:
+            self.requests["tags"] += 1
+            if tags["name"] in self.repositories:
+                return httpx.Response(200, json={"name": tags["name"], "tags": ["1"]})
+        else:
+            self.requests["other"] += 1
+        return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN"}]})
+
+
+def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
+    client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60))
+    layers = LayerStore(client, cache_dir, 1 << 20)
+    context = TreeContext(metadata, layers, Platform.parse("linux/amd64"), time.time_ns())
+    return RepositoryDir(context, HOST, "")
+
+
+async def names(directory: RepositoryDir) -> list[str]:
+    return [name for name, _ in await directory.entries()]
+
+
+@pytest.mark.parametrize(
+    ("parent", "pushed", "name"),
+    [
+        ("", "fresh/repo", "fresh"),  # a new top-level prefix
+        ("", "fresh/a/b", "fresh"),
+        ("nested/a", "nested/a/new/d", "new"),  # a new branch below a known prefix
+        ("app", "app/sub/x", "sub"),  # below a repository: ``sub`` is no tag of it either
+    ],
+)
+async def test_a_repository_pushed_after_the_catalog_is_found_by_name_at_once(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, parent: str, pushed: str, name: str
+) -> None:
+    registry = ChangingRegistry("app", "nested/a/b/c")
+    host = host_dir(registry, tmp_path)
+    directory = RepositoryDir(host.context, HOST, parent) if parent else host
+    assert name not in await names(directory)
+    registry.repositories.add(pushed)
+    found = await directory.lookup(name)
+    assert isinstance(found, RepositoryDir)
+    assert found.path == f"{parent}/{name}".lstrip("/")
+    assert name in await names(directory)  # the listing shows it too, without waiting
+    assert registry.requests["catalog"] == 2
+
+
+async def test_missing_names_ask_for_the_catalog_again_at_most_once_per_interval(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """`find` and shells look up many names that do not exist: each costs its own
+    ``tags/list``, but the catalog (maybe many pages) is asked at most once per interval,
+    however many lookups come in that time, at once or one after the other."""
+    registry = ChangingRegistry("library/debian")
+    host = host_dir(registry, tmp_path)
+    await host.entries()
+    assert registry.requests["catalog"] == 1
+
+    async def look_up(missing: str) -> None:
+        with pytest.raises(NotFound, match="no repository or tag"):
+            await host.lookup(missing)
+
+    seconds = 10 * CATALOG_RECHECK_INTERVAL
+    start = trio.current_time()
+    while trio.current_time() - start < seconds:
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(look_up, f"missing{i}")
+        await trio.sleep(CATALOG_RECHECK_INTERVAL / 10)
+    assert registry.requests["tags"] >= 2000
+    assert 1 + 5 <= registry.requests["catalog"] <= 1 + 10
