@@ -6,7 +6,11 @@ the last test connects for real, on loopback."""
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,11 +19,12 @@ import trio
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, Unavailable
 from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.errors import describe
 from regfs.registry.guard import PINNED
 from regfs.registry.registries_conf import merge, parse_registries_conf
 from regfs.registry.tls import PerHostTransport, TlsSettings
 from tests.support.fake_transport import PUBLIC_ADDRESS, CollectingSink, StreamingTransport
-from tests.support.net import LoopbackServer
+from tests.support.pki import Authority
 
 BLOB = bytes(range(256)) * 16
 DIGEST = Digest.of(BLOB)
@@ -255,36 +260,92 @@ async def test_a_target_name_that_does_not_resolve_fails_as_unreachable(
         await client.get_blob(PUBLIC, "a", DIGEST, len(BLOB))
 
 
-def test_a_pinned_request_connects_to_the_checked_address_only() -> None:
-    """Real sockets, so no autojump clock: ``pinned.invalid`` cannot resolve, and the
-    first pinned address refuses; the request still arrives, with its name as Host."""
+class Recording(BaseHTTPRequestHandler):
+    """Answers ``ok`` and records each request's ``Host``."""
+
+    hosts: list[str | None]
+
+    def do_GET(self) -> None:
+        self.hosts.append(self.headers.get("Host"))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[ThreadingHTTPServer, Authority, list[str | None]]]:
+    """A loopback server (started by ``serve``), a CA for its certificate, and the
+    ``Host`` of each request it answered."""
     hosts: list[str | None] = []
+    handler = type("Handler", (Recording,), {"hosts": hosts})
+    http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    authority = Authority(tmp_path / "ca")
+    yield http, authority, hosts
+    http.shutdown()
+    http.server_close()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hosts.append(self.headers.get("Host"))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+def serve(http: ThreadingHTTPServer, authority: Authority | None) -> None:
+    """Start ``http``: plain, or TLS with a certificate of ``authority`` that names
+    ``pinned.test`` only (no address)."""
+    if authority is not None:
+        issued = authority.issue("pinned", server=True, names=("pinned.test",))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(issued.certificate, issued.key)
+        http.socket = context.wrap_socket(http.socket, server_side=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
 
-    server = LoopbackServer(Handler)
-    transport = PerHostTransport(TlsSettings([]))
+
+def get_pinned(transport: PerHostTransport, url: str, pinned: tuple[str, ...]) -> bytes:
+    """GET ``url`` through ``transport`` pinned to ``pinned``, on a trio loop of its own
+    (real sockets: an autojump clock would fire the timeouts at once)."""
 
     async def get() -> bytes:
-        url = f"http://pinned.invalid:{server.port}/x"
-        pinned = ("127.0.0.2", "127.0.0.1")  # nothing listens on the first: it refuses
-        request = httpx.Request("GET", url, extensions={PINNED: pinned})
-        response = await transport.handle_async_request(request)
-        body = await response.aread()
-        await transport.aclose()
-        return body
+        try:
+            request = httpx.Request("GET", url, extensions={PINNED: pinned})
+            response = await transport.handle_async_request(request)
+            return await response.aread()
+        finally:
+            await transport.aclose()
 
-    try:
-        assert trio.run(get) == b"ok"
-    finally:
-        server.stop()
-    assert hosts == [f"pinned.invalid:{server.port}"]
+    return trio.run(get)
+
+
+def test_a_pinned_request_connects_to_the_checked_address_only(
+    server: tuple[ThreadingHTTPServer, Authority, list[str | None]],
+) -> None:
+    """``pinned.invalid`` cannot resolve, and nothing listens on the first pinned address:
+    the request still arrives, at the second, with its name as Host."""
+    http, _, hosts = server
+    serve(http, None)
+    port = http.server_address[1]
+    transport = PerHostTransport(TlsSettings([]))
+    url = f"http://pinned.invalid:{port}/x"
+    assert get_pinned(transport, url, ("127.0.0.2", "127.0.0.1")) == b"ok"
+    assert hosts == [f"pinned.invalid:{port}"]
+
+
+def test_a_pinned_https_request_checks_the_certificate_against_the_name(
+    server: tuple[ThreadingHTTPServer, Authority, list[str | None]], tmp_path: Path
+) -> None:
+    """The certificate names ``pinned.test`` and no address: it passes only if TLS checks
+    the name, as it would without pinning; for another name, it fails."""
+    http, authority, hosts = server
+    serve(http, authority)
+    port = http.server_address[1]
+    for name in ("pinned.test", "other.test"):
+        (tmp_path / "certs.d" / f"{name}:{port}").mkdir(parents=True)
+        (tmp_path / "certs.d" / f"{name}:{port}" / "ca.crt").write_bytes(
+            authority.ca_file.read_bytes()
+        )
+    tls = TlsSettings([tmp_path / "certs.d"])
+    url = f"https://pinned.test:{port}/x"
+    assert get_pinned(PerHostTransport(tls), url, ("127.0.0.1",)) == b"ok"
+    assert hosts == [f"pinned.test:{port}"]
+    with pytest.raises(httpx.ConnectError) as caught:
+        get_pinned(PerHostTransport(tls), f"https://other.test:{port}/x", ("127.0.0.1",))
+    assert describe(caught.value).startswith("TLS: Hostname mismatch")
