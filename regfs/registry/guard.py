@@ -10,7 +10,8 @@ those of every answer along this chain of redirects (each is the address its con
 actually reached, not what a name says). The request then carries the checked addresses
 (``PINNED``) and the transport below connects only to them, keeping the name for ``Host``
 and TLS: a name that resolves differently a moment later (DNS rebinding) cannot slip
-another address past the check.
+another address past the check. A name's answer is kept ``RESOLVED_TTL`` seconds, so the
+Range reads of one redirected blob do not each cost a lookup.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import cachetools
 import httpx
 import trio
 
@@ -32,6 +34,9 @@ extensions on to the next hop), and so does a token request made for it."""
 PINNED = "regfs.pinned"
 """Request extension: the checked addresses of the target host, the only ones the
 transport may connect to."""
+
+RESOLVED_TTL = 60.0
+"""Seconds a target name's addresses are used before it is resolved (and checked) again."""
 
 Resolve = Callable[[str, int | None], Awaitable[list[str]]]
 """The addresses a host name resolves to (for a port), in the order to try them."""
@@ -86,6 +91,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self._allowed = allowed
         """Hosts (``addresses.allowed_hosts`` form) sent to unchecked: the user's word."""
         self._resolve = resolver
+        self._resolved: cachetools.TTLCache[tuple[str, int | None], list[str]] = (
+            cachetools.TTLCache(1024, RESOLVED_TTL, timer=trio.current_time)
+        )
         self._seen: dict[str, frozenset[AddressKind]] = {}
         """The kinds of address each sponsor's connections reached."""
 
@@ -126,6 +134,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
+        key = (host, request.url.port)
+        if key in self._resolved:
+            return self._resolved[key]
         try:
             addresses = await self._resolve(host, request.url.port)
         except OSError as error:
@@ -133,6 +144,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(message, request=request) from None
         if not addresses:
             raise httpx.ConnectError(f"{host}: no address", request=request)
+        self._resolved[key] = addresses
         return addresses
 
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, Unavailable
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.errors import describe
-from regfs.registry.guard import PINNED
+from regfs.registry.guard import PINNED, RESOLVED_TTL
 from regfs.registry.registries_conf import merge, parse_registries_conf
 from regfs.registry.tls import PerHostTransport, TlsSettings
 from tests.support.fake_transport import PUBLIC_ADDRESS, CollectingSink, StreamingTransport
@@ -245,6 +245,26 @@ async def test_an_upload_location_is_checked_for_the_registry_that_gave_it(
     registry = Registry()
     with pytest.raises(AccessDenied, match=r"refused to send to 169\.254\.169\.254"):
         await registry.client().send_to_origin("PUT", PUBLIC, "http://169.254.169.254/u", {})
+
+
+async def test_a_target_name_is_resolved_once_a_minute(autojump_clock: trio.abc.Clock) -> None:
+    registry = Registry("https://cdn.example/blob")
+    lookups: list[str] = []
+
+    async def counting(host: str, port: int | None) -> list[str]:
+        lookups.append(host)
+        return await registry.transport.resolve(host, port)
+
+    config = ClientConfig(timeout=5)
+    client = RegistryClient(config, transport=registry.transport, resolver=counting)
+    for start in range(0, 100, 10):  # the Range reads of one blob
+        await client.get_blob_range(PUBLIC, "a", DIGEST, start, start + 10)
+    assert lookups == ["cdn.example"]
+    await trio.sleep(RESOLVED_TTL)
+    registry.transport.addresses["cdn.example"] = ["10.9.9.9"]  # now it names the LAN
+    with pytest.raises(AccessDenied, match=r"10\.9\.9\.9 is a private address"):
+        await client.get_blob_range(PUBLIC, "a", DIGEST, 0, 10)
+    assert lookups == ["cdn.example"] * 2
 
 
 async def test_a_target_name_that_does_not_resolve_fails_as_unreachable(
