@@ -150,6 +150,15 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
     )
     command.add_argument(
+        "--allow-redirect-to",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let registries send regfs to HOST[:PORT] (redirects, foreign layer URLs, token "
+        "realms) even on a loopback, private or link-local address they may not send it "
+        "to otherwise; repeatable",
+    )
+    command.add_argument(
         "--auth-file",
         type=Path,
         metavar="PATH",
@@ -379,6 +388,7 @@ def _client_config(args: argparse.Namespace) -> ClientConfig:
     return ClientConfig(
         timeout=args.timeout,
         insecure_hosts=frozenset(args.insecure_registry),
+        redirect_hosts=frozenset(args.allow_redirect_to),
         registries=load_registries_conf(os.environ),
         tls=TlsSettings(certs_dirs(os.environ)),
         aliases=load_config(args).aliases,

@@ -5,9 +5,10 @@ runs ``mount.fuse.regfs regfs /mnt/reg -o OPTIONS`` (util-linux looks for
 ``/sbin/mount.<type>``; ``scripts/install.sh`` links it there). The source is a label
 (write ``regfs``); the options are regfs's own long options with ``_`` for ``-``
 (``cache_dir=/var/cache/regfs``, ``allow_other``, ``timeout=10``,
-``insecure_registry=host:port``, repeatable), beside the generic ones mount(8) and
-systemd pass on (``rw``, ``nodev``, ``_netdev``, ``x-systemd.*`` …), which are left to
-them. The mount is then made by ``regfs mount``, which returns once it is live.
+``insecure_registry=host:port`` and ``allow_redirect_to=host``, repeatable), beside the
+generic ones mount(8) and systemd pass on (``rw``, ``nodev``, ``_netdev``, ``x-systemd.*``
+…), which are left to them. The mount is then made by ``regfs mount``, which returns once
+it is live.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from regfs import cli
 
 VALUED = frozenset({
     "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
-    "insecure_registry", "log_file",
+    "insecure_registry", "allow_redirect_to", "log_file",
 })  # fmt: skip
 FLAGS = frozenset({
     "allow_other", "debug", "verify_schema1_signatures", "soci_v1_referrers",

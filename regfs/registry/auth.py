@@ -13,7 +13,9 @@ host is known to want them); a 401 names what the registry wants:
 - ``Basic``: the registry's credentials, if there are any.
 
 Credentials go only to the registry they belong to, and to its realm over https (or on the
-registry's own host); redirects away from the registry drop ``Authorization`` (httpx).
+registry's own host); redirects away from the registry drop ``Authorization`` (httpx). A
+token request goes for the registry that named the realm (``guard.SPONSOR``), so a realm
+on an address that registry may not send regfs to is refused like a redirect.
 Each request records where its credentials came from (``CREDENTIALS_SOURCE``), so a
 refusal can say which source was tried.
 """
@@ -35,6 +37,7 @@ from regfs.registry.authfile import Credentials
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.endpoints import token_scope
 from regfs.registry.errors import RetryLater
+from regfs.registry.guard import SPONSOR
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds; the distribution spec's default for expires_in
 EXPIRY_MARGIN = 10.0  # renew this long before a token expires, so none dies in flight
@@ -152,6 +155,8 @@ class RegistryAuth(httpx.Auth):
             if credentials is not None and not may_send_credentials(realm, request.url):
                 credentials = None  # withheld: the realm is another host over plain http
             request_for_token = self._token_request(bearer, asked_scope, credentials)
+            if SPONSOR in request.extensions:
+                request_for_token.extensions[SPONSOR] = request.extensions[SPONSOR]
             token_response, body = await self._exchange(request_for_token)
             token = _read_token(token_response, body, bearer, host, credentials)
             self._tokens.put(host, scope, token)

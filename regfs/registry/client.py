@@ -35,8 +35,10 @@ from regfs.domain.manifest import Descriptor, ImageIndex, manifest_digest, parse
 from regfs.domain.reference import api_host, is_repository
 from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
+from regfs.registry.addresses import allowed_hosts
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.errors import HTTPX_ERRORS, error_for_exception
+from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import ATTEMPTS, HostStats, HttpSession, consume_raw, read_limited
 from regfs.registry.registries_conf import Endpoint, RegistriesConf
 from regfs.registry.tls import PerHostTransport, TlsSettings
@@ -63,6 +65,9 @@ class ClientConfig:
     """Seconds one attempt at one place (with its retries) may take before it fails."""
     insecure_hosts: frozenset[str] = frozenset()
     """Hosts spoken to over plain http (loopback always is; registries.conf adds more)."""
+    redirect_hosts: frozenset[str] = frozenset()
+    """Hosts a registry may send regfs to whatever their address (``--allow-redirect-to``;
+    insecure hosts are too): redirects, foreign layers' URLs, token realms."""
     registries: RegistriesConf = field(default_factory=RegistriesConf)
     tls: TlsSettings = field(default_factory=lambda: TlsSettings([]))
     aliases: dict[str, str] = field(default_factory=dict)
@@ -86,15 +91,18 @@ class RegistryClient:
         config: ClientConfig,
         credentials: CredentialProvider | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolve = resolve,
     ) -> None:
         self.config = config
+        self._plain_http = config.insecure_hosts | config.registries.insecure_hosts()
         self._session = HttpSession(
             config.timeout,
             config.user_agent,
             credentials or Anonymous(),
             transport or PerHostTransport(config.tls),
+            allowed_targets=allowed_hosts(config.redirect_hosts | self._plain_http),
+            resolver=resolver,
         )
-        self._plain_http = config.insecure_hosts | config.registries.insecure_hosts()
         self._mirror_rests: dict[str, float] = {}
         """Mirrors found unreachable, with the time until which they are skipped."""
 
@@ -312,8 +320,9 @@ class RegistryClient:
             url = self._url(place.host, path_or_url)
         with self._session.deadline(f"{method} {place.host}: {urlsplit(url).path}"):
             response = await self._session.send(
-                method, url, headers, MAX_WRITE_ANSWER_BYTES, content=content
-            )
+                method, url, headers, MAX_WRITE_ANSWER_BYTES, content=content,
+                sponsor=self._url(place.host, "/v2/"),
+            )  # fmt: skip
         return response.headers
 
     # -- blobs --------------------------------------------------------------------------
@@ -321,9 +330,9 @@ class RegistryClient:
     async def get_blob(self, host: str, repository: str, digest: Digest, max_bytes: int) -> bytes:
         """A whole (small) blob, e.g. a config; the caller verifies it against ``digest``."""
 
-        async def fetch(url: str, what: str) -> bytes:
+        async def fetch(url: str, what: str, sponsor: str | None) -> bytes:
             with self._session.deadline(what):
-                response = await self._session.send("GET", url, {}, max_bytes)
+                response = await self._session.send("GET", url, {}, max_bytes, sponsor=sponsor)
             return response.body
 
         return await self._pull_blob(host, repository, digest, (), fetch)
@@ -334,9 +343,9 @@ class RegistryClient:
         """Return if the registry serves the blob in ``repository`` (a HEAD); else raise
         ``NotFound`` or ``AccessDenied``, as a GET would."""
 
-        async def fetch(url: str, what: str) -> None:
+        async def fetch(url: str, what: str, sponsor: str | None) -> None:
             with self._session.deadline(what):
-                await self._session.send("HEAD", url, {}, 0)
+                await self._session.send("HEAD", url, {}, 0, sponsor=sponsor)
 
         await self._pull_blob(host, repository, digest, urls, fetch)
 
@@ -357,11 +366,11 @@ class RegistryClient:
         foreign layer's own, tried when the registry does not have the blob.
         """
 
-        async def fetch(url: str, what: str) -> bytes:
+        async def fetch(url: str, what: str, sponsor: str | None) -> bytes:
             with self._session.deadline(what):
                 for attempt in range(1, ATTEMPTS.get() + 1):
                     try:
-                        return await self._range_once(url, what, start, end)
+                        return await self._range_once(url, what, start, end, sponsor)
                     except _CutShort as error:  # the answer came, its body did not
                         if attempt == ATTEMPTS.get():
                             raise
@@ -370,10 +379,13 @@ class RegistryClient:
 
         return await self._pull_blob(host, repository, digest, urls, fetch)
 
-    async def _range_once(self, url: str, what: str, start: int, end: int) -> bytes:
+    async def _range_once(
+        self, url: str, what: str, start: int, end: int, sponsor: str | None
+    ) -> bytes:
         """One Range request, answered (after the session's retries for a failing status),
         with its body read whole; a body cut short or broken off is ``_CutShort``."""
-        response = await self._session.open("GET", url, {"Range": f"bytes={start}-{end - 1}"})
+        ranged = {"Range": f"bytes={start}-{end - 1}"}
+        response = await self._session.open("GET", url, ranged, sponsor=sponsor)
         try:
             if response.status_code == 206:
                 _check_content_range(response, start, what)
@@ -407,10 +419,10 @@ class RegistryClient:
         midway, the sink is restarted and the next one sends the blob from its start.
         """
 
-        async def fetch(url: str, what: str) -> None:
+        async def fetch(url: str, what: str, sponsor: str | None) -> None:
             await sink.restart()
             with self._session.deadline(what):
-                response = await self._session.open("GET", url, {})
+                response = await self._session.open("GET", url, {}, sponsor=sponsor)
             progress = _Progress(self.config.timeout, what)
 
             async def consume(data: bytes) -> bool:
@@ -428,14 +440,15 @@ class RegistryClient:
         repository: str,
         digest: Digest,
         urls: tuple[str, ...],
-        fetch: Callable[[str, str], Awaitable[T]],
+        fetch: Callable[[str, str, str | None], Awaitable[T]],
     ) -> T:
-        """``fetch(url, what)`` from the registry's places, then, if none has the blob, from
-        the layer's own ``urls`` (foreign layers; http and https only)."""
+        """``fetch(url, what, sponsor)`` from the registry's places, then, if none has the
+        blob, from the layer's own ``urls`` (foreign layers; http and https only), which go
+        for the registry (the ``sponsor``: its manifest named them)."""
 
         async def at(place: Endpoint) -> T:
             path = endpoints.blob_path(place.host, place.repository, str(digest))
-            return await fetch(self._url(place.host, path), f"{place.host}: {path}")
+            return await fetch(self._url(place.host, path), f"{place.host}: {path}", None)
 
         foreign = [url for url in urls if urlsplit(url).scheme in ("http", "https")]
         try:
@@ -443,12 +456,14 @@ class RegistryClient:
         except NotFound:
             if not foreign:
                 raise
+        registry = self._url(self._endpoints(host, repository, by_digest=True)[-1].host, "/v2/")
         for url in foreign[:-1]:
             try:
-                return await fetch(url, f"{host}/{repository}@{digest} from {url}")
+                return await fetch(url, f"{host}/{repository}@{digest} from {url}", registry)
             except RegfsError as error:
                 log.info("%s/%s@%s: %s; trying the next URL", host, repository, digest, error)
-        return await fetch(foreign[-1], f"{host}/{repository}@{digest} from {foreign[-1]}")
+        what = f"{host}/{repository}@{digest} from {foreign[-1]}"
+        return await fetch(foreign[-1], what, registry)
 
 
 class _CutShort(Unavailable):

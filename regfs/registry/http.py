@@ -1,9 +1,10 @@
 """HTTP for the registry client: retries, deadlines, bounded bodies, one error vocabulary.
 
 Registry layer. ``HttpSession`` owns the httpx client (auth flow, redirects, per-host
-TLS). A request is retried on temporary failures (connection errors, resets, 5xx, 429
-with ``Retry-After``) with exponential backoff and jitter, up to ``MAX_ATTEMPTS``; the
-caller puts the whole thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``)
+TLS, the guard against being sent to private addresses: ``registry/guard.py``). A request
+is retried on temporary failures (connection errors, resets, 5xx, 429 with
+``Retry-After``) with exponential backoff and jitter, up to ``MAX_ATTEMPTS``; the caller
+puts the whole thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``)
 unless a listing asks for them ``decoded``, and never beyond a stated size. Every
 failure leaves as a domain error.
 """
@@ -24,7 +25,7 @@ import httpx
 import trio
 
 from regfs.domain.deadline import CALLER_DEADLINE
-from regfs.domain.errors import MalformedContent, NotFound, RegfsError, Unavailable
+from regfs.domain.errors import AccessDenied, MalformedContent, NotFound, RegfsError, Unavailable
 from regfs.registry.auth import (
     ANONYMOUS,
     CREDENTIALS_SOURCE,
@@ -41,6 +42,14 @@ from regfs.registry.errors import (
     error_for_status,
     is_temporary,
     retry_after_seconds,
+)
+from regfs.registry.guard import (
+    SPONSOR,
+    Chain,
+    GuardedTransport,
+    Resolve,
+    TargetRefused,
+    resolve,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +89,12 @@ class HttpSession:
         user_agent: str,
         credentials: CredentialProvider,
         transport: httpx.AsyncBaseTransport,
+        *,
+        allowed_targets: frozenset[str] = frozenset(),
+        resolver: Resolve = resolve,
     ) -> None:
+        """``allowed_targets``: hosts a registry may send regfs to whatever their address
+        (``addresses.allowed_hosts`` form); ``resolver``: DNS for the targets it checks."""
         self.timeout = timeout
         self.hosts: dict[str, HostStats] = {}
         """Requests and the last failure, by host[:port] asked."""
@@ -91,7 +105,7 @@ class HttpSession:
             # identity: blob and manifest bytes are hashed as sent, and a Range counts bytes
             # of the blob itself, never of a re-encoding a CDN or proxy chose to apply.
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
-            transport=transport,
+            transport=GuardedTransport(transport, allowed_targets, resolver),
         )
 
     async def aclose(self) -> None:
@@ -109,24 +123,31 @@ class HttpSession:
         *,
         decoded: bool = False,
         content: bytes | None = None,
+        sponsor: str | None = None,
     ) -> Response:
         """One request (with ``content`` as its body, if any), the answer's body read whole,
         with retries for temporary failures.
 
         The body is the bytes as sent (blobs and manifests are hashed), or for listings
-        ``decoded`` from any ``Content-Encoding``.
+        ``decoded`` from any ``Content-Encoding``. ``sponsor``: a URL of the registry whose
+        answer named ``url`` (a foreign layer's, an upload's location); by default ``url``
+        is the registry's own, chosen by regfs.
         """
         return await self._retrying(
             f"{method} {url}",
             lambda: self._send_once(
-                method, url, headers, max_bytes, decoded=decoded, content=content
+                method, url, headers, max_bytes, decoded=decoded, content=content,
+                sponsor=sponsor or url,
             ),
-        )
+        )  # fmt: skip
 
-    async def open(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        """A 2xx response whose body is still to be read (the caller closes it)."""
+    async def open(
+        self, method: str, url: str, headers: dict[str, str], *, sponsor: str | None = None
+    ) -> httpx.Response:
+        """A 2xx response whose body is still to be read (the caller closes it);
+        ``sponsor`` as for ``send``."""
         return await self._retrying(
-            f"{method} {url}", lambda: self._open_once(method, url, headers)
+            f"{method} {url}", lambda: self._open_once(method, url, headers, sponsor or url)
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -149,6 +170,8 @@ class HttpSession:
             delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
             try:
                 return await attempt()
+            except TargetRefused as refused:  # said here, with the request it ends
+                raise AccessDenied(f"{what}: {refused}") from None
             except HTTPX_ERRORS as error:
                 if number == attempts or not is_temporary(error):
                     raise error_for_exception(error, what) from None
@@ -200,8 +223,12 @@ class HttpSession:
         *,
         decoded: bool,
         content: bytes | None,
+        sponsor: str,
     ) -> Response:
-        async with self._http.stream(method, url, headers=headers, content=content) as response:
+        extensions = _sponsored(sponsor)
+        async with self._http.stream(
+            method, url, headers=headers, content=content, extensions=extensions
+        ) as response:
             success = 200 <= response.status_code < 300
             limit = max_bytes if success else MAX_ERROR_BODY
             body = await read_limited(response, limit, truncate=not success, decoded=decoded)
@@ -209,8 +236,11 @@ class HttpSession:
                 raise self._failure(response, body, f"{method} {url}")
             return Response(response.status_code, response.headers, body, response.url)
 
-    async def _open_once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        request = self._http.build_request(method, url, headers=headers)
+    async def _open_once(
+        self, method: str, url: str, headers: dict[str, str], sponsor: str
+    ) -> httpx.Response:
+        extensions = _sponsored(sponsor)
+        request = self._http.build_request(method, url, headers=headers, extensions=extensions)
         response = await self._http.send(request, stream=True)
         if 200 <= response.status_code < 300:
             return response
@@ -219,6 +249,11 @@ class HttpSession:
         finally:
             await response.aclose()
         raise self._failure(response, body, f"{method} {url}")
+
+
+def _sponsored(url: str) -> dict[str, Chain]:
+    """The extensions that name the registry at ``url`` as a request's sponsor."""
+    return {SPONSOR: Chain(httpx.URL(url).netloc.decode("ascii"))}
 
 
 async def read_limited(

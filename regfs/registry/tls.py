@@ -5,7 +5,8 @@ Registry layer. containers-certs.d(5): a directory named ``HOST[:PORT]`` under
 ``/etc/docker/certs.d`` (the first that exists wins) holds ``*.crt`` files (CAs trusted for
 that registry, besides the system's) and ``*.cert`` + ``*.key`` pairs (a client
 certificate). Each registry with such a directory gets a connection pool whose TLS context
-is made from it; every other https origin shares one with the system trust store.
+is made from it; every other https origin shares one with the system trust store. A request
+the guard pinned (``guard.PINNED``) connects only to the addresses it checked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+
+from regfs.registry.guard import PINNED, resent
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,11 @@ class PerHostTransport(httpx.AsyncBaseTransport):
         self._by_host: dict[str, httpx.AsyncHTTPTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._transport_for(request.url).handle_async_request(request)
+        transport = self._transport_for(request.url)
+        pinned: tuple[str, ...] = request.extensions.get(PINNED, ())
+        if not pinned:
+            return await transport.handle_async_request(request)
+        return await _send_pinned(transport, request, pinned)
 
     def _transport_for(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
         if url.scheme != "https":
@@ -105,3 +112,24 @@ class PerHostTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for transport in {id(t): t for t in [self._default, *self._by_host.values()]}.values():
             await transport.aclose()
+
+
+async def _send_pinned(
+    transport: httpx.AsyncBaseTransport, request: httpx.Request, addresses: tuple[str, ...]
+) -> httpx.Response:
+    """Send ``request`` to each of ``addresses`` in turn until one connects, never letting
+    its host name be resolved again; ``Host`` and the name TLS checks (SNI) stay the name.
+
+    Connections are pooled by address then: another name on the same address may reuse
+    one, as HTTP/2 coalescing would; what it serves is checked by digest all the same.
+    """
+    name = request.url.raw_host.decode("ascii")
+    for number, address in enumerate(addresses, start=1):
+        url = request.url.copy_with(host=address)
+        attempt = resent(request, url, {"sni_hostname": name})
+        try:
+            return await transport.handle_async_request(attempt)
+        except httpx.ConnectError:
+            if number == len(addresses):
+                raise
+    raise AssertionError("unreachable: the last address returns or raises")

@@ -33,7 +33,9 @@ class Static:
 
 
 def client_for(handler: Handler, credentials: Credentials | None) -> RegistryClient:
-    return RegistryClient(ClientConfig(timeout=5), Static(credentials), StreamingTransport(handler))
+    transport = StreamingTransport(handler)
+    config = ClientConfig(timeout=5)
+    return RegistryClient(config, Static(credentials), transport, transport.resolve)
 
 
 TAGS = httpx.Response(200, json={"tags": ["1"]})

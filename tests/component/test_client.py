@@ -25,7 +25,10 @@ DIGEST = "sha256:" + "1" * 64
 
 
 def client_for(handler: Handler, timeout: float = 5) -> RegistryClient:
-    return RegistryClient(ClientConfig(timeout=timeout), transport=StreamingTransport(handler))
+    transport = StreamingTransport(handler)
+    return RegistryClient(
+        ClientConfig(timeout=timeout), transport=transport, resolver=transport.resolve
+    )
 
 
 def catalog(*names: str, link: str | None = None) -> httpx.Response:

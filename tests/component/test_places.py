@@ -31,7 +31,8 @@ blocked = true
 def client_for(handler: Handler) -> RegistryClient:
     registries = merge([("registries.conf", parse_registries_conf(CONF, "registries.conf"))])
     config = ClientConfig(timeout=5, registries=registries)
-    return RegistryClient(config, transport=StreamingTransport(handler))
+    transport = StreamingTransport(handler)
+    return RegistryClient(config, transport=transport, resolver=transport.resolve)
 
 
 def ranged(request: httpx.Request, body: bytes) -> httpx.Response:

@@ -321,6 +321,40 @@ def test_a_foreign_layer_is_fetched_from_its_urls_and_verified(
         elsewhere.stop()
 
 
+def test_a_registry_cannot_send_regfs_to_the_metadata_service(
+    mnt: Mount, fake: FakeRegistry
+) -> None:
+    """A layer's blob redirected to 169.254.169.254, or a foreign layer whose URL is there:
+    EACCES and one line naming the target and why, and nothing sent there. A redirect to
+    ``localhost`` (resolved, and the connection pinned to the checked address) is
+    followed: the registry is on loopback too."""
+    layer = tar_gz("hello.txt", b"from localhost\n")
+    elsewhere = FakeRegistry({"/layers/good.tgz": Reply(200, layer)})
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    blob = f"/v2/inward/redirect/blobs/{digest_of(layer)}"
+    try:
+        foreign_image(fake, "inward/urls", layer, [metadata])
+        foreign_image(fake, "inward/redirect", layer, [])
+        fake.routes[blob] = Reply(307, headers={"Location": metadata})
+        line = (
+            r"refused to send to 169\.254\.169\.254: 169\.254\.169\.254 is a link-local "
+            rf"address, and {re.escape(fake.host)} is on a loopback address \(allow with "
+            r"--allow-redirect-to 169\.254\.169\.254\)"
+        )
+        mnt.allow_log(line)
+        for repository in ("inward/urls", "inward/redirect"):
+            layer_dir = mnt / fake.host / repository / "1/0"
+            expect_errno(errno.EACCES, lambda d=layer_dir: os.listdir(d))
+        assert len(re.findall(line, mnt.log())) == 2
+        location = f"http://localhost:{elsewhere.port}/layers/good.tgz"
+        fake.routes[blob] = Reply(307, headers={"Location": location})
+        image = mnt / fake.host / "inward/redirect/1"
+        assert (image / "rootfs/hello.txt").read_bytes() == b"from localhost\n"
+        assert ("GET", "/layers/good.tgz") in elsewhere.requests
+    finally:
+        elsewhere.stop()
+
+
 def test_schema1_signatures_are_checked_when_asked(
     tmp_path: Path, pushed: Pushed, fake: FakeRegistry
 ) -> None:

@@ -3,15 +3,22 @@
 ``httpx.MockTransport`` hands back responses whose body is already read, which a client
 reading raw bytes (as regfs does for blobs and manifests) cannot stream. This transport
 calls the same kind of handler and returns its body unread, byte for byte as written.
+
+It is also the tests' DNS (``resolve``): a name is at the address ``addresses`` gives it,
+an IP literal at itself, any other name at ``PUBLIC_ADDRESS``; each response says which
+address it came from, as httpcore's ``network_stream`` does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+PUBLIC_ADDRESS = "93.184.215.14"
+"""Where names the tests do not place are: a global unicast address (example.com's)."""
 
 
 class _UnreadBody(httpx.AsyncByteStream):
@@ -28,17 +35,39 @@ def unread(status: int, body: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.Response(status, headers=headers, stream=_UnreadBody(body))
 
 
+class _Peer:
+    """What httpcore's ``network_stream`` extension tells of a connection: its peer."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self._address = (address, port)
+
+    def get_extra_info(self, info: str) -> object:
+        return self._address if info == "server_addr" else None
+
+
 class StreamingTransport(httpx.AsyncBaseTransport):
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, addresses: dict[str, list[str]] | None = None) -> None:
         self._handler = handler
+        self.addresses = addresses or {}
+        """Host name → its addresses, for names the tests place."""
+
+    async def resolve(self, host: str, port: int | None) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return self.addresses.get(host, [PUBLIC_ADDRESS])
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         answer = await self._handler(request)
         if isinstance(answer.stream, httpx.ByteStream):  # content=: already read, re-stream it
-            return unread(answer.status_code, b"".join(answer.stream), dict(answer.headers))
-        return httpx.Response(  # stream=: the handler's own stream, unread
-            answer.status_code, headers=answer.headers, stream=answer.stream, request=request
-        )
+            response = unread(answer.status_code, b"".join(answer.stream), dict(answer.headers))
+        else:  # stream=: the handler's own stream, unread
+            response = httpx.Response(
+                answer.status_code, headers=answer.headers, stream=answer.stream, request=request
+            )
+        (address, *_) = await self.resolve(request.url.host, request.url.port)
+        response.extensions["network_stream"] = _Peer(address, request.url.port or 443)
+        return response
 
 
 class CollectingSink:

@@ -50,8 +50,9 @@ class Authority:
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self._certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, stem: str, server: bool) -> Issued:
-        """A certificate for the server at 127.0.0.1, or for a client."""
+    def issue(self, stem: str, server: bool, names: tuple[str, ...] = ()) -> Issued:
+        """A certificate for the server at 127.0.0.1 (or named ``names`` only), or for a
+        client."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -65,7 +66,8 @@ class Authority:
         )  # fmt: skip
         if server:
             address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-            builder = builder.add_extension(x509.SubjectAlternativeName([address]), False)
+            alternatives = [x509.DNSName(name) for name in names] if names else [address]
+            builder = builder.add_extension(x509.SubjectAlternativeName(alternatives), False)
         certificate = builder.sign(self._key, hashes.SHA256())
         path = self._directory / f"{stem}.pem"
         path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

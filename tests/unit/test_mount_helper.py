@@ -10,10 +10,11 @@ from regfs.mount_helper import mount_arguments
 def test_options_become_long_options_and_generic_ones_are_left_to_mount() -> None:
     argv = ["regfs", "/mnt/reg", "-o", "rw,nodev,_netdev,x-systemd.automount,"
             "cache_dir=/var/cache/regfs,allow_other,insecure_registry=h:5000,"
-            "insecure_registry=k:5000,timeout=7", "-n"]  # fmt: skip
+            "insecure_registry=k:5000,allow_redirect_to=cdn.lan,timeout=7", "-n"]  # fmt: skip
     assert mount_arguments(argv) == [
         "mount", "/mnt/reg", "--cache-dir", "/var/cache/regfs", "--allow-other",
-        "--insecure-registry", "h:5000", "--insecure-registry", "k:5000", "--timeout", "7",
+        "--insecure-registry", "h:5000", "--insecure-registry", "k:5000",
+        "--allow-redirect-to", "cdn.lan", "--timeout", "7",
     ]  # fmt: skip
 
 
