@@ -32,7 +32,7 @@ from regfs.domain.reference import parse_image_reference
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
 from regfs.index_push import Pushed, push_index
-from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_store import LayerStore
 from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.prefetch import Outcome, target_of

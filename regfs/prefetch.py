@@ -22,8 +22,8 @@ from regfs.domain import mediatypes
 from regfs.domain.errors import RegfsError
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
-from regfs.layers.blobs import LayerStore
 from regfs.layers.layer_ref import LayerRef, layer_refs
+from regfs.layers.layer_store import LayerStore
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image

@@ -18,11 +18,11 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.temporaries import write_atomically
-from regfs.layers.agreement import compare, content_difference, verdict
-from regfs.layers.blobs import LayerStore
-from regfs.layers.index_files import disagreement_beside
+from regfs.layers.formats.agreement import compare, content_difference, verdict
+from regfs.layers.index.files import disagreement_beside
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.store import LayerIndex
+from regfs.layers.layer_store import LayerStore
 
 
 async def check_toc(store: LayerStore, layer: LayerRef) -> str | None:

@@ -21,10 +21,10 @@ from typing import BinaryIO
 import indexed_gzip
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.compression import DECOMPRESSION_ERRORS, read_exactly
-from regfs.layers.inflate import inflate_from_checkpoint
-from regfs.layers.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
-from regfs.layers.ztoc import (
+from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_exactly
+from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.layers.formats.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
+from regfs.layers.formats.ztoc import (
     WINDOW_SIZE,
     Checkpoint,
     Ztoc,

@@ -12,7 +12,7 @@ import cachetools
 
 from regfs.cache.memory import listings_lru
 from regfs.domain.platform import Platform
-from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_store import LayerStore
 from regfs.tree.metadata import RegistryMetadata
 from regfs.tree.node import Node
 

@@ -10,10 +10,10 @@ import os
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from regfs.layers.blobs import LayerStore
-from regfs.layers.entries import EntryKind, IndexEntry
+from regfs.layers.formats.entries import EntryKind, IndexEntry
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.store import LayerIndex
+from regfs.layers.layer_store import LayerStore
 from regfs.tree.node import File, Kind, Node, Stat, Symlink
 
 KIND_OF_ENTRY = {

@@ -14,9 +14,9 @@ import os
 from collections.abc import Sequence
 
 from regfs.domain.errors import NoEntry
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.store import LayerIndex
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
     EntryNode,

@@ -1,7 +1,7 @@
 """``rootfs/``: every layer of an image merged with OCI whiteout semantics.
 
 Tree layer. Directories are identified by path and remember which layers' directories
-they merge (see ``regfs.layers.merge``); every other entry is identified by the layer and
+they merge (see ``regfs.layers.formats.merge``); every other entry is identified by the layer and
 inode it comes from, so hard links in one layer stay one inode, counted by the names
 still visible after the layers above it.
 """
@@ -16,10 +16,10 @@ import trio
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry, NotFound, RegfsError
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.merge import Resolved, resolve
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.merge import Resolved, resolve
-from regfs.layers.store import LayerIndex
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
     LAYER_XATTR,

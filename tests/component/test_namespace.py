@@ -15,7 +15,7 @@ import trio
 
 from regfs.domain.errors import NotFound
 from regfs.domain.platform import Platform
-from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from regfs.layers.toc import FOOTER_SIZE, toc_offset
+from regfs.layers.formats.toc import FOOTER_SIZE, toc_offset
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.crafted import upload_blob

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from regfs.layers.agreement import (
+from regfs.layers.formats.agreement import (
     SHOWN_DIFFERENCES,
     LayerTree,
     content_checks,
     metadata_differences,
     verdict,
 )
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.toc import TocChunk
+from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.toc import TocChunk
 
 
 def entry(

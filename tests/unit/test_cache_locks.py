@@ -12,7 +12,7 @@ from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
-from regfs.layers.blobs import LayerRef, LayerStore, _file_lock
+from regfs.layers.layer_store import LayerRef, LayerStore, _file_lock
 
 LAYERS = 50
 

@@ -22,12 +22,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
-from regfs.layers.blobs import LayerStore, _ClosingLRU
-from regfs.layers.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
-from regfs.layers.entries import ROOT_ID
-from regfs.layers.indexer import build_index
+from regfs.layers.formats.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
+from regfs.layers.formats.entries import ROOT_ID
+from regfs.layers.index.build import build_index
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.layer_store import LayerStore, _ClosingLRU
 from regfs.layers.remote import RemoteFile, fetch_in_task
-from regfs.layers.store import LayerIndex
 from tests.support.crafted import member, multi_member_gzip, tar_of, zeros_layer
 
 

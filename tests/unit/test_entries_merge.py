@@ -7,10 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers import entries as entries_module
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry, LayerTreeBuilder, normalize_path
-from regfs.layers.merge import resolve
-from regfs.layers.tar import TarMember
+from regfs.layers.formats import entries as entries_module
+from regfs.layers.formats.entries import (
+    ROOT_ID,
+    EntryKind,
+    IndexEntry,
+    LayerTreeBuilder,
+    normalize_path,
+)
+from regfs.layers.formats.merge import resolve
+from regfs.layers.formats.tar import TarMember
 
 
 def member(

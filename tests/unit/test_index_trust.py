@@ -15,9 +15,9 @@ import trio
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir, unsafe_because
 from regfs.cache.memory import listings_lru
-from regfs.layers.entries import ROOT_ID
-from regfs.layers.indexer import build_index
-from regfs.layers.store import ExpectedIndex, LayerIndex, Listings
+from regfs.layers.formats.entries import ROOT_ID
+from regfs.layers.index.build import build_index
+from regfs.layers.index.layer_index import ExpectedIndex, LayerIndex, Listings
 from tests.support.crafted import member, tar_of
 
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.entries import LayerTreeBuilder
-from regfs.layers.tar import TarMember, TarScanner, parse_pax
+from regfs.layers.formats.entries import LayerTreeBuilder
+from regfs.layers.formats.tar import TarMember, TarScanner, parse_pax
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.layers.toc import (
+from regfs.layers.formats.toc import (
     ESTARGZ,
     TOC_DIGEST_ANNOTATION,
     ZSTD_CHUNKED,

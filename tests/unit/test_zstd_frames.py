@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
-from regfs.layers.compression import ZSTD_SPACING, ZstdIndexer, read_at, read_exactly
-from regfs.layers.entries import ROOT_ID
-from regfs.layers.indexer import build_index
+from regfs.layers.formats.compression import ZSTD_SPACING, ZstdIndexer, read_at, read_exactly
+from regfs.layers.formats.entries import ROOT_ID
+from regfs.layers.formats.zstd_frames import FrameSpan, frame_spans
+from regfs.layers.index.build import build_index
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.remote import RemoteFile
-from regfs.layers.store import LayerIndex
-from regfs.layers.zstd_frames import FrameSpan, frame_spans
 from tests.support.crafted import member, tar_of
 
 

@@ -32,9 +32,9 @@ from regfs.domain.soci import (
     with_referrer,
     ztocs_by_layer,
 )
-from regfs.layers.flatbuffer import Table
-from regfs.layers.inflate import inflate_from_checkpoint
-from regfs.layers.ztoc import (
+from regfs.layers.formats.flatbuffer import Table
+from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.layers.formats.ztoc import (
     WINDOW_SIZE,
     Checkpoint,
     Ztoc,

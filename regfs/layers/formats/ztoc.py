@@ -28,8 +28,8 @@ import flatbuffers
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
-from regfs.layers.flatbuffer import Table
-from regfs.layers.tar import TYPE_NAMES, TarMember, check_ranges, xattrs_of_pax
+from regfs.layers.formats.flatbuffer import Table
+from regfs.layers.formats.tar import TYPE_NAMES, TarMember, check_ranges, xattrs_of_pax
 
 WINDOW_SIZE = 32 << 10
 MAX_ZTOC_SIZE = 64 << 20

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from regfs.layers.entries import EntryKind, IndexEntry
+from regfs.layers.formats.entries import EntryKind, IndexEntry
 
 
 @dataclass(frozen=True, slots=True)

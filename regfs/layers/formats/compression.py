@@ -17,7 +17,7 @@ import indexed_gzip
 import zstandard
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.zstd_frames import FrameSpan, is_skippable_frame, next_frame
+from regfs.layers.formats.zstd_frames import FrameSpan, is_skippable_frame, next_frame
 
 GZIP_SPACING = 2 << 20
 ZSTD_SPACING = 1 << 20

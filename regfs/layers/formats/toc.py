@@ -36,8 +36,8 @@ import zstandard
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.layers.compression import read_exactly
-from regfs.layers.tar import TYPE_NAMES, TarMember
+from regfs.layers.formats.compression import read_exactly
+from regfs.layers.formats.tar import TYPE_NAMES, TarMember
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 ZSTD_CHUNKED_ANNOTATIONS = (

@@ -23,8 +23,8 @@ import trio
 
 from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.toc import TocChunk
+from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.toc import TocChunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,7 +143,7 @@ def write_index(
     temporary.unlink(missing_ok=True)
     connection = sqlite3.connect(temporary)
     try:
-        connection.executescript(files("regfs.layers").joinpath("schema.sql").read_text())
+        connection.executescript(files("regfs.layers.index").joinpath("schema.sql").read_text())
         values = {
             "schema_version": SCHEMA_VERSION, "digest": meta.digest,
             "compression": meta.compression, "compressed_size": meta.compressed_size,
@@ -195,7 +195,7 @@ class LayerIndex:
     """Read access to one published index; cheap queries, safe to share across tasks.
 
     Its SQLite connection may be closed by its owner (``close``: a mount bounds how many
-    index files it keeps open, ``OPEN_INDEXES`` in ``blobs.py``) and is opened again on the
+    index files it keeps open, ``OPEN_INDEXES`` in ``layer_store.py``) and is opened again on the
     next query, on the event loop, calling ``on_open`` so the owner can count it again.
     The owner must keep the file from being evicted while the object lives (see
     ``LayerStore.open_index_paths``).

@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from regfs.layers.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.toc import HIDDEN_NAMES, TocChunk
+from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.toc import HIDDEN_NAMES, TocChunk
 
 SHOWN_DIFFERENCES = 10
 """Differences named in a verdict: enough to see what is wrong, bounded for a log line."""

@@ -22,9 +22,9 @@ import hashlib
 from pathlib import Path
 
 from regfs.domain.manifest import Descriptor
+from regfs.layers.formats.toc import TOC_ANNOTATIONS
+from regfs.layers.index.layer_index import BUILT_FROM_BLOB, ExpectedIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.store import BUILT_FROM_BLOB, ExpectedIndex
-from regfs.layers.toc import TOC_ANNOTATIONS
 
 
 def toc_inputs(layer: LayerRef) -> str | None:

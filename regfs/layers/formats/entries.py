@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.tar import SPARSE, TarMember
+from regfs.layers.formats.tar import SPARSE, TarMember
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
-from regfs.layers.compression import (
+from regfs.layers.formats.compression import (
     DECOMPRESSION_ERRORS,
     GzipIndexer,
     ZstdIndexer,
@@ -21,10 +21,9 @@ from regfs.layers.compression import (
     read_exactly,
     sniff,
 )
-from regfs.layers.entries import LayerTreeBuilder
-from regfs.layers.store import IndexMeta, write_index
-from regfs.layers.tar import TarScanner
-from regfs.layers.toc import (
+from regfs.layers.formats.entries import LayerTreeBuilder
+from regfs.layers.formats.tar import TarScanner
+from regfs.layers.formats.toc import (
     ZSTD_CHUNKED,
     TocChunk,
     TocReference,
@@ -32,7 +31,8 @@ from regfs.layers.toc import (
     read_toc,
     read_zstd_chunked_toc,
 )
-from regfs.layers.ztoc import members, parse_ztoc, spans
+from regfs.layers.formats.ztoc import members, parse_ztoc, spans
+from regfs.layers.index.layer_index import IndexMeta, write_index
 
 CHUNK_SIZE = 1 << 20
 SOCI = "soci"

@@ -37,15 +37,9 @@ from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
-from regfs.layers.compression import DECOMPRESSION_ERRORS, read_at
-from regfs.layers.index_files import IndexFiles, toc_inputs
-from regfs.layers.indexer import SOCI, build_index, build_soci_index, build_toc_index
-from regfs.layers.inflate import inflate_from_checkpoint
-from regfs.layers.layer_ref import LayerRef
-from regfs.layers.remote import RemoteFile, fetch_in_task
-from regfs.layers.soci import SociLookup
-from regfs.layers.store import ExpectedIndex, LayerIndex, Listings
-from regfs.layers.toc import (
+from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_at
+from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.layers.formats.toc import (
     ESTARGZ,
     FOOTER_SIZE,
     MAX_TOC_SIZE,
@@ -55,7 +49,13 @@ from regfs.layers.toc import (
     toc_offset,
     toc_reference,
 )
-from regfs.layers.ztoc import MAX_ZTOC_SIZE
+from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
+from regfs.layers.index.build import SOCI, build_index, build_soci_index, build_toc_index
+from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.index.layer_index import ExpectedIndex, LayerIndex, Listings
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.remote import RemoteFile, fetch_in_task
+from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
