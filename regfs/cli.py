@@ -455,7 +455,7 @@ def mount_status(
     args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
 ) -> dict[str, object]:
     """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
-    reads = layers.chunk_reads
+    reads = layers.pieces.reads
     return {
         "mountpoint": mountpoint,
         "pid": os.getpid(),

@@ -23,7 +23,6 @@ thread-safe; callers run them in worker threads.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -63,8 +62,9 @@ class ChunkCache:
         name = sha256.hex()
         return self.directory / name[:2] / name
 
-    def get(self, sha256: bytes) -> bytes | None:
-        """The chunk with this hash, or None if absent or damaged (then it is removed)."""
+    def load(self, sha256: bytes) -> bytes | None:
+        """The bytes stored under this hash, or None if absent or unreadable. Not checked:
+        ``layers.pieces`` checks what it takes from here (and ``discard``s a damaged one)."""
         path = self._path(sha256)
         try:
             with open(path, "rb") as file:
@@ -75,16 +75,15 @@ class ChunkCache:
             log.warning("chunk %s unreadable in the cache (%s): will fetch again",
                         sha256.hex(), error.strerror or error)  # fmt: skip
             return None
-        if hashlib.sha256(data).digest() != sha256:
-            log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
-            path.unlink(missing_ok=True)
-            return None
         with contextlib.suppress(FileNotFoundError):  # evicted by another mount: bytes are good
             os.utime(path)
         return data
 
+    def discard(self, sha256: bytes) -> None:
+        self._path(sha256).unlink(missing_ok=True)
+
     def has(self, sha256: bytes) -> bool:
-        """True if a chunk of this hash is stored (not checked: ``get`` checks)."""
+        """True if a chunk of this hash is stored (not checked)."""
         return self._path(sha256).exists()
 
     def path_of(self, sha256: bytes) -> Path:

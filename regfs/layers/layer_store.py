@@ -19,10 +19,9 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 import cachetools
 import trio
@@ -31,30 +30,34 @@ from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
-from regfs.cache.memory import keep, listings_lru
+from regfs.cache.memory import listings_lru
 from regfs.cache.temporaries import is_abandoned, write_atomically
 from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
-from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_at
-from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.domain.verify import verified, verified_stream
 from regfs.layers.formats.toc import (
     ESTARGZ,
     FOOTER_SIZE,
     MAX_TOC_SIZE,
-    TOC_FORMATS,
-    TocChunk,
-    chunk_bytes,
     toc_offset,
     toc_reference,
 )
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
-from regfs.layers.index.build import SOCI, build_index, build_soci_index, build_toc_index
+from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
-from regfs.layers.index.layer_index import ExpectedIndex, LayerIndex, Listings
+from regfs.layers.index.layer_index import ExpectedIndex, IndexKind, LayerIndex, Listings
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.remote import RemoteFile, fetch_in_task
+from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.readers import (
+    INFLATED_SPANS_BYTES,
+    RangeFetch,
+    ReadContext,
+    load_pieces,
+    read_stream,
+    reader_for,
+)
 from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
@@ -110,20 +113,16 @@ class LayerStore:
         """Indexes being built and not yet opened: not to be evicted in between either."""
         self._lock = threading.Lock()  # the eviction thread reads the two above
         self._listings: Listings = listings_lru()
-        self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
-            MEMORY_CHUNKS_BYTES, getsizeof=len
-        )
         self._flight: SingleFlight[object] = SingleFlight()
-        self._failed_chunks: cachetools.TTLCache[bytes, RegfsError] = cachetools.TTLCache(
-            1024, FAILURE_MEMORY, timer=trio.current_time
-        )
-        """Re-fetches that just failed: the kernel's retry of the same read (after an EIO
-        on its read-ahead) gets the answer at once instead of a second timeout."""
+        self.pieces = VerifiedPieces(self._chunks)
+        # Decompressing threads of re-fetches have their own limiter: they must not take
+        # every default worker thread (which DNS lookups need too).
+        self._reading = ReadContext(
+            self.pieces, self._ranges, trio.CapacityLimiter(REFETCHING_AT_ONCE),
+            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(),
+        )  # fmt: skip
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
-        # Re-fetching threads wait on the network through trio; their own limiter keeps them
-        # from taking every default worker thread (which DNS lookups need too).
-        self._refetching = trio.CapacityLimiter(REFETCHING_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
         self._background: trio.Nursery | None = None
@@ -134,7 +133,6 @@ class LayerStore:
         """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
         self._disagreements: dict[LayerRef, str] = {}
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
-        self.chunk_reads = ChunkReads()
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
         self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
@@ -156,7 +154,7 @@ class LayerStore:
         CALLER_DEADLINE.set(math.inf)  # not the deadline of the request that started it
         end = index.meta.prefetch_end
         try:
-            await self._load_pieces(layer, index, end)
+            await load_pieces(reader_for(layer, index, self._reading), end)
         except RegfsError as error:
             log.info("%s: prefetch stopped: %s", layer, error)
             return
@@ -422,8 +420,7 @@ class LayerStore:
         try:
             size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
             data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
-            if len(data) != ztoc.size or not ztoc.digest.matches(data):
-                raise VerificationFailed(f"zTOC {ztoc.digest} does not match its descriptor")
+            verified(data, ztoc.digest, size=ztoc.size, what=f"zTOC {ztoc.digest}")
             warnings = await self._in_indexing_thread(functools.partial(
                 build_soci_index, data, path, digest=str(layer.digest),
                 size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
@@ -459,89 +456,14 @@ class LayerStore:
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
         index built from a TOC: of its virtual stream)."""
-        return await _pieced(index, offset, size, self._pieces_of(layer, index))
+        reader = reader_for(layer, index, self._reading)
+        return await read_stream(reader, index.meta.uncompressed_size, offset, size)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
-        await self._load_pieces(layer, index, index.meta.uncompressed_size)
+        await load_pieces(reader_for(layer, index, self._reading), index.meta.uncompressed_size)
 
-    async def _load_pieces(self, layer: LayerRef, index: LayerIndex, end: int) -> None:
-        """Load the pieces of the layer's stream before ``end`` (into the caches)."""
-        piece_at = self._pieces_of(layer, index)
-        position = 0
-        while position < end:
-            start, data = await piece_at(position)
-            if start + len(data) <= position:
-                raise MalformedContent(f"{layer}: no bytes at {position}")
-            position = start + len(data)
-
-    def _pieces_of(
-        self, layer: LayerRef, index: LayerIndex
-    ) -> Callable[[int], Awaitable[tuple[int, bytes]]]:
-        """``piece_at(position)``: where the piece holding ``position`` starts, and its
-        bytes: a TOC chunk, a zTOC span, or a chunk of the first pass."""
-        if index.meta.compression in TOC_FORMATS:
-            return functools.partial(self._toc_chunk_at, layer, index)
-        if index.meta.compression == SOCI:
-            return functools.partial(self._span_at, layer, index)
-        chunk_size = index.meta.chunk_size
-
-        async def chunk_at(position: int) -> tuple[int, bytes]:
-            number = position // chunk_size
-            return number * chunk_size, await self._chunk(layer, index, number)
-
-        return chunk_at
-
-    async def _chunk(self, layer: LayerRef, index: LayerIndex, number: int) -> bytes:
-        sha256 = index.chunk_hash(number)
-
-        async def fetch() -> bytes:
-            return await self._fetch_chunk(layer, index, number, sha256)
-
-        return await self._verified_chunk(sha256, fetch)
-
-    async def _verified_chunk(self, sha256: bytes, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
-        """The chunk of hash ``sha256``: from memory, the disk cache, or ``fetch`` (once for
-        all who wait, a failure remembered ``FAILURE_MEMORY`` seconds)."""
-        data = self._memory.get(sha256)
-        if data is not None:
-            self.chunk_reads.memory += 1
-            return data
-        failed = self._failed_chunks.get(sha256)
-        if failed is not None:
-            raise failed
-
-        async def load() -> bytes:
-            found = await trio.to_thread.run_sync(self._chunks.get, sha256)
-            if found is not None:
-                self.chunk_reads.disk += 1
-            else:
-                self.chunk_reads.fetched += 1
-                try:
-                    found = await self._checked_twice(fetch)
-                except RegfsError as error:
-                    self._failed_chunks[sha256] = error
-                    raise
-                await trio.to_thread.run_sync(self._chunks.put, sha256, found)
-            keep(self._memory, sha256, found)
-            return found
-
-        return await self._flight.run(("chunk", sha256), load)  # type: ignore[return-value]
-
-    @staticmethod
-    async def _checked_twice(fetch: Callable[[], Awaitable[bytes]]) -> bytes:
-        """``fetch``, once more if the bytes were damaged on the way (they fail to
-        decompress or to hash right); both attempts share ``fetch``'s deadline."""
-        for attempt in range(1, REFETCH_ATTEMPTS + 1):
-            try:
-                return await fetch()
-            except (MalformedContent, VerificationFailed) as error:
-                if attempt == REFETCH_ATTEMPTS:
-                    raise
-                log.info("%s; fetching it once more", error)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _ranges(self, layer: LayerRef) -> Callable[[int, int, str], Awaitable[bytes]]:
+    def _ranges(self, layer: LayerRef) -> RangeFetch:
         """Range requests for ``layer`` sharing one deadline: ``--timeout`` from now, or
         the caller's own if sooner. Each names what it fetches for the timeout's message."""
         timeout = self._client.config.timeout
@@ -559,152 +481,6 @@ class LayerStore:
 
         return fetch
 
-    async def _fetch_chunk(
-        self, layer: LayerRef, index: LayerIndex, number: int, sha256: bytes
-    ) -> bytes:
-        """Produce a chunk again from the registry, from the nearest checkpoint on."""
-        ranges = self._ranges(layer)
-        gzip_index = await index.blob("gzip_index")
-
-        async def within_deadline(start: int, end: int) -> bytes:
-            return await ranges(start, end, f"chunk {number} not fetched again")
-
-        async def fetch() -> bytes:
-            return await self._decompress_again(
-                layer, index, number, gzip_index,
-                sha256=sha256, fetch=fetch_in_task(within_deadline),
-            )  # fmt: skip
-
-        return await self._checked_twice(fetch)
-
-    async def _toc_chunk_at(
-        self, layer: LayerRef, index: LayerIndex, position: int
-    ) -> tuple[int, bytes]:
-        """Where the chunk of a TOC layer's virtual stream covering ``position`` starts,
-        and its bytes (cached, or fetched alone: one Range request for its gzip member or
-        zstd frame)."""
-        chunk = index.toc_chunk(position)
-        if chunk is None:
-            raise MalformedContent(f"{layer}: no TOC chunk at {position}")
-        ranges = self._ranges(layer)
-
-        async def fetch() -> bytes:
-            what = f"chunk at {chunk.compressed_offset} not fetched"
-            member = await ranges(chunk.compressed_offset, chunk.compressed_end, what)
-            async with self._refetching:
-                try:
-                    return await trio.to_thread.run_sync(
-                        chunk_bytes, member, chunk, index.meta.compression
-                    )
-                except (MalformedContent, VerificationFailed) as error:
-                    raise type(error)(f"{layer}: {error}") from None
-
-        return chunk.virtual_offset, await self._verified_chunk(chunk.sha256, fetch)
-
-    async def _span_at(
-        self, layer: LayerRef, index: LayerIndex, position: int
-    ) -> tuple[int, bytes]:
-        """Where the zTOC span covering ``position`` starts, and its bytes."""
-        span = index.toc_chunk(position)
-        if span is None:
-            raise MalformedContent(f"{layer}: no zTOC span at {position}")
-        return span.virtual_offset, await self._inflated_span(layer, index, span)
-
-    async def _inflated_span(self, layer: LayerRef, index: LayerIndex, span: TocChunk) -> bytes:
-        """A span's uncompressed bytes: kept in memory, else inflated from its compressed
-        bytes (which the chunk cache keeps under their digest, the span's)."""
-        # what comes out depends on the zTOC's bits, window and size too, not only on the
-        # compressed bytes: another image's zTOC may give the same span other ones
-        bits, window = index.span_start(span.virtual_offset)
-        key = hashlib.sha256(
-            b"inflated span %s %d %d %s" % (span.sha256, bits, span.size, window)
-        ).digest()
-        data = self._memory.get(key)
-        if data is not None:
-            return data
-        ranges = self._ranges(layer)
-
-        async def fetch() -> bytes:
-            what = f"span at {span.compressed_offset} not fetched"
-            compressed = await ranges(span.compressed_offset, span.compressed_end, what)
-            if hashlib.sha256(compressed).digest() != span.sha256:
-                raise VerificationFailed(
-                    f"{layer}: span at {span.compressed_offset} does not match its zTOC digest"
-                )
-            return compressed
-
-        async def inflate() -> bytes:
-            compressed = await self._verified_chunk(span.sha256, fetch)
-            inflated = await trio.to_thread.run_sync(
-                inflate_from_checkpoint, compressed, bits, window, span.size,
-                limiter=self._refetching,
-            )  # fmt: skip
-            if len(inflated) != span.size:
-                raise MalformedContent(f"{layer}: span at {span.compressed_offset} inflates to "
-                                       f"{len(inflated)} bytes, not {span.size}")  # fmt: skip
-            keep(self._memory, key, inflated)
-            return inflated
-
-        return await self._flight.run(("inflate", key), inflate)  # type: ignore[return-value]
-
-    async def _decompress_again(
-        self,
-        layer: LayerRef,
-        index: LayerIndex,
-        number: int,
-        gzip_index: bytes | None,
-        *,
-        sha256: bytes,
-        fetch: Callable[[int, int], bytes],
-    ) -> bytes:
-        """Chunk ``number`` from the blob read through ``fetch``, checked against its hash.
-
-        A zstd layer restarts at a frame start, which may lie megabytes back: the chunks
-        after this one, up to ``REFETCH_AHEAD`` or the next checkpoint, are decompressed on
-        the way and kept (each checked against its own hash), so that a reader going on
-        through an evicted frame does not restart at its start for every chunk.
-        """
-        meta = index.meta
-        offset = number * meta.chunk_size
-        checkpoint = index.checkpoint_before(offset)
-        end = min(offset + meta.chunk_size, meta.uncompressed_size)
-        if meta.compression == "zstd":
-            ahead = min(index.checkpoint_after(offset), offset + REFETCH_AHEAD)
-            if ahead < meta.uncompressed_size:
-                ahead -= ahead % meta.chunk_size  # whole chunks only
-            end = max(end, ahead)
-        remote = RemoteFile(fetch, meta.compressed_size)
-        try:
-            read = functools.partial(
-                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset,
-                end - offset, zstd_checkpoint=checkpoint,
-            )  # fmt: skip
-            data = await trio.to_thread.run_sync(read, limiter=self._refetching)
-        except DECOMPRESSION_ERRORS as error:
-            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled fetch, not bad bytes
-            if isinstance(remote.error, RegfsError):
-                raise remote.error from None
-            raise MalformedContent(f"{layer}: chunk {number}: cannot decompress: {error}") from None
-        log.info("%s: chunk %d fetched again (%d compressed bytes)", layer, number, remote.fetched)
-        chunk = data[: meta.chunk_size]
-        if hashlib.sha256(chunk).digest() != sha256:
-            raise VerificationFailed(
-                f"{layer}: chunk {number} fetched again does not match its recorded hash"
-            )
-        for following, start in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
-            await self._keep_if_intact(
-                index, number + 1 + following, data[start : start + meta.chunk_size]
-            )
-        return chunk
-
-    async def _keep_if_intact(self, index: LayerIndex, number: int, data: bytes) -> None:
-        """Keep chunk ``number``, made on the way to another, if it hashes right (if not,
-        its own re-fetch will say so)."""
-        sha256 = hashlib.sha256(data).digest()
-        if sha256 == index.chunk_hash(number) and sha256 not in self._memory:
-            await trio.to_thread.run_sync(self._chunks.put, sha256, data)
-            keep(self._memory, sha256, data)
-
     def _count_fetched(self, layer: LayerRef, size: int) -> None:
         self.on_fetched(layer, size)
 
@@ -718,13 +494,13 @@ class LayerStore:
         index = self.known_index(layer)
         if index is None:
             return f"not read yet: {self._planned_access(layer)}"
-        kind = index.meta.compression
-        if kind in TOC_FORMATS:
-            return f"{_format_name(kind)} TOC: chunks fetched as read"
-        if kind == SOCI:
+        meta = index.meta
+        if meta.kind is IndexKind.TOC:
+            return f"{_format_name(meta.compression)} TOC: chunks fetched as read"
+        if meta.kind is IndexKind.SOCI:
             source = self._soci.source_of(layer.host, layer.repository, layer.image, layer.digest)
             return f"{source}: spans fetched as read"
-        how = f"whole layer ({kind}): fetched once, checked, indexed"
+        how = f"whole layer ({meta.compression}): fetched once, checked, indexed"
         if layer in self._disagreements:
             return f"{how}; its TOC disagrees with its tar, which is shown: " \
                    f"{self._disagreements[layer]}"  # fmt: skip
@@ -774,8 +550,7 @@ class LayerStore:
         total = sum(piece_size for _, piece_size in pieces)
 
         def cached() -> int:
-            return sum(piece_size for sha256, piece_size in pieces
-                       if sha256 in self._memory or self._chunks.has(sha256))  # fmt: skip
+            return sum(size for sha256, size in pieces if self.pieces.cached(sha256))
 
         present = await trio.to_thread.run_sync(cached)
         return round(size * present / total) if total else size
@@ -789,36 +564,6 @@ class LayerStore:
     def close(self) -> None:
         for index in list(self._indexes.values()):
             index.close()
-
-
-async def _pieced(
-    index: LayerIndex,
-    offset: int,
-    size: int,
-    piece_at: Callable[[int], Awaitable[tuple[int, bytes]]],
-) -> bytes:
-    """``size`` bytes at ``offset`` of a stream made of pieces (chunks, TOC chunks, spans):
-    ``piece_at(position)`` gives where the piece holding ``position`` starts, and its bytes."""
-    end = min(offset + size, index.meta.uncompressed_size)
-    parts = []
-    position = offset
-    while position < end:
-        start, data = await piece_at(position)
-        part = data[position - start : end - start]
-        if not part:
-            raise MalformedContent(f"{index.path.name}: no bytes at {position}")
-        parts.append(part)
-        position += len(part)
-    return b"".join(parts)
-
-
-@dataclass(slots=True)
-class ChunkReads:
-    """Where verified chunks came from since the mount started (``regfs status``)."""
-
-    memory: int = 0
-    disk: int = 0
-    fetched: int = 0
 
 
 class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
@@ -902,13 +647,9 @@ class VerifyingSink:
         """Write what is pending, then check the whole blob against its digest and size."""
         await self._flush()
         await trio.to_thread.run_sync(self._file.flush)
-        layer, size = self._layer, self._layer.descriptor.size
-        actual = self._hasher.hexdigest()
-        if actual != layer.digest.hex or (size is not None and self._received != size):
-            raise VerificationFailed(
-                f"{layer}: layer blob of {self._received} bytes hashes to "
-                f"{layer.digest.algorithm}:{actual} (expected {size} bytes)"
-            )
+        layer = self._layer
+        verified_stream(self._hasher.hexdigest(), self._received, layer.digest,
+                        size=layer.descriptor.size, what=f"{layer}: layer blob")  # fmt: skip
 
 
 @contextlib.asynccontextmanager

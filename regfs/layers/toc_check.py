@@ -23,6 +23,7 @@ from regfs.layers.index.files import disagreement_beside
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.pieces import load_verified
 
 
 async def check_toc(store: LayerStore, layer: LayerRef) -> str | None:
@@ -77,9 +78,8 @@ def _cached_bytes(whole: LayerIndex, chunks: ChunkCache, offset: int, size: int)
     chunk_size = whole.meta.chunk_size
     parts = []
     for number in range(offset // chunk_size, (offset + size - 1) // chunk_size + 1):
-        expected = whole.chunk_hash(number)
-        data = chunks.get(expected)
-        if data is None or hashlib.sha256(data).digest() != expected:
+        data = load_verified(chunks, whole.chunk_hash(number))
+        if data is None:
             return None
         parts.append(data)
     start = offset - (offset // chunk_size) * chunk_size

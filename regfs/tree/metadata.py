@@ -26,7 +26,6 @@ from regfs.domain.errors import (
     NotFound,
     ProtocolError,
     RegfsError,
-    VerificationFailed,
 )
 from regfs.domain.manifest import (
     Descriptor,
@@ -35,6 +34,7 @@ from regfs.domain.manifest import (
     signed_content,
     verified_manifest,
 )
+from regfs.domain.verify import verified
 from regfs.registry.client import RegistryClient
 from regfs.registry.schema1_signatures import verify_signatures
 
@@ -243,12 +243,7 @@ class RegistryMetadata:
         async def fetch() -> bytes:
             limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
             data = await self._client.get_blob(host, repository, descriptor.digest, limit)
-            if len(data) != descriptor.size or not descriptor.digest.matches(data):
-                actual = Digest.of(data, descriptor.digest.algorithm)
-                raise VerificationFailed(
-                    f"{host}/{repository}@{descriptor.digest}: config blob of {len(data)} bytes "
-                    f"hashes to {actual} (its descriptor: {descriptor.size} bytes)"
-                )
-            return data
+            where = f"{host}/{repository}@{descriptor.digest}: config blob"
+            return verified(data, descriptor.digest, size=descriptor.size, what=where)
 
         return await self._cached(self._configs, (host, repository, descriptor.digest), fetch)

@@ -416,11 +416,11 @@ HOSTILE_MANIFESTS = {
     "negative-size": (layer_manifest([{**GOOD_LAYER, "size": -1}]), "image", "negative size"),
     "size-as-text": (layer_manifest([{**GOOD_LAYER, "size": "12"}]), "image", "size"),
     "layers-as-text": (layer_manifest("sha256:abc"), "image", "layers"),
-    "huge-size": (layer_manifest([{**GOOD_LAYER, "size": 1 << 62}]), "layer", "hashes to|bytes"),
+    "huge-size": (layer_manifest([{**GOOD_LAYER, "size": 1 << 62}]), "layer", "hashing to|bytes"),
     "wrong-layer-digest": (
         layer_manifest([{**GOOD_LAYER, "digest": digest_of(b"other")}]),
         "layer",
-        "hashes to",
+        "hashing to",
     ),
 }
 

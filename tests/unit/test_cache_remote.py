@@ -27,6 +27,7 @@ from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_store import LayerStore, _ClosingLRU
+from regfs.layers.pieces import load_verified
 from regfs.layers.remote import RemoteFile, fetch_in_task
 from tests.support.crafted import member, multi_member_gzip, tar_of, zeros_layer
 
@@ -40,10 +41,10 @@ def put(cache: ChunkCache, data: bytes) -> bytes:
 def test_chunks_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, 1 << 30)
     digest = put(cache, b"chunk")
-    assert cache.get(digest) == b"chunk"
+    assert load_verified(cache, digest) == b"chunk"
     path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
     path.write_bytes(b"chunK")
-    assert cache.get(digest) is None and not path.exists()
+    assert load_verified(cache, digest) is None and not path.exists()
 
 
 def test_an_unreadable_cache_entry_is_logged_and_fetched_again(
@@ -55,10 +56,10 @@ def test_an_unreadable_cache_entry_is_logged_and_fetched_again(
     path.unlink()
     path.mkdir()  # e.g. a damaged file system: reading fails with something else than ENOENT
     with caplog.at_level(logging.WARNING):
-        assert cache.get(digest) is None
+        assert load_verified(cache, digest) is None
     assert f"chunk {digest.hex()} unreadable in the cache" in caplog.text
     caplog.clear()
-    assert cache.get(hashlib.sha256(b"absent").digest()) is None
+    assert load_verified(cache, hashlib.sha256(b"absent").digest()) is None
     assert not caplog.text  # merely not cached: nothing to say
 
 
@@ -78,11 +79,11 @@ def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
     for number in range(4):
         digests.append(put(cache, bytes([number]) * 3000))
         os.utime(cache._path(digests[-1]), (time.time() - 100 + number, time.time() - 100 + number))
-    assert cache.get(digests[0]) is not None  # touched: now the most recent
+    assert load_verified(cache, digests[0]) is not None  # touched: now the most recent
     put(cache, b"x" * 3000)  # 15 000 bytes, over 13 000: evict down to 90 % of it
     assert cache.usage() <= 11_700
-    assert cache.get(digests[0]) is not None
-    assert cache.get(digests[1]) is None and cache.get(digests[2]) is None
+    assert load_verified(cache, digests[0]) is not None
+    assert load_verified(cache, digests[1]) is None and load_verified(cache, digests[2]) is None
 
 
 def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> Non
     digests = [put(cache, bytes([n]) * 3000) for n in range(3)]
     assert not old_index.exists()  # 12 000 + 9 000 > 20 000: the oldest unused file went
     assert open_index.exists() and downloading.exists()
-    assert all(cache.get(digest) is not None for digest in digests)
+    assert all(load_verified(cache, digest) is not None for digest in digests)
     assert cache.usage() <= 20_000
 
 
@@ -116,7 +117,7 @@ def test_stale_temporaries_are_cleared(tmp_path: Path) -> None:
     alive.write_bytes(b"being written right now")
     cache.evict()
     assert not stale.exists() and not gone.exists() and alive.exists()
-    assert cache.get(digest) == b"a"
+    assert load_verified(cache, digest) == b"a"
 
 
 def _exited_pid() -> int:
@@ -184,7 +185,7 @@ def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
     # a bucket that is a file: writes fail (as on a full disk), and root ignores modes
     cache._path(hashlib.sha256(b"z").digest()).parent.write_bytes(b"not a directory")
     put(cache, b"z")  # logs a warning, raises nothing
-    assert cache.get(hashlib.sha256(b"z").digest()) is None
+    assert load_verified(cache, hashlib.sha256(b"z").digest()) is None
 
 
 def test_a_multi_member_gzip_layer_is_indexed_and_read_at_random(tmp_path: Path) -> None:

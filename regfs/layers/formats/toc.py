@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import hashlib
 import io
 import json
 import tarfile
@@ -35,7 +34,8 @@ from typing import Any
 import zstandard
 
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, VerificationFailed
+from regfs.domain.errors import MalformedContent
+from regfs.domain.verify import verified
 from regfs.layers.formats.compression import read_exactly
 from regfs.layers.formats.tar import TYPE_NAMES, TarMember
 
@@ -192,9 +192,7 @@ def read_zstd_chunked_toc(compressed: bytes, expected: Digest, size: int) -> lis
 
 
 def _check(data: bytes, expected: Digest) -> None:
-    found = Digest.of(data)
-    if found != expected:
-        raise VerificationFailed(f"TOC hashes to {found}, the manifest says {expected}")
+    verified(data, expected, what="TOC")
 
 
 def _entries(raw: bytes) -> list[dict[str, Any]]:
@@ -347,7 +345,9 @@ def _mtime_ns(value: object, name: bytes) -> int:
 
 
 def chunk_bytes(member: bytes, chunk: TocChunk, toc_format: str) -> bytes:
-    """A chunk from its fetched gzip member (zstd frame), checked against its digest."""
+    """A chunk from its fetched gzip member (zstd frame): at most ``chunk.size`` bytes,
+    exactly that many or ``MalformedContent`` (its digest is checked by the caller's
+    verifying getter, ``layers/pieces.py``)."""
     try:
         if toc_format == ZSTD_CHUNKED:
             frame = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(member))
@@ -356,8 +356,8 @@ def chunk_bytes(member: bytes, chunk: TocChunk, toc_format: str) -> bytes:
             data = zlib.decompressobj(31).decompress(member, chunk.size)
     except (zlib.error, zstandard.ZstdError) as error:
         raise MalformedContent(f"chunk at {chunk.compressed_offset}: {error}") from None
-    if len(data) != chunk.size or hashlib.sha256(data).digest() != chunk.sha256:
-        raise VerificationFailed(
-            f"chunk at {chunk.compressed_offset} does not match its TOC digest"
+    if len(data) != chunk.size:
+        raise MalformedContent(
+            f"chunk at {chunk.compressed_offset}: {len(data)} bytes, the TOC says {chunk.size}"
         )
     return data

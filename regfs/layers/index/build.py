@@ -32,11 +32,9 @@ from regfs.layers.formats.toc import (
     read_zstd_chunked_toc,
 )
 from regfs.layers.formats.ztoc import members, parse_ztoc, spans
-from regfs.layers.index.layer_index import IndexMeta, write_index
+from regfs.layers.index.layer_index import SOCI_COMPRESSION, IndexMeta, write_index
 
 CHUNK_SIZE = 1 << 20
-SOCI = "soci"
-"""The ``compression`` of an index built from a SOCI zTOC: its reads go by spans."""
 
 
 def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -> list[str]:
@@ -120,8 +118,9 @@ def build_soci_index(
     for member in members(ztoc):
         tree.add(member)
     meta = IndexMeta(
-        digest, SOCI, ztoc.compressed_size, ztoc.uncompressed_size, 0, built_from=built_from
-    )
+        digest, SOCI_COMPRESSION, ztoc.compressed_size, ztoc.uncompressed_size, 0,
+        built_from=built_from,
+    )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         gzip_index=None,

@@ -7,6 +7,7 @@ is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as absent.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import secrets
@@ -24,18 +25,31 @@ import trio
 from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.formats.toc import TocChunk
+from regfs.layers.formats.toc import TOC_FORMATS, TocChunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUILT_FROM_BLOB = "blob"
+SOCI_COMPRESSION = "soci"
+"""The ``compression`` of an index built from a SOCI zTOC."""
 
 SCHEMA_VERSION = 4
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
 )
+
+
+class IndexKind(enum.Enum):
+    """How an index lays out its layer's stream, and so how the layer is read."""
+
+    WHOLE = "whole"
+    """Made from the whole blob (gzip, zstd or plain tar): fixed chunks of the tar."""
+    TOC = "toc"
+    """Made from an eStargz or zstd:chunked TOC: its chunks, on a virtual stream."""
+    SOCI = "soci"
+    """Made from a SOCI zTOC: spans of the tar, inflated from their checkpoints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,14 @@ class IndexMeta:
     built_from: str = BUILT_FROM_BLOB
     """What the index was made from: ``blob`` (the whole blob, checked against its digest),
     ``toc <hash of the TOC annotations>`` or ``ztoc <zTOC digest>``."""
+
+    @property
+    def kind(self) -> IndexKind:
+        if self.compression in TOC_FORMATS:
+            return IndexKind.TOC
+        if self.compression == SOCI_COMPRESSION:
+            return IndexKind.SOCI
+        return IndexKind.WHOLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,228 @@
+"""Reading a layer's stream through its index: one reader per kind of index.
+
+Layers layer. Every kind of index lays the layer's files on one stream of pieces (the
+whole tar cut in fixed chunks; a TOC's chunks on a virtual stream; a zTOC's spans of the
+tar) and every reader answers the same question: ``piece_at(position)``, where the piece
+holding ``position`` starts and its bytes, checked by the one verifying getter
+(``pieces.py``). The kind is chosen once, by ``IndexKind``; a re-fetch is always "fetch
+the compressed bytes with one Range request, then decompress them in one worker hop".
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, cast
+
+import cachetools
+import trio
+
+from regfs.cache.flight import SingleFlight
+from regfs.cache.memory import keep
+from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_at
+from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.layers.formats.toc import TocChunk, chunk_bytes
+from regfs.layers.index.layer_index import IndexKind, LayerIndex
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.remote import RemoteFile, fetch_in_task
+
+log = logging.getLogger(__name__)
+
+INFLATED_SPANS_BYTES = 16 << 20
+"""Inflated zTOC spans kept in memory (their compressed bytes are pieces like any other)."""
+REFETCH_AHEAD = 4 << 20
+"""Bytes a zstd re-fetch decompresses and keeps past the chunk asked for."""
+
+RangeFetch = Callable[[int, int, str], Awaitable[bytes]]
+"""``fetch(start, end, what)``: bytes [start, end) of the layer blob, within one deadline."""
+
+
+class PieceReader(Protocol):
+    async def piece_at(self, position: int) -> tuple[int, bytes]:
+        """Where the piece holding ``position`` starts, and its (verified) bytes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadContext:
+    """What every reader of a mount shares."""
+
+    pieces: VerifiedPieces
+    ranges: Callable[[LayerRef], RangeFetch]
+    """Range requests for a layer, sharing one deadline from the moment it is called."""
+    decompressing: trio.CapacityLimiter
+    """Worker threads decompressing re-fetched bytes at once."""
+    inflated: cachetools.LRUCache[bytes, bytes]
+    flight: SingleFlight[bytes]
+
+
+def reader_for(layer: LayerRef, index: LayerIndex, context: ReadContext) -> PieceReader:
+    """The reader for ``index``'s kind."""
+    readers: dict[IndexKind, type[ChunkReader | TocChunkReader | SpanReader]] = {
+        IndexKind.WHOLE: ChunkReader,
+        IndexKind.TOC: TocChunkReader,
+        IndexKind.SOCI: SpanReader,
+    }
+    return readers[index.meta.kind](layer, index, context)
+
+
+async def read_stream(reader: PieceReader, stream_size: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of a stream of ``stream_size`` bytes, piece by piece."""
+    end = min(offset + size, stream_size)
+    parts = []
+    position = offset
+    while position < end:
+        start, data = await reader.piece_at(position)
+        part = data[position - start : end - start]
+        if not part:
+            raise MalformedContent(f"no bytes at {position} of the layer's stream")
+        parts.append(part)
+        position += len(part)
+    return b"".join(parts)
+
+
+async def load_pieces(reader: PieceReader, end: int) -> None:
+    """Load every piece before ``end`` into the caches."""
+    position = 0
+    while position < end:
+        start, data = await reader.piece_at(position)
+        if start + len(data) <= position:
+            raise MalformedContent(f"no bytes at {position} of the layer's stream")
+        position = start + len(data)
+
+
+class _Reader:
+    def __init__(self, layer: LayerRef, index: LayerIndex, context: ReadContext) -> None:
+        self.layer = layer
+        self.index = index
+        self.context = context
+
+
+class ChunkReader(_Reader):
+    """A layer read whole once (gzip, zstd or plain tar): fixed chunks of its tar, each
+    made again from the nearest checkpoint when the cache no longer has it."""
+
+    async def piece_at(self, position: int) -> tuple[int, bytes]:
+        chunk_size = self.index.meta.chunk_size
+        number = position // chunk_size
+        sha256 = self.index.chunk_hash(number)
+        fetch = functools.partial(self._decompress_again, number)
+        data = await self.context.pieces.get(sha256, fetch, f"{self.layer}: chunk {number}")
+        return number * chunk_size, data
+
+    async def _decompress_again(self, number: int) -> bytes:
+        """Chunk ``number`` from the blob, from the nearest checkpoint before it.
+
+        A zstd layer restarts at a frame start, which may lie megabytes back: the chunks
+        after this one, up to ``REFETCH_AHEAD`` or the next checkpoint, are decompressed on
+        the way and kept (each checked against its own hash), so that a reader going on
+        through an evicted frame does not restart at its start for every chunk.
+        """
+        index, meta = self.index, self.index.meta
+        offset = number * meta.chunk_size
+        checkpoint = index.checkpoint_before(offset)
+        end = min(offset + meta.chunk_size, meta.uncompressed_size)
+        if meta.compression == "zstd":
+            ahead = min(index.checkpoint_after(offset), offset + REFETCH_AHEAD)
+            if ahead < meta.uncompressed_size:
+                ahead -= ahead % meta.chunk_size  # whole chunks only
+            end = max(end, ahead)
+        gzip_index = await index.blob("gzip_index")
+        ranges = self.context.ranges(self.layer)
+
+        async def within_deadline(start: int, stop: int) -> bytes:
+            return await ranges(start, stop, f"chunk {number} not fetched again")
+
+        remote = RemoteFile(fetch_in_task(within_deadline), meta.compressed_size)
+        try:
+            read = functools.partial(
+                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset,
+                end - offset, zstd_checkpoint=checkpoint,
+            )  # fmt: skip
+            data = await trio.to_thread.run_sync(read, limiter=self.context.decompressing)
+        except DECOMPRESSION_ERRORS as error:
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled fetch, not bad bytes
+            if isinstance(remote.error, RegfsError):
+                raise remote.error from None
+            raise MalformedContent(
+                f"{self.layer}: chunk {number}: cannot decompress: {error}"
+            ) from None
+        log.info("%s: chunk %d fetched again (%d compressed bytes)",
+                 self.layer, number, remote.fetched)  # fmt: skip
+        for following, start in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
+            await self.context.pieces.keep_if_intact(
+                index.chunk_hash(number + 1 + following), data[start : start + meta.chunk_size]
+            )
+        return data[: meta.chunk_size]
+
+
+class TocChunkReader(_Reader):
+    """An eStargz or zstd:chunked layer read through its TOC: each chunk is one gzip
+    member or zstd frame of the blob, fetched alone."""
+
+    async def piece_at(self, position: int) -> tuple[int, bytes]:
+        chunk = self.index.toc_chunk(position)
+        if chunk is None:
+            raise MalformedContent(f"{self.layer}: no TOC chunk at {position}")
+        fetch = functools.partial(self._fetch, chunk)
+        what = f"{self.layer}: chunk at {chunk.compressed_offset}"
+        return chunk.virtual_offset, await self.context.pieces.get(chunk.sha256, fetch, what)
+
+    async def _fetch(self, chunk: TocChunk) -> bytes:
+        what = f"chunk at {chunk.compressed_offset} not fetched"
+        ranges = self.context.ranges(self.layer)
+        member = await ranges(chunk.compressed_offset, chunk.compressed_end, what)
+        try:
+            return await trio.to_thread.run_sync(
+                chunk_bytes, member, chunk, self.index.meta.compression,
+                limiter=self.context.decompressing,
+            )  # fmt: skip
+        except MalformedContent as error:
+            raise MalformedContent(f"{self.layer}: {error}") from None
+
+
+class SpanReader(_Reader):
+    """A gzip layer read through a SOCI zTOC: each span is fetched compressed (a piece,
+    named by its zTOC digest) and inflated from its checkpoint in one worker hop."""
+
+    async def piece_at(self, position: int) -> tuple[int, bytes]:
+        span = self.index.toc_chunk(position)
+        if span is None:
+            raise MalformedContent(f"{self.layer}: no zTOC span at {position}")
+        return span.virtual_offset, await self._inflated(span)
+
+    async def _inflated(self, span: TocChunk) -> bytes:
+        # what comes out depends on the zTOC's bits, window and size too, not only on the
+        # compressed bytes: another image's zTOC may give the same span other ones
+        bits, window = self.index.span_start(span.virtual_offset)
+        key = hashlib.sha256(
+            b"inflated span %s %d %d %s" % (span.sha256, bits, span.size, window)
+        ).digest()
+        data = self.context.inflated.get(key)
+        if data is not None:
+            return data
+
+        async def fetch() -> bytes:
+            what = f"span at {span.compressed_offset} not fetched"
+            ranges = self.context.ranges(self.layer)
+            return await ranges(span.compressed_offset, span.compressed_end, what)
+
+        async def inflate() -> bytes:
+            what = f"{self.layer}: span at {span.compressed_offset}"
+            compressed = await self.context.pieces.get(span.sha256, fetch, what)
+            inflated = await trio.to_thread.run_sync(
+                inflate_from_checkpoint, compressed, bits, window, span.size,
+                limiter=self.context.decompressing,
+            )  # fmt: skip
+            if len(inflated) != span.size:
+                raise MalformedContent(f"{what} inflates to {len(inflated)} bytes, "
+                                       f"not {span.size}")  # fmt: skip
+            keep(self.context.inflated, key, inflated)
+            return inflated
+
+        return await self.context.flight.run(key, inflate)
