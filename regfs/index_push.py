@@ -34,8 +34,8 @@ from regfs.domain.soci import (
     soci_index_manifest,
     with_referrer,
 )
+from regfs.layers.blob_sink import VerifyingSink
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.layer_store import VerifyingSink
 from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
 from regfs.registry import endpoints
 from regfs.registry.client import RegistryClient

@@ -10,18 +10,13 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import logging
 import math
-import os
-import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import cachetools
 import trio
@@ -36,17 +31,12 @@ from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
-from regfs.domain.verify import verified, verified_stream
+from regfs.layers.builders import IndexBuilders
 from regfs.layers.formats.toc import (
     ESTARGZ,
-    FOOTER_SIZE,
-    MAX_TOC_SIZE,
-    toc_offset,
     toc_reference,
 )
-from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
-from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
-from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import ExpectedIndex, IndexKind, LayerIndex, Listings
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
@@ -66,19 +56,8 @@ log = logging.getLogger(__name__)
 OPEN_INDEXES = 128
 """Layer indexes a mount keeps open (a file descriptor and up to 256 KiB of SQLite cache
 each); the least recently used is closed and opens again when next queried."""
-MEMORY_CHUNKS_BYTES = 64 << 20
-INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
-FIRST_PASSES_AT_ONCE = 4
-"""Layers downloaded and indexed at once, for the whole mount: bounds ``tmp/`` to as many
-whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (its first
-failure then cancels the rest before they start)."""
-REFETCHING_AT_ONCE = 8
-REFETCH_ATTEMPTS = 2
-REFETCH_AHEAD = 4 << 20
-"""Bytes a zstd re-fetch decompresses and keeps past the chunk asked for (see
-``_decompress_again``)."""
-FAILURE_MEMORY = 2.0
-"""Seconds a failed chunk re-fetch is remembered; the next read after that tries again."""
+DECOMPRESSING_AT_ONCE = 8
+"""Worker threads decompressing re-fetched pieces at once, for the whole mount."""
 
 
 class LayerStore:
@@ -118,19 +97,15 @@ class LayerStore:
         # Decompressing threads of re-fetches have their own limiter: they must not take
         # every default worker thread (which DNS lookups need too).
         self._reading = ReadContext(
-            self.pieces, self._ranges, trio.CapacityLimiter(REFETCHING_AT_ONCE),
+            self.pieces, self._ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
             cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(),
         )  # fmt: skip
-        self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
-        self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
         self._background: trio.Nursery | None = None
         """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
-        self._fallbacks: dict[LayerRef, str] = {}
-        """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
         self._disagreements: dict[LayerRef, str] = {}
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
@@ -138,6 +113,10 @@ class LayerStore:
         self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
+        self._builders = IndexBuilders(
+            client, self._chunks, self._files, cache_dir,
+            ranges=self._ranges, served=self._confirm, received=self._count_fetched,
+        )  # fmt: skip
         self.layer_images = LayerImages(cache_dir)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
@@ -196,7 +175,7 @@ class LayerStore:
                 except MalformedContent as error:
                     self._unindexable[layer.digest] = error
                     raise
-            self._confirmed.add((layer.host, layer.repository, layer.digest))
+            self._confirm(layer)
             self._publish(layer, index)
             return index
 
@@ -262,6 +241,10 @@ class LayerStore:
         )
         return found.ztocs.get(layer.digest) if found is not None else None
 
+    def _confirm(self, layer: LayerRef) -> None:
+        """The registry served (or confirmed) this blob in this repository."""
+        self._confirmed.add((layer.host, layer.repository, layer.digest))
+
     def _serves(self, layer: LayerRef) -> bool:
         """True once the registry has served (or confirmed) this blob in this repository."""
         return (layer.host, layer.repository, layer.digest) in self._confirmed
@@ -277,12 +260,12 @@ class LayerStore:
         toc = self._usable_toc(layer)
         soci = self._files.soci(layer, ztoc) if ztoc is not None else None
         with self._kept_from_eviction(whole, toc, soci):
-            if soci and ztoc and await self._index_from_soci(layer, ztoc, soci[0]):
+            if soci and ztoc and await self._builders.from_ztoc(layer, ztoc, soci[0]):
                 built = soci
-            elif toc is not None and await self._index_from_toc(layer, toc[0]):
+            elif toc is not None and await self._builders.from_toc(layer, toc[0]):
                 built = toc
             else:
-                await self._first_pass_once(layer)
+                await self._builders.whole_once(layer)
                 built = whole
             index = self._open_built(layer, *built)
             if index.meta.prefetch_end and self._background is not None:
@@ -295,7 +278,7 @@ class LayerStore:
         whole = self._files.whole(layer)
         with self._kept_from_eviction(whole):
             if self._opened(*whole) is None:
-                await self._first_pass_once(layer)
+                await self._builders.whole_once(layer)
             return self._open_built(layer, *whole)
 
     async def toc_index(self, layer: LayerRef) -> LayerIndex | None:
@@ -305,7 +288,7 @@ class LayerStore:
         if toc is None:
             return None
         with self._kept_from_eviction(toc):
-            if self._opened(*toc) is None and not await self._index_from_toc(layer, toc[0]):
+            if self._opened(*toc) is None and not await self._builders.from_toc(layer, toc[0]):
                 return None
             return self._open_built(layer, *toc)
 
@@ -341,117 +324,6 @@ class LayerStore:
         if path is not None:
             write_atomically(path, differences.encode())
         self._publish(layer, whole)
-
-    async def _first_pass_once(self, layer: LayerRef) -> None:
-        """The first pass, one process at a time: another mount or a ``regfs prefetch``
-        on the same cache dir already downloading this layer is waited for (a lock file
-        in ``locks/``), and its index used."""
-        async with _file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
-            if self._files.whole(layer)[0].exists():
-                log.info("%s: indexed meanwhile by another process on this cache", layer)
-                return
-            async with self._first_passes:
-                await self._first_pass(layer)
-
-    async def _first_pass(self, layer: LayerRef) -> None:
-        """Download the blob to ``tmp/``, verify it, index it, delete it."""
-        blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
-        with open(blob, "wb") as file:
-            sink = VerifyingSink(file, layer, self._chunks, self._count_fetched)
-            try:
-                await self._client.download_blob(
-                    layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
-                )
-                await sink.finish()
-                self._confirmed.add((layer.host, layer.repository, layer.digest))
-                await self._index_blob(layer, blob)
-            finally:
-                blob.unlink(missing_ok=True)
-                index_size = _size_of(self._files.whole(layer)[0])
-                await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
-
-    async def _index_from_toc(self, layer: LayerRef, path: Path) -> bool:
-        """Index an eStargz or zstd:chunked layer from its TOC alone, fetched by Range
-        requests; False if it has none, or one that cannot be used (logged: the layer is
-        then read whole, and checked against its digest)."""
-        size = layer.descriptor.size
-        try:
-            reference = toc_reference(dict(layer.descriptor.annotations))
-            if reference is None or size is None or size <= FOOTER_SIZE:
-                return False
-            fetch = self._ranges(layer)
-            if reference.position is not None:  # zstd:chunked: the annotation says where
-                start, length, _ = reference.position
-                end = start + length
-            else:
-                tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
-                start, footer_size = toc_offset(tail, size)
-                end = size - footer_size
-            if not 0 <= start < end <= size or end - start > MAX_TOC_SIZE:
-                raise MalformedContent(f"TOC at [{start}, {end}) of a {size}-byte blob")
-            toc = await fetch(start, end, f"{reference.format} TOC not fetched")
-            warnings = await self._in_indexing_thread(functools.partial(
-                build_toc_index, toc, path, reference=reference, toc_start=start,
-                digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
-            ))  # fmt: skip
-        except (MalformedContent, VerificationFailed) as error:
-            log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
-            self._fallbacks[layer] = f"its TOC was not used: {error}"
-            return False
-        await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
-        return True
-
-    async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
-        async with self._indexing:
-            return await trio.to_thread.run_sync(build)
-
-    async def _indexed(
-        self, layer: LayerRef, path: Path, source: str, fetched: int, warnings: list[str]
-    ) -> None:
-        """Count a new index in the cache and say where it came from."""
-        self._confirmed.add((layer.host, layer.repository, layer.digest))
-        await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
-        log.info("%s: indexed from %s (%d bytes fetched)", layer, source, fetched)
-        self._log_skipped(layer, warnings)
-
-    async def _index_from_soci(self, layer: LayerRef, ztoc: Descriptor, path: Path) -> bool:
-        """Index a gzip layer from its SOCI zTOC (one blob fetch); False if the zTOC cannot
-        be used (logged: the layer is then read whole, and checked against its digest)."""
-        try:
-            size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
-            data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
-            verified(data, ztoc.digest, size=ztoc.size, what=f"zTOC {ztoc.digest}")
-            warnings = await self._in_indexing_thread(functools.partial(
-                build_soci_index, data, path, digest=str(layer.digest),
-                size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
-            ))  # fmt: skip
-        except Unavailable:
-            raise  # the registry may answer later: no verdict on the zTOC
-        except RegfsError as error:  # not parsed, not there, refused: the blob is still read
-            log.warning("%s: SOCI zTOC not used (%s): reading the whole layer", layer, error)
-            self._fallbacks[layer] = f"its SOCI zTOC {ztoc.digest} was not used: {error}"
-            return False
-        await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
-        return True
-
-    async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
-        """Index a verified blob in a worker thread, and log what it skipped."""
-        async with self._indexing:
-            try:
-                warnings = await trio.to_thread.run_sync(
-                    build_index, blob, self._files.whole(layer)[0], str(layer.digest),
-                    self._chunks,
-                )  # fmt: skip
-            except MalformedContent as error:
-                raise MalformedContent(f"{layer}: {error}") from None
-        self._log_skipped(layer, warnings)
-
-    @staticmethod
-    def _log_skipped(layer: LayerRef, warnings: list[str]) -> None:
-        for warning in warnings[:20]:
-            log.warning("%s: %s", layer, warning)
-        if len(warnings) > 20:
-            log.warning("%s: %d more members skipped", layer, len(warnings) - 20)
 
     async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
@@ -504,7 +376,7 @@ class LayerStore:
         if layer in self._disagreements:
             return f"{how}; its TOC disagrees with its tar, which is shown: " \
                    f"{self._disagreements[layer]}"  # fmt: skip
-        reason = self._fallbacks.get(layer)
+        reason = self._builders.fallbacks.get(layer)
         return f"{how}; {reason}" if reason else how
 
     def _planned_access(self, layer: LayerRef) -> str:
@@ -576,106 +448,8 @@ class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
         return path, index
 
 
-class VerifyingSink:
-    """Writes a blob to its file, hashing and counting on the way; starts over on
-    ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size.
-
-    Disk writes and hashing run in worker threads, ``FLUSH_SIZE`` bytes at a time, so a
-    slow disk delays this download only, not every request of the mount. What lands in
-    ``tmp/`` is counted against the cache's bound as it lands (``stored``), when there is
-    a cache (``regfs index push`` downloads outside any).
-    """
-
-    FLUSH_SIZE = 1 << 20
-
-    def __init__(
-        self,
-        file: BinaryIO,
-        layer: LayerRef,
-        cache: ChunkCache | None,
-        received: Callable[[LayerRef, int], None] = lambda layer, size: None,
-    ) -> None:
-        self._file = file
-        self._layer = layer
-        self._cache = cache
-        self._count = received
-        self._hasher = hashlib.new(layer.digest.algorithm)
-        self._received = 0
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self.stored = 0
-        """Bytes in the file now, as counted in the cache's usage."""
-
-    async def restart(self) -> None:
-        self._pending, self._pending_size = [], 0
-        self._hasher = hashlib.new(self._layer.digest.algorithm)
-        self._received = 0
-        if self.stored:
-            await trio.to_thread.run_sync(self._truncate)
-
-    def _truncate(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        if self._cache is not None:
-            self._cache.note_growth(-self.stored)
-        self.stored = 0
-
-    async def write(self, data: bytes) -> None:
-        size = self._layer.descriptor.size
-        self._received += len(data)
-        if size is not None and self._received > size:  # never fill the disk for a liar
-            raise VerificationFailed(f"{self._layer}: layer blob longer than {size} bytes")
-        self._pending.append(data)
-        self._pending_size += len(data)
-        self._count(self._layer, len(data))
-        if self._pending_size >= self.FLUSH_SIZE:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        data = b"".join(self._pending)
-        self._pending, self._pending_size = [], 0
-        await trio.to_thread.run_sync(self._store, data)
-
-    def _store(self, data: bytes) -> None:
-        self._file.write(data)
-        self._hasher.update(data)
-        self.stored += len(data)
-        if self._cache is not None:
-            self._cache.note_growth(len(data))
-
-    async def finish(self) -> None:
-        """Write what is pending, then check the whole blob against its digest and size."""
-        await self._flush()
-        await trio.to_thread.run_sync(self._file.flush)
-        layer = self._layer
-        verified_stream(self._hasher.hexdigest(), self._received, layer.digest,
-                        size=layer.descriptor.size, what=f"{layer}: layer blob")  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path``, waited for without blocking the event loop (a
-    lock held by a process that died is released by the kernel); the file is removed
-    with the lock (see ``regfs.cache.locks``)."""
-    delay = 0.01
-    while (descriptor := locks.try_lock(path)) is None:
-        await trio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    try:
-        yield
-    finally:
-        locks.release(descriptor, path)
-
-
 def _format_name(toc_format: str) -> str:
     return "eStargz" if toc_format == ESTARGZ else toc_format
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _remove_stale(directory: Path, prefix: str = "") -> None:

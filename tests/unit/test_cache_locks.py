@@ -12,7 +12,9 @@ from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
-from regfs.layers.layer_store import LayerRef, LayerStore, _file_lock
+from regfs.layers.blob_sink import file_lock
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.layer_store import LayerStore
 
 LAYERS = 50
 
@@ -32,7 +34,7 @@ def layer_store(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> LayerStore:
         assert os.listdir(cache_dir / "locks") == [f"{layer.digest.dir_name}.lock"]
         store._files.whole(layer)[0].write_bytes(b"i" * (64 << 10))
 
-    monkeypatch.setattr(store, "_first_pass", first_pass)
+    monkeypatch.setattr(store._builders, "_whole", first_pass)
     return store
 
 
@@ -41,7 +43,7 @@ async def test_layers_fetched_then_evicted_leave_no_lock_files(
 ) -> None:
     store = layer_store(tmp_path, monkeypatch)
     for number in range(LAYERS):
-        await store._first_pass_once(layer(number))
+        await store._builders.whole_once(layer(number))
     ChunkCache(tmp_path, 1).evict()  # as `regfs cache prune` would
     assert os.listdir(tmp_path / "indexes") == []
     assert os.listdir(tmp_path / "locks") == []
@@ -55,7 +57,7 @@ async def test_lock_files_left_by_killed_processes_go_at_startup(tmp_path: Path)
     for number in range(LAYERS):
         (lock_dir / f"{layer(number).digest.dir_name}.lock").touch()
     held = lock_dir / f"{layer(0).digest.dir_name}.lock"
-    async with _file_lock(held):  # another descriptor: flock tells it from the sweep's
+    async with file_lock(held):  # another descriptor: flock tells it from the sweep's
         LayerStore(None, tmp_path, 1 << 30)  # type: ignore[arg-type]
         assert os.listdir(lock_dir) == [held.name]
     assert os.listdir(lock_dir) == []  # its holder removes it

@@ -1,0 +1,112 @@
+"""A layer blob streamed to a file, verified as it lands; and the lock that makes one
+process at a time download a layer into a shared cache dir.
+
+Layers layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+
+from regfs.cache import locks
+from regfs.cache.chunks import ChunkCache
+from regfs.domain.errors import VerificationFailed
+from regfs.domain.verify import verified_stream
+from regfs.layers.layer_ref import LayerRef
+
+
+class VerifyingSink:
+    """Writes a blob to its file, hashing and counting on the way; starts over on
+    ``restart`` (a mirror failed midway) and refuses to grow past the descriptor's size.
+
+    Disk writes and hashing run in worker threads, ``FLUSH_SIZE`` bytes at a time, so a
+    slow disk delays this download only, not every request of the mount. What lands in
+    ``tmp/`` is counted against the cache's bound as it lands (``stored``), when there is
+    a cache (``regfs index push`` downloads outside any).
+    """
+
+    FLUSH_SIZE = 1 << 20
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        layer: LayerRef,
+        cache: ChunkCache | None,
+        received: Callable[[LayerRef, int], None] = lambda layer, size: None,
+    ) -> None:
+        self._file = file
+        self._layer = layer
+        self._cache = cache
+        self._count = received
+        self._hasher = hashlib.new(layer.digest.algorithm)
+        self._received = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self.stored = 0
+        """Bytes in the file now, as counted in the cache's usage."""
+
+    async def restart(self) -> None:
+        self._pending, self._pending_size = [], 0
+        self._hasher = hashlib.new(self._layer.digest.algorithm)
+        self._received = 0
+        if self.stored:
+            await trio.to_thread.run_sync(self._truncate)
+
+    def _truncate(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        if self._cache is not None:
+            self._cache.note_growth(-self.stored)
+        self.stored = 0
+
+    async def write(self, data: bytes) -> None:
+        size = self._layer.descriptor.size
+        self._received += len(data)
+        if size is not None and self._received > size:  # never fill the disk for a liar
+            raise VerificationFailed(f"{self._layer}: layer blob longer than {size} bytes")
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self._count(self._layer, len(data))
+        if self._pending_size >= self.FLUSH_SIZE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        await trio.to_thread.run_sync(self._store, data)
+
+    def _store(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hasher.update(data)
+        self.stored += len(data)
+        if self._cache is not None:
+            self._cache.note_growth(len(data))
+
+    async def finish(self) -> None:
+        """Write what is pending, then check the whole blob against its digest and size."""
+        await self._flush()
+        await trio.to_thread.run_sync(self._file.flush)
+        layer = self._layer
+        verified_stream(self._hasher.hexdigest(), self._received, layer.digest,
+                        size=layer.descriptor.size, what=f"{layer}: layer blob")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for without blocking the event loop (a
+    lock held by a process that died is released by the kernel); the file is removed
+    with the lock (see ``regfs.cache.locks``)."""
+    delay = 0.01
+    while (descriptor := locks.try_lock(path)) is None:
+        await trio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    try:
+        yield
+    finally:
+        locks.release(descriptor, path)

@@ -1,0 +1,188 @@
+"""Building a layer's index: from its whole blob, its TOC, or its SOCI zTOC.
+
+Layers layer. Each builder fetches what it needs, has the index written in a worker
+thread (``index/build.py``: to a temporary file, published by rename) and counts the new
+file in the cache. The whole blob is streamed to ``tmp/`` and checked against its digest
+before it is indexed; a TOC or zTOC is checked against the digest its image names. A TOC
+or zTOC that cannot be used is one warning and ``False``: the caller reads the layer whole.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from regfs.cache.chunks import ChunkCache
+from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
+from regfs.domain.manifest import Descriptor
+from regfs.domain.verify import verified
+from regfs.layers.blob_sink import VerifyingSink, file_lock
+from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
+from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
+from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
+from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.readers import RangeFetch
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
+FIRST_PASSES_AT_ONCE = 4
+"""Layers downloaded and indexed at once, for the whole mount: bounds ``tmp/`` to as many
+whole blobs, and keeps an image of 10 000 layers from opening 10 000 requests (its first
+failure then cancels the rest before they start)."""
+SKIPPED_SHOWN = 20
+"""Skipped tar members named in the log, per layer."""
+
+
+class IndexBuilders:
+    def __init__(
+        self,
+        client: RegistryClient,
+        chunks: ChunkCache,
+        files: IndexFiles,
+        cache_dir: Path,
+        *,
+        ranges: Callable[[LayerRef], RangeFetch],
+        served: Callable[[LayerRef], None],
+        received: Callable[[LayerRef, int], None],
+    ) -> None:
+        """``served`` is told of each layer whose bytes the registry served (it confirmed
+        the repository has it); ``received`` of each piece of a blob that arrives."""
+        self._client = client
+        self._chunks = chunks
+        self._files = files
+        self._temporary_dir = cache_dir / "tmp"
+        self._lock_dir = cache_dir / "locks"
+        self._ranges = ranges
+        self._served = served
+        self._received = received
+        self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
+        self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
+        self.fallbacks: dict[LayerRef, str] = {}
+        """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
+
+    async def whole_once(self, layer: LayerRef) -> None:
+        """The first pass, one process at a time: another mount or a ``regfs prefetch``
+        on the same cache dir already downloading this layer is waited for (a lock file
+        in ``locks/``), and its index used."""
+        async with file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
+            if self._files.whole(layer)[0].exists():
+                log.info("%s: indexed meanwhile by another process on this cache", layer)
+                return
+            async with self._first_passes:
+                await self._whole(layer)
+
+    async def _whole(self, layer: LayerRef) -> None:
+        """Download the blob to ``tmp/``, verify it, index it, delete it."""
+        blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
+        with open(blob, "wb") as file:
+            sink = VerifyingSink(file, layer, self._chunks, self._received)
+            try:
+                await self._client.download_blob(
+                    layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
+                )
+                await sink.finish()
+                self._served(layer)
+                await self._index_blob(layer, blob)
+            finally:
+                blob.unlink(missing_ok=True)
+                index_size = _size_of(self._files.whole(layer)[0])
+                await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
+
+    async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
+        """Index a verified blob in a worker thread, and log what it skipped."""
+        async with self._indexing:
+            try:
+                warnings = await trio.to_thread.run_sync(
+                    build_index, blob, self._files.whole(layer)[0], str(layer.digest),
+                    self._chunks,
+                )  # fmt: skip
+            except MalformedContent as error:
+                raise MalformedContent(f"{layer}: {error}") from None
+        _log_skipped(layer, warnings)
+
+    async def from_toc(self, layer: LayerRef, path: Path) -> bool:
+        """Index an eStargz or zstd:chunked layer from its TOC alone, fetched by Range
+        requests; False if it has none, or one that cannot be used (logged: the layer is
+        then read whole, and checked against its digest)."""
+        size = layer.descriptor.size
+        try:
+            reference = toc_reference(dict(layer.descriptor.annotations))
+            if reference is None or size is None or size <= FOOTER_SIZE:
+                return False
+            fetch = self._ranges(layer)
+            if reference.position is not None:  # zstd:chunked: the annotation says where
+                start, length, _ = reference.position
+                end = start + length
+            else:
+                tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
+                start, footer_size = toc_offset(tail, size)
+                end = size - footer_size
+            if not 0 <= start < end <= size or end - start > MAX_TOC_SIZE:
+                raise MalformedContent(f"TOC at [{start}, {end}) of a {size}-byte blob")
+            toc = await fetch(start, end, f"{reference.format} TOC not fetched")
+            warnings = await self._in_indexing_thread(functools.partial(
+                build_toc_index, toc, path, reference=reference, toc_start=start,
+                digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
+            ))  # fmt: skip
+        except (MalformedContent, VerificationFailed) as error:
+            log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
+            self.fallbacks[layer] = f"its TOC was not used: {error}"
+            return False
+        await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
+        return True
+
+    async def from_ztoc(self, layer: LayerRef, ztoc: Descriptor, path: Path) -> bool:
+        """Index a gzip layer from its SOCI zTOC (one blob fetch); False if the zTOC cannot
+        be used (logged: the layer is then read whole, and checked against its digest)."""
+        try:
+            size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
+            data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
+            verified(data, ztoc.digest, size=ztoc.size, what=f"zTOC {ztoc.digest}")
+            warnings = await self._in_indexing_thread(functools.partial(
+                build_soci_index, data, path, digest=str(layer.digest),
+                size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
+            ))  # fmt: skip
+        except Unavailable:
+            raise  # the registry may answer later: no verdict on the zTOC
+        except RegfsError as error:  # not parsed, not there, refused: the blob is still read
+            log.warning("%s: SOCI zTOC not used (%s): reading the whole layer", layer, error)
+            self.fallbacks[layer] = f"its SOCI zTOC {ztoc.digest} was not used: {error}"
+            return False
+        await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
+        return True
+
+    async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
+        async with self._indexing:
+            return await trio.to_thread.run_sync(build)
+
+    async def _indexed(
+        self, layer: LayerRef, path: Path, source: str, fetched: int, warnings: list[str]
+    ) -> None:
+        """Count a new index in the cache and say where it came from."""
+        self._served(layer)
+        await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
+        log.info("%s: indexed from %s (%d bytes fetched)", layer, source, fetched)
+        _log_skipped(layer, warnings)
+
+
+def _log_skipped(layer: LayerRef, warnings: list[str]) -> None:
+    for warning in warnings[:SKIPPED_SHOWN]:
+        log.warning("%s: %s", layer, warning)
+    if len(warnings) > SKIPPED_SHOWN:
+        log.warning("%s: %d more members skipped", layer, len(warnings) - SKIPPED_SHOWN)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
