@@ -5,8 +5,9 @@ members and leaves seek points at deflate block boundaries about ``span_size`` a
 with its 32 KiB window (read from indexed_gzip's exported index, format version 1). Each
 span is then inflated from its checkpoint as a SOCI reader would and compared with the
 layer's bytes before its digest is recorded: a checkpoint that does not restart inflation
-(one at a gzip member's header) is dropped, and a zTOC that would not read back right is
-never written.
+(one at a gzip member's header) or that would begin an empty span (the point indexed_gzip
+records at the end of the stream, a second one at the same offset after an empty member) is
+dropped, and a zTOC that would not read back right is never written.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
         size = raw.seek(0, 2)
         try:
             files, uncompressed_size, points = _scan(inflated, span_size)
-            checkpoints = _restartable(inflated, raw, points)
+            checkpoints = _restartable(inflated, raw, points, uncompressed_size)
             digests = _span_digests(inflated, raw, checkpoints, uncompressed_size)
         except DECOMPRESSION_ERRORS as error:
             raise MalformedContent(f"cannot make a zTOC: {error}") from None
@@ -109,9 +110,14 @@ def _seek_points(index: bytes) -> list[Checkpoint]:
     return checkpoints
 
 
-def _restartable(inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint]) -> list[Checkpoint]:
+def _restartable(
+    inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint], uncompressed_size: int
+) -> list[Checkpoint]:
     """The points from which inflation restarts and gives the layer's bytes, starting with
-    the one right after the gzip header (indexed_gzip records none in a small blob)."""
+    the one right after the gzip header (indexed_gzip records none in a small blob), each
+    beginning a span of at least one byte: indexed_gzip also records a point at the end of
+    the stream once its index reaches it, and one after each member's gzip header, which
+    repeats the offset of the point before when a member is empty."""
     if not points or points[0].uncompressed != 0:
         raw.seek(0)
         points = [Checkpoint(gzip_header_length(raw.read(64 << 10)), 0, 0, bytes(WINDOW_SIZE)),
@@ -119,8 +125,11 @@ def _restartable(inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint]) ->
     inflated.seek(0)
     gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
     try:
-        kept = []
+        kept: list[Checkpoint] = []
         for point in points:
+            previous = kept[-1].uncompressed if kept else -1
+            if not previous < point.uncompressed < uncompressed_size:
+                continue  # it would begin an empty span
             gzip.seek(point.uncompressed)
             expected = read_exactly(gzip, _PROBE)
             if _inflate(raw, point, point.compressed + _PROBE + 1024, len(expected)) == expected:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from regfs.domain.soci import (
     referrers_tag,
     soci_index_manifest,
 )
-from tests.mount.conftest import Pushed
+from tests.mount.conftest import Layered, Pushed
 from tests.mount.test_credentials import auth_json
 from tests.support import images
 from tests.support.crafted import upload_blob
@@ -324,3 +325,52 @@ def test_index_push_takes_a_push_token_with_the_users_credentials(
         assert "indexed from its SOCI zTOC" in mount.log()
     finally:
         mount.close()
+
+
+def _spread_files(blob: Path) -> dict[str, bytes]:
+    """Regular files spread over a gzip layer, in tar order (the first, every fifth part,
+    the last, the largest) with their bytes, as Python's tarfile reads them."""
+    with tarfile.open(blob, "r|gz") as archive:
+        files = [(m.name, m.size) for m in archive if m.isreg() and m.size]
+    count = len(files)
+    chosen = {files[i * (count - 1) // 5][0] for i in range(6)} | {
+        max(files, key=lambda f: f[1])[0]
+    }
+    contents = {}
+    with tarfile.open(blob, "r|gz") as archive:
+        for member in archive:
+            if member.name in chosen:
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                contents[member.name.removeprefix("./").lstrip("/")] = extracted.read()
+    return contents
+
+
+def test_index_push_indexes_a_real_debian_layer(tmp_path: Path, layered: Layered) -> None:
+    """The layered image's minbase Debian layer (umoci's gzip, ~60 MB): the zTOC is made
+    with the default span size (indexed_gzip records a seek point at the end of such a
+    stream, which must not begin a span), and files all over it read back span by span
+    through a fresh mount, without the layer being downloaded whole."""
+    registry = Registry(tmp_path / "registry")
+    proxy = CountingProxy(registry.port)
+    try:
+        images.push(layered.layout, "1", f"{registry.host}/debian/soci:1")
+        result = run_regfs("index", "push", f"{registry.host}/debian/soci:1", timeout=300)
+        assert result.returncode == 0, result.stderr
+        manifest, _, _ = images.get_manifest(registry.url, "debian/soci", "1")
+        debian = json.loads(manifest)["layers"][0]
+        assert f"{debian['digest']}: zTOC sha256:" in result.stdout
+        expected = _spread_files(layered.layout / "blobs/sha256" / debian["digest"][7:])
+        mount = Mount(tmp_path / "mnt", "--soci-v1-referrers")
+        try:
+            layer = mount / proxy.host / "debian/soci/1/0"
+            for name, data in expected.items():
+                assert (layer / name).read_bytes() == data, name
+            assert os.getxattr(layer, "user.regfs.access").startswith(b"SOCI zTOC")
+            assert proxy.whole_blob_gets[f"/v2/debian/soci/blobs/{debian['digest']}"] == 0
+            assert proxy.blob_bytes(debian["digest"]) < debian["size"] / 2
+        finally:
+            mount.close()
+    finally:
+        proxy.stop()
+        registry.stop()

@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import flatbuffers
+import indexed_gzip
 import pytest
 from flatbuffers.table import Table as RuntimeTable
 from hypothesis import given
@@ -37,6 +38,7 @@ from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.ztoc import (
     WINDOW_SIZE,
     Checkpoint,
+    Span,
     Ztoc,
     ZtocFile,
     encode_checkpoints,
@@ -47,7 +49,7 @@ from regfs.layers.formats.ztoc import (
     spans,
 )
 from regfs.layers.ztoc_builder import build_ztoc
-from tests.support.crafted import member, tar_of
+from tests.support.crafted import member, multi_member_gzip, tar_of
 
 FILE = ZtocFile(
     name=b"./usr/bin/tool", type="reg", offset=1536, size=10, linkname=b"", mode=0o100755,
@@ -236,18 +238,58 @@ def test_a_ztoc_made_from_a_real_layer_reads_back(tmp_path: Path) -> None:
     blob = (tmp_path / "layer.tgz").read_bytes()
     tar = zlib.decompress(blob, 31)
     ztoc = parse_ztoc(build_ztoc(tmp_path / "layer.tgz", span_size=1 << 20))
-    layer_spans = spans(ztoc)
-    assert len(layer_spans) > 3 and ztoc.compressed_size == len(blob)
-    for span in layer_spans:
-        compressed = blob[span.compressed_start : span.compressed_end]
-        assert hashlib.sha256(compressed).digest() == span.sha256
-        made = inflate_from_checkpoint(compressed, span.bits, span.window, span.size)
-        assert made == tar[span.uncompressed : span.uncompressed + span.size]
+    assert len(reads_back(ztoc, blob, tar)) > 3
     with tarfile.open(tmp_path / "layer.tgz") as archive:
         expected = {m.name: (m.type, m.offset_data, m.size if m.isreg() else 0) for m in archive}
     listed = {m.path.decode().rstrip("/") or ".": (bytes([m.type]), m.data_offset, m.size)
               for m in members(ztoc)}  # fmt: skip
     assert listed == expected
+
+
+def reads_back(ztoc: Ztoc, blob: bytes, tar: bytes) -> list[Span]:
+    """The zTOC's spans, each checked to hash to its digest and inflate to the tar's bytes."""
+    layer_spans = spans(ztoc)
+    assert ztoc.compressed_size == len(blob) and ztoc.uncompressed_size == len(tar)
+    for span in layer_spans:
+        compressed = blob[span.compressed_start : span.compressed_end]
+        assert hashlib.sha256(compressed).digest() == span.sha256
+        made = inflate_from_checkpoint(compressed, span.bits, span.window, span.size)
+        assert made == tar[span.uncompressed : span.uncompressed + span.size]
+    return layer_spans
+
+
+TEXT_TAR = tar_of([member("text", b"".join(b"line %d\n" % n for n in range(160_000)))],
+                  tarfile.PAX_FORMAT)  # fmt: skip
+"""More than the 1 MiB the builder reads at a time: indexed_gzip builds its index while
+serving the second read, up to the end of the stream."""
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [gzip.compress(TEXT_TAR, mtime=0),
+     gzip.compress(TEXT_TAR[:600_000], mtime=0) + gzip.compress(b"", mtime=0)
+     + gzip.compress(TEXT_TAR[600_000:], mtime=0),
+     gzip.compress(TEXT_TAR, mtime=0) + gzip.compress(b"", mtime=0),
+     gzip.compress(TEXT_TAR, mtime=0) + bytes(100),
+     multi_member_gzip(TEXT_TAR, 300_000)],
+    ids=["one member", "an empty member inside", "an empty member last", "zero padding",
+         "members of 300 kB, each with an empty one"],
+)  # fmt: skip
+def test_no_span_starts_where_the_layer_ends_or_where_the_one_before_starts(
+    tmp_path: Path, blob: bytes
+) -> None:
+    """indexed_gzip records a seek point at the end of the stream once its index reaches it
+    (the mount tests' minbase Debian layer gets one) and one after each member's gzip header, at the
+    offset of the point before when a member is empty: neither may begin a span, which
+    would be empty and refused by every reader."""
+    with indexed_gzip.IndexedGzipFile(fileobj=io.BytesIO(blob), spacing=64 << 10) as indexed:
+        while indexed.read(1 << 20):
+            pass
+        seek_points = list(indexed.seek_points())
+    assert seek_points[-1][0] == len(TEXT_TAR)  # a point at the end of the stream
+    (tmp_path / "layer").write_bytes(blob)
+    ztoc = parse_ztoc(build_ztoc(tmp_path / "layer", span_size=64 << 10))
+    assert len(reads_back(ztoc, blob, TEXT_TAR)) > 10
 
 
 def test_soci_index_manifests_and_referrers() -> None:
