@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -23,10 +22,10 @@ import indexed_gzip
 
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_exactly
+from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
 from regfs.layers.formats.ztoc import (
-    WINDOW_SIZE,
     Checkpoint,
     Ztoc,
     ZtocFile,
@@ -41,10 +40,6 @@ DEFAULT_SPAN_SIZE = 4 << 20
 """soci-snapshotter's default."""
 BUILD_TOOL = "regfs index push"
 _TYPES = {flag: name for name, flag in TYPE_NAMES.items()}
-_GZIDX_HEADER = struct.Struct("<5sBBQQIII")
-_GZIDX_POINT = struct.Struct("<QQBB")
-_PROBE = 64 << 10
-"""Bytes inflated from a seek point to tell whether it restarts inflation."""
 
 
 def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
@@ -85,60 +80,21 @@ def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list
         gzip.export_index(fileobj=exported)
     finally:
         gzip.close()
-    return files, uncompressed_size, _seek_points(exported.getvalue())
-
-
-def _seek_points(index: bytes) -> list[Checkpoint]:
-    """The points of an indexed_gzip index (``GZIDX`` version 1): a header, then each
-    point's compressed and uncompressed offsets, bits and whether it has a window, then
-    the windows of those that have one, in order."""
-    magic, version, _, _, _, _, window_size, count = _GZIDX_HEADER.unpack_from(index)
-    if magic != b"GZIDX" or version != 1 or window_size != WINDOW_SIZE:
-        raise MalformedContent(f"indexed_gzip index of an unknown form ({magic!r} {version})")
-    position = _GZIDX_HEADER.size
-    points = []
-    for _ in range(count):
-        points.append(_GZIDX_POINT.unpack_from(index, position))
-        position += _GZIDX_POINT.size
-    checkpoints = []
-    for compressed, uncompressed, bits, has_window in points:
-        window = bytes(WINDOW_SIZE)
-        if has_window:
-            window = index[position : position + WINDOW_SIZE]
-            position += WINDOW_SIZE
-        checkpoints.append(Checkpoint(compressed, uncompressed, bits, window))
-    return checkpoints
+    return files, uncompressed_size, seek_points(exported.getvalue())
 
 
 def _restartable(
     inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint], uncompressed_size: int
 ) -> list[Checkpoint]:
-    """The points from which inflation restarts and gives the layer's bytes, starting with
-    the one right after the gzip header (indexed_gzip records none in a small blob), each
-    beginning a span of at least one byte: indexed_gzip also records a point at the end of
-    the stream once its index reaches it, and one after each member's gzip header, which
-    repeats the offset of the point before when a member is empty."""
-    if not points or points[0].uncompressed != 0:
-        raw.seek(0)
-        points = [Checkpoint(gzip_header_length(raw.read(64 << 10)), 0, 0, bytes(WINDOW_SIZE)),
-                  *points]  # fmt: skip
+    """Every point from which inflation restarts (``gzip_points.restartable``)."""
     inflated.seek(0)
     gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
     try:
-        kept: list[Checkpoint] = []
-        for point in points:
-            previous = kept[-1].uncompressed if kept else -1
-            if not previous < point.uncompressed < uncompressed_size:
-                continue  # it would begin an empty span
-            gzip.seek(point.uncompressed)
-            expected = read_exactly(gzip, _PROBE)
-            if _inflate(raw, point, point.compressed + _PROBE + 1024, len(expected)) == expected:
-                kept.append(point)
+        return restartable(gzip, raw, points, uncompressed_size)
+    except MalformedContent as error:
+        raise MalformedContent(f"cannot make a zTOC: {error}") from None
     finally:
         gzip.close()
-    if not kept or kept[0].uncompressed != 0:
-        raise MalformedContent("cannot make a zTOC: inflation does not restart at the start")
-    return kept
 
 
 def _span_digests(
@@ -154,7 +110,7 @@ def _span_digests(
         for checkpoint, (compressed_end, uncompressed_end) in zip(checkpoints, ends, strict=True):
             gzip.seek(checkpoint.uncompressed)
             expected = read_exactly(gzip, uncompressed_end - checkpoint.uncompressed)
-            start = checkpoint.compressed - (1 if checkpoint.bits else 0)
+            start = compressed_start(checkpoint)
             raw.seek(start)
             span = read_exactly(raw, compressed_end - start)
             made = inflate_from_checkpoint(span, checkpoint.bits, checkpoint.window,
@@ -168,39 +124,6 @@ def _span_digests(
     finally:
         gzip.close()
     return digests
-
-
-_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
-
-
-def gzip_header_length(head: bytes) -> int:
-    """Where the deflate data of the gzip member starting ``head`` begins (RFC 1952 §2.3)."""
-    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
-        raise MalformedContent("cannot make a zTOC: not a gzip member")
-    flags, position = head[3], 10
-    if flags & _FEXTRA:
-        position += 2 + int.from_bytes(head[position : position + 2], "little")
-    for flag in (_FNAME, _FCOMMENT):
-        if flags & flag:
-            end = head.find(b"\0", position)
-            if end < 0:
-                raise MalformedContent("cannot make a zTOC: gzip header name or comment too long")
-            position = end + 1
-    if flags & _FHCRC:
-        position += 2
-    if position > len(head):
-        raise MalformedContent("cannot make a zTOC: gzip header cut short")
-    return position
-
-
-def _inflate(raw: BinaryIO, point: Checkpoint, end: int, size: int) -> bytes | None:
-    start = point.compressed - (1 if point.bits else 0)
-    raw.seek(start)
-    try:
-        return inflate_from_checkpoint(read_exactly(raw, end - start), point.bits,
-                                       point.window, size)  # fmt: skip
-    except MalformedContent:
-        return None
 
 
 def _listed(member: TarMember) -> bool:
