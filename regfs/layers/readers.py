@@ -15,21 +15,20 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, cast
+from typing import Protocol
 
 import cachetools
 import trio
 
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
-from regfs.domain.errors import MalformedContent, RegfsError
-from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_at
+from regfs.domain.errors import MalformedContent
+from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, zstd_bytes_at
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
 from regfs.layers.index.layer_index import IndexKind, LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
-from regfs.layers.remote import RemoteFile, fetch_in_task
 
 log = logging.getLogger(__name__)
 
@@ -116,49 +115,63 @@ class ChunkReader(_Reader):
         return number * chunk_size, data
 
     async def _decompress_again(self, number: int) -> bytes:
-        """Chunk ``number`` from the blob, from the nearest checkpoint before it.
+        """Chunk ``number`` made again: the compressed bytes from the checkpoint before it
+        up to where its output ends, fetched with one Range request, then decompressed in
+        one worker hop (a plain tar's chunk is its bytes).
 
         A zstd layer restarts at a frame start, which may lie megabytes back: the chunks
         after this one, up to ``REFETCH_AHEAD`` or the next checkpoint, are decompressed on
-        the way and kept (each checked against its own hash), so that a reader going on
-        through an evicted frame does not restart at its start for every chunk.
+        the way and kept, so that a reader going on through an evicted frame does not
+        restart at its start for every chunk.
         """
         index, meta = self.index, self.index.meta
         offset = number * meta.chunk_size
-        checkpoint = index.checkpoint_before(offset)
         end = min(offset + meta.chunk_size, meta.uncompressed_size)
-        if meta.compression == "zstd":
-            ahead = min(index.checkpoint_after(offset), offset + REFETCH_AHEAD)
+        ranges = self.context.ranges(self.layer)
+        what = f"chunk {number} not fetched again"
+        if meta.compression == "none":
+            return await ranges(offset, end, what)
+        start, compressed_start = index.checkpoint_before(offset)
+        if meta.compression == "gzip":
+            bits, window = index.span_start(start)
+            _, stop = index.checkpoint_after(end - 1)
+            compressed = await ranges(compressed_start, min(stop + 1, meta.compressed_size), what)
+            made = await self._in_worker(
+                inflate_from_checkpoint, compressed, bits, window, end - start, number=number
+            )
+            data = made[offset - start :]
+        else:
+            following, _ = index.checkpoint_after(offset)
+            ahead = min(following, offset + REFETCH_AHEAD)
             if ahead < meta.uncompressed_size:
                 ahead -= ahead % meta.chunk_size  # whole chunks only
             end = max(end, ahead)
-        gzip_index = await index.blob("gzip_index")
-        ranges = self.context.ranges(self.layer)
+            stop = index.chunk_compressed_end((end - 1) // meta.chunk_size)
+            compressed = await ranges(compressed_start, stop, what)
+            data = await self._in_worker(
+                zstd_bytes_at, compressed, offset - start, end - offset, number=number
+            )
+        log.info("%s: chunk %d fetched again (%d compressed bytes)",
+                 self.layer, number, len(compressed))  # fmt: skip
+        for later, position in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
+            await self.context.pieces.keep_if_intact(
+                index.chunk_hash(number + 1 + later), data[position : position + meta.chunk_size]
+            )
+        return data[: meta.chunk_size]
 
-        async def within_deadline(start: int, stop: int) -> bytes:
-            return await ranges(start, stop, f"chunk {number} not fetched again")
-
-        remote = RemoteFile(fetch_in_task(within_deadline), meta.compressed_size)
+    async def _in_worker(
+        self, decompress: Callable[..., bytes], *args: object, number: int
+    ) -> bytes:
+        """``decompress(*args)`` in a worker thread; bytes that do not decompress are
+        ``MalformedContent`` (fetched once more by the getter)."""
         try:
-            read = functools.partial(
-                read_at, cast(BinaryIO, remote), meta.compression, gzip_index, offset,
-                end - offset, zstd_checkpoint=checkpoint,
-            )  # fmt: skip
-            data = await trio.to_thread.run_sync(read, limiter=self.context.decompressing)
+            return await trio.to_thread.run_sync(
+                decompress, *args, limiter=self.context.decompressing
+            )
         except DECOMPRESSION_ERRORS as error:
-            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled fetch, not bad bytes
-            if isinstance(remote.error, RegfsError):
-                raise remote.error from None
             raise MalformedContent(
                 f"{self.layer}: chunk {number}: cannot decompress: {error}"
             ) from None
-        log.info("%s: chunk %d fetched again (%d compressed bytes)",
-                 self.layer, number, remote.fetched)  # fmt: skip
-        for following, start in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
-            await self.context.pieces.keep_if_intact(
-                index.chunk_hash(number + 1 + following), data[start : start + meta.chunk_size]
-            )
-        return data[: meta.chunk_size]
 
 
 class TocChunkReader(_Reader):

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import itertools
 import logging
 import os
 import sqlite3
 import subprocess
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import trio
-import zstandard
-from hypothesis import given
-from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
-from regfs.layers.formats.compression import GzipIndexer, read_at, read_exactly, thin_checkpoints
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_store import LayerStore, _ClosingLRU
 from regfs.layers.pieces import load_verified
-from regfs.layers.remote import RemoteFile, fetch_in_task
-from tests.support.crafted import member, multi_member_gzip, tar_of, zeros_layer
+from tests.support.crafted import member, tar_of, zeros_layer
 
 
 def put(cache: ChunkCache, data: bytes) -> bytes:
@@ -126,60 +117,6 @@ def _exited_pid() -> int:
     return process.pid
 
 
-def counting_fetch(blob: bytes, requests: list[tuple[int, int]]):  # type: ignore[no-untyped-def]
-    def fetch(start: int, end: int) -> bytes:
-        requests.append((start, end))
-        return blob[start:end]
-
-    return fetch
-
-
-def test_remote_file_reads_ahead_in_blocks() -> None:
-    blob = os.urandom(10_000)
-    requests: list[tuple[int, int]] = []
-    remote = RemoteFile(counting_fetch(blob, requests), len(blob), block_size=4096)
-    remote.seek(100)
-    assert read_exactly(remote, 5000) == blob[100:5100]
-    assert read_exactly(remote, 10) == blob[5100:5110]
-    assert read_exactly(remote, 10) == blob[5110:5120]  # served from the block read ahead
-    assert requests == [(100, 5100), (5100, 9196)]
-    assert remote.seek(0, io.SEEK_END) == 10_000 and remote.read(5) == b""
-
-
-def test_gzip_random_access_reads_only_near_a_checkpoint() -> None:
-    data = b"".join(os.urandom(1 << 16) * 2 for _ in range(160))  # 20 MiB, half compressible
-    blob = gzip.compress(data, compresslevel=1)
-    indexer = GzipIndexer(io.BytesIO(blob))
-    assert read_exactly(indexer, len(data) + 1) == data
-    index = indexer.export()
-    assert len(indexer.checkpoints()) > 5
-    requests: list[tuple[int, int]] = []
-    remote = RemoteFile(counting_fetch(blob, requests), len(blob))
-    offset = len(data) - 3_000_000
-    assert read_at(remote, "gzip", index, offset, 100_000) == data[offset : offset + 100_000]  # type: ignore[arg-type]
-    assert remote.fetched < len(blob) / 3
-
-
-def test_zstd_and_plain_random_access() -> None:
-    data = os.urandom(300_000)
-    blob = zstandard.ZstdCompressor().compress(data)
-    remote = RemoteFile(counting_fetch(blob, []), len(blob))
-    assert read_at(remote, "zstd", None, 200_000, 50_000) == data[200_000:250_000]  # type: ignore[arg-type]
-    plain = RemoteFile(counting_fetch(data, []), len(data))
-    assert read_at(plain, "none", None, 123, 456) == data[123:579]  # type: ignore[arg-type]
-
-
-def test_a_zstd_stream_ending_early_is_malformed() -> None:
-    import pytest
-
-    from regfs.domain.errors import MalformedContent
-
-    blob = zstandard.ZstdCompressor().compress(b"short")
-    remote = RemoteFile(counting_fetch(blob, []), len(blob))
-    with pytest.raises(MalformedContent):
-        read_at(remote, "zstd", None, 1000, 10)  # type: ignore[arg-type]
-
-
 def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, 1 << 30)
     # a bucket that is a file: writes fail (as on a full disk), and root ignores modes
@@ -188,57 +125,11 @@ def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
     assert load_verified(cache, hashlib.sha256(b"z").digest()) is None
 
 
-def test_a_multi_member_gzip_layer_is_indexed_and_read_at_random(tmp_path: Path) -> None:
-    tar = tar_of([member(f"f{n}", os.urandom(3000)) for n in range(2000)], tarfile.PAX_FORMAT)
-    (tmp_path / "blob").write_bytes(multi_member_gzip(tar, 4096))
-    build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 30))
-    index = LayerIndex.open(tmp_path / "index")
-    assert index is not None and index.meta.uncompressed_size == len(tar)
-    assert [entry.name for entry in trio.run(index.children, ROOT_ID)][:2] == [b"f0", b"f1"]
-    blob = (tmp_path / "blob").read_bytes()
-    gzip_index = trio.run(index.blob, "gzip_index")
-    for offset in (0, 4095, 4096, 1_000_003, len(tar) - 700):
-        remote = RemoteFile(counting_fetch(blob, []), len(blob))
-        got = read_at(remote, "gzip", gzip_index, offset, 5000)  # type: ignore[arg-type]
-        assert got == tar[offset : offset + 5000], offset
-
-
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9))), st.integers(1, 10**8))
-def test_thinned_checkpoints_are_spaced_and_unique(
-    points: list[tuple[int, int]], spacing: int
-) -> None:
-    kept = thin_checkpoints(points, spacing)
-    assert set(kept) <= set(points)
-    assert all(b[0] - a[0] >= spacing for a, b in itertools.pairwise(kept))
-    assert kept[:1] == sorted(points)[:1]
-
-
 def test_the_index_of_a_decompression_bomb_is_small(tmp_path: Path) -> None:
     """256 MiB of zeros in 256 KiB of gzip: its windows compress away with it."""
     (tmp_path / "blob").write_bytes(zeros_layer(256 << 20))
     build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 30))
     assert (tmp_path / "index").stat().st_size < 256 << 10
-
-
-def test_a_cancelled_read_stops_its_thread_at_the_next_fetch() -> None:
-    """The re-fetch thread's requests run in the reading task: cancelling the read (its
-    deadline, the unmount) ends the thread instead of leaving it waiting forever."""
-    outcome: list[bool] = []
-
-    async def stalled(start: int, end: int) -> bytes:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def main() -> None:
-        remote = RemoteFile(fetch_in_task(stalled), 100)
-        with trio.move_on_after(0.2) as scope:
-            await trio.to_thread.run_sync(remote.read, 10)
-        outcome.append(scope.cancelled_caught)
-
-    runner = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    runner.start()
-    runner.join(timeout=10)
-    assert outcome == [True]
 
 
 def small_index(directory: Path, name: str) -> Path:

@@ -1,16 +1,16 @@
 """Decompressed views of a layer blob: whole-stream for indexing, random access after.
 
 Layers layer. Blocking code for worker threads: gzip through ``indexed_gzip`` (zran
-checkpoints every ``GZIP_SPACING`` bytes of output, each with its 32 KiB window), zstd
-through ``zstandard`` (checkpoints at frame starts, ``ZSTD_SPACING`` apart: a frame needs
-no window), and uncompressed tar as is. The kind is told by the blob's magic
-bytes, not its media type, which registries do not always get right.
+seek points, each with its 32 KiB window, of which ``index/build.py`` keeps those
+``GZIP_SPACING`` apart), zstd through ``zstandard`` (checkpoints at frame starts,
+``ZSTD_SPACING`` apart: a frame needs no window), and uncompressed tar as is. The kind
+is told by the blob's magic bytes, not its media type, which registries do not always
+get right.
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from typing import BinaryIO, Protocol, cast
 
 import indexed_gzip
@@ -63,46 +63,27 @@ DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
 
 
 class GzipIndexer:
-    """Sequential reads of a gzip blob that record random-access checkpoints on the way."""
+    """Sequential reads of a gzip blob that record seek points (with their windows) on the
+    way; once read, ``file`` seeks anywhere in the stream from them."""
 
     def __init__(self, blob: BinaryIO) -> None:
-        self._file = indexed_gzip.IndexedGzipFile(
+        self.file = indexed_gzip.IndexedGzipFile(
             fileobj=blob, spacing=GZIP_SPACING, readbuf_size=1 << 20, auto_build=True
         )
 
     def read(self, size: int = -1, /) -> bytes:
-        return bytes(self._file.read(size))
-
-    def checkpoints(self) -> list[tuple[int, int]]:
-        """(uncompressed, compressed) offsets where decompression can restart, at least
-        ``GZIP_SPACING`` apart (see ``thin_checkpoints``)."""
-        return thin_checkpoints(
-            [(int(u), int(c)) for u, c in self._file.seek_points()], GZIP_SPACING
-        )
+        return bytes(self.file.read(size))
 
     def export(self) -> bytes:
-        """indexed_gzip's index (every seek point with its window), zlib-compressed: a
-        window of a decompression bomb is 32 KiB of zeros, and real ones shrink too."""
+        """indexed_gzip's index: every seek point with its window (``gzip_points.py``).
+        zlib restarts at every gzip member boundary, so it has one at each: a layer of many
+        members (eStargz, ``pigz --independent``) has thousands."""
         buffer = io.BytesIO()
-        self._file.export_index(fileobj=buffer)
-        return zlib.compress(buffer.getvalue(), 1)
+        self.file.export_index(fileobj=buffer)
+        return buffer.getvalue()
 
     def close(self) -> None:
-        self._file.close()
-
-
-def thin_checkpoints(points: list[tuple[int, int]], spacing: int) -> list[tuple[int, int]]:
-    """The first point and then one at least ``spacing`` further each time.
-
-    zlib restarts at every gzip member boundary, so indexed_gzip puts a seek point at each:
-    a layer made of many members (eStargz, ``pigz --independent``) has thousands, and empty
-    members put several at one uncompressed offset.
-    """
-    kept: list[tuple[int, int]] = []
-    for uncompressed, compressed in sorted(points):
-        if not kept or uncompressed >= kept[-1][0] + spacing:
-            kept.append((uncompressed, compressed))
-    return kept
+        self.file.close()
 
 
 class ZstdIndexer:
@@ -155,6 +136,11 @@ class ZstdIndexer:
         """(uncompressed, compressed) offsets of frame starts, ``ZSTD_SPACING`` apart."""
         return self._starts or [(0, 0)]
 
+    def consumed(self) -> int:
+        """How far into the blob decompression has read: the output so far needs no more
+        (from the checkpoint before it)."""
+        return self._blob.tell()
+
 
 class _Slice(io.RawIOBase):
     """``file`` from its position up to ``end``: one frame's bytes, so that a frame
@@ -186,40 +172,15 @@ def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
     return blob
 
 
-def read_at(
-    remote: BinaryIO,
-    compression: str,
-    gzip_index: bytes | None,
-    offset: int,
-    size: int,
-    *,
-    zstd_checkpoint: tuple[int, int] = (0, 0),
-) -> bytes:
-    """``size`` bytes of the uncompressed stream at ``offset``, reading ``remote`` from the
-    nearest checkpoint before it: gzip's come with their windows in ``gzip_index``; for
-    zstd, ``zstd_checkpoint`` is the (uncompressed, compressed) start of a frame at or
-    before ``offset``."""
-    if compression == "gzip":
-        if gzip_index is None:
-            raise MalformedContent("gzip layer index has no checkpoints")
-        # auto_build: past the last checkpoint it inflates onward from that checkpoint
-        with indexed_gzip.IndexedGzipFile(
-            fileobj=remote, readbuf_size=128 << 10, buffer_size=1 << 20, auto_build=True
-        ) as file:
-            file.import_index(fileobj=io.BytesIO(zlib.decompress(gzip_index)))
-            file.seek(offset)
-            return read_exactly(file, size)
-    if compression == "zstd":
-        skipped, compressed = zstd_checkpoint
-        if skipped > offset:
-            raise ValueError(f"zstd checkpoint at {skipped} is past offset {offset}")
-        remote.seek(compressed)
-        reader = zstandard.ZstdDecompressor().stream_reader(remote, read_across_frames=True)
-        while skipped < offset:
-            piece = reader.read(min(offset - skipped, 1 << 20))
-            if not piece:
-                raise MalformedContent(f"zstd stream ends before offset {offset}")
-            skipped += len(piece)
-        return read_exactly(reader, size)
-    remote.seek(offset)
-    return read_exactly(remote, size)
+def zstd_bytes_at(compressed: bytes, skip: int, size: int) -> bytes:
+    """``size`` bytes of output, after ``skip``, of zstd frames starting at the first byte
+    of ``compressed`` (frames read across, skippable ones passed over)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO(compressed), read_across_frames=True
+    )
+    while skip > 0:
+        piece = reader.read(min(skip, 1 << 20))
+        if not piece:
+            raise MalformedContent("zstd stream ends before the chunk")
+        skip -= len(piece)
+    return read_exactly(reader, size)

@@ -15,6 +15,7 @@ from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import (
     DECOMPRESSION_ERRORS,
+    GZIP_SPACING,
     GzipIndexer,
     ZstdIndexer,
     open_for_indexing,
@@ -22,6 +23,7 @@ from regfs.layers.formats.compression import (
     sniff,
 )
 from regfs.layers.formats.entries import LayerTreeBuilder
+from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
 from regfs.layers.formats.tar import TarScanner
 from regfs.layers.formats.toc import (
     ZSTD_CHUNKED,
@@ -31,14 +33,19 @@ from regfs.layers.formats.toc import (
     read_toc,
     read_zstd_chunked_toc,
 )
-from regfs.layers.formats.ztoc import members, parse_ztoc, spans
+from regfs.layers.formats.ztoc import Checkpoint, members, parse_ztoc, spans
 from regfs.layers.index.layer_index import SOCI_COMPRESSION, IndexMeta, write_index
 
 CHUNK_SIZE = 1 << 20
 
 
 def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -> list[str]:
-    """Index the verified blob at ``blob`` into ``index_path``; returns warnings to log."""
+    """Index the verified blob at ``blob`` into ``index_path``; returns warnings to log.
+
+    Besides the tree and each chunk's hash, it records where decompression restarts: gzip
+    checkpoints (with their windows, each checked to restart inflation) ``GZIP_SPACING``
+    apart, zstd frame starts, and for zstd how far into the blob each chunk's output
+    reaches, so that a chunk is made again from one Range request."""
     with open(blob, "rb") as raw:
         compression = sniff(raw.read(4))
         raw.seek(0)
@@ -46,20 +53,25 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
         scanner = TarScanner()
         tree = LayerTreeBuilder()
         hashes: list[bytes] = []
+        chunk_ends: list[int] = []
         try:
             while chunk := read_exactly(stream, CHUNK_SIZE):
                 sha256 = hashlib.sha256(chunk).digest()
                 chunks.put(sha256, chunk)
                 hashes.append(sha256)
+                if isinstance(stream, ZstdIndexer):
+                    chunk_ends.append(stream.consumed())
                 for member in scanner.feed(chunk):
                     tree.add(member)
             scanner.finish()
             checkpoints: list[tuple[int, int]] = [(0, 0)]
-            gzip_index = None
-            if isinstance(stream, GzipIndexer | ZstdIndexer):
+            span_starts: list[tuple[int, int, bytes]] = []
+            if isinstance(stream, ZstdIndexer):
                 checkpoints = stream.checkpoints()
             if isinstance(stream, GzipIndexer):
-                gzip_index = stream.export()
+                points = _gzip_restart_points(stream, blob, scanner.offset)
+                checkpoints = [(point.uncompressed, compressed_start(point)) for point in points]
+                span_starts = [(point.uncompressed, point.bits, point.window) for point in points]
                 stream.close()
         except DECOMPRESSION_ERRORS as error:
             raise MalformedContent(f"cannot decompress ({compression}): {error}") from None
@@ -67,9 +79,18 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
     meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=hashes,
-        checkpoints=checkpoints, gzip_index=gzip_index,
+        checkpoints=checkpoints, chunk_ends=chunk_ends, span_starts=span_starts,
     )  # fmt: skip
     return tree.warnings
+
+
+def _gzip_restart_points(stream: GzipIndexer, blob: Path, size: int) -> list[Checkpoint]:
+    """The seek points indexed_gzip recorded that restart inflation, ``GZIP_SPACING``
+    apart (probed through a second handle of the blob: indexed_gzip keeps its own place
+    in the one it reads)."""
+    with open(blob, "rb") as raw:
+        return restartable(stream.file, raw, seek_points(stream.export()), size,
+                           spacing=GZIP_SPACING)  # fmt: skip
 
 
 def build_toc_index(
@@ -99,7 +120,7 @@ def build_toc_index(
     )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
-        gzip_index=None, toc_chunks=laid_out.chunks,
+        toc_chunks=laid_out.chunks,
     )  # fmt: skip
     return tree.warnings
 
@@ -123,7 +144,6 @@ def build_soci_index(
     )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
-        gzip_index=None,
         toc_chunks=[TocChunk(s.uncompressed, s.size, s.compressed_start, s.compressed_end,
                              s.sha256) for s in layer_spans],
         span_starts=[(s.uncompressed, s.bits, s.window) for s in layer_spans],

@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -34,7 +35,7 @@ BUILT_FROM_BLOB = "blob"
 SOCI_COMPRESSION = "soci"
 """The ``compression`` of an index built from a SOCI zTOC."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _COLUMNS = (
     "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
     "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
@@ -156,7 +157,7 @@ def write_index(
     entries: Iterable[IndexEntry],
     chunk_hashes: Sequence[bytes],
     checkpoints: Iterable[tuple[int, int]],
-    gzip_index: bytes | None,
+    chunk_ends: Sequence[int] = (),
     toc_chunks: Iterable[TocChunk] = (),
     span_starts: Iterable[tuple[int, int, bytes]] = (),
 ) -> None:
@@ -178,16 +179,19 @@ def write_index(
         connection.executemany(
             f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 18)})", map(_row, entries)
         )
-        connection.executemany("INSERT INTO chunks VALUES (?, ?)", enumerate(chunk_hashes))
+        ends = chunk_ends or [0] * len(chunk_hashes)
+        rows = zip(range(len(chunk_hashes)), chunk_hashes, ends, strict=True)
+        connection.executemany("INSERT INTO chunks VALUES (?, ?, ?)", rows)
         connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
         connection.executemany(
             "INSERT INTO toc_chunks VALUES (?, ?, ?, ?, ?)",
             ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
              for c in toc_chunks),
         )  # fmt: skip
-        connection.executemany("INSERT INTO span_starts VALUES (?, ?, ?)", span_starts)
-        if gzip_index is not None:
-            connection.execute("INSERT INTO blobs VALUES ('gzip_index', ?)", (gzip_index,))
+        connection.executemany(
+            "INSERT INTO span_starts VALUES (?, ?, ?)",
+            ((offset, bits, zlib.compress(window, 1)) for offset, bits, window in span_starts),
+        )
         connection.commit()
     finally:
         connection.close()
@@ -373,12 +377,6 @@ class LayerIndex:
         keep(self._listings, key, listing)
         return listing
 
-    async def blob(self, name: str) -> bytes | None:
-        """A stored blob (the gzip index: up to megabytes), read in a worker thread."""
-        query = "SELECT data FROM blobs WHERE name = ?"
-        row = await self._in_thread(name, lambda db: db.execute(query, (name,)).fetchone())
-        return bytes(row[0]) if row else None
-
     async def _in_thread(self, what: str, query: Callable[[sqlite3.Connection], T]) -> T:
         """``query`` run in a worker thread, started over if the owner closed the
         connection under it (it is opened on the loop, where ``on_open`` may run)."""
@@ -450,7 +448,7 @@ class LayerIndex:
         )
         if row is None:
             raise KeyError(virtual_offset)
-        return int(row[0]), bytes(row[1])
+        return int(row[0]), zlib.decompress(bytes(row[1]))
 
     def checkpoint_before(self, offset: int) -> tuple[int, int]:
         """The last (uncompressed, compressed) checkpoint at or before ``offset``."""
@@ -460,14 +458,22 @@ class LayerIndex:
         ).fetchone()  # fmt: skip
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def checkpoint_after(self, offset: int) -> int:
-        """Where the first checkpoint after ``offset`` starts (or the stream ends)."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT min(uncompressed_offset) FROM checkpoints WHERE uncompressed_offset > ?",
-                (offset,),
-            )
-            .fetchone()
-        )
-        return int(row[0]) if row and row[0] is not None else self.meta.uncompressed_size
+    def checkpoint_after(self, offset: int) -> tuple[int, int]:
+        """The first (uncompressed, compressed) checkpoint after ``offset``, or the ends of
+        the two streams."""
+        row = self._db().execute(
+            "SELECT * FROM checkpoints WHERE uncompressed_offset > ? "
+            "ORDER BY 1 LIMIT 1", (offset,)
+        ).fetchone()  # fmt: skip
+        if row is None:
+            return self.meta.uncompressed_size, self.meta.compressed_size
+        return int(row[0]), int(row[1])
+
+    def chunk_compressed_end(self, number: int) -> int:
+        """For zstd: where the blob may stop for chunk ``number`` to come out whole."""
+        row = self._db().execute(
+            "SELECT compressed_end FROM chunks WHERE idx = ?", (number,)
+        ).fetchone()  # fmt: skip
+        if row is None or not row[0]:
+            return self.meta.compressed_size
+        return int(row[0])

@@ -2,7 +2,10 @@
 -- Written once, after the whole blob was verified against its digest, and then only read
 -- (opened with immutable=1). A file whose schema_version differs from SCHEMA_VERSION in
 -- store.py is rebuilt from the blob.
--- History: 4 added meta built_from (what the index was made from, checked on open).
+-- History: 4 added meta built_from (what the index was made from, checked on open);
+-- 5 gave gzip checkpoints their windows in span_starts (a re-fetch is one Range request
+-- and one inflation), zstd chunks the compressed offset their output needs, and dropped
+-- the blobs table (indexed_gzip's exported index).
 
 -- Facts about the blob and its uncompressed tar stream.
 CREATE TABLE meta (
@@ -41,14 +44,16 @@ CREATE INDEX entries_by_link ON entries (link) WHERE link != 0;
 -- sha256 of each fixed-size chunk of the uncompressed tar, recorded during the verified
 -- pass; a chunk fetched or read again later must hash to this.
 CREATE TABLE chunks (
-    idx    INTEGER PRIMARY KEY,  -- chunk number: covers [idx * chunk_size, (idx+1) * chunk_size)
-    sha256 BLOB NOT NULL
+    idx            INTEGER PRIMARY KEY,  -- covers [idx * chunk_size, (idx+1) * chunk_size)
+    sha256         BLOB NOT NULL,
+    compressed_end INTEGER NOT NULL      -- zstd: the blob up to here makes this chunk
+                                         -- (from the checkpoint before it); else 0
 );
 
 -- Random-access points, at least 2 MiB (gzip) or 1 MiB (zstd) of output apart:
 -- decompression can restart at compressed_offset and produce the stream from
--- uncompressed_offset on (gzip: with the window kept in gzip_index, which holds every seek
--- point; zstd: a frame starts there).
+-- uncompressed_offset on (gzip: with the bits and window in span_starts, the point checked
+-- to restart inflation when the index was built; zstd: a frame starts there).
 CREATE TABLE checkpoints (
     uncompressed_offset INTEGER PRIMARY KEY,
     compressed_offset   INTEGER NOT NULL
@@ -65,19 +70,12 @@ CREATE TABLE toc_chunks (
     sha256            BLOB NOT NULL
 );
 
--- Layers read through a SOCI zTOC (compression 'soci'): toc_chunks holds its spans (data
--- offsets are the tar's own; sha256 is that of the span's compressed bytes) and this, how
--- inflation restarts at each: the top `bits` bits of the span's first byte start the
--- deflate block, and `window` is the 32 KiB of output before it.
+-- How inflation restarts at a gzip checkpoint, or at a span of a layer read through a
+-- SOCI zTOC (compression 'soci': toc_chunks holds its spans, data offsets are the tar's
+-- own, sha256 that of the span's compressed bytes): the top `bits` bits of the first
+-- compressed byte start the deflate block, and `window` is the 32 KiB of output before it.
 CREATE TABLE span_starts (
     uncompressed_offset INTEGER PRIMARY KEY,
     bits                INTEGER NOT NULL,
-    window              BLOB NOT NULL
-);
-
--- Opaque blobs: 'gzip_index' is indexed_gzip's exported index (every seek point with its
--- 32 KiB window), zlib-compressed.
-CREATE TABLE blobs (
-    name TEXT PRIMARY KEY,
-    data BLOB NOT NULL
+    window              BLOB NOT NULL  -- zlib-compressed (a decompression bomb's are zeros)
 );
