@@ -110,7 +110,7 @@ class Operations(pyfuse3.Operations):
         attributes.st_blocks = (info.size + 511) // 512
         attributes.st_atime_ns = info.mtime_ns
         attributes.st_mtime_ns = info.mtime_ns
-        attributes.st_ctime_ns = info.mtime_ns
+        attributes.st_ctime_ns = info.mtime_ns if info.ctime_ns is None else info.ctime_ns
         return attributes
 
     def _directory(self, inode: int) -> Directory:

@@ -10,6 +10,7 @@ kernel may not keep (``ls -l TAG/`` fetches no layer); from then on with the lay
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -72,16 +73,17 @@ def provisional_directory(context: TreeContext) -> Stat:
     ``ls -l TAG/`` must fetch no layer, and the kernel must not keep this once they are."""
     return Stat(
         Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, immutable=True,
-        mtime_ns=context.mount_time_ns, provisional=True,
+        mtime_ns=context.mount_time_ns, provisional=True, ctime_ns=context.mount_time_ns,
     )  # fmt: skip
 
 
 def root_stat(context: TreeContext, root: IndexEntry) -> Stat:
     """The attributes of a layer's ``.`` entry, as ``tar -x`` gives its target dir; a root
-    the tar does not list keeps the default mode, dated to the mount."""
+    the tar does not list keeps the default mode, dated to the mount. Its ctime is the
+    mount's, as the provisional attributes' (see ``Stat.ctime_ns``)."""
     if root.implicit:
         return Stat(Kind.DIRECTORY, 0, root.mode, immutable=True, mtime_ns=context.mount_time_ns)
-    return entry_stat(root)
+    return dataclasses.replace(entry_stat(root), ctime_ns=context.mount_time_ns)
 
 
 class LayerRoot(Directory):

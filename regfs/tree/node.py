@@ -39,6 +39,10 @@ class Stat:
     provisional: bool = False
     """Stands in until what it describes is known (a layer root before its layer is
     indexed): the kernel must ask again each time, never keep it."""
+    ctime_ns: int | None = None
+    """When the entry's status last changed here; its mtime if None. A layer or rootfs
+    root keeps one ctime from provisional to real attributes, so that a `tar -c` that
+    started before the layers were indexed does not find the dir "changed as we read it"."""
 
 
 DIRECTORY_PERMISSIONS = 0o555
