@@ -259,22 +259,25 @@ def test_a_damaged_range_is_eio(tmp_path: Path, fresh: CountingProxy) -> None:
 def test_a_range_answer_damaged_once_is_fetched_again(
     tmp_path: Path, layered: Layered, fresh: CountingProxy
 ) -> None:
-    with evicted_big_file(tmp_path, fresh, timeout=5) as (mount, big):
+    """A byte flipped in one Range answer: every byte read is still right. (A flip in what
+    the chunk is made from fails its hash and the chunk is fetched once more; one in the
+    bytes inflated before it, in a stored block, changes nothing it keeps: the unit tests of
+    ``layers/readers.py`` show both.)"""
+    with evicted_big_file(tmp_path, fresh, timeout=5) as (_mount, big):
         fresh.faults = [("/blobs/", "corrupt")]
         expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
         assert big.read_bytes() == expected
         assert fresh.faults == []
-        assert "fetching it once more" in mount.log()
 
 
 def test_a_re_fetch_has_one_deadline_for_all_its_range_requests(
     tmp_path: Path, fresh: CountingProxy
 ) -> None:
-    """Each Range answered after 1.5 s: one would pass a 3 s timeout, the several a chunk
-    needs must not add up to a read that takes several timeouts."""
+    """A re-fetch is one Range request; answered after 4.5 s, the read fails by its one 3 s
+    deadline (shared by everything the read asks of the registry), not when it comes."""
     with evicted_big_file(tmp_path, fresh, timeout=3) as (mount, big):
         mount.allow_log(r"chunk \d+ not fetched again within 3s")
-        fresh.range_delay = 1.5
+        fresh.range_delay = 4.5
         descriptor = os.open(big, os.O_RDONLY)
         try:
             start = time.monotonic()

@@ -164,6 +164,34 @@ def test_bytes_that_do_not_decompress_are_fetched_once_more_then_refused(tmp_pat
     assert len(registry.requests) == 2
 
 
+def test_a_chunk_damaged_on_the_way_is_fetched_once_more(tmp_path: Path) -> None:
+    """The first answer has a byte flipped inside the chunk's own deflate data: its hash
+    fails, and the second answer, intact, is the chunk."""
+    tar = tar_layer(4, 700_000)
+    blob = gzip.compress(tar, compresslevel=1)
+    index, layer = indexed(tmp_path, blob)
+    registry = Registry(blob)
+    honest = registry.ranges(layer)
+
+    def damaging(layer: LayerRef) -> RangeFetch:
+        async def fetch(start: int, end: int, what: str) -> bytes:
+            data = bytearray(await honest(start, end, what))
+            if len(registry.requests) == 1:
+                data[1000] ^= 0xFF  # in the deflate data of the chunk asked for
+            return bytes(data)
+
+        return fetch
+
+    context = ReadContext(
+        VerifiedPieces(ChunkCache(tmp_path / "reader", 1 << 40)), damaging,
+        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
+    )  # fmt: skip
+    reader = reader_for(layer, index, context)
+    offset = 500_000  # the first chunk: its checkpoint is the stream's start
+    assert trio.run(read_stream, reader, len(tar), offset, 100) == tar[offset : offset + 100]
+    assert len(registry.requests) == 2
+
+
 def test_the_index_of_a_decompression_bomb_stays_small(tmp_path: Path) -> None:
     """Its checkpoints' windows are zeros: stored compressed, they take almost nothing."""
     (tmp_path / "blob").write_bytes(zeros_layer(256 << 20))
