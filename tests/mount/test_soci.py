@@ -366,7 +366,7 @@ def test_index_push_indexes_a_real_debian_layer(tmp_path: Path, layered: Layered
             layer = mount / proxy.host / "debian/soci/1/0"
             for name, data in expected.items():
                 assert (layer / name).read_bytes() == data, name
-            assert os.getxattr(layer, "user.regfs.access").startswith(b"SOCI zTOC")
+            assert os.getxattr(layer, "user.regfs.access").startswith(b"SOCI v1 zTOC")
             assert proxy.whole_blob_gets[f"/v2/debian/soci/blobs/{debian['digest']}"] == 0
             assert proxy.blob_bytes(debian["digest"]) < debian["size"] / 2
         finally:
