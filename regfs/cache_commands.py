@@ -17,7 +17,8 @@ from pathlib import Path
 from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
-from regfs.layers.index.layer_index import IndexMeta, LayerIndex
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.index.meta import IndexMeta
 from regfs.layers.toc_check import check_cached_toc
 from regfs.mountpoint import mounted_type
 from regfs.tree.namespace import STATUS_XATTR

@@ -6,5 +6,5 @@
   bytes, each piece checked.
 
 Imports regfs.domain, regfs.cache and regfs.registry; never pyfuse3. ``sqlite3`` is used
-only in ``index/layer_index.py``.
+only in ``index/`` (``layer_index.py`` reads, ``write.py`` writes).
 """

@@ -37,7 +37,8 @@ from regfs.layers.formats.toc import (
     toc_reference,
 )
 from regfs.layers.index.files import IndexFiles
-from regfs.layers.index.layer_index import ExpectedIndex, IndexKind, LayerIndex, Listings
+from regfs.layers.index.layer_index import LayerIndex, Listings
+from regfs.layers.index.meta import ExpectedIndex, IndexKind
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.readers import (

@@ -26,7 +26,8 @@ from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, zstd_bytes_at
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
-from regfs.layers.index.layer_index import IndexKind, LayerIndex
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.index.meta import IndexKind
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
 

@@ -17,7 +17,8 @@ from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir, unsafe_beca
 from regfs.cache.memory import listings_lru
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
-from regfs.layers.index.layer_index import ExpectedIndex, LayerIndex, Listings
+from regfs.layers.index.layer_index import LayerIndex, Listings
+from regfs.layers.index.meta import ExpectedIndex
 from tests.support.crafted import member, tar_of
 
 

@@ -34,7 +34,8 @@ from regfs.layers.formats.toc import (
     read_zstd_chunked_toc,
 )
 from regfs.layers.formats.ztoc import Checkpoint, members, parse_ztoc, spans
-from regfs.layers.index.layer_index import SOCI_COMPRESSION, IndexMeta, write_index
+from regfs.layers.index.meta import SOCI_COMPRESSION, IndexMeta
+from regfs.layers.index.write import write_index
 
 CHUNK_SIZE = 1 << 20
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from regfs.domain.manifest import Descriptor
 from regfs.layers.formats.toc import TOC_ANNOTATIONS
-from regfs.layers.index.layer_index import BUILT_FROM_BLOB, ExpectedIndex
+from regfs.layers.index.meta import BUILT_FROM_BLOB, ExpectedIndex
 from regfs.layers.layer_ref import LayerRef
 
 

@@ -1,204 +1,33 @@
 """The per-layer index in SQLite: written once after verification, then read-only.
 
-Layers layer: the only user of ``sqlite3``. The schema, with a comment on every column,
-is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as absent.
+Layers layer: with ``write.py``, the only user of ``sqlite3``. The schema, with a comment
+on every column, is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as
+absent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
-import secrets
 import sqlite3
-import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from importlib.resources import files
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import cachetools
 import trio
 
 from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
-from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
-from regfs.layers.formats.toc import TOC_FORMATS, TocChunk
+from regfs.layers.formats.entries import ROOT_ID, IndexEntry
+from regfs.layers.formats.toc import TocChunk
+from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexMeta
+from regfs.layers.index.rows import COLUMNS, entry_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-BUILT_FROM_BLOB = "blob"
-SOCI_COMPRESSION = "soci"
-"""The ``compression`` of an index built from a SOCI zTOC."""
-
-SCHEMA_VERSION = 5
-_COLUMNS = (
-    "id, parent, name, kind, mode, uid, gid, size, mtime_ns, target, data_offset, link, "
-    "nlink, rdev_major, rdev_minor, opaque, implicit, xattrs"
-)
-
-
-class IndexKind(enum.Enum):
-    """How an index lays out its layer's stream, and so how the layer is read."""
-
-    WHOLE = "whole"
-    """Made from the whole blob (gzip, zstd or plain tar): fixed chunks of the tar."""
-    TOC = "toc"
-    """Made from an eStargz or zstd:chunked TOC: its chunks, on a virtual stream."""
-    SOCI = "soci"
-    """Made from a SOCI zTOC: spans of the tar, inflated from their checkpoints."""
-
-
-@dataclass(frozen=True, slots=True)
-class IndexMeta:
-    digest: str
-    compression: str
-    """``gzip``, ``zstd`` or ``none``."""
-    compressed_size: int
-    uncompressed_size: int
-    chunk_size: int
-    prefetch_end: int = 0
-    """For a TOC layer: the end of what its builder wants fetched first (``toc.py``)."""
-    built_from: str = BUILT_FROM_BLOB
-    """What the index was made from: ``blob`` (the whole blob, checked against its digest),
-    ``toc <hash of the TOC annotations>`` or ``ztoc <zTOC digest>``."""
-
-    @property
-    def kind(self) -> IndexKind:
-        if self.compression in TOC_FORMATS:
-            return IndexKind.TOC
-        if self.compression == SOCI_COMPRESSION:
-            return IndexKind.SOCI
-        return IndexKind.WHOLE
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectedIndex:
-    """What an index file must say of itself to be used for a layer: the cache dir is a
-    trust boundary, and a file there (shared by mounts, copied, damaged) names a layer's
-    every later read."""
-
-    digest: str
-    compressed_size: int | None
-    built_from: str
-
-    def mismatch(self, meta: IndexMeta) -> str | None:
-        """Why ``meta`` is not this layer's index, or None if it is."""
-        if meta.digest != self.digest:
-            return f"it indexes {meta.digest}"
-        if self.compressed_size is not None and meta.compressed_size != self.compressed_size:
-            return f"it indexes a blob of {meta.compressed_size} bytes, not {self.compressed_size}"
-        if meta.built_from != self.built_from:
-            return f"it was built from {meta.built_from!r}, not {self.built_from!r}"
-        return None
-
-
-def encode_xattrs(xattrs: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Length-prefixed name/value pairs: compact, and binary values survive."""
-    out = bytearray()
-    for name, value in xattrs:
-        out += struct.pack("<II", len(name), len(value)) + name + value
-    return bytes(out)
-
-
-def decode_xattrs(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    pairs = []
-    position = 0
-    while position < len(data):
-        name_length, value_length = struct.unpack_from("<II", data, position)
-        position += 8
-        name = data[position : position + name_length]
-        position += name_length
-        pairs.append((name, data[position : position + value_length]))
-        position += value_length
-    return tuple(pairs)
-
-
-def _row(entry: IndexEntry) -> tuple[object, ...]:
-    return (
-        entry.id, entry.parent, entry.name, int(entry.kind), entry.mode, entry.uid, entry.gid,
-        entry.size, entry.mtime_ns, entry.target, entry.data_offset, entry.link, entry.nlink,
-        entry.rdev_major, entry.rdev_minor, int(entry.opaque), int(entry.implicit),
-        encode_xattrs(entry.xattrs),
-    )  # fmt: skip
-
-
-def _entry(row: Sequence[Any]) -> IndexEntry:
-    return IndexEntry(
-        id=row[0],
-        parent=row[1],
-        name=bytes(row[2]),
-        kind=EntryKind(row[3]),
-        mode=row[4],
-        uid=row[5],
-        gid=row[6],
-        size=row[7],
-        mtime_ns=row[8],
-        target=bytes(row[9]),
-        data_offset=row[10],
-        link=row[11],
-        nlink=row[12],
-        rdev_major=row[13],
-        rdev_minor=row[14],
-        opaque=bool(row[15]),
-        implicit=bool(row[16]),
-        xattrs=decode_xattrs(bytes(row[17])),
-    )
-
-
-def write_index(
-    path: Path,
-    *,
-    meta: IndexMeta,
-    entries: Iterable[IndexEntry],
-    chunk_hashes: Sequence[bytes],
-    checkpoints: Iterable[tuple[int, int]],
-    chunk_ends: Sequence[int] = (),
-    toc_chunks: Iterable[TocChunk] = (),
-    span_starts: Iterable[tuple[int, int, bytes]] = (),
-) -> None:
-    """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    temporary.unlink(missing_ok=True)
-    connection = sqlite3.connect(temporary)
-    try:
-        connection.executescript(files("regfs.layers.index").joinpath("schema.sql").read_text())
-        values = {
-            "schema_version": SCHEMA_VERSION, "digest": meta.digest,
-            "compression": meta.compression, "compressed_size": meta.compressed_size,
-            "uncompressed_size": meta.uncompressed_size, "chunk_size": meta.chunk_size,
-            "prefetch_end": meta.prefetch_end, "built_from": meta.built_from,
-        }  # fmt: skip
-        connection.executemany(
-            "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
-        )
-        connection.executemany(
-            f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 18)})", map(_row, entries)
-        )
-        ends = chunk_ends or [0] * len(chunk_hashes)
-        rows = zip(range(len(chunk_hashes)), chunk_hashes, ends, strict=True)
-        connection.executemany("INSERT INTO chunks VALUES (?, ?, ?)", rows)
-        connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
-        connection.executemany(
-            "INSERT INTO toc_chunks VALUES (?, ?, ?, ?, ?)",
-            ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
-             for c in toc_chunks),
-        )  # fmt: skip
-        connection.executemany(
-            "INSERT INTO span_starts VALUES (?, ?, ?)",
-            ((offset, bits, zlib.compress(window, 1)) for offset, bits, window in span_starts),
-        )
-        connection.commit()
-    finally:
-        connection.close()
-    with open(temporary, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(temporary, path)
-
 
 PAGE_CACHE_KIB = 256
 """SQLite's page cache per open index (its default is 2 MiB): the files are in the kernel's
@@ -326,7 +155,7 @@ class LayerIndex:
         """Every entry, in id order (parents first). Blocking: from the event loop, use
         ``all_entries``."""
         db = db if db is not None else self._db()
-        return [_entry(row) for row in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id")]
+        return [entry_of(row) for row in db.execute(f"SELECT {COLUMNS} FROM entries ORDER BY id")]
 
     async def all_toc_chunks(self) -> list[TocChunk]:
         """``toc_chunks_in`` read in a worker thread."""
@@ -342,12 +171,12 @@ class LayerIndex:
     def entry(self, entry_id: int) -> IndexEntry:
         row = (
             self._db()
-            .execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (entry_id,))
+            .execute(f"SELECT {COLUMNS} FROM entries WHERE id = ?", (entry_id,))
             .fetchone()
         )
         if row is None:
             raise KeyError(entry_id)
-        return _entry(row)
+        return entry_of(row)
 
     def root(self) -> IndexEntry:
         return self.entry(ROOT_ID)
@@ -355,12 +184,10 @@ class LayerIndex:
     def child(self, parent: int, name: bytes) -> IndexEntry | None:
         row = (
             self._db()
-            .execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name)
-            )
+            .execute(f"SELECT {COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name))
             .fetchone()
         )
-        return _entry(row) if row else None
+        return entry_of(row) if row else None
 
     async def children(self, parent: int) -> list[IndexEntry]:
         """A directory's entries by name. A listing not kept in memory is read in a worker
@@ -369,10 +196,10 @@ class LayerIndex:
         key = (self.identity, parent)
         listing = self._listings.get(key)
         if listing is None:
-            query = f"SELECT {_COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
+            query = f"SELECT {COLUMNS} FROM entries WHERE parent = ? ORDER BY name"
             listing = await self._in_thread(
                 f"listing of {parent}",
-                lambda db: [_entry(row) for row in db.execute(query, (parent,))],
+                lambda db: [entry_of(row) for row in db.execute(query, (parent,))],
             )
         keep(self._listings, key, listing)
         return listing
@@ -392,9 +219,9 @@ class LayerIndex:
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""
         rows = self._db().execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE id = ? OR link = ?", (inode_id, inode_id)
+            f"SELECT {COLUMNS} FROM entries WHERE id = ? OR link = ?", (inode_id, inode_id)
         )
-        return [_entry(row) for row in rows]
+        return [entry_of(row) for row in rows]
 
     def path_of(self, entry_id: int) -> list[bytes]:
         parts: list[bytes] = []

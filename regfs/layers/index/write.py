@@ -1,0 +1,69 @@
+"""Writing a layer index: to a temporary file, then published by rename.
+
+Layers layer, blocking (for a worker thread).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import zlib
+from collections.abc import Iterable, Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from regfs.layers.formats.entries import IndexEntry
+from regfs.layers.formats.toc import TocChunk
+from regfs.layers.index.meta import SCHEMA_VERSION, IndexMeta
+from regfs.layers.index.rows import COLUMNS, row_of
+
+
+def write_index(
+    path: Path,
+    *,
+    meta: IndexMeta,
+    entries: Iterable[IndexEntry],
+    chunk_hashes: Sequence[bytes],
+    checkpoints: Iterable[tuple[int, int]],
+    chunk_ends: Sequence[int] = (),
+    toc_chunks: Iterable[TocChunk] = (),
+    span_starts: Iterable[tuple[int, int, bytes]] = (),
+) -> None:
+    """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary.unlink(missing_ok=True)
+    connection = sqlite3.connect(temporary)
+    try:
+        connection.executescript(files("regfs.layers.index").joinpath("schema.sql").read_text())
+        values = {
+            "schema_version": SCHEMA_VERSION, "digest": meta.digest,
+            "compression": meta.compression, "compressed_size": meta.compressed_size,
+            "uncompressed_size": meta.uncompressed_size, "chunk_size": meta.chunk_size,
+            "prefetch_end": meta.prefetch_end, "built_from": meta.built_from,
+        }  # fmt: skip
+        connection.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+        )
+        connection.executemany(
+            f"INSERT INTO entries ({COLUMNS}) VALUES ({', '.join('?' * 18)})", map(row_of, entries)
+        )
+        ends = chunk_ends or [0] * len(chunk_hashes)
+        rows = zip(range(len(chunk_hashes)), chunk_hashes, ends, strict=True)
+        connection.executemany("INSERT INTO chunks VALUES (?, ?, ?)", rows)
+        connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
+        connection.executemany(
+            "INSERT INTO toc_chunks VALUES (?, ?, ?, ?, ?)",
+            ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
+             for c in toc_chunks),
+        )  # fmt: skip
+        connection.executemany(
+            "INSERT INTO span_starts VALUES (?, ?, ?)",
+            ((offset, bits, zlib.compress(window, 1)) for offset, bits, window in span_starts),
+        )
+        connection.commit()
+    finally:
+        connection.close()
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
