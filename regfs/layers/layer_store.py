@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cachetools
@@ -31,15 +29,13 @@ from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
+from regfs.layers.access import current_access, planned_access
 from regfs.layers.builders import IndexBuilders
-from regfs.layers.formats.toc import (
-    ESTARGZ,
-    toc_reference,
-)
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
-from regfs.layers.index.meta import ExpectedIndex, IndexKind
+from regfs.layers.index.meta import ExpectedIndex
 from regfs.layers.layer_ref import LayerRef
+from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.readers import (
     INFLATED_SPANS_BYTES,
@@ -54,9 +50,6 @@ from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-OPEN_INDEXES = 128
-"""Layer indexes a mount keeps open (a file descriptor and up to 256 KiB of SQLite cache
-each); the least recently used is closed and opens again when next queried."""
 DECOMPRESSING_AT_ONCE = 8
 """Worker threads decompressing re-fetched pieces at once, for the whole mount."""
 
@@ -75,7 +68,8 @@ class LayerStore:
         """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
         ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
         self._client = client
-        self._chunks = ChunkCache(cache_dir, cache_size, in_use=self.open_index_paths)
+        self._indexes = OpenIndexes()
+        self._chunks = ChunkCache(cache_dir, cache_size, in_use=self._indexes.paths)
         self._index_dir = cache_dir / "indexes"
         self._files = IndexFiles(self._index_dir)
         self._temporary_dir = cache_dir / "tmp"
@@ -85,13 +79,6 @@ class LayerStore:
         _remove_stale(self._temporary_dir)
         _remove_stale(self._index_dir, prefix=".")
         locks.sweep(self._lock_dir)
-        self._indexes: weakref.WeakValueDictionary[Path, LayerIndex] = weakref.WeakValueDictionary()
-        """Every index a node of the tree may still use: their files are never evicted."""
-        self._open = _ClosingLRU(OPEN_INDEXES)
-        """The indexes whose SQLite connection is open: bounds the files the mount holds."""
-        self._building: set[Path] = set()
-        """Indexes being built and not yet opened: not to be evicted in between either."""
-        self._lock = threading.Lock()  # the eviction thread reads the two above
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
@@ -159,7 +146,7 @@ class LayerStore:
         """
         cached = self.known_index(layer)
         if cached is not None:
-            self._use(cached)
+            self._indexes.use(cached)
             return cached
 
         async def load() -> LayerIndex:
@@ -201,10 +188,7 @@ class LayerStore:
     def _publish(self, layer: LayerRef, index: LayerIndex) -> None:
         """``index`` is how this mount reads ``layer`` from now on."""
         self._paths[layer] = index.path
-        with self._lock:
-            self._indexes[index.path] = index
-        index.on_open = self._use
-        self._use(index)
+        self._indexes.add(index)
 
     async def _index_on_disk(self, layer: LayerRef) -> tuple[LayerIndex | None, Descriptor | None]:
         """An index of the layer already in the cache, checked to be the layer's, and the
@@ -250,17 +234,12 @@ class LayerStore:
         """True once the registry has served (or confirmed) this blob in this repository."""
         return (layer.host, layer.repository, layer.digest) in self._confirmed
 
-    def _use(self, index: LayerIndex) -> None:
-        """Count ``index`` as recently used among the open ones (closing the oldest)."""
-        if index.is_open:
-            self._open[index.path] = index
-
     async def _build(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex:
         """Build the layer's index and open it: from its zTOC, its TOC, or its whole blob."""
         whole = self._files.whole(layer)
         toc = self._usable_toc(layer)
         soci = self._files.soci(layer, ztoc) if ztoc is not None else None
-        with self._kept_from_eviction(whole, toc, soci):
+        with self._indexes.building(*(file[0] for file in (whole, toc, soci) if file)):
             if soci and ztoc and await self._builders.from_ztoc(layer, ztoc, soci[0]):
                 built = soci
             elif toc is not None and await self._builders.from_toc(layer, toc[0]):
@@ -277,7 +256,7 @@ class LayerStore:
         """The index made from the layer's whole blob (downloaded and checked now if the
         cache has none), whatever TOC or zTOC its image gives it."""
         whole = self._files.whole(layer)
-        with self._kept_from_eviction(whole):
+        with self._indexes.building(whole[0]):
             if self._opened(*whole) is None:
                 await self._builders.whole_once(layer)
             return self._open_built(layer, *whole)
@@ -288,31 +267,17 @@ class LayerStore:
         toc = self._files.toc(layer)
         if toc is None:
             return None
-        with self._kept_from_eviction(toc):
+        with self._indexes.building(toc[0]):
             if self._opened(*toc) is None and not await self._builders.from_toc(layer, toc[0]):
                 return None
             return self._open_built(layer, *toc)
-
-    @contextlib.contextmanager
-    def _kept_from_eviction(self, *files: tuple[Path, ExpectedIndex] | None) -> Iterator[None]:
-        """Index files being built and opened are kept from the cache's eviction meanwhile
-        (a small cache, full of other layers' blobs, would otherwise take them at once)."""
-        paths = {file[0] for file in files if file is not None}
-        with self._lock:
-            self._building |= paths
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._building -= paths
 
     def _open_built(self, layer: LayerRef, path: Path, expected: ExpectedIndex) -> LayerIndex:
         """The index just built (or found) at ``path``, opened and counted as in use."""
         index = self._opened(path, expected)
         if index is None:
             raise VerificationFailed(f"{layer}: index unreadable right after building")
-        with self._lock:
-            self._indexes[index.path] = index
+        self._indexes.add(index)
         return index
 
     def record_disagreement(self, layer: LayerRef, whole: LayerIndex, differences: str) -> None:
@@ -366,40 +331,20 @@ class LayerStore:
         have been; before this mount first reads it, how it would be. Never fetches."""
         index = self.known_index(layer)
         if index is None:
-            return f"not read yet: {self._planned_access(layer)}"
-        meta = index.meta
-        if meta.kind is IndexKind.TOC:
-            return f"{_format_name(meta.compression)} TOC: chunks fetched as read"
-        if meta.kind is IndexKind.SOCI:
-            source = self._soci.source_of(layer.host, layer.repository, layer.image, layer.digest)
-            return f"{source}: spans fetched as read"
-        how = f"whole layer ({meta.compression}): fetched once, checked, indexed"
-        if layer in self._disagreements:
-            return f"{how}; its TOC disagrees with its tar, which is shown: " \
-                   f"{self._disagreements[layer]}"  # fmt: skip
-        reason = self._builders.fallbacks.get(layer)
-        return f"{how}; {reason}" if reason else how
-
-    def _planned_access(self, layer: LayerRef) -> str:
-        """How ``index`` would read the layer, from what the cache and the image say."""
-        media_type = layer.descriptor.media_type
-        if self._files.whole(layer)[0].exists():
-            return "whole layer: its index is in the cache"
-        if self._files.toc(layer) is not None and self._usable_toc(layer) is None:
-            return f"whole layer: its TOC disagrees with its tar: {self._disagreements[layer]}"
-        try:
-            reference = toc_reference(dict(layer.descriptor.annotations))
-        except MalformedContent as error:
-            return f"whole layer: its TOC annotations cannot be used: {error}"
-        if reference is not None:
-            return f"{_format_name(reference.format)} TOC: chunks fetched as read"
-        if layer.soci_index is not None and media_type.endswith("gzip"):
-            return f"SOCI v2 index {layer.soci_index} named by the image: spans fetched as " \
-                   "read, if it has this layer's zTOC"  # fmt: skip
-        if self._soci.v1_referrers and media_type.endswith("gzip"):
-            return "whole layer, unless a SOCI v1 index among the image's referrers (allowed " \
-                   "by --soci-v1-referrers) has this layer's zTOC"  # fmt: skip
-        return f"whole layer ({media_type}): fetched once, checked, indexed"
+            usable_toc = self._usable_toc(layer)  # reads a disagreement kept on disk
+            plan = planned_access(
+                layer, whole_cached=self._files.whole(layer)[0].exists(),
+                disagreement=self._disagreements.get(layer) if usable_toc is None else None,
+                soci_v1=self._soci.v1_referrers,
+            )  # fmt: skip
+            return f"not read yet: {plan}"
+        return current_access(
+            index.meta,
+            soci_source=self._soci.source_of(layer.host, layer.repository, layer.image,
+                                             layer.digest),
+            disagreement=self._disagreements.get(layer),
+            fallback=self._builders.fallbacks.get(layer),
+        )  # fmt: skip
 
     async def fetched(self, layer: LayerRef) -> int:
         """Bytes of the layer (compressed, as they cross the network) whose content is in
@@ -428,29 +373,8 @@ class LayerStore:
         present = await trio.to_thread.run_sync(cached)
         return round(size * present / total) if total else size
 
-    def open_index_paths(self) -> set[Path]:
-        """Index files this mount uses or is building: the chunk cache's eviction (in a
-        worker thread) leaves them."""
-        with self._lock:
-            return {index.path for index in list(self._indexes.values())} | self._building
-
     def close(self) -> None:
-        for index in list(self._indexes.values()):
-            index.close()
-
-
-class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
-    """Open layer indexes, least recently used first: the one pushed out is closed (and
-    opens again when next queried)."""
-
-    def popitem(self) -> tuple[Path, LayerIndex]:
-        path, index = super().popitem()
-        index.close()
-        return path, index
-
-
-def _format_name(toc_format: str) -> str:
-    return "eStargz" if toc_format == ESTARGZ else toc_format
+        self._indexes.close()
 
 
 def _remove_stale(directory: Path, prefix: str = "") -> None:

@@ -18,7 +18,8 @@ from regfs.cache.chunks import ChunkCache
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
-from regfs.layers.layer_store import LayerStore, _ClosingLRU
+from regfs.layers.layer_store import LayerStore
+from regfs.layers.open_indexes import _ClosingLRU
 from regfs.layers.pieces import load_verified
 from tests.support.crafted import member, tar_of, zeros_layer
 
@@ -185,11 +186,10 @@ def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None
     index = LayerIndex.open(small_index(tmp_path, "u"))
     assert index is not None
     index.path = used
-    store._building.add(building)
-    store._indexes[used] = index
-    store._chunks.evict()
-    assert building.exists() and used.exists()
-    store._building.clear()
-    del store._indexes[used]
+    with store._indexes.building(building):
+        store._indexes.add(index)
+        store._chunks.evict()
+        assert building.exists() and used.exists()
+    del index
     store._chunks.evict()
     assert not building.exists()  # evictable again (the older of the two goes first)

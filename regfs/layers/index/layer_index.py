@@ -50,10 +50,10 @@ class LayerIndex:
     """Read access to one published index; cheap queries, safe to share across tasks.
 
     Its SQLite connection may be closed by its owner (``close``: a mount bounds how many
-    index files it keeps open, ``OPEN_INDEXES`` in ``layer_store.py``) and is opened again on the
+    index files it keeps open, ``OPEN_INDEXES`` in ``open_indexes.py``) and is opened again on the
     next query, on the event loop, calling ``on_open`` so the owner can count it again.
     The owner must keep the file from being evicted while the object lives (see
-    ``LayerStore.open_index_paths``).
+    ``OpenIndexes.paths``).
     """
 
     def __init__(
