@@ -87,6 +87,7 @@ class LayerStore:
         self._reading = ReadContext(
             self.pieces, self._ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
             cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(),
+            spool_dir=self._temporary_dir,
         )  # fmt: skip
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cachetools
@@ -23,7 +25,11 @@ import trio
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent
-from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, zstd_bytes_at
+from regfs.layers.formats.compression import (
+    DECOMPRESSION_ERRORS,
+    zstd_bytes_at,
+    zstd_file_bytes_at,
+)
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
 from regfs.layers.index.layer_index import LayerIndex
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 INFLATED_SPANS_BYTES = 16 << 20
 """Inflated zTOC spans kept in memory (their compressed bytes are pieces like any other)."""
+ZSTD_HELD_BYTES = 16 << 20
+"""Compressed bytes of a zstd re-fetch held in memory; more are spooled to a file."""
 REFETCH_AHEAD = 4 << 20
 """Bytes a zstd re-fetch decompresses and keeps past the chunk asked for."""
 
@@ -59,6 +67,8 @@ class ReadContext:
     """Worker threads decompressing re-fetched bytes at once."""
     inflated: cachetools.LRUCache[bytes, bytes]
     flight: SingleFlight[bytes]
+    spool_dir: Path | None = None
+    """Where a long zstd re-fetch is spooled (the cache's ``tmp/``; None: the system's)."""
 
 
 def reader_for(layer: LayerRef, index: LayerIndex, context: ReadContext) -> PieceReader:
@@ -141,6 +151,7 @@ class ChunkReader(_Reader):
                 inflate_from_checkpoint, compressed, bits, window, end - start, number=number
             )
             data = made[offset - start :]
+            compressed_size = len(compressed)
         else:
             following, _ = index.checkpoint_after(offset)
             ahead = min(following, offset + REFETCH_AHEAD)
@@ -148,17 +159,35 @@ class ChunkReader(_Reader):
                 ahead -= ahead % meta.chunk_size  # whole chunks only
             end = max(end, ahead)
             stop = index.chunk_compressed_end((end - 1) // meta.chunk_size)
-            compressed = await ranges(compressed_start, stop, what)
-            data = await self._in_worker(
-                zstd_bytes_at, compressed, offset - start, end - offset, number=number
+            data = await self._zstd_again(
+                compressed_start, stop, offset - start, end - offset, number=number
             )
+            compressed_size = stop - compressed_start
         log.info("%s: chunk %d fetched again (%d compressed bytes)",
-                 self.layer, number, len(compressed))  # fmt: skip
+                 self.layer, number, compressed_size)  # fmt: skip
         for later, position in enumerate(range(meta.chunk_size, len(data), meta.chunk_size)):
             await self.context.pieces.keep_if_intact(
                 index.chunk_hash(number + 1 + later), data[position : position + meta.chunk_size]
             )
         return data[: meta.chunk_size]
+
+    async def _zstd_again(
+        self, start: int, stop: int, skip: int, size: int, *, number: int
+    ) -> bytes:
+        """``size`` bytes after ``skip`` of the zstd frames in [start, stop) of the blob.
+        More than ``ZSTD_HELD_BYTES`` of them (a chunk deep in a layer written as one frame)
+        are spooled to a temporary file in ``ZSTD_HELD_BYTES`` Range requests, one worker
+        hop each, rather than held in memory; all share the read's deadline."""
+        ranges = self.context.ranges(self.layer)
+        what = f"chunk {number} not fetched again"
+        if stop - start <= ZSTD_HELD_BYTES:
+            compressed = await ranges(start, stop, what)
+            return await self._in_worker(zstd_bytes_at, compressed, skip, size, number=number)
+        with tempfile.TemporaryFile(dir=self.context.spool_dir) as spool:
+            for piece_start in range(start, stop, ZSTD_HELD_BYTES):
+                piece = await ranges(piece_start, min(piece_start + ZSTD_HELD_BYTES, stop), what)
+                await trio.to_thread.run_sync(spool.write, piece)
+            return await self._in_worker(zstd_file_bytes_at, spool, skip, size, number=number)
 
     async def _in_worker(
         self, decompress: Callable[..., bytes], *args: object, number: int

@@ -20,6 +20,7 @@ from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor
+from regfs.layers import readers
 from regfs.layers.formats.compression import GZIP_SPACING
 from regfs.layers.index.build import CHUNK_SIZE, build_index
 from regfs.layers.index.layer_index import LayerIndex
@@ -129,6 +130,21 @@ def test_a_single_frame_zstd_chunk_is_fetched_up_to_where_it_ends(tmp_path: Path
     assert data == tar[offset : offset + 1000]
     ((start, end),) = registry.requests
     assert start == 0 and end < len(blob) * 0.75
+
+
+def test_a_long_zstd_re_fetch_is_spooled_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``ZSTD_HELD_BYTES`` of compressed bytes, the re-fetch goes piece by piece to a
+    file (a chunk deep in a big single-frame layer would otherwise sit whole in memory)."""
+    monkeypatch.setattr(readers, "ZSTD_HELD_BYTES", 1 << 20)
+    tar = tar_layer(12, 800_000)
+    blob = zstandard.ZstdCompressor(level=1).compress(tar)
+    offset = 6 * MiB + 5
+    data, registry = read(tmp_path, blob, offset, 1000)
+    assert data == tar[offset : offset + 1000]
+    assert len(registry.requests) > 2
+    assert all(end - start <= 1 << 20 for start, end in registry.requests)
 
 
 def test_a_many_frame_zstd_chunk_starts_at_a_frame(tmp_path: Path) -> None:

@@ -175,9 +175,14 @@ def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
 def zstd_bytes_at(compressed: bytes, skip: int, size: int) -> bytes:
     """``size`` bytes of output, after ``skip``, of zstd frames starting at the first byte
     of ``compressed`` (frames read across, skippable ones passed over)."""
-    reader = zstandard.ZstdDecompressor().stream_reader(
-        io.BytesIO(compressed), read_across_frames=True
-    )
+    return zstd_file_bytes_at(io.BytesIO(compressed), skip, size)
+
+
+def zstd_file_bytes_at(compressed: BinaryIO, skip: int, size: int) -> bytes:
+    """``zstd_bytes_at`` of the frames in a file, from its start (output pulled as needed:
+    memory stays bounded whatever the frames hold)."""
+    compressed.seek(0)
+    reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
     while skip > 0:
         piece = reader.read(min(skip, 1 << 20))
         if not piece:
