@@ -29,7 +29,8 @@ def test_the_tests_run_regfs_installed_from_a_wheel(installed_regfs: Path) -> No
 
 
 def test_the_wheel_ships_the_layer_index_schema(installed_regfs: Path) -> None:
-    check = "from importlib.resources import files; print(files('regfs.layers') / 'schema.sql')"
+    check = ("from importlib.resources import files; "
+             "print(files('regfs.layers.index') / 'schema.sql')")  # fmt: skip
     probe = subprocess.run([installed_regfs / "python", "-c", check], cwd="/",
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert "CREATE TABLE" in Path(probe.stdout.strip()).read_text()
