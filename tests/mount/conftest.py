@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.support import images
+from tests.support.estargz import EstargzConverter, estargz_converter
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, convert, debian_rootfs
 from tests.support.mount import Installation, Mount
@@ -134,11 +135,30 @@ class Layered:
 
 
 @pytest.fixture(scope="session")
-def layered(workdir: Path) -> Iterator[Layered]:
+def estargz(workdir: Path) -> Iterator[EstargzConverter]:
+    """eStargz conversions (ctr-remote), each made once per session, pushed on demand."""
+    with estargz_converter(workdir / "estargz") as converter:
+        yield converter
+
+
+LAYERED_ESTARGZ = ("--estargz-compression-level", "1")
+"""How the layered image is converted to eStargz (see ``layered_estargz``)."""
+
+
+@pytest.fixture(scope="session")
+def layered(
+    workdir: Path, estargz: EstargzConverter, request: pytest.FixtureRequest
+) -> Iterator[Layered]:
+    """The layered image in every format; its eStargz conversion (20 to 30 s) is begun in
+    the background at once if a test of this session asks for it, so that it is made while
+    other tests run."""
     base = workdir / "layered"
     debian_rootfs(base / "debian")
     layout = base / "oci"
     build_layered(layout, "1", base / "debian")
+    items = request.session.items
+    if any("layered_estargz" in getattr(item, "fixturenames", ()) for item in items):
+        estargz.start(layout, "1", *LAYERED_ESTARGZ)
     convert(layout, "1", base / "zstd", "--dest-compress", "--dest-compress-format", "zstd")
     convert(layout, "1", base / "plain", "--dest-decompress")
     registry = Registry(base / "registry")
@@ -159,3 +179,14 @@ def layered_proxy(layered: Layered) -> Iterator[CountingProxy]:
     counting = CountingProxy(layered.registry.port)
     yield counting
     counting.stop()
+
+
+@pytest.fixture(scope="session")
+def layered_estargz(layered: Layered, estargz: EstargzConverter) -> Callable[[str], None]:
+    """Pushes the layered image, converted to eStargz by ctr-remote, to a destination
+    (``127.0.0.1:PORT/repository:tag``)."""
+
+    def push(destination: str) -> None:
+        estargz.push(layered.layout, "1", destination, *LAYERED_ESTARGZ)
+
+    return push

@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from regfs.layers.formats.toc import FOOTER_SIZE, toc_offset
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.crafted import upload_blob
-from tests.support.estargz import push_estargz
+from tests.support.estargz import EstargzConverter
 from tests.support.estargz_writer import TOC_NAME, footer, toc_blob
 from tests.support.mount import Mount, run_regfs
 from tests.support.net import wait_until
@@ -77,14 +77,17 @@ def proxy(pushed: Pushed) -> Iterator[CountingProxy]:
 
 @pytest.fixture(scope="module", params=["estargz", "zstd:chunked"])
 def toc_image(
-    request: pytest.FixtureRequest, source: Path, pushed: Pushed, proxy: CountingProxy
+    request: pytest.FixtureRequest,
+    source: Path,
+    pushed: Pushed,
+    proxy: CountingProxy,
+    estargz: EstargzConverter,
 ) -> TocImage:
     toc_format = request.param
     repository = "lazy/" + toc_format.replace(":", "-")
     destination = f"{pushed.registry.host}/{repository}:1"
     if toc_format == "estargz":
-        push_estargz(source / "oci", "source", destination, source,
-                     "--estargz-chunk-size", str(CHUNK))  # fmt: skip
+        estargz.push(source / "oci", "source", destination, "--estargz-chunk-size", str(CHUNK))
     else:
         images.push(source / "oci", "source", destination,
                     "--dest-compress-format", "zstd:chunked")  # fmt: skip
@@ -158,7 +161,11 @@ def test_a_toc_that_does_not_match_its_digest_is_not_used(
 
 
 def test_what_the_builder_marked_is_prefetched(
-    tmp_path: Path, source: Path, pushed: Pushed, proxy: CountingProxy
+    tmp_path: Path,
+    source: Path,
+    pushed: Pushed,
+    proxy: CountingProxy,
+    estargz: EstargzConverter,
 ) -> None:
     """An eStargz image converted with a record of what its program reads first: those
     files come before ``.prefetch.landmark`` and are fetched in the background as soon as
@@ -166,8 +173,7 @@ def test_what_the_builder_marked_is_prefetched(
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"path": "usr/share/doc/readme.txt"}) + "\n")
     destination = f"{pushed.registry.host}/lazy/prefetch:1"
-    push_estargz(source / "oci", "source", destination, tmp_path / "convert",
-                 "--estargz-record-in", str(record))  # fmt: skip
+    estargz.push(source / "oci", "source", destination, "--estargz-record-in", str(record))
     mount = Mount(tmp_path / "mnt")
     try:
         rootfs = mount / proxy.host / "lazy/prefetch/1/rootfs"
@@ -181,16 +187,18 @@ def test_what_the_builder_marked_is_prefetched(
         mount.close()
 
 
-def test_the_layered_image_as_estargz_equals_umoci_unpack(tmp_path: Path, layered: Layered) -> None:
+def test_the_layered_image_as_estargz_equals_umoci_unpack(
+    tmp_path: Path, layered: Layered, layered_estargz: Callable[[str], None]
+) -> None:
     """The Debian image of the layer tests (whiteouts, opaque dirs, hard links, devices,
-    xattrs, every kind of symlink) converted by ctr-remote: `rootfs/` read through the
-    TOCs equals `umoci unpack` of the original, and no layer was downloaded whole.
+    xattrs, every kind of symlink) converted by ctr-remote (begun in the background when
+    the image was built): `rootfs/` read through the TOCs equals `umoci unpack` of the
+    original, and no layer was downloaded whole.
     (skopeo 1.9.3 hangs converting this image to zstd:chunked: that format is tested on
     the small image above.)"""
     registry = Registry(tmp_path / "registry")
     destination = f"{registry.host}/layered/estargz:1"
-    push_estargz(layered.layout, "1", destination, tmp_path / "convert",
-                 "--estargz-compression-level", "1")  # fmt: skip
+    layered_estargz(destination)
     proxy = CountingProxy(registry.port)
     mount = Mount(tmp_path / "mnt")
     try:

@@ -43,8 +43,20 @@ def member(
     return info, data
 
 
+def directory(name: str, **fields: object) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A tar member for directory ``name`` (0755 unless ``mode`` says otherwise)."""
+    return member(name, None, **{"type": tarfile.DIRTYPE, "mode": 0o755, **fields})
+
+
 def gzipped(tar: bytes) -> bytes:
     return gzip.compress(tar, compresslevel=1, mtime=0)
+
+
+def gzip_layer(
+    *members: tuple[tarfile.TarInfo, bytes | None], tar_format: int = tarfile.PAX_FORMAT
+) -> bytes:
+    """A gzip layer blob of ``members``, in order."""
+    return gzipped(tar_of(members, tar_format))
 
 
 def multi_member_gzip(data: bytes, member_size: int) -> bytes:
@@ -88,6 +100,31 @@ def upload_blob(registry_url: str, repository: str, data: bytes) -> dict[str, ob
     return {"digest": digest, "size": len(data)}
 
 
+def descriptor(media_type: str, data: bytes) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
+            "size": len(data)}  # fmt: skip
+
+
+def oci_image(
+    layers: list[bytes],
+    media_type: str = GZIP_LAYER,
+    *,
+    diff_ids: list[str] | None = None,
+) -> tuple[bytes, dict[str, object]]:
+    """The config blob and the manifest of an image of ``layers`` (blobs of ``media_type``,
+    bottom first); the config names ``diff_ids`` (umoci unpack checks them)."""
+    rootfs = {"type": "layers", "diff_ids": diff_ids or []}
+    config = {"architecture": "amd64", "os": "linux", "rootfs": rootfs}
+    config_bytes = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", config_bytes),
+        "layers": [descriptor(media_type, layer) for layer in layers],
+    }
+    return config_bytes, manifest
+
+
 def push_layers(
     registry_url: str,
     reference: str,
@@ -96,23 +133,11 @@ def push_layers(
     *,
     diff_ids: list[str] | None = None,
 ) -> None:
-    """Push an image of ``layers`` (blobs of ``media_type``, bottom first) as
-    ``repository:tag``; its config names ``diff_ids`` (umoci unpack checks them)."""
+    """Push an image of ``layers`` (see ``oci_image``) as ``repository:tag``."""
     repository, tag = reference.rsplit(":", 1)
-    rootfs = {"type": "layers", "diff_ids": diff_ids or []}
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": rootfs}).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            **upload_blob(registry_url, repository, config),
-        },
-        "layers": [
-            {"mediaType": media_type, **upload_blob(registry_url, repository, layer)}
-            for layer in layers
-        ],
-    }
+    config, manifest = oci_image(layers, media_type, diff_ids=diff_ids)
+    for blob in (config, *layers):
+        upload_blob(registry_url, repository, blob)
     registry_request(
         f"{registry_url}/v2/{repository}/manifests/{tag}",
         method="PUT",
