@@ -194,18 +194,20 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         """The listing of directory ``fh`` (an inode) from ``start_id`` on.
 
-        A listing is taken at offset 0 and kept until the kernel has paged through it:
-        offsets stay valid however the registry changes meanwhile. One kept listing may
-        serve several readers at once; a reader whose listing was dropped (the least recent of
-        ``LISTINGS_PAGED_AT_ONCE``) gets a fresh one, as after a rewinddir.
+        A listing is taken at offset 0 and kept (the ``LISTINGS_PAGED_AT_ONCE`` most recent,
+        by directory) while readers page through it, to its end and the kernel's last call
+        past the end: offsets stay valid however the registry changes meanwhile, and one
+        kept listing serves several readers at once. A reader whose listing was dropped
+        gets a fresh one, as after a rewinddir.
         """
         directory = self._directory(fh)
-        entries = self._paged.pop(fh, None) if start_id else None
+        entries = self._paged.get(fh) if start_id else None
         if entries is None:
             try:
                 entries = await directory.entries()
             except NotFound as error:  # glibc takes ENOENT from getdents for the end of
                 raise Unavailable(f"cannot be listed: {error}") from None  # the listing
+            self._paged[fh] = entries  # kept whole: the kernel's last call asks past its end
             if await self._expire_if_mutable(fh, directory):
                 self._listed[fh] = frozenset(name for name, _ in entries)
         for position in range(start_id, len(entries)):
@@ -214,7 +216,6 @@ class Operations(pyfuse3.Operations):
             attributes = self._attributes(inode, await node.stat())
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, position + 1):
                 self.inodes.drop_if_unused(inode)
-                self._paged[fh] = entries
                 return
             self.inodes.remember(node)
 

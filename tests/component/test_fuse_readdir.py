@@ -119,15 +119,6 @@ async def test_names_that_are_not_utf_8_round_trip_as_bytes(
         assert await kernel.readlink(here + b"/link") == LATIN_1_FILE
 
 
-POP_DROPS_THE_LISTING = (
-    "bug: readdir pops the kept listing and stores it again only when a reply is full, "
-    "so the last page drops it: the kernel's final readdir (at the end offset, to find the "
-    "end) and any other reader still paging take a new listing at an old offset. Fix: "
-    "`self._paged.get(fh)` instead of `pop`, and keep each new listing at once"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=POP_DROPS_THE_LISTING)
 @pytest.mark.parametrize("metadata_ttl", [0.0])
 async def test_the_end_of_a_listing_is_the_end_of_the_listing_paged(
     autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel
@@ -141,7 +132,6 @@ async def test_the_end_of_a_listing_is_the_end_of_the_listing_paged(
     assert names(await kernel.readdir(inode, 3)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=POP_DROPS_THE_LISTING)
 @pytest.mark.parametrize("metadata_ttl", [0.0])
 async def test_two_readers_paging_one_listing_each_see_every_name_once(
     autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel

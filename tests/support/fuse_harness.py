@@ -21,7 +21,7 @@ import pyfuse3
 from regfs.domain.platform import Platform
 from regfs.fuse.invalidation import KernelInvalidator
 from regfs.fuse.operations import Operations
-from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.tree.context import TreeContext
 from regfs.tree.inodes import ROOT_INODE
