@@ -23,27 +23,29 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
-from regfs import __version__, allocator, cache_commands, daemon
+from regfs import __version__
 from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir
-from regfs.cli_docs import bash_completion
+from regfs.commands import allocator, daemon
+from regfs.commands import cache as cache_commands
+from regfs.commands.docs import bash_completion
+from regfs.commands.index_push import Pushed, push_index
+from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.commands.prefetch import Outcome, target_of
+from regfs.commands.prefetch import prefetch as fetch_images
+from regfs.commands.status import format_cache_stats, format_status, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform, host_platform
 from regfs.domain.reference import parse_image_reference
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
-from regfs.index_push import Pushed, push_index
 from regfs.layers.blobs import LayerStore
 from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
-from regfs.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
-from regfs.prefetch import Outcome, target_of
-from regfs.prefetch import prefetch as fetch_images
 from regfs.registry.aliases import RegfsConfig, parse_config
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.images import resolve_image
 from regfs.registry.settings import load_registries_conf
 from regfs.registry.tls import TlsSettings, certs_dirs
-from regfs.status_text import format_cache_stats, format_status, human_size
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import STATUS_XATTR, Root
@@ -619,7 +621,7 @@ def prefetch(args: argparse.Namespace) -> int:
         return 1
     if not _prepare_cache_dir(args):
         return 1
-    from regfs.progress import progress_front_end  # rich: not for the mount's start-up
+    from regfs.commands.progress import progress_front_end  # rich: not for the mount's start-up
 
     front = progress_front_end(quiet=args.quiet)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
+from regfs.commands.mountpoint import mounted_type
 from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.layers.toc_check import check_cached_toc
-from regfs.mountpoint import mounted_type
 from regfs.tree.namespace import STATUS_XATTR
 
 KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp",

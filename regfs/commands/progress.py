@@ -19,8 +19,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from regfs.prefetch import Outcome, Reporter
-from regfs.status_text import human_size
+from regfs.commands.prefetch import Outcome, Reporter
+from regfs.commands.status import human_size
 
 
 class FrontEnd:
