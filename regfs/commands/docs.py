@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 
 from regfs import __version__
+from regfs.commands.parser import build_parser
 
 FILES = (
     ("~/.config/regfs/config.toml", "regfs's own settings: aliases for registries below a "
@@ -130,7 +131,10 @@ complete -o filenames -F _regfs regfs
 """
 
 
-if __name__ == "__main__":
-    from regfs.cli import build_parser
+def completion(args: argparse.Namespace) -> int:
+    print(bash_completion(build_parser()), end="")
+    return 0
 
+
+if __name__ == "__main__":
     sys.stdout.write(man_page(build_parser()))

@@ -11,22 +11,27 @@ tagged ``sha256-<hex>``, the OCI fallback that soci-snapshotter (through oras) r
 
 from __future__ import annotations
 
+import argparse
+import logging
 import secrets
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
+from regfs.commands import common
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, NotFound
+from regfs.domain.errors import MalformedContent, NotFound, RegfsError
 from regfs.domain.manifest import (
     Descriptor,
     ImageIndex,
     parse_manifest,
 )
 from regfs.domain.platform import Platform
+from regfs.domain.reference import parse_image_reference
 from regfs.domain.soci import (
     EMPTY_CONFIG,
     SOCI_INDEX_V1,
@@ -155,3 +160,32 @@ async def _add_to_referrers_tag(
     updated = with_referrer(existing, raw if existing else None, referrer, {})
     path = endpoints.manifest_path(host, repository, tag)
     await client.send_to_origin("PUT", host, path, {"Content-Type": mediatypes.OCI_INDEX}, updated)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Push a SOCI index for ``args.image``; a line per layer on stdout, errors on stderr."""
+    try:
+        host, repository, reference = parse_image_reference(args.image)
+        config, credentials = common.command_setup(args, logging.WARNING)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+
+    async def push(client: RegistryClient) -> Pushed:
+        return await push_index(
+            client, host, repository, reference, platform=args.platform,
+            span_size=args.span_size, min_layer_size=args.min_layer_size,
+        )  # fmt: skip
+
+    try:
+        pushed = common.with_client(config, credentials, push)
+    except RegfsError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    for ztoc, layer in pushed.ztocs:
+        print(f"{layer.digest}: zTOC {ztoc.digest} ({ztoc.size} bytes)")
+    for layer, reason in pushed.skipped:
+        print(f"{layer.digest}: no zTOC ({reason})")
+    print(f"SOCI v1 index {pushed.index} pushed for {host}/{repository}@{pushed.image}")
+    print("mounts and regfs prefetch use it with --soci-v1-referrers (see `regfs mount --help`)")
+    return 0

@@ -11,15 +11,19 @@ many whole blobs are downloaded at once).
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from regfs.commands import common
 from regfs.domain import mediatypes
-from regfs.domain.errors import RegfsError
+from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.layers.blobs import LayerStore
@@ -161,3 +165,39 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     received = reporter.received_by_layer.get(layer, 0)
     reporter.received(max((layer.descriptor.size or 0) - received, 0))  # what was cached
     reporter.finished(outcome)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``regfs prefetch``: 0 when every layer asked for is cached and verified."""
+    try:
+        targets = [target_of(text) for text in args.images]
+        config, credentials = common.command_setup(args, logging.ERROR)
+        soci_v1_referrers = common.soci_v1_referrers(args)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    if not common.cache_dir_ready(args):
+        return 1
+    from regfs.commands.progress import progress_front_end  # rich: not for the mount's start-up
+
+    front = progress_front_end(quiet=args.quiet)
+
+    async def fetch(client: RegistryClient) -> list[Outcome]:
+        store = LayerStore(
+            client, args.cache_dir, args.cache_size, soci_v1_referrers=soci_v1_referrers
+        )
+        try:
+            return await prefetch(client, store, targets, args.platform, front.reporter)
+        finally:
+            store.close()
+
+    try:
+        with front:
+            outcomes = common.with_client(config, credentials, fetch)
+    except RegfsError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"regfs: {outcome.name}: {outcome.error}", file=sys.stderr)
+    return 0 if all(outcome.complete for outcome in outcomes) else 1
