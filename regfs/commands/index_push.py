@@ -1,6 +1,6 @@
 """``regfs index push IMAGE``: give an image a SOCI index, so that mounts read it lazily.
 
-Application layer (beside ``cli.py``). For each gzip layer of the image (of the chosen
+Application layer. For each gzip layer of the image (of the chosen
 platform, for an index) it downloads the blob, checks it against its digest, makes a zTOC
 (``layers/ztoc_builder.py``: checkpoints every span, each span checked to inflate back to
 the layer's bytes), and pushes the zTOCs, the SOCI v1 index that lists them, and that

@@ -15,13 +15,13 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from regfs.commands import common
+from regfs.commands.progress import Outcome, Reporter, progress_front_end
 from regfs.domain import mediatypes
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform
@@ -47,32 +47,6 @@ class Target:
         separator = "@" if ":" in self.reference else ":"
         name = f"{self.host}/{self.repository}{separator}{self.reference}"
         return name if self.layer is None else f"{name} layer {self.layer}"
-
-
-@dataclass(slots=True)
-class Outcome:
-    layer: LayerRef
-    name: str
-    tag: str | None = None
-    """The tag the image was named by, if it was: recorded with the layer's use."""
-    access: str = ""
-    cached: int = 0
-    error: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.error is None and self.cached >= (self.layer.descriptor.size or 0)
-
-
-@dataclass(slots=True)
-class Reporter:
-    """What a front end (a progress bar, plain lines) is told as layers progress."""
-
-    started: Callable[[int, int], None] = lambda layers, size: None
-    """(layers, their total bytes) once every image is resolved."""
-    received: Callable[[int], None] = lambda size: None
-    finished: Callable[[Outcome], None] = lambda outcome: None
-    received_by_layer: dict[LayerRef, int] = field(default_factory=dict)
 
 
 def target_of(text: str) -> Target:
@@ -178,8 +152,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not common.cache_dir_ready(args):
         return 1
-    from regfs.commands.progress import progress_front_end  # rich: not for the mount's start-up
-
     front = progress_front_end(quiet=args.quiet)
 
     async def fetch(client: RegistryClient) -> list[Outcome]:

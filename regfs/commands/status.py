@@ -1,7 +1,7 @@
-"""``regfs status`` and ``regfs cache stats`` for people: a mount's state (its root's
-``user.regfs.status`` JSON) and a cache dir's.
+"""``regfs status``: what a running mount says of itself (its root's ``user.regfs.status``
+JSON); and that state and a cache dir's (``regfs cache stats``) as text for people.
 
-Application layer, pure.
+Application layer; everything but ``run`` is pure.
 """
 
 from __future__ import annotations
