@@ -1,12 +1,10 @@
 """``regfs index push IMAGE``: give an image a SOCI index, so that mounts read it lazily.
 
-Application layer. For each gzip layer of the image (of the chosen
-platform, for an index) it downloads the blob, checks it against its digest, makes a zTOC
+Application layer. For each gzip layer of the image (of the chosen platform, for an
+index) it downloads the blob, checks it against its digest, makes a zTOC
 (``layers/ztoc_builder.py``: checkpoints every span, each span checked to inflate back to
-the layer's bytes), and pushes the zTOCs, the SOCI v1 index that lists them, and that
-index as a referrer of the image: through the registry's referrers API if it has one (it
-answers the manifest upload with ``OCI-Subject``), else by adding it to the image index
-tagged ``sha256-<hex>``, the OCI fallback that soci-snapshotter (through oras) reads too.
+the layer's bytes), and pushes the zTOCs and the SOCI v1 index that lists them as a
+referrer of the image (``registry/push.py`` says how they are sent).
 """
 
 from __future__ import annotations
@@ -22,29 +20,23 @@ from pathlib import Path
 import trio
 
 from regfs.commands import common
-from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, NotFound, RegfsError
-from regfs.domain.manifest import (
-    Descriptor,
-    ImageIndex,
-    parse_manifest,
-)
+from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.domain.manifest import Descriptor
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.domain.soci import (
     EMPTY_CONFIG,
     SOCI_INDEX_V1,
-    referrers_tag,
+    ZTOC_MEDIA_TYPE,
     soci_index_manifest,
-    with_referrer,
 )
 from regfs.layers.blobs import VerifyingSink
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
-from regfs.registry import endpoints
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
+from regfs.registry.push import push_blob, push_referrer
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +59,8 @@ async def push_index(
     span_size: int,
     min_layer_size: int,
 ) -> Pushed:
+    """Make the zTOCs of ``reference``'s gzip layers of ``min_layer_size`` bytes or more,
+    and push them with a SOCI v1 index that refers to the image."""
     image, subject = await resolve_image(client, host, repository, reference, platform)
     ztocs: list[tuple[Descriptor, Descriptor]] = []
     skipped: list[tuple[Descriptor, str]] = []
@@ -80,25 +74,19 @@ async def push_index(
                 data = await _ztoc_of(
                     client, host, repository, layer, Path(workdir), span_size=span_size
                 )
-                digest = await _push_blob(client, host, repository, data)
-                ztocs.append((Descriptor("application/octet-stream", digest, len(data)), layer))
+                digest = await push_blob(client, host, repository, data)
+                ztocs.append((Descriptor(ZTOC_MEDIA_TYPE, digest, len(data)), layer))
     if not ztocs:
         reasons = "; ".join(f"{layer.digest}: {why}" for layer, why in skipped)
         raise MalformedContent(
             f"{host}/{repository}@{subject.digest}: no layer to index ({reasons}; "
             "--min-layer-size sets the smallest)"
         )
-    await _push_blob(client, host, repository, EMPTY_CONFIG)
+    await push_blob(client, host, repository, EMPTY_CONFIG)
     index = soci_index_manifest(ztocs, subject, span_size, BUILD_TOOL)
-    index_digest = Digest.of(index)
-    path = endpoints.manifest_path(host, repository, str(index_digest))
-    answer = await client.send_to_origin(
-        "PUT", host, path, {"Content-Type": mediatypes.OCI_MANIFEST}, index
+    index_digest = await push_referrer(
+        client, host, repository, index, subject=subject.digest, artifact_type=SOCI_INDEX_V1
     )
-    if "oci-subject" not in answer:  # no referrers API: the fallback tag lists it
-        referrer = Descriptor(mediatypes.OCI_MANIFEST, index_digest, len(index),
-                              artifact_type=SOCI_INDEX_V1)  # fmt: skip
-        await _add_to_referrers_tag(client, host, repository, subject.digest, referrer)
     return Pushed(index_digest, ztocs, skipped, subject.digest)
 
 
@@ -121,45 +109,6 @@ async def _ztoc_of(
         return await trio.to_thread.run_sync(build_ztoc, blob, span_size)
     finally:
         blob.unlink(missing_ok=True)
-
-
-async def _push_blob(client: RegistryClient, host: str, repository: str, data: bytes) -> Digest:
-    """Upload ``data`` as a blob (a POST, then one PUT), unless the registry has it."""
-    digest = Digest.of(data)
-    try:
-        await client.blob_exists(host, repository, digest)
-        return digest
-    except NotFound:
-        pass
-    started = await client.send_to_origin(
-        "POST", host, endpoints.uploads_path(host, repository), {}, b""
-    )
-    location = started.get("location")
-    if not location:
-        raise MalformedContent(f"{host}/{repository}: blob upload started without a Location")
-    separator = "&" if "?" in location else "?"
-    await client.send_to_origin(
-        "PUT", host, f"{location}{separator}digest={digest}",
-        {"Content-Type": "application/octet-stream"}, data,
-    )  # fmt: skip
-    return digest
-
-
-async def _add_to_referrers_tag(
-    client: RegistryClient, host: str, repository: str, subject: Digest, referrer: Descriptor
-) -> None:
-    tag = referrers_tag(subject)
-    existing = raw = None
-    try:
-        fetched = await client.get_manifest(host, repository, tag)
-        raw = fetched.raw
-        listing = parse_manifest(raw, fetched.media_type)
-        existing = listing if isinstance(listing, ImageIndex) else None
-    except NotFound:
-        pass
-    updated = with_referrer(existing, raw if existing else None, referrer, {})
-    path = endpoints.manifest_path(host, repository, tag)
-    await client.send_to_origin("PUT", host, path, {"Content-Type": mediatypes.OCI_INDEX}, updated)
 
 
 def run(args: argparse.Namespace) -> int:
