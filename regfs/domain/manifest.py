@@ -13,9 +13,12 @@ from typing import Any
 from regfs.domain import mediatypes, schema1
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.domain.platform import Platform
+from regfs.domain.platform import Platform, best_match
 
 SCHEMA1_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
+"""On an index entry BuildKit adds: what the entry says of another (``attestation-manifest``:
+provenance and SBOMs of the image named by ``vnd.docker.reference.digest``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,27 @@ class ImageIndex:
 
     media_type: str
     manifests: tuple[Descriptor, ...]
+
+    def images(self) -> list[tuple[Platform, Descriptor]]:
+        """The entries that are images to run on a platform, in the index's order: an image
+        manifest with a platform, and neither an artifact (an ``artifactType`` other than an
+        image config's, e.g. the SOCI v2 index ``soci convert`` lists beside its image,
+        with the image's platform) nor an entry about another (BuildKit's attestations)."""
+        return [
+            (entry.platform, entry)
+            for entry in self.manifests
+            if entry.platform is not None
+            and mediatypes.is_image_manifest(entry.media_type)
+            and (not entry.artifact_type or entry.artifact_type in mediatypes.IMAGE_CONFIGS)
+            and entry.annotation(REFERENCE_TYPE_ANNOTATION) is None
+        ]
+
+    def image_for(self, wanted: Platform) -> Descriptor | None:
+        """The image to show or fetch for ``wanted`` (``best_match``), or None: the one
+        choice the mount and every command make."""
+        images = self.images()
+        position = best_match(wanted, (platform for platform, _ in images))
+        return None if position is None else images[position][1]
 
 
 Manifest = ImageManifest | ImageIndex

@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 
-from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry
-from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
-from regfs.domain.platform import Platform, best_match
+from regfs.domain.manifest import ImageIndex, ImageManifest, parse_image_config
+from regfs.domain.platform import Platform
 from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot, fetched_text
@@ -75,10 +74,8 @@ class ImageDir(Directory):
 
     def _platform_links(self, index: ImageIndex) -> list[tuple[str, Node]]:
         links: dict[str, Node] = {}
-        for descriptor in index.manifests:
-            if descriptor.platform is None:
-                continue
-            name = descriptor.platform.normalized().dir_name
+        for platform, descriptor in index.images():
+            name = platform.normalized().dir_name
             if name in links:
                 log.debug(
                     "%s/%s@%s: second manifest for %s ignored",
@@ -91,17 +88,8 @@ class ImageDir(Directory):
             links[name] = PlatformLink(self.context, self.key, name, descriptor.digest)
         return list(links.items())
 
-    def _platform_choice(self, index: ImageIndex) -> Descriptor | None:
-        candidates = [
-            (d, d.platform)
-            for d in index.manifests
-            if d.platform is not None and not mediatypes.is_index(d.media_type)
-        ]
-        position = best_match(self.context.platform, (platform for _, platform in candidates))
-        return None if position is None else candidates[position][0]
-
     async def _platform_image(self, index: ImageIndex) -> Image | None:
-        descriptor = self._platform_choice(index)
+        descriptor = index.image_for(self.context.platform)
         if descriptor is None:
             return None
         return await self.context.metadata.image(self.host, self.repository, descriptor.digest)
@@ -137,7 +125,7 @@ class ImageDir(Directory):
     async def _platform(self, image: Image) -> Platform | None:
         """The image's platform: the chosen one for an index, the config's otherwise."""
         if isinstance(image.manifest, ImageIndex):
-            chosen = self._platform_choice(image.manifest)
+            chosen = image.manifest.image_for(self.context.platform)
             return chosen.platform.normalized() if chosen and chosen.platform else None
         config = await ConfigFile(self.context, image).data()
         platform = parse_image_config(config).platform
