@@ -30,7 +30,7 @@ from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.layers.toc_check import check_cached_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
-from regfs.tree.namespace import STATUS_XATTR
+from regfs.tree.xattrs import STATUS_XATTR
 
 KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp",
          "images": layer_images.DIRECTORY}  # fmt: skip

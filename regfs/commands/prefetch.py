@@ -31,7 +31,7 @@ from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
-from regfs.tree.namespace import STATUS_XATTR
+from regfs.tree.xattrs import DIGEST_XATTR, MEDIA_TYPE_XATTR, STATUS_XATTR
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,8 @@ def _target_in_mount(path: Path) -> Target:
         if os.path.ismount(directory):
             break
         try:
-            media_type = os.getxattr(directory, "user.regfs.media_type").decode()
-            digest = os.getxattr(directory, "user.regfs.digest").decode()
+            media_type = os.getxattr(directory, MEDIA_TYPE_XATTR).decode()
+            digest = os.getxattr(directory, DIGEST_XATTR).decode()
         except OSError:
             continue
         if not mediatypes.is_image_manifest(media_type) and not mediatypes.is_index(media_type):

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from regfs.tree.namespace import STATUS_XATTR
+from regfs.tree.xattrs import STATUS_XATTR
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 

@@ -24,7 +24,6 @@ from regfs.tree.metadata import Image
 from regfs.tree.node import (
     DIRECTORY_PERMISSIONS,
     FILE_PERMISSIONS,
-    PROBED_BY_LS,
     SYMLINK_PERMISSIONS,
     Directory,
     File,
@@ -34,6 +33,13 @@ from regfs.tree.node import (
     Symlink,
 )
 from regfs.tree.rootfs import MergedImage, RootfsDir
+from regfs.tree.xattrs import (
+    DIGEST_XATTR,
+    FETCHED_XATTR,
+    MEDIA_TYPE_XATTR,
+    PLATFORM_XATTR,
+    PROBED_BY_LS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +103,21 @@ class ImageDir(Directory):
     async def xattr(self, name: str) -> bytes | None:
         if name in PROBED_BY_LS:  # `ls -l` must not fetch the config for its platform
             return None
-        if name == "user.regfs.digest":  # these two need no config and no layer index
+        if name == DIGEST_XATTR:  # these two need no config and no layer index
             return str(self.digest).encode()
-        if name == "user.regfs.media_type":
+        if name == MEDIA_TYPE_XATTR:
             return (await self._image()).media_type.encode()
         return await super().xattr(name)
 
     async def xattrs(self) -> dict[str, bytes]:
         image = await self._image()
         attributes = {
-            "user.regfs.digest": str(self.digest).encode(),
-            "user.regfs.media_type": image.media_type.encode(),
+            DIGEST_XATTR: str(self.digest).encode(),
+            MEDIA_TYPE_XATTR: image.media_type.encode(),
         }
         platform = await self._platform(image)
         if platform is not None:
-            attributes["user.regfs.platform"] = str(platform).encode()
+            attributes[PLATFORM_XATTR] = str(platform).encode()
         shown = image
         if isinstance(image.manifest, ImageIndex):
             shown = await self._platform_image(image.manifest) or image
@@ -119,7 +125,7 @@ class ImageDir(Directory):
             layers = image_layers(shown)
             fetched = sum([await self.context.layers.fetched(layer) for layer in layers])
             size = sum(layer.descriptor.size or 0 for layer in layers)
-            attributes["user.regfs.fetched"] = fetched_text(fetched, size)
+            attributes[FETCHED_XATTR] = fetched_text(fetched, size)
         return attributes
 
     async def _platform(self, image: Image) -> Platform | None:

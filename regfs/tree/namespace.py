@@ -31,11 +31,11 @@ from regfs.tree.node import (
     Stat,
     Symlink,
 )
+from regfs.tree.xattrs import STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
 DIGEST_LINK_LENGTH = len("sha256-") + 64
-STATUS_XATTR = "user.regfs.status"
 
 
 class Root(Directory):

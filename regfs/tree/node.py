@@ -63,10 +63,6 @@ class Node:
         return (await self.xattrs()).get(name)
 
 
-PROBED_BY_LS = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
-"""Attributes ``ls -l`` asks of every entry: never worth fetching a layer for."""
-
-
 class Directory(Node):
     async def lookup(self, name: str) -> Node:
         raise NotFound(name)
