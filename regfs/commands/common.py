@@ -57,7 +57,7 @@ def cache_dir_ready(args: argparse.Namespace) -> bool:
     return True
 
 
-def configure_logging(log_file: Path | None, debug: bool) -> None:
+def configure_logging(log_file: Path | None, *, debug: bool) -> None:
     handler: logging.Handler
     if log_file is None:
         handler = logging.StreamHandler(sys.stderr)

@@ -44,7 +44,7 @@ def _default_log_file() -> Path:
     return Path(state) / "regfs" / "regfs.log"
 
 
-def _mount_options(allow_other: bool) -> set[str]:
+def _mount_options(*, allow_other: bool) -> set[str]:
     # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
     options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
     options |= {"fsname=regfs", "subtype=regfs"}
@@ -64,7 +64,9 @@ def serve(
     )
     client = RegistryClient(config, credentials)
     metadata = RegistryMetadata(
-        client, MetadataLimits(ttl=args.metadata_ttl), args.verify_schema1_signatures
+        client,
+        MetadataLimits(ttl=args.metadata_ttl),
+        verify_schema1_signatures=args.verify_schema1_signatures,
     )
     layers = LayerStore(
         client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
@@ -75,7 +77,7 @@ def serve(
     operations = Operations(
         Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
     )
-    pyfuse3.init(operations, mountpoint, _mount_options(args.allow_other))
+    pyfuse3.init(operations, mountpoint, _mount_options(allow_other=args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
     if client.config.registries.sources:
@@ -152,9 +154,9 @@ def mount(args: argparse.Namespace) -> int:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
     if args.foreground:  # e.g. under systemd (Type=notify): ready once the mount is live
-        common.configure_logging(args.log_file, args.debug)
+        common.configure_logging(args.log_file, debug=args.debug)
         return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
-    common.configure_logging(args.log_file or _default_log_file(), args.debug)
+    common.configure_logging(args.log_file or _default_log_file(), debug=args.debug)
     return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
 
 

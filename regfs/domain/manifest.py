@@ -157,7 +157,7 @@ def _annotations(document: dict[str, Any], what: str) -> tuple[tuple[str, str], 
     return tuple(sorted(annotations.items()))
 
 
-def _detect_media_type(document: dict[str, Any], content_type: str, is_jws: bool) -> str:
+def _detect_media_type(document: dict[str, Any], content_type: str, *, is_jws: bool) -> str:
     """The JSON's own ``mediaType`` wins; then Content-Type; then the document's shape."""
     declared = document.get("mediaType")
     if isinstance(declared, str) and declared:
@@ -237,9 +237,9 @@ def verified_manifest(raw: bytes, content_type: str, digest: Digest) -> Manifest
     return _parse_signed(signed, content_type, is_jws=signed is not raw)
 
 
-def _parse_signed(signed: bytes, content_type: str, is_jws: bool) -> Manifest:
+def _parse_signed(signed: bytes, content_type: str, *, is_jws: bool) -> Manifest:
     document = load_json_object(signed, "manifest")
-    media_type = _detect_media_type(document, content_type, is_jws)
+    media_type = _detect_media_type(document, content_type, is_jws=is_jws)
     if mediatypes.is_index(media_type):
         return ImageIndex(media_type, _list_of_descriptors(document, "manifests", "index"))
     if mediatypes.is_image_manifest(media_type):

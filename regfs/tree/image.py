@@ -22,9 +22,6 @@ from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot, fetched_text
 from regfs.tree.metadata import Image
 from regfs.tree.node import (
-    DIRECTORY_PERMISSIONS,
-    FILE_PERMISSIONS,
-    SYMLINK_PERMISSIONS,
     Directory,
     File,
     Kind,
@@ -58,7 +55,7 @@ class ImageDir(Directory):
         return await self.context.metadata.image(self.host, self.repository, self.digest)
 
     async def stat(self) -> Stat:
-        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
+        return Stat.fixed(Kind.DIRECTORY, 0, self.context.mount_time_ns)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         image = await self._image()
@@ -176,9 +173,7 @@ class ManifestFile(File):
         self.key: Hashable = ("manifest", image.host, image.repository, image.digest)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.FILE, len(self.image.raw), FILE_PERMISSIONS, True, self.context.mount_time_ns
-        )
+        return Stat.fixed(Kind.FILE, len(self.image.raw), self.context.mount_time_ns)
 
     async def read(self, offset: int, size: int) -> bytes:
         return self.image.raw[offset : offset + size]
@@ -199,7 +194,7 @@ class ConfigFile(File):
             size = self.manifest.config.size or 0
         else:
             size = len(self.manifest.schema1_config or b"")
-        return Stat(Kind.FILE, size, FILE_PERMISSIONS, True, self.context.mount_time_ns)
+        return Stat.fixed(Kind.FILE, size, self.context.mount_time_ns)
 
     async def data(self) -> bytes:
         if self.manifest.config is None:
@@ -222,9 +217,7 @@ class LayerLink(Symlink):
         self.key = ("layer-link", image.host, image.repository, image.digest, name)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.SYMLINK, len(self._target), SYMLINK_PERMISSIONS, True, self.context.mount_time_ns
-        )
+        return Stat.fixed(Kind.SYMLINK, len(self._target), self.context.mount_time_ns)
 
     async def target(self) -> str:
         return self._target
@@ -241,13 +234,7 @@ class PlatformLink(Symlink):
         self.key = ("platform", index_key, name)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.SYMLINK,
-            len(await self.target()),
-            SYMLINK_PERMISSIONS,
-            True,
-            self.context.mount_time_ns,
-        )
+        return Stat.fixed(Kind.SYMLINK, len(await self.target()), self.context.mount_time_ns)
 
     async def target(self) -> str:
         return f"../{self.digest.dir_name}"

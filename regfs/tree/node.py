@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import stat
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from regfs.domain.errors import NotFound
 
@@ -28,6 +28,7 @@ class Stat:
     kind: Kind
     size: int
     permissions: int
+    _: KW_ONLY
     immutable: bool
     """True under a digest dir: the kernel may cache it for as long as it likes."""
     mtime_ns: int = 0
@@ -40,10 +41,27 @@ class Stat:
     """Stands in until what it describes is known (a layer root before its layer is
     indexed): the kernel must ask again each time, never keep it."""
 
+    @classmethod
+    def fixed(cls, kind: Kind, size: int, mtime_ns: int) -> Stat:
+        """A dir, file or link of regfs's own under a digest dir (an image dir, its
+        ``manifest``, ``config`` and links): read-only, and cached by the kernel for ever."""
+        return cls(kind, size, _PERMISSIONS[kind], immutable=True, mtime_ns=mtime_ns)
+
+    @classmethod
+    def expiring(cls, kind: Kind, size: int, mtime_ns: int) -> Stat:
+        """A dir or link of regfs's own that can change (a host or repository dir, a tag):
+        read-only, and asked for again once the metadata TTL has passed."""
+        return cls(kind, size, _PERMISSIONS[kind], immutable=False, mtime_ns=mtime_ns)
+
 
 DIRECTORY_PERMISSIONS = 0o555
 FILE_PERMISSIONS = 0o444
 SYMLINK_PERMISSIONS = 0o777
+_PERMISSIONS = {
+    Kind.DIRECTORY: DIRECTORY_PERMISSIONS,
+    Kind.FILE: FILE_PERMISSIONS,
+    Kind.SYMLINK: SYMLINK_PERMISSIONS,
+}
 
 
 class Node:
