@@ -145,14 +145,12 @@ def mounts_using(cache_dir: Path) -> list[dict[str, object]]:
     return found
 
 
-def prune(cache_dir: Path, max_size: int) -> tuple[int, int]:
+def prune(cache_dir: Path, max_size: int) -> None:
     """Evict the least recently used chunks and indexes until the dir is within
-    ``max_size`` (90 % of it, as a mount evicts); (bytes before, bytes after)."""
+    ``max_size`` (90 % of it, as a mount evicts)."""
     cache = ChunkCache(cache_dir, max_size)
-    before = cache.usage()
-    if before > max_size:
+    if cache.usage() > max_size:
         cache.evict()
-    return before, ChunkCache(cache_dir, max_size).usage()
 
 
 def toc_disagreements(cache_dir: Path) -> dict[str, str]:
@@ -204,39 +202,45 @@ def run(args: argparse.Namespace) -> int:
         except (MalformedContent, ValueError, RegfsError) as error:
             print(f"regfs: {error}", file=sys.stderr)
             return 1
-    digests = list(image) if image is not None else None
     if args.cache_command == "prune":
-        if args.max_size is None and digests is None:
+        if args.max_size is None and image is None:
             print("regfs: cache prune needs --max-size or --image", file=sys.stderr)
             return 2
-        before = sizes(directory)
-        freed = forget(directory, digests) if digests is not None else 0
-        if args.max_size is not None:
-            prune(directory, args.max_size)
-        total_before, total_after = sum(before.values()), cache_total(directory)
-        result: dict[str, object] = {"before": total_before, "after": total_after,
-                                     "image_bytes_freed": freed}  # fmt: skip
-        text = f"{human_size(total_before)} before, {human_size(total_after)} after\n"
-        code = 0
+        result, text, code = _prune(directory, args.max_size, image)
     elif args.cache_command == "verify":
-        checked, removed = verify(directory)
-        disagreeing = toc_disagreements(directory)
-        result = {"checked": checked, "removed": removed, "toc_disagreements": disagreeing}
-        text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
-        text += "".join(f"  removed {name}\n" for name in removed)
-        text += "".join(f"  {digest}: its TOC disagrees with its tar, which is shown: "
-                        f"{verdict}\n" for digest, verdict in disagreeing.items())  # fmt: skip
-        code = 1 if removed or disagreeing else 0
+        result, text, code = _verify(directory)
     else:
         result = cache_stats(directory, image)
-        text = format_cache_stats(result)
-        code = 0
+        text, code = format_cache_stats(result), 0
     print(json.dumps(result, indent=1) if args.json else text, end="\n" if args.json else "")
     return code
 
 
-def cache_total(directory: Path) -> int:
-    return sum(sizes(directory).values())
+Report = tuple[dict[str, object], str, int]
+"""What a subcommand found: as JSON, as text, and the exit code."""
+
+
+def _prune(directory: Path, max_size: int | None, image: dict[str, int] | None) -> Report:
+    """Forget ``image``'s layers, if given, then evict down to ``max_size``, if given."""
+    before = sum(sizes(directory).values())
+    freed = forget(directory, list(image)) if image is not None else 0
+    if max_size is not None:
+        prune(directory, max_size)
+    after = sum(sizes(directory).values())
+    result: dict[str, object] = {"before": before, "after": after, "image_bytes_freed": freed}
+    return result, f"{human_size(before)} before, {human_size(after)} after\n", 0
+
+
+def _verify(directory: Path) -> Report:
+    """Re-hash the chunks and compare TOCs with tars; exit code 1 if anything was wrong."""
+    checked, removed = verify(directory)
+    disagreeing = toc_disagreements(directory)
+    result = {"checked": checked, "removed": removed, "toc_disagreements": disagreeing}
+    text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
+    text += "".join(f"  removed {name}\n" for name in removed)
+    text += "".join(f"  {digest}: its TOC disagrees with its tar, which is shown: "
+                    f"{verdict}\n" for digest, verdict in disagreeing.items())  # fmt: skip
+    return result, text, 1 if removed or disagreeing else 0
 
 
 def _image_layers(args: argparse.Namespace) -> dict[str, int]:
