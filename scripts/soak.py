@@ -50,7 +50,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import images
+from tests.support.crafted import upload_blob
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, debian_rootfs
 from tests.support.mount import Installation, Mount
@@ -803,15 +803,7 @@ def push_fresh(registry_url: str, tag: str, payload: bytes) -> None:
     """Monolithic uploads and a manifest PUT, straight to the registry (not the proxy)."""
     layer, config, manifest = fresh_image(payload)
     for blob in (layer, config):
-        _, headers, _ = images.registry_request(
-            f"{registry_url}/v2/{FRESH_REPOSITORY}/blobs/uploads/", method="POST", data=b""
-        )
-        location = urllib.parse.urljoin(registry_url + "/", headers["Location"])
-        separator = "&" if "?" in location else "?"
-        images.registry_request(
-            f"{location}{separator}digest={sha256(blob)}", method="PUT", data=blob,
-            headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
+        upload_blob(registry_url, FRESH_REPOSITORY, blob)
     images.registry_request(
         f"{registry_url}/v2/{FRESH_REPOSITORY}/manifests/{tag}", method="PUT", data=manifest,
         headers={"Content-Type": OCI_MANIFEST},

@@ -130,7 +130,7 @@ class ChunkCache:
         count it, and evict if that took the total over the bound."""
         self._count(size, incoming=False)
 
-    def _count(self, size: int, incoming: bool) -> None:
+    def _count(self, size: int, *, incoming: bool) -> None:
         """Add ``size`` to the usage; over the bound, evict (making room for ``size`` more
         bytes if they are ``incoming``: not written yet)."""
         with self._lock:

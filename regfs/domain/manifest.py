@@ -13,9 +13,12 @@ from typing import Any
 from regfs.domain import mediatypes, schema1
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
-from regfs.domain.platform import Platform
+from regfs.domain.platform import Platform, best_match
 
 SCHEMA1_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
+"""On an index entry BuildKit adds: what the entry says of another (``attestation-manifest``:
+provenance and SBOMs of the image named by ``vnd.docker.reference.digest``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,27 @@ class ImageIndex:
 
     media_type: str
     manifests: tuple[Descriptor, ...]
+
+    def images(self) -> list[tuple[Platform, Descriptor]]:
+        """The entries that are images to run on a platform, in the index's order: an image
+        manifest with a platform, and neither an artifact (an ``artifactType`` other than an
+        image config's, e.g. the SOCI v2 index ``soci convert`` lists beside its image,
+        with the image's platform) nor an entry about another (BuildKit's attestations)."""
+        return [
+            (entry.platform, entry)
+            for entry in self.manifests
+            if entry.platform is not None
+            and mediatypes.is_image_manifest(entry.media_type)
+            and (not entry.artifact_type or entry.artifact_type in mediatypes.IMAGE_CONFIGS)
+            and entry.annotation(REFERENCE_TYPE_ANNOTATION) is None
+        ]
+
+    def image_for(self, wanted: Platform) -> Descriptor | None:
+        """The image to show or fetch for ``wanted`` (``best_match``), or None: the one
+        choice the mount and every command make."""
+        images = self.images()
+        position = best_match(wanted, (platform for platform, _ in images))
+        return None if position is None else images[position][1]
 
 
 Manifest = ImageManifest | ImageIndex
@@ -133,7 +157,7 @@ def _annotations(document: dict[str, Any], what: str) -> tuple[tuple[str, str], 
     return tuple(sorted(annotations.items()))
 
 
-def _detect_media_type(document: dict[str, Any], content_type: str, is_jws: bool) -> str:
+def _detect_media_type(document: dict[str, Any], content_type: str, *, is_jws: bool) -> str:
     """The JSON's own ``mediaType`` wins; then Content-Type; then the document's shape."""
     declared = document.get("mediaType")
     if isinstance(declared, str) and declared:
@@ -213,9 +237,9 @@ def verified_manifest(raw: bytes, content_type: str, digest: Digest) -> Manifest
     return _parse_signed(signed, content_type, is_jws=signed is not raw)
 
 
-def _parse_signed(signed: bytes, content_type: str, is_jws: bool) -> Manifest:
+def _parse_signed(signed: bytes, content_type: str, *, is_jws: bool) -> Manifest:
     document = load_json_object(signed, "manifest")
-    media_type = _detect_media_type(document, content_type, is_jws)
+    media_type = _detect_media_type(document, content_type, is_jws=is_jws)
     if mediatypes.is_index(media_type):
         return ImageIndex(media_type, _list_of_descriptors(document, "manifests", "index"))
     if mediatypes.is_image_manifest(media_type):

@@ -17,6 +17,7 @@ DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 SCHEMA1 = frozenset({DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1})
+IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 
 # Most preferred first. Registries that convert for poor clients (Pulp, old distribution)
 # only keep the original when every type is offered.

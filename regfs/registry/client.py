@@ -122,10 +122,10 @@ class RegistryClient:
             return f"https://{api_host(host)}{path}"
         return endpoints.base_url(host, self._plain_http) + path
 
-    def _endpoints(self, host: str, repository: str, by_digest: bool) -> list[Endpoint]:
+    def _endpoints(self, host: str, repository: str, *, by_digest: bool) -> list[Endpoint]:
         if host in self.config.aliases:
             return [Endpoint(host, repository)]  # an alias is its own, exact place
-        found = self.config.registries.endpoints(host, repository, by_digest)
+        found = self.config.registries.endpoints(host, repository, by_digest=by_digest)
         if not found:
             sources = ", ".join(self.config.registries.sources)
             raise AccessDenied(f"{host}/{repository}: blocked in {sources}")
@@ -135,8 +135,9 @@ class RegistryClient:
         self,
         host: str,
         repository: str,
-        by_digest: bool,
         attempt: Callable[[Endpoint], Awaitable[T]],
+        *,
+        by_digest: bool,
     ) -> T:
         """``attempt`` at each place in turn: a mirror's failure hands over to the next.
 
@@ -145,7 +146,7 @@ class RegistryClient:
         mirror gets at most half of what is left of the request's deadline, so a stalled
         one still leaves the registry time to answer within it.
         """
-        places = self._endpoints(host, repository, by_digest)
+        places = self._endpoints(host, repository, by_digest=by_digest)
         for place in places[:-1]:
             if self._mirror_rests.get(place.host, 0.0) > trio.current_time():
                 continue
@@ -185,7 +186,7 @@ class RegistryClient:
             tags = listings.without_referrer_tags(await self._paginate(place.host, path, "tags"))
             return listings.valid_names(tags, listings.is_listable_tag, f"{place.host}: {path}")
 
-        return await self._pull(host, repository, False, at)
+        return await self._pull(host, repository, at, by_digest=False)
 
     async def _paginate(self, host: str, path: str, key: str) -> list[str]:
         url: str | None = self._url(host, path)
@@ -226,7 +227,7 @@ class RegistryClient:
                 return _header_digest(header, f"{place.host}: {path}")
             return (await self._manifest_at(place, tag)).digest
 
-        return await self._pull(host, repository, False, at)
+        return await self._pull(host, repository, at, by_digest=False)
 
     async def get_manifest(self, host: str, repository: str, reference: str) -> FetchedManifest:
         """The manifest's exact bytes, with the digest they hash to.
@@ -234,9 +235,11 @@ class RegistryClient:
         By tag, the digest is checked against ``Docker-Content-Digest`` when present; by
         digest, the caller checks it against the one it asked for.
         """
-        by_digest = ":" in reference
         return await self._pull(
-            host, repository, by_digest, lambda place: self._manifest_at(place, reference)
+            host,
+            repository,
+            lambda place: self._manifest_at(place, reference),
+            by_digest=":" in reference,
         )
 
     async def _manifest_at(self, place: Endpoint, reference: str) -> FetchedManifest:
@@ -281,7 +284,7 @@ class RegistryClient:
                     return None
                 return _referrers_index(fetched.raw, fetched.media_type, what)
 
-        return await self._pull(host, repository, True, at)
+        return await self._pull(host, repository, at, by_digest=True)
 
     async def _referrer_pages(self, url: str, what: str) -> ImageIndex:
         """The referrers API's answer, its pages (``Link: rel="next"``) joined."""
@@ -452,7 +455,7 @@ class RegistryClient:
 
         foreign = [url for url in urls if urlsplit(url).scheme in ("http", "https")]
         try:
-            return await self._pull(host, repository, True, at)
+            return await self._pull(host, repository, at, by_digest=True)
         except NotFound:
             if not foreign:
                 raise

@@ -86,7 +86,7 @@ class RetryLater(Exception):
     """A failure worth sending the whole request again for (a 5xx, 429 or 408 from the
     registry or its token endpoint), carrying the error to raise if no attempt is left."""
 
-    def __init__(self, error: RegfsError, retry_after: str | None, once: bool = False) -> None:
+    def __init__(self, error: RegfsError, retry_after: str | None, *, once: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after

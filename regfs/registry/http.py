@@ -257,7 +257,7 @@ def _sponsored(url: str) -> dict[str, Chain]:
 
 
 async def read_limited(
-    response: httpx.Response, limit: int, truncate: bool, decoded: bool
+    response: httpx.Response, limit: int, *, truncate: bool, decoded: bool
 ) -> bytes:
     """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
     or refused beyond it, if possible before reading any of it."""

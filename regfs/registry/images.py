@@ -5,11 +5,10 @@ Registry layer.
 
 from __future__ import annotations
 
-from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, NotFound
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, verified_manifest
-from regfs.domain.platform import Platform, best_match
+from regfs.domain.platform import Platform
 from regfs.registry.client import RegistryClient
 
 
@@ -22,12 +21,10 @@ async def resolve_image(
     expected = Digest.parse(reference) if ":" in reference else fetched.digest
     manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
     if isinstance(manifest, ImageIndex):
-        candidates = [d for d in manifest.manifests if d.platform is not None
-                      and mediatypes.is_image_manifest(d.media_type)]  # fmt: skip
-        chosen = best_match(platform, (d.platform for d in candidates if d.platform))
+        chosen = manifest.image_for(platform)
         if chosen is None:
             raise NotFound(f"{host}/{repository}:{reference}: no image for {platform}")
-        expected = candidates[chosen].digest
+        expected = chosen.digest
         fetched = await client.get_manifest(host, repository, str(expected))
         manifest = verified_manifest(fetched.raw, fetched.media_type, expected)
     if not isinstance(manifest, ImageManifest) or manifest.config is None:

@@ -58,7 +58,7 @@ class RegistriesConf:
         matches = [t for t in self.registries if _prefix_matches(t.prefix, reference)]
         return max(matches, key=lambda t: len(t.prefix.lstrip("*"))) if matches else None
 
-    def endpoints(self, host: str, repository: str, by_digest: bool) -> list[Endpoint]:
+    def endpoints(self, host: str, repository: str, *, by_digest: bool) -> list[Endpoint]:
         """Where to pull ``host/repository`` from, in order: usable mirrors, then the
         (possibly rewritten) location. A blocked reference has no endpoint at all."""
         table = self.table_for(_reference(host, repository))

@@ -15,6 +15,7 @@ from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
 from regfs.tree.node import File, Kind, Node, Stat, Symlink
+from regfs.tree.xattrs import LAYER_XATTR
 
 KIND_OF_ENTRY = {
     EntryKind.FILE: Kind.FILE,
@@ -25,11 +26,6 @@ KIND_OF_ENTRY = {
     EntryKind.FIFO: Kind.FIFO,
     EntryKind.WHITEOUT: Kind.CHAR_DEVICE,  # overlayfs' form: a 0/0 character device
 }
-
-
-LAYER_XATTR = "user.regfs.layer"
-"""On ``rootfs/`` files and dirs: which layer gives the entry (asked for by name only, not
-listed, so that ``cp -a``, ``rsync -X`` and ``tar --xattrs`` copy the image's own)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,20 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 
-from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry
-from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest, parse_image_config
-from regfs.domain.platform import Platform, best_match
+from regfs.domain.manifest import ImageIndex, ImageManifest, parse_image_config
+from regfs.domain.platform import Platform
 from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.tree.context import TreeContext
 from regfs.tree.layer import LayerRoot, fetched_text
 from regfs.tree.metadata import Image
 from regfs.tree.node import (
-    DIRECTORY_PERMISSIONS,
-    FILE_PERMISSIONS,
-    PROBED_BY_LS,
-    SYMLINK_PERMISSIONS,
     Directory,
     File,
     Kind,
@@ -35,6 +30,13 @@ from regfs.tree.node import (
     Symlink,
 )
 from regfs.tree.rootfs import MergedImage, RootfsDir
+from regfs.tree.xattrs import (
+    DIGEST_XATTR,
+    FETCHED_XATTR,
+    MEDIA_TYPE_XATTR,
+    PLATFORM_XATTR,
+    PROBED_BY_LS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class ImageDir(Directory):
         return await self.context.metadata.image(self.host, self.repository, self.digest)
 
     async def stat(self) -> Stat:
-        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, True, self.context.mount_time_ns)
+        return Stat.fixed(Kind.DIRECTORY, 0, self.context.mount_time_ns)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         image = await self._image()
@@ -75,10 +77,8 @@ class ImageDir(Directory):
 
     def _platform_links(self, index: ImageIndex) -> list[tuple[str, Node]]:
         links: dict[str, Node] = {}
-        for descriptor in index.manifests:
-            if descriptor.platform is None:
-                continue
-            name = descriptor.platform.normalized().dir_name
+        for platform, descriptor in index.images():
+            name = platform.normalized().dir_name
             if name in links:
                 log.debug(
                     "%s/%s@%s: second manifest for %s ignored",
@@ -91,17 +91,8 @@ class ImageDir(Directory):
             links[name] = PlatformLink(self.context, self.key, name, descriptor.digest)
         return list(links.items())
 
-    def _platform_choice(self, index: ImageIndex) -> Descriptor | None:
-        candidates = [
-            (d, d.platform)
-            for d in index.manifests
-            if d.platform is not None and not mediatypes.is_index(d.media_type)
-        ]
-        position = best_match(self.context.platform, (platform for _, platform in candidates))
-        return None if position is None else candidates[position][0]
-
     async def _platform_image(self, index: ImageIndex) -> Image | None:
-        descriptor = self._platform_choice(index)
+        descriptor = index.image_for(self.context.platform)
         if descriptor is None:
             return None
         return await self.context.metadata.image(self.host, self.repository, descriptor.digest)
@@ -109,21 +100,21 @@ class ImageDir(Directory):
     async def xattr(self, name: str) -> bytes | None:
         if name in PROBED_BY_LS:  # `ls -l` must not fetch the config for its platform
             return None
-        if name == "user.regfs.digest":  # these two need no config and no layer index
+        if name == DIGEST_XATTR:  # these two need no config and no layer index
             return str(self.digest).encode()
-        if name == "user.regfs.media_type":
+        if name == MEDIA_TYPE_XATTR:
             return (await self._image()).media_type.encode()
         return await super().xattr(name)
 
     async def xattrs(self) -> dict[str, bytes]:
         image = await self._image()
         attributes = {
-            "user.regfs.digest": str(self.digest).encode(),
-            "user.regfs.media_type": image.media_type.encode(),
+            DIGEST_XATTR: str(self.digest).encode(),
+            MEDIA_TYPE_XATTR: image.media_type.encode(),
         }
         platform = await self._platform(image)
         if platform is not None:
-            attributes["user.regfs.platform"] = str(platform).encode()
+            attributes[PLATFORM_XATTR] = str(platform).encode()
         shown = image
         if isinstance(image.manifest, ImageIndex):
             shown = await self._platform_image(image.manifest) or image
@@ -131,13 +122,13 @@ class ImageDir(Directory):
             layers = image_layers(shown)
             fetched = sum([await self.context.layers.fetched(layer) for layer in layers])
             size = sum(layer.descriptor.size or 0 for layer in layers)
-            attributes["user.regfs.fetched"] = fetched_text(fetched, size)
+            attributes[FETCHED_XATTR] = fetched_text(fetched, size)
         return attributes
 
     async def _platform(self, image: Image) -> Platform | None:
         """The image's platform: the chosen one for an index, the config's otherwise."""
         if isinstance(image.manifest, ImageIndex):
-            chosen = self._platform_choice(image.manifest)
+            chosen = image.manifest.image_for(self.context.platform)
             return chosen.platform.normalized() if chosen and chosen.platform else None
         config = await ConfigFile(self.context, image).data()
         platform = parse_image_config(config).platform
@@ -182,9 +173,7 @@ class ManifestFile(File):
         self.key: Hashable = ("manifest", image.host, image.repository, image.digest)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.FILE, len(self.image.raw), FILE_PERMISSIONS, True, self.context.mount_time_ns
-        )
+        return Stat.fixed(Kind.FILE, len(self.image.raw), self.context.mount_time_ns)
 
     async def read(self, offset: int, size: int) -> bytes:
         return self.image.raw[offset : offset + size]
@@ -205,7 +194,7 @@ class ConfigFile(File):
             size = self.manifest.config.size or 0
         else:
             size = len(self.manifest.schema1_config or b"")
-        return Stat(Kind.FILE, size, FILE_PERMISSIONS, True, self.context.mount_time_ns)
+        return Stat.fixed(Kind.FILE, size, self.context.mount_time_ns)
 
     async def data(self) -> bytes:
         if self.manifest.config is None:
@@ -228,9 +217,7 @@ class LayerLink(Symlink):
         self.key = ("layer-link", image.host, image.repository, image.digest, name)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.SYMLINK, len(self._target), SYMLINK_PERMISSIONS, True, self.context.mount_time_ns
-        )
+        return Stat.fixed(Kind.SYMLINK, len(self._target), self.context.mount_time_ns)
 
     async def target(self) -> str:
         return self._target
@@ -247,13 +234,7 @@ class PlatformLink(Symlink):
         self.key = ("platform", index_key, name)
 
     async def stat(self) -> Stat:
-        return Stat(
-            Kind.SYMLINK,
-            len(await self.target()),
-            SYMLINK_PERMISSIONS,
-            True,
-            self.context.mount_time_ns,
-        )
+        return Stat.fixed(Kind.SYMLINK, len(await self.target()), self.context.mount_time_ns)
 
     async def target(self) -> str:
         return f"../{self.digest.dir_name}"

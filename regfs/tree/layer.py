@@ -26,9 +26,15 @@ from regfs.tree.entry_nodes import (
     entry_stat,
     entry_xattrs,
 )
-from regfs.tree.node import DIRECTORY_PERMISSIONS, PROBED_BY_LS, Directory, Kind, Node, Stat
-
-OPAQUE_XATTR = "trusted.overlay.opaque"
+from regfs.tree.node import DIRECTORY_PERMISSIONS, Directory, Kind, Node, Stat
+from regfs.tree.xattrs import (
+    ACCESS_XATTR,
+    DIGEST_XATTR,
+    FETCHED_XATTR,
+    MEDIA_TYPE_XATTR,
+    OPAQUE_XATTR,
+    PROBED_BY_LS,
+)
 
 
 def layer_node(source: EntrySource, entry: IndexEntry) -> Node:
@@ -120,11 +126,11 @@ class LayerRoot(Directory):
         root = self._known_root()
         attributes = await root.xattrs() if root is not None else {}
         layers = self.context.layers
-        attributes["user.regfs.digest"] = str(self.layer.digest).encode()
-        attributes["user.regfs.media_type"] = self.layer.descriptor.media_type.encode()
-        attributes["user.regfs.access"] = layers.access(self.layer).encode()
+        attributes[DIGEST_XATTR] = str(self.layer.digest).encode()
+        attributes[MEDIA_TYPE_XATTR] = self.layer.descriptor.media_type.encode()
+        attributes[ACCESS_XATTR] = layers.access(self.layer).encode()
         fetched = await layers.fetched(self.layer)
-        attributes["user.regfs.fetched"] = fetched_text(fetched, self.layer.descriptor.size)
+        attributes[FETCHED_XATTR] = fetched_text(fetched, self.layer.descriptor.size)
         return attributes
 
     async def xattr(self, name: str) -> bytes | None:

@@ -79,6 +79,7 @@ class RegistryMetadata:
         self,
         client: RegistryClient,
         limits: MetadataLimits,
+        *,
         verify_schema1_signatures: bool = False,
     ) -> None:
         self._client = client

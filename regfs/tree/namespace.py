@@ -23,19 +23,17 @@ from regfs.domain.reference import (
 from regfs.tree.context import TreeContext
 from regfs.tree.image import ImageDir
 from regfs.tree.node import (
-    DIRECTORY_PERMISSIONS,
-    SYMLINK_PERMISSIONS,
     Directory,
     Kind,
     Node,
     Stat,
     Symlink,
 )
+from regfs.tree.xattrs import STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
 DIGEST_LINK_LENGTH = len("sha256-") + 64
-STATUS_XATTR = "user.regfs.status"
 
 
 class Root(Directory):
@@ -46,7 +44,7 @@ class Root(Directory):
         self.key = ("root",)
 
     async def stat(self) -> Stat:
-        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, False, self.context.mount_time_ns)
+        return Stat.expiring(Kind.DIRECTORY, 0, self.context.mount_time_ns)
 
     async def lookup(self, name: str) -> Node:
         if name not in self.context.aliases and not is_registry_host(name):
@@ -87,7 +85,7 @@ class RepositoryDir(Directory):
         return f"{self.path}/{name}" if self.path else name
 
     async def stat(self) -> Stat:
-        return Stat(Kind.DIRECTORY, 0, DIRECTORY_PERMISSIONS, False, self.context.mount_time_ns)
+        return Stat.expiring(Kind.DIRECTORY, 0, self.context.mount_time_ns)
 
     async def _repositories(self) -> tuple[set[str], bool]:
         """Repositories known for the host, and whether the catalog offered them."""
@@ -213,9 +211,7 @@ class TagLink(Symlink):
     async def stat(self) -> Stat:
         # The target's length is fixed by its algorithm, so listing a repository with many
         # tags needs no request per tag; readlink resolves it.
-        return Stat(
-            Kind.SYMLINK, DIGEST_LINK_LENGTH, SYMLINK_PERMISSIONS, False, self.context.mount_time_ns
-        )
+        return Stat.expiring(Kind.SYMLINK, DIGEST_LINK_LENGTH, self.context.mount_time_ns)
 
     async def target(self) -> str:
         digest = await self.context.metadata.tag_digest(self.host, self.repository, self.tag)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import stat
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from regfs.domain.errors import NotFound
 
@@ -28,6 +28,7 @@ class Stat:
     kind: Kind
     size: int
     permissions: int
+    _: KW_ONLY
     immutable: bool
     """True under a digest dir: the kernel may cache it for as long as it likes."""
     mtime_ns: int = 0
@@ -44,10 +45,27 @@ class Stat:
     root keeps one ctime from provisional to real attributes, so that a `tar -c` that
     started before the layers were indexed does not find the dir "changed as we read it"."""
 
+    @classmethod
+    def fixed(cls, kind: Kind, size: int, mtime_ns: int) -> Stat:
+        """A dir, file or link of regfs's own under a digest dir (an image dir, its
+        ``manifest``, ``config`` and links): read-only, and cached by the kernel for ever."""
+        return cls(kind, size, _PERMISSIONS[kind], immutable=True, mtime_ns=mtime_ns)
+
+    @classmethod
+    def expiring(cls, kind: Kind, size: int, mtime_ns: int) -> Stat:
+        """A dir or link of regfs's own that can change (a host or repository dir, a tag):
+        read-only, and asked for again once the metadata TTL has passed."""
+        return cls(kind, size, _PERMISSIONS[kind], immutable=False, mtime_ns=mtime_ns)
+
 
 DIRECTORY_PERMISSIONS = 0o555
 FILE_PERMISSIONS = 0o444
 SYMLINK_PERMISSIONS = 0o777
+_PERMISSIONS = {
+    Kind.DIRECTORY: DIRECTORY_PERMISSIONS,
+    Kind.FILE: FILE_PERMISSIONS,
+    Kind.SYMLINK: SYMLINK_PERMISSIONS,
+}
 
 
 class Node:
@@ -65,10 +83,6 @@ class Node:
     async def xattr(self, name: str) -> bytes | None:
         """One extended attribute, or None; nodes override it where listing all is costly."""
         return (await self.xattrs()).get(name)
-
-
-PROBED_BY_LS = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
-"""Attributes ``ls -l`` asks of every entry: never worth fetching a layer for."""
 
 
 class Directory(Node):

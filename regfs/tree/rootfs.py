@@ -22,7 +22,6 @@ from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
-    LAYER_XATTR,
     EntryFile,
     EntrySource,
     entry_node,
@@ -32,6 +31,7 @@ from regfs.tree.entry_nodes import (
 )
 from regfs.tree.layer import provisional_directory, root_stat
 from regfs.tree.node import Directory, Node, Stat
+from regfs.tree.xattrs import LAYER_XATTR
 
 
 class MergedImage:

@@ -289,6 +289,38 @@ def test_a_soci_v2_image_names_its_index(default_mount: Mount, soci_image: SociI
                       "spans fetched as read")  # fmt: skip
 
 
+def test_an_index_listing_the_soci_v2_index_beside_its_image_shows_the_image(
+    tmp_path: Path, default_mount: Mount, soci_image: SociImage
+) -> None:
+    """As ``soci convert`` makes it: an image index listing the SOCI v2 index (first,
+    here) beside its image, both with the image's platform. The mount's index dir shows
+    and links the image, and ``regfs prefetch`` fetches the image's layer: both skip the
+    index, an artifact (before, both took the first entry of the platform)."""
+    _, document = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
+    document["config"] = {"mediaType": SOCI_INDEX_V2, "digest": str(Digest.of(b"{}")), "size": 2}
+    del document["subject"]
+    v2_index = json.dumps(document).encode()
+    _put(soci_image.url, soci_image.repository, str(Digest.of(v2_index)), v2_index, OCI_MANIFEST)
+    image = _annotated(soci_image, {INDEX_DIGEST_ANNOTATION: str(Digest.of(v2_index))}, "v2")
+    amd64 = {"os": "linux", "architecture": "amd64"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(v2_index)), "size": len(v2_index),
+         "platform": amd64, "artifactType": SOCI_INDEX_V2},
+        {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(image)), "size": len(image),
+         "platform": amd64},
+    ]}).encode()  # fmt: skip
+    _put(soci_image.url, soci_image.repository, "converted", index, OCI_INDEX)
+    converted = soci_image.image(default_mount, "converted")
+    assert os.readlink(converted / "linux-amd64") == f"../{Digest.of(image).dir_name}"
+    rootfs = converted / "rootfs"
+    assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
+    name = f"{soci_image.proxy.host}/{soci_image.repository}:converted"
+    done = run_regfs("prefetch", "--cache-dir", str(tmp_path / "cache"), "--platform",
+                     "linux/amd64", name, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{Digest.of(image)} layer 0: cached and verified" in done.stdout
+
+
 def test_an_image_without_the_index_reads_the_shared_layer_itself(
     mount: Mount, soci_image: SociImage
 ) -> None:

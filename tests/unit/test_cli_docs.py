@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from regfs.cli import build_parser
-from regfs.cli_docs import bash_completion, commands, man_page
+from regfs.commands.docs import bash_completion, commands, man_page
 
 
 def test_every_command_and_option_is_in_both() -> None:
@@ -32,7 +32,7 @@ def test_the_shipped_man_page_is_the_parser_s() -> None:
     """The wheel ships man/regfs.1 as it is in the tree (setuptools cannot make it): it
     must be what the parser makes now."""
     assert SHIPPED_PAGE.read_text() == man_page(build_parser()), (
-        "man/regfs.1 is out of date: python -m regfs.cli_docs > man/regfs.1"
+        "man/regfs.1 is out of date: python -m regfs.commands.docs > man/regfs.1"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regfs.mount_helper import mount_arguments
+from regfs.commands.mount_helper import mount_arguments
 
 
 def test_options_become_long_options_and_generic_ones_are_left_to_mount() -> None:

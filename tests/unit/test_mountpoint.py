@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from regfs.mountpoint import MountpointError, check_can_mount, mount_points
+from regfs.commands.mountpoint import MountpointError, check_can_mount, mount_points
 
 MOUNTINFO = """\
 22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -32,7 +32,7 @@ def test_check_can_mount(tmp_path: Path) -> None:
 def test_check_can_mount_needs_the_fuse_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("regfs.mountpoint.FUSE_DEVICE", str(tmp_path / "no-fuse"))
+    monkeypatch.setattr("regfs.commands.mountpoint.FUSE_DEVICE", str(tmp_path / "no-fuse"))
     (tmp_path / "mnt").mkdir()
     with pytest.raises(MountpointError, match="no-fuse does not exist"):
         check_can_mount(str(tmp_path / "mnt"))

@@ -1,6 +1,7 @@
 """Checks on a mountpoint before mounting, and finding mounts in ``/proc/self/mountinfo``.
 
-Top level (beside cli.py): local filesystem facts only, no FUSE and no network.
+Application layer (``regfs mount``, ``umount`` and ``cache stats``): local filesystem
+facts only, no FUSE and no network.
 """
 
 from __future__ import annotations

@@ -1,13 +1,19 @@
-"""``regfs status`` and ``regfs cache stats`` for people: a mount's state (its root's
-``user.regfs.status`` JSON) and a cache dir's.
+"""``regfs status``: what a running mount says of itself (its root's ``user.regfs.status``
+JSON); and that state and a cache dir's (``regfs cache stats``) as text for people.
 
-Application layer, pure.
+Application layer; everything but ``run`` is pure.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 from typing import Any
+
+from regfs.tree.xattrs import STATUS_XATTR
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -81,3 +87,18 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
         reads = mount["chunk_reads"]
         lines.append(f"mount       {mount['mountpoint']}: hit rate {_hit_rate(reads)}")
     return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what a running mount says of itself (its root's ``user.regfs.status``)."""
+    try:
+        raw = os.getxattr(args.mountpoint, STATUS_XATTR)
+    except OSError as error:
+        print(f"regfs: {args.mountpoint}: no regfs mount answers ({error.strerror})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.json:
+        print(raw.decode())
+        return 0
+    print(format_status(json.loads(raw)), end="")
+    return 0

@@ -1,8 +1,8 @@
 """Running the mount in the background, and telling the caller once it is live.
 
-Top level (beside cli.py). The parent forks before any thread or trio loop exists; the
-child detaches, mounts, and writes ``ready`` (or the reason it failed) to a pipe that the
-parent reads, so ``regfs mount`` returns only when the mount can be used.
+Application layer (``commands/mount.py``). The parent forks before any thread or trio loop
+exists; the child detaches, mounts, and writes ``ready`` (or the reason it failed) to a
+pipe that the parent reads, so ``regfs mount`` returns only when the mount can be used.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Keeping the C allocator from holding on to memory the daemon has freed.
 
-Top level (beside daemon.py). Chunks are 1 MiB buffers, allocated and freed by many
-worker threads. glibc's defaults let each thread's arena keep what it freed (up to 8
-arenas per core) and raise the mmap threshold to 32 MiB as big blocks are freed, so such
-buffers stop being returned to the system: 16 concurrent readers took the daemon to
-~330 MiB resident, against ~130 MiB with the two settings below (measured by
-tests/mount/test_lazy_cache.py). Other C libraries are left alone.
+Application layer (the mount's daemon, ``commands/mount.py``). Chunks are 1 MiB buffers,
+allocated and freed by many worker threads. glibc's defaults let each thread's arena keep
+what it freed (up to 8 arenas per core) and raise the mmap threshold to 32 MiB as big
+blocks are freed, so such buffers stop being returned to the system: 16 concurrent readers
+took the daemon to ~330 MiB resident, against ~130 MiB with the two settings below
+(measured by tests/mount/test_lazy_cache.py). Other C libraries are left alone.
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ it is read, and verifying removes only chunks whose bytes no longer match their 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import json
+import logging
 import os
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +21,16 @@ from pathlib import Path
 from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
-from regfs.layers.index.layer_index import LayerIndex
-from regfs.layers.index.meta import IndexMeta
+from regfs.commands import common
+from regfs.commands.mountpoint import mounted_type
+from regfs.commands.status import format_cache_stats, human_size
+from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.domain.reference import parse_image_reference
+from regfs.layers.store import IndexMeta, LayerIndex
 from regfs.layers.toc_check import check_cached_toc
-from regfs.mountpoint import mounted_type
-from regfs.tree.namespace import STATUS_XATTR
+from regfs.registry.client import RegistryClient
+from regfs.registry.images import resolve_image
+from regfs.tree.xattrs import STATUS_XATTR
 
 KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp",
          "images": layer_images.DIRECTORY}  # fmt: skip
@@ -136,14 +145,12 @@ def mounts_using(cache_dir: Path) -> list[dict[str, object]]:
     return found
 
 
-def prune(cache_dir: Path, max_size: int) -> tuple[int, int]:
+def prune(cache_dir: Path, max_size: int) -> None:
     """Evict the least recently used chunks and indexes until the dir is within
-    ``max_size`` (90 % of it, as a mount evicts); (bytes before, bytes after)."""
+    ``max_size`` (90 % of it, as a mount evicts)."""
     cache = ChunkCache(cache_dir, max_size)
-    before = cache.usage()
-    if before > max_size:
+    if cache.usage() > max_size:
         cache.evict()
-    return before, ChunkCache(cache_dir, max_size).usage()
 
 
 def toc_disagreements(cache_dir: Path) -> dict[str, str]:
@@ -178,3 +185,93 @@ def verify(cache_dir: Path) -> tuple[int, list[str]]:
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
     return checked, removed
+
+
+def run(args: argparse.Namespace) -> int:
+    """``regfs cache stats | prune | verify``."""
+    directory: Path = args.cache_dir
+    if not directory.is_dir():
+        print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
+        return 1
+    if not common.cache_dir_ready(args):
+        return 1
+    image: dict[str, int] | None = None
+    if getattr(args, "image", None):
+        try:
+            image = _image_layers(args)
+        except (MalformedContent, ValueError, RegfsError) as error:
+            print(f"regfs: {error}", file=sys.stderr)
+            return 1
+    if args.cache_command == "prune":
+        if args.max_size is None and image is None:
+            print("regfs: cache prune needs --max-size or --image", file=sys.stderr)
+            return 2
+        result, text, code = _prune(directory, args.max_size, image)
+    elif args.cache_command == "verify":
+        result, text, code = _verify(directory)
+    else:
+        result = cache_stats(directory, image)
+        text, code = format_cache_stats(result), 0
+    print(json.dumps(result, indent=1) if args.json else text, end="\n" if args.json else "")
+    return code
+
+
+Report = tuple[dict[str, object], str, int]
+"""What a subcommand found: as JSON, as text, and the exit code."""
+
+
+def _prune(directory: Path, max_size: int | None, image: dict[str, int] | None) -> Report:
+    """Forget ``image``'s layers, if given, then evict down to ``max_size``, if given."""
+    before = sum(sizes(directory).values())
+    freed = forget(directory, list(image)) if image is not None else 0
+    if max_size is not None:
+        prune(directory, max_size)
+    after = sum(sizes(directory).values())
+    result: dict[str, object] = {"before": before, "after": after, "image_bytes_freed": freed}
+    return result, f"{human_size(before)} before, {human_size(after)} after\n", 0
+
+
+def _verify(directory: Path) -> Report:
+    """Re-hash the chunks and compare TOCs with tars; exit code 1 if anything was wrong."""
+    checked, removed = verify(directory)
+    disagreeing = toc_disagreements(directory)
+    result = {"checked": checked, "removed": removed, "toc_disagreements": disagreeing}
+    text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
+    text += "".join(f"  removed {name}\n" for name in removed)
+    text += "".join(f"  {digest}: its TOC disagrees with its tar, which is shown: "
+                    f"{verdict}\n" for digest, verdict in disagreeing.items())  # fmt: skip
+    return result, text, 1 if removed or disagreeing else 0
+
+
+def _image_layers(args: argparse.Namespace) -> dict[str, int]:
+    """The layers of ``args.image`` (of ``--platform``), digest to size, asked of its
+    registry."""
+    host, repository, reference = parse_image_reference(args.image)
+    config, credentials = common.command_setup(args, logging.ERROR)
+
+    async def layers(client: RegistryClient) -> dict[str, int]:
+        image, _ = await resolve_image(client, host, repository, reference, args.platform)
+        return {str(layer.digest): layer.size or 0 for layer in image.layers}
+
+    return common.with_client(config, credentials, layers)
+
+
+def cache_stats(directory: Path, image: dict[str, int] | None = None) -> dict[str, object]:
+    """What ``regfs cache stats`` shows; with ``image`` (its layers' digests and sizes),
+    the share of the image cached as one figure too."""
+    cached = layers(directory, list(image) if image is not None else None)
+    stats: dict[str, object] = {
+        "dir": str(directory),
+        "sizes": sizes(directory),
+        "layers": [dataclasses.asdict(layer) for layer in cached],
+        "mounts": [
+            {"mountpoint": state["mountpoint"], "chunk_reads": state["cache"]["chunk_reads"]}  # type: ignore[index]
+            for state in mounts_using(directory)
+        ],
+    }
+    if image is not None:
+        best = {layer.digest: layer.cached for layer in sorted(cached, key=lambda c: c.cached)}
+        total = sum(image.values())
+        share = sum(size * best.get(digest, 0.0) for digest, size in image.items())
+        stats["image"] = {"layers": len(image), "cached": share / total if total else 1.0}
+    return stats

@@ -2,7 +2,7 @@
 say what ``--help`` says and cannot drift from it.
 
 Application layer, pure (a parser in, text out). ``regfs completion bash`` prints the
-completion; ``python -m regfs.cli_docs`` prints the man page. The page is shipped in the
+completion; ``python -m regfs.commands.docs`` prints the man page. The page is shipped in the
 wheel as ``share/man/man1/regfs.1`` (so ``man regfs`` works for pip and pipx users) from
 ``man/regfs.1``, a generated file kept in the source tree: setuptools copies data files
 but cannot run regfs's code while building without a build step of our own (a custom
@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 
 from regfs import __version__
+from regfs.commands.parser import build_parser
 
 FILES = (
     ("~/.config/regfs/config.toml", "regfs's own settings: aliases for registries below a "
@@ -130,7 +131,10 @@ complete -o filenames -F _regfs regfs
 """
 
 
-if __name__ == "__main__":
-    from regfs.cli import build_parser
+def completion(args: argparse.Namespace) -> int:
+    print(bash_completion(build_parser()), end="")
+    return 0
 
+
+if __name__ == "__main__":
     sys.stdout.write(man_page(build_parser()))

@@ -1,6 +1,6 @@
 """``mount.fuse.regfs``: what mount(8), fstab and systemd ``.mount`` units run.
 
-Application layer, beside ``cli.py``. ``mount -t fuse.regfs regfs /mnt/reg -o OPTIONS``
+Application layer. ``mount -t fuse.regfs regfs /mnt/reg -o OPTIONS``
 runs ``mount.fuse.regfs regfs /mnt/reg -o OPTIONS`` (util-linux looks for
 ``/sbin/mount.<type>``; ``scripts/install.sh`` links it there). The source is a label
 (write ``regfs``); the options are regfs's own long options with ``_`` for ``-``
@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from regfs import cli
+from regfs.commands import mount
+from regfs.commands.parser import build_parser
 
 VALUED = frozenset({
     "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"mount.fuse.regfs: {error}", file=sys.stderr)
         return 1
-    return cli.main(arguments)
+    return mount.mount(build_parser().parse_args(arguments))
 
 
 if __name__ == "__main__":

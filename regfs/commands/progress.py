@@ -1,26 +1,51 @@
-"""How ``regfs prefetch`` shows its progress: a rich progress bar on a terminal, a plain
-line per layer otherwise (logs, CI), nothing with ``--quiet``.
+"""What ``regfs prefetch`` reports as layers progress, and how it shows it: a rich progress
+bar on a terminal, a plain line per layer otherwise (logs, CI), nothing with ``--quiet``.
 
-Application layer.
+Application layer. rich is imported only when a bar is made: ``regfs.cli`` imports every
+command's module, and rich's ~75 ms would otherwise delay every mount's start.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from regfs.commands.status import human_size
+from regfs.layers.layer_ref import LayerRef
 
-from regfs.prefetch import Outcome, Reporter
-from regfs.status_text import human_size
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one layer asked for: how much of it is cached, or why not all."""
+
+    layer: LayerRef
+    name: str
+    tag: str | None = None
+    """The tag the image was named by, if it was: recorded with the layer's use."""
+    access: str = ""
+    cached: int = 0
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.cached >= (self.layer.descriptor.size or 0)
+
+
+@dataclass(slots=True)
+class Reporter:
+    """What a front end (a progress bar, plain lines) is told as layers progress."""
+
+    started: Callable[[int, int], None] = lambda layers, size: None
+    """(layers, their total bytes) once every image is resolved."""
+    received: Callable[[int], None] = lambda size: None
+    finished: Callable[[Outcome], None] = lambda outcome: None
+    received_by_layer: dict[LayerRef, int] = field(default_factory=dict)
 
 
 class FrontEnd:
@@ -64,6 +89,15 @@ class Bar(FrontEnd):
     """One bar for everything asked for: bytes, rate, time left, and layers done."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         super().__init__()
         self._progress = Progress(
             TextColumn("{task.description}"),

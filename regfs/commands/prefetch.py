@@ -11,15 +11,19 @@ many whole blobs are downloaded at once).
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
+from regfs.commands import common
+from regfs.commands.progress import Outcome, Reporter, progress_front_end
 from regfs.domain import mediatypes
-from regfs.domain.errors import RegfsError
+from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.layers.layer_ref import LayerRef, layer_refs
@@ -27,7 +31,7 @@ from regfs.layers.layer_store import LayerStore
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
-from regfs.tree.namespace import STATUS_XATTR
+from regfs.tree.xattrs import DIGEST_XATTR, MEDIA_TYPE_XATTR, STATUS_XATTR
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,32 +49,6 @@ class Target:
         return name if self.layer is None else f"{name} layer {self.layer}"
 
 
-@dataclass(slots=True)
-class Outcome:
-    layer: LayerRef
-    name: str
-    tag: str | None = None
-    """The tag the image was named by, if it was: recorded with the layer's use."""
-    access: str = ""
-    cached: int = 0
-    error: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.error is None and self.cached >= (self.layer.descriptor.size or 0)
-
-
-@dataclass(slots=True)
-class Reporter:
-    """What a front end (a progress bar, plain lines) is told as layers progress."""
-
-    started: Callable[[int, int], None] = lambda layers, size: None
-    """(layers, their total bytes) once every image is resolved."""
-    received: Callable[[int], None] = lambda size: None
-    finished: Callable[[Outcome], None] = lambda outcome: None
-    received_by_layer: dict[LayerRef, int] = field(default_factory=dict)
-
-
 def target_of(text: str) -> Target:
     """``HOST/REPO:TAG``, ``…@DIGEST``, or a path under a regfs mount: an image dir, or a
     layer dir ``i/`` (and anything below it). ValueError if it is none of those."""
@@ -85,8 +63,8 @@ def _target_in_mount(path: Path) -> Target:
         if os.path.ismount(directory):
             break
         try:
-            media_type = os.getxattr(directory, "user.regfs.media_type").decode()
-            digest = os.getxattr(directory, "user.regfs.digest").decode()
+            media_type = os.getxattr(directory, MEDIA_TYPE_XATTR).decode()
+            digest = os.getxattr(directory, DIGEST_XATTR).decode()
         except OSError:
             continue
         if not mediatypes.is_image_manifest(media_type) and not mediatypes.is_index(media_type):
@@ -161,3 +139,37 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
     received = reporter.received_by_layer.get(layer, 0)
     reporter.received(max((layer.descriptor.size or 0) - received, 0))  # what was cached
     reporter.finished(outcome)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``regfs prefetch``: 0 when every layer asked for is cached and verified."""
+    try:
+        targets = [target_of(text) for text in args.images]
+        config, credentials = common.command_setup(args, logging.ERROR)
+        soci_v1_referrers = common.soci_v1_referrers(args)
+    except (MalformedContent, ValueError) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    if not common.cache_dir_ready(args):
+        return 1
+    front = progress_front_end(quiet=args.quiet)
+
+    async def fetch(client: RegistryClient) -> list[Outcome]:
+        store = LayerStore(
+            client, args.cache_dir, args.cache_size, soci_v1_referrers=soci_v1_referrers
+        )
+        try:
+            return await prefetch(client, store, targets, args.platform, front.reporter)
+        finally:
+            store.close()
+
+    try:
+        with front:
+            outcomes = common.with_client(config, credentials, fetch)
+    except RegfsError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"regfs: {outcome.name}: {outcome.error}", file=sys.stderr)
+    return 0 if all(outcome.complete for outcome in outcomes) else 1

@@ -1,0 +1,177 @@
+"""``regfs mount`` and ``regfs umount``: the daemon and the FUSE lifecycle.
+
+Application layer: the only command that opens the root nursery (and runs the trio loop
+for as long as the mount lives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from regfs import __version__
+from regfs.commands import allocator, common, daemon
+from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.domain.errors import MalformedContent
+from regfs.fuse.errors import IN_FLIGHT
+from regfs.fuse.operations import Operations, kernel_caching
+from regfs.layers.blobs import LayerStore
+from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.credentials import DockerCredentials, auth_file_paths
+from regfs.tree.context import TreeContext
+from regfs.tree.metadata import MetadataLimits, RegistryMetadata
+from regfs.tree.namespace import Root
+
+log = logging.getLogger("regfs")
+
+MAX_FUSE_TASKS = 64
+"""Kernel requests served at once; most wait on the network, so more than cores."""
+
+
+def _default_log_file() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "regfs" / "regfs.log"
+
+
+def _mount_options(*, allow_other: bool) -> set[str]:
+    # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
+    options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
+    options |= {"fsname=regfs", "subtype=regfs"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+def serve(
+    args: argparse.Namespace, config: ClientConfig, mountpoint: str, ready: Callable[[], None]
+) -> int:
+    """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
+    allocator.limit_retention()  # before any worker thread exists
+    auth_file = args.auth_file.absolute() if args.auth_file else None
+    credentials = DockerCredentials(
+        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
+    )
+    client = RegistryClient(config, credentials)
+    metadata = RegistryMetadata(
+        client,
+        MetadataLimits(ttl=args.metadata_ttl),
+        verify_schema1_signatures=args.verify_schema1_signatures,
+    )
+    layers = LayerStore(
+        client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
+    )
+    aliases = frozenset(client.config.aliases)
+    status = functools.partial(mount_status, args, mountpoint, client, layers)
+    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
+    operations = Operations(
+        Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
+    )
+    pyfuse3.init(operations, mountpoint, _mount_options(allow_other=args.allow_other))
+    log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
+    log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
+    if client.config.registries.sources:
+        log.info("registries.conf: %s", ", ".join(client.config.registries.sources))
+    ready()
+    clean = False
+    try:
+        trio.run(_main_loop, client, operations, layers)
+        clean = True
+    finally:
+        layers.close()
+        pyfuse3.close(unmount=clean)
+        log.info("unmounted %s", mountpoint)
+    return 0
+
+
+def mount_status(
+    args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
+) -> dict[str, object]:
+    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
+    reads = layers.chunk_reads
+    return {
+        "mountpoint": mountpoint,
+        "pid": os.getpid(),
+        "version": __version__,
+        "options": {
+            "platform": str(args.platform), "timeout": args.timeout,
+            "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
+            "soci_v1_referrers": args.soci_v1_referrers, "kernel_caching": kernel_caching(),
+        },
+        "cache": {
+            "dir": str(args.cache_dir), "size_limit": args.cache_size,
+            "size": layers.cache_usage(),
+            "chunk_reads": {"memory": reads.memory, "disk": reads.disk,
+                            "fetched": reads.fetched},
+        },
+        "registries": {
+            host: {"requests": stats.requests, "last_error": stats.last_error,
+                   "last_error_at": stats.last_error_at}
+            for host, stats in sorted(client.hosts().items())
+        },
+        "requests_in_flight": max(IN_FLIGHT[0] - 1, 0),  # less the one asking
+    }  # fmt: skip
+
+
+async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_terminate_on_signal)
+        nursery.start_soon(operations.invalidator.run)
+        nursery.start_soon(layers.run)
+        await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            daemon.notify_systemd(b"STOPPING=1")
+            pyfuse3.terminate()
+            return
+
+
+def mount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    if not common.cache_dir_ready(args):
+        return 1
+    try:
+        check_can_mount(mountpoint)
+        config = common.client_config(args)  # a broken file must stop the mount, here
+        args.soci_v1_referrers = common.soci_v1_referrers(args)
+    except (MountpointError, MalformedContent) as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
+    if args.foreground:  # e.g. under systemd (Type=notify): ready once the mount is live
+        common.configure_logging(args.log_file, debug=args.debug)
+        return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
+    common.configure_logging(args.log_file or _default_log_file(), debug=args.debug)
+    return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
+
+
+def umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    dead = is_dead_mount(mountpoint)
+    if not dead and mounted_type(mountpoint) is None:
+        print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    command = ["fusermount3", "-u", mountpoint]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 and dead:
+        # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
+        result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        print(f"regfs: {result.stderr.strip() or 'fusermount3 failed'}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,290 @@
+"""The argument parser of ``regfs``: every command, its options and their help.
+
+Application layer. ``--help``, the man page and the bash completion
+(``commands/docs.py``) are all made from this one parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from regfs import __version__
+from regfs.domain.errors import MalformedContent
+from regfs.domain.platform import Platform, host_platform
+from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
+
+CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
+"""``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
+cannot name the home of the machine that built it."""
+
+
+def _default_cache_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "regfs"
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``10G``, ``512M``, ``1T`` or plain bytes (binary units, an optional ``iB``/``B``)."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10G, 512M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
+    return int(value)
+
+
+def parse_size(text: str) -> int:
+    """A cache size: bytes as ``parse_bytes`` reads them, at least 64 MiB."""
+    value = parse_bytes(text)
+    if value < 64 << 20:
+        raise argparse.ArgumentTypeError(f"cache size {text!r} is below the 64M minimum")
+    return value
+
+
+def _span_size(text: str) -> int:
+    value = parse_bytes(text)
+    if not 64 << 10 <= value <= 64 << 20:
+        raise argparse.ArgumentTypeError(f"span size {text!r} is not within 64K and 64M")
+    return value
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except MalformedContent as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_registry_options(command: argparse.ArgumentParser) -> None:
+    """Options of every command that talks to registries."""
+    command.add_argument(
+        "--platform",
+        type=_platform,
+        default=host_platform(),
+        help="os/arch[/variant] an index dir shows by default (default: this machine's)",
+    )
+    command.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
+    )
+    command.add_argument(
+        "--allow-redirect-to",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let registries send regfs to HOST[:PORT] (redirects, foreign layer URLs, token "
+        "realms) even on a loopback, private or link-local address they may not send it "
+        "to otherwise; repeatable",
+    )
+    command.add_argument(
+        "--auth-file",
+        type=Path,
+        metavar="PATH",
+        help="credentials (docker config.json or podman auth.json form) to use instead of "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json, ~/.docker/config.json",
+    )
+    command.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="regfs's own settings: aliases for registries below a path prefix, SOCI v1 "
+        "referrers (default: $XDG_CONFIG_HOME/regfs/config.toml, or "
+        "~/.config/regfs/config.toml)",
+    )
+    command.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for one registry call, retries included (default: 30)",
+    )
+
+
+def _add_soci_option(command: argparse.ArgumentParser) -> None:
+    """The option of the commands that read layers through SOCI indexes."""
+    command.add_argument(
+        "--soci-v1-referrers",
+        action=argparse.BooleanOptionalAction,
+        help="also read gzip layers through a SOCI v1 index found among the image's "
+        "referrers (as `regfs index push` makes them): anyone who may push to the "
+        "repository can add one, and no digest of the image covers it; a SOCI v2 index, "
+        "named by the image manifest, is always used (default: the config file's "
+        "[soci] v1-referrers, else off)",
+    )
+
+
+def _add_cache_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=_default_cache_dir(),
+        help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
+    )
+    command.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=10 << 30,
+        metavar="SIZE",
+        help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
+        "least recently used go first (default: 10G)",
+    )
+    _add_shared_cache_option(command)
+
+
+def _add_shared_cache_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--allow-shared-cache",
+        action="store_true",
+        help="use a cache dir that other users can write (they can change what mounts on "
+        "it show); without it such a dir is refused, and a new one is made private",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regfs", description="Browse container registries as a read-only filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mount = commands.add_parser("mount", help="mount registries at MOUNTPOINT")
+    mount.add_argument("mountpoint", help="an empty directory")
+    _add_registry_options(mount)
+    mount.add_argument(
+        "--metadata-ttl",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
+    )
+    _add_cache_options(mount)
+    _add_soci_option(mount)
+    mount.add_argument(
+        "--verify-schema1-signatures",
+        action="store_true",
+        help="check the JWS signatures of schema1 manifests against their keys (jwk, x5c); "
+        "digests are always verified",
+    )
+    mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    mount.add_argument(
+        "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
+    )
+    mount.add_argument(
+        "--log-file",
+        type=Path,
+        help="where the daemon logs "
+        "(default: $XDG_STATE_HOME/regfs/regfs.log, or ~/.local/state/regfs/regfs.log)",
+    )
+    mount.add_argument("--debug", action="store_true", help="log every request")
+
+    umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
+    umount.add_argument("mountpoint")
+
+    warm = commands.add_parser(
+        "prefetch",
+        help="bring whole images, or single layers, into the cache",
+        description="Fetch, check and cache every layer of each IMAGE (a reference, or an "
+        "image or layer dir under a regfs mount), with or without a mount running on the "
+        "same cache dir. Exit 0 when all of it is cached and verified.",
+    )
+    warm.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_registry_options(warm)
+    _add_cache_options(warm)
+    _add_soci_option(warm)
+    warm.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion for regfs",
+        description="Print the completion script: source <(regfs completion bash)",
+    )
+    completion.add_argument("shell", choices=["bash"])
+
+    state = commands.add_parser("status", help="what a running mount at MOUNTPOINT is doing")
+    state.add_argument("mountpoint")
+    state.add_argument("--json", action="store_true", help="the whole state, as JSON")
+
+    cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (
+        ("stats", "sizes, each layer's cached share and the images it served, hit rates"),
+        (
+            "prune",
+            "delete the least recently used chunks and indexes down to --max-size, "
+            "or those of one --image",
+        ),
+        (
+            "verify",
+            "re-hash every stored chunk and delete damaged ones, and compare the TOC of "
+            "each lazy layer with its tar where both are cached (exit 1 if any is wrong)",
+        ),
+    ):
+        command = cache_commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=_default_cache_dir(),
+            help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
+        )
+        _add_shared_cache_option(command)
+        command.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        if name == "prune":
+            command.add_argument("--max-size", type=parse_bytes, metavar="SIZE",
+                                 help="evict the least recently used down to SIZE")  # fmt: skip
+        if name in ("stats", "prune"):
+            command.add_argument(
+                "--image",
+                metavar="IMAGE",
+                help="HOST/REPOSITORY:TAG or @DIGEST: only that image's layers (the registry "
+                "says which they are)",
+            )
+            _add_registry_options(command)
+
+    index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    push = index_commands.add_parser(
+        "push",
+        help="make a SOCI index of IMAGE and push it as its referrer",
+        description="Download each gzip layer of IMAGE (of --platform, for an index), make "
+        "its zTOC, and push them with a SOCI v1 index that refers to the image: mounts "
+        "with --soci-v1-referrers (and soci-snapshotter with v1 enabled) then read those "
+        "layers span by span. No digest of the image covers a v1 index; a SOCI v2 index "
+        "(soci convert) is used by every mount.",
+    )
+    push.add_argument("image", help="HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@DIGEST")
+    _add_registry_options(push)
+    push.add_argument(
+        "--span-size",
+        type=_span_size,
+        default=DEFAULT_SPAN_SIZE,
+        metavar="SIZE",
+        help="uncompressed bytes between checkpoints: what one read fetches at least "
+        "(default: 4M, as soci)",
+    )
+    push.add_argument(
+        "--min-layer-size",
+        type=parse_bytes,
+        default=10 << 20,
+        metavar="SIZE",
+        help="smaller layers get no zTOC: reading them whole costs little (default: 10M, as soci)",
+    )
+    return parser
