@@ -26,7 +26,8 @@ from regfs.commands.mountpoint import mounted_type
 from regfs.commands.status import format_cache_stats, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.reference import parse_image_reference
-from regfs.layers.store import IndexMeta, LayerIndex
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.index.meta import IndexMeta
 from regfs.layers.toc_check import check_cached_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image

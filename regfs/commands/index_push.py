@@ -31,7 +31,7 @@ from regfs.domain.soci import (
     ZTOC_MEDIA_TYPE,
     soci_index_manifest,
 )
-from regfs.layers.blobs import VerifyingSink
+from regfs.layers.blob_sink import VerifyingSink
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.ztoc_builder import BUILD_TOOL, build_ztoc
 from regfs.registry.client import RegistryClient

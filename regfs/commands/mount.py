@@ -26,7 +26,7 @@ from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_
 from regfs.domain.errors import MalformedContent
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
-from regfs.layers.blobs import LayerStore
+from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import ClientConfig, RegistryClient
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
@@ -98,7 +98,7 @@ def mount_status(
     args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
 ) -> dict[str, object]:
     """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
-    reads = layers.chunk_reads
+    reads = layers.pieces.reads
     return {
         "mountpoint": mountpoint,
         "pid": os.getpid(),
