@@ -19,7 +19,8 @@ import trio
 from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir
 from regfs.domain.errors import MalformedContent
 from regfs.registry.aliases import RegfsConfig, parse_config
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.settings import load_registries_conf
 from regfs.registry.tls import TlsSettings, certs_dirs

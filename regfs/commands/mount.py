@@ -27,7 +27,8 @@ from regfs.domain.errors import MalformedContent
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
 from regfs.layers.layer_store import LayerStore
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata

@@ -20,7 +20,6 @@ import cachetools
 import pyfuse3
 import trio
 
-from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.errors import (
     AccessDenied,
     MalformedContent,
@@ -62,20 +61,28 @@ IN_FLIGHT = [0]
 def translate_errors(
     operation: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Let only ``FUSEError`` leave a handler; log each failure once, with context. The
-    request's registry calls share one deadline: the handler's owner's
-    ``request_timeout`` (``CALLER_DEADLINE``)."""
+    """Let only ``FUSEError`` leave a handler; log each failure once, with context.
+
+    Everything a request does runs in one cancel scope of the handler's owner's
+    ``request_timeout``: its registry calls, their retries, and its waits for what another
+    request is fetching, so a syscall that needs several calls (a tag, its manifest, a
+    blob's Range requests) fails within one ``--timeout``, not one per call. A registry
+    call cut off by it says what it waited for (``registry/http.Deadline``); anything
+    else is EIO here. Work started for the mount rather than the request (prefetches)
+    runs in the mount's own nursery, outside it.
+    """
 
     @functools.wraps(operation)
     async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
         timeout = getattr(args[0], "request_timeout", math.inf)  # the Operations instance
-        deadline = CALLER_DEADLINE.set(trio.current_time() + timeout)
         IN_FLIGHT[0] += 1
         try:
-            return await _translated(operation, *args, **kwargs)
+            with trio.move_on_after(timeout):
+                return await _translated(operation, *args, **kwargs)
+            _log_once(operation.__name__, Unavailable(f"no answer within {timeout:g}s"))
+            raise pyfuse3.FUSEError(errno.EIO)
         finally:
             IN_FLIGHT[0] -= 1
-            CALLER_DEADLINE.reset(deadline)
 
     return handler
 

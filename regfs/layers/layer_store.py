@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
 from regfs.cache.memory import listings_lru
 from regfs.cache.temporaries import is_abandoned, write_atomically
-from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
@@ -119,7 +117,6 @@ class LayerStore:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
         (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
         the files are fetched when read, as any other."""
-        CALLER_DEADLINE.set(math.inf)  # not the deadline of the request that started it
         end = index.meta.prefetch_end
         try:
             await load_pieces(reader_for(layer, index, self._reading), end)
@@ -303,10 +300,11 @@ class LayerStore:
         await load_pieces(reader_for(layer, index, self._reading), index.meta.uncompressed_size)
 
     def _ranges(self, layer: LayerRef) -> RangeFetch:
-        """Range requests for ``layer`` sharing one deadline: ``--timeout`` from now, or
-        the caller's own if sooner. Each names what it fetches for the timeout's message."""
+        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
+        FUSE request's own scope may end them sooner). Each names what it fetches for the
+        timeout's message."""
         timeout = self._client.config.timeout
-        give_up_at = min(trio.current_time() + timeout, CALLER_DEADLINE.get())
+        give_up_at = trio.current_time() + timeout
 
         async def fetch(start: int, end: int, what: str) -> bytes:
             with trio.move_on_at(give_up_at):

@@ -2,21 +2,23 @@
 
 Registry layer. ``HttpSession`` owns the httpx client (auth flow, redirects, per-host
 TLS, the guard against being sent to private addresses: ``registry/guard.py``). A request
-is retried on temporary failures (connection errors, resets, 5xx, 429 with
-``Retry-After``) with exponential backoff and jitter, up to ``MAX_ATTEMPTS``; the caller
-puts the whole thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``)
-unless a listing asks for them ``decoded``, and never beyond a stated size. Every
-failure leaves as a domain error.
+is retried on temporary failures (connection errors, resets, a body broken off, 5xx, 429
+with ``Retry-After``) as ``registry/retry_policy.py`` says, up to the attempts the caller's
+place allows; this is the only place a request is sent again. The caller puts the whole
+thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``) unless a listing asks
+for them ``decoded``, and never beyond a stated size; a Range answer gives exactly the
+bytes asked for, or is asked for again if its body broke off. Every failure leaves as a
+domain error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
+import math
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -24,8 +26,14 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from regfs.domain.deadline import CALLER_DEADLINE
-from regfs.domain.errors import AccessDenied, MalformedContent, NotFound, RegfsError, Unavailable
+from regfs.domain.errors import (
+    AccessDenied,
+    MalformedContent,
+    NotFound,
+    ProtocolError,
+    RegfsError,
+    Unavailable,
+)
 from regfs.registry.auth import (
     ANONYMOUS,
     CREDENTIALS_SOURCE,
@@ -51,14 +59,10 @@ from regfs.registry.guard import (
     TargetRefused,
     resolve,
 )
+from regfs.registry.retry_policy import MAX_ATTEMPTS, backoff
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 4
-FIRST_BACKOFF = 0.25
-ATTEMPTS: ContextVar[int] = ContextVar("regfs_http_attempts", default=MAX_ATTEMPTS)
-"""Attempts per request in this task: 1 while asking a mirror, which has a next place to
-hand over to (retrying it would only delay that)."""
 MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
 T = TypeVar("T")
 
@@ -124,6 +128,7 @@ class HttpSession:
         decoded: bool = False,
         content: bytes | None = None,
         sponsor: str | None = None,
+        attempts: int = MAX_ATTEMPTS,
     ) -> Response:
         """One request (with ``content`` as its body, if any), the answer's body read whole,
         with retries for temporary failures.
@@ -131,7 +136,7 @@ class HttpSession:
         The body is the bytes as sent (blobs and manifests are hashed), or for listings
         ``decoded`` from any ``Content-Encoding``. ``sponsor``: a URL of the registry whose
         answer named ``url`` (a foreign layer's, an upload's location); by default ``url``
-        is the registry's own, chosen by regfs.
+        is the registry's own, chosen by regfs. ``attempts``: as the place allows.
         """
         return await self._retrying(
             f"{method} {url}",
@@ -139,35 +144,56 @@ class HttpSession:
                 method, url, headers, max_bytes, decoded=decoded, content=content,
                 sponsor=sponsor or url,
             ),
+            attempts,
         )  # fmt: skip
 
     async def open(
-        self, method: str, url: str, headers: dict[str, str], *, sponsor: str | None = None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        sponsor: str | None = None,
+        attempts: int = MAX_ATTEMPTS,
     ) -> httpx.Response:
         """A 2xx response whose body is still to be read (the caller closes it);
-        ``sponsor`` as for ``send``."""
+        ``sponsor`` and ``attempts`` as for ``send``."""
         return await self._retrying(
-            f"{method} {url}", lambda: self._open_once(method, url, headers, sponsor or url)
-        )
+            f"{method} {url}", lambda: self._open_once(method, url, headers, sponsor or url),
+            attempts,
+        )  # fmt: skip
 
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until it succeeds, fails for good, or ``ATTEMPTS`` are used up;
+    async def get_range(
+        self, url: str, start: int, end: int, *, sponsor: str | None, attempts: int
+    ) -> bytes:
+        """Bytes ``[start, end)`` of the blob at ``url`` (``registry/ranges.py``); an answer
+        whose body broke off or came short is asked for again, as any temporary failure."""
+        what = f"GET {url}"
+
+        async def once() -> bytes:
+            ranged = {"Range": f"bytes={start}-{end - 1}"}
+            response = await self._open_once("GET", url, ranged, sponsor or url)
+            return await _read_range(response, start, end, what)
+
+        return await self._retrying(what, once, attempts)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int) -> T:
+        """Run ``attempt`` until it succeeds, fails for good, or ``attempts`` are used up;
         count it in ``hosts`` (what ``regfs status`` shows)."""
         host = urlsplit(what.partition(" ")[2]).netloc
         stats = self.hosts.setdefault(host, HostStats())
         stats.requests += 1
         try:
-            return await self._attempts(what, attempt)
+            return await self._attempts(what, attempt, attempts)
         except NotFound:
             raise  # an answer, not a failure: tags and referrers are looked for all the time
         except RegfsError as error:
             stats.last_error, stats.last_error_at = str(error), time.time()
             raise
 
-    async def _attempts(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        attempts = ATTEMPTS.get()
+    async def _attempts(self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int) -> T:
         for number in range(1, attempts + 1):
-            delay = FIRST_BACKOFF * 2 ** (number - 1) * (0.5 + random.random())
+            delay = backoff(number)
             try:
                 return await attempt()
             except TargetRefused as refused:  # said here, with the request it ends
@@ -299,20 +325,79 @@ async def consume_raw(
         await response.aclose()
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+async def _read_range(response: httpx.Response, start: int, end: int, what: str) -> bytes:
+    """Bytes ``[start, end)`` of the blob from a 2xx ``response`` to a Range request, which
+    this closes."""
+    try:
+        if response.status_code == 206:
+            _check_content_range(response, start, what)
+            body = await read_limited(response, end - start, truncate=False, decoded=False)
+        else:
+            body = await _slice_of_whole_body(response, start, end, what)
+    except HTTPX_ERRORS as error:
+        mapped = error_for_exception(error, what)
+        raise (_cut_short(mapped) if isinstance(mapped, Unavailable) else mapped) from None
+    except Unavailable as error:  # broken off while sliced from a whole body
+        raise _cut_short(error) from None
+    finally:
+        await response.aclose()
+    if len(body) != end - start:
+        raise _cut_short(Unavailable(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes"))
+    return body
+
+
+def _cut_short(error: Unavailable) -> RetryLater:
+    return RetryLater(error, retry_after=None)
+
+
+def _check_content_range(response: httpx.Response, start: int, what: str) -> None:
+    """A 206 must be the range asked for: bytes from another offset would pass as ours."""
+    header = response.headers.get("content-range")
+    match = _CONTENT_RANGE.fullmatch(header.strip()) if header else None
+    if header is not None and (match is None or int(match.group(1)) != start):
+        raise ProtocolError(f"{what}: asked for bytes from {start}, got {header[:100]!r}")
+
+
+async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, what: str) -> bytes:
+    """``[start, end)`` of a 200 answer carrying the whole blob, read only as far as needed."""
+    if response.status_code != 200:
+        raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
+    wanted = bytearray()
+    position = 0
+
+    async def consume(data: bytes) -> bool:
+        nonlocal position
+        chunk_start, position = position, position + len(data)
+        if position > start:
+            wanted.extend(data[max(0, start - chunk_start) : end - chunk_start])
+        return position < end
+
+    await consume_raw(response, what, consume)
+    return bytes(wanted[: end - start])
+
+
 class Deadline:
-    """A trio deadline whose expiry becomes ``Unavailable`` naming what timed out."""
+    """A registry call's deadline, ``seconds`` from now: its expiry, or the expiry of the
+    caller's own while waiting on this call (a FUSE request's, a mirror's half), becomes
+    ``Unavailable`` naming what timed out, so the log says what was waited for."""
 
     def __init__(self, seconds: float, what: str) -> None:
-        """``seconds`` from now, or the caller's deadline if that comes first."""
-        self._scope = trio.move_on_at(min(trio.current_time() + seconds, CALLER_DEADLINE.get()))
-        self._seconds = seconds
+        self._scope = trio.move_on_after(seconds)
         self._what = what
+        self._started = 0.0
+        self._callers = math.inf
 
     def __enter__(self) -> None:
+        self._started = trio.current_time()
+        self._callers = trio.current_effective_deadline()
         self._scope.__enter__()
 
-    def __exit__(self, *exc_info: Any) -> bool:
-        suppressed = self._scope.__exit__(*exc_info)
-        if self._scope.cancelled_caught:
-            raise Unavailable(f"{self._what}: no answer within {self._seconds:g}s")
-        return bool(suppressed)
+    def __exit__(self, *exc_info: Any) -> None:
+        self._scope.__exit__(*exc_info)  # suppresses only what it caught: raised below
+        now = trio.current_time()
+        callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
+        if self._scope.cancelled_caught or callers_passed:
+            raise Unavailable(f"{self._what}: no answer within {now - self._started:.3g}s")

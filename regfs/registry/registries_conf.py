@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
+from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
 
 PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
 
@@ -29,6 +30,11 @@ class Endpoint:
     repository: str
     insecure: bool = False
     mirror: bool = False
+
+    @property
+    def attempts(self) -> int:
+        """How often a request is sent here: once at a mirror, which has a next place."""
+        return HANDOVER_ATTEMPTS if self.mirror else MAX_ATTEMPTS
 
 
 @dataclass(frozen=True, slots=True)

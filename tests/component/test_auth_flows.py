@@ -13,8 +13,9 @@ import trio
 from regfs.domain.errors import AccessDenied, MalformedContent, Unavailable
 from regfs.registry.auth import MAX_TOKEN_RESPONSE
 from regfs.registry.authfile import Credentials
-from regfs.registry.client import ClientConfig, RegistryClient
-from regfs.registry.http import MAX_ATTEMPTS
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
+from regfs.registry.retry_policy import MAX_ATTEMPTS
 from tests.support.fake_transport import Handler, StreamingTransport
 
 HOST = "127.0.0.1:5000"

@@ -16,7 +16,8 @@ import trio
 from regfs.domain.errors import NotFound
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.tree.context import TreeContext
 from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import RepositoryDir

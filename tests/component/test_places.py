@@ -7,11 +7,13 @@ import httpx
 import pytest
 import trio
 
-from regfs.domain.deadline import CALLER_DEADLINE
 from regfs.domain.digest import Digest
-from regfs.domain.errors import AccessDenied, ProtocolError
-from regfs.registry.client import MIRROR_REST, ClientConfig, RegistryClient
+from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
+from regfs.registry.places import MIRROR_REST
 from regfs.registry.registries_conf import merge, parse_registries_conf
+from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport
 
 BLOB = bytes(range(256)) * 64
@@ -59,8 +61,28 @@ async def test_a_mirror_that_fails_hands_over_to_the_registry(
 
     client = client_for(handler)
     assert await client.get_blob_range("fleet.example", "team/app", DIGEST, 10, 20) == BLOB[10:20]
-    assert seen[0] == f"mirror.example/v2/cache/team/app/blobs/{DIGEST}"
-    assert seen[-1] == f"origin.example/v2/team/app/blobs/{DIGEST}"
+    mirror = f"mirror.example/v2/cache/team/app/blobs/{DIGEST}"
+    assert seen == [mirror, f"origin.example/v2/team/app/blobs/{DIGEST}"]  # the mirror once
+
+
+async def test_each_foreign_url_but_the_last_is_asked_once(autojump_clock: trio.abc.Clock) -> None:
+    """A foreign layer's URLs hand over to each other as mirrors do; the last one, with
+    nothing after it, gets every attempt the retry policy allows."""
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "origin.example":
+            return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
+        return httpx.Response(503)
+
+    urls = ("https://cdn1.example/layer", "https://cdn2.example/layer")
+    with pytest.raises(Unavailable, match="cdn2.example/layer: HTTP 503"):
+        await client_for(handler).get_blob_range(
+            "fleet.example", "team/app", DIGEST, 10, 20, urls=urls
+        )
+    assert seen.count("cdn1.example") == HANDOVER_ATTEMPTS
+    assert seen.count("cdn2.example") == MAX_ATTEMPTS
 
 
 async def test_a_mirror_that_works_is_all_that_is_asked(autojump_clock: trio.abc.Clock) -> None:
@@ -212,10 +234,7 @@ async def test_a_stalled_mirror_leaves_the_registry_time_within_the_request(
         return ranged(request, BLOB)
 
     start = trio.current_time()
-    token = CALLER_DEADLINE.set(start + 5)  # a FUSE request with --timeout 5
-    try:
+    with trio.fail_after(5):  # a FUSE request with --timeout 5
         got = await client_for(handler).get_blob_range("fleet.example", "a", DIGEST, 10, 20)
-    finally:
-        CALLER_DEADLINE.reset(token)
     assert got == BLOB[10:20]
     assert trio.current_time() - start == pytest.approx(2.5, abs=0.01)  # the mirror's half

@@ -13,7 +13,8 @@ import trio
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.soci import SOCI_INDEX_V1, referrers_tag
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.registry.push import push_blob, push_referrer
 from tests.support.fake_transport import StreamingTransport
 

@@ -18,7 +18,8 @@ import trio
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, Unavailable
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.registry.errors import describe
 from regfs.registry.guard import PINNED, RESOLVED_TTL
 from regfs.registry.registries_conf import merge, parse_registries_conf

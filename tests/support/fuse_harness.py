@@ -22,7 +22,8 @@ from regfs.domain.platform import Platform
 from regfs.fuse.invalidation import KernelInvalidator
 from regfs.fuse.operations import Operations
 from regfs.layers.layer_store import LayerStore
-from regfs.registry.client import ClientConfig, RegistryClient
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
 from regfs.tree.context import TreeContext
 from regfs.tree.inodes import ROOT_INODE
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
