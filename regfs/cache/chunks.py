@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from regfs.cache import layer_images
+from regfs.cache.layout import CacheLayout
 from regfs.cache.temporaries import is_abandoned
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,16 @@ LOW_WATER = 0.9
 class ChunkCache:
     def __init__(
         self,
-        directory: Path,
+        layout: CacheLayout,
         max_bytes: int,
         in_use: Callable[[], Collection[Path]] = frozenset,
     ) -> None:
-        """``directory`` is the cache root; ``in_use`` names the index files this process
-        has open (never evicted)."""
-        self._root = directory
-        self.directory = directory / "chunks"
+        """``in_use`` names the index files this process has open (never evicted)."""
+        self._layout = layout
+        self.directory = layout.chunks
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._indexes = directory / "indexes"
-        self._temporary = directory / "tmp"
+        self._indexes = layout.indexes
+        self._temporary = layout.temporary
         self.max_bytes = max_bytes
         self._in_use = in_use
         self._lock = threading.Lock()
@@ -174,7 +174,7 @@ class ChunkCache:
                 indexes_evicted |= path.parent == self._indexes
             self._usage = usage
         if indexes_evicted:
-            layer_images.sweep(self._root)
+            layer_images.sweep(self._layout)
 
 
 def _files(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:

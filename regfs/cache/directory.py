@@ -14,9 +14,9 @@ import os
 import stat
 from pathlib import Path
 
+from regfs.cache.layout import CacheLayout
+
 PRIVATE_UMASK = 0o077
-PARTS = ("chunks", "indexes", "tmp", "locks", "verdicts")
-"""The subdirs regfs keeps in a cache dir: each is checked like the dir itself."""
 
 
 class UnsafeCacheDir(Exception):
@@ -30,7 +30,8 @@ def prepare_cache_dir(path: Path, *, allow_shared: bool) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if allow_shared:
         return
-    for directory in (path.resolve(), *(path / part for part in PARTS)):
+    parts = CacheLayout(path).parts().values()  # each checked like the dir itself
+    for directory in (path.resolve(), *parts):
         problem = unsafe_because(directory, os.geteuid())
         if problem is not None:
             raise UnsafeCacheDir(

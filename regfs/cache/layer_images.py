@@ -33,12 +33,12 @@ from pathlib import Path
 
 import trio
 
+from regfs.cache.layout import CacheLayout
 from regfs.cache.temporaries import is_abandoned
 from regfs.domain.digest import Digest
 
 log = logging.getLogger(__name__)
 
-DIRECTORY = "images"
 MAX_IMAGES = 32
 MAX_TAGS = 8
 MAX_LINE = 1024
@@ -84,15 +84,15 @@ def _usable(use: ImageUse) -> bool:
     )
 
 
-def _file(cache_dir: Path, layer: str) -> Path:
+def _file(layout: CacheLayout, layer: str) -> Path:
     """``layer``: a digest (``sha256:…``) or its file-name form (``sha256-…``)."""
-    return cache_dir / DIRECTORY / layer.replace(":", "-")
+    return layout.images / layer.replace(":", "-")
 
 
-def read(cache_dir: Path, layer: str) -> list[ImageUse]:
+def read(layout: CacheLayout, layer: str) -> list[ImageUse]:
     """The images recorded for ``layer``, least recently recorded first."""
     try:
-        with open(_file(cache_dir, layer), encoding="utf-8", errors="replace") as file:
+        with open(_file(layout, layer), encoding="utf-8", errors="replace") as file:
             text = file.read(MAX_FILE)
     except OSError:
         return []
@@ -108,19 +108,19 @@ def merged(uses: list[ImageUse], new: ImageUse) -> list[ImageUse]:
     return [*kept, ImageUse(new.host, new.repository, new.digest, tags)][-MAX_IMAGES:]
 
 
-def record(cache_dir: Path, layer: str, use: ImageUse) -> None:
+def record(layout: CacheLayout, layer: str, use: ImageUse) -> None:
     """Record that ``layer`` was used for ``use``'s image; blocking (run it in a worker
     thread). A file that would not change is not written."""
     if not _usable(use):
         log.debug("layer %s: image %r not recorded (not one line)", layer, use)
         return
-    directory = cache_dir / DIRECTORY
+    directory = layout.images
     directory.mkdir(exist_ok=True)
     with _locked(directory / ".lock"):
-        uses = read(cache_dir, layer)
+        uses = read(layout, layer)
         updated = merged(uses, use)
         if updated != uses:
-            _write(_file(cache_dir, layer), "".join(f"{u.line()}\n" for u in updated))
+            _write(_file(layout, layer), "".join(f"{u.line()}\n" for u in updated))
 
 
 def _write(path: Path, text: str) -> None:
@@ -145,19 +145,19 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def forget(cache_dir: Path, layers: Collection[str]) -> None:
+def forget(layout: CacheLayout, layers: Collection[str]) -> None:
     """Remove the records of ``layers`` (digests), whose indexes were pruned."""
     for layer in layers:
-        _file(cache_dir, layer).unlink(missing_ok=True)
+        _file(layout, layer).unlink(missing_ok=True)
 
 
-def sweep(cache_dir: Path) -> None:
+def sweep(layout: CacheLayout) -> None:
     """Remove the records of layers with no index left, and temporaries whose writer is
     gone. A record written after the indexes were listed stays (its index may have been
     published meanwhile)."""
-    directory = cache_dir / DIRECTORY
+    directory = layout.images
     listed_at = time.time()
-    indexed = {path.name.split(".")[0] for path in (cache_dir / "indexes").glob("sha*.sqlite")}
+    indexed = {path.name.split(".")[0] for path in layout.indexes.glob("sha*.sqlite")}
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -175,8 +175,8 @@ def sweep(cache_dir: Path) -> None:
 class LayerImages:
     """Records, for a process, which images it used each layer for: the first time only."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self._cache_dir = cache_dir
+    def __init__(self, layout: CacheLayout) -> None:
+        self._layout = layout
         self._noted: set[tuple[Digest, str, str, Digest, str | None]] = set()
 
     async def note(
@@ -199,7 +199,7 @@ class LayerImages:
         self._noted.add(key)
         use = ImageUse(host, repository, str(image), (tag,) if tag else ())
         try:
-            await trio.to_thread.run_sync(record, self._cache_dir, str(layer), use)
+            await trio.to_thread.run_sync(record, self._layout, str(layer), use)
         except OSError as error:
             self._noted.discard(key)
             log.warning("layer %s: its use by %s not recorded in the cache dir: %s",

@@ -21,6 +21,7 @@ from pathlib import Path
 from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
+from regfs.cache.layout import CacheLayout
 from regfs.commands import common
 from regfs.commands.mountpoint import mounted_type
 from regfs.commands.status import format_cache_stats, human_size
@@ -32,9 +33,6 @@ from regfs.layers.toc_check import check_cached_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
 from regfs.tree.xattrs import STATUS_XATTR
-
-KINDS = {"chunks": "chunks", "indexes": "indexes", "temporary": "tmp",
-         "images": layer_images.DIRECTORY}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +50,7 @@ class LayerCached:
 
 def sizes(cache_dir: Path) -> dict[str, int]:
     """Bytes in each part of the cache dir."""
-    return {kind: _bytes_under(cache_dir / name) for kind, name in KINDS.items()}
+    return {kind: _bytes_under(path) for kind, path in CacheLayout(cache_dir).parts().items()}
 
 
 def _bytes_under(directory: Path) -> int:
@@ -69,7 +67,7 @@ def _bytes_under(directory: Path) -> int:
 def _index_files(cache_dir: Path, digests: Collection[str] | None) -> list[Path]:
     """The index files of the layers of ``digests`` (all if None): a layer may have one
     built from its blob and others from TOCs or zTOCs (``<algorithm>-<hex>[.…].sqlite``)."""
-    paths = sorted((cache_dir / "indexes").glob("sha*.sqlite"))
+    paths = sorted(CacheLayout(cache_dir).indexes.glob("sha*.sqlite"))
     if digests is None:
         return paths
     names = {digest.replace(":", "-") for digest in digests}
@@ -89,7 +87,8 @@ def _pieces(path: Path) -> tuple[IndexMeta, list[tuple[bytes, int]]] | None:
 def layers(cache_dir: Path, digests: Collection[str] | None = None) -> list[LayerCached]:
     """Every layer (of ``digests``, if given) with an index in the cache, and how much of
     it is cached."""
-    chunks = ChunkCache(cache_dir, 1 << 62)
+    layout = CacheLayout(cache_dir)
+    chunks = ChunkCache(layout, 1 << 62)
     found = []
     for path in _index_files(cache_dir, digests):
         read = _pieces(path)
@@ -100,7 +99,7 @@ def layers(cache_dir: Path, digests: Collection[str] | None = None) -> list[Laye
         present = sum(weight for sha256, weight in pieces if chunks.has(sha256))
         found.append(LayerCached(meta.digest, meta.compression,
                                  present / total if total else 1.0, meta.compressed_size,
-                                 tuple(layer_images.read(cache_dir, meta.digest))))  # fmt: skip
+                                 tuple(layer_images.read(layout, meta.digest))))  # fmt: skip
     return found
 
 
@@ -108,14 +107,14 @@ def forget(cache_dir: Path, digests: Collection[str]) -> int:
     """Delete the chunks and indexes of the layers of ``digests``, and the record of the
     images that used them; the bytes freed. (A chunk another layer shares goes too:
     whoever needs it fetches it again.)"""
-    chunks = ChunkCache(cache_dir, 1 << 62)
+    chunks = ChunkCache(CacheLayout(cache_dir), 1 << 62)
     freed = 0
     for path in _index_files(cache_dir, digests):
         read = _pieces(path)
         for sha256, _ in read[1] if read else ():
             freed += _unlink(chunks.path_of(sha256))
         freed += _unlink(path)
-    layer_images.forget(cache_dir, digests)
+    layer_images.forget(CacheLayout(cache_dir), digests)
     return freed
 
 
@@ -149,7 +148,7 @@ def mounts_using(cache_dir: Path) -> list[dict[str, object]]:
 def prune(cache_dir: Path, max_size: int) -> None:
     """Evict the least recently used chunks and indexes until the dir is within
     ``max_size`` (90 % of it, as a mount evicts)."""
-    cache = ChunkCache(cache_dir, max_size)
+    cache = ChunkCache(CacheLayout(cache_dir), max_size)
     if cache.usage() > max_size:
         cache.evict()
 
@@ -157,12 +156,12 @@ def prune(cache_dir: Path, max_size: int) -> None:
 def toc_disagreements(cache_dir: Path) -> dict[str, str]:
     """Layer digest → how its TOC disagrees with its tar, for every layer whose TOC index
     and whole-blob index are both in the cache (see ``layers.toc_check``)."""
-    chunks = ChunkCache(cache_dir, 1 << 62)
+    chunks = ChunkCache(CacheLayout(cache_dir), 1 << 62)
     found = {}
-    for toc_index in sorted((cache_dir / "indexes").glob("sha*.toc-*.sqlite")):
+    for toc_index in sorted(CacheLayout(cache_dir).indexes.glob("sha*.toc-*.sqlite")):
         whole = toc_index.with_name(toc_index.name.split(".")[0] + ".sqlite")
         if whole.exists():
-            verdict = check_cached_toc(toc_index, whole, chunks)
+            verdict = check_cached_toc(toc_index, whole, chunks, CacheLayout(cache_dir))
             if verdict is not None:
                 found[toc_index.name.split(".")[0].replace("-", ":", 1)] = verdict
     return found
@@ -173,7 +172,7 @@ def verify(cache_dir: Path) -> tuple[int, list[str]]:
     (chunks checked, names removed)."""
     checked = 0
     removed = []
-    for bucket in sorted((cache_dir / "chunks").glob("??")):
+    for bucket in sorted(CacheLayout(cache_dir).chunks.glob("??")):
         for path in sorted(bucket.iterdir()):
             if path.name.startswith(".") or not path.is_file():
                 continue

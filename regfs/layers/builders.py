@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.domain.verify import verified
@@ -48,7 +49,7 @@ class IndexBuilders:
         client: RegistryClient,
         chunks: ChunkCache,
         files: IndexFiles,
-        cache_dir: Path,
+        layout: CacheLayout,
         *,
         ranges: Callable[[LayerRef], RangeFetch],
         served: Callable[[LayerRef], None],
@@ -59,8 +60,8 @@ class IndexBuilders:
         self._client = client
         self._chunks = chunks
         self._files = files
-        self._temporary_dir = cache_dir / "tmp"
-        self._lock_dir = cache_dir / "locks"
+        self._temporary_dir = layout.temporary
+        self._lock_dir = layout.locks
         self._ranges = ranges
         self._served = served
         self._received = received

@@ -22,6 +22,7 @@ from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
+from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
 from regfs.cache.temporaries import is_abandoned, write_atomically
 from regfs.domain.digest import Digest
@@ -67,11 +68,12 @@ class LayerStore:
         ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
         self._client = client
         self._indexes = OpenIndexes()
-        self._chunks = ChunkCache(cache_dir, cache_size, in_use=self._indexes.paths)
-        self._index_dir = cache_dir / "indexes"
-        self._files = IndexFiles(self._index_dir)
-        self._temporary_dir = cache_dir / "tmp"
-        self._lock_dir = cache_dir / "locks"
+        layout = CacheLayout(cache_dir)
+        self._chunks = ChunkCache(layout, cache_size, in_use=self._indexes.paths)
+        self._index_dir = layout.indexes
+        self._files = IndexFiles(layout)
+        self._temporary_dir = layout.temporary
+        self._lock_dir = layout.locks
         for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
             directory.mkdir(parents=True, exist_ok=True)
         _remove_stale(self._temporary_dir)
@@ -101,10 +103,10 @@ class LayerStore:
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(
-            client, self._chunks, self._files, cache_dir,
+            client, self._chunks, self._files, layout,
             ranges=self._ranges, served=self._confirm, received=self._count_fetched,
         )  # fmt: skip
-        self.layer_images = LayerImages(cache_dir)
+        self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
     async def run(self) -> None:

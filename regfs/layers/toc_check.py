@@ -17,9 +17,9 @@ from pathlib import Path
 import trio
 
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layout import CacheLayout
 from regfs.cache.temporaries import write_atomically
 from regfs.layers.formats.agreement import compare, content_difference, verdict
-from regfs.layers.index.files import disagreement_beside
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
@@ -48,7 +48,9 @@ async def check_toc(store: LayerStore, layer: LayerRef) -> str | None:
     return found
 
 
-def check_cached_toc(toc_path: Path, whole_path: Path, chunks: ChunkCache) -> str | None:
+def check_cached_toc(
+    toc_path: Path, whole_path: Path, chunks: ChunkCache, layout: CacheLayout
+) -> str | None:
     """The verdict on one layer's TOC index against its whole-blob index, both in the
     cache dir (contents compared where the cache holds the tar's chunks), recorded beside
     the TOC index; None if they agree or either cannot be opened."""
@@ -68,7 +70,7 @@ def check_cached_toc(toc_path: Path, whole_path: Path, chunks: ChunkCache) -> st
     if not differences:
         return None
     found = verdict(differences)
-    write_atomically(disagreement_beside(toc_path), found.encode())
+    write_atomically(layout.verdict_for(toc_path), found.encode())
     return found
 
 

@@ -77,7 +77,7 @@ async def test_each_foreign_url_but_the_last_is_asked_once(autojump_clock: trio.
         return httpx.Response(503)
 
     urls = ("https://cdn1.example/layer", "https://cdn2.example/layer")
-    with pytest.raises(Unavailable, match="cdn2.example/layer: HTTP 503"):
+    with pytest.raises(Unavailable, match=r"cdn2\.example/layer: HTTP 503"):
         await client_for(handler).get_blob_range(
             "fleet.example", "team/app", DIGEST, 10, 20, urls=urls
         )

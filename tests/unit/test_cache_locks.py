@@ -10,6 +10,7 @@ import pytest
 
 from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layout import CacheLayout
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
 from regfs.layers.blob_sink import file_lock
@@ -44,7 +45,7 @@ async def test_layers_fetched_then_evicted_leave_no_lock_files(
     store = layer_store(tmp_path, monkeypatch)
     for number in range(LAYERS):
         await store._builders.whole_once(layer(number))
-    ChunkCache(tmp_path, 1).evict()  # as `regfs cache prune` would
+    ChunkCache(CacheLayout(tmp_path), 1).evict()  # as `regfs cache prune` would
     assert os.listdir(tmp_path / "indexes") == []
     assert os.listdir(tmp_path / "locks") == []
 

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layout import CacheLayout
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
@@ -31,7 +32,7 @@ def put(cache: ChunkCache, data: bytes) -> bytes:
 
 
 def test_chunks_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, 1 << 30)
+    cache = ChunkCache(CacheLayout(tmp_path), 1 << 30)
     digest = put(cache, b"chunk")
     assert load_verified(cache, digest) == b"chunk"
     path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
@@ -42,7 +43,7 @@ def test_chunks_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
 def test_an_unreadable_cache_entry_is_logged_and_fetched_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = ChunkCache(tmp_path, 1 << 30)
+    cache = ChunkCache(CacheLayout(tmp_path), 1 << 30)
     digest = put(cache, b"chunk")
     path = next(p for p in (tmp_path / "chunks").rglob("*") if p.is_file())
     path.unlink()
@@ -66,7 +67,7 @@ def test_an_unreadable_layer_index_is_logged_and_built_again(
 
 
 def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, 13_000)
+    cache = ChunkCache(CacheLayout(tmp_path), 13_000)
     digests = []
     for number in range(4):
         digests.append(put(cache, bytes([number]) * 3000))
@@ -89,7 +90,7 @@ def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> Non
     for path in (old_index, open_index, downloading):
         path.write_bytes(b"i" * 4000)
         os.utime(path, (1, 1))  # older than any chunk
-    cache = ChunkCache(tmp_path, 20_000, in_use=lambda: {open_index})
+    cache = ChunkCache(CacheLayout(tmp_path), 20_000, in_use=lambda: {open_index})
     digests = [put(cache, bytes([n]) * 3000) for n in range(3)]
     assert not old_index.exists()  # 12 000 + 9 000 > 20 000: the oldest unused file went
     assert open_index.exists() and downloading.exists()
@@ -98,7 +99,7 @@ def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> Non
 
 
 def test_stale_temporaries_are_cleared(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, 1 << 30)
+    cache = ChunkCache(CacheLayout(tmp_path), 1 << 30)
     digest = put(cache, b"a")
     stale = cache._path(digest).with_name(".leftover.tmp")
     stale.write_bytes(b"partial")
@@ -119,7 +120,7 @@ def _exited_pid() -> int:
 
 
 def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, 1 << 30)
+    cache = ChunkCache(CacheLayout(tmp_path), 1 << 30)
     # a bucket that is a file: writes fail (as on a full disk), and root ignores modes
     cache._path(hashlib.sha256(b"z").digest()).parent.write_bytes(b"not a directory")
     put(cache, b"z")  # logs a warning, raises nothing
@@ -129,14 +130,24 @@ def test_cache_writes_never_fail_a_read(tmp_path: Path) -> None:
 def test_the_index_of_a_decompression_bomb_is_small(tmp_path: Path) -> None:
     """256 MiB of zeros in 256 KiB of gzip: its windows compress away with it."""
     (tmp_path / "blob").write_bytes(zeros_layer(256 << 20))
-    build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 30))
+    build_index(
+        tmp_path / "blob",
+        tmp_path / "index",
+        "sha256:x",
+        ChunkCache(CacheLayout(tmp_path), 1 << 30),
+    )
     assert (tmp_path / "index").stat().st_size < 256 << 10
 
 
 def small_index(directory: Path, name: str) -> Path:
     (directory / f"{name}.tar").write_bytes(tar_of([member(name, b"x")], tarfile.PAX_FORMAT))
     path = directory / f"{name}.sqlite"
-    build_index(directory / f"{name}.tar", path, f"sha256:{name}", ChunkCache(directory, 1 << 30))
+    build_index(
+        directory / f"{name}.tar",
+        path,
+        f"sha256:{name}",
+        ChunkCache(CacheLayout(directory), 1 << 30),
+    )
     return path
 
 

@@ -14,6 +14,7 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir, unsafe_because
+from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
@@ -26,7 +27,7 @@ def index_of(directory: Path, name: str, members: list[str], digest: str) -> Pat
     tar = directory / f"{name}.tar"
     tar.write_bytes(tar_of([member(path, b"x") for path in members], tarfile.PAX_FORMAT))
     path = directory / f"{name}.sqlite"
-    build_index(tar, path, digest, ChunkCache(directory, 1 << 30))
+    build_index(tar, path, digest, ChunkCache(CacheLayout(directory), 1 << 30))
     return path
 
 

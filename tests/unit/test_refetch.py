@@ -17,6 +17,7 @@ import zstandard
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.flight import SingleFlight
+from regfs.cache.layout import CacheLayout
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor
@@ -61,7 +62,7 @@ def indexed(tmp_path: Path, blob: bytes) -> tuple[LayerIndex, LayerRef]:
     own: the reader below starts with none)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "blob").write_bytes(blob)
-    first = ChunkCache(tmp_path / "first", 1 << 40)
+    first = ChunkCache(CacheLayout(tmp_path / "first"), 1 << 40)
     build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", first)
     index = LayerIndex.open(tmp_path / "index")
     assert index is not None
@@ -73,7 +74,7 @@ def read(tmp_path: Path, blob: bytes, offset: int, size: int) -> tuple[bytes, Re
     index, layer = indexed(tmp_path, blob)
     registry = Registry(blob)
     context = ReadContext(
-        VerifiedPieces(ChunkCache(tmp_path / "reader", 1 << 40)), registry.ranges,
+        VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), registry.ranges,
         trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
@@ -171,7 +172,7 @@ def test_bytes_that_do_not_decompress_are_fetched_once_more_then_refused(tmp_pat
     index, layer = indexed(tmp_path, blob)
     registry = Registry(bytes(len(blob)))  # zeros where the blob was
     context = ReadContext(
-        VerifiedPieces(ChunkCache(tmp_path / "reader", 1 << 40)), registry.ranges,
+        VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), registry.ranges,
         trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
@@ -199,7 +200,7 @@ def test_a_chunk_damaged_on_the_way_is_fetched_once_more(tmp_path: Path) -> None
         return fetch
 
     context = ReadContext(
-        VerifiedPieces(ChunkCache(tmp_path / "reader", 1 << 40)), damaging,
+        VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), damaging,
         trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
@@ -211,5 +212,10 @@ def test_a_chunk_damaged_on_the_way_is_fetched_once_more(tmp_path: Path) -> None
 def test_the_index_of_a_decompression_bomb_stays_small(tmp_path: Path) -> None:
     """Its checkpoints' windows are zeros: stored compressed, they take almost nothing."""
     (tmp_path / "blob").write_bytes(zeros_layer(256 << 20))
-    build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", ChunkCache(tmp_path, 1 << 40))
+    build_index(
+        tmp_path / "blob",
+        tmp_path / "index",
+        "sha256:x",
+        ChunkCache(CacheLayout(tmp_path), 1 << 40),
+    )
     assert (tmp_path / "index").stat().st_size < 256 << 10

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import (
     ZSTD_SPACING,
@@ -139,7 +140,7 @@ def test_a_re_read_of_a_multi_frame_layer_starts_at_the_frame_before_it(
 ) -> None:
     blob, tar = zstd_layer(tmp_path)
     assert len(list(frame_spans(io.BytesIO(blob)))) > 4  # pzstd: one frame per piece
-    chunks = ChunkCache(tmp_path / "cache", 1 << 30)
+    chunks = ChunkCache(CacheLayout(tmp_path / "cache"), 1 << 30)
     build_index(tmp_path / "blob", tmp_path / "index", "sha256:x", chunks)
     index = LayerIndex.open(tmp_path / "index")
     assert index is not None and index.meta.compression == "zstd"

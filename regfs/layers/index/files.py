@@ -11,9 +11,9 @@ file of its own, because each numbers entries and places data its own way:
   same layer with another TOC, or none.
 - ``<digest>.soci-<hash>.sqlite``: made from a SOCI zTOC, named after the zTOC's digest.
 
-A TOC found to disagree with its layer's tar leaves ``verdicts/<its index name>.disagrees``
-in the cache dir (what differs, as text; outside ``indexes/``, so the cache's eviction
-never takes it): such a TOC is not used again, the whole blob is.
+A TOC found to disagree with its layer's tar leaves a verdict in the cache dir's
+``verdicts/`` (``CacheLayout.verdict_for``: what differs, as text; outside ``indexes/``, so
+the cache's eviction never takes it): such a TOC is not used again, the whole blob is.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from regfs.cache.layout import CacheLayout
 from regfs.domain.manifest import Descriptor
 from regfs.layers.formats.toc import TOC_ANNOTATIONS
 from regfs.layers.index.meta import BUILT_FROM_BLOB, ExpectedIndex
@@ -37,8 +38,9 @@ def toc_inputs(layer: LayerRef) -> str | None:
 class IndexFiles:
     """The index files of layers under one cache dir's ``indexes/``."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, layout: CacheLayout) -> None:
+        self._layout = layout
+        self.directory = layout.indexes
 
     def whole(self, layer: LayerRef) -> tuple[Path, ExpectedIndex]:
         return (
@@ -65,12 +67,7 @@ class IndexFiles:
         """Where a verdict that the layer's TOC disagrees with its tar is kept, if it has a
         TOC."""
         toc = self.toc(layer)
-        return None if toc is None else disagreement_beside(toc[0])
-
-
-def disagreement_beside(toc_index: Path) -> Path:
-    """Where the verdict that a TOC disagrees with its tar is kept, for its index file."""
-    return toc_index.parent.parent / "verdicts" / f"{toc_index.stem}.disagrees"
+        return None if toc is None else self._layout.verdict_for(toc[0])
 
 
 def _expected(layer: LayerRef, built_from: str) -> ExpectedIndex:

@@ -1,0 +1,64 @@
+"""What a cache dir holds, and where: the one place that names its parts.
+
+Cache layer, pure: paths only. Mounts, ``regfs prefetch`` and ``regfs cache`` share a
+cache dir, so they must agree on where each thing lives; each takes its paths from here.
+
+- ``chunks/ab/abcd…``: verified pieces of layers, named by their sha256 (``chunks.py``);
+- ``indexes/``: one SQLite index per layer and kind (``layers/index/files.py`` names them);
+- ``verdicts/<index>.disagrees``: TOCs found to disagree with their tar (never evicted);
+- ``images/<layer digest>``: which images each layer was used for (``layer_images.py``);
+- ``tmp/``: blobs being downloaded and re-fetches spooled, removed when their writer dies;
+- ``locks/``: one lock file per layer being downloaded (``locks.py``).
+
+Chunks and indexes count against ``--cache-size`` and are evicted least recently used
+first; what is in ``tmp/`` counts but is not evicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLayout:
+    root: Path
+
+    @property
+    def chunks(self) -> Path:
+        return self.root / "chunks"
+
+    @property
+    def indexes(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.root / "verdicts"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def temporary(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def parts(self) -> dict[str, Path]:
+        """Every part by the name ``regfs cache stats`` gives it."""
+        return {
+            "chunks": self.chunks,
+            "indexes": self.indexes,
+            "verdicts": self.verdicts,
+            "images": self.images,
+            "temporary": self.temporary,
+            "locks": self.locks,
+        }
+
+    def verdict_for(self, index: Path) -> Path:
+        """Where the verdict that a TOC disagrees with its tar is kept, for its index."""
+        return self.verdicts / f"{index.stem}.disagrees"
