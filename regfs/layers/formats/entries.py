@@ -132,7 +132,7 @@ def normalize_path(path: bytes) -> list[bytes] | None:
     return parts
 
 
-def _directory(implicit: bool, member: TarMember | None = None) -> _Node:
+def _directory(*, implicit: bool, member: TarMember | None = None) -> _Node:
     if member is None:
         inode = _Inode(EntryKind.DIRECTORY, DEFAULT_DIR_MODE)
     else:

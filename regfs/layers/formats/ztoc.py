@@ -38,7 +38,6 @@ MAX_SPAN_SIZE = 64 << 20
 """Uncompressed bytes of one span: a span is inflated whole into memory."""
 MAX_FILES = 1_000_000
 GZIP = 1
-UNCOMPRESSED = 2
 _HEADER = struct.Struct("<iq")
 _CHECKPOINT = struct.Struct("<qqB")
 _CHECKPOINT_SIZE = _CHECKPOINT.size + WINDOW_SIZE
