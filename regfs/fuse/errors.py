@@ -67,7 +67,7 @@ def translate_errors(
     ``request_timeout``: its registry calls, their retries, and its waits for what another
     request is fetching, so a syscall that needs several calls (a tag, its manifest, a
     blob's Range requests) fails within one ``--timeout``, not one per call. A registry
-    call cut off by it says what it waited for (``registry/http.Deadline``); anything
+    call cut off by it says what it waited for (``registry/retry_policy.Deadline``); anything
     else is EIO here. Work started for the mount rather than the request (prefetches)
     runs in the mount's own nursery, outside it.
     """

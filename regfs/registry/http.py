@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -59,7 +58,7 @@ from regfs.registry.guard import (
     TargetRefused,
     resolve,
 )
-from regfs.registry.retry_policy import MAX_ATTEMPTS, backoff
+from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, backoff
 
 log = logging.getLogger(__name__)
 
@@ -377,27 +376,3 @@ async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, w
 
     await consume_raw(response, what, consume)
     return bytes(wanted[: end - start])
-
-
-class Deadline:
-    """A registry call's deadline, ``seconds`` from now: its expiry, or the expiry of the
-    caller's own while waiting on this call (a FUSE request's, a mirror's half), becomes
-    ``Unavailable`` naming what timed out, so the log says what was waited for."""
-
-    def __init__(self, seconds: float, what: str) -> None:
-        self._scope = trio.move_on_after(seconds)
-        self._what = what
-        self._started = 0.0
-        self._callers = math.inf
-
-    def __enter__(self) -> None:
-        self._started = trio.current_time()
-        self._callers = trio.current_effective_deadline()
-        self._scope.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._scope.__exit__(*exc_info)  # suppresses only what it caught: raised below
-        now = trio.current_time()
-        callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
-        if self._scope.cancelled_caught or callers_passed:
-            raise Unavailable(f"{self._what}: no answer within {now - self._started:.3g}s")

@@ -1,6 +1,6 @@
 """How often a request is sent, and how long between: the one retry policy of regfs.
 
-Registry layer, pure. Only the HTTP session retries (``registry/http.py``): a temporary
+Registry layer. Only the HTTP session retries (``registry/http.py``): a temporary
 failure (a connection refused or reset, a body broken off, 5xx, 429, 408) is sent again,
 up to the place's attempts, ``MAX_ATTEMPTS`` at a registry itself and ``HANDOVER_ATTEMPTS``
 (one) at a place that has a next one to hand over to: a mirror, or a foreign layer's URL
@@ -9,13 +9,19 @@ repeat is for integrity, not transport: a layer piece whose bytes fail their has
 fetched once more (``layers/pieces.py``).
 
 Time is bounded separately, by trio cancel scopes: each registry call by ``--timeout``
-(``http.Deadline``), and everything one FUSE request does, attempts and waits included,
-by one scope of ``--timeout`` too (``fuse/errors.py``).
+(``Deadline``), and everything one FUSE request does, attempts and waits included, by one
+scope of ``--timeout`` too (``fuse/errors.py``).
 """
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
+
+import trio
+
+from regfs.domain.errors import Unavailable
 
 MAX_ATTEMPTS = 4
 HANDOVER_ATTEMPTS = 1
@@ -28,3 +34,27 @@ def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (from 1): exponential, with
     jitter, so that many mounts refused at once do not come back at once."""
     return FIRST_BACKOFF * 2.0 ** (attempt - 1) * (0.5 + random.random())
+
+
+class Deadline:
+    """A registry call's deadline, ``seconds`` from now: its expiry, or the expiry of the
+    caller's own while waiting on this call (a FUSE request's, a mirror's half), becomes
+    ``Unavailable`` naming what timed out, so the log says what was waited for."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self._scope = trio.move_on_after(seconds)
+        self._what = what
+        self._started = 0.0
+        self._callers = math.inf
+
+    def __enter__(self) -> None:
+        self._started = trio.current_time()
+        self._callers = trio.current_effective_deadline()
+        self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._scope.__exit__(*exc_info)  # suppresses only what it caught: raised below
+        now = trio.current_time()
+        callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
+        if self._scope.cancelled_caught or callers_passed:
+            raise Unavailable(f"{self._what}: no answer within {now - self._started:.3g}s")
