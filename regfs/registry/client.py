@@ -15,7 +15,6 @@ from typing import Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-import trio
 
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
@@ -24,7 +23,6 @@ from regfs.domain.errors import (
     NotFound,
     ProtocolError,
     RegfsError,
-    Unavailable,
 )
 from regfs.domain.manifest import Descriptor, ImageIndex, manifest_digest, parse_manifest
 from regfs.domain.reference import is_repository
@@ -37,6 +35,7 @@ from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import HostStats, HttpSession, consume_raw
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
+from regfs.registry.retry_policy import Progress
 from regfs.registry.tls import PerHostTransport
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,6 @@ MAX_LISTING_BYTES = 64 << 20
 """All pages of one listing together (about a million names): beyond, the listing fails
 rather than hold an unbounded list in memory."""
 MAX_LISTING_PAGES = 100_000
-MIN_PROGRESS = 64 << 10
-"""Bytes a blob download must bring every ``timeout`` seconds."""
 T = TypeVar("T")
 
 
@@ -142,18 +139,32 @@ class RegistryClient:
         """The digest ``tag`` points to now: a HEAD, or a GET if the header is missing."""
 
         async def at(place: Endpoint) -> Digest:
-            path = endpoints.manifest_path(place.host, place.repository, tag)
-            with self._session.deadline(f"{place.host}: {path}"):
-                response = await self._session.send(
-                    "HEAD", self._places.url(place.host, path), _MANIFEST_HEADERS, 0,
-                    attempts=place.attempts,
-                )  # fmt: skip
-            header = response.headers.get("docker-content-digest")
+            header = (await self._head_manifest(place, tag)).get("docker-content-digest")
             if header:
+                path = endpoints.manifest_path(place.host, place.repository, tag)
                 return _header_digest(header, f"{place.host}: {path}")
             return (await self._manifest_at(place, tag)).digest
 
         return await self._places.pull(host, repository, at, by_digest=False)
+
+    async def manifest_exists(self, host: str, repository: str, digest: Digest) -> None:
+        """Return if the registry serves manifest ``digest`` in ``repository`` (a HEAD:
+        a kept copy is confirmed without its bytes); else raise ``NotFound`` or
+        ``AccessDenied``, as a GET would."""
+
+        async def at(place: Endpoint) -> None:
+            await self._head_manifest(place, str(digest))
+
+        await self._places.pull(host, repository, at, by_digest=True)
+
+    async def _head_manifest(self, place: Endpoint, reference: str) -> httpx.Headers:
+        path = endpoints.manifest_path(place.host, place.repository, reference)
+        with self._session.deadline(f"{place.host}: {path}"):
+            response = await self._session.send(
+                "HEAD", self._places.url(place.host, path), _MANIFEST_HEADERS, 0,
+                attempts=place.attempts,
+            )  # fmt: skip
+        return response.headers
 
     async def get_manifest(self, host: str, repository: str, reference: str) -> FetchedManifest:
         """The manifest's exact bytes, with the digest they hash to.
@@ -331,7 +342,7 @@ class RegistryClient:
                 response = await self._session.open(
                     "GET", source.url, {}, sponsor=source.sponsor, attempts=source.attempts
                 )
-            progress = _Progress(self.config.timeout, source.what)
+            progress = Progress(self.config.timeout, source.what)
 
             async def consume(data: bytes) -> bool:
                 progress.add(len(data))
@@ -350,28 +361,6 @@ class BlobSink(Protocol):
 
     async def restart(self) -> None:
         """Forget what was written: the next place sends the blob from its start."""
-
-
-class _Progress:
-    """Fails a body that trickles: each ``window`` seconds must bring ``MIN_PROGRESS`` bytes
-    (a stall is httpx's read timeout; a byte a second would otherwise never end)."""
-
-    def __init__(self, window: float, what: str) -> None:
-        self._window = window
-        self._what = what
-        self._start = trio.current_time()
-        self._bytes = 0
-
-    def add(self, size: int) -> None:
-        self._bytes += size
-        now = trio.current_time()
-        if now - self._start < self._window:
-            return
-        if self._bytes < MIN_PROGRESS:
-            raise Unavailable(
-                f"{self._what}: {self._bytes} bytes in {now - self._start:.0f}s: too slow"
-            )
-        self._start, self._bytes = now, 0
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}

@@ -28,6 +28,8 @@ HANDOVER_ATTEMPTS = 1
 """At a place with a next one: the next place is its retry, and retrying would only delay it."""
 FIRST_BACKOFF = 0.25
 """Seconds before the second attempt; each later wait doubles."""
+MIN_PROGRESS = 64 << 10
+"""Bytes a blob download must bring every ``timeout`` seconds."""
 
 
 def backoff(attempt: int) -> float:
@@ -57,4 +59,28 @@ class Deadline:
         now = trio.current_time()
         callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
         if self._scope.cancelled_caught or callers_passed:
-            raise Unavailable(f"{self._what}: no answer within {now - self._started:.3g}s")
+            # tenths: the caller's scope (a FUSE request's) began a moment before this one
+            waited = round(now - self._started, 1)
+            raise Unavailable(f"{self._what}: no answer within {waited:g}s")
+
+
+class Progress:
+    """Fails a body that trickles: each ``window`` seconds must bring ``MIN_PROGRESS`` bytes
+    (a stall is httpx's read timeout; a byte a second would otherwise never end)."""
+
+    def __init__(self, window: float, what: str) -> None:
+        self._window = window
+        self._what = what
+        self._start = trio.current_time()
+        self._bytes = 0
+
+    def add(self, size: int) -> None:
+        self._bytes += size
+        now = trio.current_time()
+        if now - self._start < self._window:
+            return
+        if self._bytes < MIN_PROGRESS:
+            raise Unavailable(
+                f"{self._what}: {self._bytes} bytes in {now - self._start:.0f}s: too slow"
+            )
+        self._start, self._bytes = now, 0
