@@ -8,7 +8,12 @@ cache dir, so they must agree on where each thing lives; each takes its paths fr
 - ``verdicts/<index>.disagrees``: TOCs found to disagree with their tar (never evicted);
 - ``images/<layer digest>``: which images each layer was used for (``layer_images.py``);
 - ``tmp/``: blobs being downloaded and re-fetches spooled, removed when their writer dies;
-- ``locks/``: one lock file per layer being downloaded (``locks.py``).
+- ``locks/``: one lock file per layer being downloaded (``locks.py``);
+- ``confirmed/``: which repositories a registry said hold which digests (``confirmations.py``);
+- ``answers/``: the last good answer to each catalog, tag list and tag (``answers.py``).
+
+Manifests (image indexes too), configs and SOCI indexes are kept in ``chunks/`` as well, named
+by their sha256: they count against the bound and are evicted like chunks.
 
 Chunks and indexes count against ``--cache-size`` and are evicted least recently used
 first; what is in ``tmp/`` counts but is not evicted.
@@ -48,6 +53,14 @@ class CacheLayout:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def confirmations(self) -> Path:
+        return self.root / "confirmed"
+
+    @property
+    def answers(self) -> Path:
+        return self.root / "answers"
+
     def parts(self) -> dict[str, Path]:
         """Every part by the name ``regfs cache stats`` gives it."""
         return {
@@ -57,6 +70,8 @@ class CacheLayout:
             "images": self.images,
             "temporary": self.temporary,
             "locks": self.locks,
+            "confirmations": self.confirmations,
+            "answers": self.answers,
         }
 
     def verdict_for(self, index: Path) -> Path:

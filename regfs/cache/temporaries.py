@@ -45,16 +45,18 @@ def is_abandoned(path: Path, mtime: float, now: float) -> bool:
     return owner_is_gone(path.name) or now - mtime > STALE_SECONDS
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Publish ``data`` at ``path`` whole or not at all: written to a temporary named as
-    above, fsynced, renamed into place (its directory made if missing)."""
+    above, fsynced (unless not ``durable``: a record whose reader checks it, and which may
+    be lost), renamed into place (its directory made if missing)."""
     path.parent.mkdir(exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

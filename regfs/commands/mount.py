@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ import pyfuse3
 import trio
 
 from regfs import __version__
+from regfs.cache.answers import KeptAnswers
+from regfs.cache.layout import CacheLayout
 from regfs.commands import allocator, common, daemon
 from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.domain.errors import MalformedContent
@@ -31,6 +34,7 @@ from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
+from regfs.tree.last_answers import LastAnswers, StalePolicy
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
 
@@ -64,16 +68,21 @@ def serve(
         auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
     )
     client = RegistryClient(config, credentials)
-    metadata = RegistryMetadata(
-        client,
-        MetadataLimits(ttl=args.metadata_ttl),
-        verify_schema1_signatures=args.verify_schema1_signatures,
-    )
     layers = LayerStore(
         client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
     )
+    metadata = RegistryMetadata(
+        client,
+        MetadataLimits(ttl=args.metadata_ttl),
+        layers.by_digest,
+        KeptAnswers(CacheLayout(args.cache_dir)),
+        stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
+        verify_schema1_signatures=args.verify_schema1_signatures,
+    )
     aliases = frozenset(client.config.aliases)
-    status = functools.partial(mount_status, args, mountpoint, client, layers)
+    status = functools.partial(
+        mount_status, args, mountpoint, client, layers, metadata.last_answers
+    )
     context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
     operations = Operations(
         Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
@@ -96,7 +105,11 @@ def serve(
 
 
 def mount_status(
-    args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
+    args: argparse.Namespace,
+    mountpoint: str,
+    client: RegistryClient,
+    layers: LayerStore,
+    last_answers: LastAnswers,
 ) -> dict[str, object]:
     """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
     reads = layers.pieces.reads
@@ -108,6 +121,8 @@ def mount_status(
             "platform": str(args.platform), "timeout": args.timeout,
             "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
             "soci_v1_referrers": args.soci_v1_referrers, "kernel_caching": kernel_caching(),
+            "stale": args.stale,
+            "max_stale": None if math.isinf(args.max_stale) else args.max_stale,
         },
         "cache": {
             "dir": str(args.cache_dir), "size_limit": args.cache_size,
@@ -120,6 +135,9 @@ def mount_status(
                    "last_error_at": stats.last_error_at}
             for host, stats in sorted(client.hosts().items())
         },
+        "unreachable": layers.by_digest.reach.unreachable(),
+        "stale_answers": {"now": len(last_answers.stale_questions()),
+                          "served": last_answers.served_stale},
         "requests_in_flight": max(IN_FLIGHT[0] - 1, 0),  # less the one asking
     }  # fmt: skip
 

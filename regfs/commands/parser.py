@@ -7,6 +7,7 @@ Application layer. ``--help``, the man page and the bash completion
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -175,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
+    )
+    mount.add_argument(
+        "--no-stale",
+        dest="stale",
+        action="store_false",
+        help="while a registry cannot be reached, fail (EIO) instead of showing the last "
+        "catalog, tag list and tag targets it gave (marked user.regfs.stale); what a digest "
+        "names is shown from the cache either way",
+    )
+    mount.add_argument(
+        "--max-stale",
+        type=_positive,
+        default=math.inf,
+        metavar="SECONDS",
+        help="show a registry's last answer while it cannot be reached only if it is at "
+        "most this old (default: however old)",
     )
     _add_cache_options(mount)
     _add_soci_option(mount)

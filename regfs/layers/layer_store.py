@@ -20,16 +20,20 @@ import trio
 
 from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.confirmations import Confirmations
 from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
 from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
+from regfs.cache.objects import KeptObjects
+from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import is_abandoned, write_atomically
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
 from regfs.layers.builders import IndexBuilders
+from regfs.layers.by_digest import ByDigest
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -99,7 +103,11 @@ class LayerStore:
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
+        confirmations = Confirmations(layout)
+        reach = Reachability(patience=client.config.timeout / 2)
+        self.by_digest = ByDigest(client, KeptObjects(self._chunks, confirmations), reach)
+        """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
+        self._soci = SociLookup(client, self.by_digest, v1_referrers=soci_v1_referrers)
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(
@@ -142,7 +150,8 @@ class LayerStore:
 
         Index files are shared by every repository (and mount) using the cache dir, but
         content belongs to repositories: before one found on disk is used here, the
-        registry must confirm it serves the blob in this one (a HEAD, remembered).
+        registry must confirm it serves the blob in this one (a HEAD, remembered), or have
+        confirmed it before and be unreachable now (``layers/by_digest.py``).
         """
         cached = self.known_index(layer)
         if cached is not None:
@@ -154,7 +163,7 @@ class LayerStore:
                 raise self._unindexable[layer.digest]
             index, ztoc = await self._index_on_disk(layer)
             if index is not None and not self._serves(layer):
-                await self._client.blob_exists(
+                await self.by_digest.confirm_blob(
                     layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
                 )
             if index is None:
@@ -164,6 +173,7 @@ class LayerStore:
                     self._unindexable[layer.digest] = error
                     raise
             self._confirm(layer)
+            self.by_digest.served(layer.host, layer.repository, layer.digest)
             self._publish(layer, index)
             return index
 

@@ -25,6 +25,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
 from regfs.domain.manifest import Descriptor, ImageManifest, verified_manifest
 from regfs.domain.soci import SOCI_INDEX_V1, soci_indexes_among, ztocs_by_layer
+from regfs.layers.by_digest import ByDigest
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,11 @@ class SociIndex:
 
 
 class SociLookup:
-    def __init__(self, client: RegistryClient, *, v1_referrers: bool) -> None:
+    def __init__(self, client: RegistryClient, by_digest: ByDigest, *, v1_referrers: bool) -> None:
         """``v1_referrers``: look for a SOCI v1 index among the referrers of an image
         whose manifest names none (else no referrers request is ever made)."""
         self._client = client
+        self._by_digest = by_digest
         self.v1_referrers = v1_referrers
         self._found: dict[tuple[str, str, Digest], SociIndex | None] = {}
         self._flight: SingleFlight[SociIndex | None] = SingleFlight()
@@ -105,9 +107,9 @@ class SociLookup:
             if not found:
                 return None
             digest = found[0]
-        fetched = await self._client.get_manifest(host, repository, str(digest))
+        raw, media_type = await self._by_digest.manifest(host, repository, digest)
         what = f"{host}/{repository}@{digest}"
-        manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+        manifest = verified_manifest(raw, media_type, digest)
         if not isinstance(manifest, ImageManifest):
             raise MalformedContent(f"{what}: a SOCI index must be an image manifest")
         return SociIndex(digest, ztocs_by_layer(manifest, what), named_by_image=named is not None)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from regfs.domain.digest import Digest
-from regfs.domain.errors import AccessDenied, NotFound
+from regfs.domain.errors import AccessDenied, NotFound, Unavailable
 from regfs.domain.reference import (
     MAX_REPOSITORY_LENGTH,
     is_registry_host,
@@ -22,6 +22,7 @@ from regfs.domain.reference import (
 )
 from regfs.tree.context import TreeContext
 from regfs.tree.image import ImageDir
+from regfs.tree.last_answers import stale_marks
 from regfs.tree.node import (
     Directory,
     Kind,
@@ -29,7 +30,7 @@ from regfs.tree.node import (
     Stat,
     Symlink,
 )
-from regfs.tree.xattrs import STATUS_XATTR
+from regfs.tree.xattrs import STALE_XATTR, STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ class RepositoryDir(Directory):
                 raise
         return frozenset()
 
+    async def xattrs(self) -> Mapping[str, bytes]:
+        """``user.regfs.stale`` while answers shown here are the last kept ones."""
+        stale = stale_marks(self.context.metadata.last_answers, self.host, self.path)
+        return {STALE_XATTR: json.dumps(stale).encode()} if stale else {}
+
     async def entries(self) -> Sequence[tuple[str, Node]]:
         repositories, from_catalog = await self._repositories()
         children = _children(self.path, repositories)
@@ -139,7 +145,14 @@ class RepositoryDir(Directory):
         if digest is not None and self.path:
             await self.context.metadata.image(self.host, self.path, digest)
             return ImageDir(self.context, self.host, self.path, digest)
-        repositories, from_catalog = await self._repositories()
+        try:
+            repositories, from_catalog = await self._repositories()
+        except Unavailable:  # a name is taken as where no catalog is offered: below it,
+            # what a digest names can still be shown from the cache
+            repositories, from_catalog = (
+                set(self.context.metadata.known_repositories(self.host)),
+                False,
+            )
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)

@@ -23,7 +23,7 @@ from regfs.fuse.errors import errno_for
 from regfs.fuse.operations import Operations
 from regfs.tree.node import Directory, File, Kind, Stat, Symlink
 from tests.support.crafted import directory, gzip_layer, member
-from tests.support.fuse_harness import CONTEXT, HOST, Kernel, ReaddirToken
+from tests.support.fuse_harness import CONTEXT, HOST, Kernel, ReaddirToken, errno_of
 from tests.support.memory_registry import MemoryRegistry, sha256
 
 DRAWN = re.compile(r"── (?P<error>\w+)\s.*→ (?P<errno>E[A-Z]+)")
@@ -90,12 +90,6 @@ def handlers(operations: Operations) -> dict[str, Callable[[], Awaitable[object]
         "getxattr": lambda: operations.getxattr(root, pyfuse3.XAttrNameT(b"user.x"), CONTEXT),
         "listxattr": lambda: operations.listxattr(root, CONTEXT),
     }
-
-
-async def errno_of(request: Callable[[], Awaitable[object]]) -> int:
-    with pytest.raises(pyfuse3.FUSEError) as raised:
-        await request()
-    return raised.value.errno
 
 
 @pytest.mark.parametrize("error", sorted(ERRORS))

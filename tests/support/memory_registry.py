@@ -46,6 +46,8 @@ class MemoryRegistry:
     """Repositories whose requests are never answered."""
     delay: float = 0.0
     """Seconds (of trio's clock) each answer about a repository takes."""
+    down: bool = False
+    """Every request answered 503, as by a registry behind a proxy whose backend is gone."""
     catalog_status: int = 200
     """What ``/v2/_catalog`` answers: 200 (the catalog) or a refusal."""
     requests: Counter[str] = field(default_factory=Counter)
@@ -97,6 +99,9 @@ class MemoryRegistry:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if self.down:
+            self.requests["while down"] += 1
+            return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE"}]})
         if path == "/v2/":
             return httpx.Response(200, json={})
         if path == "/v2/_catalog":
