@@ -8,9 +8,11 @@ be shared with another machine's processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 STALE_SECONDS = 3600
@@ -60,3 +62,12 @@ def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_abandoned(directory: Path, prefix: str = "") -> None:
+    """Delete what a killed daemon left half-written; another mount's live files stay."""
+    now = time.time()
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
+            if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
+                path.unlink(missing_ok=True)

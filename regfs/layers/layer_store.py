@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
 from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
-from regfs.cache.temporaries import is_abandoned, write_atomically
+from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
@@ -80,8 +79,8 @@ class LayerStore:
         self._lock_dir = layout.locks
         for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self._temporary_dir)
-        _remove_stale(self._index_dir, prefix=".")
+        remove_abandoned(self._temporary_dir)
+        remove_abandoned(self._index_dir, prefix=".")
         locks.sweep(self._lock_dir)
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
@@ -386,12 +385,3 @@ class LayerStore:
 
     def close(self) -> None:
         self._indexes.close()
-
-
-def _remove_stale(directory: Path, prefix: str = "") -> None:
-    """Delete what a killed daemon left half-written; another mount's live files stay."""
-    now = time.time()
-    for path in directory.iterdir():
-        with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
-            if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
-                path.unlink(missing_ok=True)
