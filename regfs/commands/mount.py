@@ -22,8 +22,6 @@ import pyfuse3
 import trio
 
 from regfs import __version__
-from regfs.cache.answers import KeptAnswers
-from regfs.cache.layout import CacheLayout
 from regfs.commands import allocator, common, daemon
 from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
 from regfs.domain.errors import MalformedContent
@@ -75,7 +73,7 @@ def serve(
         client,
         MetadataLimits(ttl=args.metadata_ttl),
         layers.by_digest,
-        KeptAnswers(CacheLayout(args.cache_dir)),
+        layers.answers,
         stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
         verify_schema1_signatures=args.verify_schema1_signatures,
     )

@@ -18,6 +18,7 @@ import cachetools
 import trio
 
 from regfs.cache import locks
+from regfs.cache.answers import KeptAnswers
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.confirmations import Confirmations
 from regfs.cache.flight import SingleFlight
@@ -106,7 +107,11 @@ class LayerStore:
         reach = Reachability(patience=client.config.timeout / 2)
         self.by_digest = ByDigest(client, KeptObjects(self._chunks, confirmations), reach)
         """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
-        self._soci = SociLookup(client, self.by_digest, v1_referrers=soci_v1_referrers)
+        self.answers = KeptAnswers(layout)
+        """The last answers to mutable questions (the tree's too)."""
+        self._soci = SociLookup(
+            client, self.by_digest, self.answers, v1_referrers=soci_v1_referrers
+        )
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(

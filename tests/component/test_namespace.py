@@ -13,8 +13,6 @@ import httpx
 import pytest
 import trio
 
-from regfs.cache.answers import KeptAnswers
-from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import NotFound
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
@@ -55,8 +53,7 @@ class ChangingRegistry:
 def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
     client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
     layers = LayerStore(client, cache_dir, 1 << 20)
-    answers = KeptAnswers(CacheLayout(cache_dir))
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, answers)
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
     context = TreeContext(metadata, layers, Platform.parse("linux/amd64"), time.time_ns())
     return RepositoryDir(context, HOST, "")
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pyfuse3
 
-from regfs.cache.answers import KeptAnswers
-from regfs.cache.layout import CacheLayout
 from regfs.domain.platform import Platform
 from regfs.fuse.invalidation import KernelInvalidator
 from regfs.fuse.operations import Operations
@@ -85,9 +83,8 @@ class Kernel:
         transport = StreamingTransport(registry.handle)
         client = RegistryClient(ClientConfig(timeout=5), transport=transport)
         self.layers = LayerStore(client, cache_dir, 1 << 30)
-        answers = KeptAnswers(CacheLayout(cache_dir))
         metadata = RegistryMetadata(
-            client, MetadataLimits(ttl=ttl), self.layers.by_digest, answers, stale=stale
+            client, MetadataLimits(ttl=ttl), self.layers.by_digest, self.layers.answers, stale=stale
         )
         platform = Platform.parse("linux/amd64")
         context = TreeContext(metadata, self.layers, platform, time.time_ns(), status=status)
