@@ -18,7 +18,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import cachetools
 import pyfuse3
-import trio
 
 from regfs.domain.errors import (
     AccessDenied,
@@ -29,6 +28,7 @@ from regfs.domain.errors import (
     Unavailable,
     VerificationFailed,
 )
+from regfs.registry.request_deadline import request_deadline
 
 log = logging.getLogger("regfs.fuse")
 
@@ -66,7 +66,9 @@ def translate_errors(
     Everything a request does runs in one cancel scope of the handler's owner's
     ``request_timeout``: its registry calls, their retries, and its waits for what another
     request is fetching, so a syscall that needs several calls (a tag, its manifest, a
-    blob's Range requests) fails within one ``--timeout``, not one per call. A registry
+    blob's Range requests) fails within one ``--timeout``, not one per call; a blob that
+    keeps arriving, and local work such as indexing it, move that deadline
+    (``registry/request_deadline.py``). A registry
     call cut off by it says what it waited for (``registry/retry_policy.Deadline``); anything
     else is EIO here. Work started for the mount rather than the request (prefetches)
     runs in the mount's own nursery, outside it.
@@ -77,7 +79,7 @@ def translate_errors(
         timeout = getattr(args[0], "request_timeout", math.inf)  # the Operations instance
         IN_FLIGHT[0] += 1
         try:
-            with trio.move_on_after(timeout):
+            with request_deadline(timeout):
                 return await _translated(operation, *args, **kwargs)
             _log_once(operation.__name__, Unavailable(f"no answer within {timeout:g}s"))
             raise pyfuse3.FUSEError(errno.EIO)
