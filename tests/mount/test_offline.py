@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +24,10 @@ import pytest
 from tests.mount.conftest import BASIC_USER
 from tests.mount.test_credentials import auth_json
 from tests.mount.test_errors import expect_errno
+from tests.mount.test_system_mounts import service_commands, unit
 from tests.support import images
 from tests.support.estargz import EstargzConverter
-from tests.support.mount import Mount, run_regfs
+from tests.support.mount import Mount, clean_environment, run_regfs
 from tests.support.registry import Registry
 
 TIMEOUT = 5
@@ -206,3 +210,48 @@ def test_revoked_credentials_are_eacces_not_stale(tmp_path: Path, basic_registry
         expect_errno(errno.EACCES, by_digest.read_bytes)
     finally:
         second.close()
+
+
+def run_service(mountpoint: Path, cache: Path, notify: Path) -> subprocess.Popen[str]:
+    """The unit's start as systemd runs it: each ``ExecStartPre`` (failures of ``-`` ones
+    ignored), then ``ExecStart`` in the foreground with ``NOTIFY_SOCKET``."""
+    for command in service_commands("ExecStartPre", mountpoint, cache):
+        ignored = command[0] == "-"
+        result = subprocess.run(command[ignored:], capture_output=True, check=False,
+                                env=clean_environment())  # fmt: skip
+        assert ignored or result.returncode == 0, result.stderr
+    (command,) = service_commands("ExecStart", mountpoint, cache)
+    environment = {**clean_environment(), "NOTIFY_SOCKET": str(notify)}
+    return subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_service_restarted_after_kill_9_serves_the_cache_at_once(
+    tmp_path: Path, outage: Outage, registry_back: Registry
+) -> None:
+    """``contrib/regfs.service`` after the daemon is killed (``Restart=on-failure``): its
+    dead mount is cleared and the restarted mount serves what was read, registry gone."""
+    motd = tmp_path / "mnt" / outage.host / "offline/gzip/1/rootfs/etc/motd"
+    cache = tmp_path / "cache"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(tmp_path / "notify"))
+        listener.settimeout(30)
+        first = run_service(tmp_path / "mnt", cache, tmp_path / "notify")
+        assert listener.recv(100) == b"READY=1"
+        assert motd.read_bytes() == MOTD
+        registry_back.kill()
+        killed = time.monotonic()
+        first.kill()  # kill -9
+        first.communicate()
+        second = run_service(tmp_path / "mnt", cache, tmp_path / "notify")
+        try:
+            assert listener.recv(100) == b"READY=1"
+            assert motd.read_bytes() == MOTD
+            gap = time.monotonic() - killed
+            restart_delay = float(unit("regfs.service")["Service"]["RestartSec"])
+            print(f"kill -9 to a working read: {gap:.2f} s, and systemd's {restart_delay} s")
+            assert gap < TIMEOUT
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, log = second.communicate(timeout=30)
+            assert "Traceback" not in log, log
+    assert not os.path.ismount(tmp_path / "mnt")
