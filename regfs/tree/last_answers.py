@@ -72,6 +72,11 @@ class LastAnswers:
             return None
         return kept
 
+    def kept_repositories(self, host: str) -> set[str]:
+        """Repositories of ``host`` whose tag lists are kept (see ``note_repository``)."""
+        kept = self._kept.load(repositories_question(host))
+        return set(kept.answer) if kept is not None and isinstance(kept.answer, list) else set()
+
     def stale_since(self, question: Question) -> float | None:
         """When the registry gave the answer shown for ``question``, if it is stale."""
         return self._stale.get(question)
@@ -90,6 +95,20 @@ def tags_question(host: str, repository: str) -> Question:
 
 def tag_question(host: str, repository: str, tag: str) -> Question:
     return ("tag", host, repository, tag)
+
+
+def repositories_question(host: str) -> Question:
+    """Not asked of a registry: the repositories whose tag lists the cache dir keeps, so
+    that the host's dir leads to them while the registry (and its catalog) is away."""
+    return ("repositories", host)
+
+
+def note_repository(kept: KeptAnswers, host: str, repository: str) -> None:
+    """``repository``'s tag list is kept: list it among ``host``'s (blocking, small)."""
+    known = kept.load(repositories_question(host))
+    names = known.answer if known is not None and isinstance(known.answer, list) else []
+    if repository not in names:
+        kept.save(repositories_question(host), sorted([*names, repository]))
 
 
 def stale_marks(answers: LastAnswers, host: str, path: str) -> dict[str, object]:

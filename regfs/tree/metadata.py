@@ -45,6 +45,7 @@ from regfs.tree.last_answers import (
     LastAnswers,
     StalePolicy,
     catalog_question,
+    note_repository,
     tag_question,
     tags_question,
 )
@@ -101,6 +102,7 @@ class RegistryMetadata:
         they are shown."""
         self._client = client
         self._by_digest = by_digest
+        self._answers = answers
         self.last_answers = LastAnswers(answers, by_digest.reach, stale)
         self._verify_schema1_signatures = verify_schema1_signatures
         self._catalogs: cachetools.TTLCache[str, tuple[str, ...] | None] = cachetools.TTLCache(
@@ -197,6 +199,7 @@ class RegistryMetadata:
             question = tags_question(host, repository)
             tags = frozenset(await self.last_answers.ask(host, question, listed) or ())
             self._note(host, repository)
+            note_repository(self._answers, host, repository)
             return tags
 
         return await self._cached(self._tags, (host, repository), fetch)

@@ -147,22 +147,20 @@ class RepositoryDir(Directory):
             return ImageDir(self.context, self.host, self.path, digest)
         try:
             repositories, from_catalog = await self._repositories()
-        except Unavailable:  # a name is taken as where no catalog is offered: below it,
-            # what a digest names can still be shown from the cache
-            repositories, from_catalog = (
-                set(self.context.metadata.known_repositories(self.host)),
-                False,
-            )
+        except Unavailable:  # the registry is away and no catalog kept: the repositories
+            # whose tag lists the cache keeps lead to what it keeps; other names are taken
+            # as where no catalog is offered
+            metadata = self.context.metadata
+            from_catalog = False
+            repositories = set(metadata.known_repositories(self.host))
+            repositories |= metadata.last_answers.kept_repositories(self.host)
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
-        refusal: AccessDenied | None = None
-        if self.path and is_tag(name):
-            try:
-                if await self._has_tag(name):
-                    return TagLink(self.context, self.host, self.path, name)
-            except AccessDenied as error:
-                refusal = error
+        tag = await self._tag(name)
+        if isinstance(tag, TagLink):
+            return tag
+        refusal = tag
         if is_repository_component(name) and len(full) <= MAX_REPOSITORY_LENGTH:
             if not from_catalog and refusal is None:
                 # Without a catalog a prefix cannot be told from a typo: take the name.
@@ -178,6 +176,17 @@ class RepositoryDir(Directory):
         if refusal is not None:
             raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
         raise NotFound(f"{where}: no repository or tag {name!r}")
+
+    async def _tag(self, name: str) -> TagLink | AccessDenied | None:
+        """The tag ``name`` if it is one, the registry's refusal to say, or None."""
+        if not (self.path and is_tag(name)):
+            return None
+        try:
+            if await self._has_tag(name):
+                return TagLink(self.context, self.host, self.path, name)
+        except AccessDenied as error:
+            return error
+        return None
 
     async def _has_tag(self, tag: str) -> bool:
         """True if ``tag`` exists: in the (cached) tag list, or, if pushed since or the list

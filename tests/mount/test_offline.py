@@ -159,6 +159,7 @@ def test_the_registry_back_brings_fresh_answers_and_a_moved_tag(
         while os.readlink(image / "1") == before and time.monotonic() < deadline:
             time.sleep(0.5)
         assert (image / "1/rootfs/etc/motd").read_bytes() == b"moved\n"
+        assert os.listdir(image) == ["1"] and "offline" in os.listdir(second / host)
         assert "user.regfs.stale" not in os.listxattr(image)
         assert "user.regfs.stale" not in os.listxattr(second / host)
         assert second.log().count("answers again") >= 1
@@ -255,3 +256,26 @@ def test_the_service_restarted_after_kill_9_serves_the_cache_at_once(
             _, log = second.communicate(timeout=30)
             assert "Traceback" not in log, log
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_a_prefetched_image_reads_with_the_registry_away(
+    tmp_path: Path, outage: Outage, registry_back: Registry
+) -> None:
+    """``regfs prefetch`` keeps all a mount needs: manifests, config, the tag and its list."""
+    host = outage.host
+    cache = tmp_path / "cache"
+    for form in ("gzip", "estargz"):
+        fetched = run_regfs("prefetch", "--quiet", "--cache-dir", str(cache),
+                            f"{host}/offline/{form}:1", timeout=120)  # fmt: skip
+        assert fetched.returncode == 0, fetched.stderr
+    registry_back.kill()
+    mount = mount_on(cache, tmp_path / "mnt")
+    mount.allow_log(*UNREACHABLE)
+    try:
+        for form in ("gzip", "estargz"):
+            image = mount / host / "offline" / form / "1"
+            assert (image / "rootfs/etc/motd").read_bytes() == MOTD
+            assert (image / "rootfs/usr/lib/never-read").read_bytes() == NEVER_READ
+            assert json.loads((image / "config").read_bytes())["rootfs"]
+    finally:
+        mount.close()
