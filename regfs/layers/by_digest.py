@@ -53,10 +53,17 @@ class ByDigest:
         return raw, media_type
 
     async def blob(
-        self, host: str, repository: str, digest: Digest, *, size: int | None, max_bytes: int
+        self,
+        host: str,
+        repository: str,
+        digest: Digest,
+        *,
+        size: int | None,
+        max_bytes: int,
+        what: str = "blob",
     ) -> bytes:
         """A small blob (a config) whole, which hashes to ``digest`` and is ``size`` bytes
-        long (if given)."""
+        long (if given); ``what`` it is, for the error if it does not."""
         kept = self._kept.load(host, repository, digest)
         if kept is not None and (size is None or len(kept.data) == size):
             confirm = functools.partial(self._client.blob_exists, host, repository, digest)
@@ -67,7 +74,7 @@ class ByDigest:
             return await self._client.get_blob(host, repository, digest, max_bytes)
 
         fetched = await self.reach.ask(host, fetch, None)
-        data = verified(fetched, digest, size=size, what=f"{host}/{repository}@{digest}: blob")
+        data = verified(fetched, digest, size=size, what=f"{host}/{repository}@{digest}: {what}")
         self._kept.keep(host, repository, digest, data)
         return data
 

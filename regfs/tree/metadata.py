@@ -277,7 +277,12 @@ class RegistryMetadata:
         async def fetch() -> bytes:
             limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
             return await self._by_digest.blob(
-                host, repository, descriptor.digest, size=descriptor.size, max_bytes=limit
+                host,
+                repository,
+                descriptor.digest,
+                size=descriptor.size,
+                max_bytes=limit,
+                what="config blob",
             )
 
         return await self._cached(self._configs, (host, repository, descriptor.digest), fetch)

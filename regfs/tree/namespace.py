@@ -147,13 +147,15 @@ class RepositoryDir(Directory):
             return ImageDir(self.context, self.host, self.path, digest)
         try:
             repositories, from_catalog = await self._repositories()
-        except Unavailable:  # the registry is away and no catalog kept: the repositories
-            # whose tag lists the cache keeps lead to what it keeps; other names are taken
-            # as where no catalog is offered
+        except Unavailable:  # the registry is away and no catalog kept: if the cache
+            # keeps tag lists of the host's repositories, they lead to what it keeps, and
+            # other names are taken as where no catalog is offered
             metadata = self.context.metadata
+            kept = metadata.last_answers.kept_repositories(self.host)
+            if not kept:
+                raise
             from_catalog = False
-            repositories = set(metadata.known_repositories(self.host))
-            repositories |= metadata.last_answers.kept_repositories(self.host)
+            repositories = set(metadata.known_repositories(self.host)) | kept
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
