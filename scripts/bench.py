@@ -473,8 +473,73 @@ def refetch(workdir: Path) -> None:
     )  # fmt: skip
 
 
+def read_each(directory: Path, names: list[str]) -> None:
+    """Read the files one after another, as a single-threaded program does."""
+    for name in names:
+        read_all(directory / name)
+
+
+SMALL_FILES_FROM = ("/usr/lib/python3.11/email", "/usr/lib/python3.11/json")
+"""Real small files, read one after another as a program's start reads its modules."""
+
+
+def seqread(workdir: Path) -> None:
+    """Issue 21: a cold sequential read of a 64 MiB file, and a cold read of ~40 small
+    files one after another, through TOC layers (eStargz, zstd:chunked); each with the
+    proxy adding ``REGFS_BENCH_DELAYS`` seconds to every Range request (one round trip of
+    a link that far away; bandwidth is not capped). Counts the Range requests each cost."""
+    layout = workdir / "oci"
+    files = {"big.bin": os.urandom(64 << 20)}
+    for directory in SMALL_FILES_FROM:
+        for path in sorted(Path(directory).rglob("*.py")):
+            files[str(path).lstrip("/")] = path.read_bytes()
+    small = [name for name in files if name != "big.bin"]
+    images.build_image(layout, "1", files)
+    delays = [float(d) for d in os.environ.get("REGFS_BENCH_DELAYS", "0 0.03").split()]
+    rows = []
+    for name in os.environ.get("REGFS_BENCH_FORMATS", "estargz zstd-chunked").split():
+        registry = Registry(workdir / f"registry-{name}")
+        proxy = CountingProxy(registry.port)
+        try:
+            destination = f"{registry.host}/bench/{name}:1"
+            if name == "estargz":
+                push_estargz(layout, "1", destination, workdir / name)
+            elif name == "zstd-chunked":
+                images.push(layout, "1", destination, "--dest-compress-format", "zstd:chunked")
+            else:
+                images.push(layout, "1", destination)
+            for delay in delays:
+                for what, paths in (("big", ["big.bin"]), ("small", small)):
+                    mount = Mount(workdir / f"mnt-{name}-{delay}-{what}")
+                    try:
+                        rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
+                        os.listdir(rootfs)  # the TOC: not what is measured
+                        drop_page_cache()
+                        proxy.reset()
+                        proxy.range_delay = delay
+                        seconds = timed(partial(read_each, rootfs, paths))
+                        proxy.range_delay = 0
+                        requests = sum(proxy.requests_by_path.values())
+                        fetched = proxy.blob_bytes()
+                    finally:
+                        mount.close()
+                    size = sum(len(files[p]) for p in paths)
+                    rows.append((name, delay, what, len(paths), size, seconds, requests, fetched))
+        finally:
+            proxy.stop()
+            registry.stop()
+    print("\ncold reads through a TOC (Range requests delayed by the proxy)")
+    print("| layer | delay | read | seconds | MiB/s | requests | MiB fetched |")
+    print("|---|---|---|---|---|---|---|")
+    for name, delay, what, count, size, seconds, requests, fetched in rows:
+        label = "a 64 MiB file" if what == "big" else f"{count} small files"
+        print(f"| {name} | {delay * 1000:.0f} ms | {label} | {seconds:.3f} | "
+              f"{size / seconds / 2**20:.1f} | {requests} | {fetched / 2**20:.2f} |")  # fmt: skip
+
+
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
+    "seqread": seqread,
 }  # fmt: skip
 
 

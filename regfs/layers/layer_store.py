@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import cachetools
 import trio
 
 from regfs.cache import locks
@@ -29,7 +28,7 @@ from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
+from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
 from regfs.layers.builders import IndexBuilders
@@ -37,24 +36,14 @@ from regfs.layers.by_digest import ByDigest
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
+from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
-from regfs.layers.readers import (
-    INFLATED_SPANS_BYTES,
-    RangeFetch,
-    ReadContext,
-    load_pieces,
-    read_stream,
-    reader_for,
-)
 from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
-
-DECOMPRESSING_AT_ONCE = 8
-"""Worker threads decompressing re-fetched pieces at once, for the whole mount."""
 
 
 class LayerStore:
@@ -86,17 +75,9 @@ class LayerStore:
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
-        # Decompressing threads of re-fetches have their own limiter: they must not take
-        # every default worker thread (which DNS lookups need too).
-        self._reading = ReadContext(
-            self.pieces, self._ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
-            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(),
-            spool_dir=self._temporary_dir,
-        )  # fmt: skip
+        self._reads = LayerReads(client, self.pieces, self._temporary_dir, self._count_fetched)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
-        self._background: trio.Nursery | None = None
-        """Where prefetches run: the nursery of ``run``, once the daemon started it."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
         self._disagreements: dict[LayerRef, str] = {}
@@ -116,31 +97,15 @@ class LayerStore:
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
-            ranges=self._ranges, served=self._confirm, received=self._count_fetched,
+            ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
     async def run(self) -> None:
-        """Work of the mount's own, in the background (prefetching), until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._background = nursery
-            await trio.sleep_forever()
-
-    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
-        """Fetch the chunks of the files an eStargz image's builder marked as read first
-        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
-        the files are fetched when read, as any other."""
-        end = index.meta.prefetch_end
-        try:
-            await load_pieces(reader_for(layer, index, self._reading), end)
-        except RegfsError as error:
-            log.info("%s: prefetch stopped: %s", layer, error)
-            return
-        except Exception:  # a bug: logged, and the mount goes on serving
-            log.exception("%s: prefetch failed", layer)
-            return
-        log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+        """Work of the mount's own, in the background (read-ahead, prefetching), until
+        cancelled."""
+        await self._reads.run()
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -262,8 +227,7 @@ class LayerStore:
                 await self._builders.whole_once(layer)
                 built = whole
             index = self._open_built(layer, *built)
-            if index.meta.prefetch_end and self._background is not None:
-                self._background.start_soon(self._prefetch, layer, index)
+            self._reads.prefetch_soon(layer, index)
             return index
 
     async def whole_index(self, layer: LayerRef) -> LayerIndex:
@@ -305,34 +269,22 @@ class LayerStore:
             write_atomically(path, differences.encode())
         self._publish(layer, whole)
 
-    async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
+    async def read(
+        self,
+        layer: LayerRef,
+        index: LayerIndex,
+        offset: int,
+        size: int,
+        file: tuple[int, int] | None = None,
+    ) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
-        index built from a TOC: of its virtual stream)."""
-        reader = reader_for(layer, index, self._reading)
-        return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+        index built from a TOC: of its virtual stream). ``file``: where on that stream the
+        file being read lies, so that a sequential reader is read ahead of."""
+        return await self._reads.read(layer, index, offset, size, file)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
-        await load_pieces(reader_for(layer, index, self._reading), index.meta.uncompressed_size)
-
-    def _ranges(self, layer: LayerRef) -> RangeFetch:
-        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
-        FUSE request's own scope may end them sooner). Each names what it fetches for the
-        timeout's message."""
-        timeout = self._client.config.timeout
-        give_up_at = trio.current_time() + timeout
-
-        async def fetch(start: int, end: int, what: str) -> bytes:
-            with trio.move_on_at(give_up_at):
-                data = await self._client.get_blob_range(
-                    layer.host, layer.repository, layer.digest, start, end,
-                    urls=layer.descriptor.urls,
-                )  # fmt: skip
-                self._count_fetched(layer, len(data))
-                return data
-            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
-
-        return fetch
+        await self._reads.warm(layer, index)
 
     def _count_fetched(self, layer: LayerRef, size: int) -> None:
         self.on_fetched(layer, size)

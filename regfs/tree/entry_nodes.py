@@ -91,10 +91,9 @@ class EntryFile(EntryNode, File):
         size = max(0, min(size, self.entry.size - offset))
         if size == 0:
             return b""
-        source = self.source
-        return await source.store.read(
-            source.layer, source.index, self.entry.data_offset + offset, size
-        )
+        source, start = self.source, self.entry.data_offset
+        file = (start, start + self.entry.size)
+        return await source.store.read(source.layer, source.index, start + offset, size, file)
 
 
 class EntrySymlink(EntryNode, Symlink):

@@ -1,0 +1,144 @@
+"""Reads of layer content for a mount: what a reader waits for, and what is fetched ahead.
+
+Layers layer. A read goes to the reader of its index's kind (``readers.py``); before it
+waits, the range a sequential reader will want next (``read_ahead.py``) is asked for in a
+task of the mount's own, so that its Range requests are on their way while the read's own
+are answered. Read-ahead and the eStargz prefetch run in the mount's nursery (``run``),
+outside every FUSE request's deadline, each under a deadline of its own; their failures
+are logged, never a reader's (a reader needing a piece they failed to bring fetches it
+itself, under its own deadline).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import cachetools
+import trio
+
+from regfs.cache.flight import SingleFlight
+from regfs.domain.errors import RegfsError, Unavailable
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.read_ahead import ReadAhead
+from regfs.layers.reader_base import PieceReader, RangeFetch, ReadContext
+from regfs.layers.readers import INFLATED_SPANS_BYTES, load_pieces, read_stream, reader_for
+from regfs.layers.streams import Priority, Streams
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+DECOMPRESSING_AT_ONCE = 8
+"""Worker threads decompressing re-fetched pieces at once, for the whole mount."""
+READING_AHEAD_AT_ONCE = 4
+"""Read-ahead tasks fetching at once, for the whole mount (more wait their turn)."""
+STREAMS_FOLLOWED = 256
+"""Layers whose readers' positions are remembered for read-ahead (the least recent go)."""
+
+
+class LayerReads:
+    """Every read of layer content of one mount (or ``regfs prefetch``)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        pieces: VerifiedPieces,
+        spool_dir: Path,
+        received: Callable[[LayerRef, int], None],
+    ) -> None:
+        """``received(layer, size)`` is told of each piece of a blob fetched."""
+        self._client = client
+        self._received = received
+        # Decompressing threads of re-fetches have their own limiter: they must not take
+        # every default worker thread (which DNS lookups need too).
+        self.context = ReadContext(
+            pieces, self.ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
+            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), Streams(),
+            spool_dir=spool_dir,
+        )  # fmt: skip
+        self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
+        self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
+        self.background: trio.Nursery | None = None
+        """Where read-ahead and prefetches run: the nursery of ``run``, once started."""
+
+    async def run(self) -> None:
+        """Work of the mount's own, in the background, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self.background = nursery
+            await trio.sleep_forever()
+
+    async def read(
+        self,
+        layer: LayerRef,
+        index: LayerIndex,
+        offset: int,
+        size: int,
+        file: tuple[int, int] | None = None,
+    ) -> bytes:
+        """``size`` bytes of the layer's stream at ``offset``, verified. ``file``: where
+        the file being read lies on the stream, to read ahead of a sequential reader."""
+        reader = reader_for(layer, index, self.context)
+        end = min(offset + size, index.meta.uncompressed_size)
+        if file is not None and self.background is not None and offset < end:
+            followed = self._followed.get(index.path)
+            if followed is None:
+                followed = self._followed[index.path] = ReadAhead()
+            ahead = followed.after(offset, end, *file)
+            if ahead is not None:
+                self.background.start_soon(self._read_ahead, reader, layer, *ahead)
+        return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+
+    async def _read_ahead(self, reader: PieceReader, layer: LayerRef, start: int, end: int) -> None:
+        async with self._reading_ahead:
+            try:
+                await reader.load(start, end, Priority.AHEAD)
+            except RegfsError as error:
+                log.info("%s: read-ahead of %d-%d stopped: %s", layer, start, end, error)
+
+    def prefetch_soon(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Begin fetching what an eStargz image's builder marked as read first, if it
+        marked anything and the mount runs a background."""
+        if index.meta.prefetch_end and self.background is not None:
+            self.background.start_soon(self._prefetch, layer, index)
+
+    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Fetch the chunks of the files an eStargz image's builder marked as read first
+        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
+        the files are fetched when read, as any other."""
+        end = index.meta.prefetch_end
+        try:
+            await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
+        except RegfsError as error:
+            log.info("%s: prefetch stopped: %s", layer, error)
+            return
+        except Exception:  # a bug: logged, and the mount goes on serving
+            log.exception("%s: prefetch failed", layer)
+            return
+        log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+
+    async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Load every piece of the layer, fetching and checking what the cache lacks."""
+        reader = reader_for(layer, index, self.context)
+        await load_pieces(reader, index.meta.uncompressed_size, Priority.WAITED)
+
+    def ranges(self, layer: LayerRef) -> RangeFetch:
+        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
+        FUSE request's own scope may end them sooner). Each names what it fetches for the
+        timeout's message."""
+        timeout = self._client.config.timeout
+        give_up_at = trio.current_time() + timeout
+
+        async def fetch(start: int, end: int, what: str) -> bytes:
+            with trio.move_on_at(give_up_at):
+                data = await self._client.get_blob_range(
+                    layer.host, layer.repository, layer.digest, start, end,
+                    urls=layer.descriptor.urls,
+                )  # fmt: skip
+                self._received(layer, len(data))
+                return data
+            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
+
+        return fetch
