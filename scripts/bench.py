@@ -537,9 +537,88 @@ def seqread(workdir: Path) -> None:
               f"{size / seconds / 2**20:.1f} | {requests} | {fetched / 2**20:.2f} |")  # fmt: skip
 
 
+def baseline_installations(workdir: Path) -> list[tuple[str, Path]]:
+    """The regfs under test, and with ``REGFS_BENCH_BASELINE`` (another regfs source tree,
+    e.g. ``git archive main``) that one too, installed beside it, to measure side by side."""
+    found = [("this regfs", Installation.bin_dir)]
+    baseline = os.environ.get("REGFS_BENCH_BASELINE")
+    if baseline:
+        environment = workdir / "baseline-venv"
+        run(sys.executable, "-m", "venv", environment)
+        wheels = sorted(Path("build/pyfuse3").glob("pyfuse3-*.whl"))
+        run(environment / "bin/python", "-m", "pip", "install", "--quiet", *wheels[-1:], baseline)
+        found.append(("baseline", environment / "bin"))
+    return found
+
+
+def copy_unpack_cat(host: str, local: Path) -> None:
+    source = f"docker://{host}/bench/debian:1"
+    run("skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{local}/oci:1")
+    run("umoci", "unpack", "--image", f"{local}/oci:1", local / "bundle")
+    read_all(local / "bundle/rootfs/etc/issue")
+
+
+def findcold(workdir: Path) -> None:
+    """Issue 21: the layered Debian image (4 plain gzip layers): `find rootfs -ls` with the
+    kernel's caches dropped (the daemon's own kept), against the same on local disk; and a
+    cold mount → `cat` of a file in the top-most layer with files (layer 1) and in the
+    bottom one, through a proxy whose Range and blob requests wait ``REGFS_BENCH_DELAY``
+    seconds (default 0.03), against skopeo copy + umoci unpack + cat."""
+    debian_rootfs(workdir / "debian")
+    layout = workdir / "oci"
+    build_layered(layout, "1", workdir / "debian")
+    registry = Registry(workdir / "registry")
+    proxy = CountingProxy(registry.port)
+    local = workdir / "local"
+    rows = []
+    try:
+        images.push(layout, "1", f"{registry.host}/bench/debian:1")
+        delay = float(os.environ.get("REGFS_BENCH_DELAY", "0.03"))
+        drop_page_cache()
+        proxy.slow = [("/blobs/", delay)]
+        rows.append(("-", "skopeo copy + umoci unpack + cat etc/issue",
+                     timed(partial(copy_unpack_cat, proxy.host, local))))  # fmt: skip
+        proxy.slow = []
+        for label, bin_dir in baseline_installations(workdir):
+            Installation.use(bin_dir)
+            for name in ("etc/issue", "etc/os-release"):
+                drop_page_cache()
+                proxy.slow = [("/blobs/", delay)]
+                start = time.perf_counter()
+                mount = Mount(workdir / f"mnt-{label}-{name.replace('/', '-')}")
+                try:
+                    read_all(mount / proxy.host / "bench/debian/1/rootfs" / name)
+                    rows.append((label, f"cold mount → cat rootfs/{name}",
+                                 time.perf_counter() - start))  # fmt: skip
+                finally:
+                    proxy.slow = []
+                    mount.close()
+            mount = Mount(workdir / f"mnt-{label}")
+            try:
+                rootfs = mount / registry.host / "bench/debian/1/rootfs"
+                find_ls(rootfs)  # every layer indexed, the daemon's listings filled
+                regfs_times, local_times = [], []
+                for _ in range(3):
+                    drop_page_cache()
+                    regfs_times.append(timed(partial(find_ls, rootfs)))
+                    drop_page_cache()
+                    local_times.append(timed(partial(find_ls, local / "bundle/rootfs")))
+                rows.append((label, "find rootfs -ls, caches dropped", min(regfs_times)))
+                rows.append((label, "find -ls on local disk, caches dropped", min(local_times)))
+            finally:
+                mount.close()
+    finally:
+        proxy.stop()
+        registry.stop()
+    print(f"\nlayered Debian image, plain gzip (blob requests delayed {delay * 1000:.0f} ms)")
+    print("| regfs | figure | seconds |\n|---|---|---|")
+    for label, figure, seconds in rows:
+        print(f"| {label} | {figure} | {seconds:.3f} |")
+
+
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
-    "seqread": seqread,
+    "seqread": seqread, "findcold": findcold,
 }  # fmt: skip
 
 

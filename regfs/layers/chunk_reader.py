@@ -40,6 +40,8 @@ class ChunkReader(Reader):
     """A layer read whole once (gzip, zstd or plain tar): fixed chunks of its tar, each
     made again from the nearest checkpoint when the cache no longer has it."""
 
+    reads_ahead = False
+
     def pieces(self, start: int, end: int) -> Sequence[Piece[int]]:
         meta = self.index.meta
         size = meta.chunk_size

@@ -82,7 +82,7 @@ class LayerReads:
         the file being read lies on the stream, to read ahead of a sequential reader."""
         reader = reader_for(layer, index, self.context)
         end = min(offset + size, index.meta.uncompressed_size)
-        if file is not None and self.background is not None and offset < end:
+        if file is not None and reader.reads_ahead and self.background is not None and offset < end:
             followed = self._followed.get(index.path)
             if followed is None:
                 followed = self._followed[index.path] = ReadAhead()

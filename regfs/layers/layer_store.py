@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -28,7 +28,7 @@ from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, VerificationFailed
+from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
 from regfs.layers.builders import IndexBuilders
@@ -44,6 +44,10 @@ from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
+
+INDEXED_LATER_AT_ONCE = 2
+"""Layers indexed at once that nobody asked for yet (``index_later``): fewer than the
+first passes a mount runs at once, so that a layer a reader needs finds room."""
 
 
 class LayerStore:
@@ -76,6 +80,7 @@ class LayerStore:
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
         self._reads = LayerReads(client, self.pieces, self._temporary_dir, self._count_fetched)
+        self._indexing_later = trio.CapacityLimiter(INDEXED_LATER_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
         self._unindexable: dict[Digest, MalformedContent] = {}
@@ -106,6 +111,21 @@ class LayerStore:
         """Work of the mount's own, in the background (read-ahead, prefetching), until
         cancelled."""
         await self._reads.run()
+
+    def index_later(self, layers: Sequence[LayerRef]) -> None:
+        """Index ``layers`` in the background, in this order, a few at a time: an image's
+        layers that a lookup did not need yet (it will, for a listing)."""
+        background = self._reads.background
+        if background is not None:
+            for layer in layers:
+                background.start_soon(self._index_later, layer)
+
+    async def _index_later(self, layer: LayerRef) -> None:
+        async with self._indexing_later:
+            try:
+                await self.index(layer)
+            except RegfsError as error:  # said again when a reader needs it
+                log.info("%s: not indexed ahead of use: %s", layer, error)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the

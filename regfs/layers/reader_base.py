@@ -31,6 +31,11 @@ RangeFetch = Callable[[int, int, str], Awaitable[bytes]]
 
 
 class PieceReader(Protocol):
+    reads_ahead: bool
+    """Whether a sequential reader is read ahead of (a whole layer's chunks are on disk
+    after its first pass: only a re-fetch after eviction would gain, and a zstd re-fetch
+    makes the chunks after the one asked for anyway)."""
+
     def pieces(self, start: int, end: int) -> Sequence[Piece[Any]]:
         """The pieces covering ``[start, end)`` of the stream, in order."""
         ...
@@ -79,6 +84,10 @@ def joined(pieces: Sequence[Piece[Any]], datas: Sequence[bytes], start: int, end
 
 
 class Reader:
+    reads_ahead = True
+    piece_name = "chunk"
+    """What a piece is called in messages."""
+
     def __init__(self, layer: LayerRef, index: LayerIndex, context: ReadContext) -> None:
         self.layer = layer
         self.index = index

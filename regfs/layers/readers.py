@@ -66,7 +66,7 @@ class _RunReader(Reader):
     def pieces(self, start: int, end: int) -> Sequence[Piece[TocChunk]]:
         return [
             Piece(chunk.sha256, chunk.virtual_offset, chunk.size, chunk,
-                  f"{self.layer}: chunk at {chunk.compressed_offset}")
+                  f"{self.layer}: {self.piece_name} at {chunk.compressed_offset}")
             for chunk in self.index.toc_chunks_between(start, end)
         ]  # fmt: skip
 
@@ -91,7 +91,8 @@ class _RunReader(Reader):
 
         async def one(run: Sequence[Piece[TocChunk]]) -> None:
             first, last = run[0].source, run[-1].source
-            what = f"chunks at {first.compressed_offset}-{last.compressed_end} not fetched"
+            where = f"{first.compressed_offset}-{last.compressed_end}"
+            what = f"{self.piece_name}s at {where} not fetched"
             try:
                 async with self.context.streams.slot(priority):
                     ranges = self.context.ranges(self.layer)
@@ -139,6 +140,8 @@ class SpanReader(_RunReader):
     """A gzip layer read through a SOCI zTOC: each span is fetched compressed (a piece,
     named by its zTOC digest; spans wanted together are fetched together) and inflated
     from its checkpoint in one worker hop."""
+
+    piece_name = "span"
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:
         """Each span's compressed bytes: the piece itself."""

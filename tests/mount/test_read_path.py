@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from regfs.layers.pieces import FAILURE_MEMORY
-from tests.mount.conftest import Pushed
+from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount
@@ -171,3 +171,32 @@ def test_damaged_answers_mid_stream_are_never_served(mount: Mount, lazy: Lazy) -
     lazy.proxy.faults = []
     time.sleep(FAILURE_MEMORY)  # the kernel's retry of a failed read is answered at once
     assert read_all(rootfs / "big.bin") == BIG
+
+
+def test_a_file_of_a_gzip_image_waits_only_for_the_layers_above_it(
+    tmp_path: Path, layered: Layered, layered_proxy: CountingProxy
+) -> None:
+    """The layered image's bottom layer (the Debian base) takes 4 s to start arriving:
+    ``etc/issue``, which layer 1 gives, is read without waiting for it (the lookup goes
+    down from the top and stops at the layer that has the name); the rest is indexed in
+    the background, and a listing then shows the whole merge. Before, every lookup in
+    ``rootfs/`` waited for every layer."""
+    proxy = layered_proxy
+    proxy.reset()
+    body, _, _ = images.get_manifest(layered.registry.url, "layered/oci", "1")
+    bottom = json.loads(body)["layers"][0]["digest"]
+    proxy.slow = [(bottom, 4.0)]
+    mount = Mount(tmp_path / "mnt")
+    try:
+        rootfs = mount / proxy.host / "layered/oci/1/rootfs"
+        start = time.monotonic()
+        assert (rootfs / "etc/issue").read_text() == "regfs layered image\n"
+        took = time.monotonic() - start
+        assert took < 3.5, took
+        assert sorted(os.listdir(rootfs)) == sorted(os.listdir(layered.oracle_rootfs))
+        assert sorted(os.listdir(rootfs / "etc")) == sorted(
+            os.listdir(layered.oracle_rootfs / "etc")
+        )
+    finally:
+        proxy.slow = []
+        mount.close()
