@@ -31,7 +31,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
-from regfs.layers.builders import IndexBuilders
+from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
@@ -45,9 +45,9 @@ from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-INDEXED_LATER_AT_ONCE = 2
-"""Layers indexed at once that nobody asked for yet (``index_later``): fewer than the
-first passes a mount runs at once, so that a layer a reader needs finds room."""
+INDEXED_LATER_AT_ONCE = FIRST_PASSES_AT_ONCE - 1
+"""Layers indexed at once that nobody asked for yet (``index_later``): all the first
+passes a mount runs at once but one, so that a layer a reader needs finds room at once."""
 
 
 class LayerStore:

@@ -71,9 +71,13 @@ class EntryNode(Node):
         self.key = key
         self.source = source
         self.entry = entry
+        self._stat: Stat | None = None
 
     async def stat(self) -> Stat:
-        return entry_stat(self.entry)
+        # made once: a cold `find -ls` asks for every entry of every listing again
+        if self._stat is None:
+            self._stat = entry_stat(self.entry)
+        return self._stat
 
     async def xattrs(self) -> dict[str, bytes]:
         return entry_xattrs(self.entry)

@@ -51,7 +51,7 @@ class MergedImage:
         self.context = context
         self.image = image
         self.layers = tuple(layers)
-        self.key = (host, repository, image)
+        self.key = (host, repository, str(image))  # strings: their hashes are kept
         """Identifies this image's merged tree among all mounted ones."""
         self._found: list[LayerIndex | None] = [None] * len(self.layers)
         self._rest_asked = False
@@ -150,14 +150,14 @@ class RootfsFile(EntryFile):
         super().__init__(key, source, entry)
         self.image = image
         self.position = position
-        self._nlink: int | None = None
 
     async def stat(self) -> Stat:
         if self.entry.nlink == 1:
-            return entry_stat(self.entry)
-        if self._nlink is None:
-            self._nlink = await self.image.visible_links(self.position, self.entry)
-        return entry_stat(self.entry, self._nlink)
+            return await super().stat()
+        if self._stat is None:
+            links = await self.image.visible_links(self.position, self.entry)
+            self._stat = entry_stat(self.entry, links)
+        return self._stat
 
 
 class RootfsDir(Directory):
@@ -170,6 +170,7 @@ class RootfsDir(Directory):
         self.path = path
         self.merged = merged if merged is not None else image.root_dir
         self.key = ("rootfs", image.key, path)
+        self._stat: Stat | None = None
 
     async def _resolved(self) -> Resolved:
         resolved = await self.merged.resolved()
@@ -188,12 +189,15 @@ class RootfsDir(Directory):
     async def stat(self) -> Stat:
         """The root takes the ``.`` entry of the highest layer that has one, as an
         unpack applies them; until every layer is indexed it is provisional."""
+        if self._stat is not None:
+            return self._stat
         found = await self._attributes()
         if found is None:
             return provisional_directory(self.image.context)
         if not self.path:
             return root_stat(self.image.context, found[1])
-        return entry_stat(found[1])
+        self._stat = entry_stat(found[1])  # made once, as a file's
+        return self._stat
 
     async def xattrs(self) -> dict[str, bytes]:
         found = await self._attributes()
