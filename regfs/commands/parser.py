@@ -201,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the JWS signatures of schema1 manifests against their keys (jwk, x5c); "
         "digests are always verified",
     )
+    mount.add_argument(
+        "--background-fetch",
+        action="store_true",
+        help="once a file of a layer read lazily (eStargz, zstd:chunked, SOCI) is read, fetch "
+        "the rest of that layer in the background, behind what readers wait for: later reads "
+        "cost no round trip, at the price of the whole layer's bytes",
+    )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"

@@ -48,10 +48,16 @@ class LayerReads:
         pieces: VerifiedPieces,
         spool_dir: Path,
         received: Callable[[LayerRef, int], None],
+        *,
+        background_fetch: bool = False,
     ) -> None:
-        """``received(layer, size)`` is told of each piece of a blob fetched."""
+        """``received(layer, size)`` is told of each piece of a blob fetched;
+        ``background_fetch``: a lazily read layer, once read, is fetched whole behind."""
         self._client = client
         self._received = received
+        self._background_fetch = background_fetch
+        self._fetching_whole: set[Path] = set()
+        """Indexes whose layers were asked for whole in the background."""
         # Decompressing threads of re-fetches have their own limiter: they must not take
         # every default worker thread (which DNS lookups need too).
         self.context = ReadContext(
@@ -89,6 +95,9 @@ class LayerReads:
             ahead = followed.after(offset, end, *file)
             if ahead is not None:
                 self.background.start_soon(self._read_ahead, reader, layer, *ahead)
+            if self._background_fetch and index.path not in self._fetching_whole:
+                self._fetching_whole.add(index.path)
+                self.background.start_soon(self._fetch_whole, reader, layer, index)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)
 
     async def _read_ahead(self, reader: PieceReader, layer: LayerRef, start: int, end: int) -> None:
@@ -97,6 +106,16 @@ class LayerReads:
                 await reader.load(start, end, Priority.AHEAD)
             except RegfsError as error:
                 log.info("%s: read-ahead of %d-%d stopped: %s", layer, start, end, error)
+
+    async def _fetch_whole(self, reader: PieceReader, layer: LayerRef, index: LayerIndex) -> None:
+        """The rest of a layer read lazily, in runs on the background streams (behind what
+        readers wait for), as stargz-snapshotter's background fetch does."""
+        try:
+            await load_pieces(reader, index.meta.uncompressed_size, Priority.BACKGROUND)
+        except RegfsError as error:
+            log.info("%s: background fetch stopped: %s", layer, error)
+            return
+        log.info("%s: fetched whole in the background", layer)
 
     def prefetch_soon(self, layer: LayerRef, index: LayerIndex) -> None:
         """Begin fetching what an eStargz image's builder marked as read first, if it

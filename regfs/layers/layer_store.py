@@ -60,9 +60,11 @@ class LayerStore:
         cache_size: int,
         *,
         soci_v1_referrers: bool = False,
+        background_fetch: bool = False,
     ) -> None:
         """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
-        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
+        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``);
+        ``background_fetch``: a lazily read layer, once read, is fetched whole behind."""
         self._client = client
         self._indexes = OpenIndexes()
         layout = CacheLayout(cache_dir)
@@ -79,7 +81,10 @@ class LayerStore:
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
-        self._reads = LayerReads(client, self.pieces, self._temporary_dir, self._count_fetched)
+        self._reads = LayerReads(
+            client, self.pieces, self._temporary_dir, self._count_fetched,
+            background_fetch=background_fetch,
+        )  # fmt: skip
         self._indexing_later = trio.CapacityLimiter(INDEXED_LATER_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""

@@ -22,6 +22,7 @@ from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount
+from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
 
 pytestmark = pytest.mark.mount
@@ -171,6 +172,26 @@ def test_damaged_answers_mid_stream_are_never_served(mount: Mount, lazy: Lazy) -
     lazy.proxy.faults = []
     time.sleep(FAILURE_MEMORY)  # the kernel's retry of a failed read is answered at once
     assert read_all(rootfs / "big.bin") == BIG
+
+
+def test_background_fetch_brings_the_rest_of_a_layer_once_it_is_read(
+    tmp_path: Path, lazy: Lazy
+) -> None:
+    """With ``--background-fetch``, reading one file of a lazy layer fetches the rest of the
+    layer behind it: the other files then cost no request. Without, each costs its own."""
+    lazy.proxy.reset()
+    mount = Mount(tmp_path / "mnt", "--background-fetch")
+    try:
+        rootfs = lazy.rootfs(mount)
+        first, *others = SMALL
+        assert (rootfs / first).read_bytes() == SMALL[first]
+        wait_until(lambda: "fetched whole in the background" in mount.log(), 60, "the fetch")
+        lazy.proxy.reset()
+        assert all((rootfs / name).read_bytes() == SMALL[name] for name in others)
+        assert read_all(rootfs / "big.bin") == BIG
+        assert lazy.range_requests() == 0
+    finally:
+        mount.close()
 
 
 def test_a_file_of_a_gzip_image_waits_only_for_the_layers_above_it(
