@@ -9,6 +9,7 @@ Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refe
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -487,7 +488,8 @@ def seqread(workdir: Path) -> None:
     """Issue 21: a cold sequential read of a 64 MiB file, and a cold read of ~40 small
     files one after another, through TOC layers (eStargz, zstd:chunked); each with the
     proxy adding ``REGFS_BENCH_DELAYS`` seconds to every Range request (one round trip of
-    a link that far away; bandwidth is not capped). Counts the Range requests each cost."""
+    a link that far away; bandwidth is not capped). Counts the Range requests each cost.
+    With ``REGFS_BENCH_BASELINE`` (another regfs source tree), that one too, side by side."""
     layout = workdir / "oci"
     files = {"big.bin": os.urandom(64 << 20)}
     for directory in SMALL_FILES_FROM:
@@ -496,6 +498,7 @@ def seqread(workdir: Path) -> None:
     small = [name for name in files if name != "big.bin"]
     images.build_image(layout, "1", files)
     delays = [float(d) for d in os.environ.get("REGFS_BENCH_DELAYS", "0 0.03").split()]
+    installations = baseline_installations(workdir)
     rows = []
     for name in os.environ.get("REGFS_BENCH_FORMATS", "estargz zstd-chunked").split():
         registry = Registry(workdir / f"registry-{name}")
@@ -508,9 +511,10 @@ def seqread(workdir: Path) -> None:
                 images.push(layout, "1", destination, "--dest-compress-format", "zstd:chunked")
             else:
                 images.push(layout, "1", destination)
-            for delay in delays:
+            for (label, bin_dir), delay in itertools.product(installations, delays):
+                Installation.use(bin_dir)
                 for what, paths in (("big", ["big.bin"]), ("small", small)):
-                    mount = Mount(workdir / f"mnt-{name}-{delay}-{what}")
+                    mount = Mount(workdir / f"mnt-{label}-{name}-{delay}-{what}")
                     try:
                         rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
                         os.listdir(rootfs)  # the TOC: not what is measured
@@ -524,16 +528,17 @@ def seqread(workdir: Path) -> None:
                     finally:
                         mount.close()
                     size = sum(len(files[p]) for p in paths)
-                    rows.append((name, delay, what, len(paths), size, seconds, requests, fetched))
+                    rows.append((label, name, delay, what, len(paths), size, seconds, requests,
+                                 fetched))  # fmt: skip
         finally:
             proxy.stop()
             registry.stop()
     print("\ncold reads through a TOC (Range requests delayed by the proxy)")
-    print("| layer | delay | read | seconds | MiB/s | requests | MiB fetched |")
-    print("|---|---|---|---|---|---|---|")
-    for name, delay, what, count, size, seconds, requests, fetched in rows:
-        label = "a 64 MiB file" if what == "big" else f"{count} small files"
-        print(f"| {name} | {delay * 1000:.0f} ms | {label} | {seconds:.3f} | "
+    print("| regfs | layer | delay | read | seconds | MiB/s | requests | MiB fetched |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, name, delay, what, count, size, seconds, requests, fetched in rows:
+        read = "a 64 MiB file" if what == "big" else f"{count} small files"
+        print(f"| {label} | {name} | {delay * 1000:.0f} ms | {read} | {seconds:.3f} | "
               f"{size / seconds / 2**20:.1f} | {requests} | {fetched / 2**20:.2f} |")  # fmt: skip
 
 
