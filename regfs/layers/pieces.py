@@ -189,6 +189,7 @@ class VerifiedPieces:
             try:
                 if claim.pieces:
                     on_disk = await trio.to_thread.run_sync(self._load_all, list(claim.pieces))
+                    self.reads.disk += len(on_disk)
                     for sha256, data in on_disk.items():
                         claim.resolve(sha256, data)
                         found[sha256] = data
@@ -243,7 +244,6 @@ class VerifiedPieces:
     def _load_all(self, names: list[bytes]) -> dict[bytes, bytes]:
         """The intact pieces of ``names`` on disk. Blocking."""
         loaded = {sha256: load_verified(self.chunks, sha256) for sha256 in names}
-        self.reads.disk += sum(data is not None for data in loaded.values())
         return {sha256: data for sha256, data in loaded.items() if data is not None}
 
     def _present(self, names: list[bytes]) -> list[bytes]:
