@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the JWS signatures of schema1 manifests against their keys (jwk, x5c); "
         "digests are always verified",
     )
+    mount.add_argument(
+        "--layer-store",
+        action="store_true",
+        help="serve a containers/storage Additional Layer Store for podman and CRI-O "
+        '(storage.conf: additionallayerstores = ["MOUNTPOINT:ref"]) instead of the '
+        "registries' tree, from the same cache",
+    )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"

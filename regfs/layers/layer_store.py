@@ -30,6 +30,7 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, Verif
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
 from regfs.layers.builders import IndexBuilders
+from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -107,6 +108,8 @@ class LayerStore:
             ranges=self._ranges, served=self._confirm, received=self._count_fetched,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
+        """Which images each layer was used for, recorded in the cache dir (cache stats)."""
+        self._blobs = CompressedBlobs(client, self.pieces, self._index_dir, self._ranges)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
 
     async def run(self) -> None:
@@ -296,6 +299,16 @@ class LayerStore:
         index built from a TOC: of its virtual stream)."""
         reader = reader_for(layer, index, self._reading)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+
+    async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
+        """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
+        the cache are served once the registry confirmed the blob in this repository."""
+        if not self._serves(layer):
+            await self._client.blob_exists(
+                layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
+            )
+            self._confirm(layer)
+        return await self._blobs.read(layer, offset, size)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
