@@ -4,7 +4,7 @@ Layers layer. A layer store's ``blob`` file is read whole by ``podman save`` and
 never by a pull or a run, so nothing is fetched until it is read. The first read streams
 the blob once: it is cut into ``PIECE_SIZE`` pieces, each kept in the chunk cache under
 its sha256, and the whole is checked against the layer digest. Only then is the list of
-the pieces' hashes published (``indexes/<digest>.blob-pieces``: 32 bytes per piece, tmp →
+the pieces' hashes published (``CacheLayout.blob_pieces``: 32 bytes per piece, tmp →
 rename), and every read is served from pieces checked against it: a piece evicted since
 is fetched again by a Range request and checked like any other (``pieces.py``).
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from pathlib import Path
 
 import trio
 
 from regfs.cache.flight import SingleFlight
+from regfs.cache.layout import CacheLayout
 from regfs.cache.temporaries import write_atomically
 from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
@@ -28,7 +28,6 @@ from regfs.registry.client import RegistryClient
 
 PIECE_SIZE = 1 << 20
 HASH_SIZE = 32
-PIECES_SUFFIX = ".blob-pieces"
 
 
 class _PieceSink:
@@ -82,21 +81,18 @@ class CompressedBlobs:
         self,
         client: RegistryClient,
         pieces: VerifiedPieces,
-        index_dir: Path,
+        layout: CacheLayout,
         ranges: Callable[[LayerRef], RangeFetch],
     ) -> None:
         self._client = client
         self._pieces = pieces
-        self._index_dir = index_dir
+        self._layout = layout
         self._ranges = ranges
         self._flight: SingleFlight[bytes] = SingleFlight()
 
-    def _list_path(self, layer: LayerRef) -> Path:
-        return self._index_dir / f"{layer.digest.dir_name}{PIECES_SUFFIX}"
-
     async def _hashes(self, layer: LayerRef) -> bytes:
         """The pieces' hashes: from the cache dir, or from a verified pass over the blob."""
-        path = self._list_path(layer)
+        path = self._layout.blob_pieces(layer.digest.dir_name)
 
         async def load() -> bytes:
             try:

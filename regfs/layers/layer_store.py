@@ -109,8 +109,8 @@ class LayerStore:
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
-        self._blobs = CompressedBlobs(client, self.pieces, self._index_dir, self._ranges)
-        """Which images each layer was used for, recorded in the cache dir (cache stats)."""
+        self._blobs = CompressedBlobs(client, self.pieces, layout, self._ranges)
+        """Layer blobs as the registry stores them (a layer store's ``blob`` files)."""
 
     async def run(self) -> None:
         """Work of the mount's own, in the background (prefetching), until cancelled."""
