@@ -1,6 +1,7 @@
 """Debian's podman on a ``regfs mount --layer-store``: containers run from layers served
-lazily, their output the same as after podman's own pull; podman falls back to its own
-pull where the store cannot serve, and a registry gone mid-run is an error, not a hang.
+lazily (gzip, eStargz, zstd:chunked, SOCI v2), their output the same as after podman's own
+pull; podman falls back to its own pull where the store cannot serve (refused, schema1),
+and a registry gone mid-run is an error in the container, not a hang.
 
 Each podman has storage of its own (``--root``/``--runroot`` in the test's tmp dir), so
 it is given the store by ``--storage-opt`` (podman 4.3 drops storage.conf's store when
@@ -9,75 +10,81 @@ it is given the store by ``--storage-opt`` (podman 4.3 drops storage.conf's stor
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import resource
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.mount.conftest import BASIC_USER
-from tests.support import images
+from tests.support import images, soci
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount, run_regfs
+from tests.support.net import wait_until
+from tests.support.podman import Podman
 from tests.support.programs import build_program_image
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.mount
 
-FORMATS = ("gzip", "estargz", "zstd:chunked")
+FORMATS = ("gzip", "estargz", "zstd:chunked", "soci")
 COMMAND = ("/usr/bin/sha256sum", "/etc/os-release", "/data/new", "/data/gone")
 """Reads two files (one per layer) and a whited-out one: exit status 1, and no read of
 ``/data/big``, so a lazy layer costs its TOC and a few chunks."""
-PODMAN_TIMEOUT = 120
-
-
-def _ulimits() -> list[str]:
-    """podman raises a container's NOFILE and NPROC for root by default, which runc cannot
-    do without CAP_SYS_RESOURCE (CI sandboxes, containers): none above the shell's."""
-    options = []
-    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
-        soft, _ = resource.getrlimit(which)
-        limit = 1024 if soft == resource.RLIM_INFINITY else min(soft, 1024)
-        options += ["--ulimit", f"{name}={limit}:{limit}"]
-    return options
 
 
 @dataclass(frozen=True)
 class StoreImages:
     registry: Registry
     proxy: CountingProxy
-    layers: dict[str, dict[str, int]]
-    """Compressed size of each layer, by digest, by format."""
+    layers: dict[str, list[tuple[str, int]]]
+    """(digest, compressed size) of each layer, bottom first, by format."""
 
     def reference(self, image_format: str, host: str | None = None) -> str:
         return f"{host or self.proxy.host}/store/{image_format.replace(':', '-')}:1"
 
-    def layer_bytes(self, image_format: str) -> int:
-        """Layer blob bytes the proxy served for the image (configs left out)."""
-        return sum(self.proxy.blob_bytes(digest) for digest in self.layers[image_format])
+    def layer_bytes(self, image_format: str, position: int | None = None) -> int:
+        """Layer blob bytes the proxy served for the image (of one layer, or all; configs
+        and indexes left out)."""
+        layers = self.layers[image_format]
+        chosen = layers if position is None else layers[position : position + 1]
+        return sum(self.proxy.blob_bytes(digest) for digest, _ in chosen)
 
     def whole_layer_gets(self, image_format: str) -> int:
+        digests = {digest for digest, _ in self.layers[image_format]}
         return sum(count for path, count in self.proxy.whole_blob_gets.items()
-                   if path.rsplit("/", 1)[-1] in self.layers[image_format])  # fmt: skip
+                   if path.rsplit("/", 1)[-1] in digests)  # fmt: skip
+
+
+def _push_soci(registry: Registry, layout: Path, tag: str, destination: str) -> None:
+    """The image pushed as gzip (``…:plain``), given a SOCI index by ``regfs index push``
+    (1 MiB spans, every layer), then named by a v2 index as ``destination``."""
+    repository, _, name = destination.partition("/")[2].partition(":")
+    images.push(layout, tag, f"{registry.host}/{repository}:plain")
+    made = run_regfs("index", "push", "--span-size", "1M", "--min-layer-size", "0",
+                     f"{registry.host}/{repository}:plain", timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    manifest, _, _ = images.get_manifest(registry.url, repository, "plain")
+    soci.push_v2(registry.url, repository, manifest, name)
 
 
 @pytest.fixture(scope="module")
 def store_images(
     tmp_path_factory: pytest.TempPathFactory, estargz: EstargzConverter
 ) -> Iterator[StoreImages]:
-    """The program image (tests/support/programs.py) as gzip, eStargz and zstd:chunked,
-    behind a counting proxy; zstd:chunked is pushed first, so that skopeo cannot reuse
-    the gzip blobs for it."""
+    """The program image (tests/support/programs.py) as gzip, eStargz, zstd:chunked and
+    schema1 (whose layers are gzip's), and built once more for a SOCI-indexed gzip image
+    (its layers shared with no other); behind a counting proxy. zstd:chunked is pushed
+    first, so that skopeo cannot reuse the gzip blobs for it."""
     work = tmp_path_factory.mktemp("podman-images")
     build_program_image(work / "oci", "1")
+    build_program_image(work / "oci", "soci")
     registry = Registry(work / "registry")
     proxy = CountingProxy(registry.port)
     data = StoreImages(registry, proxy, {})
@@ -85,12 +92,15 @@ def store_images(
                 "--dest-compress-format", "zstd:chunked")  # fmt: skip
     estargz.push(work / "oci", "1", data.reference("estargz", registry.host))
     images.push(work / "oci", "1", data.reference("gzip", registry.host))
+    images.push(work / "oci", "1", data.reference("schema1", registry.host), "--format", "v2s1")
+    _push_soci(registry, work / "oci", "soci", data.reference("soci", registry.host))
     for image_format in FORMATS:
         repository = data.reference(image_format).split("/", 1)[1].split(":")[0]
         manifest = json.loads(images.get_manifest(registry.url, repository, "1")[0])
         if image_format == "zstd:chunked":
             assert all("zstd" in layer["mediaType"] for layer in manifest["layers"])
-        data.layers[image_format] = {layer["digest"]: layer["size"] for layer in manifest["layers"]}
+        data.layers[image_format] = [(layer["digest"], layer["size"])
+                                     for layer in manifest["layers"]]  # fmt: skip
     yield data
     proxy.stop()
     registry.stop()
@@ -104,65 +114,37 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
     mount.close()
 
 
-class Podman:
-    """podman with storage of its own below ``directory``; with the layer store or not."""
-
-    def __init__(self, directory: Path, store: Path | None, insecure: list[str]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.root = directory / "root"
-        self.run_root = Path(tempfile.mkdtemp(prefix="podman-run-"))  # podman: ≤ 50 characters
-        conf = directory / "registries.conf"
-        conf.write_text("".join(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'
-                                for host in insecure))  # fmt: skip
-        storage = directory / "storage.conf"  # not the host's; podman 4.3 wants both roots
-        storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{self.root}"\n'
-                           f'runroot = "{self.run_root}"\n')  # fmt: skip
-        self.environment = {"CONTAINERS_REGISTRIES_CONF": str(conf),
-                            "CONTAINERS_STORAGE_CONF": str(storage)}  # fmt: skip
-        self.options = ["--root", str(self.root), "--runroot", str(self.run_root),
-                        "--storage-driver", "overlay"]  # fmt: skip
-        if store is not None:
-            self.options += ["--storage-opt", f"overlay.additionallayerstore={store}:ref"]
-
-    def __call__(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["podman", *self.options, *arguments], capture_output=True, text=True,
-            env=os.environ | self.environment, timeout=PODMAN_TIMEOUT, check=False,
-        )  # fmt: skip
-        if check and result.returncode != 0:
-            raise AssertionError(f"podman {' '.join(arguments)}: {result.stderr}")
-        return result
-
-    def run(self, image: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return self("run", "--rm", "--network", "none", *_ulimits(), image, *command,
-                    check=False)  # fmt: skip
-
-    def layers(self, image: str) -> list[str]:
-        return json.loads(self("image", "inspect", "--format", "{{json .RootFS.Layers}}",
-                               image).stdout)  # fmt: skip
-
-    def store_layers(self) -> int:
-        """Layers of podman's storage that are the store's (CreateAs marks them)."""
-        return len(list((self.root / "overlay").glob("*/additionallayer")))
-
-    def close(self) -> None:
-        self("rm", "--all", "--force", check=False)
-        self("rmi", "--all", "--force", check=False)
-        shutil.rmtree(self.run_root, ignore_errors=True)
+NewPodman = Callable[..., Podman]
+"""``new_podman(store, *hosts)``: a podman of the test's own, on the store (or None), that
+may use http to ``hosts``."""
 
 
 @pytest.fixture
-def podmans(tmp_path: Path) -> Iterator[list[Podman]]:
+def new_podman(tmp_path: Path) -> Iterator[NewPodman]:
     made: list[Podman] = []
-    yield made
+
+    def make(store: Mount | None, *hosts: str) -> Podman:
+        path = store.path if store is not None else None
+        made.append(Podman(tmp_path / f"podman{len(made)}", path, list(hosts)))
+        return made[-1]
+
+    yield make
     for podman in made:
         podman.close()
 
 
-def _podman(podmans: list[Podman], directory: Path, store: Mount | None, *hosts: str) -> Podman:
-    podman = Podman(directory, store.path if store is not None else None, list(hosts))
-    podmans.append(podman)
-    return podman
+@pytest.fixture(scope="module")
+def plain(
+    tmp_path_factory: pytest.TempPathFactory, store_images: StoreImages
+) -> Iterator[tuple[Podman, dict[str, subprocess.CompletedProcess[str]]]]:
+    """podman without the store, and what ``COMMAND`` gave after its own pull of each
+    image: the oracle of the module."""
+    podman = Podman(tmp_path_factory.mktemp("plain-podman"), None, [store_images.proxy.host])
+    results = {}
+    for image_format in FORMATS:
+        results[image_format] = podman.run(store_images.reference(image_format), *COMMAND)
+    yield podman, results
+    podman.close()
 
 
 def _program_errors(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -171,73 +153,99 @@ def _program_errors(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("/usr/bin/")]
 
 
-def _status(store: Mount) -> dict[str, object]:
+def _status(store: Mount) -> dict[str, Any]:
     return json.loads(run_regfs("status", "--json", str(store.path)).stdout)  # type: ignore[no-any-return]
+
+
+def _uses(store: Mount, reference: str) -> int:
+    in_use = _status(store)["layer_store"]["layers_in_use"]
+    return sum(layer["uses"] for layer in in_use if layer["reference"] == reference)
+
+
+WHOLE_TARS = ("gzip", "soci")
+"""Formats whose index knows the layer's tar length: the first pass or the zTOC measured it.
+A TOC lists files only; its index's size is theirs, a little under the tar's."""
+
+
+def _same_layer_records(
+    lazy: Podman, plain: Podman, reference: str, layers: list[tuple[str, int]], image_format: str
+) -> None:
+    """podman's record of each layer the store gave it (from ``info``) names the layer's
+    blob, its size and compression, and the size of the tar podman's own pull measured
+    (the plain podman may have pulled that diff in another format: it is the same tar)."""
+    compression = 4 if image_format == "zstd:chunked" else 2  # containers/storage's numbers
+    own = plain.layer_records()
+    for diff_digest, (digest, size) in zip(lazy.layers(reference), layers, strict=True):
+        mine = lazy.layer_records()[diff_digest]
+        assert (mine["compressed-diff-digest"], mine["compressed-size"]) == (digest, size)
+        assert mine["compression"] == compression
+        tar_size = int(own[diff_digest]["diff-size"])  # type: ignore[call-overload]
+        if image_format in WHOLE_TARS:
+            assert mine["diff-size"] == tar_size
+        else:
+            assert 0.99 * tar_size <= int(mine["diff-size"]) <= tar_size  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("image_format", FORMATS)
 def test_a_container_runs_through_the_store_as_after_a_plain_pull(
-    tmp_path: Path, podmans: list[Podman], store: Mount, store_images: StoreImages,
-    image_format: str,
+    new_podman: NewPodman, store: Mount, store_images: StoreImages,
+    plain: tuple[Podman, dict[str, subprocess.CompletedProcess[str]]], image_format: str,
 ) -> None:  # fmt: skip
+    """The same output, the same layers (diff_ids) in ``podman image inspect`` and their
+    records as podman's own pull makes them, both layers from the store; a lazy format
+    fetches its TOC (or zTOC) and the chunks read, never ``/data/big``'s layer whole;
+    ``regfs status`` shows the layers in use."""
     proxy = store_images.proxy
     reference = store_images.reference(image_format)
-    plain = _podman(podmans, tmp_path / "plain", None, proxy.host)
-    proxy.reset()
-    started = time.monotonic()
-    expected = plain.run(reference, *COMMAND)
-    plain_seconds = time.monotonic() - started
-    plain_bytes = store_images.layer_bytes(image_format)
+    plain_podman, results = plain
+    expected = results[image_format]
     assert expected.returncode == 1 and "/data/gone" in expected.stderr, expected.stderr
-
-    lazy = _podman(podmans, tmp_path / "lazy", store, proxy.host)
+    lazy = new_podman(store, proxy.host)
     proxy.reset()
     started = time.monotonic()
     got = lazy.run(reference, *COMMAND)
-    lazy_seconds = time.monotonic() - started
-    lazy_bytes = store_images.layer_bytes(image_format)
-    print(f"{image_format}: pull + run {plain_seconds:.2f} s, {plain_bytes} blob bytes; "
-          f"through the store {lazy_seconds:.2f} s, {lazy_bytes} blob bytes")  # fmt: skip
-    assert (got.returncode, got.stdout) == (1, expected.stdout)
+    seconds = time.monotonic() - started
+    fetched = store_images.layer_bytes(image_format)
+    print(f"{image_format}: through the store {seconds:.2f} s, {fetched} layer bytes of "
+          f"{sum(size for _, size in store_images.layers[image_format])}")  # fmt: skip
+    assert (got.returncode, got.stdout) == (1, expected.stdout), got.stderr
     assert _program_errors(got) == _program_errors(expected) != []
     assert lazy.store_layers() == 2, "podman took both layers from the store"
-    assert lazy.layers(reference) == plain.layers(reference)
-    if image_format != "gzip":  # a TOC and the chunks read, not the layers
-        assert lazy_bytes < sum(store_images.layers[image_format].values()) / 4, lazy_bytes
+    assert lazy.layers(reference) == plain_podman.layers(reference)
+    layers = store_images.layers[image_format]
+    _same_layer_records(lazy, plain_podman, reference, layers, image_format)
+    if image_format != "gzip":  # the big file's layer: its index and a chunk or span
+        (_, big_layer_size), _ = store_images.layers[image_format]
+        assert store_images.layer_bytes(image_format, 0) < big_layer_size / 2
         assert store_images.whole_layer_gets(image_format) == 0
-    in_use = _status(store)["layer_store"]["layers_in_use"]  # type: ignore[index]
-    assert {layer["reference"] for layer in in_use} >= {reference}
+    assert _uses(store, reference) == 2, "one use per layer while the image is pulled"
 
 
 def test_rmi_releases_the_layers_and_a_second_run_works(
-    tmp_path: Path, podmans: list[Podman], store: Mount, store_images: StoreImages
+    new_podman: NewPodman, store: Mount, store_images: StoreImages
 ) -> None:
     reference = store_images.reference("gzip")
-    podman = _podman(podmans, tmp_path / "podman", store, store_images.proxy.host)
+    podman = new_podman(store, store_images.proxy.host)
     first = podman.run(reference, *COMMAND)
     assert first.returncode == 1 and first.stdout.count("\n") == 2, first.stderr
-
-    def uses() -> int:
-        in_use = _status(store)["layer_store"]["layers_in_use"]  # type: ignore[index]
-        return sum(layer["uses"] for layer in in_use if layer["reference"] == reference)
-
-    before = uses()
+    before = _uses(store, reference)
     podman("rmi", reference)
-    assert uses() == before - 2, "one release per layer"
+    assert _uses(store, reference) == before - 2, "one release per layer"
     assert podman.store_layers() == 0
     second = podman.run(reference, *COMMAND)
     assert (second.returncode, second.stdout) == (1, first.stdout)
-    assert uses() == before
-    assert "layer store" in run_regfs("status", str(store.path)).stdout
+    assert _uses(store, reference) == before
+    shown = run_regfs("status", str(store.path)).stdout
+    assert f"{reference} {store_images.layers['gzip'][0][0]} (" in shown, shown
 
 
-def test_an_image_the_store_cannot_serve_is_pulled_by_podman_itself(
-    tmp_path: Path, podmans: list[Podman], store: Mount, basic_registry: Registry
+def test_an_image_the_store_refuses_is_pulled_by_podman_itself(
+    new_podman: NewPodman, store: Mount, basic_registry: Registry
 ) -> None:
     """The store has no credentials for this registry (401 → EACCES, at once): podman,
     which has them, pulls the layers itself; the store logs the refusal once."""
     store.allow_log(r"WARNING .*lookup: .*(401|refused|denied)")
-    podman = _podman(podmans, tmp_path / "podman", store, basic_registry.host)
+    podman = new_podman(store, basic_registry.host)
     reference = f"{basic_registry.host}/solo:1"
     started = time.monotonic()
     credentials = f"{BASIC_USER.username}:{BASIC_USER.password}"
@@ -247,29 +255,73 @@ def test_an_image_the_store_cannot_serve_is_pulled_by_podman_itself(
     assert len(podman.layers(reference)) == 1
 
 
-def test_a_registry_gone_mid_run_is_a_clean_error_not_a_hang(
-    tmp_path: Path, podmans: list[Podman], store: Mount, store_images: StoreImages
-) -> None:
-    """An eStargz image pulled through the store (its TOCs only); then its registry goes
-    away: reading a file not fetched yet is EIO in the container, within the timeout."""
-    store.allow_log(r"WARNING .*(refused|connect|Connection|unavailable|Unavailable)")
-    gone = CountingProxy(store_images.registry.port)
-    reference = store_images.reference("estargz", gone.host)
-    podman = _podman(podmans, tmp_path / "podman", store, gone.host)
+def test_an_image_the_store_does_not_serve_is_pulled_by_podman_itself(
+    new_podman: NewPodman, store: Mount, store_images: StoreImages,
+    plain: tuple[Podman, dict[str, subprocess.CompletedProcess[str]]],
+) -> None:  # fmt: skip
+    """A schema1 image (no diff_ids for ``info``): its layers are missing from the store
+    (ENOENT, quietly), so podman pulls them and the container runs as from gzip's."""
+    reference = store_images.reference("schema1")
+    podman = new_podman(store, store_images.proxy.host)
+    started = time.monotonic()
+    result = podman.run(reference, *COMMAND)
+    assert time.monotonic() - started < 30
+    assert (result.returncode, result.stdout) == (1, plain[1]["gzip"].stdout), result.stderr
+    assert podman.store_layers() == 0
+    assert _uses(store, reference) == 0
+
+
+def _reading_stdin(pid: int) -> bool:
+    """Whether process ``pid`` waits in a read(2) of its stdin (``/proc/PID/syscall``)."""
     try:
-        podman("pull", reference)
-        assert podman.store_layers() == 2
+        return Path(f"/proc/{pid}/syscall").read_text().split()[:2] == ["0", "0x0"]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _container_pid(podman: Podman, name: str) -> int:
+    found = podman("inspect", "--format", "{{.State.Pid}}", name, check=False)
+    return int(found.stdout.strip() or 0) if found.returncode == 0 else 0
+
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_a_registry_gone_mid_run_is_a_clean_error_not_a_hang(
+    new_podman: NewPodman, store: Mount, store_images: StoreImages
+) -> None:
+    """An eStargz image pulled through the store (its TOCs only). The container reads
+    ``/etc/os-release``, then its stdin, then ``/data/big``; while it waits on stdin the
+    registry goes away: the big file is EIO in the container within the store's timeout,
+    and what was read is still the image's."""
+    store.allow_log(r"WARNING regfs.fuse: read: GET \S+/blobs/\S+: .*(disconnected|refused|reset)")
+    gone = CountingProxy(store_images.registry.port)
+    try:
+        reference = store_images.reference("estargz", gone.host)
+        podman = new_podman(store, gone.host)
+        name = "mid-run"
+        command = ("/usr/bin/sha256sum", "/etc/os-release", "-", "/data/big")
+        running = podman.popen("run", "-i", "--name", name, *Podman.run_options(), reference,
+                               *command)  # fmt: skip
+        try:
+            wait_until(lambda: _reading_stdin(_container_pid(podman, name)), 60,
+                       "the container reading its stdin")  # fmt: skip
+            gone.gone = True
+            started = time.monotonic()
+            stdout, stderr = running.communicate("", timeout=60)
+        finally:
+            running.kill()
+        assert time.monotonic() - started < 30
+        assert running.returncode == 1
+        os_release = hashlib.sha256(Path("/etc/os-release").read_bytes()).hexdigest()
+        assert stdout == f"{os_release}  /etc/os-release\n{EMPTY_SHA256}  -\n", stderr
+        assert "/data/big: Input/output error" in stderr, stderr
     finally:
         gone.stop()
-    started = time.monotonic()
-    result = podman.run(reference, "/usr/bin/sha256sum", "/data/big")
-    assert time.monotonic() - started < 60
-    assert result.returncode != 0
-    assert "Input/output error" in result.stderr, result.stderr
 
 
 def test_a_prefetched_image_starts_with_no_fetch(
-    tmp_path: Path, podmans: list[Podman], store_images: StoreImages
+    tmp_path: Path, new_podman: NewPodman, store_images: StoreImages
 ) -> None:
     """``regfs prefetch`` into the store's cache dir: podman's pull and run through the
     store then fetch no blob byte (the registry is asked only whether it has them)."""
@@ -280,11 +332,11 @@ def test_a_prefetched_image_starts_with_no_fetch(
     assert done.returncode == 0, done.stderr
     store = Mount(tmp_path / "store", "--layer-store", "--cache-dir", str(cache))
     try:
-        podman = _podman(podmans, tmp_path / "podman", store, proxy.host)
+        podman = new_podman(store, proxy.host)
         proxy.reset()
         result = podman.run(reference, *COMMAND)
         assert result.returncode == 1 and result.stdout.count("\n") == 2, result.stderr
         assert store_images.layer_bytes("gzip") == 0
-        podman.close()
+        podman.close()  # before its store goes
     finally:
         store.close()

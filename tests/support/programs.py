@@ -34,8 +34,9 @@ def program_files() -> dict[str, bytes]:
 
 
 def build_program_image(layout: Path, tag: str) -> None:
-    """Layer 0: ``/etc/os-release``, ``/data/big`` and ``/data/gone``; layer 1: the
-    programs, ``/data/new``, and ``/data/gone`` removed (a whiteout)."""
+    """Layer 0: ``/etc/os-release``, ``/data/big`` (random) and ``/data/gone``; layer 1:
+    the programs, ``/data/new`` (naming ``tag``), and ``/data/gone`` removed (a whiteout).
+    Each call makes layers of its own: images built apart share no blob."""
     files = {
         "etc/os-release": Path("/etc/os-release").read_bytes(),
         "data/big": os.urandom(BIG_FILE_SIZE),
@@ -50,7 +51,7 @@ def build_program_image(layout: Path, tag: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(0o755)
-    (bundle / "rootfs/data/new").write_bytes(b"added by the second layer\n")
+    (bundle / "rootfs/data/new").write_bytes(f"added by the second layer of {tag}\n".encode())
     (bundle / "rootfs/data/gone").unlink()
     run("umoci", "repack", "--image", image, bundle)
     shutil.rmtree(bundle)
