@@ -99,7 +99,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="credentials (docker config.json or podman auth.json form) to use instead of "
-        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json "
+        "(without XDG_RUNTIME_DIR: /run/containers/UID/auth.json), "
         "~/.config/containers/auth.json, ~/.docker/config.json",
     )
     command.add_argument(
