@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,16 +48,21 @@ class Measured:
 
 
 def build_image(layout: Path, rootfs: Path, work: Path) -> None:
-    """Debian minbase (layer 0) and ``/opt/app/data.bin``, 64 MiB random (layer 1)."""
+    """Debian minbase (layer 0) and ``/opt/app/data.bin``, 64 MiB random (layer 1). Made
+    by ``umoci repack``: ``umoci insert`` writes a tar without its end-of-archive blocks,
+    on which skopeo 1.9's zstd:chunked compression waits forever."""
     images.run("umoci", "init", "--layout", layout)
     image = f"{layout}:1"
     images.run("umoci", "new", "--image", image)
     images.run("umoci", "config", "--image", image, "--architecture", "amd64", "--os", "linux")
-    images.run("umoci", "insert", "--image", image, rootfs, "/")
-    app = work / "app"
-    (app / "opt/app").mkdir(parents=True)
-    (app / "opt/app/data.bin").write_bytes(os.urandom(APP_FILE_SIZE))
-    images.run("umoci", "insert", "--image", image, app / "opt", "/opt")
+    bundle = work / "bundle"
+    images.run("umoci", "unpack", "--image", image, bundle)
+    images.run("cp", "-a", f"{rootfs}/.", bundle / "rootfs")
+    images.run("umoci", "repack", "--refresh-bundle", "--image", image, bundle)
+    (bundle / "rootfs/opt/app").mkdir(parents=True)
+    (bundle / "rootfs/opt/app/data.bin").write_bytes(os.urandom(APP_FILE_SIZE))
+    images.run("umoci", "repack", "--image", image, bundle)
+    shutil.rmtree(bundle)
 
 
 def push(name: str, layout: Path, registry: Registry, work: Path) -> None:
