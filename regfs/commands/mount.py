@@ -146,7 +146,7 @@ async def _main_loop(client: RegistryClient, operations: Operations, layers: Lay
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
-        nursery.start_soon(layers.run)
+        nursery.start_soon(layers.background.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
     await client.aclose()

@@ -134,8 +134,11 @@ class ReferenceDir(Directory):
         except MalformedContent:
             raise NotFound(f"{self.reference}: {name!r} is not a layer digest") from None
         image = await self.image()
-        for position, layer in enumerate(image_layers(image)):
+        layers = image_layers(image)
+        for position, layer in enumerate(layers):
             if layer.digest == digest:
+                # podman asks for each layer's info in turn, waiting: index them all now
+                self.context.layers.index_soon(layers)
                 return self._layer_dir(image, position)
         raise NotFound(f"{self.reference}: no layer {name} in its image {image.digest}")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from regfs.domain.errors import NotFound, ReadOnly, VerificationFailed
 from regfs.domain.platform import Platform
@@ -166,3 +167,27 @@ async def test_a_blob_that_is_not_its_digest_is_never_served(
     assert isinstance(node, File)
     with pytest.raises(VerificationFailed):
         await node.read(0, 100)
+
+
+async def test_the_first_layer_looked_up_begins_indexing_them_all(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """podman asks for one layer's info after the other, waiting for each: the others are
+    indexed in the background meanwhile, and asking for them fetches nothing more."""
+    root = store(registry, tmp_path)
+    upper = sha256(LAYERS[1])
+    index_file = tmp_path / "indexes" / f"{upper.replace(':', '-')}.sqlite"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        image = await directory(root, encoded(f"{HOST}/app:1"))
+        await image.lookup(sha256(LAYERS[0]))
+        for _ in range(1000):  # indexing runs in a worker thread: virtual seconds are free
+            if index_file.exists():
+                break
+            await trio.sleep(1)
+        assert registry.blob_gets(upper) == 1
+        info = json.loads(await read(await directory(image, upper), "info"))
+        assert info["diff-digest"] == DIFF_IDS[1]
+        assert registry.blob_gets(upper) == 1
+        nursery.cancel_scope.cancel()
