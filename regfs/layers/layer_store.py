@@ -10,8 +10,9 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cachetools
@@ -29,11 +30,13 @@ from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
+from regfs.domain.errors import MalformedContent, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
+from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import IndexBuilders
 from regfs.layers.by_digest import ByDigest
+from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -95,8 +98,8 @@ class LayerStore:
         )  # fmt: skip
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
-        self._background: trio.Nursery | None = None
-        """Where prefetches run: the nursery of ``run``, once the daemon started it."""
+        self.background = BackgroundWork()
+        """Prefetches and indexing ahead (the mount runs ``background.run``)."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
         self._disagreements: dict[LayerRef, str] = {}
@@ -120,27 +123,21 @@ class LayerStore:
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
-
-    async def run(self) -> None:
-        """Work of the mount's own, in the background (prefetching), until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._background = nursery
-            await trio.sleep_forever()
+        self._blobs = CompressedBlobs(client, self.pieces, layout, self._ranges)
+        """Layer blobs as the registry stores them (a layer store's ``blob`` files)."""
 
     async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
-        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
-        the files are fetched when read, as any other."""
+        (those before ``.prefetch.landmark``), as its other readers do."""
         end = index.meta.prefetch_end
-        try:
-            await load_pieces(reader_for(layer, index, self._reading), end)
-        except RegfsError as error:
-            log.info("%s: prefetch stopped: %s", layer, error)
-            return
-        except Exception:  # a bug: logged, and the mount goes on serving
-            log.exception("%s: prefetch failed", layer)
-            return
+        await load_pieces(reader_for(layer, index, self._reading), end)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+
+    def index_soon(self, layers: Sequence[LayerRef]) -> None:
+        """Begin indexing ``layers`` in the background: a layer store's client asks for
+        one layer after the other and waits for each, so the others get ready meanwhile."""
+        for layer in layers:
+            self.background.start_once("indexing ahead", layer, self.index)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -262,8 +259,9 @@ class LayerStore:
                 await self._builders.whole_once(layer)
                 built = whole
             index = self._open_built(layer, *built)
-            if index.meta.prefetch_end and self._background is not None:
-                self._background.start_soon(self._prefetch, layer, index)
+            if index.meta.prefetch_end:
+                prefetch = functools.partial(self._prefetch, index=index)
+                self.background.start("prefetch", layer, prefetch)
             return index
 
     async def whole_index(self, layer: LayerRef) -> LayerIndex:
@@ -310,6 +308,15 @@ class LayerStore:
         index built from a TOC: of its virtual stream)."""
         reader = reader_for(layer, index, self._reading)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+
+    async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
+        """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
+        the cache are served once the registry confirmed the blob in this repository."""
+        if not self._serves(layer):
+            await self._client.blob_exists(layer.host, layer.repository, layer.digest,
+                                           urls=layer.descriptor.urls)  # fmt: skip
+            self._confirm(layer)
+        return await self._blobs.read(layer, offset, size)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
