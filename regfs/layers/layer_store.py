@@ -311,10 +311,11 @@ class LayerStore:
 
     async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
-        the cache are served once the registry confirmed the blob in this repository."""
+        the cache are served once the blob is confirmed in this repository (as for ``index``)."""
         if not self._serves(layer):
-            await self._client.blob_exists(layer.host, layer.repository, layer.digest,
-                                           urls=layer.descriptor.urls)  # fmt: skip
+            await self.by_digest.confirm_blob(
+                layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
+            )
             self._confirm(layer)
         return await self._blobs.read(layer, offset, size)
 
