@@ -3,7 +3,8 @@
 
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
-Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refetch]
+Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refetch] [seqread]
+     [findcold] [run]
 (charts need matplotlib: .venv/bin/pip install -e '.[bench]')
 """
 
@@ -27,6 +28,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_podman
 import plots
 
 from tests.support import images
@@ -622,7 +624,7 @@ def findcold(workdir: Path) -> None:
 
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
-    "seqread": seqread, "findcold": findcold,
+    "seqread": seqread, "findcold": findcold, "run": bench_podman.run,
 }  # fmt: skip
 
 

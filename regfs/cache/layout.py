@@ -4,7 +4,8 @@ Cache layer, pure: paths only. Mounts, ``regfs prefetch`` and ``regfs cache`` sh
 cache dir, so they must agree on where each thing lives; each takes its paths from here.
 
 - ``chunks/ab/abcd…``: verified pieces of layers, named by their sha256 (``chunks.py``);
-- ``indexes/``: one SQLite index per layer and kind (``layers/index/files.py`` names them);
+- ``indexes/``: one SQLite index per layer and kind (``layers/index/files.py`` names them),
+  and ``<layer>.blob-pieces``, the hashes of a blob's own pieces (``compressed_blob.py``);
 - ``verdicts/<index>.disagrees``: TOCs found to disagree with their tar (never evicted);
 - ``images/<layer digest>``: which images each layer was used for (``layer_images.py``);
 - ``tmp/``: blobs being downloaded and re-fetches spooled, removed when their writer dies;
@@ -73,6 +74,10 @@ class CacheLayout:
             "confirmations": self.confirmations,
             "answers": self.answers,
         }
+
+    def blob_pieces(self, layer_dir_name: str) -> Path:
+        """The hashes of the pieces of a layer's compressed blob (``sha256-<hex>``)."""
+        return self.indexes / f"{layer_dir_name}.blob-pieces"
 
     def verdict_for(self, index: Path) -> Path:
         """Where the verdict that a TOC disagrees with its tar is kept, for its index."""

@@ -14,15 +14,11 @@ names); others are fetched each mount, as before.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from dataclasses import dataclass
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.confirmations import Confirmations
 from regfs.domain.digest import Digest
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +42,8 @@ class KeptObjects:
         confirmation = self.confirmations.get(host, repository, digest)
         if confirmation is None:
             return None
-        sha256 = bytes.fromhex(digest.hex)
-        data = self._chunks.load(sha256)
+        data = load_verified(self._chunks, bytes.fromhex(digest.hex))
         if data is None:
-            return None
-        if hashlib.sha256(data).digest() != sha256:
-            log.warning("%s in the cache is damaged: removed, will fetch again", digest)
-            self._chunks.discard(sha256)
             return None
         return KeptObject(data, confirmation.media_type, confirmation.at)
 

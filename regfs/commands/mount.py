@@ -33,8 +33,11 @@ from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
 from regfs.tree.last_answers import LastAnswers, StalePolicy
+from regfs.tree.layer_usage import LayerUsage
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
+from regfs.tree.node import Directory
+from regfs.tree.store import StoreRoot
 
 log = logging.getLogger("regfs")
 
@@ -47,9 +50,13 @@ def _default_log_file() -> Path:
     return Path(state) / "regfs" / "regfs.log"
 
 
-def _mount_options(*, allow_other: bool) -> set[str]:
-    # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
-    options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
+def _mount_options(*, allow_other: bool, layer_store: bool) -> set[str]:
+    """nosuid and nodev: an image's setuid binaries and device nodes must not act on the
+    host (overlayfs above a layer store applies its own mount's options). A layer store is
+    not ``ro``: podman's reference counting must reach the daemon, which refuses writes."""
+    options = set(pyfuse3.default_options) | {"nosuid", "nodev"}
+    if not layer_store:
+        options.add("ro")
     options |= {"fsname=regfs", "subtype=regfs"}
     if allow_other:
         options.add("allow_other")
@@ -79,15 +86,19 @@ def serve(
         verify_schema1_signatures=args.verify_schema1_signatures,
     )
     aliases = frozenset(client.config.aliases)
+    usage = LayerUsage() if args.layer_store else None
     status = functools.partial(
-        mount_status, args, mountpoint, client, layers, metadata.last_answers
-    )
+        mount_status, args, mountpoint, client, layers,
+        last_answers=metadata.last_answers, usage=usage,
+    )  # fmt: skip
     context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
-    operations = Operations(
-        Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
-    )
-    pyfuse3.init(operations, mountpoint, _mount_options(allow_other=args.allow_other))
-    log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
+    root: Directory = Root(context) if usage is None else StoreRoot(context, usage)
+    operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout)
+    options = _mount_options(allow_other=args.allow_other, layer_store=usage is not None)
+    pyfuse3.init(operations, mountpoint, options)
+    what = "a layer store" if usage is not None else "registries"
+    log.info("mounted %s at %s (regfs %s, platform %s)", what, mountpoint, __version__,
+             args.platform)  # fmt: skip
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
     if client.config.registries.sources:
         log.info("registries.conf: %s", ", ".join(client.config.registries.sources))
@@ -108,11 +119,14 @@ def mount_status(
     mountpoint: str,
     client: RegistryClient,
     layers: LayerStore,
+    *,
     last_answers: LastAnswers,
+    usage: LayerUsage | None,
 ) -> dict[str, object]:
-    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
+    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``);
+    a layer store's, with the layers podman uses."""
     reads = layers.pieces.reads
-    return {
+    state: dict[str, object] = {
         "mountpoint": mountpoint,
         "pid": os.getpid(),
         "version": __version__,
@@ -139,13 +153,16 @@ def mount_status(
                           "served": last_answers.served_stale},
         "requests_in_flight": max(IN_FLIGHT[0] - 1, 0),  # less the one asking
     }  # fmt: skip
+    if usage is not None:
+        state["layer_store"] = {"layers_in_use": usage.in_use()}
+    return state
 
 
 async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
-        nursery.start_soon(layers.run)
+        nursery.start_soon(layers.background.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
     await client.aclose()

@@ -25,7 +25,7 @@ VALUED = frozenset({
 })  # fmt: skip
 FLAGS = frozenset({
     "allow_other", "debug", "verify_schema1_signatures", "soci_v1_referrers",
-    "no_soci_v1_referrers", "allow_shared_cache", "no_stale",
+    "no_soci_v1_referrers", "allow_shared_cache", "no_stale", "layer_store",
 })  # fmt: skip
 GENERIC = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",

@@ -100,7 +100,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="credentials (docker config.json or podman auth.json form) to use instead of "
-        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json "
+        "(without XDG_RUNTIME_DIR: /run/containers/UID/auth.json), "
         "~/.config/containers/auth.json, ~/.docker/config.json",
     )
     command.add_argument(
@@ -207,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="once a file of a layer read lazily (eStargz, zstd:chunked, SOCI) is read, fetch "
         "the rest of that layer in the background, behind what readers wait for: later reads "
         "cost no round trip, at the price of the whole layer's bytes",
+    )
+    mount.add_argument(
+        "--layer-store",
+        action="store_true",
+        help="serve a containers/storage Additional Layer Store for podman and CRI-O "
+        '(storage.conf: additionallayerstores = ["MOUNTPOINT:ref"]) instead of the '
+        "registries' tree, from the same cache",
     )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(

@@ -24,6 +24,7 @@ from regfs.domain.errors import (
     MalformedContent,
     NotFound,
     ProtocolError,
+    ReadOnly,
     RegfsError,
     Unavailable,
     VerificationFailed,
@@ -39,6 +40,7 @@ ERRNO_BY_ERROR: dict[type[RegfsError], int] = {
     ProtocolError: errno.EIO,
     MalformedContent: errno.EIO,
     VerificationFailed: errno.EIO,
+    ReadOnly: errno.EROFS,
 }
 
 REPEAT_QUIET = 60.0
@@ -101,9 +103,9 @@ async def _translated(
         return await operation(*args, **kwargs)
     except pyfuse3.FUSEError:
         raise
-    except NotFound as error:
+    except (NotFound, ReadOnly) as error:  # answers, not failures of the daemon
         log.debug("%s: %s", operation.__name__, error)
-        raise pyfuse3.FUSEError(errno.ENOENT) from None
+        raise pyfuse3.FUSEError(errno_for(error)) from None
     except RegfsError as error:
         _log_once(operation.__name__, error)
         raise pyfuse3.FUSEError(errno_for(error)) from None

@@ -20,6 +20,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
+from regfs.cache.confirmations import Confirmation
 from regfs.cache.objects import KeptObject, KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.domain.digest import Digest
@@ -83,17 +84,9 @@ class ByDigest:
     ) -> None:
         """Return if ``repository`` holds the blob: the registry says so (a HEAD), or it
         said so before and cannot be reached now; else raise (a refusal revokes)."""
-        confirmations = self._kept.confirmations
-        kept = confirmations.get(host, repository, digest)
-
-        async def ask() -> None:
-            await self._client.blob_exists(host, repository, digest, urls=urls)
-
-        try:
-            await self.reach.ask(host, ask, kept)
-        except (NotFound, AccessDenied):
-            confirmations.revoke(host, repository, digest)
-            raise
+        kept = self._kept.confirmations.get(host, repository, digest)
+        confirm = functools.partial(self._client.blob_exists, host, repository, digest, urls=urls)
+        await self._confirmed(host, repository, digest, kept, confirm)
 
     def served(self, host: str, repository: str, digest: Digest) -> None:
         """The registry served (or confirmed) the blob in ``repository``: kept for later
@@ -105,15 +98,17 @@ class ByDigest:
         host: str,
         repository: str,
         digest: Digest,
-        kept: KeptObject,
+        kept: KeptObject | Confirmation | None,
         confirm: Callable[[], Awaitable[None]],
     ) -> None:
         """Ask the registry whether ``repository`` still holds ``digest`` (renewing the
-        kept confirmation), unless it cannot be reached; a refusal revokes it."""
+        kept confirmation), unless it cannot be reached and something is ``kept``; a
+        refusal or "unknown" revokes what was kept."""
 
         async def ask() -> None:
             await confirm()
-            self._kept.confirmations.add(host, repository, digest, media_type=kept.media_type)
+            media_type = kept.media_type if kept is not None else None
+            self._kept.confirmations.add(host, repository, digest, media_type=media_type)
 
         try:
             await self.reach.ask(host, ask, kept)

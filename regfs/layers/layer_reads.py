@@ -1,16 +1,18 @@
 """Reads of layer content for a mount: what a reader waits for, and what is fetched ahead.
 
 Layers layer. A read goes to the reader of its index's kind (``readers.py``); before it
-waits, the range a sequential reader will want next (``read_ahead.py``) is asked for in a
-task of the mount's own, so that its Range requests are on their way while the read's own
-are answered. Read-ahead and the eStargz prefetch run in the mount's nursery (``run``),
-outside every FUSE request's deadline, each under a deadline of its own; their failures
-are logged, never a reader's (a reader needing a piece they failed to bring fetches it
-itself, under its own deadline).
+waits, the range a sequential reader will want next (``read_ahead.py``) is asked for as
+background work of the mount (``background.py``), so that its Range requests are on their
+way while the read's own are answered. Read-ahead, the eStargz prefetch and a layer's rest
+(``--background-fetch``) run there, outside every FUSE request's deadline, each under a
+deadline of its own, behind readers on the wire (``streams.py``); their failures are
+logged, never a reader's (a reader needing a piece they failed to bring fetches it itself,
+under its own deadline).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,8 @@ import cachetools
 import trio
 
 from regfs.cache.flight import SingleFlight
-from regfs.domain.errors import RegfsError, Unavailable
+from regfs.domain.errors import Unavailable
+from regfs.layers.background import BackgroundWork
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
@@ -48,16 +51,17 @@ class LayerReads:
         pieces: VerifiedPieces,
         spool_dir: Path,
         received: Callable[[LayerRef, int], None],
+        background: BackgroundWork,
         *,
         background_fetch: bool = False,
     ) -> None:
-        """``received(layer, size)`` is told of each piece of a blob fetched;
-        ``background_fetch``: a lazily read layer, once read, is fetched whole behind."""
+        """``received(layer, size)`` is told of each piece of a blob fetched; read-ahead
+        and prefetches are work of ``background``; ``background_fetch``: a lazily read
+        layer, once read, is fetched whole behind."""
         self._client = client
         self._received = received
+        self._background = background
         self._background_fetch = background_fetch
-        self._fetching_whole: set[Path] = set()
-        """Indexes whose layers were asked for whole in the background."""
         # Decompressing threads of re-fetches have their own limiter: they must not take
         # every default worker thread (which DNS lookups need too).
         self.context = ReadContext(
@@ -67,14 +71,6 @@ class LayerReads:
         )  # fmt: skip
         self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
         self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
-        self.background: trio.Nursery | None = None
-        """Where read-ahead and prefetches run: the nursery of ``run``, once started."""
-
-    async def run(self) -> None:
-        """Work of the mount's own, in the background, until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self.background = nursery
-            await trio.sleep_forever()
 
     async def read(
         self,
@@ -88,54 +84,44 @@ class LayerReads:
         the file being read lies on the stream, to read ahead of a sequential reader."""
         reader = reader_for(layer, index, self.context)
         end = min(offset + size, index.meta.uncompressed_size)
-        if file is not None and reader.reads_ahead and self.background is not None and offset < end:
+        background = self._background
+        if file is not None and reader.reads_ahead and background.running and offset < end:
             followed = self._followed.get(index.path)
             if followed is None:
                 followed = self._followed[index.path] = ReadAhead()
             ahead = followed.after(offset, end, *file)
             if ahead is not None:
-                self.background.start_soon(self._read_ahead, reader, layer, *ahead)
-            if self._background_fetch and index.path not in self._fetching_whole:
-                self._fetching_whole.add(index.path)
-                self.background.start_soon(self._fetch_whole, reader, layer, index)
+                read_ahead = functools.partial(self._read_ahead, reader, *ahead)
+                background.start(f"read-ahead of {ahead[0]}-{ahead[1]}", layer, read_ahead)
+            if self._background_fetch:
+                fetch_whole = functools.partial(self._fetch_whole, reader, layer, index)
+                background.start_once("background fetch", layer, fetch_whole, key=index.path)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)
 
-    async def _read_ahead(self, reader: PieceReader, layer: LayerRef, start: int, end: int) -> None:
+    async def _read_ahead(self, reader: PieceReader, start: int, end: int) -> None:
         async with self._reading_ahead:
-            try:
-                await reader.load(start, end, Priority.AHEAD)
-            except RegfsError as error:
-                log.info("%s: read-ahead of %d-%d stopped: %s", layer, start, end, error)
+            await reader.load(start, end, Priority.AHEAD)
 
-    async def _fetch_whole(self, reader: PieceReader, layer: LayerRef, index: LayerIndex) -> None:
+    @staticmethod
+    async def _fetch_whole(reader: PieceReader, layer: LayerRef, index: LayerIndex) -> None:
         """The rest of a layer read lazily, in runs on the background streams (behind what
         readers wait for), as stargz-snapshotter's background fetch does."""
-        try:
-            await load_pieces(reader, index.meta.uncompressed_size, Priority.BACKGROUND)
-        except RegfsError as error:
-            log.info("%s: background fetch stopped: %s", layer, error)
-            return
+        await load_pieces(reader, index.meta.uncompressed_size, Priority.BACKGROUND)
         log.info("%s: fetched whole in the background", layer)
 
     def prefetch_soon(self, layer: LayerRef, index: LayerIndex) -> None:
         """Begin fetching what an eStargz image's builder marked as read first, if it
-        marked anything and the mount runs a background."""
-        if index.meta.prefetch_end and self.background is not None:
-            self.background.start_soon(self._prefetch, layer, index)
+        marked anything (once per index: what is fetched is the index's chunks)."""
+        if index.meta.prefetch_end:
+            prefetch = functools.partial(self._prefetch, layer, index)
+            self._background.start_once("prefetch", layer, prefetch, key=index.path)
 
     async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
         (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
         the files are fetched when read, as any other."""
         end = index.meta.prefetch_end
-        try:
-            await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
-        except RegfsError as error:
-            log.info("%s: prefetch stopped: %s", layer, error)
-            return
-        except Exception:  # a bug: logged, and the mount goes on serving
-            log.exception("%s: prefetch failed", layer)
-            return
+        await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:

@@ -28,11 +28,13 @@ from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
+from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
+from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
+from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -45,8 +47,8 @@ from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-INDEXED_LATER_AT_ONCE = FIRST_PASSES_AT_ONCE - 1
-"""Layers indexed at once that nobody asked for yet (``index_later``): all the first
+INDEXED_AHEAD_AT_ONCE = FIRST_PASSES_AT_ONCE - 1
+"""Layers indexed at once that nobody asked for yet (``index_soon``): all the first
 passes a mount runs at once but one, so that a layer a reader needs finds room at once."""
 
 
@@ -81,11 +83,14 @@ class LayerStore:
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
+        self.background = BackgroundWork()
+        """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
+        ``background.run``)."""
         self._reads = LayerReads(
-            client, self.pieces, self._temporary_dir, self._count_fetched,
+            client, self.pieces, self._temporary_dir, self._count_fetched, self.background,
             background_fetch=background_fetch,
         )  # fmt: skip
-        self._indexing_later = trio.CapacityLimiter(INDEXED_LATER_AT_ONCE)
+        self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
         self._unindexable: dict[Digest, MalformedContent] = {}
@@ -111,26 +116,14 @@ class LayerStore:
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
+        self._blobs = CompressedBlobs(client, layout, self._reads.context)
+        """Layer blobs as the registry stores them (a layer store's ``blob`` files)."""
 
-    async def run(self) -> None:
-        """Work of the mount's own, in the background (read-ahead, prefetching), until
-        cancelled."""
-        await self._reads.run()
-
-    def index_later(self, layers: Sequence[LayerRef]) -> None:
-        """Index ``layers`` in the background, in this order, a few at a time: an image's
-        layers that a lookup did not need yet (it will, for a listing)."""
-        background = self._reads.background
-        if background is not None:
-            for layer in layers:
-                background.start_soon(self._index_later, layer)
-
-    async def _index_later(self, layer: LayerRef) -> None:
-        async with self._indexing_later:
-            try:
-                await self.index(layer)
-            except RegfsError as error:  # said again when a reader needs it
-                log.info("%s: not indexed ahead of use: %s", layer, error)
+    def index_soon(self, layers: Sequence[LayerRef]) -> None:
+        """Index ``layers`` in the background, each once, in this order, a few at a time:
+        an image's layers a rootfs lookup did not need yet (a listing will), or those a
+        layer store's client will ask for next (it asks for one after the other, waiting)."""
+        self.background.start_in_turn("indexing ahead", layers, self.index, self._indexing_ahead)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -306,6 +299,16 @@ class LayerStore:
         index built from a TOC: of its virtual stream). ``file``: where on that stream the
         file being read lies, so that a sequential reader is read ahead of."""
         return await self._reads.read(layer, index, offset, size, file)
+
+    async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
+        """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
+        the cache are served once the blob is confirmed in this repository (as for ``index``)."""
+        if not self._serves(layer):
+            await self.by_digest.confirm_blob(
+                layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
+            )
+            self._confirm(layer)
+        return await self._blobs.read(layer, offset, size)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""

@@ -1,9 +1,10 @@
 """The one verifying getter of layer content: every piece by the sha256 that names it.
 
 Layers layer. A piece is a chunk of a layer's uncompressed tar (first pass), a TOC chunk
-(eStargz, zstd:chunked) or a compressed zTOC span (SOCI); each is named by the sha256 of
-its bytes, recorded where a digest vouches for it (the verified first pass, a TOC or zTOC
-the image digest covers).
+(eStargz, zstd:chunked), a compressed zTOC span (SOCI) or a piece of a blob's own bytes (a
+layer store's ``blob``, named here by ``keep_named``); each is named by the sha256 of its
+bytes, recorded where a digest vouches for it (the verified first pass, a TOC or zTOC
+the image digest covers, a blob checked whole).
 
 Invariant: no piece leaves ``get`` or enters the memory or disk cache without hashing to
 its name here. Readers hand over bytes (fetched, decompressed, read from disk) and never
@@ -33,7 +34,7 @@ from typing import Generic, TypeVar
 import cachetools
 import trio
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.verify import verified_sha256
@@ -95,19 +96,6 @@ class _Flight:
         self.error: RegfsError | None = None
 
 
-def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:
-    """The piece named ``sha256`` from the disk cache, if it is there and intact (a damaged
-    one is removed, to be fetched again). Blocking."""
-    data = chunks.load(sha256)
-    if data is None:
-        return None
-    if hashlib.sha256(data).digest() != sha256:
-        log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
-        chunks.discard(sha256)
-        return None
-    return data
-
-
 def _checked(made: Made[S]) -> list[bytes | RegfsError]:
     """Each made piece if it hashes to its name, else why not. Blocking: one worker hop
     for a whole batch."""
@@ -127,6 +115,13 @@ def _stored(chunks: ChunkCache, checked: list[tuple[bytes, bytes]]) -> None:
     """Store pieces whose hashes were checked. Blocking."""
     for sha256, data in checked:
         chunks.put(sha256, data)
+
+
+def _stored_named(chunks: ChunkCache, data: bytes) -> bytes:
+    """Store ``data`` under its sha256, returned. Blocking."""
+    sha256 = hashlib.sha256(data).digest()
+    chunks.put(sha256, data)
+    return sha256
 
 
 class _Claim(Generic[S]):
@@ -302,6 +297,14 @@ class VerifiedPieces:
         if remember:
             self._failed[sha256] = error
         claim.fail(sha256, error)
+
+    async def keep_named(self, data: bytes) -> bytes:
+        """Keep ``data`` under its sha256, which is returned: a piece of a blob streamed
+        whole and cut here (a layer store's ``blob``), named by its own bytes; what vouches
+        for the names is the whole blob's digest, checked by the caller."""
+        sha256 = await trio.to_thread.run_sync(_stored_named, self.chunks, data)
+        keep(self._memory, sha256, data)
+        return sha256
 
     def cached(self, sha256: bytes) -> bool:
         """True if the piece is in memory or on disk now (not checked: ``get`` checks).

@@ -14,17 +14,20 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import cachetools
 import trio
 
 from regfs.cache.flight import SingleFlight
-from regfs.domain.errors import MalformedContent
+from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.layers.coalesce import runs
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.pieces import Deliver, Piece, VerifiedPieces
+from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
 from regfs.layers.streams import Priority, Streams
+
+S = TypeVar("S")
 
 RangeFetch = Callable[[int, int, str], Awaitable[bytes]]
 """``fetch(start, end, what)``: bytes [start, end) of the layer blob, within one deadline."""
@@ -81,6 +84,40 @@ def joined(pieces: Sequence[Piece[Any]], datas: Sequence[bytes], start: int, end
     if position < end:
         raise MalformedContent(f"no bytes at {position} of the layer's stream")
     return b"".join(parts)
+
+
+async def fetch_in_runs(
+    missing: Sequence[Piece[S]],
+    extent: Callable[[Piece[S]], tuple[int, int]],
+    made: Callable[[bytes, Sequence[Piece[S]]], Awaitable[Made[S]]],
+    deliver: Deliver[S],
+    *,
+    ranges: Callable[[], RangeFetch],
+    streams: Streams,
+    priority: Priority,
+    name: str,
+) -> None:
+    """Each run of adjacent pieces (``coalesce.py``; ``extent(piece)`` is where its bytes
+    lie in the blob) fetched with one Range request, all at once, each holding a stream
+    while on the wire (its deadline, ``ranges()``, begins then), made into pieces
+    (``made(bytes, run)``) and delivered as it comes. A run that fails does not stop the
+    others; the first failure is raised once they ended. ``name``: what a piece is called."""
+    failures: list[RegfsError] = []
+
+    async def one(run: Sequence[Piece[S]]) -> None:
+        start, end = extent(run[0])[0], extent(run[-1])[1]
+        try:
+            async with streams.slot(priority):
+                fetched = await ranges()(start, end, f"{name}s at {start}-{end} not fetched")
+            await deliver(await made(fetched, run))
+        except RegfsError as error:
+            failures.append(error)
+
+    async with trio.open_nursery() as nursery:
+        for run in runs(missing, extent):
+            nursery.start_soon(one, run)
+    if failures:
+        raise failures[0]
 
 
 class Reader:

@@ -9,22 +9,22 @@ streams (``streams.py``), and decompress a run in one worker hop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
 import trio
 
 from regfs.cache.memory import keep
-from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.domain.errors import MalformedContent
 from regfs.layers.chunk_reader import ChunkReader
-from regfs.layers.coalesce import runs
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.index.meta import IndexKind
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import Deliver, Made, Piece
-from regfs.layers.reader_base import PieceReader, ReadContext, Reader, joined
+from regfs.layers.reader_base import PieceReader, ReadContext, Reader, fetch_in_runs, joined
 from regfs.layers.streams import Priority
 
 INFLATED_SPANS_BYTES = 16 << 20
@@ -74,38 +74,16 @@ class _RunReader(Reader):
         self, missing: Sequence[Piece[TocChunk]], deliver: Deliver[TocChunk],
         priority: Priority = Priority.WAITED,
     ) -> None:  # fmt: skip
-        await self._runs_fetched(missing, deliver, priority)
+        """Runs of adjacent TOC chunks or spans, one Range request each, all at once."""
+        await fetch_in_runs(
+            missing, _extent, self._made, deliver,
+            ranges=functools.partial(self.context.ranges, self.layer),
+            streams=self.context.streams, priority=priority, name=self.piece_name,
+        )  # fmt: skip
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:
         """The pieces of a run from its compressed bytes."""
         raise NotImplementedError
-
-    async def _runs_fetched(
-        self, missing: Sequence[Piece[TocChunk]], deliver: Deliver[TocChunk], priority: Priority
-    ) -> None:
-        """Each run of adjacent TOC chunks or spans fetched with one Range request, all at
-        once (each holding a stream while on the wire), made into pieces (``_made``) and
-        delivered as it comes. A run that fails does not stop the others; the first
-        failure is raised once they ended."""
-        failures: list[RegfsError] = []
-
-        async def one(run: Sequence[Piece[TocChunk]]) -> None:
-            first, last = run[0].source, run[-1].source
-            where = f"{first.compressed_offset}-{last.compressed_end}"
-            what = f"{self.piece_name}s at {where} not fetched"
-            try:
-                async with self.context.streams.slot(priority):
-                    ranges = self.context.ranges(self.layer)
-                    compressed = await ranges(first.compressed_offset, last.compressed_end, what)
-                await deliver(await self._made(compressed, run))
-            except RegfsError as error:
-                failures.append(error)
-
-        async with trio.open_nursery() as nursery:
-            for run in runs(missing, _extent):
-                nursery.start_soon(one, run)
-        if failures:
-            raise failures[0]
 
 
 class TocChunkReader(_RunReader):

@@ -54,18 +54,15 @@ class MergedImage:
         self.key = (host, repository, str(image))  # strings: their hashes are kept
         """Identifies this image's merged tree among all mounted ones."""
         self._found: list[LayerIndex | None] = [None] * len(self.layers)
-        self._rest_asked = False
         self.root_dir = MergedDir(RootCandidates(len(self.layers), self.index_at))
 
     async def index_at(self, position: int) -> LayerIndex:
-        """The index of the layer at ``position``, fetched now if need be; the first time,
-        the other layers are asked for in the background (top first)."""
+        """The index of the layer at ``position``, fetched now if need be; the other
+        layers are then indexed in the background, top first (each once per mount)."""
         index = self._found[position]
         if index is None:
-            if not self._rest_asked:
-                self._rest_asked = True
-                rest = [layer for n, layer in enumerate(self.layers) if n != position]
-                self.context.layers.index_later(rest[::-1])
+            rest = [layer for n, layer in enumerate(self.layers) if n != position]
+            self.context.layers.index_soon(rest[::-1])
             index = self._found[position] = await self.context.layers.index(self.layers[position])
         return index
 

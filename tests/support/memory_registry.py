@@ -53,9 +53,12 @@ class MemoryRegistry:
     requests: Counter[str] = field(default_factory=Counter)
     """``METHOD kind name reference`` (``GET blobs app sha256:…``) → how many were answered."""
 
-    def push(self, repository: str, tag: str, layers: list[bytes]) -> str:
-        """An image of gzip ``layers`` (bottom first) as ``repository:tag``; its digest."""
-        config_bytes, manifest = oci_image(layers)
+    def push(
+        self, repository: str, tag: str, layers: list[bytes], diff_ids: list[str] | None = None
+    ) -> str:
+        """An image of gzip ``layers`` (bottom first) as ``repository:tag``, its config
+        naming ``diff_ids``; its digest."""
+        config_bytes, manifest = oci_image(layers, diff_ids=diff_ids)
         stored = self.repositories.setdefault(repository, Repository())
         for blob in (config_bytes, *layers):
             stored.blobs[sha256(blob)] = blob

@@ -51,6 +51,9 @@ class CountingProxy:
         """Seconds after which a trickled answer is closed unfinished (None: never)."""
         self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
+        self.gone = False
+        """Every request is closed unanswered, also on connections already open: a
+        registry gone away (``stop`` leaves open connections served)."""
         self.path_prefix = ""
         """Serve the registry below this prefix only, as a portal does (``/some/prefix``)."""
         self.authorization_seen: list[str] = []
@@ -95,6 +98,9 @@ class CountingProxy:
             # this, each small answer waits for the client's delayed ACK (40 ms)
 
             def _forward(self) -> None:
+                if proxy.gone:
+                    self.close_connection = True
+                    return
                 if proxy.range_delay and "Range" in self.headers:
                     time.sleep(proxy.range_delay)
                 if self.command == "HEAD":

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.layout import CacheLayout
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_store import LayerStore
 from regfs.layers.open_indexes import _ClosingLRU
-from regfs.layers.pieces import load_verified
 from tests.support.crafted import member, tar_of, zeros_layer
 from tests.support.fake_transport import NO_CLIENT
 
