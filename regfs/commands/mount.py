@@ -1,4 +1,4 @@
-"""``regfs mount`` and ``regfs umount``: the daemon and the FUSE lifecycle.
+"""``regfs mount``: the daemon and the FUSE lifecycle.
 
 Application layer: the only command that opens the root nursery (and runs the trio loop
 for as long as the mount lives).
@@ -11,7 +11,6 @@ import functools
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,16 +21,14 @@ import trio
 
 from regfs import __version__
 from regfs.commands import allocator, common, daemon
-from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.commands.mountpoint import MountpointError, check_can_mount
+from regfs.commands.services import MountServices
 from regfs.domain.errors import MalformedContent
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
-from regfs.layers.layer_store import LayerStore
-from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
-from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
 
 log = logging.getLogger("regfs")
@@ -63,42 +60,35 @@ def serve(
     credentials = DockerCredentials(
         auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
     )
-    client = RegistryClient(config, credentials)
-    metadata = RegistryMetadata(
-        client,
-        MetadataLimits(ttl=args.metadata_ttl),
-        verify_schema1_signatures=args.verify_schema1_signatures,
-    )
-    layers = LayerStore(
-        client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
-    )
-    aliases = frozenset(client.config.aliases)
-    status = functools.partial(mount_status, args, mountpoint, client, layers)
-    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
+    services = MountServices(args, config, credentials)
+    aliases = frozenset(config.aliases)
+    status = functools.partial(mount_status, args, mountpoint, services)
+    context = TreeContext(services, args.platform, time.time_ns(), aliases, status)
     operations = Operations(
         Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
     )
     pyfuse3.init(operations, mountpoint, _mount_options(allow_other=args.allow_other))
     log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
-    if client.config.registries.sources:
-        log.info("registries.conf: %s", ", ".join(client.config.registries.sources))
+    if config.registries.sources:
+        log.info("registries.conf: %s", ", ".join(config.registries.sources))
     ready()
     clean = False
     try:
-        trio.run(_main_loop, client, operations, layers)
+        trio.run(_main_loop, services, operations)
         clean = True
     finally:
-        layers.close()
+        services.close_layers()
         pyfuse3.close(unmount=clean)
         log.info("unmounted %s", mountpoint)
     return 0
 
 
 def mount_status(
-    args: argparse.Namespace, mountpoint: str, client: RegistryClient, layers: LayerStore
+    args: argparse.Namespace, mountpoint: str, services: MountServices
 ) -> dict[str, object]:
     """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
+    client, layers = services.client, services.layers
     reads = layers.pieces.reads
     return {
         "mountpoint": mountpoint,
@@ -124,14 +114,14 @@ def mount_status(
     }  # fmt: skip
 
 
-async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
+async def _main_loop(services: MountServices, operations: Operations) -> None:
     async with trio.open_nursery() as nursery:
+        services.serve_in(nursery)
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
-        nursery.start_soon(layers.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
-    await client.aclose()
+    await services.aclose_client()
 
 
 async def _terminate_on_signal() -> None:
@@ -159,20 +149,3 @@ def mount(args: argparse.Namespace) -> int:
         return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
     common.configure_logging(args.log_file or _default_log_file(), debug=args.debug)
     return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
-
-
-def umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
-    dead = is_dead_mount(mountpoint)
-    if not dead and mounted_type(mountpoint) is None:
-        print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
-        return 1
-    command = ["fusermount3", "-u", mountpoint]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 and dead:
-        # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
-        result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        print(f"regfs: {result.stderr.strip() or 'fusermount3 failed'}", file=sys.stderr)
-        return 1
-    return 0

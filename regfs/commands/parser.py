@@ -13,7 +13,6 @@ from pathlib import Path
 from regfs import __version__
 from regfs.domain.errors import MalformedContent
 from regfs.domain.platform import Platform, host_platform
-from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 
 CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
 """``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
@@ -275,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--span-size",
         type=_span_size,
-        default=DEFAULT_SPAN_SIZE,
+        default="4M",  # layers/ztoc_builder.py's DEFAULT_SPAN_SIZE, without importing it
         metavar="SIZE",
         help="uncompressed bytes between checkpoints: what one read fetches at least "
         "(default: 4M, as soci)",

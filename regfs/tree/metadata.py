@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import cachetools
 import trio
@@ -35,8 +35,9 @@ from regfs.domain.manifest import (
     verified_manifest,
 )
 from regfs.domain.verify import verified
-from regfs.registry.client import RegistryClient
-from regfs.registry.schema1_signatures import verify_signatures
+
+if TYPE_CHECKING:  # made by the mount, which imports httpx for it when first needed
+    from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,9 @@ class RegistryMetadata:
                 if self._verify_schema1_signatures:
                     signed = signed_content(fetched.raw)
                     if signed is not fetched.raw:  # a signed schema1: its JWS signatures
+                        # cryptography takes ~30 ms to import: only for this rare check
+                        from regfs.registry.schema1_signatures import verify_signatures
+
                         signatures = load_json_object(fetched.raw, "manifest")["signatures"]
                         verify_signatures(signed, signatures)
             except RegfsError as error:

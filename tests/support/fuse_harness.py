@@ -24,7 +24,7 @@ from regfs.fuse.operations import Operations
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.tree.context import TreeContext
+from regfs.tree.context import Services, TreeContext
 from regfs.tree.inodes import ROOT_INODE
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
@@ -82,7 +82,9 @@ class Kernel:
         metadata = RegistryMetadata(client, MetadataLimits(ttl=ttl))
         self.layers = LayerStore(client, cache_dir, 1 << 30)
         platform = Platform.parse("linux/amd64")
-        context = TreeContext(metadata, self.layers, platform, time.time_ns(), status=status)
+        context = TreeContext(
+            Services(metadata, self.layers), platform, time.time_ns(), status=status
+        )
         self.operations = Operations(
             Root(context), metadata_ttl=ttl, request_timeout=request_timeout
         )
