@@ -17,7 +17,7 @@ from regfs.commands.parser import build_parser
 COMMANDS = {
     "mount": ("mount", "mount"), "umount": ("umount", "umount"), "index": ("index_push", "run"),
     "status": ("status", "run"), "cache": ("cache", "run"), "prefetch": ("prefetch", "run"),
-    "completion": ("docs", "completion"),
+    "completion": ("docs", "completion"), "install-pyfuse3": ("install_pyfuse3", "run"),
 }  # fmt: skip
 """Each command: the module of ``regfs.commands`` and the function in it that runs it."""
 

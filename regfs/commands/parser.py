@@ -198,6 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
     umount.add_argument("mountpoint")
 
+    fast = commands.add_parser(
+        "install-pyfuse3",
+        help="build pyfuse3 with regfs's kernel-caching patch into regfs's environment",
+        description="Download pyfuse3's source with pip, apply regfs's kernel-caching patch "
+        "(shipped with regfs), build a wheel and install it into the Python environment "
+        "regfs runs in (its venv, whether pip or pipx made it). With it the kernel keeps "
+        "file pages, listings and symlink targets, and stops sending opens: warm walks and "
+        "reads at local-disk speed. Needs a C compiler, pkg-config, patch and the libfuse3 "
+        "and Python headers (Debian: libfuse3-dev pkg-config gcc python3-dev patch).",
+    )
+    fast.add_argument(
+        "--wheel-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the wheel is kept and looked for first "
+        "(default: $XDG_CACHE_HOME/regfs/pyfuse3, or ~/.cache/regfs/pyfuse3)",
+    )
+    fast.add_argument(
+        "--build-only", action="store_true", help="print the wheel's path; install nothing"
+    )
+
     warm = commands.add_parser(
         "prefetch",
         help="bring whole images, or single layers, into the cache",
