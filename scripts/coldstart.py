@@ -56,7 +56,9 @@ class Result:
 
 
 def run(*command: str | Path) -> None:
-    subprocess.run([str(c) for c in command], check=True, capture_output=True)
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr.strip()}")
 
 
 def drop_page_cache() -> None:
@@ -160,6 +162,7 @@ def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result:
 def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
     """``skopeo copy`` + ``umoci unpack`` of the gzip image, then the same commands."""
     local = workdir / "pulled"
+    local.mkdir(parents=True)
     drop_page_cache()
     proxy.reset()
     start = time.perf_counter()
