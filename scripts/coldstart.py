@@ -35,6 +35,7 @@ MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, loggin
         "sqlite3.connect(':memory:').execute('select 1')")  # fmt: skip
 """The second command: more of the standard library, in the same mount after the start."""
 FORMATS = ("gzip", "estargz", "zstd-chunked", "soci")
+PULL_ALL = "pull all (skopeo + umoci)"
 TRACED = "open,openat,execve,stat,newfstatat,chroot"
 OPENED = re.compile(r'^\d+ +\w+\((?:AT_FDCWD, )?"(/[^"]+)".* = \d+')
 """A path the traced command opened, executed or statted, with success."""
@@ -113,10 +114,15 @@ def _with_link_targets(rootfs: Path, path: str) -> list[str]:
     return found
 
 
-def push_formats(layout: Path, registry: Registry, record: Path, workdir: Path) -> dict[str, int]:
-    """Each format at ``bench/<format>:1``; the layer's size for each."""
+def push_formats(
+    layout: Path, registries: dict[str, Registry], record: Path, workdir: Path
+) -> dict[str, int]:
+    """Each format at ``bench/<format>:1`` of its registry; the layer's size for each."""
     sizes = {}
     for name in FORMATS:
+        # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
+        # compression, and the image would not be what its name says.
+        registry = registries[name] = Registry(workdir / f"registry-{name}")
         destination = f"{registry.host}/bench/{name}:1"
         if name == "estargz":
             push_estargz(layout, "1", destination, workdir / "estargz",
@@ -139,7 +145,8 @@ def chroot(rootfs: Path, command: tuple[str, ...]) -> float:
     return time.perf_counter() - start
 
 
-def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result:
+def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
+    """The cold start through a fresh mount, or why it failed."""
     drop_page_cache()
     proxy.reset()
     start = time.perf_counter()
@@ -147,7 +154,10 @@ def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result:
     mount = Mount(workdir / f"mnt-{name}", *options)
     try:
         rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
-        run("chroot", rootfs, *START)
+        try:
+            run("chroot", rootfs, *START)
+        except RuntimeError as error:
+            return str(error).rsplit(": ", 1)[-1]  # what chroot said (EIO: see the log)
         started = time.perf_counter() - start
         after_start = (proxy.blob_bytes(), sum(proxy.requests_by_path.values()),
                        proxy.range_requests)  # fmt: skip
@@ -180,25 +190,31 @@ def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
 
 def coldstart(workdir: Path, profiles: list[NetworkProfile]) -> None:
     layout, record = build(workdir)
-    registry = Registry(workdir / "registry")
+    registries: dict[str, Registry] = {}
     try:
-        sizes = push_formats(layout, registry, record, workdir)
+        sizes = push_formats(layout, registries, record, workdir)
         for profile in profiles:
-            proxy = CountingProxy(registry.port, profile=profile)
-            try:
-                results = {name: through_regfs(name, proxy, workdir / profile.name)
-                           for name in FORMATS}  # fmt: skip
-                results["pull all (skopeo + umoci)"] = pull_all(proxy, workdir / profile.name)
-            finally:
-                proxy.stop()
+            results: dict[str, Result | str] = {}
+            for name in (*FORMATS, PULL_ALL):
+                source = registries["gzip" if name == PULL_ALL else name]
+                proxy = CountingProxy(source.port, profile=profile)
+                try:
+                    where = workdir / profile.name
+                    results[name] = (pull_all(proxy, where) if name == PULL_ALL
+                                     else through_regfs(name, proxy, where))  # fmt: skip
+                finally:
+                    proxy.stop()
             report(profile, results, sizes)
     finally:
-        registry.stop()
+        for registry in registries.values():
+            registry.stop()
 
 
-def report(profile: NetworkProfile, results: dict[str, Result], sizes: dict[str, int]) -> None:
-    recorded = len(FORMATS)
-    baseline = results["pull all (skopeo + umoci)"]
+def report(
+    profile: NetworkProfile, results: dict[str, Result | str], sizes: dict[str, int]
+) -> None:
+    baseline = results[PULL_ALL]
+    assert isinstance(baseline, Result), baseline
     print(f"\ncold start of `chroot rootfs {' '.join(START[:2])} '{START[2]}'` "
           f"({profile.describe()}); gzip layer {sizes['gzip'] / 1e6:.1f} MB")  # fmt: skip
     print(
@@ -206,26 +222,29 @@ def report(profile: NetworkProfile, results: dict[str, Result], sizes: dict[str,
         "| then more | blob MB | requests (Range) |\n|---|---|---|---|---|---|---|---|---|"
     )
     for name, result in results.items():
+        if isinstance(result, str):
+            print(f"| {name} | failed: {result} | | | | | | | |")
+            continue
         layer = sizes.get(name, sizes["gzip"])
         print(f"| {name} | {result.start:.2f} s | {result.start / baseline.start:.2f} | "
               f"{result.bytes_start / 1e6:.1f} | {result.bytes_start / layer:.3f} | "
               f"{result.requests_start} ({result.ranges_start}) | {result.more:.2f} s | "
               f"{result.bytes_total / 1e6:.1f} | {result.requests_total} "
               f"({result.ranges_total}) |")  # fmt: skip
-    names = list(results)[:recorded]
+    shown = {n: r for n, r in results.items() if isinstance(r, Result) and n != PULL_ALL}
     plots.bars(
         f"coldstart-{profile.name}",
         f"python3 cold start, {profile.describe()} (lower is better)",
-        names,
-        {"regfs: mount + start": [results[n].start for n in names],
-         "skopeo copy + umoci unpack + start": [baseline.start] * recorded},
+        list(shown),
+        {"regfs: mount + start": [r.start for r in shown.values()],
+         "skopeo copy + umoci unpack + start": [baseline.start] * len(shown)},
         unit="seconds",
     )  # fmt: skip
     plots.bars(
         f"coldstart-bytes-{profile.name}",
         f"Blob bytes fetched for the start, {profile.describe()}",
-        names,
-        {"regfs": [results[n].bytes_start / 1e6 for n in names],
-         "skopeo copy (the whole gzip layer)": [baseline.bytes_start / 1e6] * recorded},
+        list(shown),
+        {"regfs": [r.bytes_start / 1e6 for r in shown.values()],
+         "skopeo copy (the whole gzip layer)": [baseline.bytes_start / 1e6] * len(shown)},
         unit="MB",
     )  # fmt: skip
