@@ -3,7 +3,8 @@
 The image: ``mmdebstrap --variant=minbase --include=python3`` (bookworm, real packages) in
 one layer, packed by umoci, pushed as gzip, eStargz (converted by ctr-remote with the files
 a start reads recorded first, as ``ctr-remote --estargz-record-in`` takes them), zstd:chunked
-(ctr-remote ``--zstdchunked``: skopeo 1.9.3 hung for 10 minutes compressing this image) and gzip with a SOCI index (``regfs index push``). For each network profile, each
+(ctr-remote ``--zstdchunked``: skopeo 1.9.3 hung for 10 minutes compressing this image) and
+gzip with a SOCI index (``regfs index push``). For each network profile, each
 format: a fresh regfs cache, the page cache dropped, mount, then ``chroot rootfs python3 -c
 'import json, sqlite3, email'`` (the start), then a second command that imports more (in the
 same mount). Against: ``skopeo copy`` + ``umoci unpack`` of the gzip image + the same two
