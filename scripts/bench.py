@@ -4,7 +4,7 @@
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
 Run: .venv/bin/python scripts/bench.py [--profile lan|wan|far] [browse] [contents] [places]
-[lazy] [refetch] [coldstart] (charts need matplotlib: .venv/bin/pip install -e '.[bench]')
+[lazy] [refetch] [coldstart] [run] (charts need matplotlib: .venv/bin/pip install -e '.[bench]')
 
 ``--profile`` puts an emulated network (tests/support/netprofiles.py) between the registry
 and everything that reads it, regfs and the tools it is compared with alike; without it
@@ -31,6 +31,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_podman
 import coldstart
 import plots
 
@@ -502,7 +503,7 @@ def cold_start_of_python(workdir: Path) -> None:
 
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
-    "coldstart": cold_start_of_python,
+    "coldstart": cold_start_of_python, "run": bench_podman.run,
 }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what regfs and its tests need on a Debian/Ubuntu machine, idempotently:
-# Debian packages (FUSE, the registry, skopeo, umoci), a venv in .venv, and regfs itself.
+# Debian packages (FUSE, the registry, skopeo, umoci, podman), a venv in .venv, and regfs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,7 @@ APT_PACKAGES=(
     docker-registry skopeo umoci                                # the real registry and image tools
     mmdebstrap systemd-container                                # test images; nspawn into rootfs/
     containerd stargz-snapshotter                               # eStargz test images (ctr-remote)
+    podman                                                      # runs containers from a layer store
     attr curl ca-certificates                                   # getfattr for the demo
 )
 

@@ -23,6 +23,7 @@ thread-safe; callers run them in worker threads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -175,6 +176,19 @@ class ChunkCache:
             self._usage = usage
         if indexes_evicted:
             layer_images.sweep(self._layout)
+
+
+def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:
+    """The chunk named ``sha256`` from the disk cache, if it is there and intact (a damaged
+    one is removed, to be fetched again). Blocking."""
+    data = chunks.load(sha256)
+    if data is None:
+        return None
+    if hashlib.sha256(data).digest() != sha256:
+        log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
+        chunks.discard(sha256)
+        return None
+    return data
 
 
 def _files(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:

@@ -4,11 +4,17 @@ Cache layer, pure: paths only. Mounts, ``regfs prefetch`` and ``regfs cache`` sh
 cache dir, so they must agree on where each thing lives; each takes its paths from here.
 
 - ``chunks/ab/abcd…``: verified pieces of layers, named by their sha256 (``chunks.py``);
-- ``indexes/``: one SQLite index per layer and kind (``layers/index/files.py`` names them);
+- ``indexes/``: one SQLite index per layer and kind (``layers/index/files.py`` names them),
+  and ``<layer>.blob-pieces``, the hashes of a blob's own pieces (``compressed_blob.py``);
 - ``verdicts/<index>.disagrees``: TOCs found to disagree with their tar (never evicted);
 - ``images/<layer digest>``: which images each layer was used for (``layer_images.py``);
 - ``tmp/``: blobs being downloaded and re-fetches spooled, removed when their writer dies;
-- ``locks/``: one lock file per layer being downloaded (``locks.py``).
+- ``locks/``: one lock file per layer being downloaded (``locks.py``);
+- ``confirmed/``: which repositories a registry said hold which digests (``confirmations.py``);
+- ``answers/``: the last good answer to each catalog, tag list and tag (``answers.py``).
+
+Manifests (image indexes too), configs and SOCI indexes are kept in ``chunks/`` as well, named
+by their sha256: they count against the bound and are evicted like chunks.
 
 Chunks and indexes count against ``--cache-size`` and are evicted least recently used
 first; what is in ``tmp/`` counts but is not evicted.
@@ -48,6 +54,14 @@ class CacheLayout:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def confirmations(self) -> Path:
+        return self.root / "confirmed"
+
+    @property
+    def answers(self) -> Path:
+        return self.root / "answers"
+
     def parts(self) -> dict[str, Path]:
         """Every part by the name ``regfs cache stats`` gives it."""
         return {
@@ -57,7 +71,13 @@ class CacheLayout:
             "images": self.images,
             "temporary": self.temporary,
             "locks": self.locks,
+            "confirmations": self.confirmations,
+            "answers": self.answers,
         }
+
+    def blob_pieces(self, layer_dir_name: str) -> Path:
+        """The hashes of the pieces of a layer's compressed blob (``sha256-<hex>``)."""
+        return self.indexes / f"{layer_dir_name}.blob-pieces"
 
     def verdict_for(self, index: Path) -> Path:
         """Where the verdict that a TOC disagrees with its tar is kept, for its index."""

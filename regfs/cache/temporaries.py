@@ -8,9 +8,11 @@ be shared with another machine's processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 STALE_SECONDS = 3600
@@ -45,16 +47,27 @@ def is_abandoned(path: Path, mtime: float, now: float) -> bool:
     return owner_is_gone(path.name) or now - mtime > STALE_SECONDS
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Publish ``data`` at ``path`` whole or not at all: written to a temporary named as
-    above, fsynced, renamed into place (its directory made if missing)."""
+    above, fsynced (unless not ``durable``: a record whose reader checks it, and which may
+    be lost), renamed into place (its directory made if missing)."""
     path.parent.mkdir(exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_abandoned(directory: Path, prefix: str = "") -> None:
+    """Delete what a killed daemon left half-written; another mount's live files stay."""
+    now = time.time()
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
+            if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
+                path.unlink(missing_ok=True)

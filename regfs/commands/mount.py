@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -29,7 +30,9 @@ from regfs.fuse.operations import Operations, kernel_caching
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
+from regfs.tree.layer_usage import LayerUsage
 from regfs.tree.namespace import Root
+from regfs.tree.node import Directory
 
 log = logging.getLogger("regfs")
 
@@ -42,9 +45,13 @@ def _default_log_file() -> Path:
     return Path(state) / "regfs" / "regfs.log"
 
 
-def _mount_options(*, allow_other: bool) -> set[str]:
-    # nosuid and nodev: an image's setuid binaries and device nodes must not act on the host.
-    options = set(pyfuse3.default_options) | {"ro", "nosuid", "nodev"}
+def _mount_options(*, allow_other: bool, layer_store: bool) -> set[str]:
+    """nosuid and nodev: an image's setuid binaries and device nodes must not act on the
+    host (overlayfs above a layer store applies its own mount's options). A layer store is
+    not ``ro``: podman's reference counting must reach the daemon, which refuses writes."""
+    options = set(pyfuse3.default_options) | {"nosuid", "nodev"}
+    if not layer_store:
+        options.add("ro")
     options |= {"fsname=regfs", "subtype=regfs"}
     if allow_other:
         options.add("allow_other")
@@ -62,13 +69,16 @@ def serve(
     )
     services = MountServices(args, config, credentials)
     aliases = frozenset(config.aliases)
-    status = functools.partial(mount_status, args, mountpoint, services)
+    usage = LayerUsage() if args.layer_store else None
+    status = functools.partial(mount_status, args, mountpoint, services, usage=usage)
     context = TreeContext(services, args.platform, time.time_ns(), aliases, status)
-    operations = Operations(
-        Root(context), metadata_ttl=args.metadata_ttl, request_timeout=args.timeout
-    )
-    pyfuse3.init(operations, mountpoint, _mount_options(allow_other=args.allow_other))
-    log.info("mounted at %s (regfs %s, platform %s)", mountpoint, __version__, args.platform)
+    root: Directory = Root(context) if usage is None else _store_root(context, usage)
+    operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout)
+    options = _mount_options(allow_other=args.allow_other, layer_store=usage is not None)
+    pyfuse3.init(operations, mountpoint, options)
+    what = "a layer store" if usage is not None else "registries"
+    log.info("mounted %s at %s (regfs %s, platform %s)", what, mountpoint, __version__,
+             args.platform)  # fmt: skip
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
     if config.registries.sources:
         log.info("registries.conf: %s", ", ".join(config.registries.sources))
@@ -84,13 +94,26 @@ def serve(
     return 0
 
 
+def _store_root(context: TreeContext, usage: LayerUsage) -> Directory:
+    """A layer store's root; its module (the layer readers with it) imported only for one."""
+    from regfs.tree.store import StoreRoot
+
+    return StoreRoot(context, usage)
+
+
 def mount_status(
-    args: argparse.Namespace, mountpoint: str, services: MountServices
+    args: argparse.Namespace,
+    mountpoint: str,
+    services: MountServices,
+    *,
+    usage: LayerUsage | None,
 ) -> dict[str, object]:
-    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``)."""
+    """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``);
+    a layer store's, with the layers podman uses."""
     client, layers = services.client, services.layers
+    last_answers = services().metadata.last_answers
     reads = layers.pieces.reads
-    return {
+    state: dict[str, object] = {
         "mountpoint": mountpoint,
         "pid": os.getpid(),
         "version": __version__,
@@ -98,6 +121,8 @@ def mount_status(
             "platform": str(args.platform), "timeout": args.timeout,
             "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
             "soci_v1_referrers": args.soci_v1_referrers, "kernel_caching": kernel_caching(),
+            "stale": args.stale,
+            "max_stale": None if math.isinf(args.max_stale) else args.max_stale,
         },
         "cache": {
             "dir": str(args.cache_dir), "size_limit": args.cache_size,
@@ -110,8 +135,14 @@ def mount_status(
                    "last_error_at": stats.last_error_at}
             for host, stats in sorted(client.hosts().items())
         },
+        "unreachable": layers.by_digest.reach.unreachable(),
+        "stale_answers": {"now": len(last_answers.stale_questions()),
+                          "served": last_answers.served_stale},
         "requests_in_flight": max(IN_FLIGHT[0] - 1, 0),  # less the one asking
     }  # fmt: skip
+    if usage is not None:
+        state["layer_store"] = {"layers_in_use": usage.in_use()}
+    return state
 
 
 async def _main_loop(services: MountServices, operations: Operations) -> None:

@@ -20,12 +20,12 @@ from regfs.commands import mount
 from regfs.commands.parser import build_parser
 
 VALUED = frozenset({
-    "cache_dir", "cache_size", "timeout", "metadata_ttl", "platform", "auth_file", "config",
-    "insecure_registry", "allow_redirect_to", "log_file",
+    "cache_dir", "cache_size", "timeout", "metadata_ttl", "max_stale", "platform", "auth_file",
+    "config", "insecure_registry", "allow_redirect_to", "log_file",
 })  # fmt: skip
 FLAGS = frozenset({
     "allow_other", "debug", "verify_schema1_signatures", "soci_v1_referrers",
-    "no_soci_v1_referrers", "allow_shared_cache",
+    "no_soci_v1_referrers", "allow_shared_cache", "no_stale", "layer_store",
 })  # fmt: skip
 GENERIC = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",

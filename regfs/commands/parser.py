@@ -7,6 +7,7 @@ Application layer. ``--help``, the man page and the bash completion
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="credentials (docker config.json or podman auth.json form) to use instead of "
-        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json "
+        "(without XDG_RUNTIME_DIR: /run/containers/UID/auth.json), "
         "~/.config/containers/auth.json, ~/.docker/config.json",
     )
     command.add_argument(
@@ -158,13 +160,7 @@ def _add_shared_cache_option(command: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="regfs", description="Browse container registries as a read-only filesystem."
-    )
-    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mount = commands.add_parser("mount", help="mount registries at MOUNTPOINT")
     mount.add_argument("mountpoint", help="an empty directory")
     _add_registry_options(mount)
@@ -175,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
     )
+    mount.add_argument(
+        "--no-stale",
+        dest="stale",
+        action="store_false",
+        help="while a registry cannot be reached, fail (EIO) instead of showing the last "
+        "catalog, tag list and tag targets it gave (marked user.regfs.stale); what a digest "
+        "names is shown from the cache either way",
+    )
+    mount.add_argument(
+        "--max-stale",
+        type=_positive,
+        default=math.inf,
+        metavar="SECONDS",
+        help="show a registry's last answer while it cannot be reached only if it is at "
+        "most this old (default: however old)",
+    )
     _add_cache_options(mount)
     _add_soci_option(mount)
     mount.add_argument(
@@ -182,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the JWS signatures of schema1 manifests against their keys (jwk, x5c); "
         "digests are always verified",
+    )
+    mount.add_argument(
+        "--layer-store",
+        action="store_true",
+        help="serve a containers/storage Additional Layer Store for podman and CRI-O "
+        '(storage.conf: additionallayerstores = ["MOUNTPOINT:ref"]) instead of the '
+        "registries' tree, from the same cache",
     )
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument(
@@ -195,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("--debug", action="store_true", help="log every request")
 
-    umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
-    umount.add_argument("mountpoint")
 
+def _add_install_pyfuse3_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     fast = commands.add_parser(
         "install-pyfuse3",
         help="build pyfuse3 with regfs's kernel-caching patch into regfs's environment",
@@ -218,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument(
         "--build-only", action="store_true", help="print the wheel's path; install nothing"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regfs", description="Browse container registries as a read-only filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    _add_mount_command(commands)
+    umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
+    umount.add_argument("mountpoint")
+
+    _add_install_pyfuse3_command(commands)
 
     warm = commands.add_parser(
         "prefetch",

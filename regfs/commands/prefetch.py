@@ -24,6 +24,7 @@ from regfs.commands import common
 from regfs.commands.progress import Outcome, Reporter, progress_front_end
 from regfs.domain import mediatypes
 from regfs.domain.errors import MalformedContent, RegfsError
+from regfs.domain.manifest import Descriptor, ImageManifest
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.layers.layer_ref import LayerRef, layer_refs
@@ -31,6 +32,8 @@ from regfs.layers.layer_store import LayerStore
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
+from regfs.tree.last_answers import note_repository, tag_question, tags_question
+from regfs.tree.metadata import MAX_CONFIG_BYTES
 from regfs.tree.xattrs import DIGEST_XATTR, MEDIA_TYPE_XATTR, STATUS_XATTR
 
 
@@ -96,9 +99,7 @@ async def prefetch(
     """Fetch and check every layer of ``targets``; an outcome per layer."""
     outcomes: list[Outcome] = []
     for target in targets:
-        image, subject = await resolve_image(
-            client, target.host, target.repository, target.reference, platform
-        )
+        image, subject = await _resolved(client, store, target, platform)
         layers = layer_refs(target.host, target.repository, subject.digest, image)
         for position, layer in enumerate(layers):
             if target.layer is not None and position != target.layer:
@@ -118,6 +119,31 @@ async def prefetch(
         for outcome in outcomes:
             nursery.start_soon(_one, store, outcome, reporter)
     return outcomes
+
+
+async def _resolved(
+    client: RegistryClient, store: LayerStore, target: Target, platform: Platform
+) -> tuple[ImageManifest, Descriptor]:
+    """The target's image; what a mount needs to show it with the registry away is kept in
+    the cache dir: its manifests and config by digest, and for a tag, the repository's
+    tag list and the tag's target."""
+    host, repository, reference = target.host, target.repository, target.reference
+    if ":" not in reference:
+        named = await client.resolve_tag(host, repository, reference)
+        store.answers.save(tags_question(host, repository),
+                           sorted(await client.list_tags(host, repository)))  # fmt: skip
+        store.answers.save(tag_question(host, repository, reference), str(named))
+        note_repository(store.answers, host, repository)
+        reference = str(named)
+    by_digest = store.by_digest
+    image, subject = await resolve_image(
+        client, host, repository, reference, platform, by_digest=by_digest.manifest
+    )
+    if image.config is not None:
+        config = image.config
+        limit = min(config.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
+        await by_digest.blob(host, repository, config.digest, size=config.size, max_bytes=limit)
+    return image, subject
 
 
 async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:

@@ -30,7 +30,8 @@ class _Made:
 
 class MountServices:
     """Makes the services on the first call (from a request, in the mount's trio loop)
-    and starts the layer store's background work in the mount's nursery."""
+    and starts the layer store's background work (prefetches, indexing ahead) in the
+    mount's nursery."""
 
     def __init__(
         self, args: argparse.Namespace, config: ClientConfig, credentials: DockerCredentials
@@ -54,20 +55,24 @@ class MountServices:
         # httpx, the TLS stack and the layer readers: ~0.1 s of imports, paid here
         from regfs.layers.layer_store import LayerStore
         from regfs.registry.client import RegistryClient
+        from regfs.tree.last_answers import StalePolicy
         from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 
         args = self._args
         client = RegistryClient(self._config, self._credentials)
-        metadata = RegistryMetadata(
-            client,
-            MetadataLimits(ttl=args.metadata_ttl),
-            verify_schema1_signatures=args.verify_schema1_signatures,
-        )
         layers = LayerStore(
             client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
         )
+        metadata = RegistryMetadata(
+            client,
+            MetadataLimits(ttl=args.metadata_ttl),
+            layers.by_digest,
+            layers.answers,
+            stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
+            verify_schema1_signatures=args.verify_schema1_signatures,
+        )
         assert self._nursery is not None, "requests are served only inside the mount's nursery"
-        self._nursery.start_soon(layers.run)
+        self._nursery.start_soon(layers.background.run)
         return _Made(client, Services(metadata, layers))
 
     @property

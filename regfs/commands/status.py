@@ -53,6 +53,12 @@ def format_status(state: dict[str, Any]) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats["last_error_at"]))
             line += f"; last error at {when}: {stats['last_error']}"
         lines.append(line)
+    store = state.get("layer_store")
+    if store is not None:
+        in_use = store["layers_in_use"]
+        lines.append(f"layer store {len(in_use)} layers in use" + (":" if in_use else ""))
+        lines += [f"  {layer['reference']} {layer['layer']} ({layer['uses']} uses)"
+                  for layer in in_use]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,8 @@ Domain layer: pure, stdlib only.
      ├── Unavailable         network, 5xx, 429, deadline passed (temporary)   → EIO
      ├── ProtocolError       the registry answered something unusable         → EIO
      ├── MalformedContent    bytes that do not parse as what they claim       → EIO
-     └── VerificationFailed  bytes whose digest or size is not the expected   → EIO
+     ├── VerificationFailed  bytes whose digest or size is not the expected   → EIO
+     └── ReadOnly            a write (regfs serves, never stores)             → EROFS
 """
 
 from __future__ import annotations
@@ -46,3 +47,8 @@ class MalformedContent(RegfsError):
 
 class VerificationFailed(RegfsError):
     """Bytes whose digest or size differs from the one that names them."""
+
+
+class ReadOnly(RegfsError):
+    """A write to the mount: refused by the daemon where the mount itself is not ``ro``
+    (a layer store, which must see podman's reference counting)."""

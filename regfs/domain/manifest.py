@@ -92,6 +92,9 @@ class ImageConfig:
 
     platform: Platform | None
     created: str | None
+    diff_ids: tuple[str, ...] = ()
+    """``rootfs.diff_ids``: each layer's uncompressed digest, bottom first (a layer store
+    gives them to podman); strings as written, checked by their users."""
 
 
 def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -261,4 +264,8 @@ def parse_image_config(raw: bytes) -> ImageConfig:
     if isinstance(os_name, str) and isinstance(arch, str) and isinstance(variant, str):
         platform = Platform(os_name, arch, variant)
     created = document.get("created")
-    return ImageConfig(platform, created if isinstance(created, str) else None)
+    rootfs = document.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        diff_ids = []
+    return ImageConfig(platform, created if isinstance(created, str) else None, tuple(diff_ids))

@@ -115,6 +115,16 @@ def parse_image_reference(text: str) -> tuple[str, str, str]:
     return host, repository, reference
 
 
+def parse_pulled_reference(text: str) -> tuple[str, str, str]:
+    """The reference podman pulls (``HOST/REPOSITORY:TAG``, ``…@DIGEST`` or both, as
+    containers/image writes a reference with both) as (host, repository, tag or digest):
+    the digest wins over the tag, as podman pulls it. ValueError if not a reference."""
+    named, at, digest = text.partition("@")
+    if at and ":" in named.partition("/")[2]:
+        named = named.rpartition(":")[0]  # the tag beside a digest says nothing more
+    return parse_image_reference(f"{named}@{digest}" if at else named)
+
+
 def _is_digest(text: str) -> bool:
     try:
         Digest.parse(text)

@@ -18,17 +18,18 @@ from typing import Any, ParamSpec, TypeVar
 
 import cachetools
 import pyfuse3
-import trio
 
 from regfs.domain.errors import (
     AccessDenied,
     MalformedContent,
     NotFound,
     ProtocolError,
+    ReadOnly,
     RegfsError,
     Unavailable,
     VerificationFailed,
 )
+from regfs.registry.request_deadline import request_deadline
 
 log = logging.getLogger("regfs.fuse")
 
@@ -39,6 +40,7 @@ ERRNO_BY_ERROR: dict[type[RegfsError], int] = {
     ProtocolError: errno.EIO,
     MalformedContent: errno.EIO,
     VerificationFailed: errno.EIO,
+    ReadOnly: errno.EROFS,
 }
 
 REPEAT_QUIET = 60.0
@@ -66,7 +68,9 @@ def translate_errors(
     Everything a request does runs in one cancel scope of the handler's owner's
     ``request_timeout``: its registry calls, their retries, and its waits for what another
     request is fetching, so a syscall that needs several calls (a tag, its manifest, a
-    blob's Range requests) fails within one ``--timeout``, not one per call. A registry
+    blob's Range requests) fails within one ``--timeout``, not one per call; a blob that
+    keeps arriving, and local work such as indexing it, move that deadline
+    (``registry/request_deadline.py``). A registry
     call cut off by it says what it waited for (``registry/retry_policy.Deadline``); anything
     else is EIO here. Work started for the mount rather than the request (prefetches)
     runs in the mount's own nursery, outside it.
@@ -77,7 +81,7 @@ def translate_errors(
         timeout = getattr(args[0], "request_timeout", math.inf)  # the Operations instance
         IN_FLIGHT[0] += 1
         try:
-            with trio.move_on_after(timeout):
+            with request_deadline(timeout):
                 return await _translated(operation, *args, **kwargs)
             _log_once(operation.__name__, Unavailable(f"no answer within {timeout:g}s"))
             raise pyfuse3.FUSEError(errno.EIO)
@@ -99,9 +103,9 @@ async def _translated(
         return await operation(*args, **kwargs)
     except pyfuse3.FUSEError:
         raise
-    except NotFound as error:
+    except (NotFound, ReadOnly) as error:  # answers, not failures of the daemon
         log.debug("%s: %s", operation.__name__, error)
-        raise pyfuse3.FUSEError(errno.ENOENT) from None
+        raise pyfuse3.FUSEError(errno_for(error)) from None
     except RegfsError as error:
         _log_once(operation.__name__, error)
         raise pyfuse3.FUSEError(errno_for(error)) from None

@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 import cachetools
 import pyfuse3
@@ -266,6 +267,31 @@ class Operations(pyfuse3.Operations):
     ) -> Sequence[pyfuse3.XAttrNameT]:
         attributes = await self.inodes.node(inode).xattrs()
         return [pyfuse3.XAttrNameT(os.fsencode(name)) for name in attributes]
+
+    # -- writes -------------------------------------------------------------------------
+    # A browse mount is ``ro``: the kernel refuses writes before they reach us. A layer
+    # store cannot be (podman's reference counting must reach it), so each kind of write
+    # is refused here; ``create`` and ``rmdir`` are the tree's to answer.
+
+    @translate_errors
+    async def create(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:  # fmt: skip
+        await self._directory(parent_inode).create(os.fsdecode(name))
+
+    @translate_errors
+    async def rmdir(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self._directory(parent_inode).remove_directory(os.fsdecode(name))
+
+    async def _refuse(self, *args: object) -> NoReturn:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    # one answer for every other kind of write (pyfuse3 passes each its own arguments)
+    mknod = mkdir = symlink = link = unlink = rename = _refuse  # type: ignore[assignment]
+    setattr = write = setxattr = removexattr = _refuse  # type: ignore[assignment]
 
     # -- the filesystem -----------------------------------------------------------------
 

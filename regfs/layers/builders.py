@@ -31,6 +31,7 @@ from regfs.layers.index.files import IndexFiles, toc_inputs
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.readers import RangeFetch
 from regfs.registry.client import RegistryClient
+from regfs.registry.request_deadline import working
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,21 @@ class IndexBuilders:
             finally:
                 blob.unlink(missing_ok=True)
                 index_size = _size_of(self._files.whole(layer)[0])
-                await trio.to_thread.run_sync(self._chunks.note_growth, index_size - sink.stored)
+                # shielded: the request's scope may have ended, and its error must not
+                # become a Cancelled that says nothing of the registry call it cut off
+                with trio.CancelScope(shield=True):
+                    growth = index_size - sink.stored
+                    await trio.to_thread.run_sync(self._chunks.note_growth, growth)
 
     async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
         """Index a verified blob in a worker thread, and log what it skipped."""
         async with self._indexing:
             try:
-                warnings = await trio.to_thread.run_sync(
-                    build_index, blob, self._files.whole(layer)[0], str(layer.digest),
-                    self._chunks,
-                )  # fmt: skip
+                with working():
+                    warnings = await trio.to_thread.run_sync(
+                        build_index, blob, self._files.whole(layer)[0], str(layer.digest),
+                        self._chunks,
+                    )  # fmt: skip
             except MalformedContent as error:
                 raise MalformedContent(f"{layer}: {error}") from None
         _log_skipped(layer, warnings)
@@ -163,7 +169,8 @@ class IndexBuilders:
 
     async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
         async with self._indexing:
-            return await trio.to_thread.run_sync(build)
+            with working():
+                return await trio.to_thread.run_sync(build)
 
     async def _indexed(
         self, layer: LayerRef, path: Path, source: str, fetched: int, warnings: list[str]

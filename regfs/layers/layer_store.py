@@ -10,26 +10,33 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cachetools
 import trio
 
 from regfs.cache import locks
+from regfs.cache.answers import KeptAnswers
 from regfs.cache.chunks import ChunkCache
+from regfs.cache.confirmations import Confirmations
 from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
 from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
-from regfs.cache.temporaries import is_abandoned, write_atomically
+from regfs.cache.objects import KeptObjects
+from regfs.cache.reachability import Reachability
+from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
+from regfs.domain.errors import MalformedContent, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
+from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import IndexBuilders
+from regfs.layers.by_digest import ByDigest
+from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -76,8 +83,8 @@ class LayerStore:
         self._lock_dir = layout.locks
         for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self._temporary_dir)
-        _remove_stale(self._index_dir, prefix=".")
+        remove_abandoned(self._temporary_dir)
+        remove_abandoned(self._index_dir, prefix=".")
         locks.sweep(self._lock_dir)
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
@@ -91,15 +98,23 @@ class LayerStore:
         )  # fmt: skip
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
-        self._background: trio.Nursery | None = None
-        """Where prefetches run: the nursery of ``run``, once the daemon started it."""
+        self.background = BackgroundWork()
+        """Prefetches and indexing ahead (the mount runs ``background.run``)."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
         self._disagreements: dict[LayerRef, str] = {}
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        self._soci = SociLookup(client, v1_referrers=soci_v1_referrers)
+        confirmations = Confirmations(layout)
+        reach = Reachability(patience=client.config.timeout / 2)
+        self.by_digest = ByDigest(client, KeptObjects(self._chunks, confirmations), reach)
+        """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
+        self.answers = KeptAnswers(layout)
+        """The last answers to mutable questions (the tree's too)."""
+        self._soci = SociLookup(
+            client, self.by_digest, self.answers, v1_referrers=soci_v1_referrers
+        )
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(
@@ -108,27 +123,21 @@ class LayerStore:
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
-
-    async def run(self) -> None:
-        """Work of the mount's own, in the background (prefetching), until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._background = nursery
-            await trio.sleep_forever()
+        self._blobs = CompressedBlobs(client, self.pieces, layout, self._ranges)
+        """Layer blobs as the registry stores them (a layer store's ``blob`` files)."""
 
     async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
-        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
-        the files are fetched when read, as any other."""
+        (those before ``.prefetch.landmark``), as its other readers do."""
         end = index.meta.prefetch_end
-        try:
-            await load_pieces(reader_for(layer, index, self._reading), end)
-        except RegfsError as error:
-            log.info("%s: prefetch stopped: %s", layer, error)
-            return
-        except Exception:  # a bug: logged, and the mount goes on serving
-            log.exception("%s: prefetch failed", layer)
-            return
+        await load_pieces(reader_for(layer, index, self._reading), end)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+
+    def index_soon(self, layers: Sequence[LayerRef]) -> None:
+        """Begin indexing ``layers`` in the background: a layer store's client asks for
+        one layer after the other and waits for each, so the others get ready meanwhile."""
+        for layer in layers:
+            self.background.start_once("indexing ahead", layer, self.index)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -142,7 +151,8 @@ class LayerStore:
 
         Index files are shared by every repository (and mount) using the cache dir, but
         content belongs to repositories: before one found on disk is used here, the
-        registry must confirm it serves the blob in this one (a HEAD, remembered).
+        registry must confirm it serves the blob in this one (a HEAD, remembered), or have
+        confirmed it before and be unreachable now (``layers/by_digest.py``).
         """
         cached = self.known_index(layer)
         if cached is not None:
@@ -154,7 +164,7 @@ class LayerStore:
                 raise self._unindexable[layer.digest]
             index, ztoc = await self._index_on_disk(layer)
             if index is not None and not self._serves(layer):
-                await self._client.blob_exists(
+                await self.by_digest.confirm_blob(
                     layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
                 )
             if index is None:
@@ -164,6 +174,7 @@ class LayerStore:
                     self._unindexable[layer.digest] = error
                     raise
             self._confirm(layer)
+            self.by_digest.served(layer.host, layer.repository, layer.digest)
             self._publish(layer, index)
             return index
 
@@ -248,8 +259,9 @@ class LayerStore:
                 await self._builders.whole_once(layer)
                 built = whole
             index = self._open_built(layer, *built)
-            if index.meta.prefetch_end and self._background is not None:
-                self._background.start_soon(self._prefetch, layer, index)
+            if index.meta.prefetch_end:
+                prefetch = functools.partial(self._prefetch, index=index)
+                self.background.start("prefetch", layer, prefetch)
             return index
 
     async def whole_index(self, layer: LayerRef) -> LayerIndex:
@@ -296,6 +308,16 @@ class LayerStore:
         index built from a TOC: of its virtual stream)."""
         reader = reader_for(layer, index, self._reading)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+
+    async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
+        """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
+        the cache are served once the blob is confirmed in this repository (as for ``index``)."""
+        if not self._serves(layer):
+            await self.by_digest.confirm_blob(
+                layer.host, layer.repository, layer.digest, urls=layer.descriptor.urls
+            )
+            self._confirm(layer)
+        return await self._blobs.read(layer, offset, size)
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
@@ -376,12 +398,3 @@ class LayerStore:
 
     def close(self) -> None:
         self._indexes.close()
-
-
-def _remove_stale(directory: Path, prefix: str = "") -> None:
-    """Delete what a killed daemon left half-written; another mount's live files stay."""
-    now = time.time()
-    for path in directory.iterdir():
-        with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
-            if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
-                path.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cachetools
 import trio
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
@@ -45,19 +45,6 @@ class PieceReads:
     memory: int = 0
     disk: int = 0
     fetched: int = 0
-
-
-def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:
-    """The piece named ``sha256`` from the disk cache, if it is there and intact (a damaged
-    one is removed, to be fetched again). Blocking."""
-    data = chunks.load(sha256)
-    if data is None:
-        return None
-    if hashlib.sha256(data).digest() != sha256:
-        log.warning("chunk %s in the cache is damaged: removed, will fetch again", sha256.hex())
-        chunks.discard(sha256)
-        return None
-    return data
 
 
 class VerifiedPieces:

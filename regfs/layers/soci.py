@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from regfs.cache.answers import KeptAnswer, KeptAnswers
 from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
 from regfs.domain.manifest import Descriptor, ImageManifest, verified_manifest
 from regfs.domain.soci import SOCI_INDEX_V1, soci_indexes_among, ztocs_by_layer
+from regfs.layers.by_digest import ByDigest
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,20 @@ class SociIndex:
 
 
 class SociLookup:
-    def __init__(self, client: RegistryClient, *, v1_referrers: bool) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        by_digest: ByDigest,
+        answers: KeptAnswers,
+        *,
+        v1_referrers: bool,
+    ) -> None:
         """``v1_referrers``: look for a SOCI v1 index among the referrers of an image
-        whose manifest names none (else no referrers request is ever made)."""
+        whose manifest names none (else no referrers request is ever made); the last one
+        found is kept in ``answers``, for when the registry cannot be reached."""
         self._client = client
+        self._by_digest = by_digest
+        self._answers = answers
         self.v1_referrers = v1_referrers
         self._found: dict[tuple[str, str, Digest], SociIndex | None] = {}
         self._flight: SingleFlight[SociIndex | None] = SingleFlight()
@@ -100,14 +112,31 @@ class SociLookup:
         if digest is None:
             if not self.v1_referrers:
                 return None  # not even asked: a v1 index is covered by no digest asked for
-            referrers = await self._client.referrers(host, repository, image, SOCI_INDEX_V1)
-            found = soci_indexes_among(referrers) if referrers is not None else []
-            if not found:
+            digest = await self._v1_index(host, repository, image)
+            if digest is None:
                 return None
-            digest = found[0]
-        fetched = await self._client.get_manifest(host, repository, str(digest))
+        raw, media_type = await self._by_digest.manifest(host, repository, digest)
         what = f"{host}/{repository}@{digest}"
-        manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+        manifest = verified_manifest(raw, media_type, digest)
         if not isinstance(manifest, ImageManifest):
             raise MalformedContent(f"{what}: a SOCI index must be an image manifest")
         return SociIndex(digest, ztocs_by_layer(manifest, what), named_by_image=named is not None)
+
+    async def _v1_index(self, host: str, repository: str, image: Digest) -> Digest | None:
+        """The first SOCI v1 index among the image's referrers; while the registry cannot
+        be reached, the one found last time (the index itself is then read by digest)."""
+
+        async def ask() -> str | None:
+            referrers = await self._client.referrers(host, repository, image, SOCI_INDEX_V1)
+            found = soci_indexes_among(referrers) if referrers is not None else []
+            return str(found[0]) if found else None
+
+        question = ("soci v1 index", host, repository, str(image))
+        kept = self._answers.load(question)
+        asked = await self._by_digest.reach.ask(host, ask, kept)
+        if isinstance(asked, KeptAnswer):
+            found = asked.answer
+        else:
+            found = asked
+            self._answers.save(question, found)
+        return Digest.parse(found) if isinstance(found, str) else None

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import trio
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.layout import CacheLayout
 from regfs.cache.temporaries import write_atomically
 from regfs.layers.formats.agreement import compare, content_difference, verdict
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
-from regfs.layers.pieces import load_verified
 
 
 async def check_toc(store: LayerStore, layer: LayerRef) -> str | None:

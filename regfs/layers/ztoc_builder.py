@@ -76,6 +76,9 @@ def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list
             files += [_ztoc_file(member) for member in scanner.feed(chunk) if _listed(member)]
         scanner.finish()
         uncompressed_size = gzip.tell()
+        # Reads are served from a buffer of a few MiB, and the index is built only as far
+        # as they needed: without this, no point in the layer's last few MiB.
+        gzip.build_full_index()
         exported = io.BytesIO()
         gzip.export_index(fileobj=exported)
     finally:

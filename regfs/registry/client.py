@@ -10,6 +10,7 @@ each call at one place runs under one deadline (``timeout``) that covers its ret
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -35,7 +36,7 @@ from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import HostStats, HttpSession, consume_raw
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
-from regfs.registry.retry_policy import Progress
+from regfs.registry.retry_policy import Deadline, Progress
 from regfs.registry.tls import PerHostTransport
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,10 @@ class RegistryClient:
                 await sink.write(data)
                 return True
 
-            await consume_raw(response, f"GET {source.url}", consume)
+            # the body has no deadline of its own (``Progress`` bounds a trickle), but the
+            # caller's (a FUSE request's) ending it is said of this download
+            with Deadline(math.inf, source.what, missing="the whole body not received"):
+                await consume_raw(response, f"GET {source.url}", consume)
 
         await self._places.pull_blob(host, repository, digest, urls, fetch)
 

@@ -54,8 +54,12 @@ class Anonymous:
         return None
 
 
-def auth_file_paths(environment: Mapping[str, str], auth_file: Path | None) -> list[Path]:
-    """The files to search, in podman's order (``auth_file`` alone if given)."""
+def auth_file_paths(
+    environment: Mapping[str, str], auth_file: Path | None, *, uid: int | None = None
+) -> list[Path]:
+    """The files to search, in podman's order (``auth_file`` alone if given). Without
+    ``XDG_RUNTIME_DIR`` (a system service, ``sudo``) podman keeps its logins in
+    ``/run/containers/UID/auth.json``: a layer store run by systemd finds root's there."""
     if auth_file is not None:
         return [auth_file]
     if environment.get("REGISTRY_AUTH_FILE"):
@@ -64,6 +68,8 @@ def auth_file_paths(environment: Mapping[str, str], auth_file: Path | None) -> l
     paths = []
     if environment.get("XDG_RUNTIME_DIR"):
         paths.append(Path(environment["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    else:
+        paths.append(Path(f"/run/containers/{os.getuid() if uid is None else uid}/auth.json"))
     config_home = Path(environment.get("XDG_CONFIG_HOME") or home / ".config")
     paths.append(config_home / "containers" / "auth.json")
     docker_config = Path(environment.get("DOCKER_CONFIG") or home / ".docker")

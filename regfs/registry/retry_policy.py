@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from regfs.domain.errors import Unavailable
+from regfs.registry.request_deadline import progressed
 
 MAX_ATTEMPTS = 4
 HANDOVER_ATTEMPTS = 1
@@ -43,9 +44,11 @@ class Deadline:
     caller's own while waiting on this call (a FUSE request's, a mirror's half), becomes
     ``Unavailable`` naming what timed out, so the log says what was waited for."""
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str, *, missing: str = "no answer") -> None:
+        """``missing``: what the message says did not come in time."""
         self._scope = trio.move_on_after(seconds)
         self._what = what
+        self._missing = missing
         self._started = 0.0
         self._callers = math.inf
 
@@ -61,7 +64,7 @@ class Deadline:
         if self._scope.cancelled_caught or callers_passed:
             # tenths: the caller's scope (a FUSE request's) began a moment before this one
             waited = round(now - self._started, 1)
-            raise Unavailable(f"{self._what}: no answer within {waited:g}s")
+            raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s")
 
 
 class Progress:
@@ -76,6 +79,7 @@ class Progress:
 
     def add(self, size: int) -> None:
         self._bytes += size
+        progressed()
         now = trio.current_time()
         if now - self._start < self._window:
             return

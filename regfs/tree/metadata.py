@@ -2,7 +2,9 @@
 
 Tree layer. Everything named by digest is verified once and then cached without expiry
 (bounded by size); listings and tag → digest answers expire after ``ttl`` seconds.
-Concurrent requests for one key share a single registry call.
+Concurrent requests for one key share a single registry call. What a digest names is kept
+in the cache dir for later mounts (``layers/by_digest.py``), and the last answer to each
+listing and tag too, shown while the registry cannot be reached (``tree/last_answers.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import cachetools
 import trio
 
+from regfs.cache.answers import KeptAnswers
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
@@ -34,9 +37,18 @@ from regfs.domain.manifest import (
     signed_content,
     verified_manifest,
 )
-from regfs.domain.verify import verified
+from regfs.tree.last_answers import (
+    ALWAYS_STALE,
+    LastAnswers,
+    StalePolicy,
+    catalog_question,
+    note_repository,
+    tag_question,
+    tags_question,
+)
 
-if TYPE_CHECKING:  # made by the mount, which imports httpx for it when first needed
+if TYPE_CHECKING:  # made by the mount, which imports httpx for them when first needed
+    from regfs.layers.by_digest import ByDigest
     from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -80,10 +92,19 @@ class RegistryMetadata:
         self,
         client: RegistryClient,
         limits: MetadataLimits,
+        by_digest: ByDigest,
+        answers: KeptAnswers,
         *,
+        stale: StalePolicy = ALWAYS_STALE,
         verify_schema1_signatures: bool = False,
     ) -> None:
+        """``by_digest``: the layer store's (it shares the cache dir and knows which hosts
+        are unreachable); ``answers``: where the last answers are kept; ``stale``: when
+        they are shown."""
         self._client = client
+        self._by_digest = by_digest
+        self._answers = answers
+        self.last_answers = LastAnswers(answers, by_digest.reach, stale)
         self._verify_schema1_signatures = verify_schema1_signatures
         self._catalogs: cachetools.TTLCache[str, tuple[str, ...] | None] = cachetools.TTLCache(
             256, limits.ttl
@@ -160,18 +181,26 @@ class RegistryMetadata:
         return await self._cached(self._catalogs, host, fetch, again=True)
 
     async def _catalog(self, host: str) -> tuple[str, ...] | None:
-        try:
-            names = await self._client.list_repositories(host)
-        except (AccessDenied, NotFound, ProtocolError) as error:
-            log.info("%s: no catalog (%s); repositories can still be named", host, error)
-            return None
+        async def fetch() -> list[str] | None:
+            try:
+                return await self._client.list_repositories(host)
+            except (AccessDenied, NotFound, ProtocolError) as error:
+                log.info("%s: no catalog (%s); repositories can still be named", host, error)
+                return None
+
+        names = await self.last_answers.ask(host, catalog_question(host), fetch)
         self._note(host)
-        return tuple(names)
+        return None if names is None else tuple(names)
 
     async def tags(self, host: str, repository: str) -> frozenset[str]:
         async def fetch() -> frozenset[str]:
-            tags = frozenset(await self._client.list_tags(host, repository))
+            async def listed() -> list[str]:
+                return sorted(await self._client.list_tags(host, repository))
+
+            question = tags_question(host, repository)
+            tags = frozenset(await self.last_answers.ask(host, question, listed) or ())
             self._note(host, repository)
+            note_repository(self._answers, host, repository)
             return tags
 
         return await self._cached(self._tags, (host, repository), fetch)
@@ -196,9 +225,13 @@ class RegistryMetadata:
         return digest
 
     async def _resolve_tag(self, host: str, repository: str, tag: str) -> Digest:
-        async def fetch() -> Digest:
+        async def resolve() -> str:
             async with self._tag_requests:
-                digest = await self._client.resolve_tag(host, repository, tag)
+                return str(await self._client.resolve_tag(host, repository, tag))
+
+        async def fetch() -> Digest:
+            question = tag_question(host, repository, tag)
+            digest = Digest.parse(str(await self.last_answers.ask(host, question, resolve)))
             self._note(host, repository)
             return digest
 
@@ -224,21 +257,21 @@ class RegistryMetadata:
         """The manifest named by ``digest``, verified against it and parsed."""
 
         async def fetch() -> Image:
-            fetched = await self._client.get_manifest(host, repository, str(digest))
+            raw, media_type = await self._by_digest.manifest(host, repository, digest)
             try:
-                manifest = verified_manifest(fetched.raw, fetched.media_type, digest)
+                manifest = verified_manifest(raw, media_type, digest)
                 if self._verify_schema1_signatures:
-                    signed = signed_content(fetched.raw)
-                    if signed is not fetched.raw:  # a signed schema1: its JWS signatures
+                    signed = signed_content(raw)
+                    if signed is not raw:  # a signed schema1: its JWS signatures
                         # cryptography takes ~30 ms to import: only for this rare check
                         from regfs.registry.schema1_signatures import verify_signatures
 
-                        signatures = load_json_object(fetched.raw, "manifest")["signatures"]
+                        signatures = load_json_object(raw, "manifest")["signatures"]
                         verify_signatures(signed, signatures)
             except RegfsError as error:
                 raise type(error)(f"{host}/{repository}@{digest}: {error}") from None
             self._note(host, repository)
-            return Image(host, repository, digest, fetched.raw, fetched.media_type, manifest)
+            return Image(host, repository, digest, raw, media_type, manifest)
 
         return await self._cached(self._images, (host, repository, digest), fetch)
 
@@ -247,8 +280,13 @@ class RegistryMetadata:
 
         async def fetch() -> bytes:
             limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
-            data = await self._client.get_blob(host, repository, descriptor.digest, limit)
-            where = f"{host}/{repository}@{descriptor.digest}: config blob"
-            return verified(data, descriptor.digest, size=descriptor.size, what=where)
+            return await self._by_digest.blob(
+                host,
+                repository,
+                descriptor.digest,
+                size=descriptor.size,
+                max_bytes=limit,
+                what="config blob",
+            )
 
         return await self._cached(self._configs, (host, repository, descriptor.digest), fetch)

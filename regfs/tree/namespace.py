@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from regfs.domain.digest import Digest
-from regfs.domain.errors import AccessDenied, NotFound
+from regfs.domain.errors import AccessDenied, NotFound, Unavailable
 from regfs.domain.reference import (
     MAX_REPOSITORY_LENGTH,
     is_registry_host,
@@ -21,6 +21,7 @@ from regfs.domain.reference import (
     is_tag,
 )
 from regfs.tree.context import TreeContext
+from regfs.tree.last_answers import stale_marks
 from regfs.tree.node import (
     Directory,
     Kind,
@@ -28,7 +29,7 @@ from regfs.tree.node import (
     Stat,
     Symlink,
 )
-from regfs.tree.xattrs import STATUS_XATTR
+from regfs.tree.xattrs import STALE_XATTR, STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,11 @@ class RepositoryDir(Directory):
                 raise
         return frozenset()
 
+    async def xattrs(self) -> Mapping[str, bytes]:
+        """``user.regfs.stale`` while answers shown here are the last kept ones."""
+        stale = stale_marks(self.context.metadata.last_answers, self.host, self.path)
+        return {STALE_XATTR: json.dumps(stale).encode()} if stale else {}
+
     async def entries(self) -> Sequence[tuple[str, Node]]:
         repositories, from_catalog = await self._repositories()
         children = _children(self.path, repositories)
@@ -140,17 +146,24 @@ class RepositoryDir(Directory):
             from regfs.tree.image import ImageDir  # the layer readers: imported once needed
 
             return ImageDir(self.context, self.host, self.path, digest)
-        repositories, from_catalog = await self._repositories()
+        try:
+            repositories, from_catalog = await self._repositories()
+        except Unavailable:  # the registry is away and no catalog kept: if the cache
+            # keeps tag lists of the host's repositories, they lead to what it keeps, and
+            # other names are taken as where no catalog is offered
+            metadata = self.context.metadata
+            kept = metadata.last_answers.kept_repositories(self.host)
+            if not kept:
+                raise
+            from_catalog = False
+            repositories = set(metadata.known_repositories(self.host)) | kept
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
-        refusal: AccessDenied | None = None
-        if self.path and is_tag(name):
-            try:
-                if await self._has_tag(name):
-                    return TagLink(self.context, self.host, self.path, name)
-            except AccessDenied as error:
-                refusal = error
+        tag = await self._tag(name)
+        if isinstance(tag, TagLink):
+            return tag
+        refusal = tag
         if is_repository_component(name) and len(full) <= MAX_REPOSITORY_LENGTH:
             if not from_catalog and refusal is None:
                 # Without a catalog a prefix cannot be told from a typo: take the name.
@@ -166,6 +179,17 @@ class RepositoryDir(Directory):
         if refusal is not None:
             raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
         raise NotFound(f"{where}: no repository or tag {name!r}")
+
+    async def _tag(self, name: str) -> TagLink | AccessDenied | None:
+        """The tag ``name`` if it is one, the registry's refusal to say, or None."""
+        if not (self.path and is_tag(name)):
+            return None
+        try:
+            if await self._has_tag(name):
+                return TagLink(self.context, self.host, self.path, name)
+        except AccessDenied as error:
+            return error
+        return None
 
     async def _has_tag(self, tag: str) -> bool:
         """True if ``tag`` exists: in the (cached) tag list, or, if pushed since or the list

@@ -10,8 +10,9 @@ import enum
 import stat
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
+from typing import NoReturn
 
-from regfs.domain.errors import NotFound
+from regfs.domain.errors import NotFound, ReadOnly
 
 
 class Kind(enum.Enum):
@@ -91,6 +92,15 @@ class Directory(Node):
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         return ()
+
+    async def create(self, name: str) -> NoReturn:
+        """A file created here: refused, but a layer store counts podman's ``use`` and
+        then answers ENOENT, as its protocol asks."""
+        raise ReadOnly(f"{name!r} not created: regfs is read-only")
+
+    async def remove_directory(self, name: str) -> NoReturn:
+        """``rmdir`` of an entry: refused, but a layer store counts a release by it."""
+        raise ReadOnly(f"{name!r} not removed: regfs is read-only")
 
 
 class File(Node):

@@ -18,6 +18,9 @@ FETCHED_XATTR = "user.regfs.fetched"
 LAYER_XATTR = "user.regfs.layer"
 """On ``rootfs/`` files and dirs: which layer gives the entry (asked for by name only, not
 listed, so that ``cp -a``, ``rsync -X`` and ``tar --xattrs`` copy the image's own)."""
+STALE_XATTR = "user.regfs.stale"
+"""On host and repository dirs, while the registry cannot be reached: which of their answers
+are the last kept ones, and since when (JSON: ``catalog``, ``tags``, ``targets``)."""
 STATUS_XATTR = "user.regfs.status"
 """On the mountpoint (asked for by name, not listed): the mount's state, as JSON."""
 OPAQUE_XATTR = "trusted.overlay.opaque"

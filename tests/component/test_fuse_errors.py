@@ -17,13 +17,13 @@ import pytest
 import trio
 
 from regfs.domain import errors as domain_errors
-from regfs.domain.errors import NotFound, RegfsError
+from regfs.domain.errors import NotFound, ReadOnly, RegfsError
 from regfs.fuse import errors as fuse_errors
 from regfs.fuse.errors import errno_for
 from regfs.fuse.operations import Operations
 from regfs.tree.node import Directory, File, Kind, Stat, Symlink
 from tests.support.crafted import directory, gzip_layer, member
-from tests.support.fuse_harness import CONTEXT, HOST, Kernel, ReaddirToken
+from tests.support.fuse_harness import CONTEXT, HOST, Kernel, ReaddirToken, errno_of
 from tests.support.memory_registry import MemoryRegistry, sha256
 
 DRAWN = re.compile(r"── (?P<error>\w+)\s.*→ (?P<errno>E[A-Z]+)")
@@ -92,24 +92,38 @@ def handlers(operations: Operations) -> dict[str, Callable[[], Awaitable[object]
     }
 
 
-async def errno_of(request: Callable[[], Awaitable[object]]) -> int:
-    with pytest.raises(pyfuse3.FUSEError) as raised:
-        await request()
-    return raised.value.errno
-
-
 @pytest.mark.parametrize("error", sorted(ERRORS))
 async def test_a_domain_error_is_its_errno_and_one_warning_a_minute(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, error: str
 ) -> None:
-    """NotFound is the expected answer to most lookups: logged at DEBUG only."""
+    """NotFound is the expected answer to most lookups, ReadOnly to any write: logged at
+    DEBUG only."""
     failure = getattr(domain_errors, error)(f"{error} of example.com/app")
     operations = Operations(Failing(failure), metadata_ttl=60)
     for _ in range(2):  # the kernel retries a failed read: the same cause, logged once
         assert await errno_of(handlers(operations)["lookup"]) == ERRORS[error]
-    expected = [] if isinstance(failure, NotFound) else [f"lookup: {failure}"]
+    expected = [] if isinstance(failure, NotFound | ReadOnly) else [f"lookup: {failure}"]
     assert lines(caplog) == expected
     assert all(record.exc_info is None for record in caplog.records)
+
+
+WRITES = ("create", "rmdir", "mknod", "mkdir", "symlink", "link", "unlink", "rename",
+          "setattr", "write", "setxattr", "removexattr")  # fmt: skip
+
+
+@pytest.mark.parametrize("handler", WRITES)
+async def test_every_kind_of_write_is_erofs_from_the_daemon(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, handler: str
+) -> None:
+    """A layer store's mount is not ``ro`` (podman's counting must reach it): the daemon
+    refuses each write itself, quietly; a plain directory node refuses create and rmdir."""
+    plain = Directory()
+    plain.key = ("plain",)
+    operations = Operations(plain, metadata_ttl=60)
+    arguments = {"create": (1, b"use", 0o644, os.O_CREAT, CONTEXT), "rmdir": (1, b"x", CONTEXT)}
+    request = getattr(operations, handler)(*arguments.get(handler, (1, b"x", CONTEXT)))
+    assert await errno_of(lambda: request) == errno.EROFS
+    assert lines(caplog) == []
 
 
 @pytest.mark.parametrize("handler", ["lookup", "getattr", "readdir", "read", "readlink",

@@ -52,8 +52,8 @@ class ChangingRegistry:
 
 def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
     client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=60))
     layers = LayerStore(client, cache_dir, 1 << 20)
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
     context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
     return RepositoryDir(context, HOST, "")
 

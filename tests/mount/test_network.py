@@ -52,16 +52,12 @@ def registry_far(registry: Registry) -> Iterator[CountingProxy]:
     yield from far_proxy(registry.port)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a whole-blob index build runs in the FUSE request's --timeout scope: layer 0 "
-    "(63 MB, 25 s at 20 Mbit/s) plus layer 1 do not arrive within 30 s; the request is EIO "
-    "and the download is cancelled with it, so no retry gets further",
-)
 def test_a_cold_read_of_a_layered_gzip_image_completes_on_far(
     layered: Layered, layered_far: CountingProxy, tmp_path: Path
 ) -> None:
-    """Every layer is streamed whole over the slow link, within the default deadline."""
+    """Every layer is streamed whole over the slow link: a 63 MB layer takes 25 s at 20
+    Mbit/s, longer than --timeout (30 s) with layer 1 behind it, so this holds only because
+    a request's deadline is --timeout without progress, not in all."""
     mount = Mount(tmp_path / "mnt")
     try:
         start = time.monotonic()

@@ -13,14 +13,12 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
 from regfs.domain.soci import (
-    INDEX_DIGEST_ANNOTATION,
     SOCI_INDEX_V1,
     SOCI_INDEX_V2,
     referrers_tag,
@@ -28,7 +26,7 @@ from regfs.domain.soci import (
 )
 from tests.mount.conftest import Layered, Pushed
 from tests.mount.test_credentials import auth_json
-from tests.support import images
+from tests.support import images, soci
 from tests.support.crafted import upload_blob
 from tests.support.mount import Mount, run_regfs
 from tests.support.proxy import CountingProxy
@@ -93,19 +91,11 @@ def soci_image(tmp_path_factory: pytest.TempPathFactory, pushed: Pushed) -> Iter
     assert result.stderr == ""
     manifest, _, _ = images.get_manifest(pushed.registry.url, repository, "1")
     (layer,) = json.loads(manifest)["layers"]
-    _, index = _v1_index(pushed.registry.url, repository, manifest)
+    _, index = soci.v1_index(pushed.registry.url, repository, manifest)
     ztoc = index["layers"][0]["digest"]
     proxy = CountingProxy(pushed.registry.port)
     yield SociImage(proxy, pushed.registry.url, repository, manifest, layer, ztoc)
     proxy.stop()
-
-
-def _v1_index(url: str, repository: str, image: bytes) -> tuple[str, dict[str, Any]]:
-    """The digest and document of the SOCI v1 index listed under the image's referrers tag."""
-    body, _, _ = images.get_manifest(url, repository, referrers_tag(Digest.of(image)))
-    (referrer,) = json.loads(body)["manifests"]
-    index, _, _ = images.get_manifest(url, repository, referrer["digest"])
-    return referrer["digest"], json.loads(index)
 
 
 def _mount(tmp_path: Path, soci_image: SociImage, *options: str) -> Iterator[Mount]:
@@ -165,7 +155,7 @@ def test_without_the_option_a_v1_index_is_not_even_looked_for(
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 1
     assert soci_image.v1_requests() == []
-    index, _ = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
+    index, _ = soci.v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
     assert not [path for path in soci_image.proxy.requests_by_path
                 if soci_image.ztoc in path or index in path]  # fmt: skip
     access = os.getxattr(soci_image.image(default_mount) / "0", "user.regfs.access")
@@ -226,18 +216,10 @@ def test_a_span_damaged_on_the_way_is_fetched_again(mount: Mount, soci_image: So
     assert re.search(once_more, mount.log())
 
 
-def _put(url: str, repository: str, reference: str, body: bytes, media_type: str) -> None:
-    images.registry_request(f"{url}/v2/{repository}/manifests/{reference}", method="PUT",
-                            data=body, headers={"Content-Type": media_type})  # fmt: skip
-
-
 def _annotated(soci_image: SociImage, annotations: dict[str, str], tag: str) -> bytes:
     """The image's manifest with ``annotations`` (another digest), pushed as ``tag``."""
-    document = json.loads(soci_image.manifest)
-    document["annotations"] = {**document.get("annotations", {}), **annotations}
-    body = json.dumps(document).encode()
-    _put(soci_image.url, soci_image.repository, tag, body, OCI_MANIFEST)
-    return body
+    return soci.annotated(soci_image.url, soci_image.repository, soci_image.manifest,
+                          annotations, tag)  # fmt: skip
 
 
 def test_a_ztoc_that_is_not_one_means_the_whole_layer(mount: Mount, soci_image: SociImage) -> None:
@@ -254,11 +236,13 @@ def test_a_ztoc_that_is_not_one_means_the_whole_layer(mount: Mount, soci_image: 
                      int(ztoc["size"])), layer)],  # type: ignore[call-overload]
         subject, SPAN, "test",
     )  # fmt: skip
-    _put(soci_image.url, soci_image.repository, str(Digest.of(index)), index, OCI_MANIFEST)
+    soci.put_manifest(
+        soci_image.url, soci_image.repository, str(Digest.of(index)), index, OCI_MANIFEST
+    )
     referrers = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(index)), "size": len(index),
          "artifactType": SOCI_INDEX_V1}]}  # fmt: skip
-    _put(soci_image.url, soci_image.repository, referrers_tag(Digest.of(image)),
+    soci.put_manifest(soci_image.url, soci_image.repository, referrers_tag(Digest.of(image)),
          json.dumps(referrers).encode(), OCI_INDEX)  # fmt: skip
     mount.allow_log(r"SOCI zTOC not used \(flatbuffer: ")
     rootfs = soci_image.image(mount, "garbage") / "rootfs"
@@ -273,12 +257,7 @@ def test_a_soci_v2_image_names_its_index(default_mount: Mount, soci_image: SociI
     """SOCI v2: the image manifest's annotation names the index (no referrers needed), so
     a mount with no option uses it."""
     mount = default_mount
-    _, document = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
-    document["config"] = {"mediaType": SOCI_INDEX_V2, "digest": str(Digest.of(b"{}")), "size": 2}
-    del document["subject"]
-    v2_index = json.dumps(document).encode()
-    _put(soci_image.url, soci_image.repository, str(Digest.of(v2_index)), v2_index, OCI_MANIFEST)
-    _annotated(soci_image, {INDEX_DIGEST_ANNOTATION: str(Digest.of(v2_index))}, "v2")
+    soci.push_v2(soci_image.url, soci_image.repository, soci_image.manifest, "v2")
     rootfs = soci_image.image(mount, "v2") / "rootfs"
     assert (rootfs / "usr/share/doc/words.txt").read_bytes() == FILES["usr/share/doc/words.txt"]
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
@@ -296,12 +275,8 @@ def test_an_index_listing_the_soci_v2_index_beside_its_image_shows_the_image(
     here) beside its image, both with the image's platform. The mount's index dir shows
     and links the image, and ``regfs prefetch`` fetches the image's layer: both skip the
     index, an artifact (before, both took the first entry of the platform)."""
-    _, document = _v1_index(soci_image.url, soci_image.repository, soci_image.manifest)
-    document["config"] = {"mediaType": SOCI_INDEX_V2, "digest": str(Digest.of(b"{}")), "size": 2}
-    del document["subject"]
-    v2_index = json.dumps(document).encode()
-    _put(soci_image.url, soci_image.repository, str(Digest.of(v2_index)), v2_index, OCI_MANIFEST)
-    image = _annotated(soci_image, {INDEX_DIGEST_ANNOTATION: str(Digest.of(v2_index))}, "v2")
+    v2_index, image = soci.push_v2(soci_image.url, soci_image.repository,
+                                   soci_image.manifest, "v2")  # fmt: skip
     amd64 = {"os": "linux", "architecture": "amd64"}
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(v2_index)), "size": len(v2_index),
@@ -309,7 +284,7 @@ def test_an_index_listing_the_soci_v2_index_beside_its_image_shows_the_image(
         {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(image)), "size": len(image),
          "platform": amd64},
     ]}).encode()  # fmt: skip
-    _put(soci_image.url, soci_image.repository, "converted", index, OCI_INDEX)
+    soci.put_manifest(soci_image.url, soci_image.repository, "converted", index, OCI_INDEX)
     converted = soci_image.image(default_mount, "converted")
     assert os.readlink(converted / "linux-amd64") == f"../{Digest.of(image).dir_name}"
     rootfs = converted / "rootfs"

@@ -120,17 +120,34 @@ def test_the_mount_unit_mounts_as_systemd_would(
         unmount(mountpoint)
 
 
+def service_commands(key: str, mountpoint: Path, cache: Path) -> list[list[str]]:
+    """The service's ``key`` commands (``ExecStartPre``, ``ExecStart``), in order, as they
+    run here: the installation under test, ``mountpoint`` and ``cache`` for its paths; a
+    command whose failure systemd ignores (``-``) is marked by a leading ``-``."""
+    commands = []
+    for line in (CONTRIB / "regfs.service").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name != key:
+            continue
+        words = value.split()
+        ignored, program = words[0].startswith("-"), words[0].lstrip("-")
+        if program == "/usr/local/bin/regfs":
+            program = str(Installation.regfs())
+        words = [program, *words[1:]]
+        words = [{"/mnt/reg": str(mountpoint), "/var/cache/regfs": str(cache)}.get(w, w)
+                 for w in words]  # fmt: skip
+        commands.append(["-", *words] if ignored else words)
+    return commands
+
+
 def test_the_service_says_ready_once_the_mount_is_live_and_unmounts_on_stop(
     tmp_path: Path, pushed: Pushed
 ) -> None:
     service = unit("regfs.service")["Service"]
     assert service["Type"] == "notify"
-    command = service["ExecStart"].split()
-    assert command[0] == "/usr/local/bin/regfs" and command[-1] == "/mnt/reg"
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    command = [str(Installation.regfs()), *command[1:-1], str(mountpoint)]
-    command[command.index("/var/cache/regfs")] = str(tmp_path / "cache")
+    (command,) = service_commands("ExecStart", mountpoint, tmp_path / "cache")
     notify = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(notify))

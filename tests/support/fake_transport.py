@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 
 import httpx
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 PUBLIC_ADDRESS = "93.184.215.14"
 """Where names the tests do not place are: a global unicast address (example.com's)."""
+NO_CLIENT = SimpleNamespace(config=SimpleNamespace(timeout=5.0))
+"""Stands for the registry client of a ``LayerStore`` whose test never asks a registry."""
 
 
 class _UnreadBody(httpx.AsyncByteStream):

@@ -12,7 +12,7 @@ import errno
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
 from regfs.tree.inodes import ROOT_INODE
+from regfs.tree.last_answers import ALWAYS_STALE, StalePolicy
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
 from tests.support.fake_transport import StreamingTransport
@@ -75,12 +76,16 @@ class Kernel:
         ttl: float = 60.0,
         request_timeout: float = math.inf,
         status: Callable[[], Mapping[str, object]] = dict,
+        stale: StalePolicy = ALWAYS_STALE,
     ) -> None:
-        """``ttl`` and ``request_timeout``: the mount's ``--metadata-ttl`` and ``--timeout``."""
+        """``ttl``, ``request_timeout`` and ``stale``: the mount's ``--metadata-ttl``,
+        ``--timeout`` and ``--no-stale``/``--max-stale``."""
         transport = StreamingTransport(registry.handle)
         client = RegistryClient(ClientConfig(timeout=5), transport=transport)
-        metadata = RegistryMetadata(client, MetadataLimits(ttl=ttl))
         self.layers = LayerStore(client, cache_dir, 1 << 30)
+        metadata = RegistryMetadata(
+            client, MetadataLimits(ttl=ttl), self.layers.by_digest, self.layers.answers, stale=stale
+        )
         platform = Platform.parse("linux/amd64")
         context = TreeContext(
             Services(metadata, self.layers), platform, time.time_ns(), status=status
@@ -141,3 +146,12 @@ class Kernel:
     async def listxattr(self, path: str) -> list[str]:
         names = await self.operations.listxattr(await self.inode(path), CONTEXT)
         return [name.decode() for name in names]
+
+
+async def errno_of(request: Callable[[], Awaitable[object]]) -> int:
+    """The errno a FUSE request fails with (it must fail)."""
+    try:
+        await request()
+    except pyfuse3.FUSEError as error:
+        return error.errno
+    raise AssertionError("the request did not fail")

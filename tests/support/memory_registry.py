@@ -46,14 +46,19 @@ class MemoryRegistry:
     """Repositories whose requests are never answered."""
     delay: float = 0.0
     """Seconds (of trio's clock) each answer about a repository takes."""
+    down: bool = False
+    """Every request answered 503, as by a registry behind a proxy whose backend is gone."""
     catalog_status: int = 200
     """What ``/v2/_catalog`` answers: 200 (the catalog) or a refusal."""
     requests: Counter[str] = field(default_factory=Counter)
     """``METHOD kind name reference`` (``GET blobs app sha256:…``) → how many were answered."""
 
-    def push(self, repository: str, tag: str, layers: list[bytes]) -> str:
-        """An image of gzip ``layers`` (bottom first) as ``repository:tag``; its digest."""
-        config_bytes, manifest = oci_image(layers)
+    def push(
+        self, repository: str, tag: str, layers: list[bytes], diff_ids: list[str] | None = None
+    ) -> str:
+        """An image of gzip ``layers`` (bottom first) as ``repository:tag``, its config
+        naming ``diff_ids``; its digest."""
+        config_bytes, manifest = oci_image(layers, diff_ids=diff_ids)
         stored = self.repositories.setdefault(repository, Repository())
         for blob in (config_bytes, *layers):
             stored.blobs[sha256(blob)] = blob
@@ -97,6 +102,9 @@ class MemoryRegistry:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if self.down:
+            self.requests["while down"] += 1
+            return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE"}]})
         if path == "/v2/":
             return httpx.Response(200, json={})
         if path == "/v2/_catalog":

@@ -79,6 +79,7 @@ class Mount:
         home = path.with_name(path.name + ".home")
         home.mkdir(exist_ok=True)
         isolated = {name: "" for name in USER_CONFIGURATION} | {"HOME": str(home)}
+        isolated["XDG_RUNTIME_DIR"] = str(home / "run")  # unset: /run/containers/UID
         command = ("mount", str(path), "--log-file", str(self.log_file), *options)
         result = run_regfs(*command, environment=isolated | (environment or {}))
         if result.returncode != 0:

@@ -61,6 +61,9 @@ class CountingProxy:
         """Seconds after which a trickled answer is closed unfinished (None: never)."""
         self.stall_seconds = 10.0
         """Seconds each Range request waits before it is answered: a slow store."""
+        self.gone = False
+        """Every request is closed unanswered, also on connections already open: a
+        registry gone away (``stop`` leaves open connections served)."""
         self.path_prefix = ""
         """Serve the registry below this prefix only, as a portal does (``/some/prefix``)."""
         self.authorization_seen: list[str] = []
@@ -116,6 +119,9 @@ class CountingProxy:
                 proxy._connected()
 
             def _forward(self) -> None:
+                if proxy.gone:
+                    self.close_connection = True
+                    return
                 if proxy.link is not None:
                     proxy.link.round_trip(new_connection=not self.answered)
                 self.answered = True

@@ -122,7 +122,8 @@ def test_credentials_never_show_their_secrets() -> None:
 
 def test_files_are_searched_in_podmans_order(tmp_path: Path) -> None:
     home = {"HOME": "/home/u"}
-    assert auth_file_paths(home, None) == [
+    assert auth_file_paths(home, None, uid=1000) == [
+        Path("/run/containers/1000/auth.json"),  # podman's, without XDG_RUNTIME_DIR
         Path("/home/u/.config/containers/auth.json"), Path("/home/u/.docker/config.json"),
     ]  # fmt: skip
     full = {**home, "XDG_RUNTIME_DIR": "/run/user/1", "XDG_CONFIG_HOME": "/cfg",

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from regfs.cache.chunks import ChunkCache
+from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.layout import CacheLayout
 from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_store import LayerStore
 from regfs.layers.open_indexes import _ClosingLRU
-from regfs.layers.pieces import load_verified
 from tests.support.crafted import member, tar_of, zeros_layer
+from tests.support.fake_transport import NO_CLIENT
 
 
 def put(cache: ChunkCache, data: bytes) -> bytes:
@@ -189,7 +189,7 @@ def test_an_index_closed_under_a_query_in_a_thread_opens_again(tmp_path: Path) -
 
 
 def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None:
-    store = LayerStore(None, tmp_path, 64 << 20)  # type: ignore[arg-type]
+    store = LayerStore(NO_CLIENT, tmp_path, 64 << 20)  # type: ignore[arg-type]
     building = tmp_path / "indexes" / "building.sqlite"
     used = tmp_path / "indexes" / "used.sqlite"
     for path in (building, used):

@@ -106,6 +106,18 @@ def test_gzip_checkpoints_are_spaced_and_each_restarts_inflation(tmp_path: Path)
         assert made == tar[start : start + 4096]
 
 
+@pytest.mark.parametrize("size", [6 * MiB, 12 * MiB])
+def test_gzip_checkpoints_reach_the_end_of_the_layer(tmp_path: Path, size: int) -> None:
+    """indexed_gzip builds its index only as far as reads needed it (they are served from
+    a buffer of a few MiB): a 6 MiB layer had no checkpoint but its first, a 12 MiB one
+    none in its last 4 MiB, so a chunk there was fetched from far before it."""
+    tar = tar_of([member("random", os.urandom(size)), member("last", b"last\n")],
+                 tarfile.PAX_FORMAT)  # fmt: skip
+    index, _ = indexed(tmp_path, gzip.compress(tar, compresslevel=6))
+    start, _ = index.checkpoint_before(len(tar) - 1)
+    assert len(tar) - start <= GZIP_SPACING + (64 << 10)
+
+
 def _inflate(compressed: bytes, bits: int, window: bytes, size: int) -> bytes:
     from regfs.layers.formats.inflate import inflate_from_checkpoint
 

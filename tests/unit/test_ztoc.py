@@ -246,6 +246,20 @@ def test_a_ztoc_made_from_a_real_layer_reads_back(tmp_path: Path) -> None:
     assert listed == expected
 
 
+def test_spans_reach_the_end_of_a_layer_read_in_one_buffer(tmp_path: Path) -> None:
+    """indexed_gzip builds its index only as far as reads needed it, and serves them from
+    a buffer of a few MiB: a 3 MiB layer got no seek point at all (one span, so a file at
+    its end cost the whole layer), a bigger one none in its last few MiB."""
+    tar = tar_of([member("random.bin", os.urandom(3 << 20)), member("last", b"last\n")],
+                 tarfile.PAX_FORMAT)  # fmt: skip
+    blob = gzip.compress(tar, mtime=0)
+    (tmp_path / "layer").write_bytes(blob)
+    ztoc = parse_ztoc(build_ztoc(tmp_path / "layer", span_size=1 << 20))
+    layer_spans = reads_back(ztoc, blob, tar)
+    assert len(layer_spans) >= 3
+    assert max(span.compressed_end - span.compressed_start for span in layer_spans) < 2 << 20
+
+
 def reads_back(ztoc: Ztoc, blob: bytes, tar: bytes) -> list[Span]:
     """The zTOC's spans, each checked to hash to its digest and inflate to the tar's bytes."""
     layer_spans = spans(ztoc)

@@ -78,6 +78,9 @@ class GzipIndexer:
         """indexed_gzip's index: every seek point with its window (``gzip_points.py``).
         zlib restarts at every gzip member boundary, so it has one at each: a layer of many
         members (eStargz, ``pigz --independent``) has thousands."""
+        # The index is built only as far as reads needed it, and they are served from a
+        # buffer of a few MiB: without this, no point in the layer's last few MiB.
+        self.file.build_full_index()
         buffer = io.BytesIO()
         self.file.export_index(fileobj=buffer)
         return buffer.getvalue()

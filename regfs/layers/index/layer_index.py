@@ -25,6 +25,7 @@ from regfs.layers.formats.entries import ROOT_ID, IndexEntry
 from regfs.layers.formats.toc import TocChunk
 from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexMeta
 from regfs.layers.index.rows import COLUMNS, entry_of
+from regfs.registry.request_deadline import working
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,7 +211,8 @@ class LayerIndex:
         for _ in range(3):
             db = self._db()
             try:
-                return await trio.to_thread.run_sync(query, db)
+                with working():  # a listing of 100 000 names takes its time
+                    return await trio.to_thread.run_sync(query, db)
             except sqlite3.ProgrammingError:
                 if self._connection is db:
                     raise  # not closed under it: a bug, not a race

@@ -1,0 +1,193 @@
+"""The layer store's tree (``tree/store.py``) over an in-memory registry: below the base64
+of a reference only its image's layers, each with the ``info`` podman records and the
+verified ``blob``; podman's ``use`` and ``rmdir`` counted and answered ENOENT, any other
+write refused. Autojump clock."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from regfs.domain.errors import NotFound, ReadOnly, VerificationFailed
+from regfs.domain.platform import Platform
+from regfs.layers.layer_store import LayerStore
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
+from regfs.tree.context import Services, TreeContext
+from regfs.tree.layer_usage import LayerUsage
+from regfs.tree.metadata import MetadataLimits, RegistryMetadata
+from regfs.tree.node import Directory, File
+from regfs.tree.store import StoreRoot
+from tests.support.crafted import gzip_layer, member
+from tests.support.fake_transport import StreamingTransport
+from tests.support.memory_registry import MemoryRegistry, sha256
+
+HOST = "127.0.0.1:5000"
+LAYERS = [gzip_layer(member("etc/os-release", b"ID=test\n")),
+          gzip_layer(member("bin/tool", b"#!/bin/sh\n" * 100))]  # fmt: skip
+DIFF_IDS = [sha256(gzip.decompress(layer)) for layer in LAYERS]
+
+
+def store(registry: MemoryRegistry, cache_dir: Path) -> StoreRoot:
+    client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
+    layers = LayerStore(client, cache_dir, 1 << 30)
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
+    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
+    return StoreRoot(context, LayerUsage())
+
+
+def encoded(reference: str) -> str:
+    return base64.b64encode(reference.encode()).decode()
+
+
+async def directory(parent: Directory, name: str) -> Directory:
+    node = await parent.lookup(name)
+    assert isinstance(node, Directory)
+    return node
+
+
+async def read(parent: Directory, name: str) -> bytes:
+    node = await parent.lookup(name)
+    assert isinstance(node, File)
+    return await node.read(0, 1 << 20)
+
+
+@pytest.fixture
+def registry() -> MemoryRegistry:
+    registry = MemoryRegistry()
+    registry.push("app", "1", LAYERS, DIFF_IDS)
+    return registry
+
+
+async def test_a_reference_shows_its_layers_with_what_podman_records(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    root = store(registry, tmp_path)
+    image = await directory(root, encoded(f"{HOST}/app:1"))
+    assert [name for name, _ in await image.entries()] == [sha256(layer) for layer in LAYERS]
+    layer = await directory(image, sha256(LAYERS[1]))
+    assert [name for name, _ in await layer.entries()] == ["diff", "info", "blob"]
+    assert json.loads(await read(layer, "info")) == {
+        "diff-digest": DIFF_IDS[1], "diff-size": len(gzip.decompress(LAYERS[1])),
+        "compressed-diff-digest": sha256(LAYERS[1]), "compressed-size": len(LAYERS[1]),
+        "compression": 2,
+    }  # fmt: skip
+    assert await read(layer, "blob") == LAYERS[1]
+    diff = await directory(layer, "diff")
+    assert [name for name, _ in await diff.entries()] == ["bin"]
+
+
+@pytest.mark.parametrize("form", ["{host}/app@{digest}", "{host}/app:1@{digest}"])
+async def test_a_reference_by_digest_is_the_image_it_names(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry, form: str
+) -> None:
+    """As containers/image writes a pull by digest: with or without the tag beside it."""
+    digest = registry.repositories["app"].tags["1"]
+    reference = form.format(host=HOST, digest=digest)
+    image = await directory(store(registry, tmp_path), encoded(reference))
+    assert [name for name, _ in await image.entries()] == [sha256(layer) for layer in LAYERS]
+
+
+async def test_what_is_not_the_image_s_is_not_found(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """podman pulls a layer itself wherever the store says ENOENT: nothing below a
+    reference but its image's layers, and those only with diff, info and blob."""
+    other = gzip_layer(member("other", b"not in app:1\n"))
+    registry.push("app", "2", [other], [sha256(gzip.decompress(other))])
+    root = store(registry, tmp_path)
+    for name in ("not base64!", encoded("no reference at all")):
+        with pytest.raises(NotFound):
+            await root.lookup(name)
+    with pytest.raises(NotFound):  # a tag the registry does not have
+        await (await directory(root, encoded(f"{HOST}/app:missing"))).entries()
+    image = await directory(root, encoded(f"{HOST}/app:1"))
+    for name in (sha256(other), "sha256:" + "0" * 64, "not-a-digest"):
+        with pytest.raises(NotFound):
+            await image.lookup(name)
+    with pytest.raises(NotFound):
+        await (await directory(image, sha256(LAYERS[0]))).lookup("use")
+
+
+async def test_an_index_serves_the_image_of_the_store_s_platform(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    arm = gzip_layer(member("arch", b"arm64\n"))
+    arm_image = registry.push("app", "arm", [arm], [sha256(gzip.decompress(arm))])
+    amd_image = registry.repositories["app"].tags["1"]
+    registry.push_index("app", "multi", {"linux/amd64": amd_image, "linux/arm64": arm_image})
+    image = await directory(store(registry, tmp_path), encoded(f"{HOST}/app:multi"))
+    assert [name for name, _ in await image.entries()] == [sha256(layer) for layer in LAYERS]
+    with pytest.raises(NotFound):  # podman pulling for arm64 pulls this layer itself
+        await image.lookup(sha256(arm))
+
+
+async def test_use_and_rmdir_are_counted_and_answered_enoent_other_writes_refused(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    root = store(registry, tmp_path)
+    reference = f"{HOST}/app:1"
+    image = await directory(root, encoded(reference))
+    layers = [await directory(image, sha256(layer)) for layer in LAYERS]
+    for layer in (*layers, layers[0]):
+        with pytest.raises(NotFound):
+            await layer.create("use")
+    assert root.usage.in_use() == sorted(
+        [{"reference": reference, "layer": sha256(LAYERS[0]), "uses": 2},
+         {"reference": reference, "layer": sha256(LAYERS[1]), "uses": 1}],
+        key=lambda layer: str(layer["layer"]),
+    )  # fmt: skip
+    assert [name for name, _ in await root.entries()] == [encoded(reference)]
+    for layer_digest in (sha256(LAYERS[0]), sha256(LAYERS[1]), sha256(LAYERS[1])):
+        with pytest.raises(NotFound):
+            await image.remove_directory(layer_digest)  # never below none
+    assert root.usage.in_use() == [{"reference": reference, "layer": sha256(LAYERS[0]), "uses": 1}]
+    refused = (layers[0].create("other"), root.create("use"), layers[0].remove_directory("diff"))
+    for write in refused:
+        with pytest.raises(ReadOnly):
+            await write
+
+
+async def test_a_blob_that_is_not_its_digest_is_never_served(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    digest = sha256(LAYERS[0])
+    blob = LAYERS[0]
+    registry.repositories["app"].blobs[digest] = blob[:-5] + bytes(5)
+    layer = await directory(await directory(store(registry, tmp_path), encoded(f"{HOST}/app:1")),
+                            digest)  # fmt: skip
+    node = await layer.lookup("blob")
+    assert isinstance(node, File)
+    with pytest.raises(VerificationFailed):
+        await node.read(0, 100)
+
+
+async def test_the_first_layer_looked_up_begins_indexing_them_all(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """podman asks for one layer's info after the other, waiting for each: the others are
+    indexed in the background meanwhile, and asking for them fetches nothing more."""
+    root = store(registry, tmp_path)
+    upper = sha256(LAYERS[1])
+    index_file = tmp_path / "indexes" / f"{upper.replace(':', '-')}.sqlite"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        image = await directory(root, encoded(f"{HOST}/app:1"))
+        await image.lookup(sha256(LAYERS[0]))
+        for _ in range(1000):  # indexing runs in a worker thread: virtual seconds are free
+            if index_file.exists():
+                break
+            await trio.sleep(1)
+        assert registry.blob_gets(upper) == 1
+        info = json.loads(await read(await directory(image, upper), "info"))
+        assert info["diff-digest"] == DIFF_IDS[1]
+        assert registry.blob_gets(upper) == 1
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,136 @@
+"""A registry that cannot be reached: what a mount read before stays readable in the next.
+
+In-memory registry (``down``: every request 503), a real layer store on a cache dir two
+mounts share, autojump clock.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from contextlib import closing
+from pathlib import Path
+
+import pyfuse3
+import pytest
+import trio
+
+from regfs.cache.reachability import RECHECK
+from regfs.tree.last_answers import StalePolicy
+from tests.support.crafted import directory, gzip_layer, member
+from tests.support.fuse_harness import HOST, Kernel, errno_of, readdir_reply
+from tests.support.memory_registry import MemoryRegistry
+
+LAYER = gzip_layer(directory("etc/"), member("etc/motd", b"hello from the cache\n"))
+STALE = "user.regfs.stale"
+
+
+@pytest.fixture(autouse=True)
+def kernel_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readdir replies go to the harness's tokens (the ``kernel`` fixture does this too)."""
+    monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
+
+
+@pytest.fixture
+def image(registry: MemoryRegistry) -> str:
+    """The digest dir name of ``app:1``."""
+    return registry.push("app", "1", [LAYER]).replace(":", "-")
+
+
+async def read_everything(kernel: Kernel, image: str) -> None:
+    """What a user does first: list the host and repository, follow the tag, read a file."""
+    assert b"app" in await kernel.listdir(HOST)
+    assert await kernel.listdir(f"{HOST}/app") == [b"1"]
+    assert await kernel.readlink(f"{HOST}/app/1") == image.encode()
+    assert await kernel.read(f"{HOST}/app/{image}/rootfs/etc/motd") == b"hello from the cache\n"
+    assert json.loads(await kernel.read(f"{HOST}/app/{image}/config"))["rootfs"]
+
+
+async def first_mount(registry: MemoryRegistry, image: str, cache_dir: Path) -> None:
+    first = Kernel(registry, cache_dir)
+    try:
+        await read_everything(first, image)
+    finally:
+        first.close()
+
+
+async def test_a_remount_while_the_registry_is_down_shows_what_was_read(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    await first_mount(registry, image, tmp_path)
+    registry.down = True
+    with closing(Kernel(registry, tmp_path)) as second:
+        await read_everything(second, image)
+        assert json.loads(await second.read(f"{HOST}/app/{image}/manifest"))["layers"]
+        host_marks = json.loads(await second.getxattr(HOST, STALE))
+        assert set(host_marks) == {"catalog"}
+        repository_marks = json.loads(await second.getxattr(f"{HOST}/app", STALE))
+        assert set(repository_marks) == {"tags", "targets"}
+        assert set(repository_marks["targets"]) == {"1"}
+        assert STALE in await second.listxattr(f"{HOST}/app")
+        assert registry.requests["while down"] > 0
+
+
+async def test_fresh_answers_replace_stale_ones_once_the_registry_is_back(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    await first_mount(registry, image, tmp_path)
+    registry.down = True
+    # the metadata TTLs run on the real clock, not the test's: none
+    with closing(Kernel(registry, tmp_path, ttl=0.0)) as second:
+        await read_everything(second, image)
+        registry.down = False
+        moved = registry.push("app", "1", [LAYER, LAYER]).replace(":", "-")
+        await trio.sleep(RECHECK + 1)  # a host found down is not asked again before
+        assert await second.readlink(f"{HOST}/app/1") == moved.encode()
+        assert await second.listdir(f"{HOST}/app") == [b"1"]
+        assert STALE not in await second.listxattr(f"{HOST}/app")
+        assert await errno_of(lambda: second.getxattr(f"{HOST}/app", STALE)) == errno.ENODATA
+
+
+async def test_a_refusal_is_not_an_outage(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    """Access revoked after the first mount: EACCES everywhere, nothing from the cache."""
+    await first_mount(registry, image, tmp_path)
+    registry.fail("app", 401)
+    with closing(Kernel(registry, tmp_path)) as second:
+        assert await errno_of(lambda: second.listdir(f"{HOST}/app")) == errno.EACCES
+        motd = f"{HOST}/app/{image}/rootfs/etc/motd"
+        assert await errno_of(lambda: second.read(motd)) == errno.EACCES
+
+
+async def test_without_stale_answers_listings_fail_but_digests_still_read(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    """``--no-stale``: what a digest names is never stale, so it still reads."""
+    await first_mount(registry, image, tmp_path)
+    registry.down = True
+    with closing(Kernel(registry, tmp_path, stale=StalePolicy(allowed=False))) as second:
+        assert await errno_of(lambda: second.listdir(f"{HOST}/app")) == errno.EIO
+        assert await errno_of(lambda: second.readlink(f"{HOST}/app/1")) == errno.EIO
+        motd = f"{HOST}/app/{image}/rootfs/etc/motd"
+        assert await second.read(motd) == b"hello from the cache\n"
+
+
+async def test_what_was_never_read_fails_within_the_timeout(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    other = registry.push("other", "1", [LAYER]).replace(":", "-")
+    await first_mount(registry, image, tmp_path)
+    registry.down = True
+    with closing(Kernel(registry, tmp_path, request_timeout=5)) as second:
+        start = trio.current_time()
+        assert await errno_of(lambda: second.listdir(f"{HOST}/other/{other}")) == errno.EIO
+        assert trio.current_time() - start <= 5
+
+
+async def test_a_kept_manifest_is_confirmed_with_a_head_not_fetched_again(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    digest = image.replace("-", ":")
+    await first_mount(registry, image, tmp_path)
+    with closing(Kernel(registry, tmp_path)) as second:
+        await read_everything(second, image)
+        assert registry.requests[f"GET manifests app {digest}"] == 1
+        assert registry.requests[f"HEAD manifests app {digest}"] == 1
