@@ -15,6 +15,7 @@ import trio
 
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials
+from regfs.registry.request_deadline import working
 from regfs.tree.context import Services
 
 if TYPE_CHECKING:  # imported by ``_make``, when first needed
@@ -48,7 +49,8 @@ class MountServices:
 
     def __call__(self) -> Services:
         if self._made is None:
-            self._made = self._make()
+            with working():  # local work: the request's --timeout is for the registry
+                self._made = self._make()
         return self._made.services
 
     def _make(self) -> _Made:
