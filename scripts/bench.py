@@ -3,13 +3,18 @@
 
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
-Run: .venv/bin/python scripts/bench.py [browse] [contents] [places] [lazy] [refetch] [seqread]
-     [findcold] [run]
+Run: .venv/bin/python scripts/bench.py [--profile lan|wan|far] [browse] [contents] [places]
+[lazy] [refetch] [seqread] [findcold] [coldstart] [run]
 (charts need matplotlib: .venv/bin/pip install -e '.[bench]')
+
+``--profile`` puts an emulated network (tests/support/netprofiles.py) between the registry
+and everything that reads it, regfs and the tools it is compared with alike; without it
+they talk over loopback.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_podman
+import coldstart
 import plots
 
 from tests.support import images
@@ -37,11 +43,22 @@ from tests.support.estargz import push_estargz
 from tests.support.installed import install_wheel
 from tests.support.layered import build_layered, debian_rootfs
 from tests.support.mount import Installation, Mount
+from tests.support.netprofiles import PROFILES, NetworkProfile
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 
 REPOSITORIES = 120
 TAGS = 150
+
+
+class Network:
+    profile: NetworkProfile | None = None
+    """The link every benchmark's proxy emulates (``--profile``); None: loopback."""
+
+
+def network_proxy(registry: Registry) -> CountingProxy:
+    """A counting proxy in front of ``registry``, over the chosen network profile."""
+    return CountingProxy(registry.port, profile=Network.profile)
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -86,11 +103,12 @@ def browse(workdir: Path) -> None:
         images.repository_copies(registry.url, "bench/source", "t0", names)
         images.tag_copies(registry.url, "bench/source", "t0", [f"t{i}" for i in range(1, TAGS)])
         repositories = images.catalog(registry.url)
-        skopeo = timed(lambda: skopeo_list_tags(registry.host, repositories))
-        skopeo_one = timed(lambda: skopeo_list_tags(registry.host, ["bench/source"]))
+        proxy = network_proxy(registry)
+        skopeo = timed(lambda: skopeo_list_tags(proxy.host, repositories))
+        skopeo_one = timed(lambda: skopeo_list_tags(proxy.host, ["bench/source"]))
         mount = Mount(workdir / "mnt")
         try:
-            host = mount / registry.host
+            host = mount / proxy.host
             cold = timed(lambda: walk(host))
             warm = timed(lambda: walk(host))
             entries = walk(host)
@@ -98,12 +116,13 @@ def browse(workdir: Path) -> None:
             mount.close()
         mount = Mount(workdir / "mnt2")  # a fresh mount: nothing cached
         try:
-            tags_cold = timed(lambda: walk(mount / registry.host / "bench/source"))
+            tags_cold = timed(lambda: walk(mount / proxy.host / "bench/source"))
         finally:
             mount.close()
         tags = [f"t{i}" for i in range(TAGS)]
-        floors = {n: timed(partial(head_every_tag, registry, "bench/source", tags, n))
+        floors = {n: timed(partial(head_every_tag, proxy.host, "bench/source", tags, n))
                   for n in (1, 8, 32)}  # fmt: skip
+        proxy.stop()
     finally:
         registry.stop()
     print(f"\n{len(repositories)} repositories (catalog pages of 2), {TAGS} tags in one, "
@@ -126,13 +145,13 @@ def browse(workdir: Path) -> None:
     )  # fmt: skip
 
 
-def head_every_tag(registry: Registry, repository: str, tags: list[str], at_once: int) -> None:
+def head_every_tag(host: str, repository: str, tags: list[str], at_once: int) -> None:
     """The least a client can do to show where each tag points: one HEAD per tag."""
     accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
     async def main() -> None:
         limiter = trio.CapacityLimiter(at_once)
-        async with httpx.AsyncClient(base_url=registry.url) as client:
+        async with httpx.AsyncClient(base_url=f"http://{host}") as client:
 
             async def head(tag: str) -> None:
                 async with limiter:
@@ -185,7 +204,7 @@ def contents(workdir: Path) -> None:
     layout = workdir / "oci"
     build_layered(layout, "1", workdir / "debian", big_file_size=64 << 20)
     registry = Registry(workdir / "registry")
-    proxy = CountingProxy(registry.port)
+    proxy = network_proxy(registry)
     try:
         images.push(layout, "1", f"{registry.host}/bench/debian:1")
         manifest = json.loads(images.get_manifest(registry.url, "bench/debian", "1")[0])
@@ -222,7 +241,7 @@ def cold_start(workdir: Path, registry: Registry, proxy: CountingProxy) -> list[
     local.mkdir()
 
     def skopeo_umoci_cat() -> None:
-        source = f"docker://{registry.host}/bench/debian:1"
+        source = f"docker://{proxy.host}/bench/debian:1"
         run("skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{local}/oci:1")
         run("umoci", "unpack", "--image", f"{local}/oci:1", local / "bundle")
         read_all(local / "bundle/rootfs/etc/os-release")
@@ -305,11 +324,12 @@ def places(workdir: Path) -> None:
     layout = workdir / "oci"
     build_layered(layout, "1", workdir / "debian")
     origin = Registry(workdir / "origin")
-    mirror = Registry(workdir / "mirror", proxy_remote=origin.url)
+    far_origin = network_proxy(origin)  # the mirror is near: only the origin is over the link
+    mirror = Registry(workdir / "mirror", proxy_remote=f"http://{far_origin.host}")
     home = workdir / "home"
     (home / ".config/containers").mkdir(parents=True)
     (home / ".config/containers/registries.conf").write_text(
-        f'[[registry]]\nprefix = "fleet.example"\nlocation = "{origin.host}"\n'
+        f'[[registry]]\nprefix = "fleet.example"\nlocation = "{far_origin.host}"\n'
         f'[[registry.mirror]]\nlocation = "{mirror.host}"\n'
     )
     try:
@@ -325,12 +345,13 @@ def places(workdir: Path) -> None:
             finally:
                 mount.close()
 
-        direct = cold_read("direct", origin.host)
+        direct = cold_read("direct", far_origin.host)
         mirror_cold = cold_read("mirror-cold", "fleet.example")
         mirror_warm = cold_read("mirror-warm", "fleet.example")
         mirror.stop()
         mirror_down = cold_read("mirror-down", "fleet.example")
     finally:
+        far_origin.stop()
         origin.stop()
     print("\ncold mount → `cat rootfs/etc/os-release` of the layered Debian image")
     print("| path | time | / direct |\n|---|---|---|")
@@ -356,7 +377,7 @@ def lazy(workdir: Path) -> None:
         # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
         # compression, and the image would not be what its name says.
         registry = Registry(workdir / f"registry-{name}")
-        proxy = CountingProxy(registry.port)
+        proxy = network_proxy(registry)
         try:
             destination = f"{registry.host}/bench/{name}:1"
             if name == "estargz":
@@ -382,7 +403,7 @@ def lazy(workdir: Path) -> None:
                 mount.close()
             fetched = proxy.blob_bytes(layer["digest"])
             drop_page_cache()
-            instead = timed(partial(skopeo_tar_cat, registry, f"bench/{name}:1", workdir / name))
+            instead = timed(partial(skopeo_tar_cat, proxy.host, f"bench/{name}:1", workdir / name))
             rows.append((name, seconds, instead, fetched, layer["size"]))
         finally:
             proxy.stop()
@@ -405,13 +426,13 @@ def lazy(workdir: Path) -> None:
     )  # fmt: skip
 
 
-def skopeo_tar_cat(registry: Registry, reference: str, directory: Path) -> None:
+def skopeo_tar_cat(host: str, reference: str, directory: Path) -> None:
     """What a user does without regfs: copy the image, unpack its layers, read the file
     (GNU tar reads gzip and zstd alike; umoci reads no zstd)."""
     local = directory / "instead"
     directory.mkdir(parents=True, exist_ok=True)
     run("skopeo", "copy", "--quiet", "--src-tls-verify=false",
-        f"docker://{registry.host}/{reference}", f"dir:{local}")  # fmt: skip
+        f"docker://{host}/{reference}", f"dir:{local}")  # fmt: skip
     manifest = json.loads((local / "manifest.json").read_bytes())
     rootfs = local / "rootfs"
     rootfs.mkdir()
@@ -431,7 +452,7 @@ def refetch(workdir: Path) -> None:
     layout = workdir / "oci"
     images.build_image(layout, "1", files)
     registry = Registry(workdir / "registry")
-    proxy = CountingProxy(registry.port)
+    proxy = network_proxy(registry)
     rows = []
     try:
         images.push(layout, "1", f"{registry.host}/bench/gzip:1")
@@ -622,14 +643,30 @@ def findcold(workdir: Path) -> None:
         print(f"| {label} | {figure} | {seconds:.3f} |")
 
 
+def cold_start_of_python(workdir: Path) -> None:
+    """Issue 21 (scripts/coldstart.py): on the ``--profile`` given, else on each profile."""
+    profiles = [Network.profile] if Network.profile else list(PROFILES.values())
+    coldstart.coldstart(workdir, profiles)
+
+
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
-    "seqread": seqread, "findcold": findcold, "run": bench_podman.run,
+    "seqread": seqread, "findcold": findcold, "coldstart": cold_start_of_python,
+    "run": bench_podman.run,
 }  # fmt: skip
 
 
 def main() -> None:
-    chosen = sys.argv[1:] or list(BENCHMARKS)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="an emulated network")
+    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK", help=", ".join(BENCHMARKS))
+    arguments = parser.parse_args()
+    unknown = set(arguments.benchmarks) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"no benchmark {', '.join(sorted(unknown))}")
+    chosen = arguments.benchmarks or list(BENCHMARKS)
+    Network.profile = PROFILES[arguments.profile] if arguments.profile else None
+    print(f"network: {Network.profile.describe() if Network.profile else 'loopback'}")
     with tempfile.TemporaryDirectory(prefix="regfs-bench-installed-") as installation:
         Installation.use(install_wheel(Path(installation)))  # measure what users install
         for name in chosen:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-    fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv  # pyfuse3 builds against libfuse3
+    fuse3 libfuse3-dev pkg-config gcc patch python3-dev python3-venv  # pyfuse3 builds against libfuse3
     docker-registry skopeo umoci                                # the real registry and image tools
     mmdebstrap systemd-container                                # test images; nspawn into rootfs/
     containerd stargz-snapshotter                               # eStargz test images (ctr-remote)
@@ -45,7 +45,7 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
     cp pyproject.toml "$stamp"
 fi
-# pyfuse3 with the kernel-caching patch (see patches/): without it regfs still works, with
+# pyfuse3 with the kernel-caching patch (see regfs/patches/): without it regfs still works, with
 # every open and directory listing reaching the daemon.
 pyfuse3_wheel=$(scripts/build-pyfuse3.sh)
 pyfuse3_version=$(basename "$pyfuse3_wheel" | cut -d- -f2)

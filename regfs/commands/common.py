@@ -12,18 +12,20 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from regfs.cache.directory import UnsafeCacheDir, prepare_cache_dir
 from regfs.domain.errors import MalformedContent
 from regfs.registry.aliases import RegfsConfig, parse_config
-from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.registry.settings import load_registries_conf
-from regfs.registry.tls import TlsSettings, certs_dirs
+from regfs.registry.tls_settings import TlsSettings, certs_dirs
+
+if TYPE_CHECKING:
+    from regfs.registry.client import RegistryClient
 
 T = TypeVar("T")
 
@@ -117,6 +119,9 @@ def with_client(
     """``work(client)`` in a trio run of its own, the client closed after."""
 
     async def run() -> T:
+        # httpx: this module is imported by the mount, which needs no client to answer
+        from regfs.registry.client import RegistryClient
+
         client = RegistryClient(config, credentials)
         try:
             return await work(client)

@@ -20,7 +20,8 @@ READY = b"ready"
 
 
 def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
-    """Fork; the child runs ``serve(ready)``; the parent returns 0 once ``ready`` is called."""
+    """Fork; the child runs ``serve(ready)``; the parent exits 0 once ``ready`` is called,
+    or returns 1 if the child failed first."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid > 0:
@@ -28,7 +29,11 @@ def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
         with os.fdopen(read_end, "rb") as pipe:
             message = pipe.read()
         if message == READY:
-            return 0
+            # Nothing of the parent's needs tearing down: skipping Python's (~40 ms of
+            # freeing every module) returns the prompt sooner
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         text = message.decode(errors="replace").strip()
         print(f"regfs: {text or 'the daemon exited before the mount was ready'}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""``regfs mount`` and ``regfs umount``: the daemon and the FUSE lifecycle.
+"""``regfs mount``: the daemon and the FUSE lifecycle.
 
 Application layer: the only command that opens the root nursery (and runs the trio loop
 for as long as the mount lives).
@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,21 +22,17 @@ import trio
 
 from regfs import __version__
 from regfs.commands import allocator, common, daemon
-from regfs.commands.mountpoint import MountpointError, check_can_mount, is_dead_mount, mounted_type
+from regfs.commands.mountpoint import MountpointError, check_can_mount
+from regfs.commands.services import MountServices
 from regfs.domain.errors import MalformedContent
 from regfs.fuse.errors import IN_FLIGHT
 from regfs.fuse.operations import Operations, kernel_caching
-from regfs.layers.layer_store import LayerStore
-from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import DockerCredentials, auth_file_paths
 from regfs.tree.context import TreeContext
-from regfs.tree.last_answers import LastAnswers, StalePolicy
 from regfs.tree.layer_usage import LayerUsage
-from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import Root
 from regfs.tree.node import Directory
-from regfs.tree.store import StoreRoot
 
 log = logging.getLogger("regfs")
 
@@ -72,27 +67,12 @@ def serve(
     credentials = DockerCredentials(
         auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
     )
-    client = RegistryClient(config, credentials)
-    layers = LayerStore(
-        client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers,
-        background_fetch=args.background_fetch,
-    )  # fmt: skip
-    metadata = RegistryMetadata(
-        client,
-        MetadataLimits(ttl=args.metadata_ttl),
-        layers.by_digest,
-        layers.answers,
-        stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
-        verify_schema1_signatures=args.verify_schema1_signatures,
-    )
-    aliases = frozenset(client.config.aliases)
+    services = MountServices(args, config, credentials)
+    aliases = frozenset(config.aliases)
     usage = LayerUsage() if args.layer_store else None
-    status = functools.partial(
-        mount_status, args, mountpoint, client, layers,
-        last_answers=metadata.last_answers, usage=usage,
-    )  # fmt: skip
-    context = TreeContext(metadata, layers, args.platform, time.time_ns(), aliases, status)
-    root: Directory = Root(context) if usage is None else StoreRoot(context, usage)
+    status = functools.partial(mount_status, args, mountpoint, services, usage=usage)
+    context = TreeContext(services, args.platform, time.time_ns(), aliases, status)
+    root: Directory = Root(context) if usage is None else _store_root(context, usage)
     operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout)
     options = _mount_options(allow_other=args.allow_other, layer_store=usage is not None)
     pyfuse3.init(operations, mountpoint, options)
@@ -100,31 +80,38 @@ def serve(
     log.info("mounted %s at %s (regfs %s, platform %s)", what, mountpoint, __version__,
              args.platform)  # fmt: skip
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
-    if client.config.registries.sources:
-        log.info("registries.conf: %s", ", ".join(client.config.registries.sources))
+    if config.registries.sources:
+        log.info("registries.conf: %s", ", ".join(config.registries.sources))
     ready()
     clean = False
     try:
-        trio.run(_main_loop, client, operations, layers)
+        trio.run(_main_loop, services, operations)
         clean = True
     finally:
-        layers.close()
+        services.close_layers()
         pyfuse3.close(unmount=clean)
         log.info("unmounted %s", mountpoint)
     return 0
 
 
+def _store_root(context: TreeContext, usage: LayerUsage) -> Directory:
+    """A layer store's root; its module (the layer readers with it) imported only for one."""
+    from regfs.tree.store import StoreRoot
+
+    return StoreRoot(context, usage)
+
+
 def mount_status(
     args: argparse.Namespace,
     mountpoint: str,
-    client: RegistryClient,
-    layers: LayerStore,
+    services: MountServices,
     *,
-    last_answers: LastAnswers,
     usage: LayerUsage | None,
 ) -> dict[str, object]:
     """The mount's state as ``regfs status`` shows it (the root's ``user.regfs.status``);
     a layer store's, with the layers podman uses."""
+    client, layers = services.client, services.layers
+    last_answers = services().metadata.last_answers
     reads = layers.pieces.reads
     state: dict[str, object] = {
         "mountpoint": mountpoint,
@@ -158,14 +145,14 @@ def mount_status(
     return state
 
 
-async def _main_loop(client: RegistryClient, operations: Operations, layers: LayerStore) -> None:
+async def _main_loop(services: MountServices, operations: Operations) -> None:
     async with trio.open_nursery() as nursery:
+        services.serve_in(nursery)
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
-        nursery.start_soon(layers.background.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
         nursery.cancel_scope.cancel()
-    await client.aclose()
+    await services.aclose_client()
 
 
 async def _terminate_on_signal() -> None:
@@ -193,20 +180,3 @@ def mount(args: argparse.Namespace) -> int:
         return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
     common.configure_logging(args.log_file or _default_log_file(), debug=args.debug)
     return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))
-
-
-def umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
-    dead = is_dead_mount(mountpoint)
-    if not dead and mounted_type(mountpoint) is None:
-        print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
-        return 1
-    command = ["fusermount3", "-u", mountpoint]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 and dead:
-        # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
-        result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        print(f"regfs: {result.stderr.strip() or 'fusermount3 failed'}", file=sys.stderr)
-        return 1
-    return 0

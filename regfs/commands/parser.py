@@ -14,7 +14,6 @@ from pathlib import Path
 from regfs import __version__
 from regfs.domain.errors import MalformedContent
 from regfs.domain.platform import Platform, host_platform
-from regfs.layers.ztoc_builder import DEFAULT_SPAN_SIZE
 
 CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
 """``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
@@ -161,13 +160,7 @@ def _add_shared_cache_option(command: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="regfs", description="Browse container registries as a read-only filesystem."
-    )
-    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mount = commands.add_parser("mount", help="mount registries at MOUNTPOINT")
     mount.add_argument("mountpoint", help="an empty directory")
     _add_registry_options(mount)
@@ -228,8 +221,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("--debug", action="store_true", help="log every request")
 
+
+def _add_install_pyfuse3_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    fast = commands.add_parser(
+        "install-pyfuse3",
+        help="build pyfuse3 with regfs's kernel-caching patch into regfs's environment",
+        description="Download pyfuse3's source with pip, apply regfs's kernel-caching patch "
+        "(shipped with regfs), build a wheel and install it into the Python environment "
+        "regfs runs in (its venv, whether pip or pipx made it). With it the kernel keeps "
+        "file pages, listings and symlink targets, and stops sending opens: warm walks and "
+        "reads at local-disk speed. Needs a C compiler, pkg-config, patch and the libfuse3 "
+        "and Python headers (Debian: libfuse3-dev pkg-config gcc python3-dev patch).",
+    )
+    fast.add_argument(
+        "--wheel-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the wheel is kept and looked for first "
+        "(default: $XDG_CACHE_HOME/regfs/pyfuse3, or ~/.cache/regfs/pyfuse3)",
+    )
+    fast.add_argument(
+        "--build-only", action="store_true", help="print the wheel's path; install nothing"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regfs", description="Browse container registries as a read-only filesystem."
+    )
+    parser.add_argument("--version", action="version", version=f"regfs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    _add_mount_command(commands)
     umount = commands.add_parser("umount", help="unmount MOUNTPOINT (also a dead mount)")
     umount.add_argument("mountpoint")
+
+    _add_install_pyfuse3_command(commands)
 
     warm = commands.add_parser(
         "prefetch",
@@ -307,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--span-size",
         type=_span_size,
-        default=DEFAULT_SPAN_SIZE,
+        default="4M",  # layers/ztoc_builder.py's DEFAULT_SPAN_SIZE, without importing it
         metavar="SIZE",
         help="uncompressed bytes between checkpoints: what one read fetches at least "
         "(default: 4M, as soci)",

@@ -3,7 +3,7 @@
 FUSE layer. No registry logic lives here. Names cross the boundary as bytes and are
 decoded with ``os.fsdecode`` (surrogateescape), so any byte string round-trips.
 
-Kernel caching: with pyfuse3's kernel-caching patch (``patches/``), the kernel skips
+Kernel caching: with pyfuse3's kernel-caching patch (``regfs/patches/``), the kernel skips
 open, opendir and their releases, keeps file pages, directory listings and symlink targets,
 and ``read``/``readdir`` receive the inode as ``fh``. Without it, ``open`` and ``opendir``
 hand out the inode as ``fh`` too, so both paths are the same code. What the kernel keeps
@@ -47,8 +47,9 @@ def kernel_caching() -> str:
     """What the kernel may cache on this mount, for the log (after the kernel's INIT)."""
     in_effect = getattr(pyfuse3, "no_open_in_effect", None)
     if in_effect is None:
-        return ("off: this pyfuse3 lacks regfs's kernel-caching patch (scripts/install.sh "
-                "builds it), so every open and listing reaches the daemon")  # fmt: skip
+        return ("off: this pyfuse3 lacks regfs's kernel-caching patch, so every open and "
+                "listing reaches the daemon; `regfs install-pyfuse3` builds and installs "
+                "it")  # fmt: skip
     files, dirs = in_effect()
     if files and dirs:
         return "on: no open or opendir; file pages, listings and symlink targets kept"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from regfs.registry.registries_conf import RegistriesConf
-from regfs.registry.tls import TlsSettings
+from regfs.registry.tls_settings import TlsSettings
 
 
 @dataclass(frozen=True, slots=True)

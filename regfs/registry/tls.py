@@ -1,84 +1,20 @@
-"""TLS as docker and podman set it up: the system trust store plus ``certs.d``.
+"""TLS as docker and podman set it up (``registry/tls_settings.py``), applied to requests.
 
-Registry layer. containers-certs.d(5): a directory named ``HOST[:PORT]`` under
-``$HOME/.config/containers/certs.d``, ``/etc/containers/certs.d`` or
-``/etc/docker/certs.d`` (the first that exists wins) holds ``*.crt`` files (CAs trusted for
-that registry, besides the system's) and ``*.cert`` + ``*.key`` pairs (a client
-certificate). Each registry with such a directory gets a connection pool whose TLS context
-is made from it; every other https origin shares one with the system trust store. A request
-the guard pinned (``guard.PINNED``) connects only to the addresses it checked.
+Registry layer. Each registry with a ``certs.d`` directory gets a connection pool whose TLS
+context is made from it; every other https origin shares one with the system trust store. A
+request the guard pinned (``guard.PINNED``) connects only to the addresses it checked.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
-from collections.abc import Mapping
-from pathlib import Path
 
 import httpx
 
 from regfs.registry.guard import PINNED, resent
+from regfs.registry.tls_settings import TlsSettings
 
 log = logging.getLogger(__name__)
-
-SYSTEM_CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
-
-
-def certs_dirs(environment: Mapping[str, str]) -> list[Path]:
-    """Where per-registry TLS files are looked for, in order."""
-    user = (
-        [Path(environment["HOME"]) / ".config/containers/certs.d"] if "HOME" in environment else []
-    )
-    return [*user, *SYSTEM_CERTS_DIRS]
-
-
-class TlsSettings:
-    """The TLS context for each registry host, made once from its ``certs.d`` directory."""
-
-    def __init__(self, dirs: list[Path]) -> None:
-        self.dirs = dirs
-        self.default = ssl.create_default_context()
-        """The system trust store, for every host without a directory of its own."""
-        self._contexts: dict[str, ssl.SSLContext] = {}
-        self._host_dirs: dict[str, Path | None] = {}
-
-    def host_dir(self, host: str) -> Path | None:
-        """The ``certs.d`` directory configured for ``host`` (``host:port``), if any; looked
-        up once per host, as its TLS context is made once (every request's URL asks)."""
-        if host not in self._host_dirs:
-            self._host_dirs[host] = self._find_host_dir(host)
-        return self._host_dirs[host]
-
-    def _find_host_dir(self, host: str) -> Path | None:
-        if not host or "/" in host:
-            return None
-        for root in self.dirs:
-            candidate = root / host
-            if candidate.is_dir():
-                return candidate
-        return None
-
-    def context_for(self, host: str) -> ssl.SSLContext:
-        if host not in self._contexts:
-            directory = self.host_dir(host)
-            self._contexts[host] = self.default if directory is None else _context(directory)
-        return self._contexts[host]
-
-
-def _context(directory: Path) -> ssl.SSLContext:
-    """The system trust store plus the directory's CAs and client certificate."""
-    context = ssl.create_default_context()
-    for ca in sorted(directory.glob("*.crt")):
-        context.load_verify_locations(cafile=ca)
-    for certificate in sorted(directory.glob("*.cert")):
-        key = certificate.with_suffix(".key")
-        if not key.exists():
-            log.warning("%s: no %s beside it: client certificate not used", certificate, key.name)
-            continue
-        context.load_cert_chain(certificate, key)
-    log.info("TLS for %s: CAs and client certificates from %s", directory.name, directory)
-    return context
 
 
 class PerHostTransport(httpx.AsyncBaseTransport):

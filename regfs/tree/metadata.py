@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import cachetools
 import trio
@@ -37,9 +37,6 @@ from regfs.domain.manifest import (
     signed_content,
     verified_manifest,
 )
-from regfs.layers.by_digest import ByDigest
-from regfs.registry.client import RegistryClient
-from regfs.registry.schema1_signatures import verify_signatures
 from regfs.tree.last_answers import (
     ALWAYS_STALE,
     LastAnswers,
@@ -49,6 +46,10 @@ from regfs.tree.last_answers import (
     tag_question,
     tags_question,
 )
+
+if TYPE_CHECKING:  # made by the mount, which imports httpx for them when first needed
+    from regfs.layers.by_digest import ByDigest
+    from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,9 @@ class RegistryMetadata:
                 if self._verify_schema1_signatures:
                     signed = signed_content(raw)
                     if signed is not raw:  # a signed schema1: its JWS signatures
+                        # cryptography takes ~30 ms to import: only for this rare check
+                        from regfs.registry.schema1_signatures import verify_signatures
+
                         signatures = load_json_object(raw, "manifest")["signatures"]
                         verify_signatures(signed, signatures)
             except RegfsError as error:

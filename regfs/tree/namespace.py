@@ -21,7 +21,6 @@ from regfs.domain.reference import (
     is_tag,
 )
 from regfs.tree.context import TreeContext
-from regfs.tree.image import ImageDir
 from regfs.tree.last_answers import stale_marks
 from regfs.tree.node import (
     Directory,
@@ -53,7 +52,7 @@ class Root(Directory):
         return RepositoryDir(self.context, name, "")
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
-        hosts = dict.fromkeys(sorted(self.context.aliases)) | self.context.metadata.known_hosts
+        hosts = dict.fromkeys(sorted(self.context.aliases)) | dict(self.context.known_hosts())
         return [(host, RepositoryDir(self.context, host, "")) for host in hosts]
 
     async def xattr(self, name: str) -> bytes | None:
@@ -144,6 +143,8 @@ class RepositoryDir(Directory):
         digest = Digest.from_dir_name(name)
         if digest is not None and self.path:
             await self.context.metadata.image(self.host, self.path, digest)
+            from regfs.tree.image import ImageDir  # the layer readers: imported once needed
+
             return ImageDir(self.context, self.host, self.path, digest)
         try:
             repositories, from_catalog = await self._repositories()

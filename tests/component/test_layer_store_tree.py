@@ -23,7 +23,7 @@ from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.tree.context import TreeContext
+from regfs.tree.context import Services, TreeContext
 from regfs.tree.layer_usage import LayerUsage
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.node import Directory, File
@@ -42,7 +42,7 @@ def store(registry: MemoryRegistry, cache_dir: Path) -> StoreRoot:
     client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
     layers = LayerStore(client, cache_dir, 1 << 30)
     metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
-    context = TreeContext(metadata, layers, Platform.parse("linux/amd64"), time.time_ns())
+    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
     return StoreRoot(context, LayerUsage())
 
 

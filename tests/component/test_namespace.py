@@ -18,7 +18,7 @@ from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.tree.context import TreeContext
+from regfs.tree.context import Services, TreeContext
 from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import RepositoryDir
 from tests.support.fake_transport import StreamingTransport
@@ -54,7 +54,7 @@ def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
     client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
     layers = LayerStore(client, cache_dir, 1 << 20)
     metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
-    context = TreeContext(metadata, layers, Platform.parse("linux/amd64"), time.time_ns())
+    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
     return RepositoryDir(context, HOST, "")
 
 

@@ -23,7 +23,8 @@ from regfs.registry.config import ClientConfig
 from regfs.registry.errors import describe
 from regfs.registry.guard import PINNED, RESOLVED_TTL
 from regfs.registry.registries_conf import merge, parse_registries_conf
-from regfs.registry.tls import PerHostTransport, TlsSettings
+from regfs.registry.tls import PerHostTransport
+from regfs.registry.tls_settings import TlsSettings
 from tests.support.fake_transport import PUBLIC_ADDRESS, CollectingSink, StreamingTransport
 from tests.support.pki import Authority
 

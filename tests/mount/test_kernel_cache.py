@@ -14,8 +14,9 @@ import pytest
 
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
-from tests.support.installed import install_wheel
-from tests.support.mount import Installation, Mount
+from tests.support.installed import ROOT, install_wheel
+from tests.support.mount import Installation, Mount, run_regfs
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -94,23 +95,39 @@ def test_what_changes_on_the_registry_shows_after_the_ttl(tmp_path: Path, pushed
         mount.close()
 
 
-def test_a_stock_pyfuse3_serves_without_kernel_caching(
+def test_a_stock_pyfuse3_serves_without_kernel_caching_until_regfs_installs_the_patched_one(
     tmp_path: Path, pushed: Pushed, installed_regfs: Path
 ) -> None:
     """`pip install regfs` gets pyfuse3 from the index, without the patch: every open and
-    listing then reaches the daemon, which still answers them all; the log says so."""
+    listing then reaches the daemon, which still answers them all; the log says so and
+    names the command that fixes it, which (run from that venv, with the patch the wheel
+    ships) installs the patched build into it. The build itself is the one the session
+    made (``--wheel-dir``: the same command's, from scripts/build-pyfuse3.sh): compiling
+    pyfuse3 again would take minutes."""
     Installation.use(install_wheel(tmp_path / "stock", patched_pyfuse3=False))
     try:
         mount = Mount(tmp_path / "mnt")
         try:
             image = mount / pushed.registry.host / "library/debian/bookworm"
-            assert "kernel caching off" in mount.log()
+            os.listdir(mount.path)  # the kernel's INIT, after which the line is logged
+            wait_until(lambda: "kernel caching off" in mount.log(), 5, "kernel caching off")
+            assert "`regfs install-pyfuse3` builds and installs it" in mount.log()
             assert (image / "rootfs/etc/os-release").read_bytes() == Path(
                 "/etc/os-release"
             ).read_bytes()
             assert "etc" in os.listdir(image / "rootfs")
             with open(image / "manifest", "rb") as first, open(image / "manifest", "rb") as second:
                 assert first.read() == second.read()
+        finally:
+            mount.close()
+        built = ROOT / "build/pyfuse3"
+        installed = run_regfs("install-pyfuse3", "--wheel-dir", str(built), timeout=300)
+        assert installed.returncode == 0, installed.stderr
+        assert "installed pyfuse3-3.5.0+regfs." in installed.stdout
+        mount = Mount(tmp_path / "mnt-patched")
+        try:
+            os.listdir(mount.path)  # the kernel's INIT, after which the line is logged
+            wait_until(lambda: "kernel caching on" in mount.log(), 5, "kernel caching on")
         finally:
             mount.close()
     finally:

@@ -128,7 +128,9 @@ class EstargzConverter:
     def _convert(self, key: Conversion, *, nice: bool) -> str:
         layout, tag, options = key
         converted = f"localhost/estargz-{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}:{tag}"
-        self._ctr("images", "convert", "--estargz", "--oci", *options,
+        # ``--zstdchunked`` among the options makes a zstd:chunked image instead of eStargz
+        kind = () if "--zstdchunked" in options else ("--estargz",)
+        self._ctr("images", "convert", *kind, "--oci", *options,
                   f"{self._source(layout, tag)}:{tag}", converted, nice=nice)  # fmt: skip
         return converted
 

@@ -24,7 +24,7 @@ from regfs.fuse.operations import Operations
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.tree.context import TreeContext
+from regfs.tree.context import Services, TreeContext
 from regfs.tree.inodes import ROOT_INODE
 from regfs.tree.last_answers import ALWAYS_STALE, StalePolicy
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
@@ -87,7 +87,9 @@ class Kernel:
             client, MetadataLimits(ttl=ttl), self.layers.by_digest, self.layers.answers, stale=stale
         )
         platform = Platform.parse("linux/amd64")
-        context = TreeContext(metadata, self.layers, platform, time.time_ns(), status=status)
+        context = TreeContext(
+            Services(metadata, self.layers), platform, time.time_ns(), status=status
+        )
         self.operations = Operations(
             Root(context), metadata_ttl=ttl, request_timeout=request_timeout
         )

@@ -5,6 +5,9 @@ passes is counted per request path, so a test can say exactly which blob bytes a
 action cost. ``corrupt`` flips a byte in blob bodies, ``truncate`` cuts them short, and
 ``blob_encoding`` labels blob bodies with a ``Content-Encoding`` they were stored with
 (as object stores do for files uploaded with that metadata). Requests are counted per path.
+Given a network profile (``tests/support/netprofiles.py``), the proxy is also the network:
+each request waits a round trip (one more on a new connection) and bodies share the
+profile's bandwidth.
 """
 
 from __future__ import annotations
@@ -16,14 +19,21 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler
 
 from tests.support.net import LoopbackServer
+from tests.support.netprofiles import Link, NetworkProfile
 
 FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
 DAMAGE = ("corrupt", "truncate", "trickle")
 
 
 class CountingProxy:
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, profile: NetworkProfile | None = None) -> None:
         self.upstream_port = upstream_port
+        self.link = None if profile is None else Link(profile)
+        """The emulated network between regfs and the registry; None: loopback's."""
+        self.connections = 0
+        """Connections opened to the proxy since the last ``reset``."""
+        self.range_requests = 0
+        """Requests with a ``Range`` header since the last ``reset``: lazy reads' round trips."""
         self.bytes_by_path: Counter[str] = Counter()
         self.requests_by_path: Counter[str] = Counter()
         self.whole_blob_gets: Counter[str] = Counter()
@@ -78,16 +88,22 @@ class CountingProxy:
             self.bytes_by_path.clear()
             self.requests_by_path.clear()
             self.whole_blob_gets.clear()
+            self.connections = self.range_requests = 0
 
     def fault_met(self, fault: str, method: str, path: str) -> None:
         """Called as each fault of ``faults`` is taken by a request; for subclasses."""
 
-    def _count(self, path: str, size: int, whole_blob: bool) -> None:
+    def _count(self, path: str, size: int, *, whole_blob: bool, ranged: bool) -> None:
         with self._lock:
             self.bytes_by_path[path] += size
             self.requests_by_path[path] += 1
+            self.range_requests += ranged
             if whole_blob:
                 self.whole_blob_gets[path] += 1
+
+    def _connected(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -97,10 +113,18 @@ class CountingProxy:
             disable_nagle_algorithm = True  # headers and body are separate writes: without
             # this, each small answer waits for the client's delayed ACK (40 ms)
 
+            def setup(self) -> None:
+                super().setup()
+                self.answered = False
+                proxy._connected()
+
             def _forward(self) -> None:
                 if proxy.gone:
                     self.close_connection = True
                     return
+                if proxy.link is not None:
+                    proxy.link.round_trip(new_connection=not self.answered)
+                self.answered = True
                 if proxy.range_delay and "Range" in self.headers:
                     time.sleep(proxy.range_delay)
                 if self.command == "HEAD":
@@ -146,6 +170,8 @@ class CountingProxy:
             def _send_body(self, body: bytes, damage: str | None) -> None:
                 if damage == "trickle":
                     self._trickle(body)
+                elif proxy.link is not None:
+                    proxy.link.send(body, self.wfile.write)
                 else:
                     self.wfile.write(body)
 
@@ -195,7 +221,8 @@ class CountingProxy:
                 length = len(body)
                 if damage == "truncate":
                     body = body[: len(body) // 2]
-                proxy._count(path, len(body), whole_blob=is_blob and "Range" not in headers)
+                ranged = "Range" in headers
+                proxy._count(path, len(body), whole_blob=is_blob and not ranged, ranged=ranged)
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection"):

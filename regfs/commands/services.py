@@ -1,0 +1,99 @@
+"""A mount's registry client and what uses it (metadata, layers), made when first needed.
+
+Application layer (``commands/mount.py``). Importing httpx, the TLS stack and the layer
+readers was most of what ``regfs mount`` spent before the mount answered; the root
+answers without them, and the first request beyond it makes them, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from regfs.registry.config import ClientConfig
+from regfs.registry.credentials import DockerCredentials
+from regfs.registry.request_deadline import working
+from regfs.tree.context import Services
+
+if TYPE_CHECKING:  # imported by ``_make``, when first needed
+    from regfs.layers.layer_store import LayerStore
+    from regfs.registry.client import RegistryClient
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    client: RegistryClient
+    services: Services
+
+
+class MountServices:
+    """Makes the services on the first call (from a request, in the mount's trio loop)
+    and starts the layer store's background work (prefetches, indexing ahead) in the
+    mount's nursery."""
+
+    def __init__(
+        self, args: argparse.Namespace, config: ClientConfig, credentials: DockerCredentials
+    ) -> None:
+        self._args = args
+        self._config = config
+        self._credentials = credentials
+        self._made: _Made | None = None
+        self._nursery: trio.Nursery | None = None
+
+    def serve_in(self, nursery: trio.Nursery) -> None:
+        """The nursery the layer store's background work (prefetches) will run in."""
+        self._nursery = nursery
+
+    def __call__(self) -> Services:
+        if self._made is None:
+            with working():  # local work: the request's --timeout is for the registry
+                self._made = self._make()
+        return self._made.services
+
+    def _make(self) -> _Made:
+        # httpx, the TLS stack and the layer readers: ~0.1 s of imports, paid here
+        from regfs.layers.layer_store import LayerStore
+        from regfs.registry.client import RegistryClient
+        from regfs.tree.last_answers import StalePolicy
+        from regfs.tree.metadata import MetadataLimits, RegistryMetadata
+
+        args = self._args
+        client = RegistryClient(self._config, self._credentials)
+        layers = LayerStore(
+            client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers,
+            background_fetch=args.background_fetch,
+        )  # fmt: skip
+        metadata = RegistryMetadata(
+            client,
+            MetadataLimits(ttl=args.metadata_ttl),
+            layers.by_digest,
+            layers.answers,
+            stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
+            verify_schema1_signatures=args.verify_schema1_signatures,
+        )
+        assert self._nursery is not None, "requests are served only inside the mount's nursery"
+        self._nursery.start_soon(layers.background.run)
+        return _Made(client, Services(metadata, layers))
+
+    @property
+    def client(self) -> RegistryClient:
+        self()
+        assert self._made is not None
+        return self._made.client
+
+    @property
+    def layers(self) -> LayerStore:
+        return self().layers
+
+    async def aclose_client(self) -> None:
+        """Close the registry client's connections, if a request made it."""
+        if self._made is not None:
+            await self._made.client.aclose()
+
+    def close_layers(self) -> None:
+        """Close the layer store's index files, if a request made it."""
+        if self._made is not None:
+            self._made.services.layers.close()

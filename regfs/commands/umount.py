@@ -1,0 +1,30 @@
+"""``regfs umount``: fusermount3, and its lazy form for a mount whose daemon was killed.
+
+Application layer. A module of its own so that unmounting imports neither pyfuse3 nor trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from regfs.commands.mountpoint import is_dead_mount, mounted_type
+
+
+def umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    dead = is_dead_mount(mountpoint)
+    if not dead and mounted_type(mountpoint) is None:
+        print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    command = ["fusermount3", "-u", mountpoint]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 and dead:
+        # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
+        result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        print(f"regfs: {result.stderr.strip() or 'fusermount3 failed'}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,251 @@
+"""Issue 21: an application's cold start through regfs, against pulling the image first.
+
+The image: ``mmdebstrap --variant=minbase --include=python3`` (bookworm, real packages) in
+one layer, packed by umoci, pushed as gzip, eStargz (converted by ctr-remote with the files
+a start reads recorded first, as ``ctr-remote --estargz-record-in`` takes them), zstd:chunked
+(ctr-remote ``--zstdchunked``: skopeo 1.9.3 hung for 10 minutes compressing this image) and
+gzip with a SOCI index (``regfs index push``). For each network profile, each
+format: a fresh regfs cache, the page cache dropped, mount, then ``chroot rootfs python3 -c
+'import json, sqlite3, email'`` (the start), then a second command that imports more (in the
+same mount). Against: ``skopeo copy`` + ``umoci unpack`` of the gzip image + the same two
+commands. Time, blob bytes and round trips (requests, Range requests) are counted by the
+proxy that is the network. Used by scripts/bench.py (``coldstart``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import plots
+
+from tests.support import images
+from tests.support.estargz import push_estargz
+from tests.support.mount import Installation, Mount
+from tests.support.netprofiles import NetworkProfile
+from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry
+
+START = ("python3", "-c", "import json, sqlite3, email")
+MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, logging.handlers, "
+        "xml.etree.ElementTree, zipfile, tarfile, csv, urllib.request; import sqlite3; "
+        "sqlite3.connect(':memory:').execute('select 1')")  # fmt: skip
+"""The second command: more of the standard library, in the same mount after the start."""
+FORMATS = ("gzip", "estargz", "zstd-chunked", "soci")
+PULL_ALL = "pull all (skopeo + umoci)"
+TRACED = "open,openat,execve,stat,newfstatat,chroot"
+OPENED = re.compile(r'^\d+ +\w+\((?:AT_FDCWD, )?"(/[^"]+)".* = \d+')
+"""A path the traced command opened, executed or statted, with success."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One cold start: seconds for the start and for the second command, blob bytes and
+    requests (all, and those with a Range) after each."""
+
+    start: float
+    more: float
+    bytes_start: int
+    bytes_total: int
+    requests_start: int
+    ranges_start: int
+    requests_total: int
+    ranges_total: int
+
+
+def run(*command: str | Path) -> None:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr.strip()}")
+
+
+def drop_page_cache() -> None:
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def build(workdir: Path) -> tuple[Path, Path]:
+    """The python3 image as an OCI layout (tag ``1``), and the paths its start reads."""
+    rootfs = workdir / "rootfs"
+    run("mmdebstrap", "--quiet", "--variant=minbase", "--include=python3", "--mode=root",
+        "bookworm", rootfs)  # fmt: skip
+    layout = workdir / "oci"
+    image = f"{layout}:1"
+    run("umoci", "init", "--layout", layout)
+    run("umoci", "new", "--image", image)
+    run("umoci", "config", "--image", image, "--architecture", "amd64", "--os", "linux")
+    run("umoci", "insert", "--image", image, rootfs, "/")
+    return layout, record_start(rootfs, workdir / "record.json")
+
+
+def record_start(rootfs: Path, record: Path) -> Path:
+    """What ``ctr-remote optimize --record-out`` writes (one ``{"path": …}`` per line, in
+    the order first read), made with strace: the files the start opens, stats or executes,
+    links followed to their targets, that are regular files or links in the image."""
+    trace = record.with_suffix(".strace")
+    run("strace", "-f", "-qq", "-o", trace, "-e", f"trace={TRACED}", "chroot", rootfs, *START)
+    seen: dict[str, None] = {}
+    lines = trace.read_text().splitlines()
+    inside = next(n for n, line in enumerate(lines) if " chroot(" in line)  # chroot(8)'s own
+    for line in lines[inside:]:  # files before it are the host's
+        match = OPENED.match(line)
+        if match and match[1].startswith("/"):
+            for path in _with_link_targets(rootfs, match[1]):
+                seen.setdefault(path)
+    record.write_text("".join(json.dumps({"path": path}) + "\n" for path in seen))
+    return record
+
+
+def _with_link_targets(rootfs: Path, path: str) -> list[str]:
+    """``path`` (relative to the image root) and, where it is a symlink, what it leads to
+    inside the image; only entries that exist there, directories left out."""
+    found = []
+    for _ in range(8):  # bounded: a link loop ends here
+        entry = rootfs / path.lstrip("/")
+        if not entry.is_symlink() and not entry.is_file():
+            break
+        found.append(path.lstrip("/"))
+        if not entry.is_symlink():
+            break
+        target = entry.readlink()
+        path = str(target) if target.is_absolute() else str(Path(path).parent / target)
+    return found
+
+
+def push_formats(
+    layout: Path, registries: dict[str, Registry], record: Path, workdir: Path
+) -> dict[str, int]:
+    """Each format at ``bench/<format>:1`` of its registry; the layer's size for each."""
+    sizes = {}
+    for name in FORMATS:
+        # A registry each: skopeo would reuse a blob of the same diff ID pushed in another
+        # compression, and the image would not be what its name says.
+        registry = registries[name] = Registry(workdir / f"registry-{name}")
+        destination = f"{registry.host}/bench/{name}:1"
+        if name == "estargz":
+            push_estargz(layout, "1", destination, workdir / "estargz",
+                         "--estargz-record-in", str(record))  # fmt: skip
+        elif name == "zstd-chunked":  # skopeo 1.9.3 hung compressing this image so
+            push_estargz(layout, "1", destination, workdir / "zstd", "--zstdchunked")
+        else:
+            images.push(layout, "1", destination)
+        if name == "soci":  # the same gzip image, given a SOCI index by regfs
+            run(Installation.regfs(), "index", "push", destination)
+        body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
+        (layer,) = json.loads(body)["layers"]
+        sizes[name] = layer["size"]
+    return sizes
+
+
+def chroot(rootfs: Path, command: tuple[str, ...]) -> float:
+    start = time.perf_counter()
+    run("chroot", rootfs, *command)
+    return time.perf_counter() - start
+
+
+def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
+    """The cold start through a fresh mount, or why it failed."""
+    drop_page_cache()
+    proxy.reset()
+    start = time.perf_counter()
+    options = ("--soci-v1-referrers",) if name == "soci" else ()  # regfs makes a v1 index
+    mount = Mount(workdir / f"mnt-{name}", *options)
+    try:
+        rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
+        try:
+            run("chroot", rootfs, *START)
+        except RuntimeError as error:
+            return str(error).rsplit(": ", 1)[-1]  # what chroot said (EIO: see the log)
+        started = time.perf_counter() - start
+        after_start = (proxy.blob_bytes(), sum(proxy.requests_by_path.values()),
+                       proxy.range_requests)  # fmt: skip
+        more = chroot(rootfs, MORE)
+    finally:
+        mount.close()
+    requests = sum(proxy.requests_by_path.values())
+    return Result(started, more, after_start[0], proxy.blob_bytes(), after_start[1],
+                  after_start[2], requests, proxy.range_requests)  # fmt: skip
+
+
+def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
+    """``skopeo copy`` + ``umoci unpack`` of the gzip image, then the same commands."""
+    local = workdir / "pulled"
+    local.mkdir(parents=True)
+    drop_page_cache()
+    proxy.reset()
+    start = time.perf_counter()
+    run("skopeo", "copy", "--quiet", "--src-tls-verify=false",
+        f"docker://{proxy.host}/bench/gzip:1", f"oci:{local}/oci:1")  # fmt: skip
+    run("umoci", "unpack", "--image", f"{local}/oci:1", local / "bundle")
+    run("chroot", local / "bundle/rootfs", *START)
+    started = time.perf_counter() - start
+    requests = sum(proxy.requests_by_path.values())
+    more = chroot(local / "bundle/rootfs", MORE)
+    run("rm", "-rf", local)
+    return Result(started, more, proxy.blob_bytes(), proxy.blob_bytes(), requests,
+                  proxy.range_requests, requests, proxy.range_requests)  # fmt: skip
+
+
+def coldstart(workdir: Path, profiles: list[NetworkProfile]) -> None:
+    layout, record = build(workdir)
+    registries: dict[str, Registry] = {}
+    try:
+        sizes = push_formats(layout, registries, record, workdir)
+        for profile in profiles:
+            results: dict[str, Result | str] = {}
+            for name in (*FORMATS, PULL_ALL):
+                source = registries["gzip" if name == PULL_ALL else name]
+                proxy = CountingProxy(source.port, profile=profile)
+                try:
+                    where = workdir / profile.name
+                    results[name] = (pull_all(proxy, where) if name == PULL_ALL
+                                     else through_regfs(name, proxy, where))  # fmt: skip
+                finally:
+                    proxy.stop()
+            report(profile, results, sizes)
+    finally:
+        for registry in registries.values():
+            registry.stop()
+
+
+def report(
+    profile: NetworkProfile, results: dict[str, Result | str], sizes: dict[str, int]
+) -> None:
+    baseline = results[PULL_ALL]
+    assert isinstance(baseline, Result), baseline
+    print(f"\ncold start of `chroot rootfs {' '.join(START[:2])} '{START[2]}'` "
+          f"({profile.describe()}); gzip layer {sizes['gzip'] / 1e6:.1f} MB")  # fmt: skip
+    print(
+        "| format | start | / pull all | blob MB | / layer | requests (Range) "
+        "| then more | blob MB | requests (Range) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for name, result in results.items():
+        if isinstance(result, str):
+            print(f"| {name} | failed: {result} | | | | | | | |")
+            continue
+        layer = sizes.get(name, sizes["gzip"])
+        print(f"| {name} | {result.start:.2f} s | {result.start / baseline.start:.2f} | "
+              f"{result.bytes_start / 1e6:.1f} | {result.bytes_start / layer:.3f} | "
+              f"{result.requests_start} ({result.ranges_start}) | {result.more:.2f} s | "
+              f"{result.bytes_total / 1e6:.1f} | {result.requests_total} "
+              f"({result.ranges_total}) |")  # fmt: skip
+    shown = {n: r for n, r in results.items() if isinstance(r, Result) and n != PULL_ALL}
+    plots.bars(
+        f"coldstart-{profile.name}",
+        f"python3 cold start, {profile.describe()} (lower is better)",
+        list(shown),
+        {"regfs: mount + start": [r.start for r in shown.values()],
+         "skopeo copy + umoci unpack + start": [baseline.start] * len(shown)},
+        unit="seconds",
+    )  # fmt: skip
+    plots.bars(
+        f"coldstart-bytes-{profile.name}",
+        f"Blob bytes fetched for the start, {profile.describe()}",
+        list(shown),
+        {"regfs": [r.bytes_start / 1e6 for r in shown.values()],
+         "skopeo copy (the whole gzip layer)": [baseline.bytes_start / 1e6] * len(shown)},
+        unit="MB",
+    )  # fmt: skip

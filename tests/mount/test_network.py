@@ -1,0 +1,99 @@
+"""regfs over an emulated network (``tests/support/netprofiles.py``): the registry 100 ms
+away at 20 Mbit/s (``far``). A cold read completes with the right bytes and nothing times
+out under the default ``--timeout``, whether a layer is streamed whole (gzip) or read by
+its chunks (eStargz)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import Layered
+from tests.support import images
+from tests.support.estargz import EstargzConverter
+from tests.support.mount import Mount
+from tests.support.netprofiles import PROFILES
+from tests.support.proxy import CountingProxy
+from tests.support.registry import Registry
+
+pytestmark = pytest.mark.mount
+
+FAR = PROFILES["far"]
+LAYERED_FILES = ("etc/os-release", "usr/bin/dpkg", "regfs-test/big.bin", "regfs-test/hard/b")
+
+
+def far_proxy(port: int) -> Iterator[CountingProxy]:
+    proxy = CountingProxy(port, profile=FAR)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def layered_far(layered: Layered) -> Iterator[CountingProxy]:
+    yield from far_proxy(layered.registry.port)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry of its own: the session's has 61 catalog pages, read one after another
+    when a name is looked up, which on ``far`` is 6 s before anything else."""
+    started = Registry(tmp_path / "registry")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def registry_far(registry: Registry) -> Iterator[CountingProxy]:
+    yield from far_proxy(registry.port)
+
+
+def test_a_cold_read_of_a_layered_gzip_image_completes_on_far(
+    layered: Layered, layered_far: CountingProxy, tmp_path: Path
+) -> None:
+    """Every layer is streamed whole over the slow link: a 63 MB layer takes 25 s at 20
+    Mbit/s, longer than --timeout (30 s) with layer 1 behind it, so this holds only because
+    a request's deadline is --timeout without progress, not in all."""
+    mount = Mount(tmp_path / "mnt")
+    try:
+        start = time.monotonic()
+        rootfs = mount / layered_far.host / "layered/oci/1/rootfs"
+        for name in LAYERED_FILES:
+            assert (rootfs / name).read_bytes() == (layered.oracle_rootfs / name).read_bytes()
+        seconds = time.monotonic() - start
+        assert sorted(os.listdir(rootfs / "etc")) == sorted(
+            os.listdir(layered.oracle_rootfs / "etc")
+        )
+    finally:
+        mount.close()
+    fetched = layered_far.blob_bytes()
+    # the link really was slow: what came through it took its rate's time, and more
+    assert seconds >= fetched / FAR.bandwidth, (seconds, fetched)
+    assert "no answer within" not in mount.log()
+
+
+def test_a_cold_lazy_read_of_an_estargz_image_completes_on_far(
+    registry: Registry, registry_far: CountingProxy, estargz: EstargzConverter, tmp_path: Path
+) -> None:
+    """A file of an eStargz layer costs a few round trips and its chunks, not the layer."""
+    files = {"big.bin": os.urandom(6 << 20), "etc/os-release": b"ID=far\n"}
+    images.build_image(tmp_path / "oci", "far", files)
+    estargz.push(tmp_path / "oci", "far", f"{registry.host}/network/estargz:1")
+    body, _, _ = images.get_manifest(registry.url, "network/estargz", "1")
+    (layer,) = json.loads(body)["layers"]
+    mount = Mount(tmp_path / "mnt")
+    try:
+        start = time.monotonic()
+        rootfs = mount / registry_far.host / "network/estargz/1/rootfs"
+        assert (rootfs / "etc/os-release").read_bytes() == files["etc/os-release"]
+        seconds = time.monotonic() - start
+        assert (rootfs / "big.bin").read_bytes() == files["big.bin"]
+    finally:
+        mount.close()
+    assert 2 * FAR.rtt <= seconds < layer["size"] / FAR.bandwidth  # not the layer's time
+    assert registry_far.range_requests >= 2  # the footer and TOC, then the chunks
+    assert registry_far.blob_bytes(layer["digest"]) <= layer["size"] * 1.1
