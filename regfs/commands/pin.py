@@ -158,8 +158,9 @@ class PrefetchPins:
         self._pins = Pins(self._layout)
         self._cache_size = cache_size
         self._platform = platform
-        self._images: dict[str, tuple[str, str, CachedImage]] = {}
-        """Reference → its host, repository and the image pinned for it."""
+        self._images: dict[str, tuple[tuple[str, str, str], CachedImage]] = {}
+        """Pin reference → the (host, repository, tag or digest) it stands for, and the
+        image pinned for it."""
         self._pinned: dict[str, Pin] = {}
         self._before: dict[str, Pin | None] = {}
         """Each reference's pin before this run: put back if a pin does not fit."""
@@ -177,7 +178,7 @@ class PrefetchPins:
             self._before[image.reference] = await trio.to_thread.run_sync(
                 self._pins.get, image.reference
             )
-        self._images[image.reference] = (host, repository, image)
+        self._images[image.reference] = ((host, repository, reference), image)
         pinned = await trio.to_thread.run_sync(pin_now, self._layout, image, self._platform)
         await self._save(pinned)
         return image.reference
@@ -198,7 +199,7 @@ class PrefetchPins:
     async def finish(self, pieces: VerifiedPieces) -> None:
         """Pin each image as the cache holds it now (its SOCI index, found on the way,
         too), into ``done``."""
-        for reference, (host, repository, began) in self._images.items():
+        for name, ((host, repository, reference), began) in self._images.items():
             image = await self._cached(host, repository, reference, began.digest)
             pinned = await trio.to_thread.run_sync(pin_now, self._layout, image, self._platform)
             await self._save(pinned)
@@ -206,7 +207,7 @@ class PrefetchPins:
                 for name in layer.pieces:
                     await pieces.keep_on_disk(bytes.fromhex(name))
             missing = await trio.to_thread.run_sync(missing_from, self._layout, image, pinned)
-            self.done[reference] = (pinned, missing)
+            self.done[name] = (pinned, missing)
 
     @property
     def complete(self) -> bool:
