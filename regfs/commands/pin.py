@@ -204,8 +204,8 @@ class PrefetchPins:
             pinned = await trio.to_thread.run_sync(pin_now, self._layout, image, self._platform)
             await self._save(pinned)
             for layer in pinned.layers:  # pieces loaded before their pin may be in memory only
-                for name in layer.pieces:
-                    await pieces.keep_on_disk(bytes.fromhex(name))
+                for piece in layer.pieces:
+                    await pieces.keep_on_disk(bytes.fromhex(piece))
             missing = await trio.to_thread.run_sync(missing_from, self._layout, image, pinned)
             self.done[name] = (pinned, missing)
 
