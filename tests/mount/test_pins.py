@@ -66,8 +66,7 @@ def pinning(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pinning]:
 def registry_back(pinning: Pinning) -> Iterator[Registry]:
     """The registry, started again after the test if the test killed it."""
     yield pinning.registry
-    if pinning.registry._process.poll() is not None:
-        pinning.registry.start()
+    pinning.registry.start_if_killed()
 
 
 def mount_on(cache: Path, where: Path) -> Mount:
