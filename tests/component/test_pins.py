@@ -30,6 +30,7 @@ from regfs.commands.progress import Reporter
 from regfs.domain.digest import Digest
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.pinning import pinned_layer
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from tests.support.crafted import directory, gzip_layer, member, zeros_layer
@@ -266,3 +267,29 @@ async def test_cache_pin_says_what_the_cache_lacks(
     assert missing_from(layout, found, complete) == [
         f"layer 0 {Digest.of(LAYER)}: 1 of 1 pieces not cached"
     ]
+
+
+async def test_a_layer_is_pinned_with_the_pieces_of_the_index_a_mount_reads_it_through(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, tmp_path: Path
+) -> None:
+    """Its whole-blob index where there is one (a TOC's chunks, cached when prefetch
+    compared TOC and tar, are not needed then); otherwise every other index's. Every
+    file named after the layer is held either way."""
+    other = gzip_layer(member("other", os.urandom(200 << 10)))
+    other_image = registry.push("other", "1", [other]).replace(":", "-")
+    await read_image(registry, registry.push("app", "1", [LAYER]).replace(":", "-"), tmp_path)
+    with closing(Kernel(registry, tmp_path)) as kernel:
+        assert len(await kernel.read(f"{HOST}/other/{other_image}/rootfs/other")) == 200 << 10
+    layout = CacheLayout(tmp_path)
+    layer, other_layer = Digest.of(LAYER), Digest.of(other)
+    whole = layout.indexes / f"{layer.dir_name}.sqlite"
+    toc = layout.indexes / f"{layer.dir_name}.toc-0123.sqlite"  # as if: another's pieces
+    toc.write_bytes((layout.indexes / f"{other_layer.dir_name}.sqlite").read_bytes())
+    own = pinned_layer(layout, other_layer, len(other)).pieces
+    through_whole = pinned_layer(layout, layer, len(LAYER))
+    assert len(through_whole.pieces) == 1 and not set(through_whole.pieces) & set(own)
+    piece = ChunkCache(layout, 1 << 62).path_of(bytes.fromhex(through_whole.pieces[0]))
+    files = whole.stat().st_size + toc.stat().st_size
+    assert through_whole.stored == files + piece.stat().st_size  # the tar, in one chunk
+    whole.unlink()
+    assert pinned_layer(layout, layer, len(LAYER)).pieces == own
