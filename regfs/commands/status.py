@@ -92,7 +92,9 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
         lines.append(f"  {layer['digest']}  {layer['access']:<12} {100 * layer['cached']:5.1f}%"
                      " cached")  # fmt: skip
         lines += [f"      used by {_image_name(image)}" for image in layer["images"]]
-    lines.append(f"pins        {len(stats['pins'])}, holding {human_size(stats['pinned'])}")
+    count = len(stats["pins"])
+    lines.append(f"pinned      {count} image{'s' * (count != 1)}, holding "
+                 f"{human_size(stats['pinned'])}")  # fmt: skip
     lines += [f"  {each['reference']}  {each['image']}  {human_size(each['bytes'])}"
               f"{_pin_gaps(each)}" for each in stats["pins"]]  # fmt: skip
     if "image" in stats:

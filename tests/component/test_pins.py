@@ -233,6 +233,11 @@ async def test_cache_pin_pins_what_the_cache_holds_with_the_registry_away(
     assert stats["pinned"] >= len(LAYER)  # type: ignore[operator]
     (listed,) = stats["pins"]  # type: ignore[misc]
     assert listed["reference"] == f"{HOST}/app:1" and listed["pieces_missing"] == 0
+    shown = ["cache", "stats", "--cache-dir", str(tmp_path)]
+    assert cache.run(build_parser().parse_args(shown)) == 0
+    text = capsys.readouterr().out
+    assert "\npinned      1 image, holding " in text
+    assert f"\n  {HOST}/app:1  {pin.image}  " in text
     ChunkCache(CacheLayout(tmp_path), 64 << 10).evict()
     with closing(Kernel(registry, tmp_path)) as kernel:
         assert len(await kernel.read(f"{HOST}/app/{image}/rootfs/etc/motd")) == 300 << 10
