@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,3 +26,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "mount" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def process_umask() -> Iterator[None]:
+    """A command run in-process (``regfs cache pin`` by its function) makes the process's
+    umask private, as a daemon's must be; put it back, or every later test builds its
+    images and oracles with modes of 0700 and 0600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)

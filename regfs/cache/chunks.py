@@ -18,6 +18,9 @@ thread-safe; callers run them in worker threads.
   another mount stays readable to it (an open file) and is rebuilt on its next open.
   Evicting indexes sweeps the records of which images used their layers
   (``cache/layer_images.py``) with them.
+- Pinned chunks and indexes (``cache/pins.py``) count but are never evicted; eviction
+  holds the pins' lock from reading them to its last deletion (``pins.py`` says why that
+  keeps a pin being recorded meanwhile whole).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pathlib import Path
 
 from regfs.cache import layer_images
 from regfs.cache.layout import CacheLayout
+from regfs.cache.pin_records import PINNED_SHARE, Protection, room_for_pins
+from regfs.cache.pins import Pins
 from regfs.cache.temporaries import is_abandoned
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ class ChunkCache:
         self._in_use = in_use
         self._lock = threading.Lock()
         self._usage: int | None = None  # of the whole cache dir, measured on first need
+        self.pins = Pins(layout)
+        self._pins_overflow_told = False
 
     def _path(self, sha256: bytes) -> Path:
         name = sha256.hex()
@@ -123,7 +130,7 @@ class ChunkCache:
         with self._lock:
             if self._usage is not None:
                 return self._usage
-        evictable, fixed = self._scan()
+        evictable, fixed, _ = self._scan(Protection())
         return fixed + sum(size for _, size, _ in evictable)
 
     def note_growth(self, size: int) -> None:
@@ -141,29 +148,33 @@ class ChunkCache:
         if over:
             self.evict(incoming=size if incoming else 0)
 
-    def _scan(self) -> tuple[list[tuple[float, int, Path]], int]:
-        """(mtime, size, path) of every chunk and unused index, and the bytes of what may
-        not be evicted; removes temporaries left by dead processes."""
+    def _scan(self, pinned: Protection) -> tuple[list[tuple[float, int, Path]], int, int]:
+        """(mtime, size, path) of every chunk and unused index not ``pinned``, the bytes
+        of what may not be evicted, and of what of that is pinned; removes temporaries left
+        by dead processes."""
         now = time.time()
         evictable = []
-        fixed = 0
+        fixed = pinned_bytes = 0
         buckets = [Path(b.path) for b in os.scandir(self.directory) if b.is_dir()]
         in_use = set(self._in_use())
         for directory in [*buckets, self._indexes, self._temporary]:
             for path, stat in _files(directory):
                 if path.name.startswith(".") and is_abandoned(path, stat.st_mtime, now):
                     path.unlink(missing_ok=True)
+                elif _pinned(pinned, path, directory == self._indexes):
+                    fixed += stat.st_size
+                    pinned_bytes += stat.st_size
                 elif path.name.startswith(".") or directory == self._temporary or path in in_use:
                     fixed += stat.st_size
                 else:
                     evictable.append((stat.st_mtime, stat.st_size, path))
-        return evictable, fixed
+        return evictable, fixed, pinned_bytes
 
     def evict(self, incoming: int = 0) -> None:
         """Delete the least recently used chunks and indexes until the whole cache dir,
         with ``incoming`` bytes about to be written, is under the low-water mark."""
-        with self._lock:
-            evictable, fixed = self._scan()
+        with self._lock, self.pins.held() as pinned:
+            evictable, fixed, pinned_bytes = self._scan(pinned)
             usage = incoming + fixed + sum(size for _, size, _ in evictable)
             target = int(self.max_bytes * LOW_WATER)
             indexes_evicted = False
@@ -174,8 +185,18 @@ class ChunkCache:
                 usage -= size
                 indexes_evicted |= path.parent == self._indexes
             self._usage = usage
+        if pinned_bytes > room_for_pins(self.max_bytes) and not self._pins_overflow_told:
+            self._pins_overflow_told = True  # the pins were made for a larger --cache-size
+            log.warning("cache dir %s: pins hold %d bytes, more than %d%% of --cache-size %d: "
+                        "little room is left to evict from (regfs cache stats lists the pins)",
+                        self._layout.root, pinned_bytes, round(100 * PINNED_SHARE),
+                        self.max_bytes)  # fmt: skip
         if indexes_evicted:
             layer_images.sweep(self._layout)
+
+
+def _pinned(pinned: Protection, path: Path, is_index: bool) -> bool:
+    return pinned.keeps_index_file(path.name) if is_index else pinned.keeps_chunk(path.name)
 
 
 def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:

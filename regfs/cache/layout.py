@@ -11,13 +11,14 @@ cache dir, so they must agree on where each thing lives; each takes its paths fr
 - ``tmp/``: blobs being downloaded and re-fetches spooled, removed when their writer dies;
 - ``locks/``: one lock file per layer being downloaded (``locks.py``);
 - ``confirmed/``: which repositories a registry said hold which digests (``confirmations.py``);
-- ``answers/``: the last good answer to each catalog, tag list and tag (``answers.py``).
+- ``answers/``: the last good answer to each catalog, tag list and tag (``answers.py``);
+- ``pins/``: the images kept out of eviction, one record each (``pins.py``).
 
 Manifests (image indexes too), configs and SOCI indexes are kept in ``chunks/`` as well, named
 by their sha256: they count against the bound and are evicted like chunks.
 
 Chunks and indexes count against ``--cache-size`` and are evicted least recently used
-first; what is in ``tmp/`` counts but is not evicted.
+first, except those a pin names; what is in ``tmp/`` counts but is not evicted.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class CacheLayout:
     def answers(self) -> Path:
         return self.root / "answers"
 
+    @property
+    def pins(self) -> Path:
+        return self.root / "pins"
+
     def parts(self) -> dict[str, Path]:
         """Every part by the name ``regfs cache stats`` gives it."""
         return {
@@ -73,6 +78,7 @@ class CacheLayout:
             "locks": self.locks,
             "confirmations": self.confirmations,
             "answers": self.answers,
+            "pins": self.pins,
         }
 
     def blob_pieces(self, layer_dir_name: str) -> Path:

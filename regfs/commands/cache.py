@@ -1,8 +1,10 @@
-"""``regfs cache stats | prune | verify``: the cache dir, with or without a mount using it.
+"""``regfs cache stats | prune | verify``: the cache dir, with or without a mount using it
+(``pin`` and ``unpin`` are ``pin.py``'s).
 
 Application layer. The cache is safe to share (``cache/chunks.py``): pruning here is the
 eviction a second mount would do, so a running mount fetches what was pruned again when
 it is read, and verifying removes only chunks whose bytes no longer match their name.
+Neither prunes what is pinned (``prune --image`` of a pinned image leaves it, and says so).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from regfs.cache import layer_images
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
 from regfs.cache.layout import CacheLayout
-from regfs.commands import common
+from regfs.commands import common, pin
 from regfs.commands.mountpoint import mounted_type
 from regfs.commands.status import format_cache_stats, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
@@ -103,19 +105,35 @@ def layers(cache_dir: Path, digests: Collection[str] | None = None) -> list[Laye
     return found
 
 
-def forget(cache_dir: Path, digests: Collection[str]) -> int:
+def forget(cache_dir: Path, digests: Collection[str]) -> tuple[int, int]:
     """Delete the chunks and indexes of the layers of ``digests``, and the record of the
-    images that used them; the bytes freed. (A chunk another layer shares goes too:
-    whoever needs it fetches it again.)"""
+    images that used them, except what a pin holds; (bytes freed, bytes kept for pins).
+    (A chunk another layer shares goes too: whoever needs it fetches it again.)"""
     chunks = ChunkCache(CacheLayout(cache_dir), 1 << 62)
-    freed = 0
-    for path in _index_files(cache_dir, digests):
-        read = _pieces(path)
-        for sha256, _ in read[1] if read else ():
-            freed += _unlink(chunks.path_of(sha256))
-        freed += _unlink(path)
-    layer_images.forget(CacheLayout(cache_dir), digests)
-    return freed
+    freed = kept = 0
+    with chunks.pins.held() as pinned:
+        for path in _index_files(cache_dir, digests):
+            read = _pieces(path)
+            for sha256, _ in read[1] if read else ():
+                if pinned.keeps_chunk(sha256.hex()):
+                    kept += _size(chunks.path_of(sha256))
+                else:
+                    freed += _unlink(chunks.path_of(sha256))
+            if pinned.keeps_index_file(path.name):
+                kept += _size(path)
+            else:
+                freed += _unlink(path)
+    layer_images.forget(CacheLayout(cache_dir),
+                        [digest for digest in digests
+                         if not pinned.keeps_index_file(digest.replace(":", "-"))])  # fmt: skip
+    return freed, kept
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _unlink(path: Path) -> int:
@@ -188,13 +206,15 @@ def verify(cache_dir: Path) -> tuple[int, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``regfs cache stats | prune | verify``."""
+    """``regfs cache stats | prune | verify | pin | unpin``."""
     directory: Path = args.cache_dir
     if not directory.is_dir():
         print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
         return 1
     if not common.cache_dir_ready(args):
         return 1
+    if args.cache_command in ("pin", "unpin"):
+        return pin.pin(args) if args.cache_command == "pin" else pin.unpin(args)
     image: dict[str, int] | None = None
     if getattr(args, "image", None):
         try:
@@ -223,12 +243,16 @@ Report = tuple[dict[str, object], str, int]
 def _prune(directory: Path, max_size: int | None, image: dict[str, int] | None) -> Report:
     """Forget ``image``'s layers, if given, then evict down to ``max_size``, if given."""
     before = sum(sizes(directory).values())
-    freed = forget(directory, list(image)) if image is not None else 0
+    freed, kept = forget(directory, list(image)) if image is not None else (0, 0)
     if max_size is not None:
         prune(directory, max_size)
     after = sum(sizes(directory).values())
-    result: dict[str, object] = {"before": before, "after": after, "image_bytes_freed": freed}
-    return result, f"{human_size(before)} before, {human_size(after)} after\n", 0
+    result: dict[str, object] = {"before": before, "after": after, "image_bytes_freed": freed,
+                                 "image_bytes_pinned": kept}  # fmt: skip
+    text = f"{human_size(before)} before, {human_size(after)} after\n"
+    if kept:
+        text += f"{human_size(kept)} of the image kept: pinned (regfs cache unpin releases it)\n"
+    return result, text, 0
 
 
 def _verify(directory: Path) -> Report:
@@ -264,6 +288,7 @@ def cache_stats(directory: Path, image: dict[str, int] | None = None) -> dict[st
         "dir": str(directory),
         "sizes": sizes(directory),
         "layers": [dataclasses.asdict(layer) for layer in cached],
+        **pin.stats(directory),
         "mounts": [
             {"mountpoint": state["mountpoint"], "chunk_reads": state["cache"]["chunk_reads"]}  # type: ignore[index]
             for state in mounts_using(directory)

@@ -140,15 +140,22 @@ def _add_cache_options(command: argparse.ArgumentParser) -> None:
         default=_default_cache_dir(),
         help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
     )
+    _add_cache_size_option(
+        command,
+        "bound on the cache dir (chunks, layer indexes, blobs being indexed); least "
+        "recently used go first, except what is pinned",
+    )
+    _add_shared_cache_option(command)
+
+
+def _add_cache_size_option(command: argparse.ArgumentParser, text: str) -> None:
     command.add_argument(
         "--cache-size",
         type=parse_size,
         default=10 << 30,
         metavar="SIZE",
-        help="bound on the cache dir (chunks, layer indexes, blobs being indexed); "
-        "least recently used go first (default: 10G)",
+        help=f"{text} (default: 10G)",
     )
-    _add_shared_cache_option(command)
 
 
 def _add_shared_cache_option(command: argparse.ArgumentParser) -> None:
@@ -247,6 +254,66 @@ def _add_install_pyfuse3_command(
     )
 
 
+def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``regfs cache stats | prune | verify | pin | unpin``."""
+    cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking, pins")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (
+        ("stats", "sizes, each layer's cached share and the images it served, hit rates"),
+        (
+            "prune",
+            "delete the least recently used chunks and indexes down to --max-size, "
+            "or those of one --image",
+        ),
+        (
+            "verify",
+            "re-hash every stored chunk and delete damaged ones, and compare the TOC of "
+            "each lazy layer with its tar where both are cached (exit 1 if any is wrong)",
+        ),
+        (
+            "pin",
+            "keep what the cache holds of IMAGE (manifests, config, SOCI index, every "
+            "layer's indexes and pieces) out of eviction, in every process using the cache "
+            "dir; asks no registry: a tag names the image it last named to a mount or "
+            "prefetch, and what is not cached is listed (exit 1; regfs prefetch --pin "
+            "fetches it). All pins together may hold at most four fifths of --cache-size",
+        ),
+        ("unpin", "let what IMAGE's pin held be evicted again (IMAGE as it was pinned)"),
+    ):
+        command = cache_commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=_default_cache_dir(),
+            help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
+        )
+        _add_shared_cache_option(command)
+        command.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        if name == "prune":
+            command.add_argument("--max-size", type=parse_bytes, metavar="SIZE",
+                                 help="evict the least recently used down to SIZE")  # fmt: skip
+        if name in ("pin", "unpin"):
+            command.add_argument(
+                "reference", metavar="IMAGE", help="HOST[:PORT]/REPOSITORY:TAG or …@DIGEST"
+            )
+        if name == "pin":
+            command.add_argument("--platform", type=_platform, default=host_platform(),
+                                 help="os/arch[/variant] whose image of an index is pinned "
+                                 "(default: this machine's)")  # fmt: skip
+            _add_cache_size_option(
+                command,
+                "what mounts on the cache dir are given: all pins may hold four fifths of it",
+            )
+        if name in ("stats", "prune"):
+            command.add_argument(
+                "--image",
+                metavar="IMAGE",
+                help="HOST/REPOSITORY:TAG or @DIGEST: only that image's layers (the registry "
+                "says which they are)",
+            )
+            _add_registry_options(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regfs", description="Browse container registries as a read-only filesystem."
@@ -272,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_options(warm)
     _add_soci_option(warm)
     warm.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    warm.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin each IMAGE too (regfs cache pin): pinned before its layers are fetched, "
+        "so nothing of it is evicted meanwhile; fails before fetching, and pins nothing, "
+        "when it cannot fit in four fifths of --cache-size beside the other pins",
+    )
 
     completion = commands.add_parser(
         "completion",
@@ -284,41 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("mountpoint")
     state.add_argument("--json", action="store_true", help="the whole state, as JSON")
 
-    cache = commands.add_parser("cache", help="the cache dir: sizes, pruning, checking")
-    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
-    for name, text in (
-        ("stats", "sizes, each layer's cached share and the images it served, hit rates"),
-        (
-            "prune",
-            "delete the least recently used chunks and indexes down to --max-size, "
-            "or those of one --image",
-        ),
-        (
-            "verify",
-            "re-hash every stored chunk and delete damaged ones, and compare the TOC of "
-            "each lazy layer with its tar where both are cached (exit 1 if any is wrong)",
-        ),
-    ):
-        command = cache_commands.add_parser(name, help=text, description=text)
-        command.add_argument(
-            "--cache-dir",
-            type=Path,
-            default=_default_cache_dir(),
-            help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
-        )
-        _add_shared_cache_option(command)
-        command.add_argument("--json", action="store_true", help="print JSON, for scripts")
-        if name == "prune":
-            command.add_argument("--max-size", type=parse_bytes, metavar="SIZE",
-                                 help="evict the least recently used down to SIZE")  # fmt: skip
-        if name in ("stats", "prune"):
-            command.add_argument(
-                "--image",
-                metavar="IMAGE",
-                help="HOST/REPOSITORY:TAG or @DIGEST: only that image's layers (the registry "
-                "says which they are)",
-            )
-            _add_registry_options(command)
+    _add_cache_commands(commands)
 
     index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
     index_commands = index.add_subparsers(dest="index_command", required=True)

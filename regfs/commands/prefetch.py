@@ -20,13 +20,17 @@ from pathlib import Path
 
 import trio
 
+from regfs.cache.pin_records import PinTooLarge
 from regfs.commands import common
+from regfs.commands.cached_image import NotInCache
+from regfs.commands.pin import PrefetchPins, report, too_large
 from regfs.commands.progress import Outcome, Reporter, progress_front_end
 from regfs.domain import mediatypes
+from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.manifest import Descriptor, ImageManifest
 from regfs.domain.platform import Platform
-from regfs.domain.reference import parse_image_reference
+from regfs.domain.reference import image_reference, parse_image_reference
 from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.layers.layer_store import LayerStore
 from regfs.layers.toc_check import check_toc
@@ -47,8 +51,7 @@ class Target:
     layer: int | None = None
 
     def __str__(self) -> str:
-        separator = "@" if ":" in self.reference else ":"
-        name = f"{self.host}/{self.repository}{separator}{self.reference}"
+        name = image_reference(self.host, self.repository, self.reference)
         return name if self.layer is None else f"{name} layer {self.layer}"
 
 
@@ -95,11 +98,17 @@ async def prefetch(
     targets: list[Target],
     platform: Platform,
     reporter: Reporter,
+    *,
+    pins: PrefetchPins | None = None,
 ) -> list[Outcome]:
-    """Fetch and check every layer of ``targets``; an outcome per layer."""
+    """Fetch and check every layer of ``targets``; an outcome per layer. With ``pins``,
+    pin each image too (``commands/pin.py``): ``PinTooLarge`` if it does not fit."""
     outcomes: list[Outcome] = []
-    for target in targets:
-        image, subject = await _resolved(client, store, target, platform)
+    resolved = [(target, *await _resolved(client, store, target, platform)) for target in targets]
+    for target, image, subject, named in resolved:
+        pin = None
+        if pins is not None:
+            pin = await pins.begin(target.host, target.repository, target.reference, named)
         layers = layer_refs(target.host, target.repository, subject.digest, image)
         for position, layer in enumerate(layers):
             if target.layer is not None and position != target.layer:
@@ -107,7 +116,7 @@ async def prefetch(
             name = f"{Target(target.host, target.repository, str(subject.digest))} " \
                    f"layer {position}"  # fmt: skip
             tag = None if ":" in target.reference else target.reference
-            outcomes.append(Outcome(layer, name, tag=tag))
+            outcomes.append(Outcome(layer, name, tag=tag, pin=pin))
     reporter.started(len(outcomes), sum(o.layer.descriptor.size or 0 for o in outcomes))
 
     def received(layer: LayerRef, size: int) -> None:
@@ -117,16 +126,21 @@ async def prefetch(
     store.on_fetched = received
     async with trio.open_nursery() as nursery:
         for outcome in outcomes:
-            nursery.start_soon(_one, store, outcome, reporter)
+            nursery.start_soon(_one, store, outcome, reporter, pins, nursery.cancel_scope)
+    if pins is not None:
+        if pins.refused is not None:
+            raise pins.refused
+        await pins.finish(store.pieces)
     return outcomes
 
 
 async def _resolved(
     client: RegistryClient, store: LayerStore, target: Target, platform: Platform
-) -> tuple[ImageManifest, Descriptor]:
-    """The target's image; what a mount needs to show it with the registry away is kept in
-    the cache dir: its manifests and config by digest, and for a tag, the repository's
-    tag list and the tag's target."""
+) -> tuple[ImageManifest, Descriptor, Digest]:
+    """The target's image, its descriptor, and the digest the target names (the image's
+    or its index's); what a mount needs to show it with the registry away is kept in the
+    cache dir: its manifests and config by digest, and for a tag, the repository's tag list
+    and the tag's target."""
     host, repository, reference = target.host, target.repository, target.reference
     if ":" not in reference:
         named = await client.resolve_tag(host, repository, reference)
@@ -135,6 +149,8 @@ async def _resolved(
         store.answers.save(tag_question(host, repository, reference), str(named))
         note_repository(store.answers, host, repository)
         reference = str(named)
+    else:
+        named = Digest.parse(reference)
     by_digest = store.by_digest
     image, subject = await resolve_image(
         client, host, repository, reference, platform, by_digest=by_digest.manifest
@@ -143,14 +159,22 @@ async def _resolved(
         config = image.config
         limit = min(config.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
         await by_digest.blob(host, repository, config.digest, size=config.size, max_bytes=limit)
-    return image, subject
+    return image, subject, named
 
 
-async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
+async def _one(
+    store: LayerStore,
+    outcome: Outcome,
+    reporter: Reporter,
+    pins: PrefetchPins | None,
+    everything: trio.CancelScope,
+) -> None:
     layer = outcome.layer
     try:
         disagreement = await check_toc(store, layer)
         index = await store.index(layer)
+        if pins is not None and outcome.pin is not None:
+            await pins.indexed(outcome.pin, layer)  # before its pieces are loaded
         if outcome.tag is not None:
             await store.layer_images.note(
                 layer.digest, layer.host, layer.repository, layer.image, tag=outcome.tag
@@ -162,13 +186,17 @@ async def _one(store: LayerStore, outcome: Outcome, reporter: Reporter) -> None:
             outcome.error = f"its TOC disagrees with its tar, which is shown: {disagreement}"
     except RegfsError as error:
         outcome.error = str(error)
+    except PinTooLarge as error:
+        outcome.error = f"not pinned: {error.reference} does not fit"
+        everything.cancel()  # nothing more is fetched for pins that are taken back
     received = reporter.received_by_layer.get(layer, 0)
     reporter.received(max((layer.descriptor.size or 0) - received, 0))  # what was cached
     reporter.finished(outcome)
 
 
 def run(args: argparse.Namespace) -> int:
-    """``regfs prefetch``: 0 when every layer asked for is cached and verified."""
+    """``regfs prefetch``: 0 when every layer asked for is cached and verified (and, with
+    ``--pin``, pinned)."""
     try:
         targets = [target_of(text) for text in args.images]
         config, credentials = common.command_setup(args, logging.ERROR)
@@ -176,26 +204,37 @@ def run(args: argparse.Namespace) -> int:
     except (MalformedContent, ValueError) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
+    if args.pin and any(target.layer is not None for target in targets):
+        print("regfs: --pin pins whole images: name the image, not one of its layers",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not common.cache_dir_ready(args):
         return 1
     front = progress_front_end(quiet=args.quiet)
+    pins = PrefetchPins(args.cache_dir, args.cache_size, args.platform) if args.pin else None
 
     async def fetch(client: RegistryClient) -> list[Outcome]:
         store = LayerStore(
             client, args.cache_dir, args.cache_size, soci_v1_referrers=soci_v1_referrers
         )
         try:
-            return await prefetch(client, store, targets, args.platform, front.reporter)
+            return await prefetch(client, store, targets, args.platform, front.reporter, pins=pins)
         finally:
             store.close()
 
     try:
         with front:
             outcomes = common.with_client(config, credentials, fetch)
-    except RegfsError as error:
-        print(f"regfs: {error}", file=sys.stderr)
+    except (RegfsError, NotInCache, PinTooLarge) as error:
+        if pins is not None:
+            pins.undo()
+        message = too_large(error) if isinstance(error, PinTooLarge) else str(error)
+        print(f"regfs: {message}", file=sys.stderr)
         return 1
     for outcome in outcomes:
         if outcome.error:
             print(f"regfs: {outcome.name}: {outcome.error}", file=sys.stderr)
-    return 0 if all(outcome.complete for outcome in outcomes) else 1
+    if pins is not None:
+        report(pins.done, quiet=args.quiet)
+    complete = all(outcome.complete for outcome in outcomes)
+    return 0 if complete and (pins is None or pins.complete) else 1

@@ -28,6 +28,8 @@ class Outcome:
     name: str
     tag: str | None = None
     """The tag the image was named by, if it was: recorded with the layer's use."""
+    pin: str | None = None
+    """The reference its image is pinned under (``regfs prefetch --pin``)."""
     access: str = ""
     cached: int = 0
     error: str | None = None

@@ -75,6 +75,13 @@ def _image_name(image: dict[str, Any]) -> str:
     return f"{name} (tags: {', '.join(image['tags'])})" if image["tags"] else name
 
 
+def _pin_gaps(pin: dict[str, Any]) -> str:
+    """What a pin names that the cache lacks (read or fetched later, it stays)."""
+    gaps = [f"{pin['pieces_missing']} pieces"] if pin["pieces_missing"] else []
+    gaps += [f"{pin['layers_not_indexed']} layers"] if pin["layers_not_indexed"] else []
+    return f" ({' and '.join(gaps)} not cached)" if gaps else ""
+
+
 def format_cache_stats(stats: dict[str, Any]) -> str:
     sizes = stats["sizes"]
     lines = [f"cache dir   {stats['dir']}"]
@@ -85,6 +92,11 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
         lines.append(f"  {layer['digest']}  {layer['access']:<12} {100 * layer['cached']:5.1f}%"
                      " cached")  # fmt: skip
         lines += [f"      used by {_image_name(image)}" for image in layer["images"]]
+    count = len(stats["pins"])
+    lines.append(f"pinned      {count} image{'s' * (count != 1)}, holding "
+                 f"{human_size(stats['pinned'])}")  # fmt: skip
+    lines += [f"  {each['reference']}  {each['image']}  {human_size(each['bytes'])}"
+              f"{_pin_gaps(each)}" for each in stats["pins"]]  # fmt: skip
     if "image" in stats:
         image = stats["image"]
         lines.append(f"image       {100 * image['cached']:.1f}% of its {image['layers']} layers "

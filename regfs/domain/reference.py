@@ -115,6 +115,11 @@ def parse_image_reference(text: str) -> tuple[str, str, str]:
     return host, repository, reference
 
 
+def image_reference(host: str, repository: str, reference: str) -> str:
+    """``HOST/REPOSITORY:TAG`` or ``…@DIGEST``: what ``parse_image_reference`` reads."""
+    return f"{host}/{repository}{'@' if ':' in reference else ':'}{reference}"
+
+
 def parse_pulled_reference(text: str) -> tuple[str, str, str]:
     """The reference podman pulls (``HOST/REPOSITORY:TAG``, ``…@DIGEST`` or both, as
     containers/image writes a reference with both) as (host, repository, tag or digest):

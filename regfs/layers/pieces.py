@@ -306,6 +306,14 @@ class VerifiedPieces:
         keep(self._memory, sha256, data)
         return sha256
 
+    async def keep_on_disk(self, sha256: bytes) -> None:
+        """Write a piece held in memory to the disk cache unless it is there: a pin that
+        names it now must find its file (an eviction may have taken it before the pin was
+        recorded, while this process still held the bytes)."""
+        data = self._memory.get(sha256)
+        if data is not None:
+            await trio.to_thread.run_sync(self.chunks.put, sha256, data)
+
     def cached(self, sha256: bytes) -> bool:
         """True if the piece is in memory or on disk now (not checked: ``get`` checks).
         Blocking (a stat)."""

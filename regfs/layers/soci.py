@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from regfs.cache.answers import KeptAnswer, KeptAnswers
+from regfs.cache.answers import KeptAnswer, KeptAnswers, Question
 from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
@@ -49,6 +49,11 @@ class SociIndex:
         if self.named_by_image:
             return f"SOCI v2 zTOC {ztoc} ({_NAMED})"
         return f"SOCI v1 zTOC {ztoc} ({_REFERRER})"
+
+
+def v1_index_question(host: str, repository: str, image: Digest) -> Question:
+    """What ``answers/`` keeps the last SOCI v1 index found for ``image`` under."""
+    return ("soci v1 index", host, repository, str(image))
 
 
 class SociLookup:
@@ -131,7 +136,7 @@ class SociLookup:
             found = soci_indexes_among(referrers) if referrers is not None else []
             return str(found[0]) if found else None
 
-        question = ("soci v1 index", host, repository, str(image))
+        question = v1_index_question(host, repository, image)
         kept = self._answers.load(question)
         asked = await self._by_digest.reach.ask(host, ask, kept)
         if isinstance(asked, KeptAnswer):

@@ -128,13 +128,16 @@ def test_a_missing_name_in_an_image_is_asked_of_the_daemon_once(
 def test_the_bash_completion_completes_commands_and_options(installed_regfs: Path) -> None:
     script = regfs("completion", "bash").stdout
     probe = (
-        "source /dev/stdin; for w in 'regfs ca' 'regfs cache p' 'regfs mount --cache-d' "
+        "source /dev/stdin; for w in 'regfs ca' 'regfs cache p' 'regfs cache un' "
+        "'regfs mount --cache-d' "
         "'regfs index push --sp'; do COMP_WORDS=($w); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); "
         '_regfs; echo "${COMPREPLY[*]}"; done'
     )
     shown = subprocess.run(["bash", "-c", probe], input=script, capture_output=True,
                            text=True, check=True)  # fmt: skip
-    assert shown.stdout.splitlines() == ["cache", "prune", "--cache-dir", "--span-size"]
+    assert shown.stdout.splitlines() == [
+        "cache", "prune pin", "unpin", "--cache-dir", "--span-size"
+    ]  # fmt: skip
 
 
 def test_the_wheel_ships_the_man_page_and_man_finds_it(installed_regfs: Path) -> None:
@@ -142,7 +145,8 @@ def test_the_wheel_ships_the_man_page_and_man_finds_it(installed_regfs: Path) ->
     which man finds beside the venv's bin/ on the PATH, and renders without a warning."""
     shipped = installed_regfs.parent / "share/man/man1/regfs.1"
     page = shipped.read_text()
-    for command in ("mount", "umount", "prefetch", "status", "cache prune", "index push"):
+    for command in ("mount", "umount", "prefetch", "status", "cache prune", "cache pin",
+                    "cache unpin", "index push"):  # fmt: skip
         assert f'.SS "regfs {command}"' in page
     environment = {**clean_environment(), "MANWIDTH": "80",
                    "PATH": f"{installed_regfs}:/usr/bin:/bin"}  # fmt: skip

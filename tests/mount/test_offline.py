@@ -78,8 +78,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory, estargz: EstargzConverter) 
 def registry_back(outage: Outage) -> Iterator[Registry]:
     """The registry, started again after the test if the test killed it."""
     yield outage.registry
-    if outage.registry._process.poll() is not None:
-        outage.registry.start()
+    outage.registry.start_if_killed()
 
 
 def mount_on(cache: Path, where: Path, *options: str) -> Mount:

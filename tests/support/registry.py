@@ -130,6 +130,11 @@ class Registry:
         )
         wait_until(self._answers, 15, f"registry on {self.host}")
 
+    def start_if_killed(self) -> None:
+        """Start the process again if it is not running (a test killed it)."""
+        if self._process.poll() is not None:
+            self.start()
+
     def kill(self) -> None:
         """Kill the process (SIGKILL), as a crash would; ``start`` brings it back."""
         self._process.kill()

@@ -23,7 +23,7 @@ from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.formats.entries import ROOT_ID, IndexEntry
 from regfs.layers.formats.toc import TocChunk
-from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexMeta
+from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexKind, IndexMeta
 from regfs.layers.index.rows import COLUMNS, entry_of
 from regfs.registry.request_deadline import working
 
@@ -286,6 +286,15 @@ class LayerIndex:
             return [(bytes(h), min(chunk, size - i * chunk)) for i, h in rows]
         query = "SELECT sha256, compressed_end - compressed_offset FROM toc_chunks"
         return [(bytes(h), int(n)) for h, n in db.execute(query).fetchall()]
+
+    def stored_pieces_in(self) -> dict[bytes, int]:
+        """sha256 → bytes of every piece the layer's content is cached in, as the chunk
+        cache stores it: chunks of the tar and TOC chunks uncompressed, zTOC spans
+        compressed (what a pin holds). Blocking."""
+        if self.meta.kind is not IndexKind.TOC:
+            return dict(self.pieces_in())
+        query = "SELECT sha256, size FROM toc_chunks"
+        return {bytes(h): int(n) for h, n in self._db().execute(query).fetchall()}
 
     def span_start(self, virtual_offset: int) -> tuple[int, bytes]:
         """The bits and window that start the zTOC span at ``virtual_offset``."""
