@@ -4,7 +4,8 @@
 Machines are noisy (2 cores): read the ratios, not the absolute times. Needs root, FUSE and
 the tools scripts/install.sh installs (and ratarmount in the venv for one comparison).
 Run: .venv/bin/python scripts/bench.py [--profile lan|wan|far] [browse] [contents] [places]
-[lazy] [refetch] [coldstart] [run] (charts need matplotlib: .venv/bin/pip install -e '.[bench]')
+[lazy] [refetch] [seqread] [findcold] [coldstart] [run]
+(charts need matplotlib: .venv/bin/pip install -e '.[bench]')
 
 ``--profile`` puts an emulated network (tests/support/netprofiles.py) between the registry
 and everything that reads it, regfs and the tools it is compared with alike; without it
@@ -14,6 +15,7 @@ they talk over loopback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -495,6 +497,152 @@ def refetch(workdir: Path) -> None:
     )  # fmt: skip
 
 
+def read_each(directory: Path, names: list[str]) -> None:
+    """Read the files one after another, as a single-threaded program does."""
+    for name in names:
+        read_all(directory / name)
+
+
+SMALL_FILES_FROM = ("/usr/lib/python3.11/email", "/usr/lib/python3.11/json")
+"""Real small files, read one after another as a program's start reads its modules."""
+
+
+def seqread(workdir: Path) -> None:
+    """Issue 21: a cold sequential read of a 64 MiB file, and a cold read of ~40 small
+    files one after another, through TOC layers (eStargz, zstd:chunked); each with the
+    proxy adding ``REGFS_BENCH_DELAYS`` seconds to every Range request (one round trip of
+    a link that far away; bandwidth is not capped). Counts the Range requests each cost.
+    With ``REGFS_BENCH_BASELINE`` (another regfs source tree), that one too, side by side."""
+    layout = workdir / "oci"
+    files = {"big.bin": os.urandom(64 << 20)}
+    for directory in SMALL_FILES_FROM:
+        for path in sorted(Path(directory).rglob("*.py")):
+            files[str(path).lstrip("/")] = path.read_bytes()
+    small = [name for name in files if name != "big.bin"]
+    images.build_image(layout, "1", files)
+    delays = [float(d) for d in os.environ.get("REGFS_BENCH_DELAYS", "0 0.03").split()]
+    installations = baseline_installations(workdir)
+    rows = []
+    for name in os.environ.get("REGFS_BENCH_FORMATS", "estargz zstd-chunked").split():
+        registry = Registry(workdir / f"registry-{name}")
+        proxy = CountingProxy(registry.port)
+        try:
+            destination = f"{registry.host}/bench/{name}:1"
+            if name == "estargz":
+                push_estargz(layout, "1", destination, workdir / name)
+            elif name == "zstd-chunked":
+                images.push(layout, "1", destination, "--dest-compress-format", "zstd:chunked")
+            else:
+                images.push(layout, "1", destination)
+            for (label, bin_dir), delay in itertools.product(installations, delays):
+                Installation.use(bin_dir)
+                for what, paths in (("big", ["big.bin"]), ("small", small)):
+                    mount = Mount(workdir / f"mnt-{label}-{name}-{delay}-{what}")
+                    try:
+                        rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
+                        os.listdir(rootfs)  # the TOC: not what is measured
+                        drop_page_cache()
+                        proxy.reset()
+                        proxy.range_delay = delay
+                        seconds = timed(partial(read_each, rootfs, paths))
+                        proxy.range_delay = 0
+                        requests = sum(proxy.requests_by_path.values())
+                        fetched = proxy.blob_bytes()
+                    finally:
+                        mount.close()
+                    size = sum(len(files[p]) for p in paths)
+                    rows.append((label, name, delay, what, len(paths), size, seconds, requests,
+                                 fetched))  # fmt: skip
+        finally:
+            proxy.stop()
+            registry.stop()
+    print("\ncold reads through a TOC (Range requests delayed by the proxy)")
+    print("| regfs | layer | delay | read | seconds | MiB/s | requests | MiB fetched |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, name, delay, what, count, size, seconds, requests, fetched in rows:
+        read = "a 64 MiB file" if what == "big" else f"{count} small files"
+        print(f"| {label} | {name} | {delay * 1000:.0f} ms | {read} | {seconds:.3f} | "
+              f"{size / seconds / 2**20:.1f} | {requests} | {fetched / 2**20:.2f} |")  # fmt: skip
+
+
+def baseline_installations(workdir: Path) -> list[tuple[str, Path]]:
+    """The regfs under test, and with ``REGFS_BENCH_BASELINE`` (another regfs source tree,
+    e.g. ``git archive main``) that one too, installed beside it, to measure side by side."""
+    found = [("this regfs", Installation.bin_dir)]
+    baseline = os.environ.get("REGFS_BENCH_BASELINE")
+    if baseline:
+        environment = workdir / "baseline-venv"
+        run(sys.executable, "-m", "venv", environment)
+        wheels = sorted(Path("build/pyfuse3").glob("pyfuse3-*.whl"))
+        run(environment / "bin/python", "-m", "pip", "install", "--quiet", *wheels[-1:], baseline)
+        found.append(("baseline", environment / "bin"))
+    return found
+
+
+def copy_unpack_cat(host: str, local: Path) -> None:
+    local.mkdir()
+    source = f"docker://{host}/bench/debian:1"
+    run("skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{local}/oci:1")
+    run("umoci", "unpack", "--image", f"{local}/oci:1", local / "bundle")
+    read_all(local / "bundle/rootfs/etc/issue")
+
+
+def findcold(workdir: Path) -> None:
+    """Issue 21: the layered Debian image (4 plain gzip layers): `find rootfs -ls` with the
+    kernel's caches dropped (the daemon's own kept), against the same on local disk; and a
+    cold mount → `cat` of a file in the top-most layer with files (layer 1) and in the
+    bottom one, through a proxy whose blob requests wait ``REGFS_BENCH_DELAY`` seconds
+    (default 0), against skopeo copy + umoci unpack + cat."""
+    debian_rootfs(workdir / "debian")
+    layout = workdir / "oci"
+    build_layered(layout, "1", workdir / "debian")
+    registry = Registry(workdir / "registry")
+    proxy = CountingProxy(registry.port)
+    local = workdir / "local"
+    rows = []
+    try:
+        images.push(layout, "1", f"{registry.host}/bench/debian:1")
+        delay = float(os.environ.get("REGFS_BENCH_DELAY", "0"))
+        drop_page_cache()  # skopeo does not go through the proxy (it refuses its answers)
+        rows.append(("-", "skopeo copy + umoci unpack + cat etc/issue",
+                     timed(partial(copy_unpack_cat, registry.host, local))))  # fmt: skip
+        for label, bin_dir in baseline_installations(workdir):
+            Installation.use(bin_dir)
+            for name in ("etc/issue", "etc/os-release"):
+                drop_page_cache()
+                proxy.slow = [("/blobs/", delay)]
+                start = time.perf_counter()
+                mount = Mount(workdir / f"mnt-{label}-{name.replace('/', '-')}")
+                try:
+                    read_all(mount / proxy.host / "bench/debian/1/rootfs" / name)
+                    rows.append((label, f"cold mount → cat rootfs/{name}",
+                                 time.perf_counter() - start))  # fmt: skip
+                finally:
+                    proxy.slow = []
+                    mount.close()
+            mount = Mount(workdir / f"mnt-{label}")
+            try:
+                rootfs = mount / registry.host / "bench/debian/1/rootfs"
+                find_ls(rootfs)  # every layer indexed, the daemon's listings filled
+                regfs_times, local_times = [], []
+                for _ in range(3):
+                    drop_page_cache()
+                    regfs_times.append(timed(partial(find_ls, rootfs)))
+                    drop_page_cache()
+                    local_times.append(timed(partial(find_ls, local / "bundle/rootfs")))
+                rows.append((label, "find rootfs -ls, caches dropped", min(regfs_times)))
+                rows.append((label, "find -ls on local disk, caches dropped", min(local_times)))
+            finally:
+                mount.close()
+    finally:
+        proxy.stop()
+        registry.stop()
+    print(f"\nlayered Debian image, plain gzip (blob requests delayed {delay * 1000:.0f} ms)")
+    print("| regfs | figure | seconds |\n|---|---|---|")
+    for label, figure, seconds in rows:
+        print(f"| {label} | {figure} | {seconds:.3f} |")
+
+
 def cold_start_of_python(workdir: Path) -> None:
     """Issue 21 (scripts/coldstart.py): on the ``--profile`` given, else on each profile."""
     profiles = [Network.profile] if Network.profile else list(PROFILES.values())
@@ -503,7 +651,8 @@ def cold_start_of_python(workdir: Path) -> None:
 
 BENCHMARKS = {
     "browse": browse, "contents": contents, "places": places, "lazy": lazy, "refetch": refetch,
-    "coldstart": cold_start_of_python, "run": bench_podman.run,
+    "seqread": seqread, "findcold": findcold, "coldstart": cold_start_of_python,
+    "run": bench_podman.run,
 }  # fmt: skip
 
 

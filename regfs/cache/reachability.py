@@ -39,6 +39,12 @@ class Reachability:
         self._recheck = recheck
         self._down: dict[str, tuple[float, str]] = {}
         """Hosts that could not be reached: when it was noticed (trio clock) and why."""
+        self._when_back: list[Callable[[str], None]] = []
+
+    def when_back(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(host)`` whenever a host found unreachable answers again (to stop
+        showing what was kept while it was away)."""
+        self._when_back.append(callback)
 
     def unreachable(self) -> dict[str, str]:
         """Hosts that could not be reached when last asked, and why (``regfs status``)."""
@@ -83,3 +89,5 @@ class Reachability:
     def _answered(self, host: str) -> None:
         if self._down.pop(host, None) is not None:
             log.info("%s answers again", host)
+            for callback in self._when_back:
+                callback(host)

@@ -203,6 +203,13 @@ def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "digests are always verified",
     )
     mount.add_argument(
+        "--background-fetch",
+        action="store_true",
+        help="once a file of a layer read lazily (eStargz, zstd:chunked, SOCI) is read, fetch "
+        "the rest of that layer in the background, behind what readers wait for: later reads "
+        "cost no round trip, at the price of the whole layer's bytes",
+    )
+    mount.add_argument(
         "--layer-store",
         action="store_true",
         help="serve a containers/storage Additional Layer Store for podman and CRI-O "

@@ -63,8 +63,9 @@ class MountServices:
         args = self._args
         client = RegistryClient(self._config, self._credentials)
         layers = LayerStore(
-            client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers
-        )
+            client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers,
+            background_fetch=args.background_fetch,
+        )  # fmt: skip
         metadata = RegistryMetadata(
             client,
             MetadataLimits(ttl=args.metadata_ttl),

@@ -214,12 +214,11 @@ class Operations(pyfuse3.Operations):
                 self._listed[fh] = frozenset(name for name, _ in entries)
         for position in range(start_id, len(entries)):
             name, node = entries[position]
-            inode = self.inodes.inode_of(node)
+            inode = self.inodes.remember(node)
             attributes = self._attributes(inode, await node.stat())
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, position + 1):
-                self.inodes.drop_if_unused(inode)
+                self.inodes.forget(inode, 1)  # the kernel did not take it
                 return
-            self.inodes.remember(node)
 
     # -- files --------------------------------------------------------------------------
 

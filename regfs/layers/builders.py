@@ -29,7 +29,7 @@ from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.readers import RangeFetch
+from regfs.layers.reader_base import RangeFetch
 from regfs.registry.client import RegistryClient
 from regfs.registry.request_deadline import working
 

@@ -5,14 +5,16 @@ never by a pull or a run, so nothing is fetched until it is read. The first read
 the blob once: it is cut into ``PIECE_SIZE`` pieces, each kept in the chunk cache under
 its sha256, and the whole is checked against the layer digest. Only then is the list of
 the pieces' hashes published (``CacheLayout.blob_pieces``: 32 bytes per piece, tmp →
-rename), and every read is served from pieces checked against it: a piece evicted since
-is fetched again by a Range request and checked like any other (``pieces.py``).
+rename), and every read is served from pieces checked against it: pieces evicted since
+are fetched again like any others (``pieces.py``), adjacent ones with one Range request,
+on the mount's streams as what a reader waits for (``streams.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import trio
 
@@ -22,8 +24,9 @@ from regfs.cache.temporaries import write_atomically
 from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.pieces import VerifiedPieces
-from regfs.layers.readers import RangeFetch
+from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
+from regfs.layers.reader_base import ReadContext, fetch_in_runs, joined
+from regfs.layers.streams import Priority
 from regfs.registry.client import RegistryClient
 
 PIECE_SIZE = 1 << 20
@@ -60,9 +63,7 @@ class _PieceSink:
             del self._pending[:PIECE_SIZE]
 
     async def _keep(self, piece: bytes) -> None:
-        sha256 = await trio.to_thread.run_sync(lambda: hashlib.sha256(piece).digest())
-        await self._pieces.keep_if_intact(sha256, piece)
-        self.hashes.append(sha256)
+        self.hashes.append(await self._pieces.keep_named(piece))
 
     async def finish(self) -> bytes:
         """The pieces' hashes, once the whole blob is checked against its digest."""
@@ -77,17 +78,11 @@ class _PieceSink:
 class CompressedBlobs:
     """Verified reads of layer blobs' own bytes, for a layer store's ``blob`` files."""
 
-    def __init__(
-        self,
-        client: RegistryClient,
-        pieces: VerifiedPieces,
-        layout: CacheLayout,
-        ranges: Callable[[LayerRef], RangeFetch],
-    ) -> None:
+    def __init__(self, client: RegistryClient, layout: CacheLayout, context: ReadContext) -> None:
+        """``context``: the mount's pieces, Range requests and streams."""
         self._client = client
-        self._pieces = pieces
         self._layout = layout
-        self._ranges = ranges
+        self._context = context
         self._flight: SingleFlight[bytes] = SingleFlight()
 
     async def _hashes(self, layer: LayerRef) -> bytes:
@@ -102,7 +97,7 @@ class CompressedBlobs:
             expected = -(-(layer.descriptor.size or 0) // PIECE_SIZE) * HASH_SIZE
             if hashes and len(hashes) == expected:
                 return hashes
-            sink = _PieceSink(layer, self._pieces)
+            sink = _PieceSink(layer, self._context.pieces)
             await self._client.download_blob(
                 layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
             )
@@ -114,21 +109,37 @@ class CompressedBlobs:
 
     async def read(self, layer: LayerRef, offset: int, size: int) -> bytes:
         """``size`` bytes of the blob at ``offset``, each piece checked against its hash."""
-        end = min(offset + size, layer.descriptor.size or 0)
+        blob_size = layer.descriptor.size or 0
+        end = min(offset + size, blob_size)
         if offset >= end:
             return b""
         hashes = await self._hashes(layer)
-        fetch_range = self._ranges(layer)
-        parts = []
+        pieces = []
         for number in range(offset // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
             start = number * PIECE_SIZE
-            stop = min(start + PIECE_SIZE, layer.descriptor.size or 0)
+            stop = min(start + PIECE_SIZE, blob_size)
             sha256 = hashes[number * HASH_SIZE : (number + 1) * HASH_SIZE]
-            what = f"{layer}: blob bytes [{start}, {stop})"
+            pieces.append(Piece(sha256, start, stop - start, None,
+                                f"{layer}: blob bytes [{start}, {stop})"))  # fmt: skip
+        fetch = functools.partial(self._fetch, layer)
+        return joined(pieces, await self._context.pieces.get(pieces, fetch), offset, end)
 
-            async def fetch(start: int = start, stop: int = stop, what: str = what) -> bytes:
-                return await fetch_range(start, stop, what)
+    async def _fetch(
+        self, layer: LayerRef, missing: Sequence[Piece[None]], deliver: Deliver[None]
+    ) -> None:
+        """Pieces evicted since the verified pass: adjacent ones with one Range request."""
+        await fetch_in_runs(
+            missing, _extent, _cut, deliver,
+            ranges=functools.partial(self._context.ranges, layer),
+            streams=self._context.streams, priority=Priority.WAITED, name="blob piece",
+        )  # fmt: skip
 
-            piece = await self._pieces.get(sha256, fetch, what)
-            parts.append(piece[max(offset - start, 0) : end - start])
-        return b"".join(parts)
+
+def _extent(piece: Piece[None]) -> tuple[int, int]:
+    return piece.start, piece.end
+
+
+async def _cut(fetched: bytes, run: Sequence[Piece[None]]) -> Made[None]:
+    """Each piece of a run from the run's bytes (the blob's own: nothing to decompress)."""
+    base = run[0].start
+    return [(piece, fetched[piece.start - base : piece.end - base]) for piece in run]

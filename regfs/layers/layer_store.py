@@ -10,12 +10,10 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cachetools
 import trio
 
 from regfs.cache import locks
@@ -30,34 +28,28 @@ from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import remove_abandoned, write_atomically
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, Unavailable, VerificationFailed
+from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, planned_access
 from regfs.layers.background import BackgroundWork
-from regfs.layers.builders import IndexBuilders
+from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
 from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
+from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
-from regfs.layers.readers import (
-    INFLATED_SPANS_BYTES,
-    RangeFetch,
-    ReadContext,
-    load_pieces,
-    read_stream,
-    reader_for,
-)
 from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-DECOMPRESSING_AT_ONCE = 8
-"""Worker threads decompressing re-fetched pieces at once, for the whole mount."""
+INDEXED_AHEAD_AT_ONCE = FIRST_PASSES_AT_ONCE - 1
+"""Layers indexed at once that nobody asked for yet (``index_soon``): all the first
+passes a mount runs at once but one, so that a layer a reader needs finds room at once."""
 
 
 class LayerStore:
@@ -70,9 +62,11 @@ class LayerStore:
         cache_size: int,
         *,
         soci_v1_referrers: bool = False,
+        background_fetch: bool = False,
     ) -> None:
         """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
-        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``)."""
+        ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``);
+        ``background_fetch``: a lazily read layer, once read, is fetched whole behind."""
         self._client = client
         self._indexes = OpenIndexes()
         layout = CacheLayout(cache_dir)
@@ -89,17 +83,16 @@ class LayerStore:
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
-        # Decompressing threads of re-fetches have their own limiter: they must not take
-        # every default worker thread (which DNS lookups need too).
-        self._reading = ReadContext(
-            self.pieces, self._ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
-            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(),
-            spool_dir=self._temporary_dir,
+        self.background = BackgroundWork()
+        """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
+        ``background.run``)."""
+        self._reads = LayerReads(
+            client, self.pieces, self._temporary_dir, self._count_fetched, self.background,
+            background_fetch=background_fetch,
         )  # fmt: skip
+        self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
-        self.background = BackgroundWork()
-        """Prefetches and indexing ahead (the mount runs ``background.run``)."""
         self._unindexable: dict[Digest, MalformedContent] = {}
         """Layers whose verified bytes cannot be indexed: the same bytes will not do better."""
         self._disagreements: dict[LayerRef, str] = {}
@@ -119,25 +112,18 @@ class LayerStore:
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
-            ranges=self._ranges, served=self._confirm, received=self._count_fetched,
+            ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
-        self._blobs = CompressedBlobs(client, self.pieces, layout, self._ranges)
+        self._blobs = CompressedBlobs(client, layout, self._reads.context)
         """Layer blobs as the registry stores them (a layer store's ``blob`` files)."""
 
-    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
-        """Fetch the chunks of the files an eStargz image's builder marked as read first
-        (those before ``.prefetch.landmark``), as its other readers do."""
-        end = index.meta.prefetch_end
-        await load_pieces(reader_for(layer, index, self._reading), end)
-        log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
-
     def index_soon(self, layers: Sequence[LayerRef]) -> None:
-        """Begin indexing ``layers`` in the background: a layer store's client asks for
-        one layer after the other and waits for each, so the others get ready meanwhile."""
-        for layer in layers:
-            self.background.start_once("indexing ahead", layer, self.index)
+        """Index ``layers`` in the background, each once, in this order, a few at a time:
+        an image's layers a rootfs lookup did not need yet (a listing will), or those a
+        layer store's client will ask for next (it asks for one after the other, waiting)."""
+        self.background.start_in_turn("indexing ahead", layers, self.index, self._indexing_ahead)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -259,9 +245,7 @@ class LayerStore:
                 await self._builders.whole_once(layer)
                 built = whole
             index = self._open_built(layer, *built)
-            if index.meta.prefetch_end:
-                prefetch = functools.partial(self._prefetch, index=index)
-                self.background.start("prefetch", layer, prefetch)
+            self._reads.prefetch_soon(layer, index)
             return index
 
     async def whole_index(self, layer: LayerRef) -> LayerIndex:
@@ -303,11 +287,18 @@ class LayerStore:
             write_atomically(path, differences.encode())
         self._publish(layer, whole)
 
-    async def read(self, layer: LayerRef, index: LayerIndex, offset: int, size: int) -> bytes:
+    async def read(
+        self,
+        layer: LayerRef,
+        index: LayerIndex,
+        offset: int,
+        size: int,
+        file: tuple[int, int] | None = None,
+    ) -> bytes:
         """``size`` bytes of the layer's uncompressed tar at ``offset``, verified (for an
-        index built from a TOC: of its virtual stream)."""
-        reader = reader_for(layer, index, self._reading)
-        return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+        index built from a TOC: of its virtual stream). ``file``: where on that stream the
+        file being read lies, so that a sequential reader is read ahead of."""
+        return await self._reads.read(layer, index, offset, size, file)
 
     async def read_blob(self, layer: LayerRef, offset: int, size: int) -> bytes:
         """``size`` bytes of the layer's compressed blob at ``offset``, verified; pieces in
@@ -321,26 +312,7 @@ class LayerStore:
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""
-        await load_pieces(reader_for(layer, index, self._reading), index.meta.uncompressed_size)
-
-    def _ranges(self, layer: LayerRef) -> RangeFetch:
-        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
-        FUSE request's own scope may end them sooner). Each names what it fetches for the
-        timeout's message."""
-        timeout = self._client.config.timeout
-        give_up_at = trio.current_time() + timeout
-
-        async def fetch(start: int, end: int, what: str) -> bytes:
-            with trio.move_on_at(give_up_at):
-                data = await self._client.get_blob_range(
-                    layer.host, layer.repository, layer.digest, start, end,
-                    urls=layer.descriptor.urls,
-                )  # fmt: skip
-                self._count_fetched(layer, len(data))
-                return data
-            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
-
-        return fetch
+        await self._reads.warm(layer, index)
 
     def _count_fetched(self, layer: LayerRef, size: int) -> None:
         self.on_fetched(layer, size)

@@ -1,30 +1,40 @@
 """The one verifying getter of layer content: every piece by the sha256 that names it.
 
 Layers layer. A piece is a chunk of a layer's uncompressed tar (first pass), a TOC chunk
-(eStargz, zstd:chunked) or a compressed zTOC span (SOCI); each is named by the sha256 of
-its bytes, recorded where a digest vouches for it (the verified first pass, a TOC or zTOC
-the image digest covers).
+(eStargz, zstd:chunked), a compressed zTOC span (SOCI) or a piece of a blob's own bytes (a
+layer store's ``blob``, named here by ``keep_named``); each is named by the sha256 of its
+bytes, recorded where a digest vouches for it (the verified first pass, a TOC or zTOC
+the image digest covers, a blob checked whole).
 
 Invariant: no piece leaves ``get`` or enters the memory or disk cache without hashing to
-its name here. Callers hand over bytes (fetched, decompressed, read from disk) and never
-check them themselves. Around that: one request per piece for all who wait (single
-flight), pieces in memory (an LRU of ``MEMORY_BYTES``) and on disk (``ChunkCache``), and a
+its name here. Readers hand over bytes (fetched, decompressed, read from disk) and never
+check them themselves. Around that: pieces in memory (an LRU of ``MEMORY_BYTES``) and on
+disk (``ChunkCache``); one fetch per piece for all who wait (single flight, per piece: a
+reader asking for many pieces claims every missing one before it fetches, so one Range
+request can bring them all while a reader asking for any of them waits for it); and a
 failed fetch remembered ``FAILURE_MEMORY`` seconds, so the kernel's retry of a read that
 just timed out is answered at once.
+
+A fetch is the reader's: given the missing pieces, it makes them (one Range request per
+run of adjacent pieces, one decompression hop) and hands over what it made in batches.
+It may hand over pieces it made on the
+way that nobody asked for (a zstd re-fetch decompresses past the chunk it wanted): they
+are checked and kept like the others. Each batch is hashed in one worker hop, handed to
+those waiting, then stored on disk in another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cachetools
 import trio
 
 from regfs.cache.chunks import ChunkCache, load_verified
-from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.verify import verified_sha256
@@ -37,6 +47,33 @@ FAILURE_MEMORY = 2.0
 FETCH_ATTEMPTS = 2
 """A piece damaged on the way (it does not decompress, or hash right) is fetched once more."""
 
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece(Generic[S]):
+    """A piece of a layer's stream: ``size`` bytes at ``start``, hashing to ``sha256``,
+    made from ``source`` (what its reader needs: a TOC chunk, a chunk number)."""
+
+    sha256: bytes
+    start: int
+    size: int
+    source: S
+    what: str
+    """Names the piece in messages: the layer and where in it."""
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+Made = Sequence[tuple[Piece[S], "bytes | MalformedContent"]]
+"""Pieces a fetch made, each with its bytes (unchecked) or why they could not be made."""
+Deliver = Callable[[Made[S]], Awaitable[None]]
+Fetch = Callable[[Sequence[Piece[S]], Deliver[S]], Awaitable[None]]
+"""``fetch(missing, deliver)``: make the missing pieces, handing them to ``deliver`` as
+they come; a failure of the network raises (the pieces not yet delivered fail with it)."""
+
 
 @dataclass(slots=True)
 class PieceReads:
@@ -47,66 +84,227 @@ class PieceReads:
     fetched: int = 0
 
 
+class _Flight:
+    """One piece being fetched. Done with ``data`` or ``error``, or with neither if its
+    fetcher was cancelled: a waiter then fetches it itself."""
+
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: RegfsError | None = None
+
+
+def _checked(made: Made[S]) -> list[bytes | RegfsError]:
+    """Each made piece if it hashes to its name, else why not. Blocking: one worker hop
+    for a whole batch."""
+    outcomes: list[bytes | RegfsError] = []
+    for piece, data in made:
+        if isinstance(data, MalformedContent):
+            outcomes.append(data)
+            continue
+        try:
+            outcomes.append(verified_sha256(data, piece.sha256, what=piece.what))
+        except VerificationFailed as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def _stored(chunks: ChunkCache, checked: list[tuple[bytes, bytes]]) -> None:
+    """Store pieces whose hashes were checked. Blocking."""
+    for sha256, data in checked:
+        chunks.put(sha256, data)
+
+
+def _stored_named(chunks: ChunkCache, data: bytes) -> bytes:
+    """Store ``data`` under its sha256, returned. Blocking."""
+    sha256 = hashlib.sha256(data).digest()
+    chunks.put(sha256, data)
+    return sha256
+
+
+class _Claim(Generic[S]):
+    """The pieces one caller has claimed (each in flight under its name until it ends)."""
+
+    def __init__(self, flights: dict[bytes, _Flight]) -> None:
+        self._flights = flights
+        self._mine: dict[bytes, _Flight] = {}
+        self.pieces: dict[bytes, Piece[S]] = {}
+        """Claimed and not ended yet."""
+
+    def add(self, piece: Piece[S]) -> None:
+        self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight()
+        self.pieces[piece.sha256] = piece
+
+    def resolve(self, sha256: bytes, data: bytes) -> None:
+        self._end(sha256, data=data)
+
+    def fail(self, sha256: bytes, error: RegfsError) -> None:
+        self._end(sha256, error=error)
+
+    def abandon(self, names: Iterable[bytes] | None = None) -> None:
+        """End the flights of ``names`` (by default all still open) with no outcome: the
+        fetcher was cancelled, or the piece is on disk; whoever waits asks again."""
+        for sha256 in list(self.pieces) if names is None else names:
+            self._end(sha256)
+
+    def _end(
+        self, sha256: bytes, *, data: bytes | None = None, error: RegfsError | None = None
+    ) -> None:
+        del self.pieces[sha256]
+        flight = self._mine.pop(sha256)
+        if self._flights.get(sha256) is flight:
+            del self._flights[sha256]
+        flight.data, flight.error = data, error
+        flight.done.set()
+
+
 class VerifiedPieces:
     def __init__(self, chunks: ChunkCache) -> None:
         self.chunks = chunks
         self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
             MEMORY_BYTES, getsizeof=len
         )
-        self._flight: SingleFlight[bytes] = SingleFlight()
+        self._flights: dict[bytes, _Flight] = {}
         self._failed: cachetools.TTLCache[bytes, RegfsError] = cachetools.TTLCache(
             1024, FAILURE_MEMORY, timer=trio.current_time
         )
         self.reads = PieceReads()
 
-    async def get(self, sha256: bytes, fetch: Callable[[], Awaitable[bytes]], what: str) -> bytes:
-        """The piece named ``sha256``: from memory, the disk cache, or ``fetch`` (whose bytes
-        are checked here, and fetched once more if damaged on the way)."""
-        data = self._memory.get(sha256)
-        if data is not None:
-            self.reads.memory += 1
-            return data
-        failed = self._failed.get(sha256)
-        if failed is not None:
-            raise failed
-
-        async def load() -> bytes:
-            found = await trio.to_thread.run_sync(load_verified, self.chunks, sha256)
-            if found is not None:
-                self.reads.disk += 1
-            else:
-                self.reads.fetched += 1
-                try:
-                    found = await self._fetched(sha256, fetch, what)
-                except RegfsError as error:
-                    self._failed[sha256] = error
-                    raise
-                await trio.to_thread.run_sync(self.chunks.put, sha256, found)
-            keep(self._memory, sha256, found)
-            return found
-
-        return await self._flight.run(sha256, load)
-
-    @staticmethod
-    async def _fetched(sha256: bytes, fetch: Callable[[], Awaitable[bytes]], what: str) -> bytes:
-        """``fetch``'s bytes, checked; fetched once more if they were damaged on the way
-        (both attempts share ``fetch``'s deadline)."""
-        for attempt in range(1, FETCH_ATTEMPTS + 1):
+    async def get(self, pieces: Sequence[Piece[S]], fetch: Fetch[S]) -> list[bytes]:
+        """The checked bytes of each of ``pieces``, in order: from memory, the disk cache,
+        another caller's fetch, or ``fetch`` (once more for pieces damaged on the way)."""
+        found: dict[bytes, bytes] = {}
+        while True:
+            wanted = _unique(p for p in pieces if p.sha256 not in found)
+            if not wanted:
+                return [found[piece.sha256] for piece in pieces]
+            waiting, claim = self._claim(wanted, found, waits=True)
             try:
-                return verified_sha256(await fetch(), sha256, what=what)
-            except (MalformedContent, VerificationFailed) as error:
-                if attempt == FETCH_ATTEMPTS:
-                    raise
-                log.info("%s; fetching it once more", error)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                if claim.pieces:
+                    on_disk = await trio.to_thread.run_sync(self._load_all, list(claim.pieces))
+                    self.reads.disk += len(on_disk)
+                    for sha256, data in on_disk.items():
+                        claim.resolve(sha256, data)
+                        found[sha256] = data
+                    await self._fetch(claim, fetch, found, remember_failures=True)
+            finally:
+                claim.abandon()
+            for sha256, flight in waiting.items():
+                await flight.done.wait()
+                if flight.error is not None:
+                    raise flight.error
+                if flight.data is not None:
+                    found[sha256] = flight.data
+                # else: its fetcher was cancelled; asked for again on the next round
 
-    async def keep_if_intact(self, sha256: bytes, data: bytes) -> None:
-        """Keep a piece made on the way to another (a zstd re-fetch decompresses past the
-        chunk it wanted) if it hashes right; if not, its own fetch will say so."""
-        if sha256 in self._memory or hashlib.sha256(data).digest() != sha256:
+    async def load(self, pieces: Iterable[Piece[S]], fetch: Fetch[S]) -> None:
+        """Have ``pieces`` in the caches: fetch those neither cached nor being fetched
+        (read-ahead, prefetching). Never waits for another caller's fetch."""
+        _, claim = self._claim(_unique(pieces), {}, waits=False)
+        try:
+            if claim.pieces:
+                present = await trio.to_thread.run_sync(self._present, list(claim.pieces))
+                claim.abandon(present)
+                await self._fetch(claim, fetch, {}, remember_failures=False)
+        finally:
+            claim.abandon()
+
+    def _claim(
+        self, wanted: Sequence[Piece[S]], found: dict[bytes, bytes], *, waits: bool
+    ) -> tuple[dict[bytes, _Flight], _Claim[S]]:
+        """Sort ``wanted`` into those in memory (put in ``found``), those another caller
+        is fetching (returned to wait for, if ``waits``) and those claimed here, each now
+        in flight. A piece whose fetch failed a moment ago raises that failure."""
+        waiting: dict[bytes, _Flight] = {}
+        claim = _Claim[S](self._flights)
+        for piece in wanted:
+            sha256 = piece.sha256
+            data = self._memory.get(sha256)
+            if data is not None:
+                found[sha256] = data
+                self.reads.memory += 1
+            elif (flight := self._flights.get(sha256)) is not None:
+                if waits:
+                    waiting[sha256] = flight
+            elif (failed := self._failed.get(sha256)) is not None:
+                if waits:
+                    claim.abandon()
+                    raise failed
+            else:
+                claim.add(piece)
+        return waiting, claim
+
+    def _load_all(self, names: list[bytes]) -> dict[bytes, bytes]:
+        """The intact pieces of ``names`` on disk. Blocking."""
+        loaded = {sha256: load_verified(self.chunks, sha256) for sha256 in names}
+        return {sha256: data for sha256, data in loaded.items() if data is not None}
+
+    def _present(self, names: list[bytes]) -> list[bytes]:
+        """The pieces of ``names`` on disk (not checked: ``get`` checks). Blocking."""
+        return [sha256 for sha256 in names if self.chunks.has(sha256)]
+
+    async def _fetch(
+        self, claim: _Claim[S], fetch: Fetch[S], found: dict[bytes, bytes], *,
+        remember_failures: bool,
+    ) -> None:  # fmt: skip
+        """Fetch the pieces still claimed into the caches and ``found``; those damaged on
+        the way once more. A piece that cannot be had fails its flight (and is remembered
+        a moment, if ``remember_failures``) and raises."""
+        remaining = claim.pieces
+        if not remaining:
             return
-        await trio.to_thread.run_sync(self.chunks.put, sha256, data)
+        self.reads.fetched += len(remaining)
+        damaged: dict[bytes, RegfsError] = {}
+
+        async def deliver(made: Made[S]) -> None:
+            outcomes = await trio.to_thread.run_sync(_checked, made)
+            intact = []
+            for (piece, _), outcome in zip(made, outcomes, strict=True):
+                if isinstance(outcome, bytes):
+                    intact.append((piece.sha256, outcome))
+                    keep(self._memory, piece.sha256, outcome)
+                    if piece.sha256 in remaining:
+                        found[piece.sha256] = outcome
+                        claim.resolve(piece.sha256, outcome)
+                elif piece.sha256 in remaining:
+                    damaged[piece.sha256] = outcome
+            # after the waiters have them: creating many small files is slow on some disks
+            await trio.to_thread.run_sync(_stored, self.chunks, intact)
+
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            damaged.clear()
+            try:
+                await fetch(list(remaining.values()), deliver)
+            except RegfsError as error:
+                for sha256 in list(remaining):
+                    self._fail(claim, sha256, error, remember=remember_failures)
+                raise
+            if not remaining:
+                return
+            for sha256, piece in remaining.items():
+                damaged.setdefault(sha256, MalformedContent(f"{piece.what}: not made"))
+            if attempt < FETCH_ATTEMPTS:
+                for sha256 in remaining:
+                    log.info("%s; fetching it once more", damaged[sha256])
+        first = damaged[next(iter(remaining))]
+        for sha256 in list(remaining):
+            self._fail(claim, sha256, damaged[sha256], remember=remember_failures)
+        raise first
+
+    def _fail(self, claim: _Claim[S], sha256: bytes, error: RegfsError, *, remember: bool) -> None:
+        if remember:
+            self._failed[sha256] = error
+        claim.fail(sha256, error)
+
+    async def keep_named(self, data: bytes) -> bytes:
+        """Keep ``data`` under its sha256, which is returned: a piece of a blob streamed
+        whole and cut here (a layer store's ``blob``), named by its own bytes; what vouches
+        for the names is the whole blob's digest, checked by the caller."""
+        sha256 = await trio.to_thread.run_sync(_stored_named, self.chunks, data)
         keep(self._memory, sha256, data)
+        return sha256
 
     async def keep_on_disk(self, sha256: bytes) -> None:
         """Write a piece held in memory to the disk cache unless it is there: a pin that
@@ -120,3 +318,11 @@ class VerifiedPieces:
         """True if the piece is in memory or on disk now (not checked: ``get`` checks).
         Blocking (a stat)."""
         return sha256 in self._memory or self.chunks.has(sha256)
+
+
+def _unique(pieces: Iterable[Piece[S]]) -> list[Piece[S]]:
+    """``pieces`` without repeats of a name (a layer may hold the same chunk twice)."""
+    seen: dict[bytes, Piece[S]] = {}
+    for piece in pieces:
+        seen.setdefault(piece.sha256, piece)
+    return list(seen.values())

@@ -291,18 +291,20 @@ async def read_limited(
     has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
     if has_body and not truncate and declared.isdigit() and int(declared) > limit:
         raise MalformedContent(f"{what}: response of {declared} bytes, more than {limit}")
-    body = bytearray()
+    parts = []  # joined once at the end: growing one buffer copies a big body many times
+    received = 0
     # Closed explicitly: leaving the loop early must not leave the generator to the GC.
     chunks = response.aiter_bytes() if decoded else response.aiter_raw()
     async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], chunks)) as stream:
         async for chunk in stream:
-            body += chunk
-            if len(body) <= limit:
+            parts.append(chunk)
+            received += len(chunk)
+            if received <= limit:
                 continue
             if truncate:
-                return bytes(body[:limit])
+                return b"".join(parts)[:limit]
             raise MalformedContent(f"{what}: response larger than {limit} bytes")
-    return bytes(body)
+    return b"".join(parts)
 
 
 async def consume_raw(

@@ -71,9 +71,13 @@ class EntryNode(Node):
         self.key = key
         self.source = source
         self.entry = entry
+        self._stat: Stat | None = None
 
     async def stat(self) -> Stat:
-        return entry_stat(self.entry)
+        # made once: a cold `find -ls` asks for every entry of every listing again
+        if self._stat is None:
+            self._stat = entry_stat(self.entry)
+        return self._stat
 
     async def xattrs(self) -> dict[str, bytes]:
         return entry_xattrs(self.entry)
@@ -91,10 +95,9 @@ class EntryFile(EntryNode, File):
         size = max(0, min(size, self.entry.size - offset))
         if size == 0:
             return b""
-        source = self.source
-        return await source.store.read(
-            source.layer, source.index, self.entry.data_offset + offset, size
-        )
+        source, start = self.source, self.entry.data_offset
+        file = (start, start + self.entry.size)
+        return await source.store.read(source.layer, source.index, start + offset, size, file)
 
 
 class EntrySymlink(EntryNode, Symlink):

@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cachetools
 import trio
@@ -105,6 +105,7 @@ class RegistryMetadata:
         self._by_digest = by_digest
         self._answers = answers
         self.last_answers = LastAnswers(answers, by_digest.reach, stale)
+        by_digest.reach.when_back(self._forget_stale_answers)
         self._verify_schema1_signatures = verify_schema1_signatures
         self._catalogs: cachetools.TTLCache[str, tuple[str, ...] | None] = cachetools.TTLCache(
             256, limits.ttl
@@ -151,6 +152,16 @@ class RegistryMetadata:
             return value
 
         return await self._flight.run((id(cache), key), compute_and_store)  # type: ignore[return-value]
+
+    def _forget_stale_answers(self, host: str) -> None:
+        """``host`` answers again: what was shown from the cache while it was away is asked
+        again at its next use, not kept for the rest of its TTL beside fresh answers."""
+        caches: dict[str, cachetools.Cache[Any, Any]] = {
+            "catalog": self._catalogs, "tags": self._tags, "tag": self._tag_digests,
+        }  # fmt: skip
+        for kind, asked_of, *names in self.last_answers.stale_questions():
+            if asked_of == host:
+                caches[kind].pop(host if kind == "catalog" else (host, *names), None)
 
     def _note(self, host: str, repository: str | None = None) -> None:
         self.known_hosts.setdefault(host)

@@ -1,9 +1,11 @@
 """``rootfs/``: every layer of an image merged with OCI whiteout semantics.
 
 Tree layer. Directories are identified by path and remember which layers' directories
-they merge (see ``regfs.layers.formats.merge``); every other entry is identified by the layer and
-inode it comes from, so hard links in one layer stay one inode, counted by the names
-still visible after the layers above it.
+they merge (see ``regfs.layers.formats.merge``), found top first as far down as an answer
+needs (``merged_dir.py``): a lookup fetches the layers from the top down to the one that
+provides the name, and the image's other layers are indexed after, in the background.
+Every other entry is identified by the layer and inode it comes from, so hard links in
+one layer stay one inode, counted by the names still visible after the layers above it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import trio
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry, NotFound, RegfsError
-from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
+from regfs.layers.formats.entries import EntryKind, IndexEntry
 from regfs.layers.formats.merge import Resolved, resolve
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
@@ -30,6 +32,7 @@ from regfs.tree.entry_nodes import (
     layer_xattr,
 )
 from regfs.tree.layer import provisional_directory, root_stat
+from regfs.tree.merged_dir import ChildCandidates, MergedDir, RootCandidates
 from regfs.tree.node import Directory, Node, Stat
 from regfs.tree.xattrs import LAYER_XATTR
 
@@ -48,25 +51,31 @@ class MergedImage:
         self.context = context
         self.image = image
         self.layers = tuple(layers)
-        self.key = (host, repository, image)
+        self.key = (host, repository, str(image))  # strings: their hashes are kept
         """Identifies this image's merged tree among all mounted ones."""
-        self._indexes: list[LayerIndex] | None = None
+        self._found: list[LayerIndex | None] = [None] * len(self.layers)
+        self.root_dir = MergedDir(RootCandidates(len(self.layers), self.index_at))
+
+    async def index_at(self, position: int) -> LayerIndex:
+        """The index of the layer at ``position``, fetched now if need be; the other
+        layers are then indexed in the background, top first (each once per mount)."""
+        index = self._found[position]
+        if index is None:
+            rest = [layer for n, layer in enumerate(self.layers) if n != position]
+            self.context.layers.index_soon(rest[::-1])
+            index = self._found[position] = await self.context.layers.index(self.layers[position])
+        return index
 
     async def indexes(self) -> list[LayerIndex]:
-        if self._indexes is None:
-            found: list[LayerIndex | None] = [None] * len(self.layers)
-
-            async def build(position: int) -> None:
-                found[position] = await self.context.layers.index(self.layers[position])
-
+        """Every layer's index (for a listing: each layer may contribute to it)."""
+        if None in self._found:
             try:
                 async with trio.open_nursery() as nursery:
                     for position in range(len(self.layers)):
-                        nursery.start_soon(build, position)
+                        nursery.start_soon(self.index_at, position)
             except BaseExceptionGroup as group:
                 raise _first_domain_error(group) from None
-            self._indexes = [index for index in found if index is not None]
-        return self._indexes
+        return [index for index in self._found if index is not None]
 
     def known_root(self) -> Resolved | None:
         """The merged root, if every layer is indexed already (asking never fetches)."""
@@ -79,16 +88,8 @@ class MergedImage:
             if index is not None
         )
 
-    def source(self, position: int, indexes: list[LayerIndex]) -> EntrySource:
-        return EntrySource(self.context.layers, self.layers[position], indexes[position], position)
-
-    async def root(self) -> Resolved | None:
-        indexes = await self.indexes()
-        top_first = range(len(indexes) - 1, -1, -1)
-        return resolve((position, indexes[position].entry(ROOT_ID)) for position in top_first)
-
     async def resolve_path(self, parts: Sequence[bytes]) -> Resolved | None:
-        resolved = await self.root()
+        resolved = await self.root_dir.resolved()
         indexes = await self.indexes()
         for part in parts:
             if resolved is None or not resolved.is_directory:
@@ -115,11 +116,12 @@ class MergedImage:
 
     async def node(self, path: tuple[bytes, ...], resolved: Resolved) -> Node:
         if resolved.is_directory:
-            return RootfsDir(self, path, resolved)
-        indexes = await self.indexes()
+            return RootfsDir(self, path, MergedDir.of(resolved))
         entry = resolved.entry
         key = ("rootfs-inode", self.key, resolved.layer, entry.inode_id)
-        source = self.source(resolved.layer, indexes)
+        layer = resolved.layer
+        source = EntrySource(self.context.layers, self.layers[layer], await self.index_at(layer),
+                             layer)  # fmt: skip
         if entry.kind is EntryKind.FILE:
             return RootfsFile(key, self, resolved.layer, source, entry)
         return entry_node(key, source, entry)
@@ -145,59 +147,65 @@ class RootfsFile(EntryFile):
         super().__init__(key, source, entry)
         self.image = image
         self.position = position
-        self._nlink: int | None = None
 
     async def stat(self) -> Stat:
         if self.entry.nlink == 1:
-            return entry_stat(self.entry)
-        if self._nlink is None:
-            self._nlink = await self.image.visible_links(self.position, self.entry)
-        return entry_stat(self.entry, self._nlink)
+            return await super().stat()
+        if self._stat is None:
+            links = await self.image.visible_links(self.position, self.entry)
+            self._stat = entry_stat(self.entry, links)
+        return self._stat
 
 
 class RootfsDir(Directory):
-    """A merged directory; ``resolved`` is None only for the root before its first use."""
+    """A merged directory; ``merged`` is None for the root (its image's ``root_dir``)."""
 
     def __init__(
-        self, image: MergedImage, path: tuple[bytes, ...], resolved: Resolved | None
+        self, image: MergedImage, path: tuple[bytes, ...], merged: MergedDir | None
     ) -> None:
         self.image = image
         self.path = path
-        self.resolved = resolved
+        self.merged = merged if merged is not None else image.root_dir
         self.key = ("rootfs", image.key, path)
+        self._stat: Stat | None = None
 
     async def _resolved(self) -> Resolved:
-        if self.resolved is None:
-            self.resolved = await self.image.root()
-            if self.resolved is None:
-                raise NotFound(f"image {self.image.image}: the root is whited out")
-        return self.resolved
+        resolved = await self.merged.resolved()
+        if resolved is None:
+            raise NotFound(f"image {self.image.image}: the root is whited out")
+        return resolved
 
-    def _known(self) -> Resolved | None:
-        """What this dir merges, if known without indexing a layer (the root's is not
-        until every layer is indexed; another dir's always is)."""
-        return self.resolved if self.path else self.resolved or self.image.known_root()
+    async def _attributes(self) -> tuple[int, IndexEntry] | None:
+        """Where the directory's attributes come from; for the root, only once every layer
+        is indexed (asking never fetches it: ``ls TAG/`` fetches no layer)."""
+        if self.path:
+            return await self.merged.attributes()
+        root = self.image.known_root()
+        return (root.layer, root.entry) if root is not None else None
 
     async def stat(self) -> Stat:
         """The root takes the ``.`` entry of the highest layer that has one, as an
         unpack applies them; until every layer is indexed it is provisional."""
-        resolved = self._known()
-        if resolved is None:
+        if self._stat is not None:
+            return self._stat
+        found = await self._attributes()
+        if found is None:
             return provisional_directory(self.image.context)
         if not self.path:
-            return root_stat(self.image.context, resolved.entry)
-        return entry_stat(resolved.entry)
+            return root_stat(self.image.context, found[1])
+        self._stat = entry_stat(found[1])  # made once, as a file's
+        return self._stat
 
     async def xattrs(self) -> dict[str, bytes]:
-        resolved = self._known()
-        return entry_xattrs(resolved.entry) if resolved is not None else {}
+        found = await self._attributes()
+        return entry_xattrs(found[1]) if found is not None else {}
 
     async def xattr(self, name: str) -> bytes | None:
         if name == LAYER_XATTR:
-            resolved = self._known()
-            if resolved is None:
+            found = await self._attributes()
+            if found is None:
                 return None
-            return layer_xattr(resolved.layer, self.image.layers[resolved.layer])
+            return layer_xattr(found[0], self.image.layers[found[0]])
         return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
@@ -225,14 +233,23 @@ class RootfsDir(Directory):
         return result
 
     async def lookup(self, name: str) -> Node:
-        resolved = await self._resolved()
-        indexes = await self.image.indexes()
+        """The first layer down from the top that has ``name`` in a directory merged here
+        decides (a whiteout hides it, a file wins, a directory is merged further down only
+        when asked): the layers below it are not fetched for this."""
         raw = os.fsencode(name)
-        child = resolve(
-            (position, indexes[position].child(entry.id, raw))
-            for position, entry in resolved.directories
-        )
-        if child is None:
-            where = os.fsdecode(b"/".join(self.path))
-            raise NoEntry(f"image {self.image.image}: no {name!r} in rootfs/{where}")
-        return await self.image.node((*self.path, raw), child)
+        path = (*self.path, raw)
+        number = 0
+        while (found := await self.merged.contribution(number)) is not None:
+            number += 1
+            position, directory = found
+            entry = (await self.image.index_at(position)).child(directory.id, raw)
+            if entry is None:
+                continue
+            if entry.kind is EntryKind.DIRECTORY:
+                children = ChildCandidates(self.merged, raw, self.image.index_at)
+                return RootfsDir(self.image, path, MergedDir(children))
+            if entry.kind is not EntryKind.WHITEOUT:
+                return await self.image.node(path, Resolved(position, entry))
+            break
+        where = os.fsdecode(b"/".join(self.path))
+        raise NoEntry(f"image {self.image.image}: no {name!r} in rootfs/{where}")

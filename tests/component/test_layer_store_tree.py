@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import random
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import NotFound, ReadOnly, VerificationFailed
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
@@ -191,3 +194,26 @@ async def test_the_first_layer_looked_up_begins_indexing_them_all(
         assert info["diff-digest"] == DIFF_IDS[1]
         assert registry.blob_gets(upper) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_blob_pieces_fetched_again_come_in_one_range_request(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """A blob's pieces evicted since its verified pass come again through the getter:
+    adjacent ones in one Range request (here 4 pieces of 1 MiB), each checked."""
+    big = gzip_layer(member("data/big", random.Random(5).randbytes(3_500_000)))
+    registry.push("big", "1", [big], [sha256(gzip.decompress(big))])
+    path = (encoded(f"{HOST}/big:1"), sha256(big))
+    first = await directory(await directory(store(registry, tmp_path), path[0]), path[1])
+    assert await read_all(first, "blob") == big
+    assert registry.blob_gets(sha256(big)) == 1
+    shutil.rmtree(CacheLayout(tmp_path).chunks)  # evicted; the pieces' list is kept
+    again = await directory(await directory(store(registry, tmp_path), path[0]), path[1])
+    assert await read_all(again, "blob") == big
+    assert registry.blob_gets(sha256(big)) == 2
+
+
+async def read_all(parent: Directory, name: str) -> bytes:
+    node = await parent.lookup(name)
+    assert isinstance(node, File)
+    return await node.read(0, 1 << 30)

@@ -28,6 +28,7 @@ from tests.mount.test_system_mounts import service_commands, unit
 from tests.support import images
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount, clean_environment, run_regfs
+from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 
 TIMEOUT = 5
@@ -81,9 +82,11 @@ def registry_back(outage: Outage) -> Iterator[Registry]:
     outage.registry.start_if_killed()
 
 
-def mount_on(cache: Path, where: Path, *options: str) -> Mount:
+def mount_on(
+    cache: Path, where: Path, *options: str, environment: dict[str, str] | None = None
+) -> Mount:
     return Mount(where, "--timeout", str(TIMEOUT), "--cache-dir", str(cache),
-                 "--soci-v1-referrers", *options)  # fmt: skip
+                 "--soci-v1-referrers", *options, environment=environment)  # fmt: skip
 
 
 def read_first(cache: Path, where: Path, host: str) -> dict[str, str]:
@@ -165,6 +168,50 @@ def test_the_registry_back_brings_fresh_answers_and_a_moved_tag(
     finally:
         second.close()
         images.push(outage.layout, "1", f"{host}/offline/gzip:1")
+
+
+def test_a_fleet_mount_serves_its_cache_with_mirror_and_registry_both_gone(
+    tmp_path: Path, outage: Outage, registry_back: Registry
+) -> None:
+    """A fleet's name in registries.conf, served through a pull-through mirror: with the
+    mirror and the registry both stopped, a remount serves what the first mount read."""
+    mirror = Registry(tmp_path / "mirror", proxy_remote=outage.registry.url)
+    counting = CountingProxy(mirror.port)
+    home = tmp_path / "home"
+    (home / ".config/containers").mkdir(parents=True)
+    (home / ".config/containers/registries.conf").write_text(f"""
+[[registry]]
+prefix = "fleet.example"
+location = "{outage.host}"
+[[registry.mirror]]
+location = "{counting.host}"
+""")  # fmt: skip
+    environment = {"HOME": str(home)}
+    first = mount_on(tmp_path / "cache", tmp_path / "first", environment=environment)
+    try:
+        assert "offline" in os.listdir(first / "fleet.example")
+        repository = first / "fleet.example/offline/gzip"
+        assert (repository / "1/rootfs/etc/motd").read_bytes() == MOTD
+        digest = os.readlink(repository / "1")
+        assert any("/blobs/" in path for path in counting.requests_by_path), "no mirror"
+    finally:
+        first.close()
+    counting.stop()
+    mirror.stop()
+    registry_back.kill()
+    second = mount_on(tmp_path / "cache", tmp_path / "second", environment=environment)
+    second.allow_log(*UNREACHABLE)
+    try:
+        repository = second / "fleet.example/offline/gzip"
+        assert os.listdir(repository) == ["1"]
+        assert os.readlink(repository / "1") == digest
+        assert (repository / "1/rootfs/etc/motd").read_bytes() == MOTD
+        assert (repository / digest / "rootfs/etc/motd").read_bytes() == MOTD
+        assert set(stale_marks(repository)) == {"tags", "targets"}
+        assert "offline" in os.listdir(second / "fleet.example")
+        assert set(stale_marks(second / "fleet.example")) == {"catalog"}
+    finally:
+        second.close()
 
 
 def test_without_stale_answers_listings_and_tags_fail(

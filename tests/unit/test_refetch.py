@@ -21,13 +21,15 @@ from regfs.cache.layout import CacheLayout
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor
-from regfs.layers import readers
+from regfs.layers import chunk_reader
 from regfs.layers.formats.compression import GZIP_SPACING
 from regfs.layers.index.build import CHUNK_SIZE, build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
-from regfs.layers.readers import RangeFetch, ReadContext, read_stream, reader_for
+from regfs.layers.reader_base import RangeFetch, ReadContext
+from regfs.layers.readers import read_stream, reader_for
+from regfs.layers.streams import Streams
 from tests.support.crafted import member, multi_member_gzip, tar_of, zeros_layer
 
 MiB = 1 << 20
@@ -75,7 +77,7 @@ def read(tmp_path: Path, blob: bytes, offset: int, size: int) -> tuple[bytes, Re
     registry = Registry(blob)
     context = ReadContext(
         VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), registry.ranges,
-        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
+        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(), Streams(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
     data = trio.run(read_stream, reader, index.meta.uncompressed_size, offset, size)
@@ -150,7 +152,7 @@ def test_a_long_zstd_re_fetch_is_spooled_not_held(
 ) -> None:
     """Past ``ZSTD_HELD_BYTES`` of compressed bytes, the re-fetch goes piece by piece to a
     file (a chunk deep in a big single-frame layer would otherwise sit whole in memory)."""
-    monkeypatch.setattr(readers, "ZSTD_HELD_BYTES", 1 << 20)
+    monkeypatch.setattr(chunk_reader, "ZSTD_HELD_BYTES", 1 << 20)
     tar = tar_layer(12, 800_000)
     blob = zstandard.ZstdCompressor(level=1).compress(tar)
     offset = 6 * MiB + 5
@@ -185,7 +187,7 @@ def test_bytes_that_do_not_decompress_are_fetched_once_more_then_refused(tmp_pat
     registry = Registry(bytes(len(blob)))  # zeros where the blob was
     context = ReadContext(
         VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), registry.ranges,
-        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
+        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(), Streams(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
     with pytest.raises(MalformedContent, match="cannot decompress"):
@@ -213,7 +215,7 @@ def test_a_chunk_damaged_on_the_way_is_fetched_once_more(tmp_path: Path) -> None
 
     context = ReadContext(
         VerifiedPieces(ChunkCache(CacheLayout(tmp_path / "reader"), 1 << 40)), damaging,
-        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(),
+        trio.CapacityLimiter(2), cachetools.LRUCache(1 << 20), SingleFlight(), Streams(),
     )  # fmt: skip
     reader = reader_for(layer, index, context)
     offset = 500_000  # the first chunk: its checkpoint is the stream's start

@@ -36,20 +36,42 @@ class Resolved:
 
 def resolve(candidates: Iterable[tuple[int, IndexEntry | None]]) -> Resolved | None:
     """The merged entry for one name, from (layer, entry or None) pairs, top layer first."""
-    directories: list[tuple[int, IndexEntry]] = []
+    merging = TopDown()
     for layer, entry in candidates:
+        if not merging.offer(layer, entry):
+            break
+    return merging.result()
+
+
+class TopDown:
+    """``resolve``, one candidate at a time (top layer first), for a caller that fetches
+    a lower layer only when the answer may still depend on it."""
+
+    def __init__(self) -> None:
+        self.directories: list[tuple[int, IndexEntry]] = []
+        """The directories contributing so far, top first."""
+        self._file: Resolved | None = None
+
+    def offer(self, layer: int, entry: IndexEntry | None) -> bool:
+        """Take the next layer's entry for the name; False once no lower layer can change
+        the answer."""
         if entry is None:
-            continue
+            return True
         if entry.kind is EntryKind.WHITEOUT:
-            break
+            return False
         if entry.kind is not EntryKind.DIRECTORY:
-            if directories:
-                break  # a file below a directory is hidden by it
-            return Resolved(layer, entry)
-        directories.append((layer, entry))
-        if entry.opaque:
-            break
-    if not directories:
-        return None
-    layer, entry = next((pair for pair in directories if not pair[1].implicit), directories[0])
-    return Resolved(layer, entry, tuple(directories))
+            if not self.directories:  # else: a file below a directory is hidden by it
+                self._file = Resolved(layer, entry)
+            return False
+        self.directories.append((layer, entry))
+        return not entry.opaque
+
+    def result(self) -> Resolved | None:
+        if self._file is not None:
+            return self._file
+        if not self.directories:
+            return None
+        layer, entry = next(
+            (pair for pair in self.directories if not pair[1].implicit), self.directories[0]
+        )
+        return Resolved(layer, entry, tuple(self.directories))

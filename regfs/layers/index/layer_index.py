@@ -239,6 +239,15 @@ class LayerIndex:
             raise KeyError(index)
         return bytes(row[0])
 
+    def chunk_hashes(self, first: int, last: int) -> list[bytes]:
+        """The hashes of chunks ``first`` to ``last`` (both included), in order."""
+        rows = self._db().execute(
+            "SELECT sha256 FROM chunks WHERE idx BETWEEN ? AND ? ORDER BY idx", (first, last)
+        ).fetchall()  # fmt: skip
+        if len(rows) != last - first + 1:
+            raise KeyError((first, last))
+        return [bytes(row[0]) for row in rows]
+
     def toc_chunk(self, position: int) -> TocChunk | None:
         """The eStargz chunk covering ``position`` of the virtual stream, if any."""
         row = self._db().execute(
@@ -248,6 +257,19 @@ class LayerIndex:
         if row is None or position >= row[0] + row[1]:
             return None
         return TocChunk(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bytes(row[4]))
+
+    def toc_chunks_between(self, start: int, end: int) -> list[TocChunk]:
+        """The chunks (or zTOC spans) covering ``[start, end)`` of the stream, in order;
+        fewer if the index has none for part of it (the caller says so)."""
+        first = self.toc_chunk(start)
+        if first is None:
+            return []
+        rows = self._db().execute(
+            "SELECT * FROM toc_chunks WHERE virtual_offset > ? AND virtual_offset < ? "
+            "ORDER BY virtual_offset", (first.virtual_offset, end)
+        ).fetchall()  # fmt: skip
+        return [first] + [TocChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
+                          for r in rows]  # fmt: skip
 
     async def pieces(self) -> list[tuple[bytes, int]]:
         """``pieces_in`` read in a worker thread (a layer may have thousands)."""

@@ -1,0 +1,149 @@
+"""Reads of layer content for a mount: what a reader waits for, and what is fetched ahead.
+
+Layers layer. A read goes to the reader of its index's kind (``readers.py``); before it
+waits, the range a sequential reader will want next (``read_ahead.py``) is asked for as
+background work of the mount (``background.py``), so that its Range requests are on their
+way while the read's own are answered. Read-ahead, the eStargz prefetch and a layer's rest
+(``--background-fetch``) run there, outside every FUSE request's deadline, each under a
+deadline of its own, behind readers on the wire (``streams.py``); their failures are
+logged, never a reader's (a reader needing a piece they failed to bring fetches it itself,
+under its own deadline).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import cachetools
+import trio
+
+from regfs.cache.flight import SingleFlight
+from regfs.domain.errors import Unavailable
+from regfs.layers.background import BackgroundWork
+from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.layer_ref import LayerRef
+from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.read_ahead import ReadAhead
+from regfs.layers.reader_base import PieceReader, RangeFetch, ReadContext
+from regfs.layers.readers import INFLATED_SPANS_BYTES, load_pieces, read_stream, reader_for
+from regfs.layers.streams import Priority, Streams
+from regfs.registry.client import RegistryClient
+
+log = logging.getLogger(__name__)
+
+DECOMPRESSING_AT_ONCE = 8
+"""Worker threads decompressing re-fetched pieces at once, for the whole mount."""
+READING_AHEAD_AT_ONCE = 4
+"""Read-ahead tasks fetching at once, for the whole mount (more wait their turn)."""
+STREAMS_FOLLOWED = 256
+"""Layers whose readers' positions are remembered for read-ahead (the least recent go)."""
+
+
+class LayerReads:
+    """Every read of layer content of one mount (or ``regfs prefetch``)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        pieces: VerifiedPieces,
+        spool_dir: Path,
+        received: Callable[[LayerRef, int], None],
+        background: BackgroundWork,
+        *,
+        background_fetch: bool = False,
+    ) -> None:
+        """``received(layer, size)`` is told of each piece of a blob fetched; read-ahead
+        and prefetches are work of ``background``; ``background_fetch``: a lazily read
+        layer, once read, is fetched whole behind."""
+        self._client = client
+        self._received = received
+        self._background = background
+        self._background_fetch = background_fetch
+        # Decompressing threads of re-fetches have their own limiter: they must not take
+        # every default worker thread (which DNS lookups need too).
+        self.context = ReadContext(
+            pieces, self.ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
+            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), Streams(),
+            spool_dir=spool_dir,
+        )  # fmt: skip
+        self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
+        self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
+
+    async def read(
+        self,
+        layer: LayerRef,
+        index: LayerIndex,
+        offset: int,
+        size: int,
+        file: tuple[int, int] | None = None,
+    ) -> bytes:
+        """``size`` bytes of the layer's stream at ``offset``, verified. ``file``: where
+        the file being read lies on the stream, to read ahead of a sequential reader."""
+        reader = reader_for(layer, index, self.context)
+        end = min(offset + size, index.meta.uncompressed_size)
+        background = self._background
+        if file is not None and reader.reads_ahead and background.running and offset < end:
+            followed = self._followed.get(index.path)
+            if followed is None:
+                followed = self._followed[index.path] = ReadAhead()
+            ahead = followed.after(offset, end, *file)
+            if ahead is not None:
+                read_ahead = functools.partial(self._read_ahead, reader, *ahead)
+                background.start(f"read-ahead of {ahead[0]}-{ahead[1]}", layer, read_ahead)
+            if self._background_fetch:
+                fetch_whole = functools.partial(self._fetch_whole, reader, layer, index)
+                background.start_once("background fetch", layer, fetch_whole, key=index.path)
+        return await read_stream(reader, index.meta.uncompressed_size, offset, size)
+
+    async def _read_ahead(self, reader: PieceReader, start: int, end: int) -> None:
+        async with self._reading_ahead:
+            await reader.load(start, end, Priority.AHEAD)
+
+    @staticmethod
+    async def _fetch_whole(reader: PieceReader, layer: LayerRef, index: LayerIndex) -> None:
+        """The rest of a layer read lazily, in runs on the background streams (behind what
+        readers wait for), as stargz-snapshotter's background fetch does."""
+        await load_pieces(reader, index.meta.uncompressed_size, Priority.BACKGROUND)
+        log.info("%s: fetched whole in the background", layer)
+
+    def prefetch_soon(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Begin fetching what an eStargz image's builder marked as read first, if it
+        marked anything (once per index: what is fetched is the index's chunks)."""
+        if index.meta.prefetch_end:
+            prefetch = functools.partial(self._prefetch, layer, index)
+            self._background.start_once("prefetch", layer, prefetch, key=index.path)
+
+    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Fetch the chunks of the files an eStargz image's builder marked as read first
+        (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
+        the files are fetched when read, as any other."""
+        end = index.meta.prefetch_end
+        await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
+        log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+
+    async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
+        """Load every piece of the layer, fetching and checking what the cache lacks."""
+        reader = reader_for(layer, index, self.context)
+        await load_pieces(reader, index.meta.uncompressed_size, Priority.WAITED)
+
+    def ranges(self, layer: LayerRef) -> RangeFetch:
+        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
+        FUSE request's own scope may end them sooner). Each names what it fetches for the
+        timeout's message."""
+        timeout = self._client.config.timeout
+        give_up_at = trio.current_time() + timeout
+
+        async def fetch(start: int, end: int, what: str) -> bytes:
+            with trio.move_on_at(give_up_at):
+                data = await self._client.get_blob_range(
+                    layer.host, layer.repository, layer.digest, start, end,
+                    urls=layer.descriptor.urls,
+                )  # fmt: skip
+                self._received(layer, len(data))
+                return data
+            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
+
+        return fetch
