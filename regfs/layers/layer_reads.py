@@ -7,7 +7,8 @@ way while the read's own are answered. Read-ahead, the eStargz prefetch and a la
 (``--background-fetch``) run there, outside every FUSE request's deadline, each under a
 deadline of its own, behind readers on the wire (``streams.py``); their failures are
 logged, never a reader's (a reader needing a piece they failed to bring fetches it itself,
-under its own deadline).
+under its own deadline). A layer whose files are read one after another by a program
+going through all of them (``walks.py``) has its rest fetched there too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from regfs.layers.read_ahead import ReadAhead
 from regfs.layers.reader_base import PieceReader, RangeFetch, ReadContext
 from regfs.layers.readers import INFLATED_SPANS_BYTES, load_pieces, read_stream, reader_for
 from regfs.layers.streams import Priority, Streams
+from regfs.layers.walks import WALK_FILES, Walks
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class LayerReads:
         )  # fmt: skip
         self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
         self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
+        self._walks = Walks()
 
     async def read(
         self,
@@ -93,7 +96,10 @@ class LayerReads:
             if ahead is not None:
                 read_ahead = functools.partial(self._read_ahead, reader, *ahead)
                 background.start(f"read-ahead of {ahead[0]}-{ahead[1]}", layer, read_ahead)
-            if self._background_fetch:
+            walked = self._walks.read(index.path, file[0])
+            if walked:
+                log.info("%s: %d of its files read: fetching the rest", layer, WALK_FILES)
+            if self._background_fetch or walked:
                 fetch_whole = functools.partial(self._fetch_whole, reader, layer, index)
                 background.start_once("background fetch", layer, fetch_whole, key=index.path)
         return await read_stream(reader, index.meta.uncompressed_size, offset, size)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from regfs.layers.pieces import FAILURE_MEMORY
+from regfs.layers.walks import WALK_FILES
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.estargz import EstargzConverter
@@ -190,6 +191,34 @@ def test_background_fetch_brings_the_rest_of_a_layer_once_it_is_read(
         assert all((rootfs / name).read_bytes() == SMALL[name] for name in others)
         assert read_all(rootfs / "big.bin") == BIG
         assert lazy.range_requests() == 0
+    finally:
+        mount.close()
+
+
+def test_a_program_walking_a_lazy_layer_gets_its_rest_fetched_at_once(
+    tmp_path: Path, pushed: Pushed, proxy: CountingProxy
+) -> None:
+    """A few hundred files read stay lazy (an application's start); a program reading every
+    file of a zstd:chunked layer (tar, a scanner) has the rest fetched behind it once it has
+    read ``WALK_FILES`` of them, instead of one round trip per file to the end."""
+    files = {f"tree/{n // 100}/f{n:04}": os.urandom(1500) for n in range(WALK_FILES + 400)}
+    images.build_image(tmp_path / "oci", "walk", files)
+    images.push(tmp_path / "oci", "walk", f"{pushed.registry.host}/read-path/walk:1",
+                "--dest-compress-format", "zstd:chunked")  # fmt: skip
+    proxy.reset()
+    mount = Mount(tmp_path / "mnt")
+    try:
+        rootfs = mount / proxy.host / "read-path/walk/1/rootfs"
+        names = sorted(files)
+        assert all((rootfs / name).read_bytes() == files[name] for name in names[:100])
+        assert "fetching the rest" not in mount.log()
+        assert all((rootfs / name).read_bytes() == files[name] for name in names[100:])
+        assert "files read: fetching the rest" in mount.log()
+        (layer,) = json.loads(images.get_manifest(pushed.registry.url, "read-path/walk", "1")[0])[
+            "layers"
+        ]
+        requests = proxy.requests_by_path[f"/v2/read-path/walk/blobs/{layer['digest']}"]
+        assert requests < WALK_FILES + 100, requests  # not one per file
     finally:
         mount.close()
 
