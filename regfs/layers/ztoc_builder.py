@@ -21,7 +21,11 @@ from typing import BinaryIO
 import indexed_gzip
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_exactly
+from regfs.layers.formats.compression import (
+    DECOMPRESSION_ERRORS,
+    index_to_the_end,
+    read_exactly,
+)
 from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
@@ -76,9 +80,7 @@ def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list
             files += [_ztoc_file(member) for member in scanner.feed(chunk) if _listed(member)]
         scanner.finish()
         uncompressed_size = gzip.tell()
-        # Reads are served from a buffer of a few MiB, and the index is built only as far
-        # as they needed: without this, no point in the layer's last few MiB.
-        gzip.build_full_index()
+        index_to_the_end(gzip)
         exported = io.BytesIO()
         gzip.export_index(fileobj=exported)
     finally:

@@ -144,6 +144,21 @@ def header(
     return bytes(block)
 
 
+def test_a_checksum_summed_signed_as_old_tars_did_is_accepted() -> None:
+    """Bytes over 127 count negative in such a checksum; off by one, it is refused."""
+    block = bytearray(header(name="café-ß".encode()))
+    block[148:156] = b" " * 8
+    signed = sum(byte - 256 if byte > 127 else byte for byte in block)
+    for checksum, accepted in ((signed, True), (signed + 1, False)):
+        block[148:155] = f"{checksum:06o}\0".encode()
+        scanner = TarScanner()
+        if accepted:
+            assert [m.path for m in scanner.feed(bytes(block) + bytes(1024))] == ["café-ß".encode()]
+        else:
+            with pytest.raises(MalformedContent, match="bad checksum"):
+                scanner.feed(bytes(block))
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -21,6 +21,7 @@ from regfs.layers.formats.zstd_frames import FrameSpan, is_skippable_frame, next
 
 GZIP_SPACING = 2 << 20
 ZSTD_SPACING = 1 << 20
+PROBE_BUFFER = 128 << 10
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -78,15 +79,36 @@ class GzipIndexer:
         """indexed_gzip's index: every seek point with its window (``gzip_points.py``).
         zlib restarts at every gzip member boundary, so it has one at each: a layer of many
         members (eStargz, ``pigz --independent``) has thousands."""
-        # The index is built only as far as reads needed it, and they are served from a
-        # buffer of a few MiB: without this, no point in the layer's last few MiB.
-        self.file.build_full_index()
+        index_to_the_end(self.file)
         buffer = io.BytesIO()
         self.file.export_index(fileobj=buffer)
         return buffer.getvalue()
 
     def close(self) -> None:
         self.file.close()
+
+
+def index_to_the_end(file: indexed_gzip.IndexedGzipFile) -> None:
+    """Give ``file``, read to its end, seek points up to its end. Reads are served from a
+    buffer of a few MiB and the index is built only as far as they needed (a 6 MiB layer
+    had no point but its first); reading the last byte again builds the rest.
+    ``build_full_index`` would too, but inflates the whole stream again (0.5 s more on the
+    1.0 s pass of a 60 MB layer)."""
+    end = file.tell()
+    if end:
+        file.seek(end - 1)
+        file.read(1)
+
+
+def probing_reader(blob: BinaryIO, index: bytes) -> indexed_gzip.IndexedGzipFile:
+    """A second handle on a gzip blob seeking from ``index`` (``GzipIndexer.export``) with
+    small buffers, to read a few KiB after each point: the indexer's buffers inflate MiBs at
+    every seek (0.49 s against 0.05 s for the 81 points of a 60 MB layer)."""
+    reader = indexed_gzip.IndexedGzipFile(
+        fileobj=blob, readbuf_size=PROBE_BUFFER, buffer_size=PROBE_BUFFER, auto_build=False
+    )
+    reader.import_index(fileobj=io.BytesIO(index))
+    return reader
 
 
 class ZstdIndexer:

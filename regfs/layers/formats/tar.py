@@ -59,6 +59,9 @@ class TarMember:
         return self.type in SUPPORTED_TYPES
 
 
+_HIGH_BYTES = bytes(range(128, 256))
+
+
 def _number(field_bytes: bytes, what: str) -> int:
     """Octal ASCII, or GNU base-256 when the top bit of the first byte is set."""
     if field_bytes and field_bytes[0] & 0x80:
@@ -80,11 +83,14 @@ def _string(field_bytes: bytes) -> bytes:
 
 
 def _checksum_ok(header: bytes) -> bool:
+    """POSIX sums the header's bytes unsigned; some old tars summed them signed."""
     stored = _number(header[148:156], "checksum")
     blanked = header[:148] + b" " * 8 + header[156:]
     unsigned = sum(blanked)
-    signed = sum(b - 256 if b > 127 else b for b in blanked)
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    high_bytes = len(blanked) - len(blanked.translate(None, _HIGH_BYTES))
+    return stored == unsigned - 256 * high_bytes
 
 
 def _pax_time_ns(value: str) -> int:

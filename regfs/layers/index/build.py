@@ -19,6 +19,7 @@ from regfs.layers.formats.compression import (
     GzipIndexer,
     ZstdIndexer,
     open_for_indexing,
+    probing_reader,
     read_exactly,
     sniff,
 )
@@ -87,11 +88,14 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
 
 def _gzip_restart_points(stream: GzipIndexer, blob: Path, size: int) -> list[Checkpoint]:
     """The seek points indexed_gzip recorded that restart inflation, ``GZIP_SPACING``
-    apart (probed through a second handle of the blob: indexed_gzip keeps its own place
-    in the one it reads)."""
-    with open(blob, "rb") as raw:
-        return restartable(stream.file, raw, seek_points(stream.export()), size,
-                           spacing=GZIP_SPACING)  # fmt: skip
+    apart, each probed through other handles of the blob."""
+    index = stream.export()
+    with open(blob, "rb") as raw, open(blob, "rb") as inflated:
+        reader = probing_reader(inflated, index)
+        try:
+            return restartable(reader, raw, seek_points(index), size, spacing=GZIP_SPACING)
+        finally:
+            reader.close()
 
 
 def build_toc_index(
