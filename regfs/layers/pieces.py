@@ -186,6 +186,7 @@ class VerifiedPieces:
                     on_disk = await trio.to_thread.run_sync(self._load_all, list(claim.pieces))
                     self.reads.disk += len(on_disk)
                     for sha256, data in on_disk.items():
+                        keep(self._memory, sha256, data)
                         claim.resolve(sha256, data)
                         found[sha256] = data
                     await self._fetch(claim, fetch, found, remember_failures=True)
