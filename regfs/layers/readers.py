@@ -31,6 +31,10 @@ INFLATED_SPANS_BYTES = 16 << 20
 """Inflated zTOC spans kept in memory (their compressed bytes are pieces like any other)."""
 LOAD_WINDOW = 16 << 20
 """Bytes of the stream ``load_pieces`` asks for at once."""
+NEIGHBOURS = 128 << 10
+"""Compressed bytes of TOC chunks laid out after a miss a reader waits for, fetched in its
+request when not cached: a program starting reads file after file, mostly files laid out
+side by side (a package's modules), and each miss would wait a round trip of its own."""
 
 
 def reader_for(layer: LayerRef, index: LayerIndex, context: ReadContext) -> PieceReader:
@@ -88,7 +92,27 @@ class _RunReader(Reader):
 
 class TocChunkReader(_RunReader):
     """An eStargz or zstd:chunked layer read through its TOC: each chunk is one gzip
-    member or zstd frame of the blob; chunks wanted together are fetched together."""
+    member or zstd frame of the blob; chunks wanted together are fetched together, with
+    the ``NEIGHBOURS`` after a miss someone waits for."""
+
+    async def fetch(
+        self, missing: Sequence[Piece[TocChunk]], deliver: Deliver[TocChunk],
+        priority: Priority = Priority.WAITED,
+    ) -> None:  # fmt: skip
+        if priority is Priority.WAITED and missing:
+            missing = [*missing, *await self._neighbours(missing[-1].source)]
+        await super().fetch(missing, deliver, priority)
+
+    async def _neighbours(self, last: TocChunk) -> list[Piece[TocChunk]]:
+        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last``, not cached."""
+        after = last.virtual_offset + last.size
+        reach = last.compressed_end + NEIGHBOURS
+        near = [piece for piece in self.pieces(after, after + 4 * NEIGHBOURS)
+                if piece.start >= after and piece.source.compressed_end <= reach]  # fmt: skip
+        cached = self.context.pieces.cached
+        return await trio.to_thread.run_sync(
+            lambda: [piece for piece in near if not cached(piece.sha256)]
+        )
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:
         return await trio.to_thread.run_sync(

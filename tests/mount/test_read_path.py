@@ -108,6 +108,21 @@ def test_a_cold_sequential_read_costs_few_round_trips(mount: Mount, lazy: Lazy) 
     assert lazy.range_requests() <= 24, lazy.range_requests()  # ~4 MiB a request
 
 
+def test_small_files_read_one_after_another_come_a_few_to_a_request(
+    mount: Mount, lazy: Lazy
+) -> None:
+    """A program starting reads file after file, most of them laid out side by side: the
+    chunks after a miss come in its request, so the next files are there when asked for.
+    Before: one Range request per file (24). Each file read is still the image's."""
+    rootfs = lazy.rootfs(mount)
+    os.listdir(rootfs)  # the TOC
+    lazy.proxy.reset()
+    for name, data in sorted(SMALL.items()):
+        assert (rootfs / name).read_bytes() == data, name
+    assert lazy.range_requests() <= 8, lazy.range_requests()
+    assert lazy.proxy.blob_bytes(lazy.layer_digest) < sum(map(len, SMALL.values())) + 2 * MiB
+
+
 def test_parallel_readers_get_the_image_s_bytes(mount: Mount, lazy: Lazy) -> None:
     """Readers at random offsets of the big file and of small ones, at once, while others
     read sequentially (and are read ahead of): every byte is the file's."""
