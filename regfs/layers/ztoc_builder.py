@@ -24,6 +24,7 @@ from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import (
     DECOMPRESSION_ERRORS,
     index_to_the_end,
+    probing_reader,
     read_exactly,
 )
 from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
@@ -52,8 +53,8 @@ def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
     with open(blob, "rb") as inflated, open(blob, "rb") as raw:
         size = raw.seek(0, 2)
         try:
-            files, uncompressed_size, points = _scan(inflated, span_size)
-            checkpoints = _restartable(inflated, raw, points, uncompressed_size)
+            files, uncompressed_size, index = _scan(inflated, span_size)
+            checkpoints = _restartable(inflated, raw, index, uncompressed_size)
             digests = _span_digests(inflated, raw, checkpoints, uncompressed_size)
         except DECOMPRESSION_ERRORS as error:
             raise MalformedContent(f"cannot make a zTOC: {error}") from None
@@ -68,8 +69,9 @@ def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
     return encoded
 
 
-def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list[Checkpoint]]:
-    """The tar's members, its length, and indexed_gzip's seek points with their windows."""
+def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, bytes]:
+    """The tar's members, its length, and indexed_gzip's index (its seek points with their
+    windows)."""
     scanner = TarScanner()
     files = []
     gzip = indexed_gzip.IndexedGzipFile(
@@ -85,17 +87,18 @@ def _scan(inflated: BinaryIO, span_size: int) -> tuple[list[ZtocFile], int, list
         gzip.export_index(fileobj=exported)
     finally:
         gzip.close()
-    return files, uncompressed_size, seek_points(exported.getvalue())
+    return files, uncompressed_size, exported.getvalue()
 
 
 def _restartable(
-    inflated: BinaryIO, raw: BinaryIO, points: list[Checkpoint], uncompressed_size: int
+    inflated: BinaryIO, raw: BinaryIO, index: bytes, uncompressed_size: int
 ) -> list[Checkpoint]:
-    """Every point from which inflation restarts (``gzip_points.restartable``)."""
+    """Every point of ``index`` from which inflation restarts
+    (``gzip_points.restartable``), probed from the index itself."""
     inflated.seek(0)
-    gzip = indexed_gzip.IndexedGzipFile(fileobj=inflated, readbuf_size=1 << 20, auto_build=True)
+    gzip = probing_reader(inflated, index)
     try:
-        return restartable(gzip, raw, points, uncompressed_size)
+        return restartable(gzip, raw, seek_points(index), uncompressed_size)
     except MalformedContent as error:
         raise MalformedContent(f"cannot make a zTOC: {error}") from None
     finally:
