@@ -60,7 +60,9 @@ class CountingProxy:
         self.trickle_seconds: float | None = None
         """Seconds after which a trickled answer is closed unfinished (None: never)."""
         self.stall_seconds = 10.0
-        """Seconds each Range request waits before it is answered: a slow store."""
+        """Seconds a ``stall`` fault holds its request before closing it unanswered, unless
+        ``end_stalls`` ends it first."""
+        self._stalls_ended = threading.Event()
         self.gone = False
         """Every request is closed unanswered, also on connections already open: a
         registry gone away (``stop`` leaves open connections served)."""
@@ -89,6 +91,13 @@ class CountingProxy:
             self.requests_by_path.clear()
             self.whole_blob_gets.clear()
             self.connections = self.range_requests = 0
+
+    def end_stalls(self) -> None:
+        """Close every request a ``stall`` fault holds now, unanswered, as its end would:
+        a test need not wait ``stall_seconds`` for the stalled attempts to be over."""
+        with self._lock:
+            ended, self._stalls_ended = self._stalls_ended, threading.Event()
+        ended.set()
 
     def fault_met(self, fault: str, method: str, path: str) -> None:
         """Called as each fault of ``faults`` is taken by a request; for subclasses."""
@@ -158,7 +167,9 @@ class CountingProxy:
             def _fail(self, fault: str) -> None:
                 if fault in ("reset", "stall"):
                     if fault == "stall":
-                        time.sleep(proxy.stall_seconds)
+                        with proxy._lock:
+                            ended = proxy._stalls_ended
+                        ended.wait(proxy.stall_seconds)
                     self.close_connection = True
                     return
                 self.send_response(int(fault))
