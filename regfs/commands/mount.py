@@ -38,6 +38,11 @@ log = logging.getLogger("regfs")
 
 MAX_FUSE_TASKS = 64
 """Kernel requests served at once; most wait on the network, so more than cores."""
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the GIL while another waits for it (Python's default: 0.005).
+While a worker thread indexes, inflates or hashes, the event loop gives up the GIL at
+every system call and waits this long to get it back: at the default, a small layer's
+index took 0.38 s beside a big one's instead of 0.015 s, and FUSE answers waited too."""
 
 
 def _default_log_file() -> Path:
@@ -83,6 +88,7 @@ def serve(
     if config.registries.sources:
         log.info("registries.conf: %s", ", ".join(config.registries.sources))
     ready()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     clean = False
     try:
         trio.run(_main_loop, services, operations)
