@@ -11,6 +11,7 @@ Format: https://flatbuffers.dev/internals/
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 
@@ -34,11 +35,12 @@ class Table:
         self._position = position
         self._budget = budget if budget is not None else [len(buffer)]
         vtable = position - _read(buffer, _SOFFSET, position)
-        self._vtable = vtable
-        self._vtable_size = _read(buffer, _VOFFSET, vtable)
-        if self._vtable_size < 4 or self._vtable_size % 2:
-            raise MalformedContent(f"flatbuffer: vtable of {self._vtable_size} bytes")
-        _check(buffer, vtable, self._vtable_size)
+        vtable_size = _read(buffer, _VOFFSET, vtable)
+        if vtable_size < 4 or vtable_size % 2:
+            raise MalformedContent(f"flatbuffer: vtable of {vtable_size} bytes")
+        _check(buffer, vtable, vtable_size)
+        self._slots = struct.unpack_from(f"<{vtable_size // 2 - 2}H", buffer, vtable + 4)
+        """Each field's offset in the table (0: absent), read from the vtable at once."""
 
     @classmethod
     def root(cls, buffer: bytes, budget: int) -> Table:
@@ -47,10 +49,9 @@ class Table:
 
     def _field(self, field_id: int) -> int | None:
         """Where field ``field_id`` lies in the buffer, or None if absent (its default)."""
-        slot = 4 + 2 * field_id
-        if slot >= self._vtable_size:
+        if field_id >= len(self._slots):
             return None
-        offset = _read(self._buffer, _VOFFSET, self._vtable + slot)
+        offset = self._slots[field_id]
         return self._position + offset if offset else None
 
     def scalar(self, field_id: int, layout: str, default: int = 0) -> int:
@@ -58,7 +59,7 @@ class Table:
         position = self._field(field_id)
         if position is None:
             return default
-        value: int = _read(self._buffer, struct.Struct(layout), position)
+        value: int = _read(self._buffer, _scalar_struct(layout), position)
         return value
 
     def _indirect(self, field_id: int) -> int | None:
@@ -109,9 +110,19 @@ def _vector_bytes(buffer: bytes, start: int) -> bytes:
     return buffer[start + 4 : start + 4 + length]
 
 
+@functools.cache
+def _scalar_struct(layout: str) -> struct.Struct:
+    return struct.Struct(layout)
+
+
 def _read(buffer: bytes, layout: struct.Struct, position: int) -> int:
-    _check(buffer, position, layout.size)
-    value: int = layout.unpack_from(buffer, position)[0]
+    if position < 0:  # unpack_from would count from the end
+        _check(buffer, position, layout.size)
+    try:
+        value: int = layout.unpack_from(buffer, position)[0]
+    except struct.error:  # past the end: said as _check says it
+        _check(buffer, position, layout.size)
+        raise
     return value
 
 

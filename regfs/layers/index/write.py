@@ -35,6 +35,8 @@ def write_index(
     temporary.unlink(missing_ok=True)
     connection = sqlite3.connect(temporary)
     try:
+        # no journal and no syncs: the file is a temporary, synced once and renamed when whole
+        connection.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
         connection.executescript(files("regfs.layers.index").joinpath("schema.sql").read_text())
         values = {
             "schema_version": SCHEMA_VERSION, "digest": meta.digest,
