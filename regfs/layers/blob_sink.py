@@ -18,6 +18,7 @@ from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
+from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
 
 
@@ -39,8 +40,13 @@ class VerifyingSink:
         layer: LayerRef,
         cache: ChunkCache | None,
         received: Callable[[LayerRef, int], None] = lambda layer, size: None,
+        *,
+        landing: LandingBlob | None = None,
     ) -> None:
+        """``landing``: told of each flush (a reader follows the file as it grows), and
+        abandoned on a restart (what it read is gone)."""
         self._file = file
+        self._landing = landing
         self._layer = layer
         self._cache = cache
         self._count = received
@@ -52,6 +58,9 @@ class VerifyingSink:
         """Bytes in the file now, as counted in the cache's usage."""
 
     async def restart(self) -> None:
+        """Forget what was received: a place's answer begins (again, if any came before)."""
+        if self._landing is not None and self._received:
+            self._landing.abandon()
         self._pending, self._pending_size = [], 0
         self._hasher = hashlib.new(self._layer.digest.algorithm)
         self._received = 0
@@ -87,6 +96,9 @@ class VerifyingSink:
         self.stored += len(data)
         if self._cache is not None:
             self._cache.note_growth(len(data))
+        if self._landing is not None:
+            self._file.flush()
+            self._landing.landed(self.stored)
 
     async def finish(self) -> None:
         """Write what is pending, then check the whole blob against its digest and size."""

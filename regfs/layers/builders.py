@@ -9,12 +9,14 @@ or zTOC that cannot be used is one warning and ``False``: the caller reads the l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import trio
 
@@ -28,12 +30,17 @@ from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.reader_base import RangeFetch
 from regfs.registry.client import RegistryClient
 from regfs.registry.request_deadline import working
 
+if TYPE_CHECKING:
+    from outcome import Outcome
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INDEXING_AT_ONCE = 2  # decompression is CPU-bound: one per core
 FIRST_PASSES_AT_ONCE = 4
@@ -83,18 +90,37 @@ class IndexBuilders:
                 await self._whole(layer)
 
     async def _whole(self, layer: LayerRef) -> None:
-        """Download the blob to ``tmp/``, verify it, index it, delete it."""
+        """Download the blob to ``tmp/`` and index it as it lands (``landing_blob.py``: the
+        index is written once the blob is verified), then delete it."""
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
         with open(blob, "wb") as file:
-            sink = VerifyingSink(file, layer, self._chunks, self._received)
+            landing = LandingBlob(blob, layer.descriptor.size)
+            sink = VerifyingSink(file, layer, self._chunks, self._received, landing=landing)
+            indexing = InThread(functools.partial(
+                build_index, blob, self._files.whole(layer)[0], str(layer.digest), self._chunks,
+                landing=landing,
+            ))  # fmt: skip
             try:
-                await self._client.download_blob(
-                    layer.host, layer.repository, layer.digest, sink, urls=layer.descriptor.urls
-                )
-                await sink.finish()
+                try:
+                    await self._client.download_blob(
+                        layer.host, layer.repository, layer.digest, sink,
+                        urls=layer.descriptor.urls,
+                    )  # fmt: skip
+                    await sink.finish()
+                except BaseException:
+                    landing.abandon()
+                    raise
+                landing.complete()
                 self._served(layer)
-                await self._index_blob(layer, blob)
+                with working():
+                    built = await indexing.outcome()
+                if landing.abandoned:  # started over at another place: index the file now
+                    await self._index_blob(layer, blob)
+                else:
+                    _log_skipped(layer, _unwrapped(layer, built))
             finally:
+                with trio.CancelScope(shield=True):  # an abandoned pass ends at its next read
+                    await indexing.outcome()
                 blob.unlink(missing_ok=True)
                 index_size = _size_of(self._files.whole(layer)[0])
                 # shielded: the request's scope may have ended, and its error must not
@@ -180,6 +206,37 @@ class IndexBuilders:
         await trio.to_thread.run_sync(self._chunks.note_growth, _size_of(path))
         log.info("%s: indexed from %s (%d bytes fetched)", layer, source, fetched)
         _log_skipped(layer, warnings)
+
+
+class InThread(Generic[T]):
+    """``work`` begun now in a thread of its own, its outcome awaited later: a first pass
+    that follows its download. Not cancellable: it ends when its blob is complete or
+    abandoned."""
+
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._ended = trio.Event()
+        self._outcome: Outcome[T] | None = None
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(outcome: Outcome[T]) -> None:
+            self._outcome = outcome
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._ended.set)
+
+        trio.lowlevel.start_thread_soon(work, deliver)
+
+    async def outcome(self) -> Outcome[T]:
+        await self._ended.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+
+def _unwrapped(layer: LayerRef, built: Outcome[list[str]]) -> list[str]:
+    """The warnings of a first pass, or the error that stopped it, naming the layer."""
+    try:
+        return built.unwrap()
+    except MalformedContent as error:
+        raise MalformedContent(f"{layer}: {error}") from None
 
 
 def _log_skipped(layer: LayerRef, warnings: list[str]) -> None:

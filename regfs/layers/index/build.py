@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import MalformedContent
@@ -37,18 +38,26 @@ from regfs.layers.formats.toc import (
 from regfs.layers.formats.ztoc import Checkpoint, members, parse_ztoc, spans
 from regfs.layers.index.meta import SOCI_COMPRESSION, IndexMeta
 from regfs.layers.index.write import write_index
+from regfs.layers.landing_blob import BlobAbandoned, LandingBlob
 
 CHUNK_SIZE = 1 << 20
 
 
-def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -> list[str]:
+def build_index(
+    blob: Path, index_path: Path, digest: str, chunks: ChunkCache,
+    *, landing: LandingBlob | None = None,
+) -> list[str]:  # fmt: skip
     """Index the verified blob at ``blob`` into ``index_path``; returns warnings to log.
 
     Besides the tree and each chunk's hash, it records where decompression restarts: gzip
     checkpoints (with their windows, each checked to restart inflation) ``GZIP_SPACING``
     apart, zstd frame starts, and for zstd how far into the blob each chunk's output
-    reaches, so that a chunk is made again from one Range request."""
-    with open(blob, "rb") as raw:
+    reaches, so that a chunk is made again from one Range request.
+
+    ``landing``: the blob is still downloading, and is read as it lands; the index is
+    written only once the blob is verified.
+    """
+    with _opened(blob, landing) as raw:
         compression = sniff(raw.read(4))
         raw.seek(0)
         stream = open_for_indexing(raw, compression)
@@ -66,6 +75,9 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
                 for member in scanner.feed(chunk):
                     tree.add(member)
             scanner.finish()
+            if landing is not None:
+                landing.wait_verified()
+            compressed_size = raw.seek(0, 2)
             checkpoints: list[tuple[int, int]] = [(0, 0)]
             span_starts: list[tuple[int, int, bytes]] = []
             if isinstance(stream, ZstdIndexer):
@@ -76,14 +88,23 @@ def build_index(blob: Path, index_path: Path, digest: str, chunks: ChunkCache) -
                 span_starts = [(point.uncompressed, point.bits, point.window) for point in points]
                 stream.close()
         except DECOMPRESSION_ERRORS as error:
+            if landing is not None and landing.abandoned:  # not the blob's fault
+                raise BlobAbandoned(f"{blob.name}: its download was abandoned") from None
             raise MalformedContent(f"cannot decompress ({compression}): {error}") from None
-        compressed_size = raw.seek(0, 2)
     meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=hashes,
         checkpoints=checkpoints, chunk_ends=chunk_ends, span_starts=span_starts,
     )  # fmt: skip
     return tree.warnings
+
+
+def _opened(blob: Path, landing: LandingBlob | None) -> BinaryIO:
+    """The blob for the first pass; a landing blob's reader reads, seeks and tells as a
+    file does."""
+    if landing is not None:
+        return cast(BinaryIO, landing.open())
+    return open(blob, "rb")
 
 
 def _gzip_restart_points(stream: GzipIndexer, blob: Path, size: int) -> list[Checkpoint]:
