@@ -296,7 +296,7 @@ def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> Tar
         devmajor=_int(entry, "devMajor", 0) if kind in _DEVICES else 0,
         devminor=_int(entry, "devMinor", 0) if kind in _DEVICES else 0,
         data_offset=position,
-        xattrs=_xattrs(entry.get("xattrs"), name) if "xattrs" in entry else (),
+        xattrs=_xattrs(entry.get("xattrs"), name),
     )
 
 

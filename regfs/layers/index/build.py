@@ -75,9 +75,8 @@ def build_index(
                 for member in scanner.feed(chunk):
                     tree.add(member)
             scanner.finish()
-            if landing is not None:
+            if landing is not None:  # before the restart points open the blob's file
                 landing.wait_verified()
-            compressed_size = raw.seek(0, 2)
             checkpoints: list[tuple[int, int]] = [(0, 0)]
             span_starts: list[tuple[int, int, bytes]] = []
             if isinstance(stream, ZstdIndexer):
@@ -91,6 +90,7 @@ def build_index(
             if landing is not None and landing.abandoned:  # not the blob's fault
                 raise BlobAbandoned(f"{blob.name}: its download was abandoned") from None
             raise MalformedContent(f"cannot decompress ({compression}): {error}") from None
+        compressed_size = raw.seek(0, 2)
     meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=hashes,
