@@ -1,4 +1,5 @@
-"""Shared pytest configuration: mount tests need root, /dev/fuse and the Debian tools."""
+"""Shared pytest configuration: mount tests need root, /dev/fuse and the Debian tools; the
+mount suite's slowest preparations begin as the session does."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.support import ahead
+from tests.support.installed import install_wheel
+from tests.support.layered import make_layered
+
+# Property tests check what happens to an input, not how long an example takes; they run
+# beside the mount suite's preparations (below), on a machine of two cores.
+settings.register_profile("regfs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("regfs")
 
 MOUNT_TOOLS = ("docker-registry", "skopeo", "umoci", "fusermount3", "mmdebstrap", "systemd-nspawn")
 
@@ -37,3 +48,21 @@ def process_umask() -> Iterator[None]:
     os.umask(umask)
     yield
     os.umask(umask)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mount_preparations_begun(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Begin the wheel install and the layered image (``tests/support/ahead.py``) as the
+    session's first test starts, if a mount test that will run needs them."""
+    needs: set[str] = set()
+    for item in request.session.items:
+        if "mount" in item.keywords and item.get_closest_marker("skip") is None:
+            needs.update(getattr(item, "fixturenames", ()))
+    if "installed_regfs" in needs:
+        installed = tmp_path_factory.mktemp("installed")
+        ahead.begin("installed", lambda: install_wheel(installed))
+    if "layered" in needs:
+        layered = tmp_path_factory.mktemp("layered")
+        ahead.begin("layered", lambda: make_layered(layered))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import images
+from tests.support import ahead, images
 from tests.support.estargz import EstargzConverter, estargz_converter
 from tests.support.installed import install_wheel
-from tests.support.layered import build_layered, convert, debian_rootfs
+from tests.support.layered import make_layered
 from tests.support.mount import Installation, Mount
 from tests.support.proxy import CountingProxy
 from tests.support.registry import BasicAuth, Registry
@@ -93,8 +93,9 @@ def basic_registry(workdir: Path, layout: Path) -> Iterator[Registry]:
 
 @pytest.fixture(scope="session", autouse=True)
 def installed_regfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """regfs built into a wheel and installed in a fresh venv: what every mount test runs."""
-    bin_dir = install_wheel(tmp_path_factory.mktemp("installed"))
+    """regfs built into a wheel and installed in a fresh venv: what every mount test runs
+    (made ahead: ``tests/support/ahead.py``)."""
+    bin_dir = ahead.made("installed", lambda: install_wheel(tmp_path_factory.mktemp("installed")))
     Installation.use(bin_dir)
     return bin_dir
 
@@ -147,29 +148,25 @@ LAYERED_ESTARGZ = ("--estargz-compression-level", "1")
 
 @pytest.fixture(scope="session")
 def layered(
-    workdir: Path, estargz: EstargzConverter, request: pytest.FixtureRequest
+    estargz: EstargzConverter,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Layered]:
-    """The layered image in every format; its eStargz conversion (20 to 30 s) is begun in
-    the background at once if a test of this session asks for it, so that it is made while
-    other tests run."""
-    base = workdir / "layered"
-    debian_rootfs(base / "debian")
-    layout = base / "oci"
-    build_layered(layout, "1", base / "debian")
+    """The layered image in every format (made ahead: ``tests/support/ahead.py``); its
+    eStargz conversion (20 to 30 s) is begun in the background at once if a test of this
+    session asks for it, so that it is made while other tests run."""
+    layouts = ahead.made("layered", lambda: make_layered(tmp_path_factory.mktemp("layered")))
     items = request.session.items
     if any("layered_estargz" in getattr(item, "fixturenames", ()) for item in items):
-        estargz.start(layout, "1", *LAYERED_ESTARGZ)
-    convert(layout, "1", base / "zstd", "--dest-compress", "--dest-compress-format", "zstd")
-    convert(layout, "1", base / "plain", "--dest-decompress")
-    registry = Registry(base / "registry")
+        estargz.start(layouts.oci, "1", *LAYERED_ESTARGZ)
+    registry = Registry(layouts.oci.parent / "registry")
     host = registry.host
-    images.push(layout, "1", f"{host}/layered/oci:1")
-    images.push(layout, "1", f"{host}/layered/v2s2:1", "--format", "v2s2")
-    images.push(layout, "1", f"{host}/layered/schema1:1", "--format", "v2s1")
-    images.push(base / "zstd", "1", f"{host}/layered/zstd:1")
-    images.push(base / "plain", "1", f"{host}/layered/plain:1")
-    images.run("umoci", "unpack", "--image", f"{layout}:1", base / "bundle")
-    yield Layered(registry, layout, base / "bundle" / "rootfs")
+    images.push(layouts.oci, "1", f"{host}/layered/oci:1")
+    images.push(layouts.oci, "1", f"{host}/layered/v2s2:1", "--format", "v2s2")
+    images.push(layouts.oci, "1", f"{host}/layered/schema1:1", "--format", "v2s1")
+    images.push(layouts.zstd, "1", f"{host}/layered/zstd:1")
+    images.push(layouts.plain, "1", f"{host}/layered/plain:1")
+    yield Layered(registry, layouts.oci, layouts.oracle_rootfs)
     registry.stop()
 
 

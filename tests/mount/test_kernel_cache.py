@@ -14,7 +14,7 @@ import pytest
 
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
-from tests.support.installed import ROOT, install_wheel
+from tests.support.installed import ROOT, install_wheel, wheel_of
 from tests.support.mount import Installation, Mount, run_regfs
 from tests.support.net import wait_until
 
@@ -104,7 +104,10 @@ def test_a_stock_pyfuse3_serves_without_kernel_caching_until_regfs_installs_the_
     ships) installs the patched build into it. The build itself is the one the session
     made (``--wheel-dir``: the same command's, from scripts/build-pyfuse3.sh): compiling
     pyfuse3 again would take minutes."""
-    Installation.use(install_wheel(tmp_path / "stock", patched_pyfuse3=False))
+    stock = install_wheel(
+        tmp_path / "stock", patched_pyfuse3=False, wheel=wheel_of(installed_regfs)
+    )
+    Installation.use(stock)
     try:
         mount = Mount(tmp_path / "mnt")
         try:

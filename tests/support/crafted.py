@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import struct
 import tarfile
 import urllib.parse
 import zlib
@@ -70,17 +71,30 @@ def multi_member_gzip(data: bytes, member_size: int) -> bytes:
 
 
 def zeros_layer(size: int) -> bytes:
-    """A gzip layer holding one file of ``size`` zero bytes: a decompression bomb."""
+    """A gzip layer holding one file of ``size`` zero bytes: a decompression bomb.
+
+    A MiB of zeros is deflated once and its bytes repeated: a full flush ends each piece
+    on a byte boundary with nothing behind it to refer to, so every piece deflates alike,
+    and a 2 GiB bomb takes a second instead of ten. The trailer's CRC is of the content
+    meant, so an inflater that got anything else fails."""
     header = tarfile.TarInfo("zeros")
     header.size, header.mtime, header.mode = size, 1_700_000_000, 0o644
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    parts = [compressor.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
+    head = header.tobuf(format=tarfile.GNU_FORMAT)
     piece = bytes(1 << 20)
-    for _ in range(size // len(piece)):
-        parts.append(compressor.compress(piece))
-    parts.append(compressor.compress(bytes(size % len(piece) + (-size) % 512 + 1024)))
-    parts.append(compressor.flush())
-    return b"".join(parts)
+    pieces = size // len(piece)
+    tail = bytes(size % len(piece) + (-size) % 512 + 1024)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated_head = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    deflated_piece = deflate.compress(piece) + deflate.flush(zlib.Z_FULL_FLUSH)
+    deflated_tail = deflate.compress(tail) + deflate.flush()
+    crc = zlib.crc32(head)
+    for _ in range(pieces):
+        crc = zlib.crc32(piece, crc)
+    crc = zlib.crc32(tail, crc)
+    length = len(head) + pieces * len(piece) + len(tail)
+    gzip_header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # deflate, no name, mtime 0
+    trailer = struct.pack("<II", crc, length & 0xFFFFFFFF)
+    return b"".join((gzip_header, deflated_head, deflated_piece * pieces, deflated_tail, trailer))
 
 
 def upload_blob(registry_url: str, repository: str, data: bytes) -> dict[str, object]:

@@ -29,8 +29,27 @@ def _run(command: list[str | Path], what: str) -> None:
         raise RuntimeError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
 
 
-def install_wheel(workdir: Path, patched_pyfuse3: bool = True) -> Path:
-    """Build regfs's wheel, install it into a new venv under ``workdir``; its ``bin/``."""
+def install_wheel(workdir: Path, patched_pyfuse3: bool = True, wheel: Path | None = None) -> Path:
+    """Install regfs's wheel (``wheel``, or one built now from the tree) into a new venv
+    under ``workdir``; its ``bin/``."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    if wheel is None:
+        wheel = _build_wheel(workdir, pip)
+    environment = workdir / "venv"
+    venv.create(environment, with_pip=True)
+    bin_dir = environment / "bin"
+    pyfuse3 = [_patched_pyfuse3()] if patched_pyfuse3 else []
+    _run([bin_dir / "python", *pip[1:], "install", *pyfuse3, wheel], f"installing {wheel.name}")
+    return bin_dir
+
+
+def wheel_of(bin_dir: Path) -> Path:
+    """The wheel ``install_wheel`` built for the venv of ``bin_dir``."""
+    (wheel,) = (bin_dir.parents[1] / "wheels").glob("regfs-*.whl")
+    return wheel
+
+
+def _build_wheel(workdir: Path, pip: list[str]) -> Path:
     source = workdir / "source"
     source.mkdir(parents=True)
     for name in SHIPPED:
@@ -40,15 +59,9 @@ def install_wheel(workdir: Path, patched_pyfuse3: bool = True) -> Path:
         else:
             shutil.copy2(ROOT / name, source / name)
     wheels = workdir / "wheels"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     _run([*pip, "wheel", "--no-deps", "--wheel-dir", wheels, source], "building the wheel")
     (wheel,) = wheels.glob("regfs-*.whl")
-    environment = workdir / "venv"
-    venv.create(environment, with_pip=True)
-    bin_dir = environment / "bin"
-    pyfuse3 = [_patched_pyfuse3()] if patched_pyfuse3 else []
-    _run([bin_dir / "python", *pip[1:], "install", *pyfuse3, wheel], f"installing {wheel.name}")
-    return bin_dir
+    return wheel
 
 
 def _patched_pyfuse3() -> Path:

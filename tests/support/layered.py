@@ -18,6 +18,8 @@ import os
 import shutil
 import subprocess
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.crafted import tar_of
@@ -164,3 +166,34 @@ def convert(source: Path, tag: str, destination: Path, *options: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@dataclass(frozen=True)
+class LayeredLayouts:
+    """The layered image in OCI layouts, as ``make_layered`` leaves them (tag ``1``)."""
+
+    oci: Path
+    """As umoci built it: gzip layers."""
+    zstd: Path
+    plain: Path
+    """Uncompressed layers."""
+    oracle_rootfs: Path
+    """``umoci unpack`` of the image: what a mount's rootfs/ must equal."""
+
+
+def make_layered(base: Path) -> LayeredLayouts:
+    """The layered image under ``base``: built, recompressed, and unpacked as the oracle
+    (the last three side by side: each is a process of its own)."""
+    debian_rootfs(base / "debian")
+    layouts = LayeredLayouts(base / "oci", base / "zstd", base / "plain", base / "bundle/rootfs")
+    build_layered(layouts.oci, "1", base / "debian")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        steps = [
+            pool.submit(convert, layouts.oci, "1", layouts.zstd,
+                        "--dest-compress", "--dest-compress-format", "zstd"),
+            pool.submit(convert, layouts.oci, "1", layouts.plain, "--dest-decompress"),
+            pool.submit(run, "umoci", "unpack", "--image", f"{layouts.oci}:1", base / "bundle"),
+        ]  # fmt: skip
+        for step in steps:
+            step.result()
+    return layouts
