@@ -134,6 +134,11 @@ def normalize_path(path: bytes) -> list[bytes] | None:
     return parts
 
 
+def _shown(member: TarMember) -> str:
+    """A member's path as a warning shows it."""
+    return member.path.decode("utf-8", "backslashreplace")
+
+
 def _directory(*, implicit: bool, member: TarMember | None = None) -> _Node:
     if member is None:
         inode = _Inode(EntryKind.DIRECTORY, DEFAULT_DIR_MODE)
@@ -168,17 +173,16 @@ class LayerTreeBuilder:
         self.members = 0
 
     def add(self, member: TarMember) -> None:
-        shown = member.path.decode("utf-8", "backslashreplace")
         parts = normalize_path(member.path)
         if parts is None:
-            self.warnings.append(f"{shown!r} climbs out of the layer root: skipped")
+            self.warnings.append(f"{_shown(member)!r} climbs out of the layer root: skipped")
             return
         if member.type == SPARSE:
-            self.warnings.append(f"{shown!r} is a GNU sparse file, not supported: skipped")
+            self.warnings.append(f"{_shown(member)!r} is a GNU sparse file, not supported: skipped")
             return
         if not member.is_supported:
             self.warnings.append(
-                f"{shown!r} has unsupported tar type {chr(member.type)!r}: skipped"
+                f"{_shown(member)!r} has unsupported tar type {chr(member.type)!r}: skipped"
             )
             return
         if not parts:
@@ -186,9 +190,10 @@ class LayerTreeBuilder:
                 self._replace_attributes(self.root, member)
                 self.root.implicit = False
             return
-        if any(len(part) > MAX_NAME for part in parts):
+        # a part longer than MAX_NAME makes the path longer: most paths need no look at parts
+        if len(member.path) > MAX_NAME and any(len(part) > MAX_NAME for part in parts):
             self.warnings.append(
-                f"{shown[:100]!r}… has a name longer than {MAX_NAME} bytes: skipped"
+                f"{_shown(member)[:100]!r}… has a name longer than {MAX_NAME} bytes: skipped"
             )
             return
         self.members += 1
@@ -200,18 +205,18 @@ class LayerTreeBuilder:
             # tar -x fails here ("Not a directory") and umoci skips it; umoci even writes
             # whiteouts below a directory it replaced by a file, and those hide nothing.
             if not name.startswith(WHITEOUT_PREFIX):
-                self.warnings.append(f"{shown!r} lies below a non-directory: skipped")
+                self.warnings.append(f"{_shown(member)!r} lies below a non-directory: skipped")
             return
-        self._place(parent, name, member, shown)
+        self._place(parent, name, member)
 
-    def _place(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
+    def _place(self, parent: _Node, name: bytes, member: TarMember) -> None:
         assert parent.children is not None
         if name == OPAQUE_MARKER:
             parent.opaque = True
         elif name.startswith(WHITEOUT_PREFIX):
-            self._whiteout(parent, name[len(WHITEOUT_PREFIX) :], member, shown)
+            self._whiteout(parent, name[len(WHITEOUT_PREFIX) :], member)
         elif member.type == ord("1"):
-            self._hard_link(parent, name, member, shown)
+            self._hard_link(parent, name, member)
         elif member.type == ord("5"):
             existing = parent.children.get(name)
             if existing is not None and existing.children is not None:
@@ -252,21 +257,21 @@ class LayerTreeBuilder:
             _detach(replaced)
         parent.children[name] = node
 
-    def _whiteout(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
+    def _whiteout(self, parent: _Node, name: bytes, member: TarMember) -> None:
         if not name or name in (b".", b".."):
-            self.warnings.append(f"{shown!r} is a whiteout of nothing: skipped")
+            self.warnings.append(f"{_shown(member)!r} is a whiteout of nothing: skipped")
             return
         inode = _inode_of(member, EntryKind.WHITEOUT)
         node = _Node(inode)
         inode.names.append(node)
         self._put(parent, name, node)
 
-    def _hard_link(self, parent: _Node, name: bytes, member: TarMember, shown: str) -> None:
+    def _hard_link(self, parent: _Node, name: bytes, member: TarMember) -> None:
         target_parts = normalize_path(member.linkname)
         target = self._find(target_parts) if target_parts else None
         if target is None or target.children is not None or target.inode.kind is EntryKind.WHITEOUT:
             self.warnings.append(
-                f"{shown!r} is a hard link to a missing or unusable target: skipped"
+                f"{_shown(member)!r} is a hard link to a missing or unusable target: skipped"
             )
             return
         if (

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import flatbuffers
 
@@ -44,9 +44,9 @@ _CHECKPOINT_SIZE = _CHECKPOINT.size + WINDOW_SIZE
 _LEGACY_FIRST = (10, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class ZtocFile:
-    """One tar member as a zTOC records it (``pax`` holds all of its PAX records)."""
+class ZtocFile(NamedTuple):
+    """One tar member as a zTOC records it (``pax`` holds all of its PAX records). A named
+    tuple: a zTOC makes one per member."""
 
     name: bytes
     type: str
