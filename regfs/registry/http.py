@@ -63,6 +63,11 @@ from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, backoff
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY = 64 << 10  # an error body is only shown as an excerpt
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+UNREACHABLE_RECHECK = 5.0
+"""Seconds after a request could not connect to a host with all its attempts in which the
+next get one each: in an outage, a path looked up name by name fails at once, not in a
+``--timeout`` per name."""
 T = TypeVar("T")
 
 
@@ -81,6 +86,8 @@ class HostStats:
     last_error: str | None = None
     last_error_at: float | None = None
     """Seconds since the epoch."""
+    unreachable_at: float | None = None
+    """When (trio clock) a request last failed to connect with all its attempts, until an answer."""
 
 
 class HttpSession:
@@ -182,31 +189,44 @@ class HttpSession:
         host = urlsplit(what.partition(" ")[2]).netloc
         stats = self.hosts.setdefault(host, HostStats())
         stats.requests += 1
+        noticed = stats.unreachable_at
+        if noticed is not None and trio.current_time() - noticed < UNREACHABLE_RECHECK:
+            attempts = 1
         try:
-            return await self._attempts(what, attempt, attempts)
+            return await self._attempts(what, attempt, attempts, stats)
         except NotFound:
             raise  # an answer, not a failure: tags and referrers are looked for all the time
         except RegfsError as error:
             stats.last_error, stats.last_error_at = str(error), time.time()
             raise
 
-    async def _attempts(self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int) -> T:
+    async def _attempts(
+        self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int, stats: HostStats
+    ) -> T:
         for number in range(1, attempts + 1):
             delay = backoff(number)
             try:
-                return await attempt()
+                answer = await attempt()
+                stats.unreachable_at = None
+                return answer
             except TargetRefused as refused:  # said here, with the request it ends
                 raise AccessDenied(f"{what}: {refused}") from None
             except HTTPX_ERRORS as error:
                 if number == attempts or not is_temporary(error):
+                    if isinstance(error, CONNECT_ERRORS):
+                        stats.unreachable_at = trio.current_time()
                     raise error_for_exception(error, what) from None
                 log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
             except RetryLater as temporary:
+                stats.unreachable_at = None  # it answered
                 if number == attempts or (temporary.once and number > 1):
                     raise temporary.error from None
                 retry_after = retry_after_seconds(temporary.retry_after, self.timeout)
                 delay = retry_after if retry_after is not None else delay
                 log.debug("%s; retrying in %.2fs", temporary.error, delay)
+            except RegfsError:
+                stats.unreachable_at = None  # an answer that says no (401, 404, a bad body)
+                raise
             await trio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

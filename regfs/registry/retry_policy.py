@@ -4,9 +4,10 @@ Registry layer. Only the HTTP session retries (``registry/http.py``): a temporar
 failure (a connection refused or reset, a body broken off, 5xx, 429, 408) is sent again,
 up to the place's attempts, ``MAX_ATTEMPTS`` at a registry itself and ``HANDOVER_ATTEMPTS``
 (one) at a place that has a next one to hand over to: a mirror, or a foreign layer's URL
-that is not the last. Nothing else above the session retries a request; the one other
-repeat is for integrity, not transport: a layer piece whose bytes fail their hash is
-fetched once more (``layers/pieces.py``).
+that is not the last; and one at a host that could not be connected to moments ago
+(``UNREACHABLE_RECHECK`` in ``registry/http.py``). Nothing else above the session retries
+a request; the one other repeat is for integrity, not transport: a layer piece whose
+bytes fail their hash is fetched once more (``layers/pieces.py``).
 
 Time is bounded separately, by trio cancel scopes: each registry call by ``--timeout``
 (``Deadline``), and everything one FUSE request does, attempts and waits included, by one

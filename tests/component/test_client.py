@@ -15,6 +15,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
+from regfs.registry.http import UNREACHABLE_RECHECK
 from regfs.registry.retry_policy import MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread
 
@@ -69,6 +70,42 @@ async def test_connection_errors_are_retried_then_reported(autojump_clock: trio.
 
     with pytest.raises(Unavailable, match="ConnectError: Connection refused"):
         await client_for(handler).list_repositories(HOST)
+
+
+async def test_a_host_that_could_not_be_reached_gets_one_attempt_a_request_until_it_answers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """During an outage a path looked up name by name fails at once for each name, not
+    after a round of backoff each; a while later, or once the host answers, requests are
+    sent with all their attempts again."""
+    calls: list[float] = []
+    down = True
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(trio.current_time())
+        if down:
+            raise httpx.ConnectError("Connection refused")
+        return httpx.Response(503) if len(calls) % 2 else catalog("a")
+
+    client = client_for(handler)
+    with pytest.raises(Unavailable):
+        await client.list_repositories(HOST)
+    assert len(calls) == MAX_ATTEMPTS
+    for _ in range(3):
+        started = trio.current_time()
+        with pytest.raises(Unavailable, match="Connection refused"):
+            await client.list_tags(HOST, "some/repository")
+        assert trio.current_time() == started
+    assert len(calls) == MAX_ATTEMPTS + 3
+    await trio.sleep(UNREACHABLE_RECHECK)  # found unreachable a while ago: asked in full
+    with pytest.raises(Unavailable):
+        await client.list_repositories(HOST)
+    assert len(calls) == 2 * MAX_ATTEMPTS + 3
+    down = False
+    assert await client.list_repositories(HOST) == ["a"]  # one attempt: it answered
+    calls.clear()
+    assert await client.list_repositories(HOST) == ["a"]  # a 503 retried again
+    assert len(calls) == 2
 
 
 async def test_retry_after_is_honoured(autojump_clock: trio.abc.Clock) -> None:
