@@ -11,8 +11,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support import ahead
-from tests.support.installed import install_wheel
-from tests.support.layered import make_layered
 
 # Property tests check what happens to an input, not how long an example takes; they run
 # beside the mount suite's preparations (below), on a machine of two cores.
@@ -60,9 +58,5 @@ def mount_preparations_begun(
     for item in request.session.items:
         if "mount" in item.keywords and item.get_closest_marker("skip") is None:
             needs.update(getattr(item, "fixturenames", ()))
-    if "installed_regfs" in needs:
-        installed = tmp_path_factory.mktemp("installed")
-        ahead.begin("installed", lambda: install_wheel(installed))
-    if "layered" in needs:
-        layered = tmp_path_factory.mktemp("layered")
-        ahead.begin("layered", lambda: make_layered(layered))
+    for fixture in needs & ahead.PREPARATIONS.keys():
+        ahead.begin(fixture, tmp_path_factory)

@@ -11,8 +11,7 @@ import pytest
 
 from tests.support import ahead, images
 from tests.support.estargz import EstargzConverter, estargz_converter
-from tests.support.installed import install_wheel
-from tests.support.layered import make_layered
+from tests.support.layered import LayeredLayouts
 from tests.support.mount import Installation, Mount
 from tests.support.proxy import CountingProxy
 from tests.support.registry import BasicAuth, Registry
@@ -95,7 +94,7 @@ def basic_registry(workdir: Path, layout: Path) -> Iterator[Registry]:
 def installed_regfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """regfs built into a wheel and installed in a fresh venv: what every mount test runs
     (made ahead: ``tests/support/ahead.py``)."""
-    bin_dir = ahead.made("installed", lambda: install_wheel(tmp_path_factory.mktemp("installed")))
+    bin_dir: Path = ahead.made("installed_regfs", tmp_path_factory)
     Installation.use(bin_dir)
     return bin_dir
 
@@ -155,7 +154,7 @@ def layered(
     """The layered image in every format (made ahead: ``tests/support/ahead.py``); its
     eStargz conversion (20 to 30 s) is begun in the background at once if a test of this
     session asks for it, so that it is made while other tests run."""
-    layouts = ahead.made("layered", lambda: make_layered(tmp_path_factory.mktemp("layered")))
+    layouts: LayeredLayouts = ahead.made("layered", tmp_path_factory)
     items = request.session.items
     if any("layered_estargz" in getattr(item, "fixturenames", ()) for item in items):
         estargz.start(layouts.oci, "1", *LAYERED_ESTARGZ)

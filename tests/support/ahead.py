@@ -12,27 +12,37 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from pathlib import Path
+from typing import Any
 
-T = TypeVar("T")
+import pytest
 
-_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ahead")
+from tests.support.installed import install_wheel
+from tests.support.layered import make_layered
+
+PREPARATIONS: dict[str, Callable[[Path], Any]] = {
+    "installed_regfs": install_wheel,
+    "layered": make_layered,
+}
+"""Each preparation by the session fixture that needs it: made in a new temporary dir."""
+
+_pool = ThreadPoolExecutor(max_workers=len(PREPARATIONS), thread_name_prefix="ahead")
 _lock = threading.Lock()
 _begun: dict[str, Future[Any]] = {}
 
 
-def begin(name: str, make: Callable[[], object]) -> None:
-    """Begin ``make()`` in a background thread as the preparation ``name``, once."""
+def begin(fixture: str, temporary: pytest.TempPathFactory) -> None:
+    """Begin the preparation ``fixture`` needs in a background thread, once."""
     with _lock:
-        if name not in _begun:
-            _begun[name] = _pool.submit(make)
+        if fixture not in _begun:
+            _begun[fixture] = _pool.submit(PREPARATIONS[fixture], temporary.mktemp(fixture))
 
 
-def made(name: str, make: Callable[[], T]) -> T:
-    """What ``begin(name, …)`` made (waited for, its failure raised here); or ``make()``
-    now, if ``name`` was not begun."""
+def made(fixture: str, temporary: pytest.TempPathFactory) -> Any:
+    """What ``fixture``'s preparation made (waited for, its failure raised here), made now
+    if it was not begun."""
     with _lock:
-        future = _begun.get(name)
+        future = _begun.get(fixture)
     if future is None:
-        return make()
-    return cast(T, future.result())
+        return PREPARATIONS[fixture](temporary.mktemp(fixture))
+    return future.result()
