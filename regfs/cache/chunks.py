@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from regfs.cache import layer_images
 from regfs.cache.layout import CacheLayout
@@ -116,14 +117,14 @@ class ChunkCache:
                 os.utime(path)
             return
         self._count(len(data), incoming=True)  # room first: the dir never exceeds the bound
-        path.parent.mkdir(exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            with open(temporary, "wb") as file:
+            with _created(temporary) as file:
                 file.write(data)
             os.replace(temporary, path)
-        finally:
+        except BaseException:
             temporary.unlink(missing_ok=True)
+            raise
 
     def usage(self) -> int:
         """Bytes in the whole cache dir (chunks, indexes, blobs being indexed)."""
@@ -197,6 +198,16 @@ class ChunkCache:
 
 def _pinned(pinned: Protection, path: Path, is_index: bool) -> bool:
     return pinned.keeps_index_file(path.name) if is_index else pinned.keeps_chunk(path.name)
+
+
+def _created(path: Path) -> BinaryIO:
+    """``path`` opened for writing; its bucket dir made only when missing (a miss may write
+    hundreds of chunks: a mkdir each cost a fifth of their time)."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(exist_ok=True)
+        return open(path, "wb")
 
 
 def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:

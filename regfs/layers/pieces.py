@@ -17,10 +17,12 @@ just timed out is answered at once.
 
 A fetch is the reader's: given the missing pieces, it makes them (one Range request per
 run of adjacent pieces, one decompression hop) and hands over what it made in batches.
-It may hand over pieces it made on the
-way that nobody asked for (a zstd re-fetch decompresses past the chunk it wanted): they
-are checked and kept like the others. Each batch is hashed in one worker hop, handed to
-those waiting, then stored on disk in another.
+It may hand over pieces it made on the way that nobody asked for (the neighbours of a TOC
+miss, the chunks a zstd re-fetch decompresses past the one it wanted): they are checked
+and kept in memory like the others, but written to disk only once someone asks for them
+(a miss brings up to a few hundred such pieces, and creating their files cost more than
+the Range request that brought them). Each batch is hashed in one worker hop, handed to
+those waiting, then what was asked for is stored on disk in another.
 """
 
 from __future__ import annotations
@@ -84,6 +86,20 @@ class PieceReads:
     fetched: int = 0
 
 
+class PieceMemory(cachetools.LRUCache[bytes, bytes]):
+    """Verified pieces in memory, by name, least recently used first out; ``unsaved``
+    names those not written to the disk cache yet (made on the way, nobody asked yet)."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize, getsizeof=len)
+        self.unsaved: set[bytes] = set()
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        name, data = super().popitem()
+        self.unsaved.discard(name)
+        return name, data
+
+
 class _Flight:
     """One piece being fetched. Done with ``data`` or ``error``, or with neither if its
     fetcher was cancelled: a waiter then fetches it itself."""
@@ -132,6 +148,8 @@ class _Claim(Generic[S]):
         self._mine: dict[bytes, _Flight] = {}
         self.pieces: dict[bytes, Piece[S]] = {}
         """Claimed and not ended yet."""
+        self.unsaved: list[tuple[bytes, bytes]] = []
+        """Asked for and found in memory, not on disk yet: the caller stores them."""
 
     def add(self, piece: Piece[S]) -> None:
         self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight()
@@ -163,9 +181,7 @@ class _Claim(Generic[S]):
 class VerifiedPieces:
     def __init__(self, chunks: ChunkCache) -> None:
         self.chunks = chunks
-        self._memory: cachetools.LRUCache[bytes, bytes] = cachetools.LRUCache(
-            MEMORY_BYTES, getsizeof=len
-        )
+        self._memory = PieceMemory(MEMORY_BYTES)
         self._flights: dict[bytes, _Flight] = {}
         self._failed: cachetools.TTLCache[bytes, RegfsError] = cachetools.TTLCache(
             1024, FAILURE_MEMORY, timer=trio.current_time
@@ -182,6 +198,7 @@ class VerifiedPieces:
                 return [found[piece.sha256] for piece in pieces]
             waiting, claim = self._claim(wanted, found, waits=True)
             try:
+                await self._save(claim.unsaved)
                 if claim.pieces:
                     on_disk = await trio.to_thread.run_sync(self._load_all, list(claim.pieces))
                     self.reads.disk += len(on_disk)
@@ -205,6 +222,7 @@ class VerifiedPieces:
         (read-ahead, prefetching). Never waits for another caller's fetch."""
         _, claim = self._claim(_unique(pieces), {}, waits=False)
         try:
+            await self._save(claim.unsaved)
             if claim.pieces:
                 present = await trio.to_thread.run_sync(self._present, list(claim.pieces))
                 claim.abandon(present)
@@ -226,6 +244,9 @@ class VerifiedPieces:
             if data is not None:
                 found[sha256] = data
                 self.reads.memory += 1
+                if sha256 in self._memory.unsaved:
+                    self._memory.unsaved.discard(sha256)
+                    claim.unsaved.append((sha256, data))
             elif (flight := self._flights.get(sha256)) is not None:
                 if waits:
                     waiting[sha256] = flight
@@ -236,6 +257,11 @@ class VerifiedPieces:
             else:
                 claim.add(piece)
         return waiting, claim
+
+    async def _save(self, pieces: list[tuple[bytes, bytes]]) -> None:
+        """Write to the disk cache pieces made on the way that someone now asked for."""
+        if pieces:
+            await trio.to_thread.run_sync(_stored, self.chunks, pieces)
 
     def _load_all(self, names: list[bytes]) -> dict[bytes, bytes]:
         """The intact pieces of ``names`` on disk. Blocking."""
@@ -261,18 +287,20 @@ class VerifiedPieces:
 
         async def deliver(made: Made[S]) -> None:
             outcomes = await trio.to_thread.run_sync(_checked, made)
-            intact = []
+            asked = []
             for (piece, _), outcome in zip(made, outcomes, strict=True):
                 if isinstance(outcome, bytes):
-                    intact.append((piece.sha256, outcome))
                     keep(self._memory, piece.sha256, outcome)
                     if piece.sha256 in remaining:
+                        asked.append((piece.sha256, outcome))
                         found[piece.sha256] = outcome
                         claim.resolve(piece.sha256, outcome)
+                    elif piece.sha256 in self._memory:
+                        self._memory.unsaved.add(piece.sha256)
                 elif piece.sha256 in remaining:
                     damaged[piece.sha256] = outcome
             # after the waiters have them: creating many small files is slow on some disks
-            await trio.to_thread.run_sync(_stored, self.chunks, intact)
+            await trio.to_thread.run_sync(_stored, self.chunks, asked)
 
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             damaged.clear()

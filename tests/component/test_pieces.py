@@ -141,6 +141,26 @@ async def test_pieces_made_on_the_way_are_kept_only_if_intact(
     assert pieces.cached(piece(5).sha256) and not pieces.cached(piece(6).sha256)
 
 
+async def test_pieces_made_on_the_way_reach_the_disk_once_asked_for(
+    pieces: VerifiedPieces, autojump_clock: trio.abc.Clock
+) -> None:
+    """A TOC miss brings a few hundred neighbours; creating their files cost more than the
+    Range request. They wait in memory until a read (or a prefetch) asks for them."""
+    source = Source()
+    source.extra = [5, 6, 7]
+    await pieces.get([piece(4)], source.fetch)
+    assert pieces.chunks.has(piece(4).sha256)
+    assert not any(pieces.chunks.has(piece(n).sha256) for n in (5, 6, 7))
+    assert await pieces.get([piece(5)], source.fetch) == [DATA[5]]
+    await pieces.load([piece(6)], source.fetch)
+    assert len(source.calls) == 1  # both from memory
+    assert pieces.chunks.has(piece(5).sha256) and pieces.chunks.has(piece(6).sha256)
+    assert not pieces.chunks.has(piece(7).sha256)
+    later = VerifiedPieces(pieces.chunks)  # a new mount: what was read is there
+    assert await later.get([piece(5)], source.fetch) == [DATA[5]]
+    assert len(source.calls) == 1
+
+
 async def test_a_network_failure_fails_every_waiter_of_the_fetch(
     pieces: VerifiedPieces, autojump_clock: trio.abc.Clock
 ) -> None:
