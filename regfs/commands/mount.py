@@ -154,6 +154,7 @@ def mount_status(
 async def _main_loop(services: MountServices, operations: Operations) -> None:
     async with trio.open_nursery() as nursery:
         services.serve_in(nursery)
+        nursery.start_soon(services.warm_up)
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(operations.invalidator.run)
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
