@@ -27,14 +27,15 @@ def runs(
     largest: int = LARGEST_RUN,
     gap: int = MAX_GAP,
 ) -> list[list[T]]:
-    """``pieces`` (in stream order) cut into runs, each fetched by one request of the
-    bytes from its first piece's start to its last piece's end. ``extent(piece)`` is where
-    its compressed bytes lie in the blob, ``[start, end)``. A run goes on while the next
-    piece starts after the previous one's end, within ``gap`` bytes of it, and the run stays
-    within ``largest`` bytes."""
+    """``pieces`` cut into runs, each fetched by one request of the bytes from its first
+    piece's start to its last piece's end. ``extent(piece)`` is where its compressed bytes
+    lie in the blob, ``[start, end)``. Pieces are taken in blob order, whatever their order
+    on the stream (a zstd:chunked TOC need not follow its blob: a miss's neighbours on the
+    stream may lie before it in the blob). A run goes on while the next piece starts after
+    the previous one's end, within ``gap`` bytes of it, and stays within ``largest`` bytes."""
     grouped: list[list[T]] = []
     run_start = previous_end = 0
-    for piece in pieces:
+    for piece in sorted(pieces, key=extent):
         start, end = extent(piece)
         if grouped and previous_end <= start <= previous_end + gap and end - run_start <= largest:
             grouped[-1].append(piece)

@@ -30,8 +30,11 @@ def extent(piece: tuple[int, int]) -> tuple[int, int]:
         ([(0, 10), (100, 200)], [[(0, 10), (100, 200)]]),
         # a gap wider than a round trip is worth: two requests
         ([(0, 10), (FAR, FAR + 5)], [[(0, 10)], [(FAR, FAR + 5)]]),
-        # out of blob order (a TOC need not follow the blob): a new request
-        ([(100, 200), (0, 100)], [[(100, 200)], [(0, 100)]]),
+        # out of blob order (a TOC need not follow the blob): still one request
+        ([(100, 200), (0, 100)], [[(0, 100), (100, 200)]]),
+        ([(30, 40), (FAR + 40, FAR + 50), (0, 10)], [[(0, 10), (30, 40)], [(FAR + 40, FAR + 50)]]),
+        # overlapping pieces (two names, one member): a request each
+        ([(0, 100), (50, 100)], [[(0, 100)], [(50, 100)]]),
     ],
 )
 def test_runs_join_what_lies_together(
