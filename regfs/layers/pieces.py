@@ -343,6 +343,10 @@ class VerifiedPieces:
         if data is not None:
             await trio.to_thread.run_sync(self.chunks.put, sha256, data)
 
+    def held(self, sha256: bytes) -> bool:
+        """True if the piece is in memory or being fetched (no IO)."""
+        return sha256 in self._memory or sha256 in self._flights
+
     def cached(self, sha256: bytes) -> bool:
         """True if the piece is in memory or on disk now (not checked: ``get`` checks).
         Blocking (a stat)."""

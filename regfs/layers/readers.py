@@ -104,14 +104,17 @@ class TocChunkReader(_RunReader):
         await super().fetch(missing, deliver, priority)
 
     async def _neighbours(self, last: TocChunk) -> list[Piece[TocChunk]]:
-        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last``, not cached."""
+        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last``, neither cached
+        nor on their way (a read-ahead of the same file, begun as this read was, may have
+        claimed them: fetched twice, they cost bytes and a hash each for nothing)."""
         after = last.virtual_offset + last.size
         reach = last.compressed_end + NEIGHBOURS
+        pieces = self.context.pieces
         near = [piece for piece in self.pieces(after, after + 4 * NEIGHBOURS)
-                if piece.start >= after and piece.source.compressed_end <= reach]  # fmt: skip
-        cached = self.context.pieces.cached
+                if piece.start >= after and piece.source.compressed_end <= reach
+                and not pieces.held(piece.sha256)]  # fmt: skip
         return await trio.to_thread.run_sync(
-            lambda: [piece for piece in near if not cached(piece.sha256)]
+            lambda: [piece for piece in near if not pieces.chunks.has(piece.sha256)]
         )
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:
