@@ -11,7 +11,6 @@ Format: https://flatbuffers.dev/internals/
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Iterator
 
@@ -55,12 +54,13 @@ class Table:
         return self._position + offset if offset else None
 
     def scalar(self, field_id: int, layout: str, default: int = 0) -> int:
-        """A scalar field in ``struct`` notation (``"<q"``, ``"<I"``, ``"<b"``)."""
-        position = self._field(field_id)
-        if position is None:
+        """A scalar field in ``struct`` notation (``"<q"``, ``"<I"``, ``"<b"``). Inlined
+        (as ``blob``): a zTOC has about 20 fields for each of its files."""
+        slots = self._slots
+        if field_id >= len(slots) or not (offset := slots[field_id]):
             return default
-        value: int = _read(self._buffer, _scalar_struct(layout), position)
-        return value
+        layout_struct = _STRUCTS.get(layout) or _scalar_struct(layout)
+        return _read(self._buffer, layout_struct, self._position + offset)
 
     def _indirect(self, field_id: int) -> int | None:
         position = self._field(field_id)
@@ -70,8 +70,11 @@ class Table:
 
     def blob(self, field_id: int) -> bytes:
         """A string or a ``[ubyte]`` vector (b"" when absent)."""
-        start = self._indirect(field_id)
-        return b"" if start is None else self._copied(start)
+        slots = self._slots
+        if field_id >= len(slots) or not (offset := slots[field_id]):
+            return b""
+        position = self._position + offset
+        return self._copied(position + _read(self._buffer, _UOFFSET, position))
 
     def table(self, field_id: int) -> Table | None:
         start = self._indirect(field_id)
@@ -86,7 +89,13 @@ class Table:
             yield self._copied(element)
 
     def _copied(self, start: int) -> bytes:
-        data = _vector_bytes(self._buffer, start)
+        """The bytes of the vector at ``start``, charged to the budget."""
+        buffer = self._buffer
+        length = _read(buffer, _UOFFSET, start)
+        end = start + 4 + length
+        if end > len(buffer):
+            _check(buffer, start + 4, length)
+        data = buffer[start + 4 : end]
         self._budget[0] -= len(data) + 4  # an empty string still costs its element
         if self._budget[0] < 0:
             raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
@@ -104,15 +113,11 @@ class Table:
             yield element + _read(self._buffer, _UOFFSET, element)
 
 
-def _vector_bytes(buffer: bytes, start: int) -> bytes:
-    length = _read(buffer, _UOFFSET, start)
-    _check(buffer, start + 4, length)
-    return buffer[start + 4 : start + 4 + length]
+_STRUCTS: dict[str, struct.Struct] = {}
 
 
-@functools.cache
 def _scalar_struct(layout: str) -> struct.Struct:
-    return struct.Struct(layout)
+    return _STRUCTS.setdefault(layout, struct.Struct(layout))
 
 
 def _read(buffer: bytes, layout: struct.Struct, position: int) -> int:
