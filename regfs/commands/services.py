@@ -1,8 +1,9 @@
-"""A mount's registry client and what uses it (metadata, layers), made when first needed.
+"""A mount's registry client and what uses it (metadata, layers), made once the mount is live.
 
 Application layer (``commands/mount.py``). Importing httpx, the TLS stack and the layer
 readers was most of what ``regfs mount`` spent before the mount answered; the root
-answers without them, and the first request beyond it makes them, once.
+answers without them, and they are made once, by a task of the mount begun when it is live
+(``warm_up``) or by the first request beyond the root, whichever comes first.
 """
 
 from __future__ import annotations
