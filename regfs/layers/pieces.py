@@ -17,11 +17,13 @@ just timed out is answered at once.
 
 A fetch is the reader's: given the missing pieces, it makes them (one Range request per
 run of adjacent pieces, one decompression hop) and hands over what it made in batches.
-It may hand over pieces it made on the way that nobody asked for (the neighbours of a TOC
-miss, the chunks a zstd re-fetch decompresses past the one it wanted): they are checked
-and kept in memory like the others, but written to disk only once someone asks for them
-(a miss brings up to a few hundred such pieces, and creating their files cost more than
-the Range request that brought them). Each batch is hashed in one worker hop, handed to
+A reader may ask for pieces to come ``along`` with those it needs (a TOC miss's neighbours):
+they are claimed too, unless cached or on their way, and fetched in the same call only if
+something must be fetched anyway. A fetch may also hand over pieces it made on the way
+(the chunks a zstd re-fetch decompresses past the one it wanted). Pieces nobody asked for
+are checked and kept in memory like the others, but written to disk only once someone asks
+for them (a miss brings up to a few hundred, and creating their files cost more than the
+Range request that brought them). Each batch is hashed in one worker hop, handed to
 those waiting, then what was asked for is stored on disk in another.
 """
 
@@ -150,10 +152,20 @@ class _Claim(Generic[S]):
         """Claimed and not ended yet."""
         self.unsaved: list[tuple[bytes, bytes]] = []
         """Asked for and found in memory, not on disk yet: the caller stores them."""
+        self.along: set[bytes] = set()
+        """Claimed pieces nobody asked for (a TOC miss's neighbours): fetched with the
+        others, kept in memory only, let go if they cannot be made."""
 
-    def add(self, piece: Piece[S]) -> None:
+    def add(self, piece: Piece[S], *, along: bool = False) -> None:
         self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight()
         self.pieces[piece.sha256] = piece
+        if along:
+            self.along.add(piece.sha256)
+
+    @property
+    def asked(self) -> int:
+        """Claimed pieces someone asked for, not ended yet."""
+        return len(self.pieces) - len(self.along)
 
     def resolve(self, sha256: bytes, data: bytes) -> None:
         self._end(sha256, data=data)
@@ -171,6 +183,7 @@ class _Claim(Generic[S]):
         self, sha256: bytes, *, data: bytes | None = None, error: RegfsError | None = None
     ) -> None:
         del self.pieces[sha256]
+        self.along.discard(sha256)
         flight = self._mine.pop(sha256)
         if self._flights.get(sha256) is flight:
             del self._flights[sha256]
@@ -188,9 +201,14 @@ class VerifiedPieces:
         )
         self.reads = PieceReads()
 
-    async def get(self, pieces: Sequence[Piece[S]], fetch: Fetch[S]) -> list[bytes]:
+    async def get(
+        self, pieces: Sequence[Piece[S]], fetch: Fetch[S], along: Sequence[Piece[S]] = ()
+    ) -> list[bytes]:
         """The checked bytes of each of ``pieces``, in order: from memory, the disk cache,
-        another caller's fetch, or ``fetch`` (once more for pieces damaged on the way)."""
+        another caller's fetch, or ``fetch`` (once more for pieces damaged on the way).
+        If any must be fetched, so are those of ``along`` neither cached nor on their way
+        (a TOC miss's neighbours), in the same call of ``fetch``: claimed as the others
+        are, so that a read-ahead does not fetch them again."""
         found: dict[bytes, bytes] = {}
         while True:
             wanted = _unique(p for p in pieces if p.sha256 not in found)
@@ -200,15 +218,21 @@ class VerifiedPieces:
             try:
                 await self._save(claim.unsaved)
                 if claim.pieces:
-                    on_disk = await trio.to_thread.run_sync(self._load_all, list(claim.pieces))
+                    self._claim_along(claim, along)
+                    on_disk, present = await trio.to_thread.run_sync(
+                        self._on_disk, [n for n in claim.pieces if n not in claim.along],
+                        list(claim.along),
+                    )  # fmt: skip
                     self.reads.disk += len(on_disk)
                     for sha256, data in on_disk.items():
                         keep(self._memory, sha256, data)
                         claim.resolve(sha256, data)
                         found[sha256] = data
+                    claim.abandon(present if claim.asked else list(claim.along))
                     await self._fetch(claim, fetch, found, remember_failures=True)
             finally:
                 claim.abandon()
+            along = ()  # brought along by the first round's fetch, if any
             for sha256, flight in waiting.items():
                 await flight.done.wait()
                 if flight.error is not None:
@@ -263,6 +287,22 @@ class VerifiedPieces:
         if pieces:
             await trio.to_thread.run_sync(_stored, self.chunks, pieces)
 
+    def _claim_along(self, claim: _Claim[S], along: Sequence[Piece[S]]) -> None:
+        """Claim the pieces of ``along`` not claimed, in memory, on their way, or just
+        failed."""
+        for piece in _unique(along):
+            sha256 = piece.sha256
+            if not (sha256 in claim.pieces or sha256 in self._memory
+                    or sha256 in self._flights or sha256 in self._failed):  # fmt: skip
+                claim.add(piece, along=True)
+
+    def _on_disk(
+        self, asked: list[bytes], along: list[bytes]
+    ) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """The intact pieces of ``asked`` on disk, and which of ``along`` are there (one
+        worker hop for both). Blocking."""
+        return self._load_all(asked), self._present(along)
+
     def _load_all(self, names: list[bytes]) -> dict[bytes, bytes]:
         """The intact pieces of ``names`` on disk. Blocking."""
         loaded = {sha256: load_verified(self.chunks, sha256) for sha256 in names}
@@ -282,7 +322,7 @@ class VerifiedPieces:
         remaining = claim.pieces
         if not remaining:
             return
-        self.reads.fetched += len(remaining)
+        self.reads.fetched += claim.asked
         damaged: dict[bytes, RegfsError] = {}
 
         async def deliver(made: Made[S]) -> None:
@@ -291,12 +331,13 @@ class VerifiedPieces:
             for (piece, _), outcome in zip(made, outcomes, strict=True):
                 if isinstance(outcome, bytes):
                     keep(self._memory, piece.sha256, outcome)
-                    if piece.sha256 in remaining:
+                    if piece.sha256 in remaining and piece.sha256 not in claim.along:
                         asked.append((piece.sha256, outcome))
                         found[piece.sha256] = outcome
-                        claim.resolve(piece.sha256, outcome)
                     elif piece.sha256 in self._memory:
                         self._memory.unsaved.add(piece.sha256)
+                    if piece.sha256 in remaining:
+                        claim.resolve(piece.sha256, outcome)
                 elif piece.sha256 in remaining:
                     damaged[piece.sha256] = outcome
             # after the waiters have them: creating many small files is slow on some disks
@@ -307,9 +348,11 @@ class VerifiedPieces:
             try:
                 await fetch(list(remaining.values()), deliver)
             except RegfsError as error:
+                claim.abandon(list(claim.along))  # nobody's loss
                 for sha256 in list(remaining):
                     self._fail(claim, sha256, error, remember=remember_failures)
                 raise
+            claim.abandon(list(claim.along))  # not made: fetched again only when asked for
             if not remaining:
                 return
             for sha256, piece in remaining.items():
@@ -342,10 +385,6 @@ class VerifiedPieces:
         data = self._memory.get(sha256)
         if data is not None:
             await trio.to_thread.run_sync(self.chunks.put, sha256, data)
-
-    def held(self, sha256: bytes) -> bool:
-        """True if the piece is in memory or being fetched (no IO)."""
-        return sha256 in self._memory or sha256 in self._flights
 
     def cached(self, sha256: bytes) -> bool:
         """True if the piece is in memory or on disk now (not checked: ``get`` checks).

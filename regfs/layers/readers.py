@@ -95,29 +95,22 @@ class _RunReader(Reader):
 class TocChunkReader(_RunReader):
     """An eStargz or zstd:chunked layer read through its TOC: each chunk is one gzip
     member or zstd frame of the blob; chunks wanted together are fetched together, with
-    the ``NEIGHBOURS`` after a miss someone waits for."""
+    the ``NEIGHBOURS`` after a read's last chunk when it must be fetched."""
 
-    async def fetch(
-        self, missing: Sequence[Piece[TocChunk]], deliver: Deliver[TocChunk],
-        priority: Priority = Priority.WAITED,
-    ) -> None:  # fmt: skip
-        if priority is Priority.WAITED and missing:
-            missing = [*missing, *await self._neighbours(missing[-1].source)]
-        await super().fetch(missing, deliver, priority)
+    async def read(self, start: int, end: int) -> bytes:
+        pieces = self.pieces(start, end)
+        along = self._neighbours(pieces[-1].source) if pieces else []
+        return joined(pieces, await self.context.pieces.get(pieces, self.fetch, along), start,
+                      end)  # fmt: skip
 
-    async def _neighbours(self, last: TocChunk) -> list[Piece[TocChunk]]:
-        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last``, neither cached
-        nor on their way (a read-ahead of the same file, begun as this read was, may have
-        claimed them: fetched twice, they cost bytes and a hash each for nothing)."""
+    def _neighbours(self, last: TocChunk) -> list[Piece[TocChunk]]:
+        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last`` (the getter
+        leaves out those cached or on their way: a read-ahead of the same file, begun as
+        this read was, may have claimed them)."""
         after = last.virtual_offset + last.size
         reach = last.compressed_end + NEIGHBOURS
-        pieces = self.context.pieces
-        near = [piece for piece in self.pieces(after, after + 4 * NEIGHBOURS)
-                if piece.start >= after and piece.source.compressed_end <= reach
-                and not pieces.held(piece.sha256)]  # fmt: skip
-        return await trio.to_thread.run_sync(
-            lambda: [piece for piece in near if not pieces.chunks.has(piece.sha256)]
-        )
+        return [piece for piece in self.pieces(after, after + 4 * NEIGHBOURS)
+                if piece.start >= after and piece.source.compressed_end <= reach]  # fmt: skip
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:
         return await trio.to_thread.run_sync(

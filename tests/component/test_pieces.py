@@ -161,6 +161,23 @@ async def test_pieces_made_on_the_way_reach_the_disk_once_asked_for(
     assert len(source.calls) == 1
 
 
+async def test_pieces_along_come_with_a_fetch_and_only_with_one(
+    pieces: VerifiedPieces, autojump_clock: trio.abc.Clock
+) -> None:
+    """A TOC miss's neighbours: fetched in the same call when something must be fetched,
+    kept in memory only, and never the cause of a read's failure."""
+    source = Source()
+    source.damaged = {2: 1}
+    assert await pieces.get([piece(0)], source.fetch, along=[piece(1), piece(2)]) == [DATA[0]]
+    assert source.calls == [[0, 1, 2]]  # 2 came damaged: let go, not fetched again
+    assert pieces.chunks.has(piece(0).sha256) and not pieces.chunks.has(piece(1).sha256)
+    assert pieces.cached(piece(1).sha256) and not pieces.cached(piece(2).sha256)
+    assert await pieces.get([piece(0)], source.fetch, along=[piece(3)]) == [DATA[0]]
+    assert len(source.calls) == 1  # nothing to fetch: nothing along either
+    assert await pieces.get([piece(2)], source.fetch, along=[piece(1)]) == [DATA[2]]
+    assert source.calls[1:] == [[2]]  # 1 is in memory: not asked again
+
+
 async def test_a_network_failure_fails_every_waiter_of_the_fetch(
     pieces: VerifiedPieces, autojump_clock: trio.abc.Clock
 ) -> None:

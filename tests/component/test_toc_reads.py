@@ -146,3 +146,22 @@ async def test_a_span_is_inflated_only_as_far_as_the_reads_went(
     assert [len(data) for data in inflated.values()] == [INFLATE_AT_LEAST]
     assert await read_stream(reader, size, 3 << 20, 4096) == tar[3 << 20 : (3 << 20) + 4096]
     assert await read_stream(reader, size, 0, size) == zlib.decompress(blob, 31)
+
+
+async def test_a_read_ahead_waits_for_what_a_miss_brings_along(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """The neighbours a miss brings are claimed as it begins: a read-ahead of them begun
+    meanwhile fetches nothing, and a read of them waits for the miss's request."""
+    reader, index, registry = toc_reader(tmp_path)
+    registry.held_from = chunk_starts(index)[0]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader.read, 0, CHUNK)
+        await trio.sleep(1)
+        await reader.load(CHUNK, 5 * CHUNK, Priority.AHEAD)
+        nursery.start_soon(reader.read, CHUNK, 2 * CHUNK)
+        await trio.sleep(1)
+        registry.go.set()
+    assert len(registry.requests) == 1
+    assert await reader.read(0, 5 * CHUNK) == b"".join(data for _, data in FILES)
+    assert len(registry.requests) == 1
