@@ -5,11 +5,12 @@ Layers layer, blocking (for a worker thread).
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from regfs.layers.formats.entries import IndexEntry
 from regfs.layers.formats.toc import TocChunk
 from regfs.layers.index.meta import SCHEMA_VERSION, IndexMeta
 from regfs.layers.index.rows import COLUMNS, row_of
+
+ROWS_AT_ONCE = 32
+"""Rows one INSERT statement adds: 32 of the widest (18 values) stay within the 999
+variables older SQLite builds allow a statement."""
 
 
 def write_index(
@@ -47,18 +52,14 @@ def write_index(
         connection.executemany(
             "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
         )
-        connection.executemany(
-            f"INSERT INTO entries ({COLUMNS}) VALUES ({', '.join('?' * 18)})", map(row_of, entries)
-        )
+        _insert(connection, f"INSERT INTO entries ({COLUMNS})", 18, map(row_of, entries))
         ends = chunk_ends or [0] * len(chunk_hashes)
         rows = zip(range(len(chunk_hashes)), chunk_hashes, ends, strict=True)
         connection.executemany("INSERT INTO chunks VALUES (?, ?, ?)", rows)
         connection.executemany("INSERT INTO checkpoints VALUES (?, ?)", checkpoints)
-        connection.executemany(
-            "INSERT INTO toc_chunks VALUES (?, ?, ?, ?, ?)",
-            ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
-             for c in toc_chunks),
-        )  # fmt: skip
+        _insert(connection, "INSERT INTO toc_chunks", 5,
+                ((c.virtual_offset, c.size, c.compressed_offset, c.compressed_end, c.sha256)
+                 for c in toc_chunks))  # fmt: skip
         connection.executemany(
             "INSERT INTO span_starts VALUES (?, ?, ?)",
             ((offset, bits, zlib.compress(window, 1)) for offset, bits, window in span_starts),
@@ -69,3 +70,22 @@ def write_index(
     with open(temporary, "rb") as written:
         os.fsync(written.fileno())
     os.replace(temporary, path)
+
+
+def _insert(
+    connection: sqlite3.Connection, head: str, width: int, rows: Iterable[Sequence[object]]
+) -> None:
+    """``head VALUES …`` for each of ``rows`` (of ``width`` values), ``ROWS_AT_ONCE`` rows
+    a statement: a TOC's tens of thousands of rows went in 25 % faster than one a
+    statement (a Debian layer's: 39 -> 29 ms)."""
+    one = f"({', '.join('?' * width)})"
+    left: list[Sequence[object]] = []
+
+    def batches() -> Iterator[tuple[object, ...]]:
+        iterator = iter(rows)
+        while len(batch := list(itertools.islice(iterator, ROWS_AT_ONCE))) == ROWS_AT_ONCE:
+            yield tuple(itertools.chain.from_iterable(batch))
+        left.extend(batch)
+
+    connection.executemany(f"{head} VALUES {', '.join([one] * ROWS_AT_ONCE)}", batches())
+    connection.executemany(f"{head} VALUES {one}", left)
