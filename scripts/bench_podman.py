@@ -101,12 +101,15 @@ def _run(podman: Podman, reference: str) -> None:
 def compare(name: str, work: Path, proxy: CountingProxy) -> tuple[Measured, Measured]:
     """(pull + run, run through the store) of the image in format ``name``: the medians
     of ``REGFS_BENCH_ROUNDS`` rounds, each with fresh podman storage and regfs cache."""
-    rounds = int(os.environ.get("REGFS_BENCH_ROUNDS", "3"))
     pulls, stores = [], []
-    for round_number in range(rounds):
+    for round_number in range(_rounds()):
         pulls.append(_pulled(name, work / f"round-{round_number}", proxy))
         stores.append(_stored(name, work / f"round-{round_number}", proxy))
     return _median(pulls), _median(stores)
+
+
+def _rounds() -> int:
+    return int(os.environ.get("REGFS_BENCH_ROUNDS", "3"))
 
 
 def _median(measured: list[Measured]) -> Measured:
@@ -168,10 +171,9 @@ def run(workdir: Path) -> None:
 
 
 def report(rows: list[tuple[str, list[int], Measured, Measured]]) -> None:
-    rounds = os.environ.get("REGFS_BENCH_ROUNDS", "3")
     print(f"\ncold `podman run --rm IMAGE {' '.join(COMMAND)}`: through the regfs layer store "
           "(fresh podman storage and regfs cache) vs `podman pull` + the same run; "
-          f"medians of {rounds} rounds")  # fmt: skip
+          f"medians of {_rounds()} rounds")  # fmt: skip
     print("| format | layers (MiB) | pull + run | through the store | time ratio (target) "
           "| blob bytes: pull | store | bytes ratio |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")

@@ -139,9 +139,15 @@ class Reader:
     ) -> None:  # fmt: skip
         raise NotImplementedError
 
+    def along(self, pieces: Sequence[Piece[Any]]) -> Sequence[Piece[Any]]:
+        """Pieces to fetch with ``pieces`` if any of them must be fetched (none here)."""
+        return ()
+
     async def read(self, start: int, end: int) -> bytes:
         pieces = self.pieces(start, end)
-        return joined(pieces, await self.context.pieces.get(pieces, self.fetch), start, end)
+        along = self.along(pieces)
+        return joined(pieces, await self.context.pieces.get(pieces, self.fetch, along), start,
+                      end)  # fmt: skip
 
     async def load(self, start: int, end: int, priority: Priority) -> None:
         fetch = functools.partial(self.fetch, priority=priority)

@@ -97,16 +97,13 @@ class TocChunkReader(_RunReader):
     member or zstd frame of the blob; chunks wanted together are fetched together, with
     the ``NEIGHBOURS`` after a read's last chunk when it must be fetched."""
 
-    async def read(self, start: int, end: int) -> bytes:
-        pieces = self.pieces(start, end)
-        along = self._neighbours(pieces[-1].source) if pieces else []
-        return joined(pieces, await self.context.pieces.get(pieces, self.fetch, along), start,
-                      end)  # fmt: skip
-
-    def _neighbours(self, last: TocChunk) -> list[Piece[TocChunk]]:
-        """The chunks within ``NEIGHBOURS`` compressed bytes after ``last`` (the getter
-        leaves out those cached or on their way: a read-ahead of the same file, begun as
-        this read was, may have claimed them)."""
+    def along(self, pieces: Sequence[Piece[TocChunk]]) -> list[Piece[TocChunk]]:
+        """The chunks within ``NEIGHBOURS`` compressed bytes after the last of ``pieces``
+        (the getter leaves out those cached or on their way: a read-ahead of the same file,
+        begun as this read was, may have claimed them)."""
+        if not pieces:
+            return []
+        last = pieces[-1].source
         after = last.virtual_offset + last.size
         reach = last.compressed_end + NEIGHBOURS
         return [piece for piece in self.pieces(after, after + 4 * NEIGHBOURS)
@@ -176,7 +173,8 @@ class SpanReader(_RunReader):
         self, span: Piece[TocChunk], key: bytes, need: int, compressed: bytes | None
     ) -> bytes:
         """The span's first ``need`` bytes at least, inflated (kept in memory)."""
-        while len(data := self.context.inflated.get(key, b"")) < need:
+        data = self.context.inflated.get(key, b"")
+        while len(data) < need:  # another reader's inflation may have stopped short
 
             async def inflate() -> bytes:
                 nonlocal compressed
@@ -195,8 +193,6 @@ class SpanReader(_RunReader):
                 return inflated
 
             data = await self.context.flight.run(key, inflate)
-            if len(data) >= need:
-                return data
         return data
 
 

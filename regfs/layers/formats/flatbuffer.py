@@ -59,7 +59,7 @@ class Table:
         slots = self._slots
         if field_id >= len(slots) or not (offset := slots[field_id]):
             return default
-        layout_struct = _STRUCTS.get(layout) or _scalar_struct(layout)
+        layout_struct = _STRUCTS.get(layout) or _STRUCTS.setdefault(layout, struct.Struct(layout))
         return _read(self._buffer, layout_struct, self._position + offset)
 
     def _indirect(self, field_id: int) -> int | None:
@@ -114,10 +114,7 @@ class Table:
 
 
 _STRUCTS: dict[str, struct.Struct] = {}
-
-
-def _scalar_struct(layout: str) -> struct.Struct:
-    return _STRUCTS.setdefault(layout, struct.Struct(layout))
+"""Scalar layouts by their ``struct`` notation, made when first read."""
 
 
 def _read(buffer: bytes, layout: struct.Struct, position: int) -> int:
