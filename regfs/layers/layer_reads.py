@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cachetools
@@ -24,7 +24,9 @@ import trio
 from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import Unavailable
 from regfs.layers.background import BackgroundWork
+from regfs.layers.formats.start_files import files_in
 from regfs.layers.index.layer_index import LayerIndex
+from regfs.layers.index.meta import IndexKind
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.read_ahead import ReadAhead
@@ -129,6 +131,25 @@ class LayerReads:
         end = index.meta.prefetch_end
         await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
+
+    def prefetch_files(self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]) -> None:
+        """Begin fetching the data of the files at ``paths`` that the layer holds, once
+        per index, all at once, ahead of the reads expected soon (``formats/start_files.py``).
+        A layer read whole has every piece on disk once indexed: nothing to do."""
+        if index.meta.kind is not IndexKind.WHOLE:
+            prefetch = functools.partial(self._prefetch_files, layer, index, paths)
+            self._background.start_once("start files", layer, prefetch, key=index.path)
+
+    async def _prefetch_files(
+        self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]
+    ) -> None:
+        files = files_in(index, paths)
+        if files:
+            ranges = [(file.data_offset, file.data_offset + file.size) for file in files]
+            await reader_for(layer, index, self.context).load_ranges(ranges, Priority.AHEAD)
+            names = b", /".join(b"/".join(index.path_of(file.id)) for file in files)
+            log.info("%s: fetched what a container's start reads: /%s", layer,
+                     names.decode(errors="replace"))  # fmt: skip
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:
         """Load every piece of the layer, fetching and checking what the cache lacks."""

@@ -121,9 +121,19 @@ class LayerStore:
 
     def index_soon(self, layers: Sequence[LayerRef]) -> None:
         """Index ``layers`` in the background, each once, in this order, a few at a time:
-        an image's layers a rootfs lookup did not need yet (a listing will), or those a
-        layer store's client will ask for next (it asks for one after the other, waiting)."""
+        an image's layers a rootfs lookup did not need yet (a listing will)."""
         self.background.start_in_turn("indexing ahead", layers, self.index, self._indexing_ahead)
+
+    def ready_for_start(self, layers: Sequence[LayerRef], files: Sequence[bytes]) -> None:
+        """``index_soon``, then fetch ahead what ``files`` each layer holds: a layer
+        store's client is about to start a container, which reads them first thing."""
+
+        async def index_then_fetch(layer: LayerRef) -> None:
+            self._reads.prefetch_files(layer, await self.index(layer), files)
+
+        self.background.start_in_turn(
+            "indexing for a start", layers, index_then_fetch, self._indexing_ahead
+        )
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the

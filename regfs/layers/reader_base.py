@@ -51,6 +51,11 @@ class PieceReader(Protocol):
         """Have the pieces of ``[start, end)`` in the caches (fetching what they lack)."""
         ...
 
+    async def load_ranges(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
+        """``load`` for each range, all at once: adjacent pieces of different ranges share
+        a Range request, and runs far apart go in parallel."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReadContext:
@@ -150,5 +155,9 @@ class Reader:
                       end)  # fmt: skip
 
     async def load(self, start: int, end: int, priority: Priority) -> None:
+        await self.load_ranges([(start, end)], priority)
+
+    async def load_ranges(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
         fetch = functools.partial(self.fetch, priority=priority)
-        await self.context.pieces.load(self.pieces(start, end), fetch)
+        pieces = [piece for start, end in ranges for piece in self.pieces(start, end)]
+        await self.context.pieces.load(pieces, fetch)

@@ -31,6 +31,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, NotFound
 from regfs.domain.manifest import ImageIndex, ImageManifest, parse_image_config
 from regfs.domain.reference import parse_pulled_reference
+from regfs.layers.formats.start_files import start_files
 from regfs.layers.layer_ref import LayerRef
 from regfs.tree.context import TreeContext
 from regfs.tree.image import image_layers
@@ -138,7 +139,8 @@ class ReferenceDir(Directory):
         for position, layer in enumerate(layers):
             if layer.digest == digest:
                 # podman asks for each layer's info in turn, waiting: index them all now
-                self.context.layers.index_soon(layers)
+                files = start_files(self.context.platform.architecture)
+                self.context.layers.ready_for_start(layers, files)
                 return self._layer_dir(image, position)
         raise NotFound(f"{self.reference}: no layer {name} in its image {image.digest}")
 

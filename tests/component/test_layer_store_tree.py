@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import random
 import shutil
 import time
@@ -20,6 +21,7 @@ import trio.testing
 from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import NotFound, ReadOnly, VerificationFailed
 from regfs.domain.platform import Platform
+from regfs.layers.formats.toc import TOC_DIGEST_ANNOTATION
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
@@ -28,9 +30,10 @@ from regfs.tree.layer_usage import LayerUsage
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.node import Directory, File
 from regfs.tree.store import StoreRoot
-from tests.support.crafted import gzip_layer, member
+from tests.support.crafted import OCI_MANIFEST, gzip_layer, member, oci_image
+from tests.support.estargz_writer import estargz
 from tests.support.fake_transport import StreamingTransport
-from tests.support.memory_registry import MemoryRegistry, sha256
+from tests.support.memory_registry import MemoryRegistry, Repository, sha256
 
 HOST = "127.0.0.1:5000"
 LAYERS = [gzip_layer(member("etc/os-release", b"ID=test\n")),
@@ -38,8 +41,10 @@ LAYERS = [gzip_layer(member("etc/os-release", b"ID=test\n")),
 DIFF_IDS = [sha256(gzip.decompress(layer)) for layer in LAYERS]
 
 
-def store(registry: MemoryRegistry, cache_dir: Path) -> StoreRoot:
-    client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
+def store(registry: MemoryRegistry, cache_dir: Path, timeout: float = 5) -> StoreRoot:
+    client = RegistryClient(
+        ClientConfig(timeout=timeout), transport=StreamingTransport(registry.handle)
+    )
     layers = LayerStore(client, cache_dir, 1 << 30)
     metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
     context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
@@ -217,3 +222,46 @@ async def read_all(parent: Directory, name: str) -> bytes:
     node = await parent.lookup(name)
     assert isinstance(node, File)
     return await node.read(0, 1 << 30)
+
+
+async def test_the_files_a_container_start_reads_are_fetched_once_indexed(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A layer looked up through the store has /etc/passwd, /etc/group and libc fetched
+    ahead, before anything reads them; a file no start needs is fetched only when read."""
+    caplog.set_level(logging.INFO)
+    start = {
+        "etc/passwd": b"root:x:0:0::/root:/bin/sh\n",
+        "etc/group": b"root:x:0:\n",
+        "usr/lib/x86_64-linux-gnu/libc.so.6": random.Random(1).randbytes(300_000),
+    }
+    other = random.Random(2).randbytes(200_000)
+    blob, toc = estargz([*start.items(), ("usr/share/doc/big", other)], 64 << 10)
+    registry = MemoryRegistry()
+    config, manifest = oci_image([blob], diff_ids=[sha256(gzip.decompress(blob))])
+    manifest["layers"][0]["annotations"] = {TOC_DIGEST_ANNOTATION: sha256(toc)}  # type: ignore[index]
+    registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
+    registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    # worker threads index and check while virtual time runs: no deadline may pass meanwhile
+    root = store(registry, tmp_path, timeout=1e6)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        image = await directory(root, encoded(f"{HOST}/app:1"))
+        layer = await directory(image, sha256(blob))
+        with trio.fail_after(1000):
+            while "fetched what a container's start reads" not in caplog.text:
+                await trio.sleep(0.01)
+        fetched = registry.blob_gets(sha256(blob))
+        diff = await directory(layer, "diff")
+        for path, data in start.items():
+            *parents, name = path.split("/")
+            node = diff
+            for parent in parents:
+                node = await directory(node, parent)
+            assert await read(node, name) == data
+        assert registry.blob_gets(sha256(blob)) == fetched
+        doc = await directory(await directory(await directory(diff, "usr"), "share"), "doc")
+        assert await read(doc, "big") == other
+        assert registry.blob_gets(sha256(blob)) > fetched
+        nursery.cancel_scope.cancel()
