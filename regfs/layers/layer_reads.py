@@ -146,7 +146,7 @@ class LayerReads:
         files = files_in(index, paths)
         if files:
             ranges = [(file.data_offset, file.data_offset + file.size) for file in files]
-            await reader_for(layer, index, self.context).load_ranges(ranges, Priority.AHEAD)
+            await reader_for(layer, index, self.context).prepare(ranges, Priority.AHEAD)
             names = b", /".join(b"/".join(index.path_of(file.id)) for file in files)
             log.info("%s: fetched what a container's start reads: /%s", layer,
                      names.decode(errors="replace"))  # fmt: skip

@@ -56,6 +56,11 @@ class PieceReader(Protocol):
         a Range request, and runs far apart go in parallel."""
         ...
 
+    async def prepare(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
+        """Have ``ranges`` ready to be read without a wait: ``load_ranges``, and whatever
+        a read of them would do next with the pieces (a zTOC span's inflation)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReadContext:
@@ -161,3 +166,6 @@ class Reader:
         fetch = functools.partial(self.fetch, priority=priority)
         pieces = [piece for start, end in ranges for piece in self.pieces(start, end)]
         await self.context.pieces.load(pieces, fetch)
+
+    async def prepare(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
+        await self.load_ranges(ranges, priority)

@@ -161,6 +161,14 @@ class SpanReader(_RunReader):
         ]
         return joined(spans, inflated, start, end)
 
+    async def prepare(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
+        """The spans fetched all at once, then inflated as far as each range reaches
+        (kept in the inflated spans' LRU): a read of a file in the middle of a span would
+        otherwise wait for the span's inflation up to it, 15-20 ms for a 4 MiB span."""
+        await self.load_ranges(ranges, priority)
+        for start, end in ranges:
+            await self.read(start, end)
+
     def _key(self, span: TocChunk) -> bytes:
         # what comes out depends on the zTOC's bits, window and size too, not only on the
         # compressed bytes: another image's zTOC may give the same span other ones

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import os
 import tarfile
-import zlib
 from pathlib import Path
 
 import cachetools
@@ -118,6 +117,19 @@ async def test_chunks_on_their_way_are_not_fetched_again_with_a_miss(
     assert len(registry.requests) == 3  # a and b: one more miss
 
 
+def text_through_ztoc(tmp_path: Path) -> tuple[PieceReader, LayerIndex, Registry, bytes]:
+    """A reader of a gzip layer of about 7 MiB of text (two 4 MiB spans) through the zTOC
+    ``regfs index push`` would make; its index, its registry, and the layer's tar."""
+    text = b"".join(b"line %d\n" % n for n in range(700_000))
+    tar = tar_of([member("text", text), member("last", b"last\n")], tarfile.PAX_FORMAT)
+    blob = gzip.compress(tar, mtime=0)
+    (tmp_path / "layer").write_bytes(blob)
+    ztoc = build_ztoc(tmp_path / "layer", span_size=4 << 20)
+    build_soci_index(ztoc, tmp_path / "index", digest=str(Digest.of(blob)), size=len(blob),
+                     built_from="test")  # fmt: skip
+    return (*reader_of(tmp_path, blob), tar)
+
+
 def test_a_span_is_inflated_as_far_as_reads_need_doubling() -> None:
     span = 4 << 20
     assert inflate_until(100, 0, span) == INFLATE_AT_LEAST
@@ -132,20 +144,13 @@ async def test_a_span_is_inflated_only_as_far_as_the_reads_went(
 ) -> None:
     """A container's start reads the heads of a few files: inflating each whole 4 MiB
     span it touches took 15-20 ms a miss."""
-    text = b"".join(b"line %d\n" % n for n in range(700_000))  # about 7 MiB
-    tar = tar_of([member("text", text), member("last", b"last\n")], tarfile.PAX_FORMAT)
-    blob = gzip.compress(tar, mtime=0)
-    (tmp_path / "layer").write_bytes(blob)
-    ztoc = build_ztoc(tmp_path / "layer", span_size=4 << 20)
-    build_soci_index(ztoc, tmp_path / "index", digest=str(Digest.of(blob)), size=len(blob),
-                     built_from="test")  # fmt: skip
-    reader, index, _ = reader_of(tmp_path, blob)
+    reader, index, _, tar = text_through_ztoc(tmp_path)
     inflated = reader.context.inflated  # type: ignore[attr-defined]
     size = index.meta.uncompressed_size
     assert await read_stream(reader, size, 1000, 100) == tar[1000:1100]
     assert [len(data) for data in inflated.values()] == [INFLATE_AT_LEAST]
     assert await read_stream(reader, size, 3 << 20, 4096) == tar[3 << 20 : (3 << 20) + 4096]
-    assert await read_stream(reader, size, 0, size) == zlib.decompress(blob, 31)
+    assert await read_stream(reader, size, 0, size) == tar
 
 
 async def test_a_read_ahead_waits_for_what_a_miss_brings_along(
@@ -165,3 +170,22 @@ async def test_a_read_ahead_waits_for_what_a_miss_brings_along(
     assert len(registry.requests) == 1
     assert await reader.read(0, 5 * CHUNK) == b"".join(data for _, data in FILES)
     assert len(registry.requests) == 1
+
+
+async def test_prepared_ranges_of_a_span_are_read_with_no_fetch_and_no_inflation(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """``prepare`` (a layer store's start files) fetches the spans of all its ranges at
+    once and inflates each as far as its ranges reach: the reads that follow wait for
+    neither."""
+    reader, _, registry, tar = text_through_ztoc(tmp_path)
+    inflated = reader.context.inflated  # type: ignore[attr-defined]
+    ranges = [(1000, 1100), (5 << 20, (5 << 20) + 4096)]
+    await reader.prepare(ranges, Priority.AHEAD)
+    fetched = list(registry.requests)
+    before = {key: len(data) for key, data in inflated.items()}
+    assert len(before) == 2
+    for start, end in ranges:
+        assert await reader.read(start, end) == tar[start:end]
+    assert registry.requests == fetched
+    assert {key: len(data) for key, data in inflated.items()} == before
