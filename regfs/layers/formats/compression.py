@@ -1,8 +1,9 @@
 """Decompressed views of a layer blob: whole-stream for indexing, random access after.
 
-Layers layer. Blocking code for worker threads: gzip through ``indexed_gzip`` (zran
-seek points, each with its 32 KiB window, of which ``index/build.py`` keeps those
-``GZIP_SPACING`` apart), zstd through ``zstandard`` (checkpoints at frame starts,
+Layers layer. Blocking code for worker threads: gzip through the system's libz
+(``gzip_scan.py``: checkpoints, each with its 32 KiB window, ``GZIP_SPACING`` apart; the
+zTOC builder still reads through ``indexed_gzip``'s seek points), zstd through
+``zstandard`` (checkpoints at frame starts,
 ``ZSTD_SPACING`` apart: a frame needs no window), and uncompressed tar as is. The kind
 is told by the blob's magic bytes, not its media type, which registries do not always
 get right.
@@ -17,9 +18,12 @@ import indexed_gzip
 import zstandard
 
 from regfs.domain.errors import MalformedContent
+from regfs.layers.formats.gzip_scan import GzipScanner, ReadsInto
 from regfs.layers.formats.zstd_frames import FrameSpan, is_skippable_frame, next_frame
 
 GZIP_SPACING = 2 << 20
+GZIP_HEAD = 64 << 10
+"""Output kept after each gzip checkpoint of a first pass, to try the checkpoint with."""
 ZSTD_SPACING = 1 << 20
 PROBE_BUFFER = 128 << 10
 GZIP_MAGIC = b"\x1f\x8b"
@@ -61,31 +65,6 @@ DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     ValueError,
 )
-
-
-class GzipIndexer:
-    """Sequential reads of a gzip blob that record seek points (with their windows) on the
-    way; once read, ``file`` seeks anywhere in the stream from them."""
-
-    def __init__(self, blob: BinaryIO) -> None:
-        self.file = indexed_gzip.IndexedGzipFile(
-            fileobj=blob, spacing=GZIP_SPACING, readbuf_size=1 << 20, auto_build=True
-        )
-
-    def read(self, size: int = -1, /) -> bytes:
-        return bytes(self.file.read(size))
-
-    def export(self) -> bytes:
-        """indexed_gzip's index: every seek point with its window (``gzip_points.py``).
-        zlib restarts at every gzip member boundary, so it has one at each: a layer of many
-        members (eStargz, ``pigz --independent``) has thousands."""
-        index_to_the_end(self.file)
-        buffer = io.BytesIO()
-        self.file.export_index(fileobj=buffer)
-        return buffer.getvalue()
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def index_to_the_end(file: indexed_gzip.IndexedGzipFile) -> None:
@@ -191,7 +170,7 @@ class _Slice(io.RawIOBase):
 
 def open_for_indexing(blob: BinaryIO, compression: str) -> Readable:
     if compression == "gzip":
-        return GzipIndexer(blob)
+        return GzipScanner(cast(ReadsInto, blob), spacing=GZIP_SPACING, head=GZIP_HEAD)
     if compression == "zstd":
         return ZstdIndexer(blob)
     return blob

@@ -17,15 +17,14 @@ from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.compression import (
     DECOMPRESSION_ERRORS,
     GZIP_SPACING,
-    GzipIndexer,
     ZstdIndexer,
     open_for_indexing,
-    probing_reader,
     read_exactly,
     sniff,
 )
 from regfs.layers.formats.entries import LayerTreeBuilder
-from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
+from regfs.layers.formats.gzip_points import compressed_start, restartable
+from regfs.layers.formats.gzip_scan import GzipScanner, RecordedHeads
 from regfs.layers.formats.tar import TarScanner
 from regfs.layers.formats.toc import (
     ZSTD_CHUNKED,
@@ -81,15 +80,17 @@ def build_index(
             span_starts: list[tuple[int, int, bytes]] = []
             if isinstance(stream, ZstdIndexer):
                 checkpoints = stream.checkpoints()
-            if isinstance(stream, GzipIndexer):
+            if isinstance(stream, GzipScanner):
                 points = _gzip_restart_points(stream, blob, scanner.offset)
                 checkpoints = [(point.uncompressed, compressed_start(point)) for point in points]
                 span_starts = [(point.uncompressed, point.bits, point.window) for point in points]
-                stream.close()
         except DECOMPRESSION_ERRORS as error:
             if landing is not None and landing.abandoned:  # not the blob's fault
                 raise BlobAbandoned(f"{blob.name}: its download was abandoned") from None
             raise MalformedContent(f"cannot decompress ({compression}): {error}") from None
+        finally:
+            if isinstance(stream, GzipScanner):
+                stream.close()
         compressed_size = raw.seek(0, 2)
     meta = IndexMeta(digest, compression, compressed_size, scanner.offset, CHUNK_SIZE)
     write_index(
@@ -107,16 +108,12 @@ def _opened(blob: Path, landing: LandingBlob | None) -> BinaryIO:
     return open(blob, "rb")
 
 
-def _gzip_restart_points(stream: GzipIndexer, blob: Path, size: int) -> list[Checkpoint]:
-    """The seek points indexed_gzip recorded that restart inflation, ``GZIP_SPACING``
-    apart, each probed through other handles of the blob."""
-    index = stream.export()
-    with open(blob, "rb") as raw, open(blob, "rb") as inflated:
-        reader = probing_reader(inflated, index)
-        try:
-            return restartable(reader, raw, seek_points(index), size, spacing=GZIP_SPACING)
-        finally:
-            reader.close()
+def _gzip_restart_points(stream: GzipScanner, blob: Path, size: int) -> list[Checkpoint]:
+    """The checkpoints the pass recorded that restart inflation, ``GZIP_SPACING`` apart,
+    each tried on the blob against the output the pass kept after it."""
+    with open(blob, "rb") as raw:
+        heads = RecordedHeads(stream.heads)
+        return restartable(heads, raw, stream.points, size, spacing=GZIP_SPACING)
 
 
 def build_toc_index(
