@@ -10,6 +10,7 @@ is checked against the hash recorded during the verified pass before it is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
 from regfs.layers.compressed_blob import CompressedBlobs
+from regfs.layers.diff_sizes import DiffSizes
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
@@ -110,9 +112,11 @@ class LayerStore:
         )
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
+        self._sizes = DiffSizes()
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
             ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
+            sized=self._sizes.known,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
@@ -131,9 +135,23 @@ class LayerStore:
         async def index_then_fetch(layer: LayerRef) -> None:
             self._reads.prefetch_files(layer, await self.index(layer), files)
 
-        self.background.start_in_turn(
-            "indexing for a start", layers, index_then_fetch, self._indexing_ahead
-        )
+        slots = self._indexing_ahead
+        self.background.start_in_turn("indexing for a start", layers, index_then_fetch, slots)
+
+    async def diff_size(self, layer: LayerRef) -> int:
+        """The layer's uncompressed size, as its index gives it: with a TOC or zTOC, once
+        that is read, while the index is written in the background (``diff_sizes.py``)."""
+
+        async def indexed_size() -> int:
+            return (await self.index(layer)).meta.uncompressed_size
+
+        known = self.known_index(layer)
+        if known is not None:
+            return known.meta.uncompressed_size
+        indexing = functools.partial(self._sizes.follow, layer.digest, indexed_size)
+        if not self.background.start("indexing", layer, indexing):  # no background work here
+            return await indexed_size()
+        return await self._sizes.wait(layer.digest)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the

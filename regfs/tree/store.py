@@ -138,9 +138,11 @@ class ReferenceDir(Directory):
         layers = image_layers(image)
         for position, layer in enumerate(layers):
             if layer.digest == digest:
-                # podman asks for each layer's info in turn, waiting: index them all now
+                # podman asks for each layer's info in turn, waiting, from the top down:
+                # index them all now, that one first (they are indexed one at a time)
+                order = [layer, *(other for other in reversed(layers) if other != layer)]
                 files = start_files(self.context.platform.architecture)
-                self.context.layers.ready_for_start(layers, files)
+                self.context.layers.ready_for_start(order, files)
                 return self._layer_dir(image, position)
         raise NotFound(f"{self.reference}: no layer {name} in its image {image.digest}")
 
@@ -182,7 +184,8 @@ class StoreLayerDir(Directory):
 
     async def _info(self) -> bytes:
         """What containers/storage copies into its layer record. The layer is indexed
-        first (its TOC or zTOC only where it has one): its uncompressed size is asked."""
+        (its TOC or zTOC only where it has one): its uncompressed size is asked, and known
+        once a TOC or zTOC is read, before the index is written."""
         manifest = self.image.manifest
         assert isinstance(manifest, ImageManifest) and manifest.config is not None
         image = self.image
@@ -195,12 +198,12 @@ class StoreLayerDir(Directory):
                 f"{len(manifest.layers)} layers"
             )
         diff_id = Digest.parse(diff_ids[self.position])
-        index = await self.context.layers.index(self.layer)
+        diff_size = await self.context.layers.diff_size(self.layer)
         media_type = self.layer.descriptor.media_type
         compression = next((n for name, n in COMPRESSION.items() if name in media_type), 0)
         info = {
             "diff-digest": str(diff_id),
-            "diff-size": index.meta.uncompressed_size,
+            "diff-size": diff_size,
             "compressed-diff-digest": str(self.layer.digest),
             "compressed-size": self.layer.descriptor.size,
             "compression": compression,

@@ -11,17 +11,22 @@ import json
 import logging
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from regfs.cache.layout import CacheLayout
-from regfs.domain.errors import NotFound, ReadOnly, VerificationFailed
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent, NotFound, ReadOnly, VerificationFailed
 from regfs.domain.platform import Platform
+from regfs.layers.diff_sizes import DiffSizes
 from regfs.layers.formats.toc import TOC_DIGEST_ANNOTATION
+from regfs.layers.index import build
 from regfs.layers.layer_store import LayerStore
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
@@ -29,7 +34,7 @@ from regfs.tree.context import Services, TreeContext
 from regfs.tree.layer_usage import LayerUsage
 from regfs.tree.metadata import MetadataLimits, RegistryMetadata
 from regfs.tree.node import Directory, File
-from regfs.tree.store import StoreRoot
+from regfs.tree.store import StoreLayerDir, StoreRoot
 from tests.support.crafted import OCI_MANIFEST, gzip_layer, member, oci_image
 from tests.support.estargz_writer import estargz
 from tests.support.fake_transport import StreamingTransport
@@ -265,3 +270,69 @@ async def test_the_files_a_container_start_reads_are_fetched_once_indexed(
         assert await read(doc, "big") == other
         assert registry.blob_gets(sha256(blob)) > fetched
         nursery.cancel_scope.cancel()
+
+
+async def test_info_is_answered_before_the_toc_index_is_written(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman waits for ``info``, then has work of its own: the size is known once the TOC
+    is laid out, so ``info`` does not wait for the tree and the SQLite file; the index,
+    once written, gives the same size."""
+    blob, toc = estargz([("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+                         ("bin/tool", random.Random(3).randbytes(100_000))], 64 << 10)  # fmt: skip
+    registry = MemoryRegistry()
+    config, manifest = oci_image([blob], diff_ids=[sha256(gzip.decompress(blob))])
+    manifest["layers"][0]["annotations"] = {TOC_DIGEST_ANNOTATION: sha256(toc)}  # type: ignore[index]
+    registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
+    registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    written = threading.Event()
+    write_index = build.write_index
+
+    def held_write(*args: Any, **kwargs: Any) -> None:
+        assert written.wait(60), "info was not answered while the index was being written"
+        write_index(*args, **kwargs)
+
+    monkeypatch.setattr(build, "write_index", held_write)
+    root = store(registry, tmp_path, timeout=1e6)  # see the test above
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        info = json.loads(await read(layer, "info"))
+        assert not list((tmp_path / "indexes").glob("*.sqlite"))
+        written.set()
+        assert isinstance(layer, StoreLayerDir)
+        index = await root.context.layers.index(layer.layer)
+        assert info["diff-size"] == index.meta.uncompressed_size > 100_000
+        nursery.cancel_scope.cancel()
+
+
+async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sizes = DiffSizes()
+    layer, other = Digest.parse(sha256(b"layer")), Digest.parse(sha256(b"other"))
+    outcomes: dict[Digest, object] = {}
+
+    async def wait(digest: Digest) -> None:
+        try:
+            outcomes[digest] = await sizes.wait(digest)
+        except MalformedContent as error:
+            outcomes[digest] = error
+
+    async def fails() -> int:
+        raise MalformedContent("no tree")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, layer)
+        nursery.start_soon(wait, other)
+        await trio.testing.wait_all_tasks_blocked()
+        sizes.known(layer, 5)
+        sizes.known(layer, 6)  # the first said is kept
+        with pytest.raises(MalformedContent):
+            await sizes.follow(other, fails)
+    assert outcomes[layer] == 5 and isinstance(outcomes[other], MalformedContent)
+    assert await sizes.wait(layer) == 5
+    with trio.move_on_after(1) as waiting:
+        await sizes.wait(other)  # another try is waited for, not the old error
+    assert waiting.cancelled_caught

@@ -9,6 +9,7 @@ index is published only when all of it succeeded.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -125,25 +126,28 @@ def build_toc_index(
     digest: str,
     size: int,
     built_from: str,
+    laid_out: Callable[[int], None] = lambda uncompressed_size: None,
 ) -> list[str]:
     """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
     The index's ``compression`` is the TOC's format: its data offsets are on the virtual
-    stream of ``toc.py``, read through ``toc_chunks``."""
+    stream of ``toc.py``, read through ``toc_chunks``. ``laid_out`` is told that stream's
+    size as soon as it is known, before the tree is made and the index written."""
     if reference.format == ZSTD_CHUNKED and reference.position is not None:
         entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
     else:
         entries = read_toc(toc, reference.digest)
-    laid_out = layout(entries, toc_start)
+    toc_layout = layout(entries, toc_start)
+    laid_out(toc_layout.virtual_size)
     tree = LayerTreeBuilder()
-    for member in laid_out.members:
+    for member in toc_layout.members:
         tree.add(member)
     meta = IndexMeta(
-        digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end,
+        digest, reference.format, size, toc_layout.virtual_size, 0, toc_layout.prefetch_end,
         built_from,
     )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
-        toc_chunks=laid_out.chunks,
+        toc_chunks=toc_layout.chunks,
     )  # fmt: skip
     return tree.warnings
 
