@@ -162,11 +162,13 @@ class SpanReader(_RunReader):
         return joined(spans, inflated, start, end)
 
     async def prepare(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
-        """The spans fetched all at once, then inflated as far as each range reaches
-        (kept in the inflated spans' LRU): a read of a file in the middle of a span would
-        otherwise wait for the span's inflation up to it, 15-20 ms for a 4 MiB span."""
-        await self.load_ranges(ranges, priority)
+        """Each range's spans fetched and inflated as far as it reaches (kept in the
+        inflated spans' LRU), one range after the other, in the order given: a read of a
+        file in the middle of a span would otherwise wait for the span's inflation up to
+        it (15-20 ms for 4 MiB), and the first file read waits for its own 4 MiB span, not
+        for the spans of all (podman reads /etc/passwd 40 ms sooner)."""
         for start, end in ranges:
+            await self.load(start, end, priority)
             await self.read(start, end)
 
     def _key(self, span: TocChunk) -> bytes:
