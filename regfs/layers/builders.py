@@ -22,13 +22,12 @@ import trio
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layout import CacheLayout
-from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.domain.verify import verified
 from regfs.layers.blob_sink import VerifyingSink, file_lock
 from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
-from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE, declared_uncompressed_size
+from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
 from regfs.layers.landing_blob import LandingBlob
@@ -68,12 +67,12 @@ class IndexBuilders:
         ranges: Callable[[LayerRef], RangeFetch],
         served: Callable[[LayerRef], None],
         received: Callable[[LayerRef, int], None],
-        sized: Callable[[Digest, int], None],
+        sized: Callable[[LayerRef, int], None],
     ) -> None:
         """``served`` is told of each layer whose bytes the registry served (it confirmed
         the repository has it); ``received`` of each piece of a blob that arrives; ``sized``
-        of a layer's uncompressed size as soon as a TOC or zTOC says it, before its index
-        is written (``diff_sizes.py``)."""
+        of a layer's uncompressed size once its TOC or zTOC is read and checked, before its
+        index is written (``diff_sizes.py``)."""
         self._client = client
         self._chunks = chunks
         self._files = files
@@ -172,14 +171,10 @@ class IndexBuilders:
             if not 0 <= start < end <= size or end - start > MAX_TOC_SIZE:
                 raise MalformedContent(f"TOC at [{start}, {end}) of a {size}-byte blob")
             toc = await fetch(start, end, f"{reference.format} TOC not fetched")
-
-            def laid_out(uncompressed_size: int) -> None:  # in the indexing thread
-                trio.from_thread.run_sync(self._sized, layer.digest, uncompressed_size)
-
             warnings = await self._in_indexing_thread(functools.partial(
                 build_toc_index, toc, path, reference=reference, toc_start=start,
                 digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
-                laid_out=laid_out,
+                sized=self._sized_from_thread(layer),
             ))  # fmt: skip
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
@@ -195,12 +190,10 @@ class IndexBuilders:
             size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
             data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
             verified(data, ztoc.digest, size=ztoc.size, what=f"zTOC {ztoc.digest}")
-            declared = declared_uncompressed_size(data)
-            if declared is not None:
-                self._sized(layer.digest, declared)
             warnings = await self._in_indexing_thread(functools.partial(
                 build_soci_index, data, path, digest=str(layer.digest),
                 size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
+                sized=self._sized_from_thread(layer),
             ))  # fmt: skip
         except Unavailable:
             raise  # the registry may answer later: no verdict on the zTOC
@@ -210,6 +203,10 @@ class IndexBuilders:
             return False
         await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
         return True
+
+    def _sized_from_thread(self, layer: LayerRef) -> Callable[[int], None]:
+        """``sized`` for ``layer``, called from the indexing thread."""
+        return lambda size: trio.from_thread.run_sync(self._sized, layer, size)
 
     async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
         async with self._indexing:

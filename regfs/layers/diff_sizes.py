@@ -3,17 +3,19 @@
 Layers layer. podman asks for each layer's ``info``, whose ``diff-size`` is that size, and
 waits for the answer; after the last one it has work of its own (reference counting, the
 container, overlayfs's mount) that can go on while the index is still being written. The
-size is known once a TOC is laid out (the index's stream is that layout) and from a zTOC's
-header; for a layer read whole, once it is indexed. The index, once written, says the same.
+size is known once a TOC or zTOC has been read and checked, before the SQLite file is
+written; for a layer read whole, once it is indexed. Answers are per layer as an image
+gives it (another image may give the same blob a TOC or zTOC, or none, and so another
+size), and dropped once the index is published: it answers from then on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 import trio
 
-from regfs.domain.digest import Digest
+from regfs.domain.errors import Unavailable
 
 
 class _Answer:
@@ -29,37 +31,48 @@ class DiffSizes:
     """Each layer's size as soon as it is known, or why it will not be, for those waiting."""
 
     def __init__(self) -> None:
-        self._answers: dict[Digest, _Answer] = {}
+        self._answers: dict[Hashable, _Answer] = {}
 
-    def known(self, digest: Digest, size: int) -> None:
-        """The size of layer ``digest``'s index-to-be (the first said is kept)."""
-        answer = self._answers.setdefault(digest, _Answer())
+    def known(self, layer: Hashable, size: int) -> None:
+        """The size of ``layer``'s index-to-be (the first said is kept)."""
+        answer = self._answers.setdefault(layer, _Answer())
         if not answer.known.is_set():
             answer.size = size
             answer.known.set()
 
-    def failed(self, digest: Digest, error: Exception) -> None:
-        """Indexing ``digest`` failed before its size was known: those waiting get
+    def failed(self, layer: Hashable, error: Exception) -> None:
+        """Indexing ``layer`` failed before its size was known: those waiting get
         ``error``; the next to ask waits for another try."""
-        answer = self._answers.get(digest)
+        answer = self._answers.get(layer)
         if answer is not None and not answer.known.is_set():
             answer.error = error
             answer.known.set()
-            del self._answers[digest]
+            del self._answers[layer]
 
-    async def follow(self, digest: Digest, indexed_size: Callable[[], Awaitable[int]]) -> None:
-        """Index layer ``digest`` (``indexed_size``: its size once indexed) and tell those
-        waiting how it went, if nothing told them sooner."""
+    def settled(self, layer: Hashable, size: int) -> None:
+        """``layer``'s index is published, of ``size``: those still waiting get it, and
+        nothing is kept (the index answers from now on)."""
+        answer = self._answers.pop(layer, None)
+        if answer is not None and not answer.known.is_set():
+            answer.size = size
+            answer.known.set()
+
+    async def follow(self, layer: Hashable, indexed_size: Callable[[], Awaitable[int]]) -> None:
+        """Index ``layer`` (``indexed_size``: its size once indexed) and tell those
+        waiting how it went, if nothing told them sooner; cancelled, it tells them so."""
         try:
             size = await indexed_size()
         except Exception as error:
-            self.failed(digest, error)
+            self.failed(layer, error)
             raise
-        self.known(digest, size)
+        except BaseException:
+            self.failed(layer, Unavailable(f"{layer}: indexing was cancelled"))
+            raise
+        self.settled(layer, size)
 
-    async def wait(self, digest: Digest) -> int:
-        """The size of layer ``digest``, once ``known`` (or the error ``failed`` gave)."""
-        answer = self._answers.setdefault(digest, _Answer())
+    async def wait(self, layer: Hashable) -> int:
+        """The size of ``layer``, once ``known`` (or the error ``failed`` gave)."""
+        answer = self._answers.setdefault(layer, _Answer())
         await answer.known.wait()
         if answer.error is not None:
             raise answer.error

@@ -145,13 +145,12 @@ class LayerStore:
         async def indexed_size() -> int:
             return (await self.index(layer)).meta.uncompressed_size
 
-        known = self.known_index(layer)
-        if known is not None:
+        if (known := self.known_index(layer)) is not None:
             return known.meta.uncompressed_size
-        indexing = functools.partial(self._sizes.follow, layer.digest, indexed_size)
+        indexing = functools.partial(self._sizes.follow, layer, indexed_size)
         if not self.background.start("indexing", layer, indexing):  # no background work here
             return await indexed_size()
-        return await self._sizes.wait(layer.digest)
+        return await self._sizes.wait(layer)
 
     async def index(self, layer: LayerRef) -> LayerIndex:
         """The layer's index, from memory, from disk, or built now; its use for the
@@ -214,6 +213,7 @@ class LayerStore:
         """``index`` is how this mount reads ``layer`` from now on."""
         self._paths[layer] = index.path
         self._indexes.add(index)
+        self._sizes.settled(layer, index.meta.uncompressed_size)
 
     async def _index_on_disk(self, layer: LayerRef) -> tuple[LayerIndex | None, Descriptor | None]:
         """An index of the layer already in the cache, checked to be the layer's, and the

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import trio
 
 from regfs.cache.memory import keep
-from regfs.domain.errors import MalformedContent
+from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.layers.chunk_reader import ChunkReader
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
@@ -167,9 +167,15 @@ class SpanReader(_RunReader):
         file in the middle of a span would otherwise wait for the span's inflation up to
         it (15-20 ms for 4 MiB), and the first file read waits for its own 4 MiB span, not
         for the spans of all (podman reads /etc/passwd 40 ms sooner)."""
+        failures = []
         for start, end in ranges:
-            await self.load(start, end, priority)
-            await self.read(start, end)
+            try:
+                await self.load(start, end, priority)
+                await self.read(start, end)
+            except RegfsError as error:  # the other files may still come
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def _key(self, span: TocChunk) -> bytes:
         # what comes out depends on the zTOC's bits, window and size too, not only on the

@@ -22,7 +22,13 @@ import trio.testing
 
 from regfs.cache.layout import CacheLayout
 from regfs.domain.digest import Digest
-from regfs.domain.errors import MalformedContent, NotFound, ReadOnly, VerificationFailed
+from regfs.domain.errors import (
+    MalformedContent,
+    NotFound,
+    ReadOnly,
+    Unavailable,
+    VerificationFailed,
+)
 from regfs.domain.platform import Platform
 from regfs.layers.diff_sizes import DiffSizes
 from regfs.layers.formats.toc import TOC_DIGEST_ANNOTATION
@@ -317,7 +323,7 @@ async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
     async def wait(digest: Digest) -> None:
         try:
             outcomes[digest] = await sizes.wait(digest)
-        except MalformedContent as error:
+        except (MalformedContent, Unavailable) as error:
             outcomes[digest] = error
 
     async def fails() -> int:
@@ -336,3 +342,17 @@ async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
     with trio.move_on_after(1) as waiting:
         await sizes.wait(other)  # another try is waited for, not the old error
     assert waiting.cancelled_caught
+
+    async def never() -> int:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    third = Digest.parse(sha256(b"third"))
+    with trio.fail_after(60):  # indexing cancelled: those waiting hear so, at once
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, third)
+            async with trio.open_nursery() as indexing:
+                indexing.start_soon(sizes.follow, third, never)
+                await trio.testing.wait_all_tasks_blocked()
+                indexing.cancel_scope.cancel()
+    assert isinstance(outcomes.get(third), Unavailable)

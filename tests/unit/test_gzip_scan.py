@@ -100,6 +100,7 @@ def test_a_small_blob_has_no_checkpoint_but_its_start() -> None:
         lambda blob: blob[:-4],  # the trailer's length missing
         lambda blob: blob + b"garbage",  # not another member
         lambda blob: blob + bytes(10) + blob,  # zeros between members
+        lambda blob: blob + zlib.compress(b"smuggled"),  # a zlib stream, not a member
         lambda blob: blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:],
         lambda blob: b"\x1f\x8b\x08\x00" + blob[4:20],
     ],

@@ -41,7 +41,6 @@ from regfs.layers.formats.ztoc import (
     Span,
     Ztoc,
     ZtocFile,
-    declared_uncompressed_size,
     encode_checkpoints,
     encode_ztoc,
     members,
@@ -147,26 +146,6 @@ def test_a_damaged_ztoc_parses_or_is_malformed(data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(encoded)))
     with contextlib.suppress(MalformedContent):
         parse_ztoc(bytes(encoded[:cut]))
-
-
-def test_the_declared_size_is_the_parsed_one_read_alone() -> None:
-    assert declared_uncompressed_size(encode_ztoc(ztoc_of(size=123_456))) == 123_456
-    assert declared_uncompressed_size(encode_ztoc(ztoc_of(size=-1))) is None
-    assert declared_uncompressed_size(b"not a zTOC") is None
-
-
-@given(st.data())
-def test_a_damaged_ztoc_declares_its_parsed_size_or_nothing(data: st.DataObject) -> None:
-    """What a layer store's ``info`` says before the index is written is what the index
-    will say, whenever the zTOC parses."""
-    encoded = bytearray(encode_ztoc(ztoc_of()))
-    for _ in range(data.draw(st.integers(1, 4))):
-        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
-    damaged = bytes(encoded[: data.draw(st.integers(0, len(encoded)))])
-    declared = declared_uncompressed_size(damaged)
-    with contextlib.suppress(MalformedContent):
-        parsed = parse_ztoc(damaged).uncompressed_size
-        assert declared == (parsed if parsed >= 0 else None)
 
 
 def test_a_vector_claiming_more_than_the_buffer_is_malformed() -> None:

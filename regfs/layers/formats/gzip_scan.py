@@ -9,8 +9,9 @@ block and the 32 KiB of output before it (``inflateGetDictionary``) make a check
 indexed_gzip did this at half libz's own speed (a 170 MB Debian tar: 0.84 s against
 0.44 s). The first ``head`` bytes of output after each checkpoint are kept, so that
 ``gzip_points.restartable`` can try each without inflating the stream again.
-Concatenated gzip members are read on; zero bytes after the last are padding (as GNU
-gzip allows).
+Concatenated gzip members are read on (gzip only: a zlib stream after a member is
+refused, as Go's and Python's gzip readers refuse it); zero bytes after the last are
+padding (as GNU gzip allows).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.libz import (
-    GZIP_HEADER,
+    GZIP_ONLY,
     Z_BLOCK,
     Z_BUF_ERROR,
     Z_OK,
@@ -61,7 +62,7 @@ class GzipScanner:
         self._spacing = spacing
         self._head = head
         self._stream = ZStream()
-        inflate_init(self._stream, GZIP_HEADER, _WHAT)  # fails only out of memory
+        inflate_init(self._stream, GZIP_ONLY, _WHAT)  # fails only out of memory
         self._input = (ctypes.c_char * INPUT_SIZE)()
         self._input_bytes = memoryview(self._input).cast("B")
         self._input_length = 0
@@ -163,7 +164,7 @@ class GzipScanner:
             if stream.avail_in:
                 if padded:
                     raise GzipDataError("zero bytes between gzip members")
-                self._check(zlib.inflateReset(ctypes.byref(stream)))
+                self._check(zlib.inflateReset(ctypes.byref(stream)))  # gzip only, still
                 return
             if not self._feed():
                 self._ended = True

@@ -23,6 +23,8 @@ Z_BLOCK = 5
 RAW_DEFLATE = -15
 GZIP_HEADER = 47
 """Window bits: 32 (a gzip or zlib header, detected) + 15 (a 32 KiB window)."""
+GZIP_ONLY = 31
+"""Window bits: 16 (a gzip header, nothing else) + 15 (a 32 KiB window)."""
 GZIP_TRAILER = 8
 
 

@@ -102,16 +102,6 @@ class Span:
     window: bytes
 
 
-def declared_uncompressed_size(data: bytes) -> int | None:
-    """The uncompressed size a zTOC's header declares (what ``parse_ztoc`` would give),
-    read without parsing the rest; None if it cannot be read or is negative."""
-    try:
-        size = Table.root(data, budget=1 << 10).scalar(3, "<q")
-    except MalformedContent:
-        return None
-    return size if size >= 0 else None
-
-
 def parse_ztoc(data: bytes) -> Ztoc:
     """The zTOC in ``data``; MalformedContent if it is not a well-formed one."""
     if len(data) > MAX_ZTOC_SIZE:

@@ -126,21 +126,21 @@ def build_toc_index(
     digest: str,
     size: int,
     built_from: str,
-    laid_out: Callable[[int], None] = lambda uncompressed_size: None,
+    sized: Callable[[int], None] = lambda uncompressed_size: None,
 ) -> list[str]:
     """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
     The index's ``compression`` is the TOC's format: its data offsets are on the virtual
-    stream of ``toc.py``, read through ``toc_chunks``. ``laid_out`` is told that stream's
-    size as soon as it is known, before the tree is made and the index written."""
+    stream of ``toc.py``, read through ``toc_chunks``. ``sized`` is told that stream's
+    size once the TOC is laid out and its tree made, before the index is written."""
     if reference.format == ZSTD_CHUNKED and reference.position is not None:
         entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
     else:
         entries = read_toc(toc, reference.digest)
     toc_layout = layout(entries, toc_start)
-    laid_out(toc_layout.virtual_size)
     tree = LayerTreeBuilder()
     for member in toc_layout.members:
         tree.add(member)
+    sized(toc_layout.virtual_size)
     meta = IndexMeta(
         digest, reference.format, size, toc_layout.virtual_size, 0, toc_layout.prefetch_end,
         built_from,
@@ -153,11 +153,19 @@ def build_toc_index(
 
 
 def build_soci_index(
-    ztoc_bytes: bytes, index_path: Path, *, digest: str, size: int | None, built_from: str
+    ztoc_bytes: bytes,
+    index_path: Path,
+    *,
+    digest: str,
+    size: int | None,
+    built_from: str,
+    sized: Callable[[int], None] = lambda uncompressed_size: None,
 ) -> list[str]:
     """Index a gzip layer of ``size`` bytes from its SOCI zTOC alone; returns warnings to
     log. Data offsets are the tar's own; ``toc_chunks`` rows are the zTOC's spans (their
-    sha256 is that of the compressed span) and ``span_starts`` their checkpoints."""
+    sha256 is that of the compressed span) and ``span_starts`` their checkpoints. ``sized``
+    is told the tar's size once the zTOC is checked and its tree made, before the index
+    is written."""
     ztoc = parse_ztoc(ztoc_bytes)
     if size is not None and ztoc.compressed_size != size:
         raise MalformedContent(f"zTOC describes a blob of {ztoc.compressed_size} bytes, not {size}")
@@ -165,6 +173,7 @@ def build_soci_index(
     tree = LayerTreeBuilder()
     for member in members(ztoc):
         tree.add(member)
+    sized(ztoc.uncompressed_size)
     meta = IndexMeta(
         digest, SOCI_COMPRESSION, ztoc.compressed_size, ztoc.uncompressed_size, 0,
         built_from=built_from,
