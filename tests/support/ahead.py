@@ -9,6 +9,7 @@ one then waits for it, or makes it itself if nothing began it (``pytest tests/mo
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,13 @@ PREPARATIONS: dict[str, Callable[[Path], Any]] = {
     "layered": make_layered,
 }
 """Each preparation by the session fixture that needs it: made in a new temporary dir."""
+
+# The preparations start processes from background threads while tests in the main
+# thread set environment variables (monkeypatch.setenv). A child made by vfork shares the
+# parent's memory until it execs, and one that read the environment while the parent's
+# putenv moved it failed to exec: "[Errno 14] Bad address" (seen once in a full run). A
+# forked child reads its own copy.
+subprocess._USE_VFORK = False  # type: ignore[misc]  # CPython names it as the switch
 
 _pool = ThreadPoolExecutor(max_workers=len(PREPARATIONS), thread_name_prefix="ahead")
 _lock = threading.Lock()
