@@ -51,14 +51,9 @@ class PieceReader(Protocol):
         """Have the pieces of ``[start, end)`` in the caches (fetching what they lack)."""
         ...
 
-    async def load_ranges(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
-        """``load`` for each range, all at once: adjacent pieces of different ranges share
-        a Range request, and runs far apart go in parallel."""
-        ...
-
     async def prepare(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
-        """Have ``ranges`` ready to be read without a wait: ``load_ranges``, and whatever
-        a read of them would do next with the pieces (a zTOC span's inflation)."""
+        """Have ``ranges`` ready to be read without a wait: their pieces loaded, and
+        whatever a read of them would do next with the pieces (a zTOC span's inflation)."""
         ...
 
 
@@ -163,6 +158,8 @@ class Reader:
         await self.load_ranges([(start, end)], priority)
 
     async def load_ranges(self, ranges: Sequence[tuple[int, int]], priority: Priority) -> None:
+        """``load`` for each range, all at once: adjacent pieces of different ranges share
+        a Range request, and runs far apart go in parallel."""
         fetch = functools.partial(self.fetch, priority=priority)
         pieces = [piece for start, end in ranges for piece in self.pieces(start, end)]
         await self.context.pieces.load(pieces, fetch)

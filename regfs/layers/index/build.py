@@ -136,18 +136,18 @@ def build_toc_index(
         entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
     else:
         entries = read_toc(toc, reference.digest)
-    toc_layout = layout(entries, toc_start)
+    laid_out = layout(entries, toc_start)
     tree = LayerTreeBuilder()
-    for member in toc_layout.members:
+    for member in laid_out.members:
         tree.add(member)
-    sized(toc_layout.virtual_size)
+    sized(laid_out.virtual_size)
     meta = IndexMeta(
-        digest, reference.format, size, toc_layout.virtual_size, 0, toc_layout.prefetch_end,
+        digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end,
         built_from,
     )  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
-        toc_chunks=toc_layout.chunks,
+        toc_chunks=laid_out.chunks,
     )  # fmt: skip
     return tree.warnings
 
