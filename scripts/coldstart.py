@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -93,7 +94,11 @@ def record_start(rootfs: Path, record: Path) -> Path:
     for line in lines[inside:]:  # files before it are the host's
         match = OPENED.match(line)
         if match and match[1].startswith("/"):
-            for path in _with_link_targets(rootfs, match[1]):
+            paths = _with_link_targets(rootfs, match[1])
+            if " execve(" in line and paths:  # the kernel opens its loader unseen by strace
+                loader = _interpreter(rootfs / paths[-1])
+                paths += _with_link_targets(rootfs, loader) if loader else []
+            for path in paths:
                 seen.setdefault(path)
     record.write_text("".join(json.dumps({"path": path}) + "\n" for path in seen))
     return record
@@ -101,18 +106,61 @@ def record_start(rootfs: Path, record: Path) -> Path:
 
 def _with_link_targets(rootfs: Path, path: str) -> list[str]:
     """``path`` (relative to the image root) and, where it is a symlink, what it leads to
-    inside the image; only entries that exist there, directories left out."""
+    inside the image; only entries that exist there, directories left out. Each is named
+    as the layer's tar names it: ``lib/x86_64-linux-gnu/libc.so.6`` of a merged-``/usr``
+    image is ``usr/lib/x86_64-linux-gnu/libc.so.6``, as ctr-remote's own record has it."""
     found = []
     for _ in range(8):  # bounded: a link loop ends here
-        entry = rootfs / path.lstrip("/")
+        path = _through_directory_links(rootfs, path)
+        entry = rootfs / path
         if not entry.is_symlink() and not entry.is_file():
             break
-        found.append(path.lstrip("/"))
+        found.append(path)
         if not entry.is_symlink():
             break
         target = entry.readlink()
         path = str(target) if target.is_absolute() else str(Path(path).parent / target)
     return found
+
+
+def _through_directory_links(rootfs: Path, path: str) -> str:
+    """``path`` with each directory on its way that is a symlink replaced by its target,
+    as the kernel resolves it inside a chroot to ``rootfs``; the last name is kept."""
+    ahead = [part for part in path.split("/") if part not in ("", ".")]
+    walked: list[str] = []
+    for _ in range(40):  # bounded as the kernel's MAXSYMLINKS
+        if len(ahead) <= 1:
+            break
+        part = ahead.pop(0)
+        if part == "..":
+            walked = walked[:-1]
+            continue
+        entry = rootfs.joinpath(*walked, part)
+        if not entry.is_symlink():
+            walked.append(part)
+            continue
+        target = str(entry.readlink())
+        walked = [] if target.startswith("/") else walked
+        ahead = [p for p in target.split("/") if p not in ("", ".")] + ahead
+    return "/".join(walked + ahead)
+
+
+def _interpreter(program: Path) -> str | None:
+    """The loader a 64-bit little-endian ELF program names (its ``PT_INTERP``), if any."""
+    with open(program, "rb") as elf:
+        head = elf.read(64)
+        if head[:6] != b"\x7fELF\x02\x01":
+            return None
+        (table,) = struct.unpack_from("<Q", head, 0x20)
+        entry_size, count = struct.unpack_from("<HH", head, 0x36)
+        elf.seek(table)
+        headers = elf.read(entry_size * count)
+        for start in range(0, entry_size * count, entry_size):
+            kind, _, offset, _, _, size = struct.unpack_from("<IIQQQQ", headers, start)
+            if kind == 3:  # PT_INTERP
+                elf.seek(offset)
+                return elf.read(size).rstrip(b"\0").decode()
+    return None
 
 
 def push_formats(

@@ -15,6 +15,9 @@ import secrets
 import time
 from pathlib import Path
 
+from regfs.cache import locks
+from regfs.cache.layout import CacheLayout
+
 STALE_SECONDS = 3600
 _OWNER = re.compile(r"\.(\d+)\.[0-9a-f]{8}(?:\.tmp)?")
 
@@ -71,3 +74,13 @@ def remove_abandoned(directory: Path, prefix: str = "") -> None:
         with contextlib.suppress(FileNotFoundError):  # another mount may be cleaning too
             if path.name.startswith(prefix) and is_abandoned(path, path.stat().st_mtime, now):
                 path.unlink(missing_ok=True)
+
+
+def ready_for_layers(layout: CacheLayout) -> None:
+    """Make the dirs a layer store writes in, and clear what killed writers left there:
+    half-written temporaries and indexes, and locks nobody holds."""
+    for directory in (layout.indexes, layout.temporary, layout.locks):
+        directory.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(layout.temporary)
+    remove_abandoned(layout.indexes, prefix=".")
+    locks.sweep(layout.locks)

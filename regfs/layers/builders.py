@@ -30,6 +30,7 @@ from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.reader_base import RangeFetch
@@ -67,12 +68,12 @@ class IndexBuilders:
         ranges: Callable[[LayerRef], RangeFetch],
         served: Callable[[LayerRef], None],
         received: Callable[[LayerRef, int], None],
-        sized: Callable[[LayerRef, int], None],
+        laid_out: Callable[[LayerRef, LaidOutIndex], None],
     ) -> None:
         """``served`` is told of each layer whose bytes the registry served (it confirmed
-        the repository has it); ``received`` of each piece of a blob that arrives; ``sized``
-        of a layer's uncompressed size once its TOC or zTOC is read and checked, before its
-        index is written (``diff_sizes.py``)."""
+        the repository has it); ``received`` of each piece of a blob that arrives;
+        ``laid_out`` of a layer's size and pieces once its TOC or zTOC is read and checked,
+        before its index is written (``index/laid_out.py``)."""
         self._client = client
         self._chunks = chunks
         self._files = files
@@ -81,7 +82,7 @@ class IndexBuilders:
         self._ranges = ranges
         self._served = served
         self._received = received
-        self._sized = sized
+        self._laid_out = laid_out
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         self.fallbacks: dict[LayerRef, str] = {}
@@ -174,7 +175,7 @@ class IndexBuilders:
             warnings = await self._in_indexing_thread(functools.partial(
                 build_toc_index, toc, path, reference=reference, toc_start=start,
                 digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
-                sized=self._sized_from_thread(layer),
+                before_writing=self._laid_out_from_thread(layer),
             ))  # fmt: skip
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
@@ -193,7 +194,7 @@ class IndexBuilders:
             warnings = await self._in_indexing_thread(functools.partial(
                 build_soci_index, data, path, digest=str(layer.digest),
                 size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",
-                sized=self._sized_from_thread(layer),
+                before_writing=self._laid_out_from_thread(layer),
             ))  # fmt: skip
         except Unavailable:
             raise  # the registry may answer later: no verdict on the zTOC
@@ -204,9 +205,9 @@ class IndexBuilders:
         await self._indexed(layer, path, f"its SOCI zTOC {ztoc.digest}", len(data), warnings)
         return True
 
-    def _sized_from_thread(self, layer: LayerRef) -> Callable[[int], None]:
-        """``sized`` for ``layer``, called from the indexing thread."""
-        return lambda size: trio.from_thread.run_sync(self._sized, layer, size)
+    def _laid_out_from_thread(self, layer: LayerRef) -> Callable[[LaidOutIndex], None]:
+        """``laid_out`` for ``layer``, called from the indexing thread."""
+        return lambda index: trio.from_thread.run_sync(self._laid_out, layer, index)
 
     async def _in_indexing_thread(self, build: Callable[[], list[str]]) -> list[str]:
         async with self._indexing:

@@ -23,6 +23,7 @@ from regfs.layers.formats.compression import (
     zstd_file_bytes_at,
 )
 from regfs.layers.formats.inflate import inflate_from_checkpoint
+from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.pieces import Deliver, Piece
 from regfs.layers.reader_base import Reader
 from regfs.layers.streams import Priority
@@ -36,7 +37,7 @@ REFETCH_AHEAD = 4 << 20
 a re-fetch of chunks a reader wants together makes at once."""
 
 
-class ChunkReader(Reader):
+class ChunkReader(Reader[LayerIndex]):
     """A layer read whole once (gzip, zstd or plain tar): fixed chunks of its tar, each
     made again from the nearest checkpoint when the cache no longer has it."""
 

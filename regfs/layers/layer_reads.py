@@ -25,13 +25,20 @@ from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import Unavailable
 from regfs.layers.background import BackgroundWork
 from regfs.layers.formats.start_files import files_in
+from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.index.meta import IndexKind
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.read_ahead import ReadAhead
 from regfs.layers.reader_base import PieceReader, RangeFetch, ReadContext
-from regfs.layers.readers import INFLATED_SPANS_BYTES, load_pieces, read_stream, reader_for
+from regfs.layers.readers import (
+    INFLATED_SPANS_BYTES,
+    load_pieces,
+    read_stream,
+    reader_for,
+    run_reader_for,
+)
 from regfs.layers.streams import Priority, Streams
 from regfs.layers.walks import WALK_FILES, Walks
 from regfs.registry.client import RegistryClient
@@ -117,19 +124,20 @@ class LayerReads:
         await load_pieces(reader, index.meta.uncompressed_size, Priority.BACKGROUND)
         log.info("%s: fetched whole in the background", layer)
 
-    def prefetch_soon(self, layer: LayerRef, index: LayerIndex) -> None:
+    def prefetch_soon(self, layer: LayerRef, index: LayerIndex | LaidOutIndex) -> None:
         """Begin fetching what an eStargz image's builder marked as read first, if it
-        marked anything (once per index: what is fetched is the index's chunks)."""
+        marked anything (once per index: what is fetched is the index's chunks); from
+        the moment its TOC is laid out, while its index is written."""
         if index.meta.prefetch_end:
             prefetch = functools.partial(self._prefetch, layer, index)
             self._background.start_once("prefetch", layer, prefetch, key=index.path)
 
-    async def _prefetch(self, layer: LayerRef, index: LayerIndex) -> None:
+    async def _prefetch(self, layer: LayerRef, index: LayerIndex | LaidOutIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
         (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
         the files are fetched when read, as any other."""
         end = index.meta.prefetch_end
-        await load_pieces(reader_for(layer, index, self.context), end, Priority.BACKGROUND)
+        await load_pieces(run_reader_for(layer, index, self.context), end, Priority.BACKGROUND)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     def prefetch_files(self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import trio
 
-from regfs.cache import locks
 from regfs.cache.answers import KeptAnswers
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.confirmations import Confirmations
@@ -27,7 +26,7 @@ from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
 from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
-from regfs.cache.temporaries import remove_abandoned, write_atomically
+from regfs.cache.temporaries import ready_for_layers, write_atomically
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
@@ -38,6 +37,7 @@ from regfs.layers.by_digest import ByDigest
 from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.diff_sizes import DiffSizes
 from regfs.layers.index.files import IndexFiles
+from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
 from regfs.layers.layer_reads import LayerReads
@@ -73,15 +73,8 @@ class LayerStore:
         self._indexes = OpenIndexes()
         layout = CacheLayout(cache_dir)
         self._chunks = ChunkCache(layout, cache_size, in_use=self._indexes.paths)
-        self._index_dir = layout.indexes
         self._files = IndexFiles(layout)
-        self._temporary_dir = layout.temporary
-        self._lock_dir = layout.locks
-        for directory in (self._index_dir, self._temporary_dir, self._lock_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        remove_abandoned(self._temporary_dir)
-        remove_abandoned(self._index_dir, prefix=".")
-        locks.sweep(self._lock_dir)
+        ready_for_layers(layout)
         self._listings: Listings = listings_lru()
         self._flight: SingleFlight[object] = SingleFlight()
         self.pieces = VerifiedPieces(self._chunks)
@@ -89,7 +82,7 @@ class LayerStore:
         """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
         ``background.run``)."""
         self._reads = LayerReads(
-            client, self.pieces, self._temporary_dir, self._count_fetched, self.background,
+            client, self.pieces, layout.temporary, self._count_fetched, self.background,
             background_fetch=background_fetch,
         )  # fmt: skip
         self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
@@ -116,7 +109,7 @@ class LayerStore:
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
             ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
-            sized=self._sizes.known,
+            laid_out=self._laid_out,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
@@ -137,6 +130,12 @@ class LayerStore:
 
         slots = self._indexing_ahead
         self.background.start_in_turn("indexing for a start", layers, index_then_fetch, slots)
+
+    def _laid_out(self, layer: LayerRef, index: LaidOutIndex) -> None:
+        """The layer's TOC or zTOC is read and checked, and its index being written: its
+        size is known, and its eStargz prefetch may begin."""
+        self._sizes.known(layer, index.meta.uncompressed_size)
+        self._reads.prefetch_soon(layer, index)
 
     async def diff_size(self, layer: LayerRef) -> int:
         """The layer's uncompressed size, as its index gives it: with a TOC or zTOC, once

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import cachetools
 import trio
@@ -22,12 +22,12 @@ import trio
 from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.layers.coalesce import runs
-from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
 from regfs.layers.streams import Priority, Streams
 
 S = TypeVar("S")
+IndexT = TypeVar("IndexT")
 
 RangeFetch = Callable[[int, int, str], Awaitable[bytes]]
 """``fetch(start, end, what)``: bytes [start, end) of the layer blob, within one deadline."""
@@ -125,12 +125,15 @@ async def fetch_in_runs(
         raise failures[0]
 
 
-class Reader:
+class Reader(Generic[IndexT]):
+    """The base of every reader; ``IndexT``: what it asks of the layer's index (a
+    ``LayerIndex``, or for TOC chunks and zTOC spans anything with their pieces)."""
+
     reads_ahead = True
     piece_name = "chunk"
     """What a piece is called in messages."""
 
-    def __init__(self, layer: LayerRef, index: LayerIndex, context: ReadContext) -> None:
+    def __init__(self, layer: LayerRef, index: IndexT, context: ReadContext) -> None:
         self.layer = layer
         self.index = index
         self.context = context

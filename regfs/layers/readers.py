@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
@@ -21,7 +22,7 @@ from regfs.layers.chunk_reader import ChunkReader
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.toc import TocChunk, chunk_bytes
 from regfs.layers.index.layer_index import LayerIndex
-from regfs.layers.index.meta import IndexKind
+from regfs.layers.index.meta import IndexKind, IndexMeta
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import Deliver, Made, Piece
 from regfs.layers.reader_base import PieceReader, ReadContext, Reader, fetch_in_runs, joined
@@ -39,14 +40,29 @@ request when not cached: a program starting reads file after file, mostly files 
 side by side (a package's modules), and each miss would wait a round trip of its own."""
 
 
+class RunIndex(Protocol):
+    """What a reader of TOC chunks or zTOC spans asks of the layer's index: the written
+    ``LayerIndex``, or the ``LaidOutIndex`` it is written from (``index/laid_out.py``)."""
+
+    meta: IndexMeta
+
+    def toc_chunks_between(self, start: int, end: int) -> list[TocChunk]: ...
+
+    def span_start(self, virtual_offset: int) -> tuple[int, bytes]: ...
+
+
 def reader_for(layer: LayerRef, index: LayerIndex, context: ReadContext) -> PieceReader:
     """The reader for ``index``'s kind."""
-    readers: dict[IndexKind, type[ChunkReader | TocChunkReader | SpanReader]] = {
-        IndexKind.WHOLE: ChunkReader,
-        IndexKind.TOC: TocChunkReader,
-        IndexKind.SOCI: SpanReader,
-    }
-    return readers[index.meta.kind](layer, index, context)
+    if index.meta.kind is IndexKind.WHOLE:
+        return ChunkReader(layer, index, context)
+    return run_reader_for(layer, index, context)
+
+
+def run_reader_for(layer: LayerRef, index: RunIndex, context: ReadContext) -> PieceReader:
+    """The reader for a layer read through its TOC or zTOC."""
+    if index.meta.kind is IndexKind.SOCI:
+        return SpanReader(layer, index, context)
+    return TocChunkReader(layer, index, context)
 
 
 async def read_stream(reader: PieceReader, stream_size: int, offset: int, size: int) -> bytes:
@@ -65,7 +81,7 @@ def _extent(piece: Piece[TocChunk]) -> tuple[int, int]:
     return piece.source.compressed_offset, piece.source.compressed_end
 
 
-class _RunReader(Reader):
+class _RunReader(Reader[RunIndex]):
     """A reader whose pieces are rows of the index's ``toc_chunks`` (TOC chunks, zTOC
     spans), each a range of the blob: those wanted together are fetched in runs."""
 

@@ -78,6 +78,30 @@ async def read(parent: Directory, name: str) -> bytes:
     return await node.read(0, 1 << 20)
 
 
+def estargz_registry(blob: bytes, toc: bytes) -> MemoryRegistry:
+    """A registry with ``app:1``, an image of the eStargz layer ``blob`` with ``toc``."""
+    registry = MemoryRegistry()
+    config, manifest = oci_image([blob], diff_ids=[sha256(gzip.decompress(blob))])
+    manifest["layers"][0]["annotations"] = {TOC_DIGEST_ANNOTATION: sha256(toc)}  # type: ignore[index]
+    registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
+    registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    return registry
+
+
+def held_index_writes(monkeypatch: pytest.MonkeyPatch, failure: str) -> threading.Event:
+    """Have every index written only once the event returned is set (failing with
+    ``failure`` if it is not within a minute)."""
+    go = threading.Event()
+    write_index = build.write_index
+
+    def held_write(*args: Any, **kwargs: Any) -> None:
+        assert go.wait(60), failure
+        write_index(*args, **kwargs)
+
+    monkeypatch.setattr(build, "write_index", held_write)
+    return go
+
+
 @pytest.fixture
 def registry() -> MemoryRegistry:
     registry = MemoryRegistry()
@@ -248,11 +272,7 @@ async def test_the_files_a_container_start_reads_are_fetched_once_indexed(
     }
     other = random.Random(2).randbytes(200_000)
     blob, toc = estargz([*start.items(), ("usr/share/doc/big", other)], 64 << 10)
-    registry = MemoryRegistry()
-    config, manifest = oci_image([blob], diff_ids=[sha256(gzip.decompress(blob))])
-    manifest["layers"][0]["annotations"] = {TOC_DIGEST_ANNOTATION: sha256(toc)}  # type: ignore[index]
-    registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
-    registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
+    registry = estargz_registry(blob, toc)
     # worker threads index and check while virtual time runs: no deadline may pass meanwhile
     root = store(registry, tmp_path, timeout=1e6)
     async with trio.open_nursery() as nursery:
@@ -286,19 +306,8 @@ async def test_info_is_answered_before_the_toc_index_is_written(
     once written, gives the same size."""
     blob, toc = estargz([("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
                          ("bin/tool", random.Random(3).randbytes(100_000))], 64 << 10)  # fmt: skip
-    registry = MemoryRegistry()
-    config, manifest = oci_image([blob], diff_ids=[sha256(gzip.decompress(blob))])
-    manifest["layers"][0]["annotations"] = {TOC_DIGEST_ANNOTATION: sha256(toc)}  # type: ignore[index]
-    registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
-    registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
-    written = threading.Event()
-    write_index = build.write_index
-
-    def held_write(*args: Any, **kwargs: Any) -> None:
-        assert written.wait(60), "info was not answered while the index was being written"
-        write_index(*args, **kwargs)
-
-    monkeypatch.setattr(build, "write_index", held_write)
+    registry = estargz_registry(blob, toc)
+    written = held_index_writes(monkeypatch, "info was not answered meanwhile")
     root = store(registry, tmp_path, timeout=1e6)  # see the test above
     async with trio.open_nursery() as nursery:
         nursery.start_soon(root.context.layers.background.run)
@@ -310,6 +319,38 @@ async def test_info_is_answered_before_the_toc_index_is_written(
         assert isinstance(layer, StoreLayerDir)
         index = await root.context.layers.index(layer.layer)
         assert info["diff-size"] == index.meta.uncompressed_size > 100_000
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_estargz_prefetch_begins_before_the_index_is_written(
+    autojump_clock: trio.abc.Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The files before ``.prefetch.landmark`` are fetched from the moment the TOC is laid
+    out, while the tree and the SQLite file are made; read afterwards, they need no
+    request."""
+    caplog.set_level(logging.INFO)
+    first = random.Random(4).randbytes(150_000)
+    blob, toc = estargz([("etc/first", first), (".prefetch.landmark", b"v"),
+                         ("usr/rest", random.Random(5).randbytes(150_000))], 64 << 10)  # fmt: skip
+    registry = estargz_registry(blob, toc)
+    prefetched = held_index_writes(monkeypatch, "the prefetch waited for the index")
+    root = store(registry, tmp_path, timeout=1e6)  # see the tests above
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        with trio.fail_after(1000):
+            while "prefetched the first" not in caplog.text:
+                await trio.sleep(0.01)
+        assert not list((tmp_path / "indexes").glob("*.sqlite"))
+        prefetched.set()
+        fetched = registry.blob_gets(sha256(blob))
+        etc = await directory(await directory(layer, "diff"), "etc")
+        assert await read(etc, "first") == first
+        assert registry.blob_gets(sha256(blob)) == fetched
         nursery.cancel_scope.cancel()
 
 

@@ -8,8 +8,9 @@ index is published only when all of it succeeded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -23,10 +24,10 @@ from regfs.layers.formats.compression import (
     read_exactly,
     sniff,
 )
-from regfs.layers.formats.entries import LayerTreeBuilder
+from regfs.layers.formats.entries import MAX_MEMBERS, LayerTreeBuilder
 from regfs.layers.formats.gzip_points import compressed_start, restartable
 from regfs.layers.formats.gzip_scan import GzipScanner, RecordedHeads
-from regfs.layers.formats.tar import TarScanner
+from regfs.layers.formats.tar import TarMember, TarScanner
 from regfs.layers.formats.toc import (
     ZSTD_CHUNKED,
     TocChunk,
@@ -36,6 +37,7 @@ from regfs.layers.formats.toc import (
     read_zstd_chunked_toc,
 )
 from regfs.layers.formats.ztoc import Checkpoint, members, parse_ztoc, spans
+from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.meta import SOCI_COMPRESSION, IndexMeta
 from regfs.layers.index.write import write_index
 from regfs.layers.landing_blob import BlobAbandoned, LandingBlob
@@ -126,25 +128,25 @@ def build_toc_index(
     digest: str,
     size: int,
     built_from: str,
-    sized: Callable[[int], None] = lambda uncompressed_size: None,
+    before_writing: Callable[[LaidOutIndex], None] = lambda laid_out: None,
 ) -> list[str]:
     """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
     The index's ``compression`` is the TOC's format: its data offsets are on the virtual
-    stream of ``toc.py``, read through ``toc_chunks``. ``sized`` is told that stream's
-    size once the TOC is laid out and its tree made, before the index is written."""
+    stream of ``toc.py``, read through ``toc_chunks``. ``before_writing`` is told the
+    layer's size and pieces once they are sure (``_tree_telling``), before the index is
+    written."""
     if reference.format == ZSTD_CHUNKED and reference.position is not None:
         entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
     else:
         entries = read_toc(toc, reference.digest)
     laid_out = layout(entries, toc_start)
-    tree = LayerTreeBuilder()
-    for member in laid_out.members:
-        tree.add(member)
-    sized(laid_out.virtual_size)
     meta = IndexMeta(
         digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end,
         built_from,
     )  # fmt: skip
+    tree = _tree_telling(laid_out.members, functools.partial(
+        before_writing, LaidOutIndex(index_path, meta, laid_out.chunks)
+    ))  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
         toc_chunks=laid_out.chunks,
@@ -159,29 +161,45 @@ def build_soci_index(
     digest: str,
     size: int | None,
     built_from: str,
-    sized: Callable[[int], None] = lambda uncompressed_size: None,
+    before_writing: Callable[[LaidOutIndex], None] = lambda laid_out: None,
 ) -> list[str]:
     """Index a gzip layer of ``size`` bytes from its SOCI zTOC alone; returns warnings to
     log. Data offsets are the tar's own; ``toc_chunks`` rows are the zTOC's spans (their
-    sha256 is that of the compressed span) and ``span_starts`` their checkpoints. ``sized``
-    is told the tar's size once the zTOC is checked and its tree made, before the index
-    is written."""
+    sha256 is that of the compressed span) and ``span_starts`` their checkpoints.
+    ``before_writing`` is told the layer's size and spans once the zTOC is checked and
+    they are sure (``_tree_telling``), before the index is written."""
     ztoc = parse_ztoc(ztoc_bytes)
     if size is not None and ztoc.compressed_size != size:
         raise MalformedContent(f"zTOC describes a blob of {ztoc.compressed_size} bytes, not {size}")
     layer_spans = spans(ztoc)
-    tree = LayerTreeBuilder()
-    for member in members(ztoc):
-        tree.add(member)
-    sized(ztoc.uncompressed_size)
+    chunks = [TocChunk(s.uncompressed, s.size, s.compressed_start, s.compressed_end, s.sha256)
+              for s in layer_spans]  # fmt: skip
+    span_starts = [(s.uncompressed, s.bits, s.window) for s in layer_spans]
     meta = IndexMeta(
         digest, SOCI_COMPRESSION, ztoc.compressed_size, ztoc.uncompressed_size, 0,
         built_from=built_from,
     )  # fmt: skip
+    tree = _tree_telling(members(ztoc), functools.partial(
+        before_writing, LaidOutIndex(index_path, meta, chunks, span_starts)
+    ))  # fmt: skip
     write_index(
         index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
-        toc_chunks=[TocChunk(s.uncompressed, s.size, s.compressed_start, s.compressed_end,
-                             s.sha256) for s in layer_spans],
-        span_starts=[(s.uncompressed, s.bits, s.window) for s in layer_spans],
+        toc_chunks=chunks, span_starts=span_starts,
     )  # fmt: skip
     return tree.warnings
+
+
+def _tree_telling(members: Sequence[TarMember], tell: Callable[[], None]) -> LayerTreeBuilder:
+    """The members' tree, with ``tell()`` called as soon as the layer's size and pieces are
+    sure: before the tree is made when it cannot fail (it refuses only more than
+    ``MAX_MEMBERS`` members), so that what waits for them (a layer store's ``info``, an
+    eStargz prefetch) does not wait for the tree too (50-80 ms of a big layer)."""
+    sure = len(members) <= MAX_MEMBERS
+    if sure:
+        tell()
+    tree = LayerTreeBuilder()
+    for member in members:
+        tree.add(member)
+    if not sure:
+        tell()
+    return tree
