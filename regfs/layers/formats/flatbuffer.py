@@ -25,26 +25,31 @@ class Table:
     """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …).
 
     Offsets may point many times at one string: every byte copied out is charged to a
-    ``budget`` shared by all tables of the buffer, so a small buffer cannot make its
-    reader copy out gigabytes.
+    budget shared by all tables of the buffer (``_Shared``), so a small buffer cannot make
+    its reader copy out gigabytes.
     """
 
-    def __init__(self, buffer: bytes, position: int, budget: list[int] | None = None) -> None:
+    def __init__(self, buffer: bytes, position: int, shared: _Shared | None = None) -> None:
         self._buffer = buffer
         self._position = position
-        self._budget = budget if budget is not None else [len(buffer)]
+        self._shared = shared if shared is not None else _Shared(len(buffer))
         vtable = position - _read(buffer, _SOFFSET, position)
-        vtable_size = _read(buffer, _VOFFSET, vtable)
-        if vtable_size < 4 or vtable_size % 2:
-            raise MalformedContent(f"flatbuffer: vtable of {vtable_size} bytes")
-        _check(buffer, vtable, vtable_size)
-        self._slots = struct.unpack_from(f"<{vtable_size // 2 - 2}H", buffer, vtable + 4)
-        """Each field's offset in the table (0: absent), read from the vtable at once."""
+        slots = self._shared.slots.get(vtable)
+        if slots is None:
+            vtable_size = _read(buffer, _VOFFSET, vtable)
+            if vtable_size < 4 or vtable_size % 2:
+                raise MalformedContent(f"flatbuffer: vtable of {vtable_size} bytes")
+            _check(buffer, vtable, vtable_size)
+            slots = struct.unpack_from(f"<{vtable_size // 2 - 2}H", buffer, vtable + 4)
+            self._shared.slots[vtable] = slots
+        self._slots = slots
+        """Each field's offset in the table (0: absent), read from the vtable at once (the
+        tables of a vector mostly share one vtable: read once)."""
 
     @classmethod
     def root(cls, buffer: bytes, budget: int) -> Table:
         """The root table; at most ``budget`` bytes may be copied out of the buffer."""
-        return cls(buffer, _read(buffer, _UOFFSET, 0), [budget])
+        return cls(buffer, _read(buffer, _UOFFSET, 0), _Shared(budget))
 
     def _field(self, field_id: int) -> int | None:
         """Where field ``field_id`` lies in the buffer, or None if absent (its default)."""
@@ -55,12 +60,18 @@ class Table:
 
     def scalar(self, field_id: int, layout: str, default: int = 0) -> int:
         """A scalar field in ``struct`` notation (``"<q"``, ``"<I"``, ``"<b"``). Inlined
-        (as ``blob``): a zTOC has about 20 fields for each of its files."""
+        (as ``blob``): a zTOC has about 20 fields for each of its files; a field's position
+        is never negative (a table's, plus an unsigned offset)."""
         slots = self._slots
         if field_id >= len(slots) or not (offset := slots[field_id]):
             return default
         layout_struct = _STRUCTS.get(layout) or _STRUCTS.setdefault(layout, struct.Struct(layout))
-        return _read(self._buffer, layout_struct, self._position + offset)
+        try:
+            value: int = layout_struct.unpack_from(self._buffer, self._position + offset)[0]
+        except struct.error:
+            _check(self._buffer, self._position + offset, layout_struct.size)
+            raise
+        return value
 
     def _indirect(self, field_id: int) -> int | None:
         position = self._field(field_id)
@@ -74,30 +85,39 @@ class Table:
         if field_id >= len(slots) or not (offset := slots[field_id]):
             return b""
         position = self._position + offset
-        return self._copied(position + _read(self._buffer, _UOFFSET, position))
+        try:
+            return self._copied(position + _UOFFSET.unpack_from(self._buffer, position)[0])
+        except struct.error:
+            _check(self._buffer, position, _UOFFSET.size)
+            raise
 
     def table(self, field_id: int) -> Table | None:
         start = self._indirect(field_id)
-        return None if start is None else Table(self._buffer, start, self._budget)
+        return None if start is None else Table(self._buffer, start, self._shared)
 
     def tables(self, field_id: int) -> Iterator[Table]:
         for element in self._offsets(field_id):
-            yield Table(self._buffer, element, self._budget)
+            yield Table(self._buffer, element, self._shared)
 
     def strings(self, field_id: int) -> Iterator[bytes]:
         for element in self._offsets(field_id):
             yield self._copied(element)
 
     def _copied(self, start: int) -> bytes:
-        """The bytes of the vector at ``start``, charged to the budget."""
+        """The bytes of the vector at ``start`` (never negative), charged to the budget."""
         buffer = self._buffer
-        length = _read(buffer, _UOFFSET, start)
+        try:
+            (length,) = _UOFFSET.unpack_from(buffer, start)
+        except struct.error:
+            _check(buffer, start, _UOFFSET.size)
+            raise
         end = start + 4 + length
         if end > len(buffer):
             _check(buffer, start + 4, length)
         data = buffer[start + 4 : end]
-        self._budget[0] -= len(data) + 4  # an empty string still costs its element
-        if self._budget[0] < 0:
+        shared = self._shared
+        shared.budget -= len(data) + 4  # an empty string still costs its element
+        if shared.budget < 0:
             raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
         return data
 
@@ -111,6 +131,17 @@ class Table:
         for index in range(length):
             element = start + 4 + 4 * index
             yield element + _read(self._buffer, _UOFFSET, element)
+
+
+class _Shared:
+    """What every table of one buffer shares: the bytes left to copy out, and each
+    vtable's slots once read."""
+
+    __slots__ = ("budget", "slots")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.slots: dict[int, tuple[int, ...]] = {}
 
 
 _STRUCTS: dict[str, struct.Struct] = {}

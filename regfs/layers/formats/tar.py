@@ -265,7 +265,14 @@ MAX_PATH = 4096
 
 
 def check_ranges(member: TarMember) -> None:
-    """Refuse numbers no filesystem can show (they would fail later, in stat or SQLite)."""
+    """Refuse numbers no filesystem can show (they would fail later, in stat or SQLite).
+    Every member of every layer comes here: one chain of comparisons lets most through,
+    and only a member it stops is looked at again to say why."""
+    if (0 <= member.uid <= MAX_ID and 0 <= member.gid <= MAX_ID
+            and 0 <= member.devmajor <= MAX_ID and 0 <= member.devminor <= MAX_ID
+            and 0 <= member.size <= MAX_SIZE and -MAX_SIZE <= member.mtime_ns <= MAX_SIZE
+            and len(member.path) <= MAX_PATH and len(member.linkname) <= MAX_PATH):  # fmt: skip
+        return
     limits = {
         "uid": (member.uid, MAX_ID), "gid": (member.gid, MAX_ID),
         "devmajor": (member.devmajor, MAX_ID), "devminor": (member.devminor, MAX_ID),

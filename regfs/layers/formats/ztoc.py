@@ -19,6 +19,7 @@ with the blob) and uncompressed bytes ``[out_i, out_{i+1})`` (the last ends with
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from datetime import datetime
@@ -311,8 +312,17 @@ def members(ztoc: Ztoc) -> list[TarMember]:
 
 
 def _mtime_ns(text: str, name: bytes) -> int:
+    try:
+        return _parsed_mtime_ns(text)
+    except (ValueError, OverflowError):
+        raise MalformedContent(f"zTOC file {name[:200]!r}: mod_time {text[:40]!r}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_mtime_ns(text: str) -> int:
     """RFC 3339 with up to nanoseconds (Go's ``time.MarshalText``), any UTC offset; an
-    out-of-range one is refused by ``check_ranges``."""
+    out-of-range one is refused by ``check_ranges``. Cached: the files of a package share
+    a few times (a Debian layer's 8 700 files took 24 ms here uncached)."""
     main, _, rest = text.partition(".")
     fraction = ""
     zone = ""
@@ -321,8 +331,5 @@ def _mtime_ns(text: str, name: bytes) -> int:
         fraction, zone = rest[:digits], rest[digits:]
     else:
         main, zone = (main[:-1], "Z") if main.endswith("Z") else (main[:-6], main[-6:])
-    try:
-        when = datetime.fromisoformat(main + ("+00:00" if zone in {"Z", "z"} else zone))
-    except (ValueError, OverflowError):
-        raise MalformedContent(f"zTOC file {name[:200]!r}: mod_time {text[:40]!r}") from None
+    when = datetime.fromisoformat(main + ("+00:00" if zone in {"Z", "z"} else zone))
     return int(when.timestamp()) * 10**9 + int((fraction or "0")[:9].ljust(9, "0"))
