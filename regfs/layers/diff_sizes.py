@@ -6,7 +6,8 @@ container, overlayfs's mount) that can go on while the index is still being writ
 size is known once a TOC or zTOC has been read and checked, before the SQLite file is
 written; for a layer read whole, once it is indexed. Answers are per layer as an image
 gives it (another image may give the same blob a TOC or zTOC, or none, and so another
-size), and dropped once the index is published: it answers from then on.
+size), and dropped once the index is published: it answers from then on. Those waiting
+for a size share the progress of the work that will tell it (``request_deadline.py``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from collections.abc import Awaitable, Callable, Hashable
 import trio
 
 from regfs.domain.errors import Unavailable
+from regfs.registry.request_deadline import SharedProgress, leading, waiting_on
 
 
 class _Answer:
-    __slots__ = ("error", "known", "size")
+    __slots__ = ("error", "known", "progress", "size")
 
     def __init__(self) -> None:
         self.known = trio.Event()
         self.size = 0
         self.error: Exception | None = None
+        self.progress = SharedProgress()
 
 
 class DiffSizes:
@@ -59,9 +62,11 @@ class DiffSizes:
 
     async def follow(self, layer: Hashable, indexed_size: Callable[[], Awaitable[int]]) -> None:
         """Index ``layer`` (``indexed_size``: its size once indexed) and tell those
-        waiting how it went, if nothing told them sooner; cancelled, it tells them so."""
+        waiting how it went, if nothing told them sooner; cancelled, it tells them so. Its
+        progress is theirs."""
         try:
-            size = await indexed_size()
+            with leading(self._answers.setdefault(layer, _Answer()).progress):
+                size = await indexed_size()
         except Exception as error:
             self.failed(layer, error)
             raise
@@ -73,7 +78,8 @@ class DiffSizes:
     async def wait(self, layer: Hashable) -> int:
         """The size of ``layer``, once ``known`` (or the error ``failed`` gave)."""
         answer = self._answers.setdefault(layer, _Answer())
-        await answer.known.wait()
+        with waiting_on(answer.progress):
+            await answer.known.wait()
         if answer.error is not None:
             raise answer.error
         return answer.size

@@ -20,7 +20,6 @@ import trio
 from regfs.cache.answers import KeptAnswers
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.confirmations import Confirmations
-from regfs.cache.flight import SingleFlight
 from regfs.cache.layer_images import LayerImages
 from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
@@ -44,6 +43,7 @@ from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.shared_work import SharedWork
 from regfs.layers.soci import SociLookup
 from regfs.registry.client import RegistryClient
 
@@ -76,7 +76,7 @@ class LayerStore:
         self._files = IndexFiles(layout)
         ready_for_layers(layout)
         self._listings: Listings = listings_lru()
-        self._flight: SingleFlight[object] = SingleFlight()
+        self._flight: SharedWork[object] = SharedWork()
         self.pieces = VerifiedPieces(self._chunks)
         self.background = BackgroundWork()
         """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs

@@ -13,6 +13,12 @@ is the rule for blobs (``registry/retry_policy.Progress``). So the scope's deadl
   listing from an index), bounded by itself: not cut, and the wait starts again after it.
 
 Outside a request (``regfs prefetch``, a mount's prefetches) both do nothing.
+
+A request may also wait for work another task does: a layer's download begun by another
+request, or indexed in the background for a layer store's ``info``. That work's progress
+is the waiting request's too (``SharedProgress``: the work runs ``leading`` it, waiters
+wait ``waiting_on`` it); else a request joining a download that goes well would time out
+when it has taken ``--timeout`` (an 80 MB layer at 20 Mbit/s takes 32 s).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import trio
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
     scope: trio.CancelScope
     timeout: float
@@ -35,6 +41,27 @@ class _Request:
 
 
 _CURRENT: ContextVar[_Request | None] = ContextVar("regfs_request", default=None)
+
+
+class SharedProgress:
+    """Work one task does that others wait for; those waiting on it (requests, and work
+    led elsewhere that waits on it) are told of its progress as of their own."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: list[_Request | SharedProgress] = []
+
+    def _progressed(self, told: set[SharedProgress]) -> None:
+        for waiting in list(self._waiting):
+            if isinstance(waiting, _Request):
+                _extend(waiting)
+            elif waiting not in told:  # two works waiting on each other are told once
+                told.add(waiting)
+                waiting._progressed(told)
+
+
+_SHARED: ContextVar[SharedProgress | None] = ContextVar("regfs_shared_progress", default=None)
 
 
 @contextlib.contextmanager
@@ -50,10 +77,56 @@ def request_deadline(timeout: float) -> Iterator[trio.CancelScope]:
 
 
 def progressed() -> None:
-    """What the current request waits for is arriving: it may wait ``timeout`` more."""
+    """What the current request waits for is arriving: it may wait ``timeout`` more, and
+    so may those waiting on the work it leads."""
     request = _CURRENT.get()
-    if request is not None and not request.working and not math.isinf(request.timeout):
+    if request is not None:
+        _extend(request)
+    shared = _SHARED.get()
+    if shared is not None:
+        shared._progressed({shared})
+
+
+def _extend(request: _Request) -> None:
+    if not request.working and not math.isinf(request.timeout):
         request.scope.deadline = max(request.scope.deadline, trio.current_time() + request.timeout)
+
+
+@contextlib.contextmanager
+def leading(shared: SharedProgress) -> Iterator[None]:
+    """Do the work of ``shared`` here: its progress is told to those waiting on it, and
+    to the work this task was leading before (which waits on it now)."""
+    outer = _SHARED.get()
+    token = _SHARED.set(shared)
+    with _waited_on_by(shared, [outer] if outer is not None else []):
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
+
+
+@contextlib.contextmanager
+def waiting_on(shared: SharedProgress | None) -> Iterator[None]:
+    """Wait here for the work of ``shared`` (None: nobody leads any): its progress moves
+    the current request's deadline, and is that of the work this task leads."""
+    if shared is None:
+        yield
+        return
+    waiting = [w for w in (_CURRENT.get(), _SHARED.get()) if w is not None and w is not shared]
+    with _waited_on_by(shared, waiting):
+        yield
+
+
+@contextlib.contextmanager
+def _waited_on_by(
+    shared: SharedProgress, waiting: list[_Request | SharedProgress]
+) -> Iterator[None]:
+    shared._waiting.extend(waiting)
+    try:
+        yield
+    finally:
+        for one in waiting:
+            shared._waiting.remove(one)
 
 
 @contextlib.contextmanager

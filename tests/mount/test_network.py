@@ -1,7 +1,8 @@
 """regfs over an emulated network (``tests/support/netprofiles.py``): the registry 100 ms
 away at 20 Mbit/s (``far``). A cold read completes with the right bytes and nothing times
 out that keeps making progress, whether a layer is streamed whole (gzip) or read by its
-chunks (eStargz)."""
+chunks (eStargz), and whether the request streams it or waits for work that does (a
+layer store's ``info``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tests.support import images
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount
 from tests.support.netprofiles import PROFILES
+from tests.support.podman import Podman
+from tests.support.programs import build_program_image
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 
@@ -91,3 +94,33 @@ def test_a_cold_lazy_read_of_an_estargz_image_completes_on_far(
     assert 2 * FAR.rtt <= seconds < layer["size"] / FAR.bandwidth  # not the layer's time
     assert registry_far.range_requests >= 2  # the footer and TOC, then the chunks
     assert registry_far.blob_bytes(layer["digest"]) <= layer["size"] * 1.1
+
+
+def test_podman_through_the_store_waits_for_a_layer_longer_to_stream_than_the_timeout(
+    registry: Registry, registry_far: CountingProxy, tmp_path: Path
+) -> None:
+    """podman's ``info`` for a plain gzip layer waits for its download, which the mount's
+    background indexing does (it began with the lookup of the image's first layer): the
+    download's progress is the waiting request's, so a layer that takes longer than
+    --timeout to stream (12.6 MB against 2 s here, as 80 MB against the default 30 s) is
+    served, and podman does not fall back to pulling it again itself."""
+    build_program_image(tmp_path / "oci", "far", big_file_size=12 << 20)
+    reference = f"{registry.host}/network/store:1"
+    images.push(tmp_path / "oci", "far", reference)
+    body, _, _ = images.get_manifest(registry.url, "network/store", "1")
+    layers = [(layer["digest"], layer["size"]) for layer in json.loads(body)["layers"]]
+    assert layers[0][1] / FAR.bandwidth > 2 * 2  # well over the timeout
+    store = Mount(tmp_path / "store", "--layer-store", "--timeout", "2")
+    podman = Podman(tmp_path / "podman", store.path, [registry_far.host])
+    try:
+        result = podman.run(f"{registry_far.host}/network/store:1", "/usr/bin/cat",
+                            "/etc/os-release")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == Path("/etc/os-release").read_text()
+        assert podman.store_layers() == len(layers)
+    finally:
+        podman.close()
+        store.close()
+    for digest, size in layers:  # each downloaded once, by regfs
+        assert registry_far.blob_bytes(digest) == size
+    assert "no answer within" not in store.log()

@@ -33,13 +33,14 @@ def program_files() -> dict[str, bytes]:
     return {path.lstrip("/"): Path(path).read_bytes() for path in sorted(paths)}
 
 
-def build_program_image(layout: Path, tag: str) -> None:
-    """Layer 0: ``/etc/os-release``, ``/data/big`` (random) and ``/data/gone``; layer 1:
-    the programs, ``/data/new`` (naming ``tag``), and ``/data/gone`` removed (a whiteout).
-    Each call makes layers of its own: images built apart share no blob."""
+def build_program_image(layout: Path, tag: str, big_file_size: int = BIG_FILE_SIZE) -> None:
+    """Layer 0: ``/etc/os-release``, ``/data/big`` (random, ``big_file_size`` bytes) and
+    ``/data/gone``; layer 1: the programs, ``/data/new`` (naming ``tag``), and
+    ``/data/gone`` removed (a whiteout). Each call makes layers of its own: images built
+    apart share no blob."""
     files = {
         "etc/os-release": Path("/etc/os-release").read_bytes(),
-        "data/big": os.urandom(BIG_FILE_SIZE),
+        "data/big": os.urandom(big_file_size),
         "data/gone": b"removed by the second layer\n",
     }
     build_image(layout, tag, files)
