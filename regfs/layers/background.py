@@ -21,6 +21,7 @@ import trio
 
 from regfs.domain.errors import RegfsError
 from regfs.layers.layer_ref import LayerRef
+from regfs.registry.request_deadline import detached
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ class BackgroundWork:
     @staticmethod
     async def _quietly(what: str, layer: LayerRef, work: Work) -> None:
         try:
-            await work()
+            with detached():  # begun by a request, done for the mount
+                await work()
         except RegfsError as error:
             log.info("%s: %s stopped: %s", layer, what, error)
         except Exception:  # a bug: logged, and the mount goes on serving

@@ -44,13 +44,14 @@ class DiffSizes:
             answer.known.set()
 
     def failed(self, layer: Hashable, error: Exception) -> None:
-        """Indexing ``layer`` failed before its size was known: those waiting get
-        ``error``; the next to ask waits for another try."""
-        answer = self._answers.get(layer)
+        """Indexing ``layer`` failed: those waiting get ``error`` if its size was not
+        known yet; the next to ask waits for another try either way (the size told
+        before its index could not be written is not kept: a layer read whole after a
+        failed TOC has another)."""
+        answer = self._answers.pop(layer, None)
         if answer is not None and not answer.known.is_set():
             answer.error = error
             answer.known.set()
-            del self._answers[layer]
 
     def settled(self, layer: Hashable, size: int) -> None:
         """``layer``'s index is published, of ``size``: those still waiting get it, and

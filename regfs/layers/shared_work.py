@@ -9,6 +9,7 @@ in the other task: through ``SharedWork`` they count as the waiting request's pr
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -19,21 +20,27 @@ V = TypeVar("V")
 
 
 class SharedWork(Generic[V]):
-    """``SingleFlight``, its callers waiting on the progress of the one computing."""
+    """``SingleFlight``, its callers waiting on the progress of the one computing. The
+    progress is the key's, not one leader's: where a leader is cancelled and a waiting
+    caller takes over, the others go on sharing the new leader's progress."""
 
     def __init__(self) -> None:
         self._flight: SingleFlight[V] = SingleFlight()
         self._progress: dict[Hashable, SharedProgress] = {}
+        self._callers: collections.Counter[Hashable] = collections.Counter()
 
     async def run(self, key: Hashable, compute: Callable[[], Awaitable[V]]) -> V:
-        async def lead() -> V:
-            shared = self._progress[key] = SharedProgress()
-            try:
-                with leading(shared):
-                    return await compute()
-            finally:
-                if self._progress.get(key) is shared:
-                    del self._progress[key]
+        shared = self._progress.setdefault(key, SharedProgress())
+        self._callers[key] += 1
 
-        with waiting_on(self._progress.get(key)):
-            return await self._flight.run(key, lead)
+        async def lead() -> V:
+            with leading(shared):
+                return await compute()
+
+        try:
+            with waiting_on(shared):
+                return await self._flight.run(key, lead)
+        finally:
+            self._callers[key] -= 1
+            if not self._callers[key]:
+                del self._callers[key], self._progress[key]

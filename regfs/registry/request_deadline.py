@@ -93,6 +93,19 @@ def _extend(request: _Request) -> None:
 
 
 @contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Work for the mount, begun by a request (a task inherits the context of the task
+    that starts it): no request's deadline moves with its progress or its local work, and
+    what it waits on is waited on in no request's name."""
+    request, shared = _CURRENT.set(None), _SHARED.set(None)
+    try:
+        yield
+    finally:
+        _SHARED.reset(shared)
+        _CURRENT.reset(request)
+
+
+@contextlib.contextmanager
 def leading(shared: SharedProgress) -> Iterator[None]:
     """Do the work of ``shared`` here: its progress is told to those waiting on it, and
     to the work this task was leading before (which waits on it now)."""

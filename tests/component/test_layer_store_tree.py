@@ -383,6 +383,11 @@ async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
     with trio.move_on_after(1) as waiting:
         await sizes.wait(other)  # another try is waited for, not the old error
     assert waiting.cancelled_caught
+    with pytest.raises(MalformedContent):  # told, then its index could not be written
+        await sizes.follow(layer, fails)
+    with trio.move_on_after(1) as waiting:
+        await sizes.wait(layer)  # another try is waited for, not the size told
+    assert waiting.cancelled_caught
 
     async def never() -> int:
         await trio.sleep_forever()

@@ -1,17 +1,24 @@
 """A request waiting for work another task does is credited with that work's progress
 (``registry/request_deadline.py``): its deadline of ``--timeout`` without progress moves
 while the bytes keep coming elsewhere, and passes when they stop. Through a single flight
-(``layers/shared_work.py``), a layer's size (``layers/diff_sizes.py``), and both nested.
-Autojump clock."""
+(``layers/shared_work.py``, whoever leads it), a layer's size (``layers/diff_sizes.py``),
+and both nested; work a request begins for the mount (``layers/background.py``) moves no
+request's deadline. Autojump clock."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
+from regfs.domain.digest import Digest
+from regfs.domain.manifest import Descriptor
+from regfs.layers.background import BackgroundWork
 from regfs.layers.diff_sizes import DiffSizes
+from regfs.layers.layer_ref import LayerRef
 from regfs.layers.shared_work import SharedWork
 from regfs.registry.request_deadline import progressed, request_deadline
 
@@ -95,4 +102,49 @@ async def test_a_size_waited_for_shares_the_progress_of_the_indexing_it_waits_on
         value, timed_out = await as_request(lambda: sizes.wait("layer"))
         assert timed_out is not progressing
         assert value == (len("done") if progressing else None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_others_share_the_progress_of_who_takes_over_from_a_cancelled_leader(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A leads and is interrupted after 2.75 s, a quarter second after its last progress;
+    B takes over, and its first progress comes half a second later; C, waiting all along,
+    shares B's progress, not that of A's abandoned work."""
+    work: SharedWork[str] = SharedWork()
+    results: dict[str, object] = {}
+
+    async def request(name: str, interrupted_after: float = math.inf) -> None:
+        with trio.move_on_after(interrupted_after):
+            results[name] = await as_request(lambda: work.run("layer", lambda: download(True)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(request, "A", 2.75)
+        await trio.sleep(0.1)
+        nursery.start_soon(request, "B")
+        await trio.sleep(0.1)
+        nursery.start_soon(request, "C")
+    assert "A" not in results
+    assert results["B"] == results["C"] == ("done", False)
+
+
+async def test_work_a_request_begins_for_the_mount_moves_no_request_s_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A request starts background work (read-ahead, indexing ahead) that makes progress
+    for 5 s, then waits for something that never comes: it ends at its own timeout."""
+    background = BackgroundWork()
+    digest = Digest.parse("sha256:" + "ab" * 32)
+    layer = LayerRef("127.0.0.1:5000", "app", Descriptor("application/x", digest, 10))
+
+    async def begin_then_wait() -> None:
+        background.start("read-ahead", layer, lambda: download(True))
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        assert await as_request(begin_then_wait) == (None, True)
+        assert trio.current_time() - started == pytest.approx(TIMEOUT)
         nursery.cancel_scope.cancel()

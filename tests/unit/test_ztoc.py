@@ -9,8 +9,10 @@ import hashlib
 import io
 import json
 import os
+import struct
 import subprocess
 import tarfile
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -183,6 +185,34 @@ def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
     assert len(data) < 200_000
     with pytest.raises(MalformedContent, match="same bytes too often"):
         parse_ztoc(data)
+
+
+def test_tables_each_with_a_huge_vtable_of_its_own_hold_no_memory() -> None:
+    """60 tables of a 66 KB buffer, each with a vtable of its own of 32 765 slots (the
+    vtables overlap): each table's slots are let go once it is read, not kept for the
+    buffer's other tables (kept, they took 1.3 MB a table)."""
+    tables, vtable_size = 60, 0xFFFE
+    vector, first_table = 64, 64 + 4 + 4 * tables
+    first_vtable = first_table + 4 * tables
+    data = bytearray(first_vtable + 2 * tables + vtable_size)
+    struct.pack_into("<I", data, 0, 16)  # the root table, at 16
+    struct.pack_into("<HHH", data, 8, 6, 0, 4)  # its vtable: field 0 four bytes in
+    struct.pack_into("<iI", data, 16, 16 - 8, vector - 20)
+    struct.pack_into("<I", data, vector, tables)
+    for number in range(tables):
+        element, table = vector + 4 + 4 * number, first_table + 4 * number
+        struct.pack_into("<I", data, element, table - element)
+        struct.pack_into("<i", data, table, table - (first_vtable + 2 * number))
+    struct.pack_into(f"<{(len(data) - first_vtable) // 2}H", data, first_vtable,
+                     *[vtable_size] * ((len(data) - first_vtable) // 2))  # fmt: skip
+    tracemalloc.start()
+    try:
+        read = sum(1 for _ in Table.root(bytes(data), budget=1 << 20).tables(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read == tables
+    assert peak < 16 << 20, peak
 
 
 def test_checkpoints_of_both_layouts() -> None:

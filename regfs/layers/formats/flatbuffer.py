@@ -41,7 +41,7 @@ class Table:
                 raise MalformedContent(f"flatbuffer: vtable of {vtable_size} bytes")
             _check(buffer, vtable, vtable_size)
             slots = struct.unpack_from(f"<{vtable_size // 2 - 2}H", buffer, vtable + 4)
-            self._shared.slots[vtable] = slots
+            self._shared.keep(vtable, slots)
         self._slots = slots
         """Each field's offset in the table (0: absent), read from the vtable at once (the
         tables of a vector mostly share one vtable: read once)."""
@@ -134,14 +134,24 @@ class Table:
 
 
 class _Shared:
-    """What every table of one buffer shares: the bytes left to copy out, and each
-    vtable's slots once read."""
+    """What every table of one buffer shares: the bytes left to copy out, and the slots of
+    the vtables read, a few small ones (a hostile buffer may give each of thousands of
+    tables a vtable of its own, each of 32 767 slots: kept, they took 1.3 MB a table)."""
 
     __slots__ = ("budget", "slots")
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.slots: dict[int, tuple[int, ...]] = {}
+
+    def keep(self, vtable: int, slots: tuple[int, ...]) -> None:
+        if len(slots) <= KEPT_VTABLE_SLOTS and len(self.slots) < KEPT_VTABLES:
+            self.slots[vtable] = slots
+
+
+KEPT_VTABLE_SLOTS = 32
+"""Slots of a vtable kept for the other tables that use it (a zTOC's tables have 14)."""
+KEPT_VTABLES = 256
 
 
 _STRUCTS: dict[str, struct.Struct] = {}
