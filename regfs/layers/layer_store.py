@@ -35,6 +35,8 @@ from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
 from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.diff_sizes import DiffSizes
+from regfs.layers.early_index import EarlyIndexes
+from regfs.layers.fetched_share import fetched_bytes
 from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex, Listings
@@ -106,6 +108,7 @@ class LayerStore:
         self._paths: dict[LayerRef, Path] = {}
         """The index each layer is read through, once known (a zTOC's has a name of its own)."""
         self._sizes = DiffSizes()
+        self._early = EarlyIndexes(self.background, self._indexes, self._listings)
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
             ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
@@ -136,6 +139,8 @@ class LayerStore:
         size is known, and its eStargz prefetch may begin."""
         self._sizes.known(layer, index.meta.uncompressed_size)
         self._reads.prefetch_soon(layer, index)
+        if index.has_entries:
+            self._early.tree_made(layer, index)
 
     async def diff_size(self, layer: LayerRef) -> int:
         """The layer's uncompressed size, as its index gives it: with a TOC or zTOC, once
@@ -259,18 +264,28 @@ class LayerStore:
         return (layer.host, layer.repository, layer.digest) in self._confirmed
 
     async def _build(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex:
-        """Build the layer's index and open it: from its zTOC, its TOC, or its whole blob."""
+        """Build the layer's index and open it: from its zTOC or its TOC (answering from
+        memory as soon as its tree is made: ``early_index.py``), or from its whole blob."""
+        lazily = functools.partial(self._build_lazily, layer, ztoc)
+        if (ztoc or self._usable_toc(layer)) and (index := await self._early.build(layer, lazily)):
+            return index
         whole = self._files.whole(layer)
+        with self._indexes.building(whole[0]):
+            await self._builders.whole_once(layer)
+            return self._open_built(layer, *whole)
+
+    async def _build_lazily(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex | None:
+        """The layer's index built from its zTOC or its TOC and opened; None if neither
+        can be used."""
         toc = self._usable_toc(layer)
         soci = self._files.soci(layer, ztoc) if ztoc is not None else None
-        with self._indexes.building(*(file[0] for file in (whole, toc, soci) if file)):
+        with self._indexes.building(*(file[0] for file in (toc, soci) if file)):
             if soci and ztoc and await self._builders.from_ztoc(layer, ztoc, soci[0]):
                 built = soci
             elif toc is not None and await self._builders.from_toc(layer, toc[0]):
                 built = toc
             else:
-                await self._builders.whole_once(layer)
-                built = whole
+                return None
             index = self._open_built(layer, *built)
             self._reads.prefetch_soon(layer, index)
             return index
@@ -369,31 +384,10 @@ class LayerStore:
         )  # fmt: skip
 
     async def fetched(self, layer: LayerRef) -> int:
-        """Bytes of the layer (compressed, as they cross the network) whose content is in
-        the cache now: its size times the share of its pieces cached; 0 before indexing.
-        Never fetches: an index not resolved yet is looked for in the cache only."""
-        size = layer.descriptor.size or 0
+        """Bytes of the layer whose content is in the cache now (``fetched_share.py``)."""
         index = self.known_index(layer)
-        opened = None
-        candidates = [self._files.whole(layer), self._usable_toc(layer)]
-        for candidate in candidates if index is None else ():
-            if candidate is not None and candidate[0].exists():
-                index = opened = LayerIndex.open(candidate[0], expected=candidate[1])
-                break
-        if index is None:
-            return 0
-        try:
-            pieces = await index.pieces()
-        finally:
-            if opened is not None:
-                opened.close()
-        total = sum(piece_size for _, piece_size in pieces)
-
-        def cached() -> int:
-            return sum(size for sha256, size in pieces if self.pieces.cached(sha256))
-
-        present = await trio.to_thread.run_sync(cached)
-        return round(size * present / total) if total else size
+        candidates = [] if index else [self._files.whole(layer), self._usable_toc(layer)]
+        return await fetched_bytes(layer.descriptor.size or 0, index, candidates, self.pieces)
 
     def close(self) -> None:
         self._indexes.close()

@@ -354,6 +354,57 @@ async def test_an_estargz_prefetch_begins_before_the_index_is_written(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("write_fails", [False, True])
+async def test_a_layer_s_files_are_looked_up_and_read_while_its_index_is_written(
+    autojump_clock: trio.abc.Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    write_fails: bool,
+) -> None:
+    """podman looks into ``diff/`` right after ``info``: the layer's tree answers from
+    memory while its SQLite file is written; once written, the same index reads the file.
+    A file that cannot be written is one warning, and the mount goes on from memory."""
+    tool = random.Random(6).randbytes(100_000)
+    blob, toc = estargz([("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+                         ("bin/tool", tool)], 64 << 10)  # fmt: skip
+    registry = estargz_registry(blob, toc)
+    looked_up = held_index_writes(monkeypatch, "the lookups waited for the index")
+    if write_fails:
+
+        def failing_write(*args: Any, **kwargs: Any) -> None:
+            assert looked_up.wait(60), "the lookups waited for the index"
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(build, "write_index", failing_write)
+    root = store(registry, tmp_path, timeout=1e6)  # see the tests above
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        assert isinstance(layer, StoreLayerDir)
+        bin_dir = await directory(await directory(layer, "diff"), "bin")
+        assert await read(bin_dir, "tool") == tool
+        assert not list((tmp_path / "indexes").glob("*.sqlite"))
+        index = await root.context.layers.index(layer.layer)
+        assert index.identity[1] == 0  # answering from memory
+        looked_up.set()
+
+        def settled() -> bool:
+            if write_fails:
+                return "its index could not be written" in caplog.text
+            return index.identity[1] != 0  # answering from the file
+
+        with trio.fail_after(1000):
+            while not settled():
+                await trio.sleep(0.01)
+        assert await root.context.layers.index(layer.layer) is index
+        assert bool(list((tmp_path / "indexes").glob("*.sqlite"))) is not write_fails
+        etc = await directory(await directory(layer, "diff"), "etc")
+        assert await read(etc, "passwd") == b"root:x:0:0::/root:/bin/sh\n"
+        nursery.cancel_scope.cancel()
+
+
 async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
     autojump_clock: trio.abc.Clock,
 ) -> None:

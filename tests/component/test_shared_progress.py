@@ -14,13 +14,16 @@ import pytest
 import trio
 import trio.testing
 
+from regfs.cache.memory import listings_lru
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
 from regfs.layers.background import BackgroundWork
 from regfs.layers.diff_sizes import DiffSizes
+from regfs.layers.early_index import EarlyIndexes
 from regfs.layers.layer_ref import LayerRef
+from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.shared_work import SharedWork
-from regfs.registry.request_deadline import progressed, request_deadline
+from regfs.registry.request_deadline import progressed, request_deadline, working
 
 TIMEOUT = 1.0
 WORK = 5.0
@@ -147,4 +150,27 @@ async def test_work_a_request_begins_for_the_mount_moves_no_request_s_deadline(
         started = trio.current_time()
         assert await as_request(begin_then_wait) == (None, True)
         assert trio.current_time() - started == pytest.approx(TIMEOUT)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_waiting_for_an_index_built_behind_is_not_cut_by_its_work(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An index built as the mount's own work (``early_index.py``) indexes its TOC in a
+    worker thread, longer here than the waiting request's timeout: as for the request's
+    own local work, its deadline waits."""
+    background = BackgroundWork()
+    indexes = OpenIndexes()
+    early = EarlyIndexes(background, indexes, listings_lru())
+    digest = Digest.parse("sha256:" + "cd" * 32)
+    layer = LayerRef("127.0.0.1:5000", "app", Descriptor("application/x", digest, 10))
+
+    async def build() -> None:
+        with working():
+            await trio.sleep(WORK)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await as_request(lambda: early.build(layer, build)) == (None, False)
         nursery.cancel_scope.cancel()

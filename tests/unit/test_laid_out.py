@@ -78,8 +78,10 @@ def toc_of(files: list[tuple[str, bytes]]) -> tuple[bytes, TocReference, int, in
 
 
 def test_the_layout_is_told_before_the_index_is_written(tmp_path: Path) -> None:
-    """Told once, before the SQLite file exists, with what the index then holds."""
-    toc, reference, start, size = toc_of([("a", os.urandom(2500)), ("b/c", os.urandom(10))])
+    """Told before the SQLite file exists, with what the index then holds: first its
+    pieces, then its entries too."""
+    files = [("a", os.urandom(2500)), ("b/c", os.urandom(10)), ("b/d", os.urandom(5))]
+    toc, reference, start, size = toc_of(files)
     told: list[LaidOutIndex] = []
 
     def before_writing(laid_out: LaidOutIndex) -> None:
@@ -92,11 +94,24 @@ def test_the_layout_is_told_before_the_index_is_written(tmp_path: Path) -> None:
     written = LayerIndex.open(tmp_path / "index")
     assert written is not None
     try:
-        (laid_out,) = told
-        assert laid_out.path == tmp_path / "index"
-        assert laid_out.meta == written.meta
-        stream = written.meta.uncompressed_size
-        assert laid_out.toc_chunks_between(0, stream) == written.toc_chunks_in()
+        pieces, tree = told
+        assert not pieces.has_entries and tree.has_entries
+        for laid_out in told:
+            assert laid_out.path == tmp_path / "index"
+            assert laid_out.meta == written.meta
+            assert laid_out.chunks() == written.toc_chunks_in()
+            assert laid_out.pieces() == written.pieces_in()
+            assert laid_out.stored_pieces() == written.stored_pieces_in()
+        assert tree.entries() == written.entries_in()
+        for entry in written.entries_in():
+            assert tree.entry(entry.id) == entry
+            assert tree.child(entry.parent, entry.name) == entry
+            assert tree.children(entry.id) == [e for e in written.entries_in()
+                                               if e.parent == entry.id]  # fmt: skip
+            assert tree.names_of(entry.inode_id) == written.names_of(entry.inode_id)
+        assert tree.child(1, b"missing") is None
+        with pytest.raises(KeyError):
+            tree.entry(len(written.entries_in()) + 1)
     finally:
         written.close()
 
@@ -123,4 +138,4 @@ def test_a_tree_that_may_fail_is_made_before_the_layout_is_told(
         assert not told
     else:
         index()
-        assert len(told) == 1
+        assert [laid_out.has_entries for laid_out in told] == [False, True]

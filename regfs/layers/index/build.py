@@ -8,9 +8,8 @@ index is published only when all of it succeeded.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -24,7 +23,7 @@ from regfs.layers.formats.compression import (
     read_exactly,
     sniff,
 )
-from regfs.layers.formats.entries import MAX_MEMBERS, LayerTreeBuilder
+from regfs.layers.formats.entries import MAX_MEMBERS, IndexEntry, LayerTreeBuilder
 from regfs.layers.formats.gzip_points import compressed_start, restartable
 from regfs.layers.formats.gzip_scan import GzipScanner, RecordedHeads
 from regfs.layers.formats.tar import TarMember, TarScanner
@@ -43,6 +42,9 @@ from regfs.layers.index.write import write_index
 from regfs.layers.landing_blob import BlobAbandoned, LandingBlob
 
 CHUNK_SIZE = 1 << 20
+ENTRIES_TOLD = 200_000
+"""Entries of a layer's tree held in memory while they are written, at most (a layer
+store's lookups are answered from them meanwhile): ~100 MB more with the tree's own."""
 
 
 def build_index(
@@ -133,25 +135,25 @@ def build_toc_index(
     """Index an eStargz or zstd:chunked layer from its TOC alone; returns warnings to log.
     The index's ``compression`` is the TOC's format: its data offsets are on the virtual
     stream of ``toc.py``, read through ``toc_chunks``. ``before_writing`` is told the
-    layer's size and pieces once they are sure (``_tree_telling``), before the index is
-    written."""
+    layer's size and pieces once they are sure, then its entries, before the index is
+    written (``_tree_telling``)."""
     if reference.format == ZSTD_CHUNKED and reference.position is not None:
-        entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
+        toc_entries = read_zstd_chunked_toc(toc, reference.digest, reference.position[2])
     else:
-        entries = read_toc(toc, reference.digest)
-    laid_out = layout(entries, toc_start)
+        toc_entries = read_toc(toc, reference.digest)
+    laid_out = layout(toc_entries, toc_start)
     meta = IndexMeta(
         digest, reference.format, size, laid_out.virtual_size, 0, laid_out.prefetch_end,
         built_from,
     )  # fmt: skip
-    tree = _tree_telling(laid_out.members, functools.partial(
-        before_writing, LaidOutIndex(index_path, meta, laid_out.chunks)
-    ))  # fmt: skip
+    entries, warnings = _tree_telling(
+        laid_out.members, LaidOutIndex(index_path, meta, laid_out.chunks), before_writing
+    )
     write_index(
-        index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
+        index_path, meta=meta, entries=entries, chunk_hashes=(), checkpoints=(),
         toc_chunks=laid_out.chunks,
     )  # fmt: skip
-    return tree.warnings
+    return warnings
 
 
 def build_soci_index(
@@ -167,7 +169,7 @@ def build_soci_index(
     log. Data offsets are the tar's own; ``toc_chunks`` rows are the zTOC's spans (their
     sha256 is that of the compressed span) and ``span_starts`` their checkpoints.
     ``before_writing`` is told the layer's size and spans once the zTOC is checked and
-    they are sure (``_tree_telling``), before the index is written."""
+    they are sure, then its entries, before the index is written (``_tree_telling``)."""
     ztoc = parse_ztoc(ztoc_bytes)
     if size is not None and ztoc.compressed_size != size:
         raise MalformedContent(f"zTOC describes a blob of {ztoc.compressed_size} bytes, not {size}")
@@ -179,27 +181,37 @@ def build_soci_index(
         digest, SOCI_COMPRESSION, ztoc.compressed_size, ztoc.uncompressed_size, 0,
         built_from=built_from,
     )  # fmt: skip
-    tree = _tree_telling(members(ztoc), functools.partial(
-        before_writing, LaidOutIndex(index_path, meta, chunks, span_starts)
-    ))  # fmt: skip
+    entries, warnings = _tree_telling(
+        members(ztoc), LaidOutIndex(index_path, meta, chunks, span_starts), before_writing
+    )
     write_index(
-        index_path, meta=meta, entries=tree.entries(), chunk_hashes=(), checkpoints=(),
+        index_path, meta=meta, entries=entries, chunk_hashes=(), checkpoints=(),
         toc_chunks=chunks, span_starts=span_starts,
     )  # fmt: skip
-    return tree.warnings
+    return warnings
 
 
-def _tree_telling(members: Sequence[TarMember], tell: Callable[[], None]) -> LayerTreeBuilder:
-    """The members' tree, with ``tell()`` called as soon as the layer's size and pieces are
-    sure: before the tree is made when it cannot fail (it refuses only more than
-    ``MAX_MEMBERS`` members), so that what waits for them (a layer store's ``info``, an
-    eStargz prefetch) does not wait for the tree too (50-80 ms of a big layer)."""
+def _tree_telling(
+    members: Sequence[TarMember], laid_out: LaidOutIndex, tell: Callable[[LaidOutIndex], None]
+) -> tuple[Iterable[IndexEntry], list[str]]:
+    """The entries of the members' tree, and what it skipped. ``tell`` is told
+    ``laid_out`` as soon as the layer's size and pieces are sure: before the tree is made
+    when it cannot fail (it refuses only more than ``MAX_MEMBERS`` members), so that what
+    waits for them (a layer store's ``info``, an eStargz prefetch) does not wait for the
+    tree too (50-80 ms of a big layer); then once more with the tree's entries, for
+    lookups and reads to be answered from memory while they are written, unless there
+    are more than ``ENTRIES_TOLD`` (they are then written as they are made, never held
+    twice)."""
     sure = len(members) <= MAX_MEMBERS
     if sure:
-        tell()
+        tell(laid_out)
     tree = LayerTreeBuilder()
     for member in members:
         tree.add(member)
     if not sure:
-        tell()
-    return tree
+        tell(laid_out)
+    if tree.members > ENTRIES_TOLD:
+        return tree.entries(), tree.warnings
+    entries = list(tree.entries())
+    tell(laid_out.with_entries(entries))
+    return entries, tree.warnings

@@ -23,6 +23,7 @@ from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.formats.entries import ROOT_ID, IndexEntry
 from regfs.layers.formats.toc import TocChunk
+from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexKind, IndexMeta
 from regfs.layers.index.rows import COLUMNS, entry_of
 from regfs.registry.request_deadline import working
@@ -60,22 +61,39 @@ class LayerIndex:
     def __init__(
         self,
         path: Path,
-        connection: sqlite3.Connection,
+        connection: sqlite3.Connection | None,
         meta: IndexMeta,
         listings: Listings,
+        laid_out: LaidOutIndex | None = None,
     ) -> None:
         """``listings`` keeps recent listings (of every index of the mount): an index never
-        changes, and `find` and `ls -R` re-read every directory each time."""
+        changes, and `find` and `ls -R` re-read every directory each time. ``laid_out``:
+        the index is being written, and answers from memory until ``written``."""
         self.path = path
-        self.identity: IndexIdentity = (str(path), path.stat().st_ino)
+        self.identity: IndexIdentity = (str(path), 0 if laid_out else path.stat().st_ino)
         """Names this index among every index of the mount, for caches of its answers:
         entry ids and data offsets are its own (one layer may be indexed from its blob, a
         TOC and a zTOC, each numbering entries its own way), and a file built again at
         the same path is a new file."""
         self._connection: sqlite3.Connection | None = connection
+        self._laid_out = laid_out
         self.meta = meta
         self._listings = listings
         self.on_open: Callable[[LayerIndex], None] = lambda index: None
+
+    @classmethod
+    def being_written(cls, laid_out: LaidOutIndex, listings: Listings) -> LayerIndex:
+        """The index the builder is writing at ``laid_out.path``, answering from the
+        tree in memory (``laid_out`` with its entries) until ``written`` is called."""
+        return cls(laid_out.path, None, laid_out.meta, listings, laid_out)
+
+    def written(self) -> None:
+        """The file this index answered for from memory is written: answer from it from
+        now on (opened on the next query), and let the memory go (unless the file is
+        gone already)."""
+        with contextlib.suppress(OSError):
+            self.identity = (str(self.path), self.path.stat().st_ino)
+            self._laid_out = None
 
     @classmethod
     def open(
@@ -150,26 +168,36 @@ class LayerIndex:
 
     async def all_entries(self) -> list[IndexEntry]:
         """``entries_in`` read in a worker thread."""
+        if self._laid_out is not None:
+            return self._laid_out.entries()
         return await self._in_thread("entry list", self.entries_in)
 
     def entries_in(self, db: sqlite3.Connection | None = None) -> list[IndexEntry]:
         """Every entry, in id order (parents first). Blocking: from the event loop, use
         ``all_entries``."""
+        if self._laid_out is not None:
+            return self._laid_out.entries()
         db = db if db is not None else self._db()
         return [entry_of(row) for row in db.execute(f"SELECT {COLUMNS} FROM entries ORDER BY id")]
 
     async def all_toc_chunks(self) -> list[TocChunk]:
         """``toc_chunks_in`` read in a worker thread."""
+        if self._laid_out is not None:
+            return self._laid_out.chunks()
         return await self._in_thread("TOC chunk list", self.toc_chunks_in)
 
     def toc_chunks_in(self, db: sqlite3.Connection | None = None) -> list[TocChunk]:
         """Every TOC chunk (or zTOC span), in stream order. Blocking: from the event loop,
         use ``all_toc_chunks``."""
+        if self._laid_out is not None:
+            return self._laid_out.chunks()
         db = db if db is not None else self._db()
         rows = db.execute("SELECT * FROM toc_chunks ORDER BY virtual_offset")
         return [TocChunk(int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
 
     def entry(self, entry_id: int) -> IndexEntry:
+        if self._laid_out is not None:
+            return self._laid_out.entry(entry_id)
         row = (
             self._db()
             .execute(f"SELECT {COLUMNS} FROM entries WHERE id = ?", (entry_id,))
@@ -183,6 +211,8 @@ class LayerIndex:
         return self.entry(ROOT_ID)
 
     def child(self, parent: int, name: bytes) -> IndexEntry | None:
+        if self._laid_out is not None:
+            return self._laid_out.child(parent, name)
         row = (
             self._db()
             .execute(f"SELECT {COLUMNS} FROM entries WHERE parent = ? AND name = ?", (parent, name))
@@ -194,6 +224,8 @@ class LayerIndex:
         """A directory's entries by name. A listing not kept in memory is read in a worker
         thread: a directory of 100 000 names must not hold up every other request (point
         queries, by id or (parent, name), are index lookups and stay on the loop)."""
+        if self._laid_out is not None:
+            return self._laid_out.children(parent)
         key = (self.identity, parent)
         listing = self._listings.get(key)
         if listing is None:
@@ -220,6 +252,8 @@ class LayerIndex:
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links)."""
+        if self._laid_out is not None:
+            return self._laid_out.names_of(inode_id)
         rows = self._db().execute(
             f"SELECT {COLUMNS} FROM entries WHERE id = ? OR link = ?", (inode_id, inode_id)
         )
@@ -250,6 +284,8 @@ class LayerIndex:
 
     def toc_chunk(self, position: int) -> TocChunk | None:
         """The eStargz chunk covering ``position`` of the virtual stream, if any."""
+        if self._laid_out is not None:
+            return self._laid_out.toc_chunk(position)
         row = self._db().execute(
             "SELECT * FROM toc_chunks WHERE virtual_offset <= ? "
             "ORDER BY virtual_offset DESC LIMIT 1", (position,)
@@ -261,6 +297,8 @@ class LayerIndex:
     def toc_chunks_between(self, start: int, end: int) -> list[TocChunk]:
         """The chunks (or zTOC spans) covering ``[start, end)`` of the stream, in order;
         fewer if the index has none for part of it (the caller says so)."""
+        if self._laid_out is not None:
+            return self._laid_out.toc_chunks_between(start, end)
         first = self.toc_chunk(start)
         if first is None:
             return []
@@ -273,12 +311,16 @@ class LayerIndex:
 
     async def pieces(self) -> list[tuple[bytes, int]]:
         """``pieces_in`` read in a worker thread (a layer may have thousands)."""
+        if self._laid_out is not None:
+            return self._laid_out.pieces()
         return await self._in_thread("piece list", self.pieces_in)
 
     def pieces_in(self, db: sqlite3.Connection | None = None) -> list[tuple[bytes, int]]:
         """(sha256, weight) of every piece the layer's content is cached in: its chunks
         (weighing their size), or its TOC chunks or zTOC spans (weighing what they take of
         the blob). Blocking: from the event loop, use ``pieces``."""
+        if self._laid_out is not None:
+            return self._laid_out.pieces()
         db = db if db is not None else self._db()
         if self.meta.chunk_size:
             size, chunk = self.meta.uncompressed_size, self.meta.chunk_size
@@ -291,6 +333,8 @@ class LayerIndex:
         """sha256 → bytes of every piece the layer's content is cached in, as the chunk
         cache stores it: chunks of the tar and TOC chunks uncompressed, zTOC spans
         compressed (what a pin holds). Blocking."""
+        if self._laid_out is not None:
+            return self._laid_out.stored_pieces()
         if self.meta.kind is not IndexKind.TOC:
             return dict(self.pieces_in())
         query = "SELECT sha256, size FROM toc_chunks"
@@ -298,6 +342,8 @@ class LayerIndex:
 
     def span_start(self, virtual_offset: int) -> tuple[int, bytes]:
         """The bits and window that start the zTOC span at ``virtual_offset``."""
+        if self._laid_out is not None:
+            return self._laid_out.span_start(virtual_offset)
         row = (
             self._db()
             .execute(
