@@ -80,7 +80,10 @@ class EarlyIndexes:
         waiting get an index answering from it."""
         building = self._building.get(layer)
         if building is not None and building.index is None:
-            building.index = LayerIndex.being_written(laid_out, self._listings)
+            # another image's build of the same file may have told it first: one object
+            building.index = self._indexes.get(laid_out.path) or LayerIndex.being_written(
+                laid_out, self._listings
+            )
             self._indexes.add(building.index)  # in use: its file is kept once written
             building.ready.set()
 

@@ -39,3 +39,16 @@ def test_every_row_is_written(tmp_path: Path, files: int) -> None:
         assert index.toc_chunks_in() == chunks
     finally:
         index.close()
+
+
+def test_what_sqlite_refuses_is_an_os_error_and_leaves_no_file(tmp_path: Path) -> None:
+    """SQLite's failures (a full disk is its "database or disk is full"; here two names
+    alike in one directory) are raised as a failed write of any other file is."""
+    tree = LayerTreeBuilder()
+    tree.add(file_member(1))
+    entries = list(tree.entries())
+    meta = IndexMeta("sha256:" + "0" * 64, "estargz", 7, 10, 0)
+    with pytest.raises(OSError, match="not written"):
+        write_index(tmp_path / "index", meta=meta, entries=[*entries, entries[-1]],
+                    chunk_hashes=(), checkpoints=())  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

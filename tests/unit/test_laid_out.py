@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats import entries as entries_module
+from regfs.layers.formats.entries import LayerTreeBuilder
+from regfs.layers.formats.tar import TarMember
 from regfs.layers.formats.toc import ESTARGZ, TocChunk, TocReference, toc_offset
 from regfs.layers.index import build
 from regfs.layers.index.laid_out import LaidOutIndex
@@ -139,3 +141,25 @@ def test_a_tree_that_may_fail_is_made_before_the_layout_is_told(
     else:
         index()
         assert [laid_out.has_entries for laid_out in told] == [False, True]
+
+
+def test_hard_links_are_named_as_the_written_index_names_them(tmp_path: Path) -> None:
+    """A file with two more names (one in another directory): every name of its inode,
+    in id order, from memory as from the file."""
+    tree = LayerTreeBuilder()
+    for path, kind, link in ((b"a", b"0", b""), (b"b", b"1", b"a"), (b"c/", b"5", b""),
+                             (b"c/d", b"1", b"a"), (b"e", b"0", b"")):  # fmt: skip
+        tree.add(TarMember(path, kind[0], 0o644, 0, 0, 0 if link else 3, 0, link, 0, 0, 0))
+    entries = list(tree.entries())
+    write_index(tmp_path / "index", meta=META, entries=entries, chunk_hashes=(),
+                checkpoints=())  # fmt: skip
+    written = LayerIndex.open(tmp_path / "index")
+    assert written is not None
+    try:
+        laid_out = LaidOutIndex(tmp_path / "index", META, []).with_entries(entries)
+        assert any(entry.link for entry in entries)
+        for entry in entries:
+            assert laid_out.names_of(entry.inode_id) == written.names_of(entry.inode_id)
+            assert laid_out.names_of(entry.id) == written.names_of(entry.id)
+    finally:
+        written.close()

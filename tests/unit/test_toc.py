@@ -128,6 +128,8 @@ def entry(**fields: Any) -> dict[str, Any]:
         [entry(name=7)],
         [entry(xattrs={"user.a": "not base64!"})],
         [entry(modtime="yesterday")],
+        [entry(modtime="9999-12-31T00:00:00Z")],  # past what a stat or an index holds
+        [entry(uid=1 << 40)],
     ],
 )
 def test_hostile_tocs_are_malformed(entries: list[dict[str, Any]]) -> None:

@@ -43,6 +43,7 @@ class LaidOutIndex:
         self._entries: list[IndexEntry] = []
         self._by_name: dict[tuple[int, bytes], IndexEntry] = {}
         self._children: dict[int, list[IndexEntry]] = {}
+        self._links: dict[int, list[IndexEntry]] = {}
 
     def with_entries(self, entries: Sequence[IndexEntry]) -> LaidOutIndex:
         """This layout with the tree's ``entries`` (in id order, the root first), looked
@@ -56,6 +57,11 @@ class LaidOutIndex:
             children[entry.parent].append(entry)
         laid_out._children = {parent: sorted(listing, key=lambda entry: entry.name)
                               for parent, listing in children.items()}  # fmt: skip
+        links: dict[int, list[IndexEntry]] = defaultdict(list)
+        for entry in entries:
+            if entry.link:
+                links[entry.link].append(entry)
+        laid_out._links = dict(links)
         return laid_out
 
     @property
@@ -80,7 +86,8 @@ class LaidOutIndex:
 
     def names_of(self, inode_id: int) -> list[IndexEntry]:
         """Every name of a hard-linked inode (the first name and its links), by id."""
-        return [entry for entry in self._entries if inode_id in (entry.id, entry.link)]
+        first = [self.entry(inode_id)] if 0 < inode_id <= len(self._entries) else []
+        return first + self._links.get(inode_id, [])
 
     def chunks(self) -> list[TocChunk]:
         """Every TOC chunk (or zTOC span), in stream order."""

@@ -35,10 +35,15 @@ def write_index(
     toc_chunks: Iterable[TocChunk] = (),
     span_starts: Iterable[tuple[int, int, bytes]] = (),
 ) -> None:
-    """Write a complete index next to ``path`` and rename it into place (atomic publish)."""
+    """Write a complete index next to ``path`` and rename it into place (atomic publish).
+    What SQLite fails with (a full disk is its "database or disk is full") is raised as
+    an ``OSError``, as a failed write of any other file is."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     temporary.unlink(missing_ok=True)
-    connection = sqlite3.connect(temporary)
+    try:
+        connection = sqlite3.connect(temporary)
+    except sqlite3.Error as error:
+        raise OSError(f"layer index {path.name} not written: {error}") from None
     try:
         # no journal and no syncs: the file is a temporary, synced once and renamed when whole
         connection.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
@@ -65,6 +70,9 @@ def write_index(
             ((offset, bits, zlib.compress(window, 1)) for offset, bits, window in span_starts),
         )
         connection.commit()
+    except sqlite3.Error as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(f"layer index {path.name} not written: {error}") from None
     finally:
         connection.close()
     with open(temporary, "rb") as written:
