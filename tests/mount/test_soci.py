@@ -28,7 +28,7 @@ from tests.mount.conftest import Layered, Pushed
 from tests.mount.test_credentials import auth_json
 from tests.support import images, soci
 from tests.support.crafted import upload_blob
-from tests.support.mount import Mount, run_regfs
+from tests.support.mount import Mount, run_regfs, written
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 from tests.support.token_server import PUSHER, TokenServer
@@ -138,7 +138,7 @@ def test_a_small_file_costs_a_span_not_the_layer(mount: Mount, soci_image: SociI
     size = int(soci_image.layer["size"])  # type: ignore[call-overload]
     assert fetched < size / 5, (fetched, size)
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 0
-    assert "indexed from its SOCI zTOC" in mount.log()
+    written(mount, "indexed from its SOCI zTOC")
     access = os.getxattr(soci_image.image(mount) / "0", "user.regfs.access").decode()
     assert access == (f"SOCI v1 zTOC {soci_image.ztoc} (a referrer, allowed by "
                       "--soci-v1-referrers: not covered by the image digest): spans fetched "
@@ -329,7 +329,7 @@ def test_index_push_takes_a_push_token_with_the_users_credentials(
     mount = Mount(tmp_path / "mnt", "--auth-file", str(auth), "--soci-v1-referrers")
     try:
         os.listdir(mount / registry.host / "public/img/1/rootfs")
-        assert "indexed from its SOCI zTOC" in mount.log()
+        written(mount, "indexed from its SOCI zTOC")
     finally:
         mount.close()
 

@@ -24,7 +24,7 @@ from tests.support import images
 from tests.support.crafted import upload_blob
 from tests.support.estargz import EstargzConverter
 from tests.support.estargz_writer import TOC_NAME, footer, toc_blob
-from tests.support.mount import Mount, run_regfs
+from tests.support.mount import Mount, run_regfs, written
 from tests.support.net import wait_until
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
@@ -115,7 +115,7 @@ def test_a_small_file_costs_its_chunks_not_the_layer(mount: Mount, toc_image: To
     assert toc_image.proxy.whole_blob_gets[
         f"/v2/{toc_image.repository}/blobs/{toc_image.layer_digest}"
     ] == 0  # fmt: skip
-    assert f"indexed from its {toc_image.toc_format} TOC" in mount.log()
+    written(mount, f"indexed from its {toc_image.toc_format} TOC")
 
 
 def test_every_file_and_name_is_the_image_s(mount: Mount, toc_image: TocImage) -> None:
@@ -205,7 +205,7 @@ def test_the_layered_image_as_estargz_equals_umoci_unpack(
         rootfs = mount / proxy.host / "layered/estargz/1/rootfs"
         found = differences(snapshot(rootfs), snapshot(layered.oracle_rootfs))
         assert not found, "\n".join(found[:40])
-        assert mount.log().count("indexed from its estargz TOC") == 4
+        written(mount, "indexed from its estargz TOC", times=4)
         assert not proxy.whole_blob_gets
     finally:
         mount.close()
@@ -252,7 +252,7 @@ def test_a_layer_read_through_its_toc_and_whole_in_one_mount(
             found = differences(snapshot(top), snapshot(oracle))
             assert not found, f"{top}:\n" + "\n".join(found)
             assert root_of(top, mtime=False) == root_of(oracle, mtime=False)
-    assert f"indexed from its {toc_image.toc_format} TOC" in mount.log()
+    written(mount, f"indexed from its {toc_image.toc_format} TOC")
     path = f"/v2/{toc_image.repository}/blobs/{toc_image.layer_digest}"
     assert toc_image.proxy.whole_blob_gets[path] == 1  # for the image without a TOC
 

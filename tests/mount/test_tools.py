@@ -133,6 +133,9 @@ def test_cache_verify_removes_damaged_chunks_and_prune_keeps_a_mount_reading(
         big = mount / fresh.host / "layered/oci/1/rootfs/regfs-test/big.bin"
         expected = (layered.oracle_rootfs / "regfs-test/big.bin").read_bytes()
         assert big.read_bytes() == expected
+        # the mount indexes the image's other layers behind: a chunk it writes again
+        # would undo the damage below
+        wait_until(lambda: not any((cache / "tmp").iterdir()), 60, "the layers indexed behind")
         chunk = sorted(p for p in (cache / "chunks").rglob("*") if p.is_file())[0]
         data = bytearray(chunk.read_bytes())
         data[100] ^= 0xFF

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tests.support.installed import clean_environment
+from tests.support.net import wait_until
 
 PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
 """Log lines no test may leave behind unless it says it expects them."""
@@ -134,3 +135,10 @@ def _dead(path: Path) -> bool:
     except OSError:
         return True
     return False
+
+
+def written(mount: Mount, line: str, times: int = 1) -> None:
+    """Wait until ``mount``'s log says ``line`` ``times`` times: a layer's index is
+    answered from memory once its tree is made, and the line that says where it was made
+    from is logged once its file is written, behind."""
+    wait_until(lambda: mount.log().count(line) >= times, 10, f"{line!r} in the log")
