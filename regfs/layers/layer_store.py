@@ -136,7 +136,8 @@ class LayerStore:
 
     def _laid_out(self, layer: LayerRef, index: LaidOutIndex) -> None:
         """The layer's TOC or zTOC is read and checked, and its index being written: its
-        size is known, and its eStargz prefetch may begin."""
+        size is known, its eStargz prefetch may begin, and once its tree is made the index
+        answers from it (``early_index.py``)."""
         self._sizes.known(layer, index.meta.uncompressed_size)
         self._reads.prefetch_soon(layer, index)
         if index.has_entries:
@@ -266,18 +267,20 @@ class LayerStore:
     async def _build(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex:
         """Build the layer's index and open it: from its zTOC or its TOC (answering from
         memory as soon as its tree is made: ``early_index.py``), or from its whole blob."""
-        lazily = functools.partial(self._build_lazily, layer, ztoc)
-        if (ztoc or self._usable_toc(layer)) and (index := await self._early.build(layer, lazily)):
+        toc = self._usable_toc(layer)
+        lazily = functools.partial(self._build_lazily, layer, ztoc, toc)
+        if (ztoc or toc) and (index := await self._early.build(layer, lazily)):
             return index
         whole = self._files.whole(layer)
         with self._indexes.building(whole[0]):
             await self._builders.whole_once(layer)
             return self._open_built(layer, *whole)
 
-    async def _build_lazily(self, layer: LayerRef, ztoc: Descriptor | None) -> LayerIndex | None:
-        """The layer's index built from its zTOC or its TOC and opened; None if neither
-        can be used."""
-        toc = self._usable_toc(layer)
+    async def _build_lazily(
+        self, layer: LayerRef, ztoc: Descriptor | None, toc: tuple[Path, ExpectedIndex] | None
+    ) -> LayerIndex | None:
+        """The layer's index built from its zTOC or its TOC (``_usable_toc``) and opened;
+        None if neither can be used."""
         soci = self._files.soci(layer, ztoc) if ztoc is not None else None
         with self._indexes.building(*(file[0] for file in (toc, soci) if file)):
             if soci and ztoc and await self._builders.from_ztoc(layer, ztoc, soci[0]):

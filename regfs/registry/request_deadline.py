@@ -119,12 +119,9 @@ def leading(shared: SharedProgress) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def waiting_on(shared: SharedProgress | None) -> Iterator[None]:
-    """Wait here for the work of ``shared`` (None: nobody leads any): its progress moves
-    the current request's deadline, and is that of the work this task leads."""
-    if shared is None:
-        yield
-        return
+def waiting_on(shared: SharedProgress) -> Iterator[None]:
+    """Wait here for the work of ``shared``: its progress moves the current request's
+    deadline, and is that of the work this task leads."""
     waiting = [w for w in (_CURRENT.get(), _SHARED.get()) if w is not None and w is not shared]
     with _waited_on_by(shared, waiting):
         yield

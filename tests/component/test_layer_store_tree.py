@@ -6,6 +6,7 @@ write refused. Autojump clock."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import logging
@@ -13,6 +14,7 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,17 @@ def estargz_registry(blob: bytes, toc: bytes) -> MemoryRegistry:
     registry.repositories["app"] = Repository(blobs={sha256(config): config, sha256(blob): blob})
     registry.put_manifest("app", "1", json.dumps(manifest).encode(), OCI_MANIFEST)
     return registry
+
+
+@contextlib.asynccontextmanager
+async def background_running(root: StoreRoot) -> AsyncIterator[None]:
+    """The store's layer store with its background work running, as in a mount (indexing
+    ahead, prefetches); stopped when the block ends."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(root.context.layers.background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        yield
+        nursery.cancel_scope.cancel()
 
 
 def held_index_writes(monkeypatch: pytest.MonkeyPatch, failure: str) -> threading.Event:
@@ -220,9 +233,7 @@ async def test_the_first_layer_looked_up_begins_indexing_them_all(
     root = store(registry, tmp_path)
     upper = sha256(LAYERS[1])
     index_file = tmp_path / "indexes" / f"{upper.replace(':', '-')}.sqlite"
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(root.context.layers.background.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with background_running(root):
         image = await directory(root, encoded(f"{HOST}/app:1"))
         await image.lookup(sha256(LAYERS[0]))
         for _ in range(1000):  # indexing runs in a worker thread: virtual seconds are free
@@ -233,7 +244,6 @@ async def test_the_first_layer_looked_up_begins_indexing_them_all(
         info = json.loads(await read(await directory(image, upper), "info"))
         assert info["diff-digest"] == DIFF_IDS[1]
         assert registry.blob_gets(upper) == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_blob_pieces_fetched_again_come_in_one_range_request(
@@ -275,9 +285,7 @@ async def test_the_files_a_container_start_reads_are_fetched_once_indexed(
     registry = estargz_registry(blob, toc)
     # worker threads index and check while virtual time runs: no deadline may pass meanwhile
     root = store(registry, tmp_path, timeout=1e6)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(root.context.layers.background.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with background_running(root):
         image = await directory(root, encoded(f"{HOST}/app:1"))
         layer = await directory(image, sha256(blob))
         with trio.fail_after(1000):
@@ -295,7 +303,6 @@ async def test_the_files_a_container_start_reads_are_fetched_once_indexed(
         doc = await directory(await directory(await directory(diff, "usr"), "share"), "doc")
         assert await read(doc, "big") == other
         assert registry.blob_gets(sha256(blob)) > fetched
-        nursery.cancel_scope.cancel()
 
 
 async def test_info_is_answered_before_the_toc_index_is_written(
@@ -309,9 +316,7 @@ async def test_info_is_answered_before_the_toc_index_is_written(
     registry = estargz_registry(blob, toc)
     written = held_index_writes(monkeypatch, "info was not answered meanwhile")
     root = store(registry, tmp_path, timeout=1e6)  # see the test above
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(root.context.layers.background.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with background_running(root):
         layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
         info = json.loads(await read(layer, "info"))
         assert not list((tmp_path / "indexes").glob("*.sqlite"))
@@ -319,7 +324,6 @@ async def test_info_is_answered_before_the_toc_index_is_written(
         assert isinstance(layer, StoreLayerDir)
         index = await root.context.layers.index(layer.layer)
         assert info["diff-size"] == index.meta.uncompressed_size > 100_000
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_estargz_prefetch_begins_before_the_index_is_written(
@@ -338,9 +342,7 @@ async def test_an_estargz_prefetch_begins_before_the_index_is_written(
     registry = estargz_registry(blob, toc)
     prefetched = held_index_writes(monkeypatch, "the prefetch waited for the index")
     root = store(registry, tmp_path, timeout=1e6)  # see the tests above
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(root.context.layers.background.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with background_running(root):
         layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
         with trio.fail_after(1000):
             while "prefetched the first" not in caplog.text:
@@ -351,7 +353,6 @@ async def test_an_estargz_prefetch_begins_before_the_index_is_written(
         etc = await directory(await directory(layer, "diff"), "etc")
         assert await read(etc, "first") == first
         assert registry.blob_gets(sha256(blob)) == fetched
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("write_fails", [False, True])
@@ -378,9 +379,7 @@ async def test_a_layer_s_files_are_looked_up_and_read_while_its_index_is_written
 
         monkeypatch.setattr(build, "write_index", failing_write)
     root = store(registry, tmp_path, timeout=1e6)  # see the tests above
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(root.context.layers.background.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with background_running(root):
         layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
         assert isinstance(layer, StoreLayerDir)
         bin_dir = await directory(await directory(layer, "diff"), "bin")
@@ -402,7 +401,6 @@ async def test_a_layer_s_files_are_looked_up_and_read_while_its_index_is_written
         assert bool(list((tmp_path / "indexes").glob("*.sqlite"))) is not write_fails
         etc = await directory(await directory(layer, "diff"), "etc")
         assert await read(etc, "passwd") == b"root:x:0:0::/root:/bin/sh\n"
-        nursery.cancel_scope.cancel()
 
 
 async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
