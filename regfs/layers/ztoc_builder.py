@@ -21,12 +21,7 @@ from typing import BinaryIO
 import indexed_gzip
 
 from regfs.domain.errors import MalformedContent
-from regfs.layers.formats.compression import (
-    DECOMPRESSION_ERRORS,
-    index_to_the_end,
-    probing_reader,
-    read_exactly,
-)
+from regfs.layers.formats.compression import DECOMPRESSION_ERRORS, read_exactly
 from regfs.layers.formats.gzip_points import compressed_start, restartable, seek_points
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.tar import REGULAR_TYPES, TYPE_NAMES, TarMember, TarScanner
@@ -35,15 +30,24 @@ from regfs.layers.formats.ztoc import (
     Ztoc,
     ZtocFile,
     encode_checkpoints,
-    encode_ztoc,
     members,
     parse_ztoc,
     spans,
 )
+from regfs.layers.formats.ztoc_encode import encode_ztoc
 
 DEFAULT_SPAN_SIZE = 4 << 20
 """soci-snapshotter's default."""
 BUILD_TOOL = "regfs index push"
+PROBE_BUFFER = 128 << 10
+INDEXING_ERRORS: tuple[type[Exception], ...] = (
+    *DECOMPRESSION_ERRORS,
+    indexed_gzip.ZranError,
+    indexed_gzip.NoHandleError,
+    indexed_gzip.NotCoveredError,
+)
+"""What reading a layer through indexed_gzip raises for a blob it cannot inflate (only
+``regfs index push`` imports indexed_gzip: a mount reads gzip through ``gzip_scan``)."""
 _TYPES = {flag: name for name, flag in TYPE_NAMES.items()}
 
 
@@ -56,7 +60,7 @@ def build_ztoc(blob: Path, span_size: int = DEFAULT_SPAN_SIZE) -> bytes:
             files, uncompressed_size, index = _scan(inflated, span_size)
             checkpoints = _restartable(inflated, raw, index, uncompressed_size)
             digests = _span_digests(inflated, raw, checkpoints, uncompressed_size)
-        except DECOMPRESSION_ERRORS as error:
+        except INDEXING_ERRORS as error:
             raise MalformedContent(f"cannot make a zTOC: {error}") from None
     encoded = encode_ztoc(Ztoc(
         compressed_size=size, uncompressed_size=uncompressed_size, files=tuple(files),
@@ -159,3 +163,26 @@ def _rfc3339(mtime_ns: int) -> str:
         return "1970-01-01T00:00:00Z"  # beyond what RFC 3339 can say (years 1 to 9999)
     fraction = f".{nanoseconds:09d}".rstrip("0") if nanoseconds else ""
     return f"{text}{fraction}Z"
+
+
+def index_to_the_end(file: indexed_gzip.IndexedGzipFile) -> None:
+    """Give ``file``, read to its end, seek points up to its end. Reads are served from a
+    buffer of a few MiB and the index is built only as far as they needed (a 6 MiB layer
+    had no point but its first); reading the last byte again builds the rest.
+    ``build_full_index`` would too, but inflates the whole stream again (0.5 s more on the
+    1.0 s pass of a 60 MB layer)."""
+    end = file.tell()
+    if end:
+        file.seek(end - 1)
+        file.read(1)
+
+
+def probing_reader(blob: BinaryIO, index: bytes) -> indexed_gzip.IndexedGzipFile:
+    """A second handle on a gzip blob seeking from ``index`` (``GzipIndexer.export``) with
+    small buffers, to read a few KiB after each point: the indexer's buffers inflate MiBs at
+    every seek (0.49 s against 0.05 s for the 81 points of a 60 MB layer)."""
+    reader = indexed_gzip.IndexedGzipFile(
+        fileobj=blob, readbuf_size=PROBE_BUFFER, buffer_size=PROBE_BUFFER, auto_build=False
+    )
+    reader.import_index(fileobj=io.BytesIO(index))
+    return reader

@@ -23,6 +23,24 @@ def test_the_mount_command_imports_no_registry_client_or_layer_reader() -> None:
     assert [name for name in DEFERRED if name in loaded] == []
 
 
+WRITERS_ONLY = ("flatbuffers", "numpy", "indexed_gzip", "regfs.layers.ztoc_builder")
+"""Used by ``regfs index push`` alone: a mount, which only reads zTOCs, never pays their
+imports (flatbuffers imports numpy when installed: 50 ms of a first request)."""
+
+
+def test_a_mount_s_services_import_no_ztoc_writer() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, regfs.commands.services as s, importlib\n"
+         "for name in ('regfs.layers.layer_store', 'regfs.registry.client',"
+         " 'regfs.tree.last_answers', 'regfs.tree.metadata', 'regfs.tree.image'):\n"
+         "    importlib.import_module(name)\n"
+         "print(*sys.modules, sep='\\n')"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert [name for name in WRITERS_ONLY if name in loaded] == []
+
+
 def test_the_span_size_default_is_the_builder_s() -> None:
     """The parser names it without importing the builder (and indexed_gzip with it)."""
     args = build_parser().parse_args(["index", "push", "127.0.0.1:5000/a:1"])

@@ -44,12 +44,12 @@ from regfs.layers.formats.ztoc import (
     Ztoc,
     ZtocFile,
     encode_checkpoints,
-    encode_ztoc,
     members,
     parse_checkpoints,
     parse_ztoc,
     spans,
 )
+from regfs.layers.formats.ztoc_encode import encode_ztoc
 from regfs.layers.ztoc_builder import build_ztoc
 from tests.support.crafted import member, multi_member_gzip, tar_of
 

@@ -1,10 +1,9 @@
 """Decompressed views of a layer blob: whole-stream for indexing, random access after.
 
 Layers layer. Blocking code for worker threads: gzip through the system's libz
-(``gzip_scan.py``: checkpoints, each with its 32 KiB window, ``GZIP_SPACING`` apart; the
-zTOC builder still reads through ``indexed_gzip``'s seek points), zstd through
-``zstandard`` (checkpoints at frame starts,
-``ZSTD_SPACING`` apart: a frame needs no window), and uncompressed tar as is. The kind
+(``gzip_scan.py``: checkpoints, each with its 32 KiB window, ``GZIP_SPACING`` apart), zstd
+through ``zstandard`` (checkpoints at frame starts, ``ZSTD_SPACING`` apart: a frame needs
+no window), and uncompressed tar as is. The kind
 is told by the blob's magic bytes, not its media type, which registries do not always
 get right.
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 import io
 from typing import BinaryIO, Protocol, cast
 
-import indexed_gzip
 import zstandard
 
 from regfs.domain.errors import MalformedContent
@@ -27,7 +25,6 @@ GZIP_HEAD = 4 << 10
 point that does not restart inflation gives other bytes from the first. Kept small: a
 layer of 10 GB of output has 5 000 checkpoints, each holding its 32 KiB window too."""
 ZSTD_SPACING = 1 << 20
-PROBE_BUFFER = 128 << 10
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -60,36 +57,10 @@ def read_exactly(stream: Readable, size: int) -> bytes:
 
 DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
     zstandard.ZstdError,
-    indexed_gzip.ZranError,
-    indexed_gzip.NoHandleError,
-    indexed_gzip.NotCoveredError,
     EOFError,
     OSError,
     ValueError,
 )
-
-
-def index_to_the_end(file: indexed_gzip.IndexedGzipFile) -> None:
-    """Give ``file``, read to its end, seek points up to its end. Reads are served from a
-    buffer of a few MiB and the index is built only as far as they needed (a 6 MiB layer
-    had no point but its first); reading the last byte again builds the rest.
-    ``build_full_index`` would too, but inflates the whole stream again (0.5 s more on the
-    1.0 s pass of a 60 MB layer)."""
-    end = file.tell()
-    if end:
-        file.seek(end - 1)
-        file.read(1)
-
-
-def probing_reader(blob: BinaryIO, index: bytes) -> indexed_gzip.IndexedGzipFile:
-    """A second handle on a gzip blob seeking from ``index`` (``GzipIndexer.export``) with
-    small buffers, to read a few KiB after each point: the indexer's buffers inflate MiBs at
-    every seek (0.49 s against 0.05 s for the 81 points of a 60 MB layer)."""
-    reader = indexed_gzip.IndexedGzipFile(
-        fileobj=blob, readbuf_size=PROBE_BUFFER, buffer_size=PROBE_BUFFER, auto_build=False
-    )
-    reader.import_index(fileobj=io.BytesIO(index))
-    return reader
 
 
 class ZstdIndexer:

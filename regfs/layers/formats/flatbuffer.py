@@ -1,6 +1,6 @@
 """Reading a FlatBuffer whose every offset is checked: zTOCs come from registries.
 
-Layers layer, pure. The ``flatbuffers`` package writes them (``ztoc.encode_ztoc``), but its
+Layers layer, pure. The ``flatbuffers`` package writes them (``ztoc_encode.encode_ztoc``), but its
 Python reader trusts the buffer: an offset out of range is an IndexError somewhere, a
 vector claiming 2³¹ elements is a long loop. This reader follows the format (a root offset,
 tables found through vtables, little-endian scalars, length-prefixed strings and vectors)
