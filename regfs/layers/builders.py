@@ -26,6 +26,7 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, Verif
 from regfs.domain.manifest import Descriptor
 from regfs.domain.verify import verified
 from regfs.layers.blob_sink import VerifyingSink, file_lock
+from regfs.layers.early_bytes import EarlyStreams
 from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
@@ -69,11 +70,13 @@ class IndexBuilders:
         served: Callable[[LayerRef], None],
         received: Callable[[LayerRef, int], None],
         laid_out: Callable[[LayerRef, LaidOutIndex], None],
+        early: EarlyStreams,
     ) -> None:
         """``served`` is told of each layer whose bytes the registry served (it confirmed
         the repository has it); ``received`` of each piece of a blob that arrives;
         ``laid_out`` of a layer's size and pieces once its TOC or zTOC is read and checked,
-        before its index is written (``index/laid_out.py``)."""
+        before its index is written (``index/laid_out.py``). An eStargz layer's start is
+        streamed on ``early`` while its TOC is fetched (``early_bytes.py``)."""
         self._client = client
         self._chunks = chunks
         self._files = files
@@ -83,6 +86,7 @@ class IndexBuilders:
         self._served = served
         self._received = received
         self._laid_out = laid_out
+        self._early = early
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         self.fallbacks: dict[LayerRef, str] = {}
@@ -155,8 +159,10 @@ class IndexBuilders:
     async def from_toc(self, layer: LayerRef, path: Path) -> bool:
         """Index an eStargz or zstd:chunked layer from its TOC alone, fetched by Range
         requests; False if it has none, or one that cannot be used (logged: the layer is
-        then read whole, and checked against its digest)."""
+        then read whole, and checked against its digest). A stream of an eStargz blob's
+        start begun here goes if the TOC is not used."""
         size = layer.descriptor.size
+        built = False
         try:
             reference = toc_reference(dict(layer.descriptor.annotations))
             if reference is None or size is None or size <= FOOTER_SIZE:
@@ -166,6 +172,7 @@ class IndexBuilders:
                 start, length, _ = reference.position
                 end = start + length
             else:
+                self._early.begin(layer, size)
                 tail = await fetch(size - FOOTER_SIZE, size, "eStargz footer not fetched")
                 start, footer_size = toc_offset(tail, size)
                 end = size - footer_size
@@ -177,10 +184,14 @@ class IndexBuilders:
                 digest=str(layer.digest), size=size, built_from=f"toc {toc_inputs(layer)}",
                 before_writing=self._laid_out_from_thread(layer),
             ))  # fmt: skip
+            built = True
         except (MalformedContent, VerificationFailed) as error:
             log.warning("%s: TOC not used (%s): reading the whole layer", layer, error)
             self.fallbacks[layer] = f"its TOC was not used: {error}"
             return False
+        finally:
+            if not built:
+                self._early.end(layer)
         await self._indexed(layer, path, f"its {reference.format} TOC", len(toc), warnings)
         return True
 

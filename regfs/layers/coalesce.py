@@ -18,6 +18,9 @@ MAX_GAP = 128 << 10
 """Bytes between two pieces that one request still fetches rather than split in two."""
 LARGEST_RUN = 4 << 20
 """Bytes one request fetches at most (a piece larger than that is a request of its own)."""
+STREAMED_RUN = 256 << 10
+"""Bytes of a run taken from a stream already bringing them (``early_bytes.py``): small,
+so that each is checked and handed over soon after it came."""
 
 
 def runs(

@@ -24,6 +24,7 @@ import trio
 from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import Unavailable
 from regfs.layers.background import BackgroundWork
+from regfs.layers.early_bytes import Consume, EarlyStreams
 from regfs.layers.formats.start_files import files_in
 from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex
@@ -75,10 +76,13 @@ class LayerReads:
         self._background_fetch = background_fetch
         # Decompressing threads of re-fetches have their own limiter: they must not take
         # every default worker thread (which DNS lookups need too).
+        streams = Streams()
+        self.early = EarlyStreams(background, streams, self._stream)
+        """Streams of eStargz blobs' starts, begun by their TOC's builder."""
         self.context = ReadContext(
             pieces, self.ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
-            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), Streams(),
-            spool_dir=spool_dir,
+            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), streams,
+            spool_dir=spool_dir, streamed=self.early.covered,
         )  # fmt: skip
         self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
         self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
@@ -127,17 +131,26 @@ class LayerReads:
     def prefetch_soon(self, layer: LayerRef, index: LayerIndex | LaidOutIndex) -> None:
         """Begin fetching what an eStargz image's builder marked as read first, if it
         marked anything (once per index: what is fetched is the index's chunks); from
-        the moment its TOC is laid out, while its index is written."""
-        if index.meta.prefetch_end:
-            prefetch = functools.partial(self._prefetch, layer, index)
-            self._background.start_once("prefetch", layer, prefetch, key=index.path)
+        the moment its TOC is laid out, while its index is written. The stream of the
+        blob's start, if any, is told how far the marked files go."""
+        if not index.meta.prefetch_end:
+            self.early.end(layer)
+            return
+        marked = index.toc_chunks_between(0, index.meta.prefetch_end)
+        self.early.want(layer, max((chunk.compressed_end for chunk in marked), default=0))
+        prefetch = functools.partial(self._prefetch, layer, index)
+        self._background.start_once("prefetch", layer, prefetch, key=index.path)
 
     async def _prefetch(self, layer: LayerRef, index: LayerIndex | LaidOutIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
         (those before ``.prefetch.landmark``), as its other readers do. A failure stops it:
         the files are fetched when read, as any other."""
         end = index.meta.prefetch_end
-        await load_pieces(run_reader_for(layer, index, self.context), end, Priority.BACKGROUND)
+        try:
+            reader = run_reader_for(layer, index, self.context)
+            await load_pieces(reader, end, Priority.BACKGROUND)
+        finally:
+            self.early.end(layer)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
     def prefetch_files(self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]) -> None:
@@ -173,6 +186,10 @@ class LayerReads:
 
         async def fetch(start: int, end: int, what: str) -> bytes:
             with trio.move_on_at(give_up_at):
+                streamed = await self.early.slice(layer, start, end)
+                if streamed is not None:
+                    self._received(layer, len(streamed))
+                    return streamed
                 data = await self._client.get_blob_range(
                     layer.host, layer.repository, layer.digest, start, end,
                     urls=layer.descriptor.urls,
@@ -182,3 +199,11 @@ class LayerReads:
             raise Unavailable(f"{layer}: {what} within {timeout:g}s")
 
         return fetch
+
+    async def _stream(
+        self, layer: LayerRef, span: tuple[int, int], consume: Consume
+    ) -> None:  # fmt: skip
+        await self._client.stream_blob_range(
+            layer.host, layer.repository, layer.digest, span, consume,
+            urls=layer.descriptor.urls,
+        )  # fmt: skip

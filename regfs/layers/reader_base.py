@@ -10,6 +10,7 @@ adjacent pieces with one Range request and one decompression hop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import trio
 
 from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import MalformedContent, RegfsError
-from regfs.layers.coalesce import runs
+from regfs.layers.coalesce import STREAMED_RUN, runs
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
 from regfs.layers.streams import Priority, Streams
@@ -72,6 +73,8 @@ class ReadContext:
     """Range requests on the wire at once, most urgent first."""
     spool_dir: Path | None = None
     """Where a long zstd re-fetch is spooled (the cache's ``tmp/``; None: the system's)."""
+    streamed: Callable[[LayerRef], int] = lambda _: 0
+    """Bytes from a layer's blob start a stream brings already (``early_bytes.py``)."""
 
 
 def joined(pieces: Sequence[Piece[Any]], datas: Sequence[bytes], start: int, end: int) -> bytes:
@@ -101,26 +104,35 @@ async def fetch_in_runs(
     streams: Streams,
     priority: Priority,
     name: str,
+    streamed: int = 0,
 ) -> None:
     """Each run of adjacent pieces (``coalesce.py``; ``extent(piece)`` is where its bytes
     lie in the blob) fetched with one Range request, all at once, each holding a stream
     while on the wire (its deadline, ``ranges()``, begins then), made into pieces
     (``made(bytes, run)``) and delivered as it comes. A run that fails does not stop the
-    others; the first failure is raised once they ended. ``name``: what a piece is called."""
+    others; the first failure is raised once they ended. ``name``: what a piece is called.
+    Runs within the first ``streamed`` bytes of the blob, which a stream is bringing
+    (``early_bytes.py``), are cut small and take no stream: each is made and delivered
+    as soon as the stream has passed it."""
     failures: list[RegfsError] = []
 
-    async def one(run: Sequence[Piece[S]]) -> None:
+    async def one(run: Sequence[Piece[S]], on_the_wire: bool) -> None:
         start, end = extent(run[0])[0], extent(run[-1])[1]
+        what = f"{name}s at {start}-{end} not fetched"
         try:
-            async with streams.slot(priority):
-                fetched = await ranges()(start, end, f"{name}s at {start}-{end} not fetched")
+            async with streams.slot(priority) if on_the_wire else contextlib.nullcontext():
+                fetched = await ranges()(start, end, what)
             await deliver(await made(fetched, run))
         except RegfsError as error:
             failures.append(error)
 
     async with trio.open_nursery() as nursery:
         for run in runs(missing, extent):
-            nursery.start_soon(one, run)
+            if extent(run[-1])[1] > streamed:
+                nursery.start_soon(one, run, True)
+                continue
+            for part in runs(run, extent, largest=STREAMED_RUN):
+                nursery.start_soon(one, part, False)
     if failures:
         raise failures[0]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -30,10 +31,12 @@ from regfs.domain.reference import is_repository
 from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.addresses import allowed_hosts
+from regfs.registry.blob_stream import stream_range
+from regfs.registry.bodies import consume_raw
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.guard import Resolve, resolve
-from regfs.registry.http import HostStats, HttpSession, consume_raw
+from regfs.registry.http import HostStats, HttpSession
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
 from regfs.registry.retry_policy import Deadline, Progress
@@ -356,6 +359,15 @@ class RegistryClient:
                 await consume_raw(response, f"GET {source.url}", consume)
 
         await self._places.pull_blob(host, repository, digest, urls, fetch)
+
+    async def stream_blob_range(
+        self, host: str, repository: str, digest: Digest, span: tuple[int, int],
+        consume: Callable[[bytes], Awaitable[bool]], *, urls: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """Feed bytes ``span`` (``[start, end)``) of a blob to ``consume`` as they arrive,
+        until it returns False (``registry/blob_stream.py``); the caller verifies them."""
+        await stream_range(self._session, self._places, host, repository, digest, span=span,
+                           consume=consume, urls=urls)  # fmt: skip
 
 
 class BlobSink(Protocol):

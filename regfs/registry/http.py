@@ -5,21 +5,19 @@ TLS, the guard against being sent to private addresses: ``registry/guard.py``). 
 is retried on temporary failures (connection errors, resets, a body broken off, 5xx, 429
 with ``Retry-After``) as ``registry/retry_policy.py`` says, up to the attempts the caller's
 place allows; this is the only place a request is sent again. The caller puts the whole
-thing under a ``Deadline``. Bodies are read as sent (``aiter_raw``) unless a listing asks
-for them ``decoded``, and never beyond a stated size; a Range answer gives exactly the
-bytes asked for, or is asked for again if its body broke off. Every failure leaves as a
-domain error.
+thing under a ``Deadline``. Bodies are read as sent unless a listing asks for them
+``decoded``, and never beyond a stated size; a Range answer gives exactly the bytes asked
+for, or is asked for again if its body broke off (``registry/bodies.py``). Every failure
+leaves as a domain error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,11 +25,8 @@ import trio
 
 from regfs.domain.errors import (
     AccessDenied,
-    MalformedContent,
     NotFound,
-    ProtocolError,
     RegfsError,
-    Unavailable,
 )
 from regfs.registry.auth import (
     ANONYMOUS,
@@ -39,6 +34,7 @@ from regfs.registry.auth import (
     MAX_TOKEN_RESPONSE,
     RegistryAuth,
 )
+from regfs.registry.bodies import read_limited, read_range
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.errors import (
     HTTPX_ERRORS,
@@ -172,14 +168,14 @@ class HttpSession:
     async def get_range(
         self, url: str, start: int, end: int, *, sponsor: str | None, attempts: int
     ) -> bytes:
-        """Bytes ``[start, end)`` of the blob at ``url`` (``registry/ranges.py``); an answer
+        """Bytes ``[start, end)`` of the blob at ``url`` (``registry/bodies.py``); an answer
         whose body broke off or came short is asked for again, as any temporary failure."""
         what = f"GET {url}"
 
         async def once() -> bytes:
             ranged = {"Range": f"bytes={start}-{end - 1}"}
             response = await self._open_once("GET", url, ranged, sponsor or url)
-            return await _read_range(response, start, end, what)
+            return await read_range(response, start, end, what)
 
         return await self._retrying(what, once, attempts)
 
@@ -299,102 +295,3 @@ class HttpSession:
 def _sponsored(url: str) -> dict[str, Chain]:
     """The extensions that name the registry at ``url`` as a request's sponsor."""
     return {SPONSOR: Chain(httpx.URL(url).netloc.decode("ascii"))}
-
-
-async def read_limited(
-    response: httpx.Response, limit: int, *, truncate: bool, decoded: bool
-) -> bytes:
-    """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
-    or refused beyond it, if possible before reading any of it."""
-    what = f"{response.request.method} {response.request.url}"
-    declared = response.headers.get("content-length", "")
-    has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
-    if has_body and not truncate and declared.isdigit() and int(declared) > limit:
-        raise MalformedContent(f"{what}: response of {declared} bytes, more than {limit}")
-    parts = []  # joined once at the end: growing one buffer copies a big body many times
-    received = 0
-    # Closed explicitly: leaving the loop early must not leave the generator to the GC.
-    chunks = response.aiter_bytes() if decoded else response.aiter_raw()
-    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], chunks)) as stream:
-        async for chunk in stream:
-            parts.append(chunk)
-            received += len(chunk)
-            if received <= limit:
-                continue
-            if truncate:
-                return b"".join(parts)[:limit]
-            raise MalformedContent(f"{what}: response larger than {limit} bytes")
-    return b"".join(parts)
-
-
-async def consume_raw(
-    response: httpx.Response, what: str, consume: Callable[[bytes], Awaitable[bool]]
-) -> None:
-    """Feed the body's bytes, as sent, to ``consume`` until it returns False or the body
-    ends; transport failures become domain errors. The response is closed after."""
-    received = 0
-    chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-    try:
-        async with contextlib.aclosing(chunks) as stream:
-            async for chunk in stream:
-                received += len(chunk)
-                if not await consume(chunk):
-                    break
-    except HTTPX_ERRORS as error:
-        raise error_for_exception(error, f"{what} after {received} bytes") from None
-    finally:
-        await response.aclose()
-
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-async def _read_range(response: httpx.Response, start: int, end: int, what: str) -> bytes:
-    """Bytes ``[start, end)`` of the blob from a 2xx ``response`` to a Range request, which
-    this closes."""
-    try:
-        if response.status_code == 206:
-            _check_content_range(response, start, what)
-            body = await read_limited(response, end - start, truncate=False, decoded=False)
-        else:
-            body = await _slice_of_whole_body(response, start, end, what)
-    except HTTPX_ERRORS as error:
-        mapped = error_for_exception(error, what)
-        raise (_cut_short(mapped) if isinstance(mapped, Unavailable) else mapped) from None
-    except Unavailable as error:  # broken off while sliced from a whole body
-        raise _cut_short(error) from None
-    finally:
-        await response.aclose()
-    if len(body) != end - start:
-        raise _cut_short(Unavailable(f"{what}: Range {start}-{end - 1} returned {len(body)} bytes"))
-    return body
-
-
-def _cut_short(error: Unavailable) -> RetryLater:
-    return RetryLater(error, retry_after=None)
-
-
-def _check_content_range(response: httpx.Response, start: int, what: str) -> None:
-    """A 206 must be the range asked for: bytes from another offset would pass as ours."""
-    header = response.headers.get("content-range")
-    match = _CONTENT_RANGE.fullmatch(header.strip()) if header else None
-    if header is not None and (match is None or int(match.group(1)) != start):
-        raise ProtocolError(f"{what}: asked for bytes from {start}, got {header[:100]!r}")
-
-
-async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, what: str) -> bytes:
-    """``[start, end)`` of a 200 answer carrying the whole blob, read only as far as needed."""
-    if response.status_code != 200:
-        raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
-    wanted = bytearray()
-    position = 0
-
-    async def consume(data: bytes) -> bool:
-        nonlocal position
-        chunk_start, position = position, position + len(data)
-        if position > start:
-            wanted.extend(data[max(0, start - chunk_start) : end - chunk_start])
-        return position < end
-
-    await consume_raw(response, what, consume)
-    return bytes(wanted[: end - start])

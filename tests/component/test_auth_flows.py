@@ -190,7 +190,6 @@ class EndlessBody(httpx.AsyncByteStream):
         return b" " * (64 << 10)
 
 
-@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")
 async def test_an_endless_token_answer_is_read_only_up_to_its_bound(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -383,7 +383,6 @@ async def test_a_listing_without_end_is_cut_off_at_its_size_bound(
         await client_for(handler).list_repositories(HOST)
 
 
-@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")  # see test_places
 async def test_a_blob_that_trickles_fails_within_a_bounded_time(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -167,12 +167,11 @@ async def test_an_expired_signed_url_is_asked_for_again_once(
     assert "secret" not in str(caught.value)
 
 
-@pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning")
 async def test_a_server_that_ignores_range_is_read_only_as_far_as_needed(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     """httpx leaves its inner stream generators to the garbage collector when a body is
-    not read to its end (hence the filter); the connection itself is closed."""
+    not read to its end (hence the filter in pyproject.toml); the connection itself is closed."""
     sent: list[int] = []
 
     class Whole(httpx.AsyncByteStream):

@@ -24,12 +24,21 @@ NO_CLIENT = SimpleNamespace(config=SimpleNamespace(timeout=5.0))
 """Stands for the registry client of a ``LayerStore`` whose test never asks a registry."""
 
 
-class _UnreadBody(httpx.AsyncByteStream):
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+class _UnreadBody(httpx.AsyncByteStream, AsyncIterator[bytes]):
+    """The body in one piece; an iterator of its own, not a generator, so that a reader
+    stopping early leaves nothing for the garbage collector to finish."""
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._data
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
 
 
 def unread(status: int, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -13,9 +13,11 @@ profile's bandwidth.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
 from tests.support.net import LoopbackServer
@@ -23,6 +25,12 @@ from tests.support.netprofiles import Link, NetworkProfile
 
 FORWARDED = ("Accept", "Range", "Authorization", "Content-Type")
 DAMAGE = ("corrupt", "truncate", "trickle")
+UNLIMITED_PIECE = 256 << 10
+"""Bytes written at once without a network profile: a body's count grows as it goes."""
+SEND_BUFFER = 128 << 10
+"""Bytes the kernel holds for a client connection before they cross to it."""
+RELAYED_PIECE = 1 << 20
+"""Bytes of the registry's answer read at once to be passed on."""
 
 
 class CountingProxy:
@@ -102,13 +110,16 @@ class CountingProxy:
     def fault_met(self, fault: str, method: str, path: str) -> None:
         """Called as each fault of ``faults`` is taken by a request; for subclasses."""
 
-    def _count(self, path: str, size: int, *, whole_blob: bool, ranged: bool) -> None:
+    def _count(self, path: str, *, whole_blob: bool, ranged: bool) -> None:
         with self._lock:
-            self.bytes_by_path[path] += size
             self.requests_by_path[path] += 1
             self.range_requests += ranged
             if whole_blob:
                 self.whole_blob_gets[path] += 1
+
+    def _sent(self, path: str, size: int) -> None:
+        with self._lock:
+            self.bytes_by_path[path] += size
 
     def _connected(self) -> None:
         with self._lock:
@@ -124,6 +135,10 @@ class CountingProxy:
 
             def setup(self) -> None:
                 super().setup()
+                # a body is counted as it is written (``_send_body``): with the kernel's
+                # default buffer, megabytes a client never reads (it stopped and closed)
+                # would count as sent, where a network would not have carried them
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                 self.answered = False
                 proxy._connected()
 
@@ -178,15 +193,24 @@ class CountingProxy:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def _send_body(self, body: bytes, damage: str | None) -> None:
-                if damage == "trickle":
-                    self._trickle(body)
-                elif proxy.link is not None:
-                    proxy.link.send(body, self.wfile.write)
-                else:
-                    self.wfile.write(body)
+            def _send_body(self, body: bytes, damage: str | None, path: str) -> None:
+                """Send ``body``, counting its bytes as they are written: a client that
+                stops reading and closes (a stream stopped early) is counted for what
+                crossed the link, as a network would carry it, not for what it asked."""
 
-            def _trickle(self, body: bytes) -> None:
+                def write(piece: bytes) -> None:
+                    self.wfile.write(piece)
+                    proxy._sent(path, len(piece))
+
+                if damage == "trickle":
+                    self._trickle(body, write)
+                elif proxy.link is not None:
+                    proxy.link.send(body, write)
+                else:
+                    for start in range(0, len(body), UNLIMITED_PIECE):
+                        write(body[start : start + UNLIMITED_PIECE])
+
+            def _trickle(self, body: bytes, write: Callable[[bytes], None]) -> None:
                 """Send ``body`` at ``trickle_rate``, up to four pieces a second."""
                 piece = max(1, int(proxy.trickle_rate / 4))
                 limit = proxy.trickle_seconds
@@ -195,7 +219,7 @@ class CountingProxy:
                     if give_up is not None and time.monotonic() > give_up:
                         self.close_connection = True
                         return
-                    self.wfile.write(body[start : start + piece])
+                    write(body[start : start + piece])
                     self.wfile.flush()
                     time.sleep(piece / proxy.trickle_rate)
 
@@ -221,19 +245,31 @@ class CountingProxy:
                     self.path = self.path[len(proxy.path_prefix) :]
                 upstream.request(self.command, self.path, headers=headers)
                 response = upstream.getresponse()
-                body = response.read()
                 path = self.path.split("?")[0]
                 is_blob = "/blobs/" in path and self.command == "GET"
                 damage = damage or ("corrupt" if is_blob and proxy.corrupt else None)
                 damage = damage or ("truncate" if is_blob and proxy.truncate else None)
+                ranged = "Range" in headers
+                proxy._count(path, whole_blob=is_blob and not ranged, ranged=ranged)
+                declared = response.getheader("Content-Length", "")
+                if damage is None and self.command == "GET" and declared.isdigit():
+                    self._headers(response, path, int(declared), close=False)
+                    self._relay_body(response, int(declared), path)
+                    return
+                body = response.read()
                 if damage == "corrupt" and body:  # a blob's middle: its read-ahead tail may
                     flipped = len(body) // 2 if is_blob else len(body) - 1  # go unread
                     body = body[:flipped] + bytes([body[flipped] ^ 0xFF]) + body[flipped + 1 :]
                 length = len(body)
                 if damage == "truncate":
                     body = body[: len(body) // 2]
-                ranged = "Range" in headers
-                proxy._count(path, len(body), whole_blob=is_blob and not ranged, ranged=ranged)
+                self._headers(response, path, length, close=damage == "truncate")
+                if self.command != "HEAD":
+                    self._send_body(body, damage, path)
+
+            def _headers(
+                self, response: http.client.HTTPResponse, path: str, length: int, *, close: bool
+            ) -> None:
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection"):
@@ -241,12 +277,24 @@ class CountingProxy:
                 if "/blobs/" in path and proxy.blob_encoding:
                     self.send_header("Content-Encoding", proxy.blob_encoding)
                 self.send_header("Content-Length", str(length))
-                if damage == "truncate":
+                if close:
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
-                if self.command != "HEAD":
-                    self._send_body(body, damage)
+
+            def _relay_body(
+                self, response: http.client.HTTPResponse, length: int, path: str
+            ) -> None:
+                """The registry's body passed on as it comes, as a network would: a large
+                answer's first bytes are not held until its last has come."""
+                remaining = length
+                while remaining > 0:
+                    piece = response.read(min(RELAYED_PIECE, remaining))
+                    if not piece:
+                        self.close_connection = True  # the registry's answer broke off
+                        return
+                    remaining -= len(piece)
+                    self._send_body(piece, None, path)
 
             def do_GET(self) -> None:
                 self._forward()

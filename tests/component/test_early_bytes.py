@@ -1,0 +1,201 @@
+"""An eStargz blob's start streamed while its TOC is fetched (``layers/early_bytes.py``):
+the stream alone, then through a layer store whose prefetch it carries."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from regfs.domain.errors import Unavailable
+from regfs.layers.early_bytes import AHEAD_OF_TOC, PAUSED_AT_MOST, EarlyBytes
+from tests.support.crafted import gzip_layer, member
+from tests.support.estargz_writer import estargz
+from tests.support.memory_registry import MemoryRegistry, sha256
+from tests.support.store_tree import (
+    HOST,
+    background_running,
+    directory,
+    encoded,
+    estargz_registry,
+    read,
+    store,
+)
+
+PIECE = 64 << 10
+
+
+def blob_beginning_with(name: str) -> bytes:
+    """An eStargz-like blob whose first entry is ``name``: its gzip member, then bytes."""
+    return gzip_layer(member(name, b"v")) + random.Random(1).randbytes(3 * AHEAD_OF_TOC)
+
+
+BLOB = blob_beginning_with("etc/first")
+
+Consume = Callable[[bytes], Awaitable[bool]]
+
+
+def blob_stream(
+    sent: list[int], *, fail_after: int | None = None, blob: bytes = BLOB
+) -> Callable[..., Awaitable[None]]:
+    """A stream of ``blob`` in pieces, noting the bytes handed out in ``sent``; it breaks
+    off after ``fail_after`` bytes, if given."""
+
+    async def stream(span: tuple[int, int], consume: Consume) -> None:
+        for start in range(span[0], span[1], PIECE):
+            if fail_after is not None and start >= fail_after:
+                raise Unavailable("the body broke off")
+            await trio.sleep(0.01)
+            piece = blob[start : min(start + PIECE, span[1])]
+            sent.append(len(piece))
+            if not await consume(piece):
+                return
+
+    return stream
+
+
+async def test_a_stream_pauses_until_told_how_far_then_stops_there(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sent: list[int] = []
+    early = EarlyBytes(len(BLOB))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(early.run, blob_stream(sent))
+        await trio.sleep(PAUSED_AT_MOST / 2)
+        assert sum(sent) == AHEAD_OF_TOC  # paused: nothing says how far to go yet
+        wanted = AHEAD_OF_TOC + 3 * PIECE + 5
+        early.want(wanted)
+        assert early.covered == wanted
+        assert await early.slice(wanted - 10, wanted) == BLOB[wanted - 10 : wanted]
+        assert await early.slice(0, len(BLOB)) is None  # beyond what it brings
+    assert sum(sent) < wanted + PIECE
+
+
+async def test_a_stream_stopped_frees_its_bytes_and_ends(autojump_clock: trio.abc.Clock) -> None:
+    sent: list[int] = []
+    early = EarlyBytes(len(BLOB))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(early.run, blob_stream(sent))
+        await trio.sleep(0.1)
+        early.stop()
+    assert sum(sent) < AHEAD_OF_TOC
+    assert early.covered == 0
+    assert await early.slice(0, 10) is None
+
+
+async def test_a_blob_whose_builder_marked_nothing_is_not_streamed_on(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Its first entry is ``.no.prefetch.landmark``: the stream ends with its first piece,
+    long before the TOC says so."""
+    sent: list[int] = []
+    blob = blob_beginning_with(".no.prefetch.landmark")
+    early = EarlyBytes(len(blob))
+    await early.run(blob_stream(sent, blob=blob))
+    assert sum(sent) == PIECE
+    assert early.covered == 0
+
+
+async def test_a_stream_never_told_stops_on_its_own(autojump_clock: trio.abc.Clock) -> None:
+    """A build that ended without a word (a bug) leaves no paused stream behind."""
+    early = EarlyBytes(len(BLOB))
+    with trio.fail_after(PAUSED_AT_MOST + 10):
+        await early.run(blob_stream([]))
+    assert early.covered == AHEAD_OF_TOC
+
+
+async def test_bytes_a_broken_stream_did_not_bring_are_not_waited_for(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    early = EarlyBytes(len(BLOB))
+    early.want(len(BLOB))
+    with pytest.raises(Unavailable):
+        await early.run(blob_stream([], fail_after=4 * PIECE))
+    assert early.covered == 4 * PIECE
+    assert await early.slice(0, 4 * PIECE) == BLOB[: 4 * PIECE]
+    assert await early.slice(0, 4 * PIECE + 1) is None
+
+
+def ranges_seen(registry: MemoryRegistry, blob: bytes, *, fail_stream: bool = False) -> list[str]:
+    """The Range headers of the blob GETs ``registry`` answers, in order; with
+    ``fail_stream``, the stream of the blob's start (a Range to its end) is answered 500."""
+    seen: list[str] = []
+    handle = registry.handle
+
+    async def noting(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(sha256(blob)) and request.method == "GET":
+            seen.append(request.headers.get("Range", ""))
+            if fail_stream and seen[-1] == f"bytes=0-{len(blob) - 1}":
+                return httpx.Response(500)
+        return await handle(request)
+
+    registry.handle = noting  # type: ignore[method-assign]
+    return seen
+
+
+def prefetched_image(size: int) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """An eStargz layer whose builder marked ``etc/first`` and ``bin/tool`` (``size``
+    bytes each) to be read first, with ``usr/rest`` after its landmark."""
+    files = {
+        "etc/first": random.Random(2).randbytes(size),
+        "bin/tool": random.Random(3).randbytes(size),
+    }
+    blob, toc = estargz([*files.items(), (".prefetch.landmark", b"v"),
+                         ("usr/rest", random.Random(4).randbytes(size))], 64 << 10)  # fmt: skip
+    return blob, toc, files
+
+
+@pytest.mark.parametrize("fail_stream", [False, True])
+async def test_the_prefetch_region_comes_with_the_stream_of_the_blob_s_start(
+    autojump_clock: trio.abc.Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fail_stream: bool,
+) -> None:
+    """While its TOC is fetched, an eStargz blob is streamed from its start: the marked
+    files come with that one request, none of their own, and read right. A stream that
+    fails leaves the prefetch to fetch them itself."""
+    caplog.set_level(logging.INFO)
+    blob, toc, files = prefetched_image(200_000)
+    registry = estargz_registry(blob, toc)
+    seen = ranges_seen(registry, blob, fail_stream=fail_stream)
+    root = store(registry, tmp_path, timeout=1e6)  # worker threads run while virtual time does
+    async with background_running(root):
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        with trio.fail_after(1000):
+            while "prefetched the first" not in caplog.text:
+                await trio.sleep(0.01)
+        fetched = len(seen)
+        diff = await directory(layer, "diff")
+        for path, data in files.items():
+            parent, name = path.split("/")
+            assert await read(await directory(diff, parent), name) == data
+        assert len(seen) == fetched
+    stream = f"bytes=0-{len(blob) - 1}"
+    assert stream in seen
+    own = [header for header in seen if header.startswith("bytes=0-") and header != stream]
+    assert bool(own) is fail_stream  # the prefetch's own requests, only if the stream failed
+
+
+async def test_a_layer_without_a_prefetch_region_stops_its_stream(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """No landmark: the stream ends once the TOC is read; a file is fetched when read."""
+    data = random.Random(5).randbytes(300_000)
+    blob, toc = estargz([("etc/data", data)], 64 << 10)
+    registry = estargz_registry(blob, toc)
+    seen = ranges_seen(registry, blob)
+    root = store(registry, tmp_path, timeout=1e6)
+    async with background_running(root):
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        diff = await directory(layer, "diff")
+        await trio.testing.wait_all_tasks_blocked()
+        before = len(seen)
+        assert await read(await directory(diff, "etc"), "data") == data
+        assert len(seen) > before  # not from the stream's bytes, which went
