@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -169,16 +170,24 @@ def test_what_the_builder_marked_is_prefetched(
 ) -> None:
     """An eStargz image converted with a record of what its program reads first: those
     files come before ``.prefetch.landmark`` and are fetched in the background as soon as
-    the image is first touched; reading them then costs nothing more."""
+    the image is first touched, with the stream of the blob's start begun while its TOC
+    is fetched (three requests of the blob: footer, TOC, stream); reading them then costs
+    nothing more."""
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"path": "usr/share/doc/readme.txt"}) + "\n")
     destination = f"{pushed.registry.host}/lazy/prefetch:1"
     estargz.push(source / "oci", "source", destination, "--estargz-record-in", str(record))
-    mount = Mount(tmp_path / "mnt")
+    proxy.reset()
+    mount = Mount(tmp_path / "mnt", "--debug")
     try:
         rootfs = mount / proxy.host / "lazy/prefetch/1/rootfs"
         assert "usr" in os.listdir(rootfs)
         wait_until(lambda: "prefetched the first" in mount.log(), 20, "the prefetch")
+        blobs = {path: n for path, n in proxy.requests_by_path.items()
+                 if path.startswith("/v2/lazy/prefetch/blobs/")}  # fmt: skip
+        assert sorted(blobs.values()) == [3], blobs  # the layer's; its config is not read
+        streamed = re.search(r"(\d+) bytes of its start streamed", mount.log())
+        assert streamed is not None and int(streamed[1]) > 0
         proxy.reset()
         readme = "usr/share/doc/readme.txt"
         assert (rootfs / readme).read_bytes() == FILES[readme]
