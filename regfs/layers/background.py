@@ -60,11 +60,13 @@ class BackgroundWork:
 
     def start_once(
         self, what: str, layer: LayerRef, work: Work, *, key: Hashable | None = None
-    ) -> None:
+    ) -> bool:
         """``start``, unless ``what`` was begun before for ``key`` (by default ``layer``;
-        the index a layer is read through, where that is what the work covers)."""
-        if self._first_time(what, layer if key is None else key):
-            self.start(what, layer, work)
+        the index a layer is read through, where that is what the work covers); True if
+        it began now."""
+        return self._first_time(what, layer if key is None else key) and self.start(
+            what, layer, work
+        )
 
     def start_in_turn(
         self, what: str, layers: Sequence[LayerRef], work: LayerWork, slots: trio.CapacityLimiter

@@ -10,10 +10,14 @@ at most ``AHEAD_OF_TOC`` bytes; then it goes on to the region's end and stops, o
 once. A blob whose first entry says its builder marked nothing (``estargz_head.py``) is not
 streamed further: only a layer with no landmark at all costs bytes for nothing.
 
-The bytes are not checked here: they are handed, as Range fetches of the blob, to the
-readers that check each chunk against the TOC (``pieces.py``), in the order they arrive,
-so the chunks a start reads first are there as soon as they crossed the link. Whoever asks
-for bytes the stream will not bring, or that it failed to bring, fetches them itself.
+The bytes are not checked here: the prefetch takes them (``reader_base.fetch_in_runs``)
+as it would a Range answer, and the readers check each chunk against the TOC
+(``pieces.py``), in the order they arrive, so the chunks a start reads first are there as
+soon as they crossed the link. Each range is handed out once and then let go: asked again
+(a retry of a damaged chunk), it comes from the registry. Whoever asks for bytes the stream
+will not bring, failed to bring, or brings too slowly fetches them itself, as any other
+fetch (on the mount's streams). One layer is streamed at a time; while one is, the next
+layers' prefetches are fetched as before.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from regfs.domain.errors import RegfsError
 from regfs.layers.background import BackgroundWork
 from regfs.layers.formats.estargz_head import LOOKED_AT, marks_files
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.streams import Priority, Streams
+from regfs.registry.retry_policy import Progress
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,14 @@ AHEAD_OF_TOC = 4 << 20
 PAUSED_AT_MOST = 30.0
 """Seconds a stream waits, paused, for its TOC to say how far to go: a build that ended
 without saying so leaves no stream (nor its bytes) behind longer."""
-MOST = 64 << 20
-"""Bytes one stream brings at most (held in memory until the prefetch has them): a larger
-prefetch region is fetched beyond this by Range requests, as any other."""
+MOST = 32 << 20
+"""Bytes one stream brings at most: a larger prefetch region is fetched beyond this by
+Range requests, as any other."""
+STALLED_AFTER = 2.0
+"""Seconds without a new piece after which one waiting for the stream fetches itself."""
+SLOW_WINDOW = 5.0
+"""Once told how far to go, a stream bringing less than ``MIN_PROGRESS`` bytes in this many
+seconds ends (its waiters fetch for themselves)."""
 
 Consume = Callable[[bytes], Awaitable[bool]]
 Stream = Callable[[LayerRef, tuple[int, int], Consume], Awaitable[None]]
@@ -47,30 +56,46 @@ come, until it returns False (``RegistryClient.stream_blob_range``)."""
 
 
 class EarlyBytes:
-    """The first bytes of one blob, as far as they have come."""
+    """The first bytes of one blob, as far as they have come and not been taken."""
 
     def __init__(self, size: int) -> None:
         self._data = bytearray()
+        """The bytes from ``_base`` on that arrived (those before were all taken)."""
+        self._base = 0
+        self._taken: list[tuple[int, int]] = []
+        """Ranges handed out beyond ``_base``, sorted, apart."""
         self.received = 0
         """Bytes the stream brought (kept or not)."""
         self._size = min(size, MOST)
-        self._wanted = min(size, AHEAD_OF_TOC)
+        self._wanted = min(self._size, AHEAD_OF_TOC)
         self._told = False
         self._ended = False
         self._marks: bool | None = None
         """Whether the blob begins with marked files, once its first entry tells."""
+        self._progress: Progress | None = None
         self._changed = trio.Event()
 
     @property
+    def told(self) -> bool:
+        return self._told
+
+    @property
     def covered(self) -> int:
-        """Bytes from the blob's start this stream brings (0 until told): a fetch within
-        them waits for the stream instead of asking the registry."""
-        return self._wanted if self._told and not self._ended else len(self._data)
+        """Bytes from the blob's start a fetch may take from this stream: those it will
+        bring, once told, while it flows; those it brought, once it ended."""
+        if self._ended:
+            return self._arrived
+        return self._wanted if self._told else 0
+
+    @property
+    def _arrived(self) -> int:
+        return self._base + len(self._data)
 
     def want(self, end: int) -> None:
         """The TOC says bytes ``[0, end)`` are wanted: go on to there (or to ``MOST``)."""
         self._told = True
         self._wanted = min(max(end, 0), self._size)
+        self._progress = Progress(SLOW_WINDOW, "the stream of a blob's start")
         self._wake()
 
     def stop(self) -> None:
@@ -78,7 +103,7 @@ class EarlyBytes:
         (or at once, if paused), closing its request."""
         self._told = self._ended = True
         self._wanted = 0
-        self._data = bytearray()
+        self._base, self._data, self._taken = 0, bytearray(), []
         self._wake()
 
     async def run(self, stream: Callable[[tuple[int, int], Consume], Awaitable[None]]) -> None:
@@ -90,50 +115,89 @@ class EarlyBytes:
             self._ended = True
             self._wake()
 
-    async def slice(self, start: int, end: int) -> bytes | None:
-        """Bytes ``[start, end)`` once the stream has brought them; None if it will not."""
-        while len(self._data) < end and not self._ended and end <= self._wanted:
-            await self._changed.wait()
-        return bytes(self._data[start:end]) if len(self._data) >= end else None
+    async def take(self, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)`` once the stream has brought them, handed out once; None if
+        it will not bring them, has handed them out, or brings nothing for
+        ``STALLED_AFTER`` seconds."""
+        while self._arrived < end and not self._ended and end <= self._wanted:
+            with trio.move_on_after(STALLED_AFTER) as waited:
+                await self._changed.wait()
+            if waited.cancelled_caught:
+                return None
+        if self._arrived < end or start < self._base or self._overlaps_taken(start, end):
+            return None
+        piece = bytes(self._data[start - self._base : end - self._base])
+        self._note_taken(start, end)
+        return piece
+
+    def _overlaps_taken(self, start: int, end: int) -> bool:
+        return any(start < taken_end and taken_start < end
+                   for taken_start, taken_end in self._taken)  # fmt: skip
+
+    def _note_taken(self, start: int, end: int) -> None:
+        """Record ``[start, end)`` as handed out; let go of the bytes before the first
+        range not handed out yet."""
+        let_go = self._base
+        self._taken.append((start, end))
+        self._taken.sort()
+        while self._taken and self._taken[0][0] <= self._base:
+            self._base = max(self._base, self._taken.pop(0)[1])
+        del self._data[: self._base - let_go]
 
     async def _consume(self, data: bytes) -> bool:
         self.received += len(data)
         if self._ended:
             return False
-        self._data += data[: self._size - len(self._data)]
-        if self._marks is None and len(self._data) - len(data) < LOOKED_AT:
+        if self._progress is not None:
+            self._progress.add(len(data))  # too slow once told: Unavailable ends it
+        before = self._arrived
+        self._data += data[: self._size - before]
+        if self._marks is None and before < LOOKED_AT and self._base == 0:
             self._marks = marks_files(bytes(self._data[:LOOKED_AT]))
         if self._marks is False and not self._told:
             self.stop()  # nothing marked: the TOC will not want any of it
             return False
         self._wake()
+        if self._arrived >= self._size:
+            return False
         with trio.move_on_after(PAUSED_AT_MOST) as paused:
-            while len(self._data) >= self._wanted and not self._told:
+            while self._arrived >= self._wanted and not self._told:
                 await self._changed.wait()  # paused: the TOC says how far to go
-        return not paused.cancelled_caught and len(self._data) < self._wanted
+        return not paused.cancelled_caught and self._arrived < self._wanted
 
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
 
+STREAMED_AT_ONCE = 1
+"""Layers streamed at once, for the whole mount: the others' prefetches are fetched as
+before (a stream paused behind another layer's indexing holds no stream slot of
+``streams.py``, but a connection)."""
+
+
 class EarlyStreams:
     """The early bytes of the layers of one mount whose TOC is being read."""
 
-    def __init__(self, background: BackgroundWork, streams: Streams, stream: Stream) -> None:
+    def __init__(self, background: BackgroundWork, stream: Stream) -> None:
         self._background = background
-        self._streams = streams
         self._stream = stream
         self._early: dict[LayerRef, EarlyBytes] = {}
 
     def begin(self, layer: LayerRef, size: int) -> None:
         """Stream the blob of ``layer`` (``size`` bytes) from its start, as the mount's own
-        work, unless it is being streamed or no background work runs here."""
-        if layer in self._early or not self._background.running:
+        work, unless it is being streamed, another layer is, or no background work runs
+        here."""
+        if self._early or not self._background.running:
             return
         early = self._early[layer] = EarlyBytes(size)
         if not self._background.start("early bytes", layer, lambda: self._run(layer, early)):
             del self._early[layer]
+
+    def told(self, layer: LayerRef) -> bool:
+        """True unless ``layer`` is being streamed with nothing told yet."""
+        early = self._early.get(layer)
+        return early is None or early.told
 
     def want(self, layer: LayerRef, end: int) -> None:
         if (early := self._early.get(layer)) is not None:
@@ -144,21 +208,13 @@ class EarlyStreams:
         if (early := self._early.pop(layer, None)) is not None:
             early.stop()
 
-    def covered(self, layer: LayerRef) -> int:
-        early = self._early.get(layer)
-        return early.covered if early is not None else 0
-
-    async def slice(self, layer: LayerRef, start: int, end: int) -> bytes | None:
-        """Bytes ``[start, end)`` of the blob from its stream, if it brings them."""
-        early = self._early.get(layer)
-        if early is None or end > early.covered:
-            return None
-        return await early.slice(start, end)
+    def of(self, layer: LayerRef) -> EarlyBytes | None:
+        """The stream of ``layer``'s start, if there is one."""
+        return self._early.get(layer)
 
     async def _run(self, layer: LayerRef, early: EarlyBytes) -> None:
         try:
-            async with self._streams.slot(Priority.BACKGROUND):
-                await early.run(lambda span, consume: self._stream(layer, span, consume))
+            await early.run(lambda span, consume: self._stream(layer, span, consume))
         except RegfsError as error:
-            log.debug("%s: the stream of its start broke off: %s", layer, error)
+            log.debug("%s: the stream of its start ended: %s", layer, error)
         log.debug("%s: %d bytes of its start streamed", layer, early.received)

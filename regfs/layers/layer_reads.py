@@ -76,13 +76,12 @@ class LayerReads:
         self._background_fetch = background_fetch
         # Decompressing threads of re-fetches have their own limiter: they must not take
         # every default worker thread (which DNS lookups need too).
-        streams = Streams()
-        self.early = EarlyStreams(background, streams, self._stream)
+        self.early = EarlyStreams(background, self._stream)
         """Streams of eStargz blobs' starts, begun by their TOC's builder."""
         self.context = ReadContext(
             pieces, self.ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
-            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), streams,
-            spool_dir=spool_dir, streamed=self.early.covered,
+            cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), Streams(),
+            spool_dir=spool_dir, from_stream=self.early.of,
         )  # fmt: skip
         self._followed: cachetools.LRUCache[Path, ReadAhead] = cachetools.LRUCache(STREAMS_FOLLOWED)
         self._reading_ahead = trio.CapacityLimiter(READING_AHEAD_AT_ONCE)
@@ -136,10 +135,12 @@ class LayerReads:
         if not index.meta.prefetch_end:
             self.early.end(layer)
             return
-        marked = index.toc_chunks_between(0, index.meta.prefetch_end)
-        self.early.want(layer, max((chunk.compressed_end for chunk in marked), default=0))
         prefetch = functools.partial(self._prefetch, layer, index)
-        self._background.start_once("prefetch", layer, prefetch, key=index.path)
+        if self._background.start_once("prefetch", layer, prefetch, key=index.path):
+            marked = index.toc_chunks_between(0, index.meta.prefetch_end)
+            self.early.want(layer, max((chunk.compressed_end for chunk in marked), default=0))
+        elif not self.early.told(layer):
+            self.early.end(layer)  # begun by a build of an index prefetched before
 
     async def _prefetch(self, layer: LayerRef, index: LayerIndex | LaidOutIndex) -> None:
         """Fetch the chunks of the files an eStargz image's builder marked as read first
@@ -186,10 +187,6 @@ class LayerReads:
 
         async def fetch(start: int, end: int, what: str) -> bytes:
             with trio.move_on_at(give_up_at):
-                streamed = await self.early.slice(layer, start, end)
-                if streamed is not None:
-                    self._received(layer, len(streamed))
-                    return streamed
                 data = await self._client.get_blob_range(
                     layer.host, layer.repository, layer.digest, start, end,
                     urls=layer.descriptor.urls,
@@ -203,7 +200,11 @@ class LayerReads:
     async def _stream(
         self, layer: LayerRef, span: tuple[int, int], consume: Consume
     ) -> None:  # fmt: skip
+        async def counted(data: bytes) -> bool:
+            self._received(layer, len(data))
+            return await consume(data)
+
         await self._client.stream_blob_range(
-            layer.host, layer.repository, layer.digest, span, consume,
+            layer.host, layer.repository, layer.digest, span, counted,
             urls=layer.descriptor.urls,
         )  # fmt: skip

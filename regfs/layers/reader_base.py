@@ -10,7 +10,6 @@ adjacent pieces with one Range request and one decompression hop.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,17 @@ class PieceReader(Protocol):
         ...
 
 
+class FromStream(Protocol):
+    """Bytes of a blob's start a stream brings (``early_bytes.EarlyBytes``)."""
+
+    @property
+    def covered(self) -> int:
+        """The first bytes of the blob a fetch may take from the stream."""
+
+    async def take(self, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)``, once the stream brought them; None if it will not."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReadContext:
     """What every reader of a mount shares."""
@@ -73,8 +83,8 @@ class ReadContext:
     """Range requests on the wire at once, most urgent first."""
     spool_dir: Path | None = None
     """Where a long zstd re-fetch is spooled (the cache's ``tmp/``; None: the system's)."""
-    streamed: Callable[[LayerRef], int] = lambda _: 0
-    """Bytes from a layer's blob start a stream brings already (``early_bytes.py``)."""
+    from_stream: Callable[[LayerRef], FromStream | None] = lambda _: None
+    """The stream of a layer's blob start, if one brings it (``early_bytes.py``)."""
 
 
 def joined(pieces: Sequence[Piece[Any]], datas: Sequence[bytes], start: int, end: int) -> bytes:
@@ -104,35 +114,37 @@ async def fetch_in_runs(
     streams: Streams,
     priority: Priority,
     name: str,
-    streamed: int = 0,
+    from_stream: FromStream | None = None,
 ) -> None:
     """Each run of adjacent pieces (``coalesce.py``; ``extent(piece)`` is where its bytes
     lie in the blob) fetched with one Range request, all at once, each holding a stream
     while on the wire (its deadline, ``ranges()``, begins then), made into pieces
     (``made(bytes, run)``) and delivered as it comes. A run that fails does not stop the
     others; the first failure is raised once they ended. ``name``: what a piece is called.
-    Runs within the first ``streamed`` bytes of the blob, which a stream is bringing
-    (``early_bytes.py``), are cut small and take no stream: each is made and delivered
-    as soon as the stream has passed it."""
+    Runs within what a stream of the blob's start brings (``from_stream``) are cut small
+    and taken from it: each is made and delivered as soon as the stream has passed it, and
+    fetched as any other if the stream does not bring it."""
     failures: list[RegfsError] = []
 
-    async def one(run: Sequence[Piece[S]], on_the_wire: bool) -> None:
+    async def one(run: Sequence[Piece[S]], source: FromStream | None) -> None:
         start, end = extent(run[0])[0], extent(run[-1])[1]
-        what = f"{name}s at {start}-{end} not fetched"
         try:
-            async with streams.slot(priority) if on_the_wire else contextlib.nullcontext():
-                fetched = await ranges()(start, end, what)
+            fetched = await source.take(start, end) if source is not None else None
+            if fetched is None:
+                async with streams.slot(priority):
+                    fetched = await ranges()(start, end, f"{name}s at {start}-{end} not fetched")
             await deliver(await made(fetched, run))
         except RegfsError as error:
             failures.append(error)
 
+    streamed = from_stream.covered if from_stream is not None else 0
     async with trio.open_nursery() as nursery:
         for run in runs(missing, extent):
             if extent(run[-1])[1] > streamed:
-                nursery.start_soon(one, run, True)
+                nursery.start_soon(one, run, None)
                 continue
             for part in runs(run, extent, largest=STREAMED_RUN):
-                nursery.start_soon(one, part, False)
+                nursery.start_soon(one, part, from_stream)
     if failures:
         raise failures[0]
 

@@ -101,7 +101,7 @@ class _RunReader(Reader[RunIndex]):
             missing, _extent, self._made, deliver,
             ranges=functools.partial(self.context.ranges, self.layer),
             streams=self.context.streams, priority=priority, name=self.piece_name,
-            streamed=self.context.streamed(self.layer),
+            from_stream=self.context.from_stream(self.layer),
         )  # fmt: skip
 
     async def _made(self, compressed: bytes, run: Sequence[Piece[TocChunk]]) -> Made[TocChunk]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,15 @@ import trio
 import trio.testing
 
 from regfs.domain.errors import Unavailable
-from regfs.layers.early_bytes import AHEAD_OF_TOC, PAUSED_AT_MOST, EarlyBytes
+from regfs.layers.early_bytes import (
+    AHEAD_OF_TOC,
+    PAUSED_AT_MOST,
+    SLOW_WINDOW,
+    STALLED_AFTER,
+    EarlyBytes,
+)
+from regfs.layers.formats.toc import FOOTER_SIZE
+from regfs.layers.streams import BACKGROUND_STREAMS
 from tests.support.crafted import gzip_layer, member
 from tests.support.estargz_writer import estargz
 from tests.support.memory_registry import MemoryRegistry, sha256
@@ -72,8 +81,10 @@ async def test_a_stream_pauses_until_told_how_far_then_stops_there(
         wanted = AHEAD_OF_TOC + 3 * PIECE + 5
         early.want(wanted)
         assert early.covered == wanted
-        assert await early.slice(wanted - 10, wanted) == BLOB[wanted - 10 : wanted]
-        assert await early.slice(0, len(BLOB)) is None  # beyond what it brings
+        assert await early.take(wanted - 10, wanted) == BLOB[wanted - 10 : wanted]
+        assert await early.take(wanted - 10, wanted) is None  # handed out once
+        assert await early.take(0, 10) == BLOB[:10]
+        assert await early.take(0, len(BLOB)) is None  # beyond what it brings
     assert sum(sent) < wanted + PIECE
 
 
@@ -86,7 +97,7 @@ async def test_a_stream_stopped_frees_its_bytes_and_ends(autojump_clock: trio.ab
         early.stop()
     assert sum(sent) < AHEAD_OF_TOC
     assert early.covered == 0
-    assert await early.slice(0, 10) is None
+    assert await early.take(0, 10) is None
 
 
 async def test_a_blob_whose_builder_marked_nothing_is_not_streamed_on(
@@ -118,25 +129,101 @@ async def test_bytes_a_broken_stream_did_not_bring_are_not_waited_for(
     with pytest.raises(Unavailable):
         await early.run(blob_stream([], fail_after=4 * PIECE))
     assert early.covered == 4 * PIECE
-    assert await early.slice(0, 4 * PIECE) == BLOB[: 4 * PIECE]
-    assert await early.slice(0, 4 * PIECE + 1) is None
+    assert await early.take(0, 4 * PIECE) == BLOB[: 4 * PIECE]
+    assert await early.take(0, 4 * PIECE + 1) is None
 
 
-def ranges_seen(registry: MemoryRegistry, blob: bytes, *, fail_stream: bool = False) -> list[str]:
-    """The Range headers of the blob GETs ``registry`` answers, in order; with
-    ``fail_stream``, the stream of the blob's start (a Range to its end) is answered 500."""
+async def test_a_waiter_gives_up_on_a_stream_that_brings_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    early = EarlyBytes(len(BLOB))
+    early.want(len(BLOB))
+
+    async def stalled(span: tuple[int, int], consume: Consume) -> None:
+        await consume(BLOB[:100])
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(early.run, stalled)
+        start = trio.current_time()
+        assert await early.take(0, PIECE) is None
+        assert trio.current_time() - start == pytest.approx(STALLED_AFTER)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_too_slow_once_told_ends(autojump_clock: trio.abc.Clock) -> None:
+    early = EarlyBytes(len(BLOB))
+    early.want(len(BLOB))
+
+    async def trickle(span: tuple[int, int], consume: Consume) -> None:
+        for start in range(0, span[1], 100):
+            await trio.sleep(1)
+            if not await consume(BLOB[start : start + 100]):
+                return
+
+    with trio.fail_after(3 * SLOW_WINDOW), pytest.raises(Unavailable, match="too slow"):
+        await early.run(trickle)
+    assert early.covered < 1000
+
+
+StreamAnswer = Callable[[bytes], httpx.Response]
+
+
+def ranges_seen(
+    registry: MemoryRegistry, blob: bytes, stream_answer: StreamAnswer | None = None
+) -> list[str]:
+    """The Range headers of the blob GETs ``registry`` answers, in order; the stream of
+    the blob's start (a Range to its end) is answered by ``stream_answer(blob)``, if given."""
     seen: list[str] = []
     handle = registry.handle
 
     async def noting(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith(sha256(blob)) and request.method == "GET":
             seen.append(request.headers.get("Range", ""))
-            if fail_stream and seen[-1] == f"bytes=0-{len(blob) - 1}":
-                return httpx.Response(500)
+            if stream_answer is not None and seen[-1] == f"bytes=0-{len(blob) - 1}":
+                return stream_answer(blob)
         return await handle(request)
 
     registry.handle = noting  # type: ignore[method-assign]
     return seen
+
+
+class _Body(httpx.AsyncByteStream, AsyncIterator[bytes]):
+    """A stream's body: ``data`` in 64 KiB pieces, then ``after()`` (a stall, a break).
+    An iterator, not a generator: the reader stops it early."""
+
+    def __init__(self, data: bytes, after: Callable[[], Awaitable[None]]) -> None:
+        self._data = data
+        self._after = after
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._data:
+            await self._after()
+            raise StopAsyncIteration
+        piece, self._data = self._data[:PIECE], self._data[PIECE:]
+        return piece
+
+
+def partial(blob: bytes, data: bytes, after: Callable[[], Awaitable[None]]) -> httpx.Response:
+    headers = {"Content-Range": f"bytes 0-{len(blob) - 1}/{len(blob)}"}
+    return httpx.Response(206, headers=headers, stream=_Body(data, after))
+
+
+async def _break() -> None:
+    raise httpx.ReadError("connection reset")
+
+
+STREAM_FAULTS: dict[str, StreamAnswer | None] = {
+    "none": None,
+    "refused": lambda blob: httpx.Response(500),
+    "stalled": lambda blob: partial(blob, blob[:100], trio.sleep_forever),
+    "broken": lambda blob: partial(blob, blob[: 3 * PIECE], _break),
+    "damaged": lambda blob: partial(blob, blob[:5000] + bytes([blob[5000] ^ 0xFF]) + blob[5001:],
+                                    trio.sleep_forever),
+}  # fmt: skip
 
 
 def prefetched_image(size: int) -> tuple[bytes, bytes, dict[str, bytes]]:
@@ -151,20 +238,21 @@ def prefetched_image(size: int) -> tuple[bytes, bytes, dict[str, bytes]]:
     return blob, toc, files
 
 
-@pytest.mark.parametrize("fail_stream", [False, True])
+@pytest.mark.parametrize("fault", STREAM_FAULTS)
 async def test_the_prefetch_region_comes_with_the_stream_of_the_blob_s_start(
     autojump_clock: trio.abc.Clock,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
-    fail_stream: bool,
+    fault: str,
 ) -> None:
     """While its TOC is fetched, an eStargz blob is streamed from its start: the marked
     files come with that one request, none of their own, and read right. A stream that
-    fails leaves the prefetch to fetch them itself."""
+    is refused, stalls, breaks off or brings a damaged chunk leaves the prefetch to fetch
+    what it did not bring right, on the mount's streams, and the files still read right."""
     caplog.set_level(logging.INFO)
     blob, toc, files = prefetched_image(200_000)
     registry = estargz_registry(blob, toc)
-    seen = ranges_seen(registry, blob, fail_stream=fail_stream)
+    seen = ranges_seen(registry, blob, STREAM_FAULTS[fault])
     root = store(registry, tmp_path, timeout=1e6)  # worker threads run while virtual time does
     async with background_running(root):
         layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
@@ -179,8 +267,13 @@ async def test_the_prefetch_region_comes_with_the_stream_of_the_blob_s_start(
         assert len(seen) == fetched
     stream = f"bytes=0-{len(blob) - 1}"
     assert stream in seen
-    own = [header for header in seen if header.startswith("bytes=0-") and header != stream]
-    assert bool(own) is fail_stream  # the prefetch's own requests, only if the stream failed
+    spans = [tuple(map(int, header.removeprefix("bytes=").split("-"))) for header in seen]
+    toc_start = min(
+        start for start, end in spans if start > 0 and end >= len(blob) - FOOTER_SIZE - 1
+    )
+    own = [header for header, (start, _) in zip(seen, spans, strict=True)
+           if header != stream and start < toc_start]  # fmt: skip
+    assert bool(own) is (fault != "none")  # the prefetch's own, only if the stream failed
 
 
 async def test_a_layer_without_a_prefetch_region_stops_its_stream(
@@ -199,3 +292,41 @@ async def test_a_layer_without_a_prefetch_region_stops_its_stream(
         before = len(seen)
         assert await read(await directory(diff, "etc"), "data") == data
         assert len(seen) > before  # not from the stream's bytes, which went
+
+
+async def test_what_a_broken_stream_did_not_bring_is_fetched_on_the_mount_s_streams(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The prefetch's parts that were to come from the stream are fetched as background
+    work when it breaks off: never more Range requests at once than the background's
+    streams (``streams.py``). Its end is awaited on the real clock: 12 MiB are checked in
+    worker threads, during which the virtual one runs far ahead."""
+    caplog.set_level(logging.INFO)
+    files = [(f"etc/f{number}", random.Random(number).randbytes(1 << 20)) for number in range(12)]
+    blob, toc = estargz([*files, (".prefetch.landmark", b"v"), ("usr/rest", b"x")], 64 << 10)
+    registry = estargz_registry(blob, toc)
+    ranges_seen(registry, blob, STREAM_FAULTS["broken"])
+    handle = registry.handle
+    at_once = [0, 0]  # now, most
+
+    async def counting(request: httpx.Request) -> httpx.Response:
+        stream = request.headers.get("Range") == f"bytes=0-{len(blob) - 1}"
+        if request.url.path.endswith(sha256(blob)) and "Range" in request.headers and not stream:
+            at_once[0] += 1
+            at_once[1] = max(at_once)
+            try:
+                await trio.sleep(0.05)
+                return await handle(request)
+            finally:
+                at_once[0] -= 1
+        return await handle(request)
+
+    registry.handle = counting  # type: ignore[method-assign]
+    root = store(registry, tmp_path, timeout=1e6)
+    async with background_running(root):
+        await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        give_up = time.monotonic() + 60
+        while "prefetched the first" not in caplog.text:
+            assert time.monotonic() < give_up, "the prefetch did not end"
+            await trio.sleep(0.01)
+    assert 0 < at_once[1] <= BACKGROUND_STREAMS

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import tarfile
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regfs.layers.formats.estargz_head import marks_files
-from tests.support.crafted import gzip_layer, member
+from tests.support.crafted import gzip_layer, member, tar_of
 
 
 def first_member(name: str, **fields: object) -> bytes:
@@ -30,6 +33,13 @@ def test_a_head_too_short_or_an_extended_header_tells_nothing_yet() -> None:
         marks_files(first_member("usr/bin/python3", pax_headers={"SCHILY.xattr.user.a": "b"}))
         is None
     )
+
+
+def test_a_first_header_split_across_gzip_members_is_read_whole() -> None:
+    for name, marks in ((".no.prefetch.landmark", False), ("usr/bin/python3", True)):
+        tar = tar_of([member(name, b"v")], tarfile.GNU_FORMAT)
+        assert marks_files(gzip.compress(tar[:200]) + gzip.compress(tar[200:])) is marks
+        assert marks_files(gzip.compress(b"") + gzip.compress(tar)) is marks
 
 
 def test_a_blob_that_is_not_gzip_marks_nothing() -> None:

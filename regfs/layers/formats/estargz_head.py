@@ -26,13 +26,21 @@ def marks_files(head: bytes) -> bool | None:
     """False if the blob starting with ``head`` begins with no marked file (its first entry
     is a landmark, or it is not gzip), True if it begins with another entry; None while
     ``head`` is too short to tell, or its first entry says nothing (a PAX header)."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        header = inflater.decompress(head[:LOOKED_AT], TAR_HEADER)
-    except zlib.error:
-        return False
-    if len(header) < TAR_HEADER:
-        return False if inflater.eof or len(head) >= LOOKED_AT else None
+    header = b""
+    rest = head[:LOOKED_AT]
+    while len(header) < TAR_HEADER:  # a header may span gzip members
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            header += inflater.decompress(rest, TAR_HEADER - len(header))
+        except zlib.error:
+            return False
+        if len(header) == TAR_HEADER:
+            break
+        if not inflater.eof:  # the input ran out inside a member
+            return None if len(head) < LOOKED_AT else False
+        rest = inflater.unused_data
+        if not rest:
+            return None if len(head) < LOOKED_AT else False
     name, kind = header[:100].split(b"\0", 1)[0], header[156:157]
     if kind in (b"x", b"g", b"L"):
         return None  # extended headers first: the name comes after
