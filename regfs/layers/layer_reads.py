@@ -74,10 +74,10 @@ class LayerReads:
         self._received = received
         self._background = background
         self._background_fetch = background_fetch
-        # Decompressing threads of re-fetches have their own limiter: they must not take
-        # every default worker thread (which DNS lookups need too).
         self.early = EarlyStreams(background, self._stream)
         """Streams of eStargz blobs' starts, begun by their TOC's builder."""
+        # Decompressing threads of re-fetches have their own limiter: they must not take
+        # every default worker thread (which DNS lookups need too).
         self.context = ReadContext(
             pieces, self.ranges, trio.CapacityLimiter(DECOMPRESSING_AT_ONCE),
             cachetools.LRUCache(INFLATED_SPANS_BYTES, getsizeof=len), SingleFlight(), Streams(),
