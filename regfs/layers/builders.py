@@ -28,7 +28,7 @@ from regfs.domain.verify import verified
 from regfs.layers.blob_sink import VerifyingSink, file_lock
 from regfs.layers.early_bytes import EarlyStreams
 from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
-from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE
+from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE, ztoc_sizes
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
 from regfs.layers.index.laid_out import LaidOutIndex
@@ -70,13 +70,15 @@ class IndexBuilders:
         served: Callable[[LayerRef], None],
         received: Callable[[LayerRef, int], None],
         laid_out: Callable[[LayerRef, LaidOutIndex], None],
+        sized: Callable[[LayerRef, int], None],
         early: EarlyStreams,
     ) -> None:
         """``served`` is told of each layer whose bytes the registry served (it confirmed
         the repository has it); ``received`` of each piece of a blob that arrives;
         ``laid_out`` of a layer's size and pieces once its TOC or zTOC is read and checked,
-        before its index is written (``index/laid_out.py``). An eStargz layer's start is
-        streamed on ``early`` while its TOC is fetched (``early_bytes.py``)."""
+        before its index is written (``index/laid_out.py``); ``sized`` of a SOCI layer's
+        size as soon as its zTOC is fetched, before it is read whole. An eStargz layer's
+        start is streamed on ``early`` while its TOC is fetched (``early_bytes.py``)."""
         self._client = client
         self._chunks = chunks
         self._files = files
@@ -86,6 +88,7 @@ class IndexBuilders:
         self._served = served
         self._received = received
         self._laid_out = laid_out
+        self._sized = sized
         self._early = early
         self._indexing = trio.CapacityLimiter(INDEXING_AT_ONCE)
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
@@ -202,6 +205,9 @@ class IndexBuilders:
             size = min(ztoc.size or MAX_ZTOC_SIZE, MAX_ZTOC_SIZE)
             data = await self._client.get_blob(layer.host, layer.repository, ztoc.digest, size)
             verified(data, ztoc.digest, size=ztoc.size, what=f"zTOC {ztoc.digest}")
+            compressed, uncompressed = ztoc_sizes(data)
+            if compressed == layer.descriptor.size and uncompressed >= 0:  # else refused below
+                self._sized(layer, uncompressed)  # podman's ``info`` waits for it
             warnings = await self._in_indexing_thread(functools.partial(
                 build_soci_index, data, path, digest=str(layer.digest),
                 size=layer.descriptor.size, built_from=f"ztoc {ztoc.digest}",

@@ -112,7 +112,7 @@ class LayerStore:
         self._builders = IndexBuilders(
             client, self._chunks, self._files, layout,
             ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
-            laid_out=self._laid_out, early=self._reads.early,
+            laid_out=self._laid_out, sized=self._sizes.known, early=self._reads.early,
         )  # fmt: skip
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""

@@ -48,6 +48,7 @@ from regfs.layers.formats.ztoc import (
     parse_checkpoints,
     parse_ztoc,
     spans,
+    ztoc_sizes,
 )
 from regfs.layers.formats.ztoc_encode import encode_ztoc
 from regfs.layers.ztoc_builder import build_ztoc
@@ -70,6 +71,7 @@ def ztoc_of(files: tuple[ZtocFile, ...] = (FILE,), size: int = 10_000) -> Ztoc:
 def test_a_ztoc_round_trips() -> None:
     ztoc = ztoc_of()
     assert parse_ztoc(encode_ztoc(ztoc)) == ztoc
+    assert ztoc_sizes(encode_ztoc(ztoc)) == (ztoc.compressed_size, ztoc.uncompressed_size)
 
 
 def test_fields_sit_in_the_slots_of_the_published_schema() -> None:
@@ -138,6 +140,8 @@ def test_any_bytes_parse_or_are_malformed(data: bytes) -> None:
         members(ztoc)
     except MalformedContent:
         pass
+    with contextlib.suppress(MalformedContent):
+        ztoc_sizes(data)
 
 
 @given(st.data())
