@@ -96,6 +96,35 @@ def test_a_cold_lazy_read_of_an_estargz_image_completes_on_far(
     assert registry_far.blob_bytes(layer["digest"]) <= layer["size"] * 1.1
 
 
+def test_what_an_estargz_builder_marked_comes_with_one_stream_on_far(
+    registry: Registry, registry_far: CountingProxy, estargz: EstargzConverter, tmp_path: Path
+) -> None:
+    """An eStargz image converted with a record: the marked file's chunks come with the
+    stream of the blob's start, begun while its TOC is fetched: three requests of the
+    blob (footer, TOC, stream), the file read right, in about its bytes' time on the link."""
+    files = {"app/data.bin": os.urandom(6 << 20), "etc/os-release": b"ID=far\n"}
+    images.build_image(tmp_path / "oci", "far", files)
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"path": "app/data.bin"}) + "\n")
+    destination = f"{registry.host}/network/prefetched:1"
+    estargz.push(tmp_path / "oci", "far", destination, "--estargz-record-in", str(record))
+    body, _, _ = images.get_manifest(registry.url, "network/prefetched", "1")
+    (layer,) = json.loads(body)["layers"]
+    mount = Mount(tmp_path / "mnt")
+    try:
+        start = time.monotonic()
+        rootfs = mount / registry_far.host / "network/prefetched/1/rootfs"
+        assert (rootfs / "app/data.bin").read_bytes() == files["app/data.bin"]
+        seconds = time.monotonic() - start
+    finally:
+        mount.close()
+    path = f"/v2/network/prefetched/blobs/{layer['digest']}"
+    assert registry_far.requests_by_path[path] == 3, registry_far.requests_by_path
+    assert registry_far.blob_bytes(layer["digest"]) <= layer["size"] * 1.05
+    assert seconds < layer["size"] / FAR.bandwidth + 10 * FAR.rtt, seconds
+    assert "prefetched the first" in mount.log()
+
+
 def test_podman_through_the_store_waits_for_a_layer_longer_to_stream_than_the_timeout(
     registry: Registry, registry_far: CountingProxy, tmp_path: Path
 ) -> None:
