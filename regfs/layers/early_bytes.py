@@ -188,7 +188,7 @@ class EarlyStreams:
         """Stream the blob of ``layer`` (``size`` bytes) from its start, as the mount's own
         work, unless it is being streamed, another layer is, or no background work runs
         here."""
-        if self._early or not self._background.running:
+        if len(self._early) >= STREAMED_AT_ONCE or not self._background.running:
             return
         early = self._early[layer] = EarlyBytes(size)
         if not self._background.start("early bytes", layer, lambda: self._run(layer, early)):

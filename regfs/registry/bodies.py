@@ -19,6 +19,9 @@ import httpx
 from regfs.domain.errors import MalformedContent, ProtocolError, Unavailable
 from regfs.registry.errors import HTTPX_ERRORS, RetryLater, error_for_exception
 
+Consumer = Callable[[bytes], Awaitable[bool]]
+"""Takes a body's bytes as they come; False stops the body."""
+
 
 async def read_limited(
     response: httpx.Response, limit: int, *, truncate: bool, decoded: bool
@@ -46,9 +49,7 @@ async def read_limited(
     return b"".join(parts)
 
 
-async def consume_raw(
-    response: httpx.Response, what: str, consume: Callable[[bytes], Awaitable[bool]]
-) -> None:
+async def consume_raw(response: httpx.Response, what: str, consume: Consumer) -> None:
     """Feed the body's bytes, as sent, to ``consume`` until it returns False or the body
     ends; transport failures become domain errors. The response is closed after."""
     received = 0
@@ -89,9 +90,7 @@ async def read_range(response: httpx.Response, start: int, end: int, what: str) 
     return body
 
 
-async def consume_range(
-    response: httpx.Response, start: int, what: str, consume: Callable[[bytes], Awaitable[bool]]
-) -> None:
+async def consume_range(response: httpx.Response, start: int, what: str, consume: Consumer) -> None:
     """Feed the blob's bytes from ``start`` on, from a 2xx ``response`` to a Range request
     (a 206 for that range, or a 200 carrying the whole blob), to ``consume`` until it
     returns False or the body ends; the response is closed after."""
@@ -106,14 +105,19 @@ async def consume_range(
     if response.status_code != 200:
         await response.aclose()
         raise ProtocolError(f"{what}: Range from {start} answered {response.status_code}")
+    await consume_raw(response, what, _from(start, consume))
+
+
+def _from(start: int, consume: Consumer) -> Consumer:
+    """``consume`` fed a whole blob's bytes from ``start`` on (a 200 to a Range request)."""
     position = 0
 
-    async def from_start(data: bytes) -> bool:
+    async def skipping(data: bytes) -> bool:
         nonlocal position
         chunk_start, position = position, position + len(data)
         return position <= start or await consume(data[max(0, start - chunk_start) :])
 
-    await consume_raw(response, what, from_start)
+    return skipping
 
 
 def _cut_short(error: Unavailable) -> RetryLater:
@@ -133,14 +137,10 @@ async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, w
     if response.status_code != 200:
         raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
     wanted = bytearray()
-    position = 0
 
-    async def consume(data: bytes) -> bool:
-        nonlocal position
-        chunk_start, position = position, position + len(data)
-        if position > start:
-            wanted.extend(data[max(0, start - chunk_start) : end - chunk_start])
-        return position < end
+    async def keep(data: bytes) -> bool:
+        wanted.extend(data[: end - start - len(wanted)])
+        return len(wanted) < end - start
 
-    await consume_raw(response, what, consume)
-    return bytes(wanted[: end - start])
+    await consume_raw(response, what, _from(start, keep))
+    return bytes(wanted)

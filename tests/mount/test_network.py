@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,15 +74,25 @@ def test_a_gzip_layer_longer_to_stream_than_the_timeout_completes_on_far(
     assert "no answer within" not in mount.log()
 
 
+def pushed_estargz(
+    registry: Registry, estargz: EstargzConverter, tmp_path: Path, repository: str,
+    files: dict[str, bytes], *options: str,
+) -> dict[str, Any]:  # fmt: skip
+    """``files`` as the one-layer eStargz image ``REPOSITORY:1`` (ctr-remote ``options``);
+    its layer's descriptor."""
+    images.build_image(tmp_path / "oci", "far", files)
+    estargz.push(tmp_path / "oci", "far", f"{registry.host}/{repository}:1", *options)
+    body, _, _ = images.get_manifest(registry.url, repository, "1")
+    (layer,) = json.loads(body)["layers"]
+    return dict(layer)
+
+
 def test_a_cold_lazy_read_of_an_estargz_image_completes_on_far(
     registry: Registry, registry_far: CountingProxy, estargz: EstargzConverter, tmp_path: Path
 ) -> None:
     """A file of an eStargz layer costs a few round trips and its chunks, not the layer."""
     files = {"big.bin": os.urandom(6 << 20), "etc/os-release": b"ID=far\n"}
-    images.build_image(tmp_path / "oci", "far", files)
-    estargz.push(tmp_path / "oci", "far", f"{registry.host}/network/estargz:1")
-    body, _, _ = images.get_manifest(registry.url, "network/estargz", "1")
-    (layer,) = json.loads(body)["layers"]
+    layer = pushed_estargz(registry, estargz, tmp_path, "network/estargz", files)
     mount = Mount(tmp_path / "mnt")
     try:
         start = time.monotonic()
@@ -103,13 +114,10 @@ def test_what_an_estargz_builder_marked_comes_with_one_stream_on_far(
     stream of the blob's start, begun while its TOC is fetched: three requests of the
     blob (footer, TOC, stream), the file read right, in about its bytes' time on the link."""
     files = {"app/data.bin": os.urandom(6 << 20), "etc/os-release": b"ID=far\n"}
-    images.build_image(tmp_path / "oci", "far", files)
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"path": "app/data.bin"}) + "\n")
-    destination = f"{registry.host}/network/prefetched:1"
-    estargz.push(tmp_path / "oci", "far", destination, "--estargz-record-in", str(record))
-    body, _, _ = images.get_manifest(registry.url, "network/prefetched", "1")
-    (layer,) = json.loads(body)["layers"]
+    layer = pushed_estargz(registry, estargz, tmp_path, "network/prefetched", files,
+                           "--estargz-record-in", str(record))  # fmt: skip
     mount = Mount(tmp_path / "mnt")
     try:
         start = time.monotonic()

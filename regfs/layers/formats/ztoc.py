@@ -103,9 +103,7 @@ class Span:
 
 def parse_ztoc(data: bytes) -> Ztoc:
     """The zTOC in ``data``; MalformedContent if it is not a well-formed one."""
-    if len(data) > MAX_ZTOC_SIZE:
-        raise MalformedContent(f"zTOC of {len(data)} bytes (at most {MAX_ZTOC_SIZE})")
-    root = Table.root(data, budget=2 * len(data) + (1 << 20))
+    root = _root(data, budget=2 * len(data) + (1 << 20))
     toc = root.table(4)
     info = root.table(5)
     if toc is None or info is None:
@@ -130,10 +128,15 @@ def parse_ztoc(data: bytes) -> Ztoc:
 def ztoc_sizes(data: bytes) -> tuple[int, int]:
     """The compressed and uncompressed sizes a zTOC gives its layer, read from its root
     alone (what ``parse_ztoc`` reads whole, and checks, in tens of milliseconds)."""
+    root = _root(data, budget=1 << 10)
+    return root.scalar(2, "<q"), root.scalar(3, "<q")
+
+
+def _root(data: bytes, budget: int) -> Table:
+    """The zTOC's root table, unless the zTOC is larger than regfs reads."""
     if len(data) > MAX_ZTOC_SIZE:
         raise MalformedContent(f"zTOC of {len(data)} bytes (at most {MAX_ZTOC_SIZE})")
-    root = Table.root(data, budget=1 << 10)
-    return root.scalar(2, "<q"), root.scalar(3, "<q")
+    return Table.root(data, budget=budget)
 
 
 def _file(entry: Table) -> ZtocFile:
