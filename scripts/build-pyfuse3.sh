@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds pyfuse3 with regfs's kernel-caching patch (regfs/patches/pyfuse3-kernel-caching.patch)
-# into build/pyfuse3/, once per patch: the wheel is version 3.5.0+regfs.<patch hash>, so
-# `pip list` says which build is installed. Prints the wheel's path.
+# Builds pyfuse3 with regfs's patches (regfs/patches/: kernel caching, and its version taken
+# without importlib.metadata) into build/pyfuse3/, once per set of patches: the wheel is
+# version 3.5.0+regfs.<patches' hash>, so `pip list` says which build is installed. Prints
+# the wheel's path.
 #
 # The build is `regfs install-pyfuse3 --build-only` (regfs/commands/install_pyfuse3.py), the
 # command users of a plain `pip install regfs` run. Needs libfuse3-dev, pkg-config, gcc,

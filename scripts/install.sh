@@ -45,8 +45,8 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
     cp pyproject.toml "$stamp"
 fi
-# pyfuse3 with the kernel-caching patch (see regfs/patches/): without it regfs still works, with
-# every open and directory listing reaching the daemon.
+# pyfuse3 with regfs's patches (see regfs/patches/): without them regfs still works, with
+# every open and directory listing reaching the daemon, and a slower start.
 pyfuse3_wheel=$(scripts/build-pyfuse3.sh)
 pyfuse3_version=$(basename "$pyfuse3_wheel" | cut -d- -f2)
 if ! .venv/bin/python -m pip show pyfuse3 2>/dev/null | grep -qx "Version: $pyfuse3_version"; then

@@ -14,14 +14,17 @@ from regfs.commands import install_pyfuse3
 from regfs.commands.parser import build_parser
 
 
-def test_the_patch_ships_with_the_package_and_names_the_build() -> None:
-    patch = install_pyfuse3.patch_bytes()
-    assert patch.startswith(b"diff ") or b"\n--- " in patch
-    assert re.fullmatch(r"3\.5\.0\+regfs\.[0-9a-f]{12}", install_pyfuse3.local_version(patch))
+def test_the_patches_ship_with_the_package_and_name_the_build() -> None:
+    patches = install_pyfuse3.patches()
+    assert len(patches) == 2
+    assert all(b"\n--- a/" in patch for patch in patches)
+    version = install_pyfuse3.local_version(patches)
+    assert re.fullmatch(r"3\.5\.0\+regfs\.[0-9a-f]{12}", version)
+    assert install_pyfuse3.local_version(patches[:1]) != version  # each patch counts
 
 
 def test_a_wheel_built_for_this_patch_is_reused(tmp_path: Path) -> None:
-    version = install_pyfuse3.local_version(install_pyfuse3.patch_bytes())
+    version = install_pyfuse3.local_version(install_pyfuse3.patches())
     wheel = tmp_path / f"pyfuse3-{version}-cp311-cp311-linux_x86_64.whl"
     wheel.write_bytes(b"")
     (tmp_path / "pyfuse3-3.5.0+regfs.000000000000-cp311-cp311-linux_x86_64.whl").write_bytes(b"")

@@ -23,6 +23,24 @@ def test_the_mount_command_imports_no_registry_client_or_layer_reader() -> None:
     assert [name for name in DEFERRED if name in loaded] == []
 
 
+def test_the_mount_command_takes_no_version_from_importlib_metadata() -> None:
+    """importlib.metadata (the email package, a scan of ``sys.path``) cost ~20 ms of each
+    mount's start: regfs does not import it, nor does pyfuse3 as ``scripts/install.sh``
+    builds it (``regfs/patches/pyfuse3-version-without-metadata.patch``); a stock pyfuse3
+    still does, and is the only one allowed to."""
+    script = (
+        "import sys, regfs.cli, regfs.commands.mount, pyfuse3, pyfuse3._pyfuse3 as p\n"
+        "print('importlib.metadata' in sys.modules,"
+        " 'from importlib.metadata import' in open(p.__file__).read(),"
+        " hasattr(pyfuse3.Operations, 'enable_no_open'))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded, stock_asks, patched = run.stdout.split()
+    assert loaded == stock_asks
+    if patched == "True":
+        assert loaded == "False", "pyfuse3 has regfs's kernel-caching patch, not its version one"
+
+
 WRITERS_ONLY = ("flatbuffers", "numpy", "indexed_gzip", "regfs.layers.ztoc_builder")
 """Used by ``regfs index push`` alone: a mount, which only reads zTOCs, never pays their
 imports (flatbuffers imports numpy when installed: 50 ms of a first request)."""
