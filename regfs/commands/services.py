@@ -96,6 +96,7 @@ class MountServices:
             layers.answers,
             stale=StalePolicy(allowed=args.stale, max_age=args.max_stale),
             verify_schema1_signatures=args.verify_schema1_signatures,
+            background=layers.background,
         )
         assert self._nursery is not None, "requests are served only inside the mount's nursery"
         self._nursery.start_soon(layers.background.run)

@@ -50,12 +50,13 @@ class BackgroundWork:
             finally:
                 self._nursery = None
 
-    def start(self, what: str, layer: LayerRef, work: Work) -> bool:
-        """Begin ``work()`` (``what`` of ``layer``, as the log names it), unless nothing
-        runs background work here; True if it began."""
+    def start(self, what: str, subject: LayerRef | str, work: Work) -> bool:
+        """Begin ``work()`` (``what`` of ``subject``, as the log names it: a layer, or a
+        repository's ``host/path``), unless nothing runs background work here; True if it
+        began."""
         if self._nursery is None:
             return False
-        self._nursery.start_soon(self._quietly, what, layer, work)
+        self._nursery.start_soon(self._quietly, what, subject, work)
         return True
 
     def start_once(
@@ -94,14 +95,14 @@ class BackgroundWork:
         return True
 
     @staticmethod
-    async def _quietly(what: str, layer: LayerRef, work: Work) -> None:
+    async def _quietly(what: str, subject: LayerRef | str, work: Work) -> None:
         try:
             with detached():  # begun by a request, done for the mount
                 await work()
         except RegfsError as error:
-            log.info("%s: %s stopped: %s", layer, what, error)
+            log.info("%s: %s stopped: %s", subject, what, error)
         except Exception:  # a bug: logged, and the mount goes on serving
-            log.exception("%s: %s failed", layer, what)
+            log.exception("%s: %s failed", subject, what)
 
 
 async def _holding(slots: trio.CapacityLimiter, layer: LayerRef, work: LayerWork) -> None:

@@ -48,6 +48,7 @@ from regfs.tree.last_answers import (
 )
 
 if TYPE_CHECKING:  # made by the mount, which imports httpx for them when first needed
+    from regfs.layers.background import BackgroundWork
     from regfs.layers.by_digest import ByDigest
     from regfs.registry.client import RegistryClient
 
@@ -97,11 +98,14 @@ class RegistryMetadata:
         *,
         stale: StalePolicy = ALWAYS_STALE,
         verify_schema1_signatures: bool = False,
+        background: BackgroundWork | None = None,
     ) -> None:
         """``by_digest``: the layer store's (it shares the cache dir and knows which hosts
         are unreachable); ``answers``: where the last answers are kept; ``stale``: when
-        they are shown."""
+        they are shown; ``background``: where tag lists no one waits for are read (see
+        ``list_tags_later``)."""
         self._client = client
+        self._background = background
         self._by_digest = by_digest
         self._answers = answers
         self.last_answers = LastAnswers(answers, by_digest.reach, stale)
@@ -215,6 +219,25 @@ class RegistryMetadata:
             return tags
 
         return await self._cached(self._tags, (host, repository), fetch)
+
+    def listed_tags(self, host: str, repository: str) -> frozenset[str] | None:
+        """The tag list, if one read within the TTL is at hand; else None."""
+        return self._tags.get((host, repository))
+
+    def list_tags_later(self, host: str, repository: str) -> None:
+        """Read the tag list in the background: a lookup of a tag asks the registry for
+        that tag alone and does not wait for a list (maybe many pages), but the list is
+        wanted all the same, by the next ``ls`` and, kept, for when the registry is away.
+        A failure is the next listing's to report."""
+
+        async def quietly() -> None:
+            try:
+                await self.tags(host, repository)
+            except RegfsError as error:
+                log.debug("%s/%s: tag list not read: %s", host, repository, error)
+
+        if self._background is not None:
+            self._background.start("tag list", f"{host}/{repository}", quietly)
 
     async def tag_digest(self, host: str, repository: str, tag: str) -> Digest:
         """The digest ``tag`` points at; when it must be asked, the tags after it in the

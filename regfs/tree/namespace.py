@@ -192,19 +192,22 @@ class RepositoryDir(Directory):
         return None
 
     async def _has_tag(self, tag: str) -> bool:
-        """True if ``tag`` exists: in the (cached) tag list, or, if pushed since or the list
-        is refused, by a HEAD; AccessDenied if the registry will not say."""
+        """True if ``tag`` exists: in a tag list read within the TTL, or else by a HEAD of
+        the tag (pushed since the list was read, or no list at hand: the list is then read
+        in the background, not waited for: one round trip for ``chroot REPO/TAG/rootfs``,
+        not two, and a list of many pages does not hold the lookup up); AccessDenied if
+        the registry will not say. Some registries let you pull what they will not list
+        (ECR policies): the HEAD answers either way."""
+        metadata = self.context.metadata
+        listed = metadata.listed_tags(self.host, self.path)
+        if listed is None:
+            metadata.list_tags_later(self.host, self.path)
+        elif tag in listed:
+            return True
         try:
-            if tag in await self.context.metadata.tags(self.host, self.path):
-                return True
+            await metadata.tag_digest(self.host, self.path, tag)
         except NotFound:
-            return False  # no such repository, so no such tag
-        except AccessDenied:
-            pass  # some registries let you pull what they will not list (ECR policies)
-        try:
-            await self.context.metadata.tag_digest(self.host, self.path, tag)
-        except NotFound:
-            return False
+            return False  # no such tag, or no such repository
         return True
 
     async def _in_catalog_again(self, name: str) -> bool:

@@ -20,7 +20,7 @@ from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
 from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata
-from regfs.tree.namespace import RepositoryDir
+from regfs.tree.namespace import RepositoryDir, TagLink
 from tests.support.fake_transport import StreamingTransport
 
 HOST = "127.0.0.1:5000"
@@ -110,3 +110,47 @@ async def test_missing_names_ask_for_the_catalog_again_at_most_once_per_interval
         await trio.sleep(CATALOG_RECHECK_INTERVAL / 10)
     assert registry.requests["tags"] >= 2000
     assert 1 + 5 <= registry.requests["catalog"] <= 1 + 10
+
+
+async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """``chroot REPO/TAG/rootfs`` waits for one request of the tag, not for the tag list
+    before it (two round trips; a list may be many pages, here one slow one). The list is
+    read all the same, in the background, for the next ``ls`` and, kept, for when the
+    registry is away; the link's target needs no further request."""
+    digest = "sha256:" + "ab" * 32
+    asked: list[tuple[str, str]] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked.append((request.method, request.url.path))
+        if request.url.path == "/v2/_catalog":
+            return httpx.Response(200, json={"repositories": ["app"]})
+        if request.url.path == "/v2/app/tags/list":
+            await trio.sleep(10)
+            return httpx.Response(200, json={"name": "app", "tags": ["1", "2"]})
+        if request.url.path == "/v2/app/manifests/1" and request.method == "HEAD":
+            return httpx.Response(200, headers={"Docker-Content-Digest": digest})
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+
+    client = RegistryClient(ClientConfig(timeout=30), transport=StreamingTransport(handle))
+    layers = LayerStore(client, tmp_path, 1 << 20)
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest,
+                                layers.answers, background=layers.background)  # fmt: skip
+    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(layers.background.run)
+        await trio.sleep(0.1)
+        start = trio.current_time()
+        tag = await RepositoryDir(context, HOST, "app").lookup("1")
+        assert isinstance(tag, TagLink)
+        assert trio.current_time() - start < 1
+        assert await tag.target() == "sha256-" + "ab" * 32
+        with pytest.raises(NotFound):
+            await RepositoryDir(context, HOST, "app").lookup("3")
+        assert metadata.listed_tags(HOST, "app") is None
+        await trio.sleep(10)
+        assert metadata.listed_tags(HOST, "app") == {"1", "2"}
+        assert asked.count(("GET", "/v2/app/tags/list")) == 1  # one flight for both lookups
+        assert asked.count(("HEAD", "/v2/app/manifests/1")) == 1
+        nursery.cancel_scope.cancel()
