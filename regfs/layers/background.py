@@ -1,7 +1,8 @@
 """Work a mount does of its own, beside what readers wait for: read-ahead of sequential
 readers, eStargz prefetches, the rest of a lazily read layer (``--background-fetch``), and
 layers indexed before anyone waits for them (a rootfs lookup's other layers, the next
-layers a layer store's client will ask for).
+layers a layer store's client will ask for), and the tag lists of tags looked up by
+themselves (``tree/metadata.py``).
 
 Layers layer. This is the one owner of that work. Tasks run in the nursery of ``run`` (the
 mount's main loop starts it; a command without one, such as ``regfs prefetch``, starts

@@ -61,6 +61,8 @@ K = TypeVar("K", bound=Hashable)
 TAGS_AHEAD = 16
 """Tags after the one asked for that are resolved with it (see ``tag_digest``)."""
 TAG_REQUESTS_AT_ONCE = 8
+TAG_LISTS_READ_BEHIND = 2
+"""Tag lists read in the background at once (see ``list_tags_later``)."""
 CATALOG_RECHECK_INTERVAL = 2.0
 """Seconds between two catalog requests for names a host's cached catalog lacks (see
 ``repositories_again``)."""
@@ -132,6 +134,12 @@ class RegistryMetadata:
         """Hosts whose catalog was asked again for a missing name in the last interval."""
         self._flight: SingleFlight[object] = SingleFlight()
         self._tag_requests = trio.CapacityLimiter(TAG_REQUESTS_AT_ONCE)
+        self._lists_behind = trio.CapacityLimiter(TAG_LISTS_READ_BEHIND)
+        self._lists_asked: cachetools.TTLCache[tuple[str, str], None] = cachetools.TTLCache(
+            4096, limits.ttl
+        )
+        """Tag lists read in the background within the TTL, read or not: a list refused
+        (ECR, Docker Hub's prefixes) is not asked again at each lookup."""
         self.known_hosts: dict[str, None] = {}
         """Hosts that answered at least once, in order; the root dir lists them."""
         self._known_repositories: dict[str, set[str]] = {}
@@ -228,16 +236,21 @@ class RegistryMetadata:
         """Read the tag list in the background: a lookup of a tag asks the registry for
         that tag alone and does not wait for a list (maybe many pages), but the list is
         wanted all the same, by the next ``ls`` and, kept, for when the registry is away.
-        A failure is the next listing's to report."""
+        A few at a time, each at most once per TTL; a failure is the next listing's to
+        report."""
 
         async def quietly() -> None:
             try:
-                await self.tags(host, repository)
+                async with self._lists_behind:
+                    await self.tags(host, repository)
             except RegfsError as error:
                 log.debug("%s/%s: tag list not read: %s", host, repository, error)
 
-        if self._background is not None:
-            self._background.start("tag list", f"{host}/{repository}", quietly)
+        key = (host, repository)
+        if self._background is None or key in self._lists_asked:
+            return
+        if self._background.start("tag list", f"{host}/{repository}", quietly):
+            self._lists_asked[key] = None
 
     async def tag_digest(self, host: str, repository: str, tag: str) -> Digest:
         """The digest ``tag`` points at; when it must be asked, the tags after it in the

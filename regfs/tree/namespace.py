@@ -160,7 +160,7 @@ class RepositoryDir(Directory):
         full = self._join(name)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
-        tag = await self._tag(name)
+        tag = await self._tag(name, self.path in repositories or not from_catalog)
         if isinstance(tag, TagLink):
             return tag
         refusal = tag
@@ -180,34 +180,51 @@ class RepositoryDir(Directory):
             raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
         raise NotFound(f"{where}: no repository or tag {name!r}")
 
-    async def _tag(self, name: str) -> TagLink | AccessDenied | None:
-        """The tag ``name`` if it is one, the registry's refusal to say, or None."""
+    async def _tag(self, name: str, may_have_tags: bool) -> TagLink | AccessDenied | None:
+        """The tag ``name`` if it is one, the registry's refusal to say, or None;
+        ``may_have_tags``: the catalog names this path, or there is no catalog."""
         if not (self.path and is_tag(name)):
             return None
         try:
-            if await self._has_tag(name):
+            if await self._has_tag(name, may_have_tags):
                 return TagLink(self.context, self.host, self.path, name)
         except AccessDenied as error:
             return error
         return None
 
-    async def _has_tag(self, tag: str) -> bool:
+    async def _has_tag(self, tag: str, may_have_tags: bool) -> bool:
         """True if ``tag`` exists: in a tag list read within the TTL, or else by a HEAD of
         the tag (pushed since the list was read, or no list at hand: the list is then read
         in the background, not waited for: one round trip for ``chroot REPO/TAG/rootfs``,
         not two, and a list of many pages does not hold the lookup up); AccessDenied if
         the registry will not say. Some registries let you pull what they will not list
-        (ECR policies): the HEAD answers either way."""
+        (ECR policies): the HEAD answers either way.
+
+        A path the catalog does not name is most likely a prefix: its tag list, one
+        request, says so at once ("name unknown"), as before a HEAD. With the registry
+        away, a kept tag list answers where no answer for the tag itself was kept.
+        """
         metadata = self.context.metadata
         listed = metadata.listed_tags(self.host, self.path)
-        if listed is None:
+        if listed is None and not may_have_tags:
+            try:
+                listed = await metadata.tags(self.host, self.path)
+            except NotFound:
+                return False  # no such repository, so no such tag
+            except AccessDenied:
+                pass
+        elif listed is None:
             metadata.list_tags_later(self.host, self.path)
-        elif tag in listed:
+        if listed is not None and tag in listed:
             return True
         try:
             await metadata.tag_digest(self.host, self.path, tag)
         except NotFound:
-            return False  # no such tag, or no such repository
+            return False
+        except Unavailable:
+            if listed is not None:
+                raise
+            return tag in await metadata.tags(self.host, self.path)  # kept, if any
         return True
 
     async def _in_catalog_again(self, name: str) -> bool:

@@ -215,7 +215,8 @@ async def test_a_request_s_registry_calls_share_its_timeout(
     autojump_clock: trio.abc.Clock, registry: MemoryRegistry, tmp_path: Path
 ) -> None:
     """``--timeout 3`` and a registry that takes 2 s per answer: a lookup of a missing
-    name, which asks the catalog and then the manifest, fails after 3 s in all."""
+    name, which asks for the tag and then whether ``slow/2`` is a repository, fails after
+    3 s in all."""
     registry.push("slow", "1", [LAYER])
     registry.delay = 2
     kernel = Kernel(registry, tmp_path, request_timeout=3)
@@ -223,6 +224,7 @@ async def test_a_request_s_registry_calls_share_its_timeout(
         start = trio.current_time()
         assert await errno_of(lambda: kernel.lookup(f"{HOST}/slow/2")) == errno.EIO
         assert trio.current_time() - start == pytest.approx(3)
-        assert registry.requests["GET catalog"] == registry.requests["HEAD manifests slow 2"] == 1
+        assert registry.requests["HEAD manifests slow 2"] == 1
+        assert registry.requests["GET tags slow/2 list"] == 1
     finally:
         kernel.close()

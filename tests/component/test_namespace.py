@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -112,6 +113,17 @@ async def test_missing_names_ask_for_the_catalog_again_at_most_once_per_interval
     assert 1 + 5 <= registry.requests["catalog"] <= 1 + 10
 
 
+def with_background(
+    handle: Callable[[httpx.Request], Awaitable[httpx.Response]], cache_dir: Path
+) -> TreeContext:
+    """A tree whose metadata reads tag lists behind lookups, as a mount's does."""
+    client = RegistryClient(ClientConfig(timeout=30), transport=StreamingTransport(handle))
+    layers = LayerStore(client, cache_dir, 1 << 20)
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest,
+                                layers.answers, background=layers.background)  # fmt: skip
+    return TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
+
+
 async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
@@ -133,13 +145,10 @@ async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
             return httpx.Response(200, headers={"Docker-Content-Digest": digest})
         return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
 
-    client = RegistryClient(ClientConfig(timeout=30), transport=StreamingTransport(handle))
-    layers = LayerStore(client, tmp_path, 1 << 20)
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest,
-                                layers.answers, background=layers.background)  # fmt: skip
-    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
+    context = with_background(handle, tmp_path)
+    metadata = context.metadata
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(layers.background.run)
+        nursery.start_soon(context.layers.background.run)
         await trio.sleep(0.1)
         start = trio.current_time()
         tag = await RepositoryDir(context, HOST, "app").lookup("1")
@@ -150,7 +159,47 @@ async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
             await RepositoryDir(context, HOST, "app").lookup("3")
         assert metadata.listed_tags(HOST, "app") is None
         await trio.sleep(11)  # the list's 10 s, counted from when it was asked
-        assert metadata.listed_tags(HOST, "app") == {"1", "2"}
+        assert metadata.listed_tags(HOST, "app") == frozenset({"1", "2"})
         assert asked.count(("GET", "/v2/app/tags/list")) == 1  # one flight for both lookups
         assert asked.count(("HEAD", "/v2/app/manifests/1")) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_below_a_prefix_the_catalog_names_a_missing_name_costs_no_head(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """``team`` leads to ``team/app`` but is no repository: its tag list says so in one
+    request ("name unknown"), so ``team/x`` is looked for as a tag without a HEAD."""
+    registry = ChangingRegistry("team/app")
+    host = host_dir(registry, tmp_path)
+    team = await host.lookup("team")
+    assert isinstance(team, RepositoryDir)
+    with pytest.raises(NotFound):
+        await team.lookup("x")
+    assert registry.requests["other"] == 0  # no manifest HEAD
+    assert registry.requests["tags"] == 2  # team (not a repository), team/x (none either)
+
+
+async def test_a_refused_tag_list_is_not_asked_again_at_each_lookup(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """ECR policies let you pull what they will not list: each tag answers its HEAD, and
+    the list behind the lookups is asked once per TTL, not once per tag."""
+    asked: Counter[str] = Counter()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked[f"{request.method} {request.url.path}"] += 1
+        if request.url.path == "/v2/_catalog" or request.url.path.endswith("/tags/list"):
+            return httpx.Response(403, json={"errors": [{"code": "DENIED"}]})
+        return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "cd" * 32})
+
+    context = with_background(handle, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(context.layers.background.run)
+        for tag in ("1", "2", "3"):
+            await trio.sleep(1)
+            assert isinstance(await RepositoryDir(context, HOST, "app").lookup(tag), TagLink)
+        await trio.sleep(1)
+        assert asked["GET /v2/app/tags/list"] == 1
+        assert asked["HEAD /v2/app/manifests/3"] == 1
         nursery.cancel_scope.cancel()

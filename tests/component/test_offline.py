@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import stat
 from contextlib import closing
 from pathlib import Path
 
@@ -140,3 +141,21 @@ async def test_a_kept_manifest_is_confirmed_with_a_head_not_fetched_again(
         await read_everything(second, image)
         assert registry.requests[f"GET manifests app {digest}"] == 1
         assert registry.requests[f"HEAD manifests app {digest}"] == 1
+
+
+async def test_a_kept_tag_list_still_leads_to_its_tags_with_no_target_kept(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, image: str, tmp_path: Path
+) -> None:
+    """The first mount listed the repository but never followed the tag: with the
+    registry down, the tag is still a link (the kept list says so), as ``ls`` shows it;
+    only its target, never asked, is EIO."""
+    first = Kernel(registry, tmp_path)
+    try:
+        assert await first.listdir(f"{HOST}/app") == [b"1"]
+    finally:
+        first.close()
+    registry.down = True
+    with closing(Kernel(registry, tmp_path, request_timeout=5)) as second:
+        attributes = await second.lookup(f"{HOST}/app/1")
+        assert stat.S_ISLNK(attributes.st_mode)
+        assert await errno_of(lambda: second.readlink(f"{HOST}/app/1")) == errno.EIO

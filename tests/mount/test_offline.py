@@ -141,6 +141,29 @@ def test_a_remount_with_the_registry_stopped_serves_what_was_read(
         second.close()
 
 
+def test_a_tag_followed_by_path_alone_keeps_its_repository_s_listing(
+    tmp_path: Path, outage: Outage, registry_back: Registry
+) -> None:
+    """The first mount never lists the repository: it reads a file through ``REPO/TAG``,
+    which asks for the tag alone and reads the tag list behind it. That list is kept all
+    the same: with the registry gone, ``ls REPO`` shows the tag."""
+    host = outage.host
+    first = mount_on(tmp_path / "cache", tmp_path / "first")
+    try:
+        assert (first / host / "offline/gzip/1/rootfs/etc/motd").read_bytes() == MOTD
+        time.sleep(0.2)  # the list, asked with the tag, came long before the layer
+    finally:
+        first.close()
+    registry_back.kill()
+    second = mount_on(tmp_path / "cache", tmp_path / "second")
+    second.allow_log(*UNREACHABLE)
+    try:
+        assert os.listdir(second / host / "offline/gzip") == ["1"]
+        assert (second / host / "offline/gzip/1/rootfs/etc/motd").read_bytes() == MOTD
+    finally:
+        second.close()
+
+
 def test_the_registry_back_brings_fresh_answers_and_a_moved_tag(
     tmp_path: Path, outage: Outage, registry_back: Registry
 ) -> None:

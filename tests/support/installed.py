@@ -4,7 +4,7 @@ The mount tests run this installation, never the editable tree, so a file the wh
 lacks (package data, a module left out of the package list) fails them as it would fail
 a user. The wheel is built from a copy of just what the sdist holds, so stale build
 output in the work tree cannot leak into it. pyfuse3 is the build with regfs's
-kernel-caching patch, as ``scripts/install.sh`` installs it, or the stock one from the
+patches, as ``scripts/install.sh`` installs it, or the stock one from the
 package index, as a plain ``pip install regfs`` gets it.
 """
 
