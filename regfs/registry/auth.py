@@ -125,6 +125,10 @@ class RegistryAuth(httpx.Auth):
         self._tokens = tokens or TokenCache()
         self._schemes: dict[str, Challenge] = {}
         """The challenge each host answered last: which Authorization to send up front."""
+        self._fetching: dict[tuple[str, str], trio.Lock] = {}
+        """(host, scope) whose token is being fetched: requests sent at once for a scope
+        (a tag's HEAD and its tag list, ``ls -l``'s links) all get a 401 the first time,
+        and take the one token the first of them fetches."""
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -154,13 +158,23 @@ class RegistryAuth(httpx.Auth):
             realm = httpx.URL(str(bearer.realm))
             if credentials is not None and not may_send_credentials(realm, request.url):
                 credentials = None  # withheld: the realm is another host over plain http
-            request_for_token = self._token_request(bearer, asked_scope, credentials)
-            if SPONSOR in request.extensions:
-                request_for_token.extensions[SPONSOR] = request.extensions[SPONSOR]
-            token_response, body = await self._exchange(request_for_token)
-            token = _read_token(token_response, body, bearer, host, credentials)
-            self._tokens.put(host, scope, token)
-            request.headers["Authorization"] = f"Bearer {token.value}"
+            sent = request.headers.get("Authorization")
+            lock = self._fetching.setdefault((host, scope), trio.Lock())
+            try:
+                async with lock:
+                    value = self._tokens.get(host, scope)
+                    if value is None or f"Bearer {value}" == sent:  # none newer than sent
+                        request_for_token = self._token_request(bearer, asked_scope, credentials)
+                        if SPONSOR in request.extensions:
+                            request_for_token.extensions[SPONSOR] = request.extensions[SPONSOR]
+                        token_response, body = await self._exchange(request_for_token)
+                        token = _read_token(token_response, body, bearer, host, credentials)
+                        self._tokens.put(host, scope, token)
+                        value = token.value
+            finally:
+                if not lock.locked() and not lock.statistics().tasks_waiting:
+                    self._fetching.pop((host, scope), None)
+            request.headers["Authorization"] = f"Bearer {value}"
             request.extensions[CREDENTIALS_SOURCE] = _source(credentials)
             yield request
         elif basic is not None and credentials is not None and credentials.username:

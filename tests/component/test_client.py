@@ -179,6 +179,27 @@ async def test_bearer_tokens_are_fetched_once_and_reused(autojump_clock: trio.ab
     assert "Authorization" not in token_requests[0].headers  # anonymous
 
 
+async def test_requests_sent_at_once_for_a_scope_share_one_token(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A tag's HEAD and its tag list, or ``ls -l``'s links, go out together and all get
+    a 401 the first time: the first fetches the token, the others take it."""
+    token_requests: list[httpx.Request] = []
+    registry = bearer_registry(token_requests)
+
+    async def a_round_trip_away(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(0.03)
+        return await registry(request)
+
+    client = client_for(a_round_trip_away)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(client.list_tags, HOST, "a")
+    assert len(token_requests) == 1
+    assert await client.list_tags(HOST, "a") == ["1"]
+    assert len(token_requests) == 1
+
+
 async def test_a_token_that_does_not_help_is_access_denied(autojump_clock: trio.abc.Clock) -> None:
     client = client_for(bearer_registry([], grant=False))
     with pytest.raises(AccessDenied, match="HTTP 401"):
