@@ -64,6 +64,10 @@ class LastAnswers:
         self._kept.save(question, answer)
         return answer
 
+    def kept(self, question: Question) -> bool:
+        """True if an answer to ``question`` is kept that an outage would show."""
+        return self._usable(question) is not None
+
     def _usable(self, question: Question) -> KeptAnswer | None:
         if not self._policy.allowed:
             return None

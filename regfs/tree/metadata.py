@@ -237,7 +237,9 @@ class RegistryMetadata:
         that tag alone and does not wait for a list (maybe many pages), but the list is
         wanted all the same, by the next ``ls`` and, kept, for when the registry is away.
         A few at a time, each at most once per TTL; a failure is the next listing's to
-        report."""
+        report. Not when a list is kept already: the next ``ls`` reads it anew, as before,
+        and a read no one waits for never serves a kept answer, which would mark the host
+        unreachable after ``--timeout``'s patience and warn of it."""
 
         async def quietly() -> None:
             try:
@@ -248,6 +250,8 @@ class RegistryMetadata:
 
         key = (host, repository)
         if self._background is None or key in self._lists_asked:
+            return
+        if self.last_answers.kept(tags_question(host, repository)):
             return
         if self._background.start("tag list", f"{host}/{repository}", quietly):
             self._lists_asked[key] = None

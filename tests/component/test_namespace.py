@@ -203,3 +203,31 @@ async def test_a_refused_tag_list_is_not_asked_again_at_each_lookup(
         assert asked["GET /v2/app/tags/list"] == 1
         assert asked["HEAD /v2/app/manifests/3"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tag_list_kept_from_before_is_not_read_behind_a_lookup(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    """A list an earlier mount kept already serves an outage; a read behind a lookup, which
+    no one waits for, would only risk finding the registry slow and calling it away."""
+    asked: Counter[str] = Counter()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked[f"{request.method} {request.url.path}"] += 1
+        if request.url.path == "/v2/_catalog":
+            return httpx.Response(200, json={"repositories": ["app"]})
+        if request.url.path == "/v2/app/tags/list":
+            return httpx.Response(200, json={"name": "app", "tags": ["1"]})
+        return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "ef" * 32})
+
+    first = with_background(handle, tmp_path)
+    assert [name for name, _ in await RepositoryDir(first, HOST, "app").entries()] == ["1"]
+    second = with_background(handle, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second.layers.background.run)
+        await trio.sleep(1)
+        assert isinstance(await RepositoryDir(second, HOST, "app").lookup("1"), TagLink)
+        await trio.sleep(1)
+        assert asked["GET /v2/app/tags/list"] == 1  # the first mount's, kept
+        assert asked["HEAD /v2/app/manifests/1"] == 1
+        nursery.cancel_scope.cancel()
