@@ -31,6 +31,7 @@ from regfs.domain.errors import RegfsError
 from regfs.layers.background import BackgroundWork
 from regfs.layers.formats.estargz_head import LOOKED_AT, marks_files
 from regfs.layers.layer_ref import LayerRef
+from regfs.registry.bodies import Consumer
 from regfs.registry.retry_policy import Progress
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ SLOW_WINDOW = 5.0
 """Once told how far to go, a stream bringing less than ``MIN_PROGRESS`` bytes in this many
 seconds ends (its waiters fetch for themselves)."""
 
-Consume = Callable[[bytes], Awaitable[bool]]
-Stream = Callable[[LayerRef, tuple[int, int], Consume], Awaitable[None]]
+Stream = Callable[[LayerRef, tuple[int, int], Consumer], Awaitable[None]]
 """``stream(layer, (start, end), consume)``: the blob's bytes fed to ``consume`` as they
 come, until it returns False (``RegistryClient.stream_blob_range``)."""
 
@@ -106,7 +106,7 @@ class EarlyBytes:
         self._base, self._data, self._taken = 0, bytearray(), []
         self._wake()
 
-    async def run(self, stream: Callable[[tuple[int, int], Consume], Awaitable[None]]) -> None:
+    async def run(self, stream: Callable[[tuple[int, int], Consumer], Awaitable[None]]) -> None:
         """Feed the stream from the blob's start; a failure ends it (those waiting fetch
         what it did not bring)."""
         try:

@@ -24,7 +24,7 @@ import trio
 from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import Unavailable
 from regfs.layers.background import BackgroundWork
-from regfs.layers.early_bytes import Consume, EarlyStreams
+from regfs.layers.early_bytes import EarlyStreams
 from regfs.layers.formats.start_files import files_in
 from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex
@@ -42,6 +42,7 @@ from regfs.layers.readers import (
 )
 from regfs.layers.streams import Priority, Streams
 from regfs.layers.walks import WALK_FILES, Walks
+from regfs.registry.bodies import Consumer
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class LayerReads:
         return fetch
 
     async def _stream(
-        self, layer: LayerRef, span: tuple[int, int], consume: Consume
+        self, layer: LayerRef, span: tuple[int, int], consume: Consumer
     ) -> None:  # fmt: skip
         async def counted(data: bytes) -> bool:
             self._received(layer, len(data))

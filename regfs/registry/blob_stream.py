@@ -11,10 +11,9 @@ bytes not yet fed, from where the last one stopped.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 
 from regfs.domain.digest import Digest
-from regfs.registry.bodies import consume_range
+from regfs.registry.bodies import Consumer, consume_range
 from regfs.registry.http import HttpSession
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.retry_policy import Deadline
@@ -28,7 +27,7 @@ async def stream_range(
     digest: Digest,
     *,
     span: tuple[int, int],
-    consume: Callable[[bytes], Awaitable[bool]],
+    consume: Consumer,
     urls: tuple[str, ...],
 ) -> None:
     """Feed bytes ``span`` (``[start, end)``) of the blob to ``consume`` until it returns

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -32,7 +31,7 @@ from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.addresses import allowed_hosts
 from regfs.registry.blob_stream import stream_range
-from regfs.registry.bodies import consume_raw
+from regfs.registry.bodies import Consumer, consume_raw
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.guard import Resolve, resolve
@@ -362,7 +361,7 @@ class RegistryClient:
 
     async def stream_blob_range(
         self, host: str, repository: str, digest: Digest, span: tuple[int, int],
-        consume: Callable[[bytes], Awaitable[bool]], *, urls: tuple[str, ...] = (),
+        consume: Consumer, *, urls: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         """Feed bytes ``span`` (``[start, end)``) of a blob to ``consume`` as they arrive,
         until it returns False (``registry/blob_stream.py``); the caller verifies them."""
