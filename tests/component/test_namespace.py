@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
 from regfs.tree.metadata import CATALOG_RECHECK_INTERVAL, MetadataLimits, RegistryMetadata
 from regfs.tree.namespace import RepositoryDir, TagLink
-from tests.support.fake_transport import StreamingTransport
+from tests.support.fake_transport import Handler, StreamingTransport
 
 HOST = "127.0.0.1:5000"
 TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
@@ -51,12 +50,18 @@ class ChangingRegistry:
         return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN"}]})
 
 
-def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
-    client = RegistryClient(ClientConfig(timeout=5), transport=StreamingTransport(registry.handle))
+def tree(handle: Handler, cache_dir: Path, *, timeout: float, background: bool) -> TreeContext:
+    """A tree on the registry ``handle`` answers for; with ``background``, its metadata
+    reads tag lists behind lookups, as a mount's does (its ``background.run`` running)."""
+    client = RegistryClient(ClientConfig(timeout=timeout), transport=StreamingTransport(handle))
     layers = LayerStore(client, cache_dir, 1 << 20)
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
-    context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
-    return RepositoryDir(context, HOST, "")
+    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers,
+                                background=layers.background if background else None)  # fmt: skip
+    return TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
+
+
+def host_dir(registry: ChangingRegistry, cache_dir: Path) -> RepositoryDir:
+    return RepositoryDir(tree(registry.handle, cache_dir, timeout=5, background=False), HOST, "")
 
 
 async def names(directory: RepositoryDir) -> list[str]:
@@ -113,17 +118,6 @@ async def test_missing_names_ask_for_the_catalog_again_at_most_once_per_interval
     assert 1 + 5 <= registry.requests["catalog"] <= 1 + 10
 
 
-def with_background(
-    handle: Callable[[httpx.Request], Awaitable[httpx.Response]], cache_dir: Path
-) -> TreeContext:
-    """A tree whose metadata reads tag lists behind lookups, as a mount's does."""
-    client = RegistryClient(ClientConfig(timeout=30), transport=StreamingTransport(handle))
-    layers = LayerStore(client, cache_dir, 1 << 20)
-    metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest,
-                                layers.answers, background=layers.background)  # fmt: skip
-    return TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
-
-
 async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
@@ -145,7 +139,7 @@ async def test_a_tag_is_asked_for_by_itself_and_its_list_read_behind_it(
             return httpx.Response(200, headers={"Docker-Content-Digest": digest})
         return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
 
-    context = with_background(handle, tmp_path)
+    context = tree(handle, tmp_path, timeout=30, background=True)
     metadata = context.metadata
     async with trio.open_nursery() as nursery:
         nursery.start_soon(context.layers.background.run)
@@ -193,7 +187,7 @@ async def test_a_refused_tag_list_is_not_asked_again_at_each_lookup(
             return httpx.Response(403, json={"errors": [{"code": "DENIED"}]})
         return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "cd" * 32})
 
-    context = with_background(handle, tmp_path)
+    context = tree(handle, tmp_path, timeout=30, background=True)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(context.layers.background.run)
         for tag in ("1", "2", "3"):
@@ -220,9 +214,9 @@ async def test_a_tag_list_kept_from_before_is_not_read_behind_a_lookup(
             return httpx.Response(200, json={"name": "app", "tags": ["1"]})
         return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "ef" * 32})
 
-    first = with_background(handle, tmp_path)
+    first = tree(handle, tmp_path, timeout=30, background=True)
     assert [name for name, _ in await RepositoryDir(first, HOST, "app").entries()] == ["1"]
-    second = with_background(handle, tmp_path)
+    second = tree(handle, tmp_path, timeout=30, background=True)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(second.layers.background.run)
         await trio.sleep(1)
