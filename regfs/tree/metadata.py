@@ -249,12 +249,12 @@ class RegistryMetadata:
                 log.debug("%s/%s: tag list not read: %s", host, repository, error)
 
         key = (host, repository)
-        if self._background is None or key in self._lists_asked:
+        background = self._background
+        if background is None or not background.running or key in self._lists_asked:
             return
-        if self.last_answers.kept(tags_question(host, repository)):
-            return
-        if self._background.start("tag list", f"{host}/{repository}", quietly):
-            self._lists_asked[key] = None
+        self._lists_asked[key] = None  # the kept list's file, too, is looked for once
+        if not self.last_answers.kept(tags_question(host, repository)):
+            background.start("tag list", f"{host}/{repository}", quietly)
 
     async def tag_digest(self, host: str, repository: str, tag: str) -> Digest:
         """The digest ``tag`` points at; when it must be asked, the tags after it in the
