@@ -7,6 +7,7 @@ Application layer.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -111,6 +112,21 @@ def command_setup(
     return client_config(args), credentials
 
 
+GC_THRESHOLDS = (10_000, 20, 20)
+"""Allocations between collections of the youngest generation, and collections of each
+generation between collections of the next (Python's default: 700, 10, 10). Indexing a
+layer makes a few objects per file, each kept: at the default, a Debian layer's zTOC
+(8 743 files) took 0.13-0.17 s to index instead of 0.09 s, its time spent walking those
+objects again and again."""
+
+
+def tune_garbage_collection() -> None:
+    """Collect less often, and never walk what exists now (modules, classes, the config):
+    for a process about to index layers, once what it needs to start is made."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+
+
 def with_client(
     config: ClientConfig,
     credentials: DockerCredentials,
@@ -123,6 +139,7 @@ def with_client(
         from regfs.registry.client import RegistryClient
 
         client = RegistryClient(config, credentials)
+        tune_garbage_collection()
         try:
             return await work(client)
         finally:

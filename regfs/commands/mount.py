@@ -89,6 +89,7 @@ def serve(
         log.info("registries.conf: %s", ", ".join(config.registries.sources))
     ready()
     sys.setswitchinterval(SWITCH_INTERVAL)
+    common.tune_garbage_collection()
     clean = False
     try:
         trio.run(_main_loop, services, operations)

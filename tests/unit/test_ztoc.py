@@ -35,9 +35,10 @@ from regfs.domain.soci import (
     with_referrer,
     ztocs_by_layer,
 )
-from regfs.layers.formats.flatbuffer import Table
+from regfs.layers.formats.flatbuffer import Row, Table
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.ztoc import (
+    _FILE_COLUMNS,
     WINDOW_SIZE,
     Checkpoint,
     Span,
@@ -152,6 +153,51 @@ def test_a_damaged_ztoc_parses_or_is_malformed(data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(encoded)))
     with contextlib.suppress(MalformedContent):
         parse_ztoc(bytes(encoded[:cut]))
+
+
+def _rows_or_malformed(data: bytes, by_field: bool) -> list[Row] | str:
+    """The zTOC's file rows as ``parse_ztoc`` reads them (or read field by field), or
+    "malformed"."""
+    try:
+        toc = Table.root(data, budget=1 << 20).table(4)
+        if toc is None:
+            return "malformed"
+        if by_field:
+            return [file._row_by_field(_FILE_COLUMNS) for file in toc.tables(0)]
+        return list(toc.rows(0, _FILE_COLUMNS))
+    except MalformedContent:
+        return "malformed"
+
+
+def _plain(rows: list[Row] | str) -> object:
+    if isinstance(rows, str):
+        return rows
+    return [(row.blobs, row.scalars,
+             [[(pair.blob(0), pair.blob(1)) for pair in pairs] for pairs in row.tables])
+            for row in rows]  # fmt: skip
+
+
+_ROWS_ZTOC = encode_ztoc(ztoc_of(
+    (FILE, FILE._replace(name=b"etc", type="dir", pax=()), FILE._replace(pax=()))
+))  # fmt: skip
+
+
+def test_rows_read_at_once_are_the_fields_read_one_by_one_at_every_cut() -> None:
+    """A zTOC cut anywhere: both ways give the same fields, or both refuse it."""
+    for cut in range(len(_ROWS_ZTOC) + 1):
+        damaged = _ROWS_ZTOC[:cut]
+        at_once, by_field = _rows_or_malformed(damaged, False), _rows_or_malformed(damaged, True)
+        assert _plain(at_once) == _plain(by_field), cut
+
+
+@given(st.data())
+def test_rows_read_at_once_are_the_fields_read_one_by_one(data: st.DataObject) -> None:
+    """On a damaged zTOC too: both give the same fields, or both refuse it."""
+    encoded = bytearray(_ROWS_ZTOC)
+    for _ in range(data.draw(st.integers(1, 4))):
+        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
+    damaged = bytes(encoded)
+    assert _plain(_rows_or_malformed(damaged, False)) == _plain(_rows_or_malformed(damaged, True))
 
 
 def test_a_vector_claiming_more_than_the_buffer_is_malformed() -> None:

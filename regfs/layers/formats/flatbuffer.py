@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from regfs.domain.errors import MalformedContent
 
@@ -65,7 +66,7 @@ class Table:
         slots = self._slots
         if field_id >= len(slots) or not (offset := slots[field_id]):
             return default
-        layout_struct = _STRUCTS.get(layout) or _STRUCTS.setdefault(layout, struct.Struct(layout))
+        layout_struct = _struct(layout)
         try:
             value: int = layout_struct.unpack_from(self._buffer, self._position + offset)[0]
         except struct.error:
@@ -98,6 +99,72 @@ class Table:
     def tables(self, field_id: int) -> Iterator[Table]:
         for element in self._offsets(field_id):
             yield Table(self._buffer, element, self._shared)
+
+    def rows(self, field_id: int, columns: Columns) -> Iterator[Row]:
+        """The tables of the vector at ``field_id``, each as the fields ``columns`` names:
+        what ``blob``, ``scalar`` (default 0) and ``tables`` give one field at a time, read
+        with one lookup of each vtable's slots and no call per field. A zTOC's 8 743 file
+        tables took 60 ms one call per field, and 35 ms here. A table whose fields do not
+        all lie within the buffer is read again field by field, to say which is out."""
+        buffer, shared = self._buffer, self._shared
+        plans: dict[int, _Plan] = {}
+        for position in self._offsets(field_id):
+            vtable = position - _read(buffer, _SOFFSET, position)
+            plan = plans.get(vtable)
+            if plan is None:
+                plan = _Plan.of(Table(buffer, position, shared)._slots, columns)
+                if len(plans) < KEPT_VTABLES:
+                    plans[vtable] = plan
+            try:
+                row, copied = self._row(position, plan)
+            except struct.error:
+                yield self._at(position)._row_by_field(columns)
+                continue
+            shared.budget -= copied
+            if shared.budget < 0:
+                raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
+            yield row
+
+    def _row(self, position: int, plan: _Plan) -> tuple[Row, int]:
+        """The fields ``plan`` places of the table at ``position``, and the bytes copied
+        out for them; struct.error if one lies outside the buffer."""
+        buffer = self._buffer
+        unpack_offset = _UOFFSET.unpack_from
+        blobs = []
+        copied = 0
+        for offset in plan.blobs:
+            if offset:
+                at = position + offset
+                start = at + unpack_offset(buffer, at)[0] + 4
+                end = start + unpack_offset(buffer, start - 4)[0]
+                blob = buffer[start:end]
+                if len(blob) != end - start:
+                    raise struct.error("a vector past the buffer's end")
+                blobs.append(blob)
+                copied += end - start + 4
+            else:
+                blobs.append(b"")
+        scalars = []
+        for offset, layout in plan.scalars:
+            scalars.append(layout.unpack_from(buffer, position + offset)[0] if offset else 0)
+        tables: list[tuple[Table, ...]] = []
+        for table_id, offset in plan.tables:
+            at = position + offset
+            if offset and unpack_offset(buffer, at + unpack_offset(buffer, at)[0])[0]:
+                tables.append(tuple(self._at(position).tables(table_id)))
+            else:
+                tables.append(())  # absent or empty: most files have no PAX records
+        return Row(blobs, scalars, tables), copied
+
+    def _row_by_field(self, columns: Columns) -> Row:
+        return Row(
+            [self.blob(field_id) for field_id in columns.blobs],
+            [self.scalar(field_id, layout) for field_id, layout in columns.scalars],
+            [tuple(self.tables(field_id)) for field_id in columns.tables],
+        )
+
+    def _at(self, position: int) -> Table:
+        return Table(self._buffer, position, self._shared)
 
     def strings(self, field_id: int) -> Iterator[bytes]:
         for element in self._offsets(field_id):
@@ -133,6 +200,42 @@ class Table:
             yield element + _read(self._buffer, _UOFFSET, element)
 
 
+class Columns(NamedTuple):
+    """The fields ``Table.rows`` reads of each table, by field id: strings or ``[ubyte]``
+    vectors, scalars (with their ``struct`` layouts), and vectors of tables."""
+
+    blobs: tuple[int, ...]
+    scalars: tuple[tuple[int, str], ...]
+    tables: tuple[int, ...] = ()
+
+
+class Row(NamedTuple):
+    """One table's fields, in the order its ``Columns`` names them."""
+
+    blobs: list[bytes]
+    scalars: list[int]
+    tables: list[tuple[Table, ...]]
+
+
+class _Plan(NamedTuple):
+    """Where the fields of ``Columns`` lie in a table of one vtable (0: absent)."""
+
+    blobs: tuple[int, ...]
+    scalars: tuple[tuple[int, struct.Struct], ...]
+    tables: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, slots: tuple[int, ...], columns: Columns) -> _Plan:
+        def slot(field_id: int) -> int:
+            return slots[field_id] if field_id < len(slots) else 0
+
+        return cls(
+            tuple(slot(field_id) for field_id in columns.blobs),
+            tuple((slot(field_id), _struct(layout)) for field_id, layout in columns.scalars),
+            tuple((field_id, slot(field_id)) for field_id in columns.tables),
+        )
+
+
 class _Shared:
     """What every table of one buffer shares: the bytes left to copy out, and the slots of
     the vtables read, a few small ones (a hostile buffer may give each of thousands of
@@ -156,6 +259,10 @@ KEPT_VTABLES = 256
 
 _STRUCTS: dict[str, struct.Struct] = {}
 """Scalar layouts by their ``struct`` notation, made when first read."""
+
+
+def _struct(layout: str) -> struct.Struct:
+    return _STRUCTS.get(layout) or _STRUCTS.setdefault(layout, struct.Struct(layout))
 
 
 def _read(buffer: bytes, layout: struct.Struct, position: int) -> int:

