@@ -38,7 +38,7 @@ from regfs.domain.soci import (
 from regfs.layers.formats.flatbuffer import Row, Table
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.ztoc import (
-    _FILE_COLUMNS,
+    FILE_COLUMNS,
     WINDOW_SIZE,
     Checkpoint,
     Span,
@@ -163,8 +163,11 @@ def _rows_or_malformed(data: bytes, by_field: bool) -> list[Row] | str:
         if toc is None:
             return "malformed"
         if by_field:
-            return [file._row_by_field(_FILE_COLUMNS) for file in toc.tables(0)]
-        return list(toc.rows(0, _FILE_COLUMNS))
+            return [Row([file.blob(field) for field in FILE_COLUMNS.blobs],
+                        [file.scalar(field, layout) for field, layout in FILE_COLUMNS.scalars],
+                        [tuple(file.tables(field)) for field in FILE_COLUMNS.tables])
+                    for file in toc.tables(0)]  # fmt: skip
+        return list(toc.rows(0, FILE_COLUMNS))
     except MalformedContent:
         return "malformed"
 

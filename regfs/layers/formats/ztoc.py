@@ -109,7 +109,7 @@ def parse_ztoc(data: bytes) -> Ztoc:
     if toc is None or info is None:
         raise MalformedContent("zTOC without a TOC or compression info")
     files: list[ZtocFile] = []
-    for row in toc.rows(0, _FILE_COLUMNS):
+    for row in toc.rows(0, FILE_COLUMNS):
         if len(files) == MAX_FILES:
             raise MalformedContent(f"zTOC lists more than {MAX_FILES} files")
         files.append(_file(row))
@@ -139,7 +139,7 @@ def _root(data: bytes, budget: int) -> Table:
     return Table.root(data, budget=budget)
 
 
-_FILE_COLUMNS = Columns(
+FILE_COLUMNS = Columns(
     blobs=(0, 1, 4, 8, 9, 10),
     scalars=((2, "<q"), (3, "<q"), (5, "<q"), (6, "<I"), (7, "<I"), (11, "<q"), (12, "<q")),
     tables=(13,),
