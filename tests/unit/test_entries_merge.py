@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,6 +101,25 @@ def test_hard_links_share_an_inode_and_count_names() -> None:
     assert tree["b"].link == tree["a"].id == tree["c"].link
     assert tree["a"].nlink == 3 and tree["b"].data_offset == 512
     assert "x" not in tree and len(warnings) == 1
+
+
+@pytest.mark.parametrize("itself", ["a", "b"])
+def test_a_name_hard_linked_to_itself_changes_nothing(itself: str) -> None:
+    """As ``tar -x`` leaves it, whether it is its inode's first name or its last."""
+    linked = (member("a", offset=512), member("b", "1", link="a"))
+    tree, warnings = build(*linked, member(itself, "1", link=itself))
+    assert (tree, warnings) == build(*linked)
+
+
+def test_a_tree_is_freed_when_dropped_not_left_for_the_garbage_collector() -> None:
+    """No node or inode is part of a reference cycle: a layer's tree of 100 000 names
+    would otherwise outlive its index until the collector's rarest pass."""
+    gc.collect()
+    tree, _ = build(*(member(f"d{n % 3}/f{n}") for n in range(50)), member("l", "1", link="d0/f0"),
+                    member("d1", "5"), member("d2/.wh.f2"), member("d1/.wh..wh..opq"))  # fmt: skip
+    assert tree["d0/f0"].nlink == 2
+    del tree
+    assert gc.collect() == 0
 
 
 def test_replacing_the_first_name_keeps_the_other_links() -> None:
