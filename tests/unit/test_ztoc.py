@@ -35,7 +35,7 @@ from regfs.domain.soci import (
     with_referrer,
     ztocs_by_layer,
 )
-from regfs.layers.formats.flatbuffer import Row, Table
+from regfs.layers.formats.flatbuffer import Columns, Row, Table
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.formats.ztoc import (
     FILE_COLUMNS,
@@ -214,17 +214,17 @@ def test_a_vector_claiming_more_than_the_buffer_is_malformed() -> None:
         parse_ztoc(bytes(encoded))
 
 
-def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
-    """A small zTOC whose 2 000 files share one 100 KiB name would copy out 200 MB."""
-    builder = flatbuffers.Builder(1 << 20)
-    name = builder.CreateString(b"n" * 100_000)
-    builder.StartObject(14)
-    builder.PrependUOffsetTRelativeSlot(0, name, 0)
-    entry = builder.EndObject()
-    builder.StartVector(4, 2000, 4)
-    for _ in range(2000):
-        builder.PrependUOffsetTRelative(entry)
-    files = builder.EndVector()
+def _offsets_vector(builder: flatbuffers.Builder, target: int, count: int) -> int:
+    """A vector of ``count`` offsets, all to ``target``."""
+    builder.StartVector(4, count, 4)
+    for _ in range(count):
+        builder.PrependUOffsetTRelative(target)
+    return int(builder.EndVector())
+
+
+def _ztoc_of_one_file_many_times(builder: flatbuffers.Builder, entry: int, count: int) -> bytes:
+    """A zTOC whose vector of files holds ``count`` offsets to the file table ``entry``."""
+    files = _offsets_vector(builder, entry, count)
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, files, 0)
     toc = builder.EndObject()
@@ -234,7 +234,16 @@ def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
     builder.PrependUOffsetTRelativeSlot(4, toc, 0)
     builder.PrependUOffsetTRelativeSlot(5, info, 0)
     builder.Finish(builder.EndObject())
-    data = bytes(builder.Output())
+    return bytes(builder.Output())
+
+
+def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
+    """A small zTOC whose 2 000 files share one 100 KiB name would copy out 200 MB."""
+    builder = flatbuffers.Builder(1 << 20)
+    name = builder.CreateString(b"n" * 100_000)
+    builder.StartObject(14)
+    builder.PrependUOffsetTRelativeSlot(0, name, 0)
+    data = _ztoc_of_one_file_many_times(builder, builder.EndObject(), 2000)
     assert len(data) < 200_000
     with pytest.raises(MalformedContent, match="same bytes too often"):
         parse_ztoc(data)
@@ -266,6 +275,57 @@ def test_tables_each_with_a_huge_vtable_of_its_own_hold_no_memory() -> None:
         tracemalloc.stop()
     assert read == tables
     assert peak < 16 << 20, peak
+
+
+def _file_with_pairs(pairs: int, pair_vtable_slots: int) -> bytes:
+    """A root whose field 0 is a vector of one table, whose field 0 is a vector of
+    ``pairs`` tables sharing one vtable of ``pair_vtable_slots`` slots (all absent)."""
+    pairs_vector = 48
+    first_pair = pairs_vector + 4 + 4 * pairs
+    vtable = first_pair + 4 * pairs
+    data = bytearray(vtable + 4 + 2 * pair_vtable_slots)
+    struct.pack_into("<I", data, 0, 16)  # the root table, at 16
+    struct.pack_into("<HHH", data, 8, 6, 0, 4)  # root's and the file's vtable: field 0 at 4
+    struct.pack_into("<iI", data, 16, 16 - 8, 24 - 20)  # root: its vector of files at 24
+    struct.pack_into("<II", data, 24, 1, 40 - 28)  # one file, at 40
+    struct.pack_into("<HHH", data, 32, 6, 0, 4)
+    struct.pack_into("<iI", data, 40, 40 - 32, pairs_vector - 44)
+    struct.pack_into("<I", data, pairs_vector, pairs)
+    for number in range(pairs):
+        element, pair = pairs_vector + 4 + 4 * number, first_pair + 4 * number
+        struct.pack_into("<I", data, element, pair - element)
+        struct.pack_into("<i", data, pair, pair - vtable)
+    struct.pack_into("<HH", data, vtable, 4 + 2 * pair_vtable_slots, 0)
+    return bytes(data)
+
+
+def test_tables_pointing_at_one_huge_vtable_are_read_for_their_fields_alone() -> None:
+    """400 tables share a vtable claiming 32 765 slots, and one row holds them all (a
+    file's PAX pairs): each table reads the slots of the fields there are, not 256 KiB of
+    them (100 MB in all)."""
+    data = _file_with_pairs(400, 32_765)
+    tracemalloc.start()
+    try:
+        (row,) = Table.root(data, budget=1 << 20).rows(0, Columns((), (), (0,)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(row.tables[0]) == 400 and row.tables[0][0].blob(40_000) == b""
+    assert peak < 4 << 20, peak
+
+
+def test_one_vector_read_again_and_again_is_charged_each_time() -> None:
+    """2 000 files pointing at one vector of 2 000 empty tables would make four million
+    tables of a 16 KB buffer; each vector element read costs its four bytes."""
+    builder = flatbuffers.Builder(1 << 16)
+    builder.StartObject(0)
+    pairs = _offsets_vector(builder, builder.EndObject(), 2000)
+    builder.StartObject(14)
+    builder.PrependUOffsetTRelativeSlot(13, pairs, 0)
+    data = _ztoc_of_one_file_many_times(builder, builder.EndObject(), 2000)
+    assert len(data) < 20_000
+    with pytest.raises(MalformedContent, match="same bytes too often"):
+        parse_ztoc(data)
 
 
 def test_checkpoints_of_both_layouts() -> None:

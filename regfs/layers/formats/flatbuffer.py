@@ -23,11 +23,13 @@ _SOFFSET = struct.Struct("<i")
 
 
 class Table:
-    """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …).
+    """A table of ``buffer`` at ``position``; fields are asked for by their id (0, 1, …,
+    below ``MAX_FIELDS``: a field of a higher id reads as absent).
 
-    Offsets may point many times at one string: every byte copied out is charged to a
-    budget shared by all tables of the buffer (``_Shared``), so a small buffer cannot make
-    its reader copy out gigabytes.
+    Offsets may point many times at one string or one vector: every byte copied out and
+    every element of a vector read is charged to a budget shared by all tables of the
+    buffer (``_Shared``), so a small buffer cannot make its reader copy out gigabytes or
+    make millions of tables.
     """
 
     def __init__(self, buffer: bytes, position: int, shared: _Shared | None = None) -> None:
@@ -41,11 +43,14 @@ class Table:
             if vtable_size < 4 or vtable_size % 2:
                 raise MalformedContent(f"flatbuffer: vtable of {vtable_size} bytes")
             _check(buffer, vtable, vtable_size)
-            slots = struct.unpack_from(f"<{vtable_size // 2 - 2}H", buffer, vtable + 4)
+            fields = min(vtable_size // 2 - 2, MAX_FIELDS)
+            slots = struct.unpack_from(f"<{fields}H", buffer, vtable + 4)
             self._shared.keep(vtable, slots)
         self._slots = slots
         """Each field's offset in the table (0: absent), read from the vtable at once (the
-        tables of a vector mostly share one vtable: read once)."""
+        tables of a vector mostly share one vtable: read once), up to ``MAX_FIELDS``: a
+        vtable may claim 32 765 slots, and each table of a thousand pointing at one such
+        vtable took 256 KiB and 130 µs to read them all."""
 
     @classmethod
     def root(cls, buffer: bytes, budget: int) -> Table:
@@ -120,9 +125,7 @@ class Table:
             except struct.error:
                 yield self._at(position)._row_by_field(columns)
                 continue
-            shared.budget -= copied
-            if shared.budget < 0:
-                raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
+            shared.charge(copied)
             yield row
 
     def _row(self, position: int, plan: _Plan) -> tuple[Row, int]:
@@ -182,10 +185,7 @@ class Table:
         if end > len(buffer):
             _check(buffer, start + 4, length)
         data = buffer[start + 4 : end]
-        shared = self._shared
-        shared.budget -= len(data) + 4  # an empty string still costs its element
-        if shared.budget < 0:
-            raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
+        self._shared.charge(len(data) + 4)  # an empty string still costs its length
         return data
 
     def _offsets(self, field_id: int) -> Iterator[int]:
@@ -195,6 +195,7 @@ class Table:
             return
         length = _read(self._buffer, _UOFFSET, start)
         _check(self._buffer, start + 4, 4 * length)
+        self._shared.charge(4 * length)  # many tables may share one vector: each reads it
         for index in range(length):
             element = start + 4 + 4 * index
             yield element + _read(self._buffer, _UOFFSET, element)
@@ -237,9 +238,9 @@ class _Plan(NamedTuple):
 
 
 class _Shared:
-    """What every table of one buffer shares: the bytes left to copy out, and the slots of
-    the vtables read, a few small ones (a hostile buffer may give each of thousands of
-    tables a vtable of its own, each of 32 767 slots: kept, they took 1.3 MB a table)."""
+    """What every table of one buffer shares: the bytes left to copy out and vector
+    elements left to read, and the slots of the first vtables read (a hostile buffer may
+    give each of thousands of tables a vtable of its own)."""
 
     __slots__ = ("budget", "slots")
 
@@ -247,13 +248,19 @@ class _Shared:
         self.budget = budget
         self.slots: dict[int, tuple[int, ...]] = {}
 
+    def charge(self, size: int) -> None:
+        """``size`` more bytes read out of the buffer; refused beyond the budget."""
+        self.budget -= size
+        if self.budget < 0:
+            raise MalformedContent("flatbuffer: its offsets point at the same bytes too often")
+
     def keep(self, vtable: int, slots: tuple[int, ...]) -> None:
-        if len(slots) <= KEPT_VTABLE_SLOTS and len(self.slots) < KEPT_VTABLES:
+        if len(self.slots) < KEPT_VTABLES:
             self.slots[vtable] = slots
 
 
-KEPT_VTABLE_SLOTS = 32
-"""Slots of a vtable kept for the other tables that use it (a zTOC's tables have 14)."""
+MAX_FIELDS = 32
+"""Fields a table is read for (a zTOC's tables have at most 14)."""
 KEPT_VTABLES = 256
 
 
