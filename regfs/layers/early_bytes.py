@@ -22,6 +22,7 @@ layers' prefetches are fetched as before.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -60,8 +61,11 @@ class EarlyBytes:
 
     def __init__(self, size: int) -> None:
         self._data = bytearray()
-        """The bytes from ``_base`` on that arrived (those before were all taken)."""
+        """The bytes from ``_base`` on that arrived (those before were all taken, or are
+        before the first wanted)."""
         self._base = 0
+        self._fed = 0
+        """Bytes of the blob's start that arrived, kept or let go."""
         self._taken: list[tuple[int, int]] = []
         """Ranges handed out beyond ``_base``, sorted, apart."""
         self.received = 0
@@ -88,13 +92,22 @@ class EarlyBytes:
         return self._wanted if self._told else 0
 
     @property
-    def _arrived(self) -> int:
-        return self._base + len(self._data)
+    def held(self) -> int:
+        """Bytes kept in memory: arrived and neither handed out nor let go."""
+        return len(self._data)
 
-    def want(self, end: int) -> None:
-        """The TOC says bytes ``[0, end)`` are wanted: go on to there (or to ``MOST``)."""
+    @property
+    def _arrived(self) -> int:
+        return self._fed
+
+    def want(self, end: int, start: int = 0) -> None:
+        """The TOC says bytes ``[start, end)`` are wanted: go on to ``end`` (or to
+        ``MOST``), and let go of the bytes before ``start`` (the first entry's tar header
+        lies in a gzip member of its own before the first chunk: no one takes it)."""
         self._told = True
         self._wanted = min(max(end, 0), self._size)
+        if 0 < start <= self._wanted:
+            self._note_taken(0, start)
         self._progress = Progress(SLOW_WINDOW, "the stream of a blob's start")
         self._wake()
 
@@ -103,7 +116,7 @@ class EarlyBytes:
         (or at once, if paused), closing its request."""
         self._told = self._ended = True
         self._wanted = 0
-        self._base, self._data, self._taken = 0, bytearray(), []
+        self._base, self._fed, self._data, self._taken = 0, 0, bytearray(), []
         self._wake()
 
     async def run(self, stream: Callable[[tuple[int, int], Consumer], Awaitable[None]]) -> None:
@@ -131,27 +144,31 @@ class EarlyBytes:
         return piece
 
     def _overlaps_taken(self, start: int, end: int) -> bool:
-        return any(start < taken_end and taken_start < end
-                   for taken_start, taken_end in self._taken)  # fmt: skip
+        """Whether a range handed out overlaps ``[start, end)``: only the last of those
+        starting before ``end`` may (they are sorted and apart), found by bisection (a
+        prefetch takes thousands of chunks)."""
+        before = bisect.bisect_left(self._taken, (end,))
+        return before > 0 and self._taken[before - 1][1] > start
 
     def _note_taken(self, start: int, end: int) -> None:
         """Record ``[start, end)`` as handed out; let go of the bytes before the first
         range not handed out yet."""
-        let_go = self._base
-        self._taken.append((start, end))
-        self._taken.sort()
+        kept_from = min(self._base, self._fed)
+        bisect.insort(self._taken, (start, end))
         while self._taken and self._taken[0][0] <= self._base:
             self._base = max(self._base, self._taken.pop(0)[1])
-        del self._data[: self._base - let_go]
+        del self._data[: min(self._base, self._fed) - kept_from]
 
     async def _consume(self, data: bytes) -> bool:
         self.received += len(data)
         if self._ended:
             return False
-        if self._progress is not None:
-            self._progress.add(len(data))  # too slow once told: Unavailable ends it
-        before = self._arrived
-        self._data += data[: self._size - before]
+        before = self._fed
+        data = data[: self._size - before]
+        self._fed += len(data)
+        self._data += data[max(self._base - before, 0) :]  # nothing before ``_base``
+        if self._progress is not None:  # after the piece is kept: a stream carried on from
+            self._progress.add(len(data))  # another place goes on from ``_fed``
         if self._marks is None and before < LOOKED_AT and self._base == 0:
             self._marks = marks_files(bytes(self._data[:LOOKED_AT]))
         if self._marks is False and not self._told:
@@ -199,9 +216,9 @@ class EarlyStreams:
         early = self._early.get(layer)
         return early is None or early.told
 
-    def want(self, layer: LayerRef, end: int) -> None:
+    def want(self, layer: LayerRef, end: int, start: int = 0) -> None:
         if (early := self._early.get(layer)) is not None:
-            early.want(end)
+            early.want(end, start)
 
     def end(self, layer: LayerRef) -> None:
         """Stop streaming ``layer`` (its prefetch has what it wanted, or it has none)."""

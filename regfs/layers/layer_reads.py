@@ -139,7 +139,11 @@ class LayerReads:
         prefetch = functools.partial(self._prefetch, layer, index)
         if self._background.start_once("prefetch", layer, prefetch, key=index.path):
             marked = index.toc_chunks_between(0, index.meta.prefetch_end)
-            self.early.want(layer, max((chunk.compressed_end for chunk in marked), default=0))
+            self.early.want(
+                layer,
+                max((chunk.compressed_end for chunk in marked), default=0),
+                min((chunk.compressed_offset for chunk in marked), default=0),
+            )
         elif not self.early.told(layer):
             self.early.end(layer)  # begun by a build of an index prefetched before
 

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from regfs.domain.digest import Digest
 from regfs.domain.errors import Unavailable
 from regfs.layers.early_bytes import (
     AHEAD_OF_TOC,
@@ -24,6 +25,7 @@ from regfs.layers.early_bytes import (
 )
 from regfs.layers.formats.toc import FOOTER_SIZE
 from regfs.layers.streams import BACKGROUND_STREAMS
+from tests.component.test_places import client_for, ranged
 from tests.support.crafted import gzip_layer, member
 from tests.support.estargz_writer import estargz
 from tests.support.memory_registry import MemoryRegistry, sha256
@@ -164,6 +166,67 @@ async def test_a_stream_too_slow_once_told_ends(autojump_clock: trio.abc.Clock) 
     with trio.fail_after(3 * SLOW_WINDOW), pytest.raises(Unavailable, match="too slow"):
         await early.run(trickle)
     assert early.covered < 1000
+
+
+async def test_the_bytes_before_the_first_wanted_are_let_go_and_the_rest_as_taken(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An eStargz blob's first entry has its tar header in a gzip member of its own, before
+    the first chunk: no one takes those bytes, and holding them held everything after."""
+    first, end = 68, 8 * PIECE
+    early = EarlyBytes(len(BLOB))
+    early.want(end, first)
+    await early.run(blob_stream([]))
+    chunks = [(start, min(start + 5000, end)) for start in range(first, end, 5000)]
+    random.Random(2).shuffle(chunks)
+    for start, stop in chunks:
+        assert await early.take(start, stop) == BLOB[start:stop]
+    assert early.held == 0
+    assert await early.take(0, first) is None
+
+
+async def test_a_stream_carried_on_from_another_place_keeps_each_byte_where_it_belongs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A mirror too slow for the stream hands over to the registry, which goes on from
+    the bytes fed so far: the piece that found it too slow is kept first."""
+    blob = random.Random(7).randbytes(256 << 10)
+
+    class SlowMirrorBody(httpx.AsyncByteStream, AsyncIterator[bytes]):
+        """10 000 bytes every 6 s: too slow. An iterator: the stream leaves it early."""
+
+        def __init__(self, data: bytes) -> None:
+            self._data = data
+            self._sent = 0
+
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return self
+
+        async def __anext__(self) -> bytes:
+            if self._sent >= len(self._data):
+                raise StopAsyncIteration
+            if self._sent:
+                await trio.sleep(6)
+            self._sent += 10_000
+            return self._data[self._sent - 10_000 : self._sent]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "mirror.example":
+            return ranged(request, blob)
+        start, end = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+        headers = {"Content-Range": f"bytes {start}-{end}/{len(blob)}"}
+        return httpx.Response(206, headers=headers, stream=SlowMirrorBody(blob[start : end + 1]))
+
+    client = client_for(handler)
+    early = EarlyBytes(len(blob))
+    early.want(len(blob))
+    await early.run(
+        lambda span, consume: client.stream_blob_range(
+            "fleet.example", "team/app", Digest.of(blob), span, consume
+        )
+    )
+    assert early.covered == len(blob)
+    assert await early.take(0, len(blob)) == blob
 
 
 StreamAnswer = Callable[[bytes], httpx.Response]
