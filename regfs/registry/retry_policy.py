@@ -69,12 +69,13 @@ class Deadline:
 
 
 class Progress:
-    """Fails a body that trickles: each ``window`` seconds must bring ``MIN_PROGRESS`` bytes
+    """Fails a body that trickles: each ``window`` seconds must bring ``at_least`` bytes
     (a stall is httpx's read timeout; a byte a second would otherwise never end)."""
 
-    def __init__(self, window: float, what: str) -> None:
+    def __init__(self, window: float, what: str, at_least: int = MIN_PROGRESS) -> None:
         self._window = window
         self._what = what
+        self._at_least = at_least
         self._start = trio.current_time()
         self._bytes = 0
 
@@ -84,7 +85,7 @@ class Progress:
         now = trio.current_time()
         if now - self._start < self._window:
             return
-        if self._bytes < MIN_PROGRESS:
+        if self._bytes < self._at_least:
             raise Unavailable(
                 f"{self._what}: {self._bytes} bytes in {now - self._start:.0f}s: too slow"
             )

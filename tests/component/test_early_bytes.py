@@ -25,6 +25,7 @@ from regfs.layers.early_bytes import (
 )
 from regfs.layers.formats.toc import FOOTER_SIZE
 from regfs.layers.streams import BACKGROUND_STREAMS
+from regfs.registry.request_deadline import request_deadline
 from tests.component.test_places import client_for, ranged
 from tests.support.crafted import gzip_layer, member
 from tests.support.estargz_writer import estargz
@@ -279,6 +280,18 @@ async def _break() -> None:
     raise httpx.ReadError("connection reset")
 
 
+class _SlowBody(_Body):
+    """32 KiB every 1.5 s: a piece well within ``STALLED_AFTER``, and over ``MIN_PROGRESS``
+    a window, but 21 KB/s."""
+
+    async def __anext__(self) -> bytes:
+        if not self._data:
+            raise StopAsyncIteration
+        await trio.sleep(1.5)
+        piece, self._data = self._data[: 32 << 10], self._data[32 << 10 :]
+        return piece
+
+
 STREAM_FAULTS: dict[str, StreamAnswer | None] = {
     "none": None,
     "refused": lambda blob: httpx.Response(500),
@@ -393,3 +406,30 @@ async def test_what_a_broken_stream_did_not_bring_is_fetched_on_the_mount_s_stre
             assert time.monotonic() < give_up, "the prefetch did not end"
             await trio.sleep(0.01)
     assert 0 < at_once[1] <= BACKGROUND_STREAMS
+
+
+async def test_a_file_far_into_a_slow_stream_is_read_within_its_request_s_deadline(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A stream that would take minutes to bring the marked region (21 KB/s for 3.2 MB)
+    ends within ``SLOW_WINDOW``, and a read of the last marked file fetches its own bytes:
+    it took 147 s waiting for the stream, past any request's deadline. Virtual time runs
+    only once nothing has run for 20 ms: indexing runs in worker threads."""
+    autojump_clock.autojump_threshold = 0.02
+    files = [(f"etc/f{n:02}", random.Random(n).randbytes(100_000)) for n in range(32)]
+    blob, toc = estargz([*files, (".prefetch.landmark", b"v"), ("usr/rest", b"x")], 64 << 10)
+    registry = estargz_registry(blob, toc)
+
+    def slow(blob: bytes) -> httpx.Response:
+        headers = {"Content-Range": f"bytes 0-{len(blob) - 1}/{len(blob)}"}
+        return httpx.Response(206, headers=headers, stream=_SlowBody(blob, trio.sleep_forever))
+
+    ranges_seen(registry, blob, slow)
+    root = store(registry, tmp_path, timeout=10)
+    async with background_running(root):
+        layer = await directory(await directory(root, encoded(f"{HOST}/app:1")), sha256(blob))
+        etc = await directory(await directory(layer, "diff"), "etc")
+        start = trio.current_time()
+        with request_deadline(10):
+            assert await read(etc, "f31") == files[-1][1]
+        assert trio.current_time() - start < SLOW_WINDOW + STALLED_AFTER + 1
