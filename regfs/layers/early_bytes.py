@@ -80,6 +80,8 @@ class EarlyBytes:
         self._told = False
         self._ended = False
         self._marks: bool | None = None
+        self._looked_at = 0
+        """Bytes of the head ``marks_files`` last looked through, undecided."""
         """Whether the blob begins with marked files, once its first entry tells."""
         self._progress: Progress | None = None
         self._changed = trio.Event()
@@ -177,7 +179,7 @@ class EarlyBytes:
         self._data += data[max(self._base - before, 0) :]  # nothing before ``_base``
         if self._progress is not None:  # after the piece is kept: a stream carried on from
             self._progress.add(len(data))  # another place goes on from ``_fed``
-        if self._marks is None and before < LOOKED_AT and self._base == 0:
+        if self._marks is None and self._base == 0 and self._head_grew(before):
             self._marks = marks_files(bytes(self._data[:LOOKED_AT]))
         if self._marks is False and not self._told:
             self.stop()  # nothing marked: the TOC will not want any of it
@@ -189,6 +191,15 @@ class EarlyBytes:
             while self._arrived >= self._wanted and not self._told:
                 await self._changed.wait()  # paused: the TOC says how far to go
         return not paused.cancelled_caught and self._arrived < self._wanted
+
+    def _head_grew(self, before: int) -> bool:
+        """Whether the head is worth looking through again: it doubled since the last
+        look, or reached ``LOOKED_AT`` (a registry sending 20 bytes a piece had the whole
+        head inflated again with each: 5.5 s of CPU)."""
+        if before >= LOOKED_AT or self._fed < min(2 * self._looked_at, LOOKED_AT):
+            return False
+        self._looked_at = self._fed
+        return True
 
     def _wake(self) -> None:
         self._changed.set()
