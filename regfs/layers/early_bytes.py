@@ -23,8 +23,10 @@ layers' prefetches are fetched as before.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from heapq import heappop, heappush
 
 import trio
 
@@ -85,6 +87,12 @@ class EarlyBytes:
         """Whether the blob begins with marked files, once its first entry tells."""
         self._progress: Progress | None = None
         self._changed = trio.Event()
+        self._waiting: list[tuple[int, int, trio.Event]] = []
+        """A heap of those waiting for the bytes up to an end, woken once they are all here
+        (each piece woke every waiter: with 4 000 waiting, 24 s of CPU for 32 MiB)."""
+        self._serial = itertools.count()
+        self._last_piece = trio.current_time()
+        """When the last piece came (or the stream was told how far to go)."""
 
     @property
     def told(self) -> bool:
@@ -116,6 +124,7 @@ class EarlyBytes:
         if 0 < start <= self._wanted:
             self._note_taken(0, start)
         needed = (self._wanted - self._fed) * SLOW_WINDOW / STREAMED_WITHIN
+        self._last_piece = trio.current_time()
         self._progress = Progress(
             SLOW_WINDOW, "the stream of a blob's start", max(MIN_PROGRESS, round(needed))
         )
@@ -143,9 +152,11 @@ class EarlyBytes:
         it will not bring them, has handed them out, or brings nothing for
         ``STALLED_AFTER`` seconds."""
         while self._arrived < end and not self._ended and end <= self._wanted:
-            with trio.move_on_after(STALLED_AFTER) as waited:
-                await self._changed.wait()
-            if waited.cancelled_caught:
+            arrived = trio.Event()
+            heappush(self._waiting, (end, next(self._serial), arrived))
+            with trio.move_on_at(self._last_piece + STALLED_AFTER):
+                await arrived.wait()
+            if trio.current_time() >= self._last_piece + STALLED_AFTER:
                 return None
         if self._arrived < end or start < self._base or self._overlaps_taken(start, end):
             return None
@@ -184,7 +195,9 @@ class EarlyBytes:
         if self._marks is False and not self._told:
             self.stop()  # nothing marked: the TOC will not want any of it
             return False
-        self._wake()
+        self._last_piece = trio.current_time()
+        while self._waiting and self._waiting[0][0] <= self._fed:
+            heappop(self._waiting)[2].set()  # only those whose bytes are all here
         if self._arrived >= self._size:
             return False
         with trio.move_on_after(PAUSED_AT_MOST) as paused:
@@ -202,8 +215,12 @@ class EarlyBytes:
         return True
 
     def _wake(self) -> None:
+        """Something changed besides bytes arriving: every waiter looks again."""
         self._changed.set()
         self._changed = trio.Event()
+        for _, _, waiting in self._waiting:
+            waiting.set()
+        self._waiting.clear()
 
 
 STREAMED_AT_ONCE = 1

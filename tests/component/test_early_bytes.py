@@ -459,3 +459,29 @@ async def test_a_head_sent_in_tiny_pieces_is_looked_through_a_few_times(
         await early.run(tiny)
     assert looks[-1] == LOOKED_AT and len(looks) <= 16, looks
     assert early.covered == 0  # empty members mark nothing: the stream ended
+
+
+async def test_each_waiter_is_woken_once_its_bytes_are_all_here(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefetch takes its parts from the stream all at once: 1 000 waiting, each piece
+    woke all of them (4 000 waiting cost 24 s of CPU for 32 MiB); now each waits once."""
+    waits: list[int] = []
+    push = early_bytes.heappush
+    monkeypatch.setattr(early_bytes, "heappush",
+                        lambda heap, item: waits.append(item[0]) or push(heap, item))  # fmt: skip
+    region = 1000 * 3000
+    early = EarlyBytes(len(BLOB))
+    early.want(region)
+    got: dict[int, bytes | None] = {}
+
+    async def part(start: int) -> None:
+        got[start] = await early.take(start, start + 3000)
+
+    async with trio.open_nursery() as nursery:
+        for start in range(0, region, 3000):
+            nursery.start_soon(part, start)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(early.run, blob_stream([]))
+    assert all(got[start] == BLOB[start : start + 3000] for start in range(0, region, 3000))
+    assert len(waits) == len(set(waits)) == 1000
