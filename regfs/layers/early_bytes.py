@@ -107,6 +107,12 @@ class EarlyBytes:
         return self._wanted if self._told else 0
 
     @property
+    def busy(self) -> bool:
+        """Whether it still streams, or holds bytes not taken yet: it takes the mount's
+        stream slot until then (not until its prefetch ends, which may go on by Range)."""
+        return not self._ended or bool(self._data)
+
+    @property
     def held(self) -> int:
         """Bytes kept in memory: arrived and neither handed out nor let go."""
         return len(self._data)
@@ -239,9 +245,10 @@ class EarlyStreams:
 
     def begin(self, layer: LayerRef, size: int) -> None:
         """Stream the blob of ``layer`` (``size`` bytes) from its start, as the mount's own
-        work, unless it is being streamed, another layer is, or no background work runs
-        here."""
-        if len(self._early) >= STREAMED_AT_ONCE or not self._background.running:
+        work, unless it is being streamed, another layer is (or holds bytes of its stream
+        not taken yet), or no background work runs here."""
+        streaming = [early for early in self._early.values() if early.busy]
+        if len(streaming) >= STREAMED_AT_ONCE or not self._background.running:
             return
         early = self._early[layer] = EarlyBytes(size)
         if not self._background.start("early bytes", layer, lambda: self._run(layer, early)):

@@ -17,16 +17,20 @@ import trio.testing
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import Unavailable
+from regfs.domain.manifest import Descriptor
 from regfs.layers import early_bytes
+from regfs.layers.background import BackgroundWork
 from regfs.layers.early_bytes import (
     AHEAD_OF_TOC,
     PAUSED_AT_MOST,
     SLOW_WINDOW,
     STALLED_AFTER,
     EarlyBytes,
+    EarlyStreams,
 )
 from regfs.layers.formats.estargz_head import LOOKED_AT, marks_files
 from regfs.layers.formats.toc import FOOTER_SIZE
+from regfs.layers.layer_ref import LayerRef
 from regfs.layers.streams import BACKGROUND_STREAMS
 from regfs.registry.request_deadline import request_deadline
 from tests.component.test_places import client_for, ranged
@@ -485,3 +489,35 @@ async def test_each_waiter_is_woken_once_its_bytes_are_all_here(
         nursery.start_soon(early.run, blob_stream([]))
     assert all(got[start] == BLOB[start : start + 3000] for start in range(0, region, 3000))
     assert len(waits) == len(set(waits)) == 1000
+
+
+async def test_a_stream_ended_and_taken_leaves_its_slot_to_the_next_layer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """One layer is streamed at a time; once its stream has ended and its bytes are taken,
+    the next may be streamed, though the first layer's prefetch goes on (by Range)."""
+    background = BackgroundWork()
+    streamed: list[LayerRef] = []
+
+    async def stream(layer: LayerRef, span: tuple[int, int], consume: Consume) -> None:
+        streamed.append(layer)
+        await blob_stream([])(span, consume)
+
+    streams = EarlyStreams(background, stream)
+    first, second = (LayerRef("127.0.0.1:5000", "app", Descriptor("application/x",
+                     Digest.of(bytes([n])), len(BLOB))) for n in range(2))  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background.run)
+        await trio.testing.wait_all_tasks_blocked()
+        streams.begin(first, len(BLOB))
+        streams.want(first, 2 * PIECE)
+        streams.begin(second, len(BLOB))  # the first still streams
+        early = streams.of(first)
+        assert early is not None and await early.take(0, PIECE) == BLOB[:PIECE]
+        await trio.testing.wait_all_tasks_blocked()
+        streams.begin(second, len(BLOB))  # ended, but a piece is not taken yet
+        assert await early.take(PIECE, 2 * PIECE) == BLOB[PIECE : 2 * PIECE]
+        streams.begin(second, len(BLOB))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert streamed == [first, second]
