@@ -78,7 +78,8 @@ def serve(
     status = functools.partial(mount_status, args, mountpoint, services, usage=usage)
     context = TreeContext(services, args.platform, time.time_ns(), aliases, status)
     root: Directory = Root(context) if usage is None else _store_root(context, usage)
-    operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout)
+    operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout,
+                            writable_mount=usage is not None)  # fmt: skip
     options = _mount_options(allow_other=args.allow_other, layer_store=usage is not None)
     pyfuse3.init(operations, mountpoint, options)
     what = "a layer store" if usage is not None else "registries"
@@ -127,7 +128,8 @@ def mount_status(
         "options": {
             "platform": str(args.platform), "timeout": args.timeout,
             "metadata_ttl": args.metadata_ttl, "allow_other": args.allow_other,
-            "soci_v1_referrers": args.soci_v1_referrers, "kernel_caching": kernel_caching(),
+            "soci_v1_referrers": args.soci_v1_referrers,
+            "kernel_caching": kernel_caching(opens_reach_the_daemon=usage is not None),
             "stale": args.stale,
             "max_stale": None if math.isinf(args.max_stale) else args.max_stale,
         },

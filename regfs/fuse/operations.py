@@ -43,9 +43,12 @@ CHANGES_KEPT = 4096
 log = logging.getLogger(__name__)
 
 
-def kernel_caching() -> str:
+def kernel_caching(opens_reach_the_daemon: bool = False) -> str:
     """What the kernel may cache on this mount, for the log (after the kernel's INIT)."""
     in_effect = getattr(pyfuse3, "no_open_in_effect", None)
+    if opens_reach_the_daemon:
+        return ("on but for opens: a layer store refuses every open for writing itself; "
+                "file pages, listings and symlink targets kept")  # fmt: skip
     if in_effect is None:
         return ("off: this pyfuse3 lacks regfs's kernel-caching patch, so every open and "
                 "listing reaches the daemon; `regfs install-pyfuse3` builds and installs "
@@ -66,10 +69,21 @@ class Operations(pyfuse3.Operations):
     enable_no_open = True
 
     def __init__(
-        self, root: Directory, metadata_ttl: float, request_timeout: float = math.inf
+        self,
+        root: Directory,
+        metadata_ttl: float,
+        request_timeout: float = math.inf,
+        *,
+        writable_mount: bool = False,
     ) -> None:
-        """``request_timeout``: every request's registry calls end within it, together."""
+        """``request_timeout``: every request's registry calls end within it, together.
+        ``writable_mount``: the mount is not ``ro`` (a layer store's, for podman's
+        reference counting), so every open reaches ``open``, which refuses writing: with
+        no open, the kernel let a shared writable mapping of a layer's file change the
+        pages every other reader of it saw."""
         super().__init__()
+        self.enable_no_open = not writable_mount
+        self.writable_mount = writable_mount
         self.inodes = InodeTable(root)
         self.metadata_ttl = metadata_ttl
         self.request_timeout = request_timeout
@@ -86,7 +100,7 @@ class Operations(pyfuse3.Operations):
         """Names of the last listing of each mutable dir the kernel may hold."""
 
     def init(self) -> None:
-        log.info("kernel caching %s", kernel_caching())
+        log.info("kernel caching %s", kernel_caching(self.writable_mount))
 
     # -- attributes ---------------------------------------------------------------------
 

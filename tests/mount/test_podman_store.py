@@ -10,8 +10,12 @@ it is given the store by ``--storage-opt`` (podman 4.3 drops storage.conf's stor
 
 from __future__ import annotations
 
+import base64
+import errno
 import hashlib
 import json
+import mmap
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -219,6 +223,29 @@ def test_a_container_runs_through_the_store_as_after_a_plain_pull(
         assert store_images.layer_bytes(image_format, 0) < big_layer_size / 2
         assert store_images.whole_layer_gets(image_format) == 0
     assert _uses(store, reference) == 2, "one use per layer while the image is pulled"
+
+
+def test_no_open_for_writing_reaches_a_layer_s_files(
+    store: Mount, store_images: StoreImages
+) -> None:
+    """The store mount is not ``ro`` (podman's ``use`` and ``rmdir`` must reach the
+    daemon): an open for writing is refused by the daemon itself, or a shared writable
+    mapping would change the pages every other reader of the file sees."""
+    reference = base64.b64encode(store_images.reference("gzip").encode()).decode()
+    digest, _ = store_images.layers["gzip"][0]
+    os_release = store / reference / digest / "diff/etc/os-release"
+    before = os_release.read_bytes()
+    for flags in (os.O_RDWR, os.O_WRONLY, os.O_RDONLY | os.O_TRUNC):
+        with pytest.raises(OSError) as caught:
+            os.close(os.open(os_release, flags))
+        assert caught.value.errno == errno.EROFS, flags
+    descriptor = os.open(os_release, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):  # a read-only descriptor maps for reading alone
+            mmap.mmap(descriptor, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(descriptor)
+    assert os_release.read_bytes() == before
 
 
 def test_rmi_releases_the_layers_and_a_second_run_works(
