@@ -82,9 +82,9 @@ class EarlyBytes:
         self._told = False
         self._ended = False
         self._marks: bool | None = None
+        """Whether the blob begins with marked files, once its first entry tells."""
         self._looked_at = 0
         """Bytes of the head ``marks_files`` last looked through, undecided."""
-        """Whether the blob begins with marked files, once its first entry tells."""
         self._progress: Progress | None = None
         self._changed = trio.Event()
         self._waiting: list[tuple[int, int, trio.Event]] = []
