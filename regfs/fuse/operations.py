@@ -46,13 +46,13 @@ log = logging.getLogger(__name__)
 def kernel_caching(opens_reach_the_daemon: bool = False) -> str:
     """What the kernel may cache on this mount, for the log (after the kernel's INIT)."""
     in_effect = getattr(pyfuse3, "no_open_in_effect", None)
-    if opens_reach_the_daemon:
-        return ("on but for opens: a layer store refuses every open for writing itself; "
-                "file pages, listings and symlink targets kept")  # fmt: skip
     if in_effect is None:
         return ("off: this pyfuse3 lacks regfs's kernel-caching patch, so every open and "
                 "listing reaches the daemon; `regfs install-pyfuse3` builds and installs "
                 "it")  # fmt: skip
+    if opens_reach_the_daemon:
+        return ("on but for opens: a layer store refuses every open for writing itself; "
+                "file pages, listings and symlink targets kept")  # fmt: skip
     files, dirs = in_effect()
     if files and dirs:
         return "on: no open or opendir; file pages, listings and symlink targets kept"
@@ -83,7 +83,6 @@ class Operations(pyfuse3.Operations):
         pages every other reader of it saw."""
         super().__init__()
         self.enable_no_open = not writable_mount
-        self.writable_mount = writable_mount
         self.inodes = InodeTable(root)
         self.metadata_ttl = metadata_ttl
         self.request_timeout = request_timeout
@@ -100,7 +99,9 @@ class Operations(pyfuse3.Operations):
         """Names of the last listing of each mutable dir the kernel may hold."""
 
     def init(self) -> None:
-        log.info("kernel caching %s", kernel_caching(self.writable_mount))
+        log.info(
+            "kernel caching %s", kernel_caching(opens_reach_the_daemon=not self.enable_no_open)
+        )
 
     # -- attributes ---------------------------------------------------------------------
 
