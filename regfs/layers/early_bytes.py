@@ -103,7 +103,7 @@ class EarlyBytes:
         """Bytes from the blob's start a fetch may take from this stream: those it will
         bring, once told, while it flows; those it brought, once it ended."""
         if self._ended:
-            return self._arrived
+            return self._fed
         return self._wanted if self._told else 0
 
     @property
@@ -116,10 +116,6 @@ class EarlyBytes:
     def held(self) -> int:
         """Bytes kept in memory: arrived and neither handed out nor let go."""
         return len(self._data)
-
-    @property
-    def _arrived(self) -> int:
-        return self._fed
 
     def want(self, end: int, start: int = 0) -> None:
         """The TOC says bytes ``[start, end)`` are wanted: go on to ``end`` (or to
@@ -157,14 +153,14 @@ class EarlyBytes:
         """Bytes ``[start, end)`` once the stream has brought them, handed out once; None if
         it will not bring them, has handed them out, or brings nothing for
         ``STALLED_AFTER`` seconds."""
-        while self._arrived < end and not self._ended and end <= self._wanted:
+        while self._fed < end and not self._ended and end <= self._wanted:
             arrived = trio.Event()
             heappush(self._waiting, (end, next(self._serial), arrived))
             with trio.move_on_at(self._last_piece + STALLED_AFTER):
                 await arrived.wait()
             if trio.current_time() >= self._last_piece + STALLED_AFTER:
                 return None
-        if self._arrived < end or start < self._base or self._overlaps_taken(start, end):
+        if self._fed < end or start < self._base or self._overlaps_taken(start, end):
             return None
         piece = bytes(self._data[start - self._base : end - self._base])
         self._note_taken(start, end)
@@ -204,12 +200,12 @@ class EarlyBytes:
         self._last_piece = trio.current_time()
         while self._waiting and self._waiting[0][0] <= self._fed:
             heappop(self._waiting)[2].set()  # only those whose bytes are all here
-        if self._arrived >= self._size:
+        if self._fed >= self._size:
             return False
         with trio.move_on_after(PAUSED_AT_MOST) as paused:
-            while self._arrived >= self._wanted and not self._told:
+            while self._fed >= self._wanted and not self._told:
                 await self._changed.wait()  # paused: the TOC says how far to go
-        return not paused.cancelled_caught and self._arrived < self._wanted
+        return not paused.cancelled_caught and self._fed < self._wanted
 
     def _head_grew(self, before: int) -> bool:
         """Whether the head is worth looking through again: it doubled since the last

@@ -14,7 +14,9 @@ import subprocess
 import tarfile
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import flatbuffers
 import indexed_gzip
@@ -249,6 +251,18 @@ def test_offsets_pointing_at_one_string_again_and_again_are_refused() -> None:
         parse_ztoc(data)
 
 
+T = TypeVar("T")
+
+
+def _with_peak_memory(work: Callable[[], T]) -> tuple[T, int]:
+    """What ``work`` returns, and the most memory it held at once (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        return work(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_tables_each_with_a_huge_vtable_of_its_own_hold_no_memory() -> None:
     """60 tables of a 66 KB buffer, each with a vtable of its own of 32 765 slots (the
     vtables overlap): each table's slots are let go once it is read, not kept for the
@@ -267,12 +281,9 @@ def test_tables_each_with_a_huge_vtable_of_its_own_hold_no_memory() -> None:
         struct.pack_into("<i", data, table, table - (first_vtable + 2 * number))
     struct.pack_into(f"<{(len(data) - first_vtable) // 2}H", data, first_vtable,
                      *[vtable_size] * ((len(data) - first_vtable) // 2))  # fmt: skip
-    tracemalloc.start()
-    try:
-        read = sum(1 for _ in Table.root(bytes(data), budget=1 << 20).tables(0))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    read, peak = _with_peak_memory(
+        lambda: sum(1 for _ in Table.root(bytes(data), budget=1 << 20).tables(0))
+    )
     assert read == tables
     assert peak < 16 << 20, peak
 
@@ -304,12 +315,9 @@ def test_tables_pointing_at_one_huge_vtable_are_read_for_their_fields_alone() ->
     file's PAX pairs): each table reads the slots of the fields there are, not 256 KiB of
     them (100 MB in all)."""
     data = _file_with_pairs(400, 32_765)
-    tracemalloc.start()
-    try:
-        (row,) = Table.root(data, budget=1 << 20).rows(0, Columns((), (), (0,)))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (row,), peak = _with_peak_memory(
+        lambda: list(Table.root(data, budget=1 << 20).rows(0, Columns((), (), (0,))))
+    )
     assert len(row.tables[0]) == 400 and row.tables[0][0].blob(40_000) == b""
     assert peak < 4 << 20, peak
 
