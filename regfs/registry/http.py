@@ -14,6 +14,7 @@ leaves as a domain error.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from regfs.domain.errors import (
     AccessDenied,
     NotFound,
     RegfsError,
+    Unavailable,
 )
 from regfs.registry.auth import (
     ANONYMOUS,
@@ -63,7 +65,13 @@ CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 UNREACHABLE_RECHECK = 5.0
 """Seconds after a request could not connect to a host with all its attempts in which the
 next get one each: in an outage, a path looked up name by name fails at once, not in a
-``--timeout`` per name."""
+``--timeout`` per name. Also the seconds after a host let a request's deadline pass
+without answering anything in which each request is given ``SILENT_PROBE``."""
+SILENT_PROBE = 2.0
+"""Seconds a host that answered nothing within a request's deadline moments ago is given
+to begin an answer: back, it answers well within them; still silent (it takes connections
+and never answers, or drops them), a request fails in them, not in a whole ``--timeout``
+(podman looks a store's layers up one after another)."""
 T = TypeVar("T")
 
 
@@ -84,6 +92,13 @@ class HostStats:
     """Seconds since the epoch."""
     unreachable_at: float | None = None
     """When (trio clock) a request last failed to connect with all its attempts, until an answer."""
+    answered_at: float = -math.inf
+    """When (trio clock) the host last began an answer (its status line)."""
+    silent_at: float | None = None
+    """When (trio clock) a request's deadline passed with no answer from the host to any
+    request since it was sent, until an answer."""
+    silent_for: float = 0.0
+    """Seconds the request that found the host silent waited."""
 
 
 class HttpSession:
@@ -112,7 +127,15 @@ class HttpSession:
             # of the blob itself, never of a re-encoding a CDN or proxy chose to apply.
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             transport=GuardedTransport(transport, allowed_targets, resolver),
+            event_hooks={"response": [self._answered]},
         )
+
+    async def _answered(self, response: httpx.Response) -> None:
+        """A host began an answer (each of a redirect's too): it is not silent. Its body
+        may still trickle; that is ``Progress``'s to judge."""
+        stats = self.hosts.get(response.url.netloc.decode("ascii"))
+        if stats is not None:  # a host asked through ``_retrying``, not a token realm
+            stats.answered_at, stats.silent_at = trio.current_time(), None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -181,19 +204,45 @@ class HttpSession:
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int) -> T:
         """Run ``attempt`` until it succeeds, fails for good, or ``attempts`` are used up;
-        count it in ``hosts`` (what ``regfs status`` shows)."""
+        count it in ``hosts`` (what ``regfs status`` shows). A host that let a request's
+        deadline pass without answering anything is given ``SILENT_PROBE`` for a while."""
         host = urlsplit(what.partition(" ")[2]).netloc
         stats = self.hosts.setdefault(host, HostStats())
         stats.requests += 1
+        sent = trio.current_time()
         noticed = stats.unreachable_at
-        if noticed is not None and trio.current_time() - noticed < UNREACHABLE_RECHECK:
+        if noticed is not None and sent - noticed < UNREACHABLE_RECHECK:
             attempts = 1
+        silent = stats.silent_at is not None and sent - stats.silent_at < UNREACHABLE_RECHECK
         try:
-            return await self._attempts(what, attempt, attempts, stats)
+            with trio.move_on_after(SILENT_PROBE if silent else math.inf):
+                return await self._answer_in_time(what, attempt, attempts, stats, silent)
+            raise Unavailable(  # one message for the outage: said once (fuse/errors.py)
+                f"{host} answered nothing in {stats.silent_for:g}s, nor in "
+                f"{SILENT_PROBE:g}s a request since"
+            )
         except NotFound:
             raise  # an answer, not a failure: tags and referrers are looked for all the time
         except RegfsError as error:
             stats.last_error, stats.last_error_at = str(error), time.time()
+            raise
+
+    async def _answer_in_time(
+        self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int, stats: HostStats,
+        silent: bool,
+    ) -> T:  # fmt: skip
+        """``_attempts``, noting a host that let the deadline pass having answered nothing
+        since the request was sent (the caller's own cancel is not the host's silence)."""
+        sent = trio.current_time()
+        deadline = trio.current_effective_deadline()
+        try:
+            return await self._attempts(what, attempt, attempts, stats)
+        except trio.Cancelled:
+            ended = trio.current_time()
+            if ended >= deadline and stats.answered_at < sent:
+                stats.silent_at = ended
+                if not silent:
+                    stats.silent_for = round(ended - sent, 1)
             raise
 
     async def _attempts(

@@ -15,7 +15,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.registry.http import UNREACHABLE_RECHECK
+from regfs.registry.http import SILENT_PROBE, UNREACHABLE_RECHECK
 from regfs.registry.retry_policy import MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread
 
@@ -106,6 +106,80 @@ async def test_a_host_that_could_not_be_reached_gets_one_attempt_a_request_until
     calls.clear()
     assert await client.list_repositories(HOST) == ["a"]  # a 503 retried again
     assert len(calls) == 2
+
+
+async def test_a_host_that_answered_nothing_is_given_seconds_a_request_for_a_while(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A registry that takes requests and never answers costs one deadline; requests to it
+    in the next ``UNREACHABLE_RECHECK`` seconds are given ``SILENT_PROBE`` each (podman
+    looks a store's layers up one after another), and one sent once it is back is
+    answered as before."""
+    calls: list[str] = []
+    silent = True
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if silent:
+            await trio.sleep(1000)
+        return catalog("a")
+
+    client = client_for(handler)
+    start = trio.current_time()
+    with pytest.raises(Unavailable, match="no answer within 5s"):
+        await client.list_repositories(HOST)
+    assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+    said = f"{HOST} answered nothing in 5s, nor in {SILENT_PROBE:g}s a request since"
+    for _ in range(3):  # each probe still unanswered keeps the host silent
+        started = trio.current_time()
+        with pytest.raises(Unavailable, match=said):
+            await client.list_tags(HOST, "some/repository")
+        assert trio.current_time() - started == pytest.approx(SILENT_PROBE, abs=0.01)
+    assert len(calls) == 4
+    silent = False
+    assert await client.list_repositories(HOST) == ["a"]
+    await trio.sleep(UNREACHABLE_RECHECK)
+    silent = True  # answered since: a whole deadline again
+    start = trio.current_time()
+    with pytest.raises(Unavailable, match="no answer within 5s"):
+        await client.list_repositories(HOST)
+    assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+
+
+async def test_a_request_left_unanswered_by_a_host_that_answers_others_is_its_own_failure(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Only a host that answered nothing at all is left alone: one slow request among
+    answered ones, or a request its caller gave up on, does not stop the next."""
+    calls: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v2/_catalog":
+            await trio.sleep(1000)
+        return httpx.Response(200, json={"name": "some/repository", "tags": ["1"]})
+
+    client = client_for(handler)
+
+    async def answered_meanwhile() -> None:
+        await trio.sleep(1)
+        assert await client.list_tags(HOST, "some/repository") == ["1"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answered_meanwhile)
+        with pytest.raises(Unavailable, match="no answer within 5s"):
+            await client.list_repositories(HOST)
+    assert await client.list_tags(HOST, "some/repository") == ["1"]
+    async with trio.open_nursery() as nursery:  # a caller that stops waiting
+
+        async def give_up() -> None:
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(give_up)
+        await client.list_repositories(HOST)
+    assert await client.list_tags(HOST, "some/repository") == ["1"]
+    assert calls.count("/v2/some/repository/tags/list") == 3
 
 
 async def test_retry_after_is_honoured(autojump_clock: trio.abc.Clock) -> None:

@@ -167,17 +167,22 @@ async def test_a_registry_that_fails_is_eio_said_in_one_line(
     autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel,
     caplog: pytest.LogCaptureFixture, failure: tuple[str, str],
 ) -> None:  # fmt: skip
-    """Retries and the request's deadline pass in virtual time; then one line says why."""
+    """Retries and the request's deadline pass in virtual time; then one line says why
+    (and of a registry that answered nothing, one more for the seconds it is given since)."""
     how, said = failure
     registry.push("broken", "1", [LAYER])
     if how == "stall":
         registry.stalled.add("broken")
     else:
         registry.fail("broken", int(how))
-    for _ in range(2):
+    for _ in range(3):
         assert await errno_of(lambda: kernel.lookup(f"{HOST}/broken/1")) == errno.EIO
-    (line,) = lines(caplog)
+    line, *after = lines(caplog)
     assert line.startswith("lookup: ") and said in line and "/v2/broken/" in line
+    if how == "stall":  # the registry is left alone a while, said once
+        assert after == [f"lookup: {HOST} answered nothing in 5s, nor in 2s a request since"]
+    else:
+        assert after == []
 
 
 async def test_a_manifest_that_is_not_its_digest_is_eio_naming_it(

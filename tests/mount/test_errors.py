@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from regfs.registry.http import SILENT_PROBE
 from tests.mount.conftest import Pushed
 from tests.support import schema1
 from tests.support.fake_registry import FakeRegistry, Reply
@@ -91,9 +92,12 @@ def test_stalled_registry_is_eio_within_the_timeout(mnt: Mount) -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         host = f"127.0.0.1:{server.getsockname()[1]}"  # accepts, never answers
-        mnt.allow_log(rf"{host}: /v2/_catalog: no answer within")
+        mnt.allow_log(rf"{host}: /v2/_catalog: no answer within",
+                      rf"{host} answered nothing in \S+s, nor in")  # fmt: skip
         took = expect_errno(errno.EIO, lambda: os.listdir(mnt / host))
+        then = expect_errno(errno.EIO, lambda: os.stat(mnt / host / "some/app/1"))
     assert TIMEOUT - 0.5 < took < TIMEOUT + 3
+    assert then < SILENT_PROBE + 1  # a registry that answered nothing: seconds, no timeout
     assert f"{host}: /v2/_catalog: no answer within {TIMEOUT}s" in mnt.log()
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import mmap
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from regfs.registry.http import SILENT_PROBE
 from tests.mount.conftest import BASIC_USER
 from tests.support import images, soci
 from tests.support.estargz import EstargzConverter
@@ -296,6 +298,30 @@ def test_an_image_the_store_does_not_serve_is_pulled_by_podman_itself(
     assert (result.returncode, result.stdout) == (1, plain[1]["gzip"].stdout), result.stderr
     assert podman.store_layers() == 0
     assert _uses(store, reference) == 0
+
+
+def test_a_registry_that_answers_nothing_costs_one_timeout_not_one_per_layer(
+    store: Mount,
+) -> None:
+    """podman looks an image's layers up one after another: against a registry that takes
+    connections and never answers, the first lookup fails within the store's timeout (5 s)
+    and those right after it in ``SILENT_PROBE`` (2 s), so podman goes on to its own pull
+    without waiting a timeout per layer."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        host = f"127.0.0.1:{server.getsockname()[1]}"
+        store.allow_log(rf"{host}: /v2/app/manifests/1: no answer within",
+                        rf"{host} answered nothing in \S+s, nor in")  # fmt: skip
+        reference = base64.b64encode(f"{host}/app:1".encode()).decode()
+        took = []
+        for layer in "abc":
+            started = time.monotonic()
+            with pytest.raises(OSError) as raised:
+                os.stat(store / reference / f"sha256:{layer * 64}" / "diff")
+            took.append(time.monotonic() - started)
+            assert raised.value.errno == errno.EIO
+    assert 4.5 < took[0] < 8 and max(took[1:]) < SILENT_PROBE + 1, took
 
 
 def _reading_stdin(pid: int) -> bool:
