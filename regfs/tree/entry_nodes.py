@@ -50,7 +50,7 @@ def entry_stat(entry: IndexEntry, nlink: int | None = None) -> Stat:
     return Stat(
         kind=kind,
         size=len(entry.target) if kind is Kind.SYMLINK else entry.size,
-        permissions=entry.mode,
+        permissions=0o777 if kind is Kind.SYMLINK else entry.mode,  # as tar -x makes them
         immutable=True,
         mtime_ns=entry.mtime_ns,
         nlink=1 if kind is Kind.DIRECTORY else (nlink if nlink is not None else entry.nlink),

@@ -77,6 +77,21 @@ def test_whiteouts_and_opaque_dirs() -> None:
     assert ".wh..wh..opq" not in "".join(tree)
 
 
+def test_a_whiteout_hides_lower_layers_only() -> None:
+    """OCI, and umoci: a name this layer makes before or after its whiteout stays, and a
+    directory of it is opaque, so nothing of a lower one shows through."""
+    tree, warnings = build(
+        member("a"), member(".wh.a"), member("d/", "5"), member("d/x"), member(".wh.d"),
+        member(".wh.e"), member("e/", "5"), member(".wh.f"), member("f/y"),
+        member(".wh.g"), member("g"),
+    )  # fmt: skip
+    assert tree["a"].kind is EntryKind.FILE and tree["g"].kind is EntryKind.FILE
+    assert tree["d"].opaque and "d/x" in tree
+    assert tree["e"].opaque and not tree["e"].implicit
+    assert tree["f"].opaque and tree["f"].implicit and "f/y" in tree
+    assert warnings == []
+
+
 def test_later_members_replace_earlier_ones() -> None:
     tree, _ = build(
         member("d/", "5", mode=0o700), member("d/x"), member("d/", "5", mode=0o755),

@@ -144,6 +144,18 @@ def header(
     return bytes(block)
 
 
+@pytest.mark.parametrize("typeflag", [b"1", b"2", b"3", b"4", b"5", b"6"])
+def test_a_header_only_member_has_no_data_whatever_its_size_says(typeflag: bytes) -> None:
+    """As GNU tar and Go's archive/tar (umoci) read it: the size would hide ``hidden``."""
+    data = header(b"d", size=b"00000001000", typeflag=typeflag) + header(b"hidden")
+    assert [member.path for member in scan(data + bytes(1024))] == [b"d", b"hidden"]
+
+
+def test_an_old_style_regular_member_ending_in_slash_is_a_directory() -> None:
+    (member,) = scan(header(b"olddir/", typeflag=b"\0") + bytes(1024))
+    assert member.type == ord("5")
+
+
 def test_a_checksum_summed_signed_as_old_tars_did_is_accepted() -> None:
     """Bytes over 127 count negative in such a checksum; off by one, it is refused."""
     block = bytearray(header(name="café-ß".encode()))

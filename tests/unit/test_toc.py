@@ -128,13 +128,19 @@ def entry(**fields: Any) -> dict[str, Any]:
         [entry(name=7)],
         [entry(xattrs={"user.a": "not base64!"})],
         [entry(modtime="yesterday")],
-        [entry(modtime="9999-12-31T00:00:00Z")],  # past what a stat or an index holds
         [entry(uid=1 << 40)],
     ],
 )
 def test_hostile_tocs_are_malformed(entries: list[dict[str, Any]]) -> None:
     with pytest.raises(MalformedContent):
         layout(entries, 1000)
+
+
+def test_a_modtime_past_what_a_stat_holds_is_clamped_as_gnu_tar_does() -> None:
+    """The year 9999 fits no 64-bit count of nanoseconds: the file is shown at the last
+    instant that does (2262), not the layer refused for one date."""
+    (member,) = layout([entry(modtime="9999-12-31T00:00:00Z")], 1000).members
+    assert member.mtime_ns == (1 << 63) - 1
 
 
 JSON = st.recursive(

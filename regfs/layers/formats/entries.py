@@ -10,7 +10,8 @@ the tree a layer dir shows:
 - a later member replaces an earlier one at the same path (a directory over a directory
   only updates its attributes), as ``tar -x`` does;
 - ``.wh.NAME`` becomes a whiteout entry ``NAME``; ``.wh..wh..opq`` marks its directory
-  opaque;
+  opaque. A whiteout hides lower layers only: a name this layer makes before or after
+  its whiteout is kept, and a directory of it is opaque (nothing lower shows through);
 - hard links share their target's attributes and data (one inode, counted links); a hard
   link to a missing or directory target is skipped.
 
@@ -146,6 +147,10 @@ def _shown(member: TarMember) -> str:
     return member.path.decode("utf-8", "backslashreplace")
 
 
+def _is_whiteout(node: _Node | None) -> bool:
+    return node is not None and node.inode.kind is EntryKind.WHITEOUT
+
+
 def _directory(*, implicit: bool, member: TarMember | None = None) -> _Node:
     if member is None:
         inode = _Inode(EntryKind.DIRECTORY, DEFAULT_DIR_MODE)
@@ -224,7 +229,9 @@ class LayerTreeBuilder:
                 self._replace_attributes(existing, member)
                 existing.implicit = False
             else:
-                self._put(parent, name, _directory(implicit=False, member=member))
+                directory = _directory(implicit=False, member=member)
+                directory.opaque = _is_whiteout(existing)  # made again after its whiteout
+                self._put(parent, name, directory)
         else:
             inode = _inode_of(member, _KIND_BY_TYPEFLAG[member.type])
             inode.names = 1
@@ -242,8 +249,10 @@ class LayerTreeBuilder:
         for part in parts:
             assert node.children is not None
             child = node.children.get(part)
-            if child is None:
+            if child is None or _is_whiteout(child):
+                whited_out = child is not None
                 child = _directory(implicit=True)
+                child.opaque = whited_out  # nothing below this layer's whiteout shows
                 self._put(node, part, child)
             elif child.children is None:
                 return None
@@ -258,9 +267,17 @@ class LayerTreeBuilder:
         parent.children[name] = node
 
     def _whiteout(self, parent: _Node, name: bytes, member: TarMember) -> None:
+        """A whiteout hides the name in lower layers only (OCI, and umoci): what this layer
+        made of the name before it stays; a directory of it now hides lower ones."""
         if not name or name in (b".", b".."):
             self.warnings.append(f"{_shown(member)!r} is a whiteout of nothing: skipped")
             return
+        assert parent.children is not None
+        existing = parent.children.get(name)
+        if existing is not None and not _is_whiteout(existing):
+            if existing.children is not None:
+                existing.opaque = True
+            return  # a non-directory hides lower layers' name by itself
         inode = _inode_of(member, EntryKind.WHITEOUT)
         inode.names = 1
         self._put(parent, name, _Node(inode))

@@ -20,6 +20,10 @@ from regfs.domain.errors import MalformedContent
 BLOCK = 512
 MAX_METADATA = 1 << 20
 REGULAR_TYPES = frozenset(b"0\x007")
+HEADER_ONLY_TYPES = frozenset(b"123456")
+"""Links, devices, directories and fifos: a header alone, whatever its size field says, as
+GNU tar and Go's archive/tar (umoci's) read them; taking that size as data would hide the
+members it covers from regfs alone."""
 SUPPORTED_TYPES = frozenset(b"0\x0071233456")
 TYPE_NAMES = {
     "reg": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4",
@@ -209,7 +213,8 @@ class TarScanner:
                 self._collect = (typeflag, size)
             return None
         member = self._member(record, typeflag, size)
-        self._skip = _padded(member.size if member.is_regular else size)
+        if member.type not in HEADER_ONLY_TYPES:
+            self._skip = _padded(member.size if member.is_regular else size)
         return member
 
     def _apply_metadata(self, typeflag: int, data: bytes) -> None:
@@ -233,6 +238,8 @@ class TarScanner:
             "linkpath",
             pending.long_link if pending.long_link is not None else _string(header[157:257]),
         )
+        if typeflag == 0 and path.endswith(b"/"):
+            typeflag = ord("5")  # a pre-POSIX directory: GNU tar and Go's archive/tar agree
         if any(key.startswith("GNU.sparse.") for key in pax):
             # PAX-format GNU sparse file: its data is a sparse map, not the file's bytes.
             # Marked as GNU's own sparse type, so it is refused like one, under its real name.
@@ -255,8 +262,7 @@ class TarScanner:
             data_offset=self.offset,
             xattrs=xattrs_of_pax(pax),
         )
-        check_ranges(member)
-        return member
+        return within_ranges(member)
 
 
 MAX_ID = (1 << 32) - 1
@@ -264,15 +270,17 @@ MAX_SIZE = (1 << 63) - 1
 MAX_PATH = 4096
 
 
-def check_ranges(member: TarMember) -> None:
-    """Refuse numbers no filesystem can show (they would fail later, in stat or SQLite).
-    Every member of every layer comes here: one chain of comparisons lets most through,
-    and only a member it stops is looked at again to say why."""
+def within_ranges(member: TarMember) -> TarMember:
+    """The member, refused where a number no filesystem can show would fail later (in
+    stat or SQLite); an mtime beyond what 64 bits of nanoseconds hold (before 1678, after
+    2262) is clamped, as GNU tar clamps a date its filesystem cannot store: one odd date
+    must not cost the layer. Every member of every layer comes here: one chain of
+    comparisons lets most through, and only a member it stops is looked at again."""
     if (0 <= member.uid <= MAX_ID and 0 <= member.gid <= MAX_ID
             and 0 <= member.devmajor <= MAX_ID and 0 <= member.devminor <= MAX_ID
             and 0 <= member.size <= MAX_SIZE and -MAX_SIZE <= member.mtime_ns <= MAX_SIZE
             and len(member.path) <= MAX_PATH and len(member.linkname) <= MAX_PATH):  # fmt: skip
-        return
+        return member
     limits = {
         "uid": (member.uid, MAX_ID), "gid": (member.gid, MAX_ID),
         "devmajor": (member.devmajor, MAX_ID), "devminor": (member.devminor, MAX_ID),
@@ -281,10 +289,9 @@ def check_ranges(member: TarMember) -> None:
     for what, (value, limit) in limits.items():
         if not 0 <= value <= limit:
             raise MalformedContent(f"tar member {member.path[:100]!r}: {what} {value} out of range")
-    if not -MAX_SIZE <= member.mtime_ns <= MAX_SIZE:
-        raise MalformedContent(f"tar member {member.path[:100]!r}: mtime out of range")
     if len(member.path) > MAX_PATH or len(member.linkname) > MAX_PATH:
         raise MalformedContent(f"tar member {member.path[:100]!r}: path longer than {MAX_PATH}")
+    return member._replace(mtime_ns=max(-MAX_SIZE, min(MAX_SIZE, member.mtime_ns)))
 
 
 def _padded(size: int) -> int:

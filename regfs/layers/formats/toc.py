@@ -38,7 +38,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.verify import verified
 from regfs.layers.formats.compression import read_exactly
-from regfs.layers.formats.tar import TYPE_NAMES, TarMember, check_ranges
+from regfs.layers.formats.tar import TYPE_NAMES, TarMember, within_ranges
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 ZSTD_CHUNKED_ANNOTATIONS = (
@@ -285,8 +285,8 @@ class _File:
 
 
 def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> TarMember:
-    """The TOC entry as a tar member, its numbers checked as a tar's are (``check_ranges``:
-    a modtime in the year 9999 or a uid of 2⁴⁰ fits no stat and no index)."""
+    """The TOC entry as a tar member, its numbers checked as a tar's are (``within_ranges``:
+    a uid of 2⁴⁰ fits no stat and no index; a modtime in the year 9999 is clamped)."""
     member = TarMember(
         path=name,
         type=TYPE_NAMES[kind][0],
@@ -301,8 +301,7 @@ def _member(entry: dict[str, Any], kind: str, name: bytes, position: int) -> Tar
         data_offset=position,
         xattrs=_xattrs(entry.get("xattrs"), name),
     )
-    check_ranges(member)
-    return member
+    return within_ranges(member)
 
 
 def _xattrs(xattrs: object, name: bytes) -> tuple[tuple[bytes, bytes], ...]:

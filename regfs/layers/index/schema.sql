@@ -1,11 +1,13 @@
 -- regfs layer index: one SQLite file per layer blob, named after the blob's digest.
 -- Written once, after the whole blob was verified against its digest, and then only read
 -- (opened with immutable=1). A file whose schema_version differs from SCHEMA_VERSION in
--- store.py is rebuilt from the blob.
+-- meta.py is rebuilt from the blob.
 -- History: 4 added meta built_from (what the index was made from, checked on open);
 -- 5 gave gzip checkpoints their windows in span_starts (a re-fetch is one Range request
 -- and one inflation), zstd chunks the compressed offset their output needs, and dropped
--- the blobs table (indexed_gzip's exported index).
+-- the blobs table (indexed_gzip's exported index); 6 has the same tables, made by new
+-- tar rules (a whiteout hides lower layers only; links, devices, dirs and fifos have no
+-- data whatever their size says; a pre-POSIX "name/" file is a dir; dates clamped).
 
 -- Facts about the blob and its uncompressed tar stream.
 CREATE TABLE meta (
