@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import zlib
 from collections.abc import Callable
@@ -34,6 +35,29 @@ T = TypeVar("T")
 PAGE_CACHE_KIB = 256
 """SQLite's page cache per open index (its default is 2 MiB): the files are in the kernel's
 page cache anyway, and a mount keeps up to ``OPEN_INDEXES`` of them open."""
+
+
+def _check_whole(connection: sqlite3.Connection, path: Path) -> None:
+    """Raise ``ValueError`` unless the file holds exactly its pages: a file cut short
+    within a page opens and reads its first rows, then fails queries in odd ways."""
+    (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+    (pages,) = connection.execute("PRAGMA page_count").fetchone()
+    size = path.stat().st_size
+    if size != page_size * pages:
+        raise ValueError(f"{size} bytes, not its {pages} pages of {page_size}")
+
+
+def _discard(path: Path, why: str, level: int = logging.WARNING) -> None:
+    """Delete an index file that cannot serve (a directory in its place too): its layer is
+    indexed again."""
+    log.log(level, "%s: layer index %s: deleted, built again", path.name, why)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("%s: could not be deleted (%s)", path.name, error)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -103,32 +127,39 @@ class LayerIndex:
         *,
         expected: ExpectedIndex | None = None,
     ) -> LayerIndex | None:
-        """The index at ``path``, or None if absent, unreadable or of another schema. With
-        ``expected``, a file that is not that layer's index (another digest or size, built
-        from other inputs) is deleted, with one log line, and None returned: the caller
-        builds it again."""
+        """The index at ``path``, or None if absent, unreadable or of another schema: such a
+        file is deleted, with one log line, so that the caller builds it again (a cache an
+        older regfs wrote must not leave its layers EIO). With ``expected``, a file that is
+        not that layer's index (another digest or size, built from other inputs) is
+        deleted too."""
         if not path.exists():
             return None
         try:
             connection = _connect(path)
-        except sqlite3.Error as error:
-            log.warning("%s: layer index unreadable (%s): built again", path.name, error)
+        except sqlite3.OperationalError as error:  # not now (a directory, no descriptor)
+            log.warning("%s: layer index cannot be opened (%s)", path.name, error)
+            if path.is_dir():
+                _discard(path, "a directory")
+            return None
+        except sqlite3.DatabaseError as error:  # not a database, malformed
+            _discard(path, f"unreadable ({error})")
             return None
         try:
             values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-            if values.get("schema_version") != str(SCHEMA_VERSION):
-                log.info("%s: index of schema %s, not %d: built again",
-                         path.name, values.get("schema_version"), SCHEMA_VERSION)  # fmt: skip
+            if values.get("schema_version") != str(SCHEMA_VERSION):  # an older regfs's
                 connection.close()
+                version = values.get("schema_version")
+                _discard(path, f"of schema {version}, not {SCHEMA_VERSION}", logging.INFO)
                 return None
             meta = IndexMeta(
                 values["digest"], values["compression"], int(values["compressed_size"]),
                 int(values["uncompressed_size"]), int(values["chunk_size"]),
                 int(values["prefetch_end"]), values["built_from"],
             )  # fmt: skip
-        except (sqlite3.Error, KeyError, ValueError) as error:
-            log.warning("%s: layer index unreadable (%s): built again", path.name, error)
+            _check_whole(connection, path)
+        except (sqlite3.Error, KeyError, ValueError, OSError) as error:
             connection.close()
+            _discard(path, f"unreadable ({error})")
             return None
         mismatch = expected.mismatch(meta) if expected is not None else None
         if mismatch is not None:
