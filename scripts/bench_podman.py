@@ -33,6 +33,7 @@ from tests.support import images, soci
 from tests.support.estargz import push_estargz
 from tests.support.layered import debian_rootfs
 from tests.support.mount import Installation, Mount
+from tests.support.netprofiles import NetworkProfile
 from tests.support.podman import Podman
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
@@ -151,14 +152,15 @@ def _stored(name: str, work: Path, proxy: CountingProxy) -> Measured:
     return stored
 
 
-def run(workdir: Path) -> None:
+def run(workdir: Path, profile: NetworkProfile | None = None) -> None:
+    """Each format's comparison, over the emulated network ``profile`` (None: loopback)."""
     debian_rootfs(workdir / "debian")
     layout = workdir / "oci"
     build_image(layout, workdir / "debian", workdir)
     rows = []
     for name in os.environ.get("REGFS_BENCH_FORMATS", " ".join(FORMATS)).split():
         registry = Registry(workdir / f"registry-{name}")
-        proxy = CountingProxy(registry.port)
+        proxy = CountingProxy(registry.port, profile=profile)
         try:
             push(name, layout, registry, workdir)
             manifest = json.loads(images.get_manifest(registry.url, f"bench/{name}", "1")[0])

@@ -19,6 +19,7 @@ import re
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tests.support import images
 from tests.support.estargz import push_estargz
 from tests.support.mount import Installation, Mount
 from tests.support.netprofiles import NetworkProfile
+from tests.support.podman import Podman
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry
 
@@ -38,6 +40,7 @@ MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, loggin
 """The second command: more of the standard library, in the same mount after the start."""
 FORMATS = ("gzip", "estargz", "zstd-chunked", "soci")
 PULL_ALL = "pull all (skopeo + umoci)"
+PODMAN_PULL = "podman pull + run"
 TRACED = "open,openat,execve,stat,newfstatat,chroot"
 OPENED = re.compile(r'^\d+ +\w+\((?:AT_FDCWD, )?"(/[^"]+)".* = \d+')
 """A path the traced command opened, executed or statted, with success."""
@@ -237,26 +240,94 @@ def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
                   proxy.range_requests, requests, proxy.range_requests)  # fmt: skip
 
 
+def through_the_store(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
+    """The start in a container of fresh podman storage, its layers from a layer store
+    mounted (with a fresh cache) before the clock; or why it failed."""
+    options = ("--soci-v1-referrers",) if name == "soci" else ()
+    store = Mount(workdir / f"store-{name}", "--layer-store", "--cache-dir",
+                  str(workdir / f"store-cache-{name}"), *options)  # fmt: skip
+    try:
+        podman = Podman(workdir / f"lazy-{name}", store.path, [proxy.host])
+        try:
+            result = _in_a_container(podman, f"{proxy.host}/bench/{name}:1", proxy)
+            if isinstance(result, Result) and podman.store_layers() != 1:
+                return "podman pulled the layer itself"
+            return result
+        finally:
+            podman.close()
+    finally:
+        store.close()
+
+
+def podman_pull_and_run(proxy: CountingProxy, workdir: Path) -> Result | str:
+    """``podman pull`` of the gzip image, then the start in a container of it."""
+    podman = Podman(workdir / "pulled", None, [proxy.host])
+    reference = f"{proxy.host}/bench/gzip:1"
+    try:
+        return _in_a_container(podman, reference, proxy, pull=True)
+    finally:
+        podman.close()
+
+
+def _in_a_container(
+    podman: Podman, reference: str, proxy: CountingProxy, *, pull: bool = False
+) -> Result | str:
+    drop_page_cache()
+    proxy.reset()
+    start = time.perf_counter()
+    if pull:
+        podman("pull", "--quiet", reference)
+    ran = podman.run(reference, *START)
+    seconds = time.perf_counter() - start
+    if ran.returncode != 0:
+        return ran.stderr.strip().splitlines()[-1] if ran.stderr.strip() else "failed"
+    requests = sum(proxy.requests_by_path.values())
+    blob_bytes = proxy.blob_bytes()
+    return Result(seconds, 0.0, blob_bytes, blob_bytes, requests, proxy.range_requests,
+                  requests, proxy.range_requests)  # fmt: skip
+
+
 def coldstart(workdir: Path, profiles: list[NetworkProfile]) -> None:
     layout, record = build(workdir)
     registries: dict[str, Registry] = {}
     try:
         sizes = push_formats(layout, registries, record, workdir)
         for profile in profiles:
-            results: dict[str, Result | str] = {}
-            for name in (*FORMATS, PULL_ALL):
-                source = registries["gzip" if name == PULL_ALL else name]
-                proxy = CountingProxy(source.port, profile=profile)
-                try:
-                    where = workdir / profile.name
-                    results[name] = (pull_all(proxy, where) if name == PULL_ALL
-                                     else through_regfs(name, proxy, where))  # fmt: skip
-                finally:
-                    proxy.stop()
-            report(profile, results, sizes)
+            where = workdir / profile.name
+            report(profile, _each(registries, profile, (*FORMATS, PULL_ALL), where, _chrooted),
+                   sizes)  # fmt: skip
+            in_containers = _each(registries, profile, (*FORMATS, PODMAN_PULL), where, _podman)
+            report_containers(profile, in_containers, sizes)
     finally:
         for registry in registries.values():
             registry.stop()
+
+
+def _each(
+    registries: dict[str, Registry], profile: NetworkProfile, names: tuple[str, ...],
+    where: Path, measure: Callable[[str, CountingProxy, Path], Result | str],
+) -> dict[str, Result | str]:  # fmt: skip
+    """``measure(name, proxy, where)`` for each name, through a proxy of the profile in
+    front of the name's registry (the gzip one for the baselines)."""
+    results: dict[str, Result | str] = {}
+    for name in names:
+        source = registries.get(name, registries["gzip"])
+        proxy = CountingProxy(source.port, profile=profile)
+        try:
+            results[name] = measure(name, proxy, where)
+        finally:
+            proxy.stop()
+    return results
+
+
+def _chrooted(name: str, proxy: CountingProxy, where: Path) -> Result | str:
+    return pull_all(proxy, where) if name == PULL_ALL else through_regfs(name, proxy, where)
+
+
+def _podman(name: str, proxy: CountingProxy, where: Path) -> Result | str:
+    if name == PODMAN_PULL:
+        return podman_pull_and_run(proxy, where)
+    return through_the_store(name, proxy, where)
 
 
 def report(
@@ -297,3 +368,33 @@ def report(
          "skopeo copy (the whole gzip layer)": [baseline.bytes_start / 1e6] * len(shown)},
         unit="MB",
     )  # fmt: skip
+
+
+def report_containers(
+    profile: NetworkProfile, results: dict[str, Result | str], sizes: dict[str, int]
+) -> None:
+    baseline = results[PODMAN_PULL]
+    print(f"\ncold `podman run --rm IMAGE {' '.join(START[:2])} '{START[2]}'` with fresh "
+          f"podman storage ({profile.describe()}): through the regfs layer store, against "
+          f"{PODMAN_PULL} of the gzip image")  # fmt: skip
+    print("| format | start | / podman pull + run | blob MB | / layer | requests (Range) |\n"
+          "|---|---|---|---|---|---|")  # fmt: skip
+    for name, result in results.items():
+        if isinstance(result, str):
+            print(f"| {name} | failed: {result} | | | | |")
+            continue
+        ratio = f"{result.start / baseline.start:.2f}" if isinstance(baseline, Result) else "-"
+        layer = sizes.get(name, sizes["gzip"])
+        print(f"| {name} | {result.start:.2f} s | {ratio} | {result.bytes_start / 1e6:.1f} | "
+              f"{result.bytes_start / layer:.3f} | {result.requests_start} "
+              f"({result.ranges_start}) |")  # fmt: skip
+    shown = {n: r for n, r in results.items() if isinstance(r, Result) and n != PODMAN_PULL}
+    if isinstance(baseline, Result):
+        plots.bars(
+            f"coldstart-podman-{profile.name}",
+            f"python3 cold start in podman, {profile.describe()} (lower is better)",
+            list(shown),
+            {"through the regfs layer store": [r.start for r in shown.values()],
+             PODMAN_PULL: [baseline.start] * len(shown)},
+            unit="seconds",
+        )  # fmt: skip
