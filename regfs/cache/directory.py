@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from regfs.cache.layout import CacheLayout
@@ -28,6 +29,7 @@ def prepare_cache_dir(path: Path, *, allow_shared: bool) -> None:
     one of its parts is owned by another user (root excepted) or writable by group or
     others, and have the process create files for its user only."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_writable(path)
     if allow_shared:
         return
     parts = CacheLayout(path).parts().values()  # each checked like the dir itself
@@ -39,6 +41,19 @@ def prepare_cache_dir(path: Path, *, allow_shared: bool) -> None:
                 f"(chmod go-w it, or pass --allow-shared-cache to share it on purpose)"
             )
     os.umask(PRIVATE_UMASK)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise ``OSError`` saying so if no file can be made in ``path`` (a read-only file
+    system, a full disk): every byte regfs verifies is kept there, and a mount that cannot
+    keep any would answer every lookup with EIO."""
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+    except OSError as error:
+        why = f"cache dir {path} cannot be written: {error.strerror}"
+        raise OSError(error.errno, why) from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def unsafe_because(path: Path, user: int) -> str | None:

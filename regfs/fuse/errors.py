@@ -109,6 +109,9 @@ async def _translated(
     except RegfsError as error:
         _log_once(operation.__name__, error)
         raise pyfuse3.FUSEError(errno_for(error)) from None
+    except OSError as error:  # the cache dir's disk (full, read-only, gone): said, not a bug
+        _log_once(operation.__name__, RegfsError(f"the cache dir: {error}"))
+        raise pyfuse3.FUSEError(errno.EIO) from None
     except Exception:
         log.exception("%s: unexpected failure", operation.__name__)
         raise pyfuse3.FUSEError(errno.EIO) from None

@@ -137,6 +137,21 @@ async def test_an_unexpected_exception_is_eio_with_one_traceback(
     assert record.getMessage() == f"{handler}: unexpected failure" and record.exc_info
 
 
+async def test_a_full_or_read_only_cache_dir_is_eio_said_in_one_line_no_traceback(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache dir's disk is no bug of the daemon: a read that cannot keep what it
+    fetched says why once, and what it says names the file."""
+    full = OSError(errno.ENOSPC, "No space left on device", "/var/cache/regfs/tmp/blob")
+    operations = Operations(Failing(full), metadata_ttl=60)
+    for _ in range(2):
+        assert await errno_of(handlers(operations)["read"]) == errno.EIO
+    assert lines(caplog) == [
+        "read: the cache dir: [Errno 28] No space left on device: '/var/cache/regfs/tmp/blob'"
+    ]
+    assert all(record.exc_info is None for record in caplog.records)
+
+
 async def test_a_dir_that_vanished_is_eio_to_readdir_not_the_end_of_its_listing(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
