@@ -16,6 +16,8 @@ thread-safe; callers run them in worker threads.
   is under 90 % of it. Blobs in ``tmp/`` count but are never evicted: a download in
   progress is bounded by the layer store instead (a few at once). An index deleted under
   another mount stays readable to it (an open file) and is rebuilt on its next open.
+  Several processes may share the dir: each measures it again once it has counted a
+  tenth of the bound, so together they overshoot it by at most that much each.
   Evicting indexes sweeps the records of which images used their layers
   (``cache/layer_images.py``) with them.
 - Pinned chunks and indexes (``cache/pins.py``) count but are never evicted; eviction
@@ -45,6 +47,10 @@ from regfs.cache.temporaries import is_abandoned
 log = logging.getLogger(__name__)
 
 LOW_WATER = 0.9
+MEASURED_AGAIN_AFTER = 0.1
+"""Share of the bound this process may count as written before it measures the cache dir
+again: other mounts and ``regfs prefetch`` on the same dir write too, and a count of its
+own writes alone let N processes fill N times the bound."""
 
 
 class ChunkCache:
@@ -64,6 +70,7 @@ class ChunkCache:
         self._in_use = in_use
         self._lock = threading.Lock()
         self._usage: int | None = None  # of the whole cache dir, measured on first need
+        self._counted_since_measured = 0
         self.pins = Pins(layout)
         self._pins_overflow_told = False
 
@@ -141,13 +148,29 @@ class ChunkCache:
 
     def _count(self, size: int, *, incoming: bool) -> None:
         """Add ``size`` to the usage; over the bound, evict (making room for ``size`` more
-        bytes if they are ``incoming``: not written yet)."""
+        bytes if they are ``incoming``: not written yet). The usage is measured again,
+        with what other processes wrote, once this one has counted a tenth of the bound."""
         with self._lock:
-            if self._usage is not None:
+            measured = (self._usage is not None and self._counted_since_measured
+                        < self.max_bytes * MEASURED_AGAIN_AFTER)  # fmt: skip
+            if measured:
+                assert self._usage is not None
                 self._usage += size
-            over = self._usage is None or self._usage > self.max_bytes
+                self._counted_since_measured += size
+                over = self._usage > self.max_bytes
+        if not measured:
+            over = self._measure(size if incoming else 0) > self.max_bytes
         if over:
             self.evict(incoming=size if incoming else 0)
+
+    def _measure(self, incoming: int) -> int:
+        """Bytes in the whole cache dir now (what every process wrote), with ``incoming``
+        bytes about to be written, remembered."""
+        evictable, fixed, _ = self._scan(Protection())
+        usage = fixed + sum(size for _, size, _ in evictable) + incoming
+        with self._lock:
+            self._usage, self._counted_since_measured = usage, incoming
+        return usage
 
     def _scan(self, pinned: Protection) -> tuple[list[tuple[float, int, Path]], int, int]:
         """(mtime, size, path) of every chunk and unused index not ``pinned``, the bytes
@@ -185,7 +208,7 @@ class ChunkCache:
                 path.unlink(missing_ok=True)
                 usage -= size
                 indexes_evicted |= path.parent == self._indexes
-            self._usage = usage
+            self._usage, self._counted_since_measured = usage, incoming
         if pinned_bytes > room_for_pins(self.max_bytes) and not self._pins_overflow_told:
             self._pins_overflow_told = True  # the pins were made for a larger --cache-size
             log.warning("cache dir %s: pins hold %d bytes, more than %d%% of --cache-size %d: "

@@ -79,6 +79,19 @@ def test_eviction_removes_least_recently_used_first(tmp_path: Path) -> None:
     assert load_verified(cache, digests[1]) is None and load_verified(cache, digests[2]) is None
 
 
+def test_processes_sharing_a_cache_dir_keep_it_within_the_bound(tmp_path: Path) -> None:
+    """Two mounts (or a mount and ``regfs prefetch``) on one cache dir: each measures the
+    dir again after counting a tenth of the bound, so what the other wrote counts too
+    (each once counted its own writes only, and the two filled 160 % of the bound)."""
+    bound = 100_000
+    first = ChunkCache(CacheLayout(tmp_path), bound)
+    second = ChunkCache(CacheLayout(tmp_path), bound)
+    for number in range(16):  # 16 times 10 000 bytes, alternately
+        put(first if number % 2 else second, bytes([number]) * 10_000)
+    stored = sum(path.stat().st_size for path in tmp_path.rglob("*") if path.is_file())
+    assert stored <= bound
+
+
 def test_the_bound_covers_indexes_and_blobs_being_indexed(tmp_path: Path) -> None:
     """Least recently used first, chunks and unused indexes alike; a blob being indexed
     counts but stays, and so does an index this process has open."""
