@@ -4,15 +4,16 @@ Registry layer, pure (no IO but parsing given text). For ``HOST/REPOSITORY`` the
 ``[[registry]]`` table with the longest matching ``prefix`` decides: it may rewrite the
 prefix to its ``location``, mark it ``insecure`` (plain http allowed) or ``blocked``, and
 list ``[[registry.mirror]]`` tables to try first, each honouring its ``pull-from-mirror``
-(``all``, ``digest-only``, ``tag-only``). A reference no table matches is pulled from its
-own host. ``unqualified-search-registries`` and aliases are not used: regfs paths always
-name their registry.
+(``all``, ``digest-only``, ``tag-only``; ``mirror-by-digest-only`` makes them all
+``digest-only``). A reference no table matches is pulled from its own host.
+``unqualified-search-registries`` and aliases are not used: regfs paths always name their
+registry.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
@@ -144,6 +145,22 @@ def _mirror(table: Any, where: str) -> Mirror:
     return Mirror(location, _bool(table, "insecure", where), pull_from)
 
 
+def _mirrors(table: dict[str, Any], where: str) -> tuple[Mirror, ...]:
+    """The table's mirrors; with ``mirror-by-digest-only`` each is ``digest-only``, and a
+    mirror saying its own ``pull-from-mirror`` then is refused, as containers/image does
+    (which of the two would hold is not for regfs to guess)."""
+    mirrors = table.get("mirror", [])
+    if not isinstance(mirrors, list):
+        raise MalformedContent(f"{where}: mirror must be an array of tables")
+    if not _bool(table, "mirror-by-digest-only", where):
+        return tuple(_mirror(mirror, where) for mirror in mirrors)
+    if any(isinstance(m, dict) and "pull-from-mirror" in m for m in mirrors):
+        raise MalformedContent(
+            f"{where}: mirror-by-digest-only and a mirror's pull-from-mirror cannot both be set"
+        )
+    return tuple(replace(_mirror(m, where), pull_from_mirror="digest-only") for m in mirrors)
+
+
 def _registry(table: Any, where: str) -> RegistryTable:
     if not isinstance(table, dict):
         raise MalformedContent(f"{where}: [[registry]] must be a table")
@@ -151,15 +168,12 @@ def _registry(table: Any, where: str) -> RegistryTable:
     prefix = _string(table, "prefix", where) or location
     if not prefix or (not location and not prefix.startswith("*.")):
         raise MalformedContent(f"{where}: [[registry]] needs a location or a prefix")
-    mirrors = table.get("mirror", [])
-    if not isinstance(mirrors, list):
-        raise MalformedContent(f"{where}: mirror must be an array of tables")
     return RegistryTable(
         prefix,
         location or prefix,
         _bool(table, "insecure", where),
         _bool(table, "blocked", where),
-        tuple(_mirror(mirror, where) for mirror in mirrors),
+        _mirrors(table, where),
     )
 
 

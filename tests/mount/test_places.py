@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,40 @@ location = "{counting.host}"
         assert " bytes: RemoteProtocolError" in mount.log()  # the mid-read break, logged
     finally:
         mount.close()
+
+
+def test_mirror_by_digest_only_keeps_a_tag_off_a_stale_mirror(tmp_path: Path) -> None:
+    """Two registries whose app:1 differ: by tag, skopeo and regfs both read the origin's."""
+    layout = tmp_path / "oci"
+    images.build_image(layout, "fresh", {"etc/which": b"origin\n"})
+    images.build_image(layout, "stale", {"etc/which": b"mirror\n"})
+    origin, mirror = Registry(tmp_path / "origin"), Registry(tmp_path / "mirror")
+    try:
+        images.push(layout, "fresh", f"{origin.host}/app:1")
+        images.push(layout, "stale", f"{mirror.host}/app:1")
+        home = home_with(tmp_path, f"""
+[[registry]]
+prefix = "fleet.example"
+location = "{origin.host}"
+insecure = true
+mirror-by-digest-only = true
+[[registry.mirror]]
+location = "{mirror.host}"
+insecure = true
+""")  # fmt: skip
+        inspected = subprocess.run(
+            ["skopeo", "inspect", "--raw", "docker://fleet.example/app:1"],
+            capture_output=True, check=True, env={**os.environ, "HOME": str(home)},
+        )  # fmt: skip
+        assert inspected.stdout == images.get_manifest(origin.url, "app", "1")[0]
+        mount = Mount(tmp_path / "mnt", environment={"HOME": str(home)})
+        try:
+            assert (mount / "fleet.example/app/1/rootfs/etc/which").read_bytes() == b"origin\n"
+        finally:
+            mount.close()
+    finally:
+        origin.stop()
+        mirror.stop()
 
 
 def test_a_blocked_prefix_is_eacces_and_the_rest_stays(tmp_path: Path, pushed: Pushed) -> None:

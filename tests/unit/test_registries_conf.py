@@ -60,6 +60,16 @@ def test_mirrors_come_first_as_pull_from_mirror_allows() -> None:
     assert by_tag[0].insecure and by_tag[0].mirror and not by_tag[-1].mirror
 
 
+def test_mirror_by_digest_only_keeps_tags_off_every_mirror() -> None:
+    registries = merge([("r.conf", parse_registries_conf(
+        '[[registry]]\nlocation = "docker.io"\nmirror-by-digest-only = true\n'
+        '[[registry.mirror]]\nlocation = "stale-mirror.lan"\n', "r.conf"))])  # fmt: skip
+    by_tag = registries.endpoints("docker.io", "library/debian", by_digest=False)
+    by_digest = registries.endpoints("docker.io", "library/debian", by_digest=True)
+    assert [e.host for e in by_tag] == ["docker.io"]
+    assert [e.host for e in by_digest] == ["stale-mirror.lan", "docker.io"]
+
+
 def test_blocked_and_wildcards_and_insecure_hosts() -> None:
     registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
     assert registries.endpoints("evil.example", "x", by_digest=True) == []
@@ -90,7 +100,10 @@ def test_the_longest_prefix_wins_and_later_files_override() -> None:
      "[[registry]]\nblocked = true", '[[registry]]\nlocation = "a"\nmirror = 1',
      '[[registry]]\nlocation = "a"\n[[registry.mirror]]\npull-from-mirror = "all"',
      '[[registry]]\nlocation = "a"\n[[registry.mirror]]\nlocation = "m"\n'
-     'pull-from-mirror = "sometimes"'],
+     'pull-from-mirror = "sometimes"',
+     '[[registry]]\nlocation = "a"\nmirror-by-digest-only = true\n'
+     '[[registry.mirror]]\nlocation = "m"\npull-from-mirror = "all"',
+     '[[registry]]\nlocation = "a"\nmirror-by-digest-only = "yes"'],
 )  # fmt: skip
 def test_malformed_files_are_refused_naming_the_file(text: str) -> None:
     with pytest.raises(MalformedContent, match=r"r\.conf"):
