@@ -17,9 +17,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
+from regfs.domain.reference import DOCKER_HUB_ALIASES, api_repository
 from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
 
 PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
+DOCKER_HUB = "docker.io"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +70,18 @@ class RegistriesConf:
     def endpoints(self, host: str, repository: str, *, by_digest: bool) -> list[Endpoint]:
         """Where to pull ``host/repository`` from, in order: usable mirrors, then the
         (possibly rewritten) location. A blocked reference has no endpoint at all."""
-        table = self.table_for(_reference(host, repository))
+        name = _normalised(host, repository)
+        table = self.table_for(_reference(*name))
         if table is None:
             return [Endpoint(host, repository)]
         if table.blocked:
             return []
-        result = []
-        for mirror in table.mirrors:
-            wanted = "digest-only" if by_digest else "tag-only"
-            if mirror.pull_from_mirror in ("all", wanted):
-                result.append(_rewrite(table, mirror.location, host, repository, mirror))
-        result.append(_rewrite(table, table.location, host, repository, None))
-        return result
+        wanted = "digest-only" if by_digest else "tag-only"
+        mirrors = [m for m in table.mirrors if m.pull_from_mirror in ("all", wanted)]
+        return [
+            *(_rewrite(table, mirror.location, *name, mirror) for mirror in mirrors),
+            _rewrite(table, table.location, *name, None),
+        ]
 
     def insecure_hosts(self) -> frozenset[str]:
         """Every location and mirror marked ``insecure``: plain http is allowed to them."""
@@ -89,6 +91,16 @@ class RegistriesConf:
                 hosts.add(_host_of(table.location))
             hosts |= {_host_of(m.location) for m in table.mirrors if m.insecure}
         return frozenset(hosts)
+
+
+def _normalised(host: str, repository: str) -> tuple[str, str]:
+    """Docker Hub's names as containers/image writes them before matching any prefix
+    (``docker.io``, ``library/`` before a one-component name): ``prefix = "docker.io"``
+    rewritten elsewhere, or ``docker.io/library`` blocked, must see every spelling a path
+    may use for the same image."""
+    if host not in DOCKER_HUB_ALIASES:
+        return host, repository
+    return DOCKER_HUB, api_repository(host, repository) if repository else ""
 
 
 def _reference(host: str, repository: str) -> str:

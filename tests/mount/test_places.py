@@ -101,6 +101,33 @@ insecure = true
         mirror.stop()
 
 
+def test_docker_hub_rewritten_to_a_local_registry_keeps_library(tmp_path: Path) -> None:
+    """An air-gapped copy of Docker Hub: every spelling of docker.io/library/debian is
+    LOCAL/library/debian, for skopeo and regfs alike."""
+    layout = tmp_path / "oci"
+    images.build_image(layout, "img", {"etc/which": b"local\n"})
+    local = Registry(tmp_path / "local")
+    try:
+        images.push(layout, "img", f"{local.host}/library/debian:1")
+        home = home_with(
+            tmp_path,
+            f'[[registry]]\nprefix = "docker.io"\nlocation = "{local.host}"\ninsecure = true\n',
+        )
+        names = ("docker.io/debian", "index.docker.io/library/debian", "docker.io/library/debian")
+        for name in names:
+            subprocess.run(["skopeo", "inspect", "--raw", f"docker://{name}:1"],
+                           capture_output=True, check=True,
+                           env={**os.environ, "HOME": str(home)})  # fmt: skip
+        mount = Mount(tmp_path / "mnt", "--timeout", "5", environment={"HOME": str(home)})
+        try:
+            for name in names:
+                assert (mount / name / "1/rootfs/etc/which").read_bytes() == b"local\n"
+        finally:
+            mount.close()
+    finally:
+        local.stop()
+
+
 def test_a_blocked_prefix_is_eacces_and_the_rest_stays(tmp_path: Path, pushed: Pushed) -> None:
     host = pushed.registry.host
     home = home_with(

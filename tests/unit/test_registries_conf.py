@@ -70,6 +70,29 @@ def test_mirror_by_digest_only_keeps_tags_off_every_mirror() -> None:
     assert [e.host for e in by_digest] == ["stale-mirror.lan", "docker.io"]
 
 
+def test_docker_hub_names_are_matched_and_rewritten_as_docker_io_library() -> None:
+    registries = merge([("r.conf", parse_registries_conf(
+        '[[registry]]\nprefix = "docker.io"\nlocation = "127.0.0.1:5000"\n'
+        '[[registry.mirror]]\nlocation = "mirror.lan"\n', "r.conf"))])  # fmt: skip
+    for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        for repository in ("debian", "library/debian"):
+            assert registries.endpoints(host, repository, by_digest=False) == [
+                Endpoint("mirror.lan", "library/debian", mirror=True),
+                Endpoint("127.0.0.1:5000", "library/debian")]  # fmt: skip
+    assert registries.endpoints("index.docker.io", "", by_digest=False)[-1].host == (
+        "127.0.0.1:5000")  # fmt: skip
+
+
+def test_a_blocked_docker_hub_namespace_is_blocked_under_every_hub_name() -> None:
+    registries = merge([("r.conf", parse_registries_conf(
+        '[[registry]]\nlocation = "docker.io/library"\nblocked = true\n', "r.conf"))])  # fmt: skip
+    for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        assert registries.endpoints(host, "debian", by_digest=False) == []
+        assert registries.endpoints(host, "library/debian", by_digest=False) == []
+    assert registries.endpoints("docker.io", "team/app", by_digest=False) == [
+        Endpoint("docker.io", "team/app")]  # fmt: skip
+
+
 def test_blocked_and_wildcards_and_insecure_hosts() -> None:
     registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
     assert registries.endpoints("evil.example", "x", by_digest=True) == []
