@@ -11,7 +11,6 @@ when they hang; their answers are kept for a minute.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from regfs.registry.authfile import (
     parse_helper_output,
     registry_key,
 )
-
-log = logging.getLogger(__name__)
 
 HELPER_ANSWERS_KEPT = 60.0
 """Seconds a helper's answer (or failure) is reused: helpers may prompt a keyring or hang,
@@ -106,22 +103,30 @@ class DockerCredentials:
         return None
 
     def _load(self, path: Path) -> AuthFile | None:
-        """The file's contents, parsed again only when its mtime or size changed."""
+        """The file's contents, parsed again only when its mtime or size changed; None if
+        it does not exist.
+
+        A file that cannot be read or parsed is ``AccessDenied`` naming it, as in
+        containers/image: skipping it would send the next file's identity, or none, and
+        show another tree. It is read again on the next request, once it may be fixed.
+        """
         try:
             info = path.stat()
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             self._parsed.pop(path, None)
             return None
+        except OSError as error:
+            raise _unreadable(path, error) from None
         version = _Version(info.st_mtime_ns, info.st_size)
         cached = self._parsed.get(path)
         if cached is not None and cached[0] == version:
             return cached[1]
         try:
-            raw = path.read_bytes()[:MAX_AUTH_FILE_BYTES]
-            auth_file = parse_auth_file(raw, str(path))
-        except (OSError, MalformedContent) as error:
-            log.warning("%s: ignored: %s", path, error)
-            auth_file = AuthFile(str(path))
+            auth_file = parse_auth_file(path.read_bytes()[:MAX_AUTH_FILE_BYTES], str(path))
+        except OSError as error:
+            raise _unreadable(path, error) from None
+        except MalformedContent as error:
+            raise AccessDenied(str(error)) from None
         self._parsed[path] = (version, auth_file)
         return auth_file
 
@@ -138,6 +143,10 @@ class DockerCredentials:
         if isinstance(answer, AccessDenied):
             raise answer
         return answer
+
+
+def _unreadable(path: Path, error: OSError) -> AccessDenied:
+    return AccessDenied(f"{path}: cannot read: {error.strerror or error}")
 
 
 async def _kill(process: trio.Process) -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regfs.domain.errors import MalformedContent
+from regfs.domain.errors import AccessDenied, MalformedContent
 from regfs.registry.authfile import (
     Found,
     find,
@@ -21,7 +21,7 @@ from regfs.registry.authfile import (
     parse_auth_file,
     parse_helper_output,
 )
-from regfs.registry.credentials import auth_file_paths
+from regfs.registry.credentials import DockerCredentials, auth_file_paths
 
 
 def auth(user: str, password: str) -> str:
@@ -133,3 +133,27 @@ def test_files_are_searched_in_podmans_order(tmp_path: Path) -> None:
         Path("/dc/config.json")]  # fmt: skip
     assert auth_file_paths({**full, "REGISTRY_AUTH_FILE": "/r.json"}, None) == [Path("/r.json")]
     assert auth_file_paths(full, tmp_path / "a.json") == [tmp_path / "a.json"]
+
+
+def write_json(path: Path, document: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+async def test_a_file_that_does_not_parse_or_read_is_refused_not_skipped(tmp_path: Path) -> None:
+    """As containers/image: going on to the next file would send another identity."""
+    broken = tmp_path / "run/auth.json"
+    broken.parent.mkdir()
+    broken.write_text('{"auths": {"reg.lan": {"auth": "' + auth("alice", "pw") + '"}},')
+    unreadable = tmp_path / "dir.json"
+    unreadable.mkdir()
+    docker = write_json(tmp_path / "config.json", {"auths": {"reg.lan": {"auth": auth("b", "o")}}})
+    for first in (broken, unreadable):
+        credentials = DockerCredentials([tmp_path / "missing.json", first, docker], 5)
+        with pytest.raises(AccessDenied, match=str(first)):
+            await credentials.credentials_for("reg.lan", "app")
+    found = await DockerCredentials([tmp_path / "missing.json", docker], 5).credentials_for(
+        "reg.lan", "app"
+    )
+    assert found is not None and found.username == "b"
