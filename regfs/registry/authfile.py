@@ -1,22 +1,25 @@
 """docker's ``config.json`` and podman's ``auth.json``: what they say about one registry.
 
-Registry layer, pure (no IO). Both files share one shape (containers-auth.json(5),
-docker's config file): ``auths`` maps a registry (or, for podman, a ``registry/namespace``
-prefix) to ``auth`` (base64 ``user:password``) or ``username``/``password``, and optionally
-an ``identitytoken`` (an OAuth2 refresh token); ``credHelpers`` names a helper per
-registry; ``credsStore`` a helper for every registry.
+Registry layer, pure (no IO but a log line for a skipped entry). Both files share one
+shape (containers-auth.json(5), docker's config file): ``auths`` maps a registry (or, for
+podman, a ``registry/namespace`` prefix) to ``auth`` (base64 ``user:password``) or
+``username``/``password``, and optionally an ``identitytoken`` (an OAuth2 refresh token);
+``credHelpers`` names a helper per registry; ``credsStore`` a helper for every registry.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import load_json_object
 from regfs.domain.reference import DOCKER_HUB_ALIASES
+
+log = logging.getLogger(__name__)
 
 DOCKER_HUB_KEY = "docker.io"
 DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
@@ -90,8 +93,9 @@ def _credentials(entry: Any, path: str, key: str) -> Credentials | None:
         except (binascii.Error, UnicodeDecodeError):
             raise MalformedContent(f"{path}: auths[{key!r}].auth is not base64") from None
         username, colon, password = decoded.partition(":")
-        if not colon:
-            raise MalformedContent(f"{path}: auths[{key!r}].auth is not user:password")
+        if not colon:  # skipped, as docker and containers/image skip it: not the whole file
+            log.warning("%s: auths[%r].auth is not user:password: entry skipped", path, key)
+            return None
     token = entry.get("identitytoken")
     token = token if isinstance(token, str) and token else None
     if not isinstance(username, str) or not isinstance(password, str):

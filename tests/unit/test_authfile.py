@@ -93,7 +93,7 @@ def test_lookup_keys_go_from_repository_to_registry() -> None:
 @pytest.mark.parametrize(
     "raw",
     [b"[]", b"{", b'{"auths": []}', b'{"auths": {"a": 1}}', b'{"auths": {"a": {"auth": "!!"}}}',
-     b'{"auths": {"a": {"auth": "bm9jb2xvbg=="}}}', b'{"credHelpers": {"a": 1}}'],
+     b'{"credHelpers": {"a": 1}}'],
 )  # fmt: skip
 def test_malformed_files_are_refused_naming_the_file(raw: bytes) -> None:
     with pytest.raises(MalformedContent, match=r"/bad\.json"):
@@ -104,6 +104,17 @@ def test_malformed_files_are_refused_naming_the_file(raw: bytes) -> None:
 def test_any_bytes_parse_or_raise_malformed_content(raw: bytes) -> None:
     with contextlib.suppress(MalformedContent):
         parse_auth_file(raw, "/any.json")
+
+
+def test_an_auth_without_a_colon_skips_its_entry_only(caplog: pytest.LogCaptureFixture) -> None:
+    raw = json.dumps({"auths": {"other.lan": {"auth": base64.b64encode(b"token").decode()},
+                                "reg.lan": {"auth": auth("alice", "pw")}}}).encode()  # fmt: skip
+    parsed = parse_auth_file(raw, "/a.json")
+    found = find(parsed, "reg.lan", "app")
+    assert found and found.credentials and found.credentials.username == "alice"
+    assert find(parsed, "other.lan", "app") is None
+    assert [r.message for r in caplog.records] == [
+        "/a.json: auths['other.lan'].auth is not user:password: entry skipped"]  # fmt: skip
 
 
 def test_helper_output() -> None:
