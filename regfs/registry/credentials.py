@@ -92,6 +92,8 @@ class DockerCredentials:
         ] = cachetools.TTLCache(256, HELPER_ANSWERS_KEPT, timer=trio.current_time)
 
     async def credentials_for(self, host: str, repository: str) -> Credentials | None:
+        """The first answer in the files' order; a helper with nothing for ``host`` is no
+        answer (containers/image goes on to the next file then, too)."""
         for path in self.paths:
             auth_file = self._load(path)
             found = find(auth_file, host, repository) if auth_file else None
@@ -99,7 +101,9 @@ class DockerCredentials:
                 continue
             if found.helper is None:
                 return found.credentials
-            return await self._from_helper(found.helper, host, path)
+            answer = await self._from_helper(found.helper, host, path)
+            if answer is not None:
+                return answer
         return None
 
     def _load(self, path: Path) -> AuthFile | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,4 +168,26 @@ async def test_a_file_that_does_not_parse_or_read_is_refused_not_skipped(tmp_pat
     found = await DockerCredentials([tmp_path / "missing.json", docker], 5).credentials_for(
         "reg.lan", "app"
     )
+    assert found is not None and found.username == "b"
+
+
+def helper_on_path(monkeypatch: pytest.MonkeyPatch, bin_dir: Path, name: str, script: str) -> None:
+    """``docker-credential-NAME``, a shell script reading the server from stdin."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    program = bin_dir / f"docker-credential-{name}"
+    program.write_text("#!/bin/sh\nread server\n" + script)
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+NOT_FOUND = 'echo "credentials not found in native keychain"; exit 1\n'
+
+
+async def test_a_helper_without_credentials_lets_the_next_file_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper_on_path(monkeypatch, tmp_path / "bin", "empty", NOT_FOUND)
+    podman = write_json(tmp_path / "auth.json", {"credHelpers": {"reg.lan": "empty"}})
+    docker = write_json(tmp_path / "config.json", {"auths": {"reg.lan": {"auth": auth("b", "p")}}})
+    found = await DockerCredentials([podman, docker], 5).credentials_for("reg.lan", "app")
     assert found is not None and found.username == "b"
