@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DOCKER_HUB_KEY = "docker.io"
 DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
-"""What docker stores Docker Hub's credentials under, and asks helpers for."""
+"""What docker stores Docker Hub's credentials under, and asks helpers for first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +77,13 @@ def lookup_keys(host: str, repository: str) -> list[str]:
     return [*namespaced, registry]
 
 
-def helper_server_url(host: str) -> str:
-    """What a credential helper is asked for: docker's names, so ``docker login`` data works."""
-    return DOCKER_HUB_SERVER_URL if registry_key(host) == DOCKER_HUB_KEY else host
+def helper_server_urls(host: str) -> tuple[str, ...]:
+    """What a credential helper is asked for, in turn until one has an answer: Docker Hub
+    under docker's name (``docker login``), then podman's (``podman login`` stores it as
+    ``docker.io``)."""
+    if registry_key(host) == DOCKER_HUB_KEY:
+        return DOCKER_HUB_SERVER_URL, DOCKER_HUB_KEY
+    return (host,)
 
 
 def _credentials(entry: Any, path: str, key: str) -> Credentials | None:

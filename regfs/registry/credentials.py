@@ -25,7 +25,7 @@ from regfs.registry.authfile import (
     AuthFile,
     Credentials,
     find,
-    helper_server_url,
+    helper_server_urls,
     parse_auth_file,
     parse_helper_output,
     registry_key,
@@ -140,13 +140,21 @@ class DockerCredentials:
             answer = self._helper_answers[key]
         else:
             try:
-                answer = await run_helper(helper, host, self._helper_timeout, path)
+                answer = await self._ask_helper(helper, host, path)
             except AccessDenied as error:
                 answer = error  # a helper that hung once is not waited for on every request
             self._helper_answers[key] = answer
         if isinstance(answer, AccessDenied):
             raise answer
         return answer
+
+    async def _ask_helper(self, helper: str, host: str, path: Path) -> Credentials | None:
+        """The helper's answer under the first of ``host``'s names it has one for."""
+        for server in helper_server_urls(host):
+            answer = await run_helper(helper, server, self._helper_timeout, path)
+            if answer is not None:
+                return answer
+        return None
 
 
 def _unreadable(path: Path, error: OSError) -> AccessDenied:
@@ -157,21 +165,23 @@ async def _kill(process: trio.Process) -> None:
     process.kill()  # a helper that hangs gets no grace period: the caller is waiting
 
 
-async def run_helper(helper: str, host: str, timeout: float, named_in: Path) -> Credentials | None:
-    """``docker-credential-HELPER get`` for ``host``; None if it has nothing for it.
+async def run_helper(
+    helper: str, server: str, timeout: float, named_in: Path
+) -> Credentials | None:
+    """``docker-credential-HELPER get`` for ``server``; None if it has nothing for it.
 
     A helper that fails, hangs past ``timeout`` or cannot be run is ``AccessDenied``: the
     user asked for credentials from it, so going on anonymously would show another tree.
     """
     program = f"docker-credential-{helper}"
-    what = f"{program} (named in {named_in}) for {host}"
+    what = f"{program} (named in {named_in}) for {server}"
     try:
         # Its own deadline, shielded from the request's (which is as long): a hanging
         # helper must end as a refusal naming it, not as the request's timeout.
         with trio.CancelScope(shield=True), trio.fail_after(timeout):
             result = await trio.run_process(
                 [program, "get"],
-                stdin=helper_server_url(host).encode(),
+                stdin=server.encode(),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,

@@ -16,7 +16,7 @@ from regfs.domain.errors import AccessDenied, MalformedContent
 from regfs.registry.authfile import (
     Found,
     find,
-    helper_server_url,
+    helper_server_urls,
     lookup_keys,
     normalize_key,
     parse_auth_file,
@@ -87,8 +87,11 @@ def test_lookup_keys_go_from_repository_to_registry() -> None:
         "quay.io",
     ]
     assert lookup_keys("registry-1.docker.io", "") == ["docker.io"]
-    assert helper_server_url("registry-1.docker.io") == "https://index.docker.io/v1/"
-    assert helper_server_url("ghcr.io") == "ghcr.io"
+    assert helper_server_urls("registry-1.docker.io") == (
+        "https://index.docker.io/v1/",
+        "docker.io",
+    )
+    assert helper_server_urls("ghcr.io") == ("ghcr.io",)
 
 
 @pytest.mark.parametrize(
@@ -191,3 +194,15 @@ async def test_a_helper_without_credentials_lets_the_next_file_answer(
     docker = write_json(tmp_path / "config.json", {"auths": {"reg.lan": {"auth": auth("b", "p")}}})
     found = await DockerCredentials([podman, docker], 5).credentials_for("reg.lan", "app")
     assert found is not None and found.username == "b"
+
+
+async def test_a_helper_is_asked_for_docker_hub_under_podmans_name_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper_on_path(monkeypatch, tmp_path / "bin", "store",
+                   'if [ "$server" = docker.io ]; then echo \'{"Username":"hub","Secret":"pw"}\';'
+                   " exit 0; fi\n" + NOT_FOUND)  # fmt: skip
+    path = write_json(tmp_path / "auth.json", {"credHelpers": {"docker.io": "store"}})
+    credentials = DockerCredentials([path], 5)
+    found = await credentials.credentials_for("registry-1.docker.io", "library/x")
+    assert found is not None and found.username == "hub"
