@@ -112,9 +112,10 @@ def _host_of(location: str) -> str:
 
 
 def _prefix_matches(prefix: str, reference: str) -> bool:
-    """``prefix`` matches at a path-component boundary; ``*.example.com`` any subdomain."""
+    """``prefix`` matches at a path-component boundary; ``*.example.com`` any subdomain,
+    whatever its port (``reg.example.com:5000``), as in containers/image."""
     if prefix.startswith("*."):
-        host = reference.split("/", 1)[0]
+        host = reference.split("/", 1)[0].partition(":")[0]
         return host.endswith(prefix[1:])
     return reference == prefix or reference.startswith(prefix + "/")
 

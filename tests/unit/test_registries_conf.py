@@ -105,6 +105,14 @@ def test_blocked_and_wildcards_and_insecure_hosts() -> None:
         Endpoint("other.example", "a")]  # fmt: skip
 
 
+def test_a_wildcard_prefix_matches_its_subdomains_on_any_port() -> None:
+    registries = merge([("r.conf", parse_registries_conf(
+        '[[registry]]\nprefix = "*.example.com"\nblocked = true\n', "r.conf"))])  # fmt: skip
+    assert registries.endpoints("reg.example.com:5000", "app", by_digest=False) == []
+    assert registries.endpoints("reg.example.com", "app", by_digest=False) == []
+    assert registries.endpoints("example.com:5000", "app", by_digest=False) != []
+
+
 def test_the_longest_prefix_wins_and_later_files_override() -> None:
     main = parse_registries_conf('[[registry]]\nlocation = "a.example"\nblocked = true\n', "m")
     drop_in = parse_registries_conf('[[registry]]\nlocation = "a.example"\n', "d")
