@@ -14,6 +14,8 @@ from regfs.domain.errors import MalformedContent
 
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
+DOCKER_HUB = "docker.io"
+"""Docker Hub's name in containers/image: what registries.conf and certs.d call it."""
 
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from regfs.domain.errors import MalformedContent
-from regfs.domain.reference import DOCKER_HUB_ALIASES, api_repository
+from regfs.domain.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, api_repository
 from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
 
 PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
-DOCKER_HUB = "docker.io"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,10 @@
 
 Registry layer, and no httpx: a mount reads these settings before it forks, long before it
 connects anywhere (``registry/tls.py`` applies them). containers-certs.d(5): a directory
-named ``HOST[:PORT]`` under ``$HOME/.config/containers/certs.d``, ``/etc/containers/certs.d``
-or ``/etc/docker/certs.d`` (the first that exists wins) holds ``*.crt`` files (CAs trusted
-for that registry, besides the system's) and ``*.cert`` + ``*.key`` pairs (a client
-certificate).
+named ``HOST[:PORT]`` (Docker Hub: ``docker.io``) under ``$HOME/.config/containers/certs.d``,
+``/etc/containers/certs.d`` or ``/etc/docker/certs.d`` (the first that exists wins) holds
+``*.crt`` files (CAs trusted for that registry, besides the system's) and ``*.cert`` +
+``*.key`` pairs (a client certificate).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import logging
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+
+from regfs.domain.reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,13 @@ class TlsSettings:
         return self._host_dirs[host]
 
     def _find_host_dir(self, host: str) -> Path | None:
+        """Docker Hub's directory is ``docker.io`` whichever of its names is asked (the
+        API host ``registry-1.docker.io`` included), as containers/image names it."""
         if not host or "/" in host:
             return None
+        name = DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
         for root in self.dirs:
-            candidate = root / host
+            candidate = root / name
             if candidate.is_dir():
                 return candidate
         return None

@@ -10,6 +10,7 @@ from regfs.domain.errors import MalformedContent
 from regfs.registry.aliases import RegfsConfig, parse_config
 from regfs.registry.registries_conf import Endpoint, merge, parse_registries_conf
 from regfs.registry.settings import registries_conf_files
+from regfs.registry.tls_settings import TlsSettings
 
 CONF = """
 unqualified-search-registries = ["docker.io"]
@@ -157,6 +158,14 @@ def test_files_are_found_as_containers_image_finds_them(tmp_path: Path) -> None:
     named = tmp_path / "named.conf"
     found = registries_conf_files({**env, "CONTAINERS_REGISTRIES_CONF": str(named)})
     assert found[0] == named and found[-2:] == [drop_ins / "10-a.conf", drop_ins / "20-b.conf"]
+
+
+def test_certs_d_for_docker_hub_is_named_docker_io(tmp_path: Path) -> None:
+    (tmp_path / "docker.io").mkdir()
+    (tmp_path / "registry-1.docker.io").mkdir()
+    tls = TlsSettings([tmp_path])
+    for host in ("registry-1.docker.io", "docker.io", "index.docker.io"):
+        assert tls.host_dir(host) == tmp_path / "docker.io"
 
 
 def test_aliases_from_regfs_config() -> None:
