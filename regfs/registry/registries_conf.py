@@ -202,10 +202,13 @@ def parse_registries_conf(text: str, source: str) -> list[RegistryTable]:
 
 
 def merge(files: list[tuple[str, list[RegistryTable]]]) -> RegistriesConf:
-    """Files in reading order: a later table with the same prefix replaces an earlier one
-    (as drop-ins in ``registries.conf.d`` override the main file)."""
+    """Files in reading order: a later file's table replaces an earlier file's with the same
+    prefix (as drop-ins in ``registries.conf.d`` override the main file); within one file
+    the first table of a prefix is the one, as containers/image ignores the others."""
     by_prefix: dict[str, RegistryTable] = {}
     for _, tables in files:
+        firsts: dict[str, RegistryTable] = {}
         for table in tables:
-            by_prefix[table.prefix] = table
+            firsts.setdefault(table.prefix, table)
+        by_prefix.update(firsts)
     return RegistriesConf(tuple(by_prefix.values()), tuple(source for source, _ in files))

@@ -114,6 +114,22 @@ def test_a_wildcard_prefix_matches_its_subdomains_on_any_port() -> None:
     assert registries.endpoints("example.com:5000", "app", by_digest=False) != []
 
 
+def test_within_one_file_the_first_table_of_a_prefix_wins() -> None:
+    main = parse_registries_conf(
+        '[[registry]]\nprefix = "a.lan"\nlocation = "first.lan"\n'
+        '[[registry]]\nprefix = "a.lan"\nlocation = "second.lan"\n',
+        "m",
+    )
+    drop_in = parse_registries_conf(
+        '[[registry]]\nprefix = "a.lan"\nlocation = "third.lan"\n'
+        '[[registry]]\nprefix = "a.lan"\nlocation = "fourth.lan"\n',
+        "d",
+    )
+    assert merge([("m", main)]).endpoints("a.lan", "x", by_digest=False)[0].host == "first.lan"
+    both = merge([("m", main), ("d", drop_in)])
+    assert both.endpoints("a.lan", "x", by_digest=False)[0].host == "third.lan"
+
+
 def test_the_longest_prefix_wins_and_later_files_override() -> None:
     main = parse_registries_conf('[[registry]]\nlocation = "a.example"\nblocked = true\n', "m")
     drop_in = parse_registries_conf('[[registry]]\nlocation = "a.example"\n', "d")
