@@ -64,7 +64,8 @@ class Places:
             return self._config.aliases[host] + path
         if self._config.tls.host_dir(api_host(host)) is not None:
             return f"https://{api_host(host)}{path}"
-        return endpoints.base_url(host, self.plain_http) + path
+        plain_http = {host} if self._config.registries.insecure(host) else self.plain_http
+        return endpoints.base_url(host, plain_http) + path
 
     def endpoints(self, host: str, repository: str, *, by_digest: bool) -> list[Endpoint]:
         """Where to pull ``host/repository`` from, in order; AccessDenied if blocked."""

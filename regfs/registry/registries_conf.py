@@ -82,6 +82,13 @@ class RegistriesConf:
             _rewrite(table, table.location, *name, None),
         ]
 
+    def insecure(self, host: str) -> bool:
+        """Whether the table matching ``host`` itself says ``insecure``: a wildcard table
+        (``*.lan``) names no host :meth:`insecure_hosts` could list, and containers/image
+        asks the table matching each host it connects to."""
+        table = self.table_for(_reference(*_normalised(host, "")))
+        return table is not None and table.insecure
+
     def insecure_hosts(self) -> frozenset[str]:
         """Every location and mirror marked ``insecure``: plain http is allowed to them."""
         hosts = set()

@@ -20,6 +20,9 @@ BLOB = bytes(range(256)) * 64
 DIGEST = Digest.of(BLOB)
 CONF = """
 [[registry]]
+prefix = "*.lan"
+insecure = true
+[[registry]]
 prefix = "fleet.example"
 location = "origin.example"
 [[registry.mirror]]
@@ -94,6 +97,21 @@ async def test_a_mirror_that_works_is_all_that_is_asked(autojump_clock: trio.abc
 
     assert await client_for(handler).get_blob("fleet.example", "a", DIGEST, len(BLOB)) == BLOB
     assert seen == ["mirror.example"]
+
+
+async def test_insecure_on_a_wildcard_prefix_allows_plain_http_to_its_hosts(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
+        return ranged(request, BLOB)
+
+    client = client_for(handler)
+    for host in ("reg.lan:5000", "origin.example"):
+        assert await client.get_blob(host, "a", DIGEST, len(BLOB)) == BLOB
+    assert seen == ["http://reg.lan:5000", "https://origin.example"]
 
 
 async def test_a_download_that_breaks_on_the_mirror_starts_over_at_the_registry(
