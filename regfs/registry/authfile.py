@@ -117,9 +117,12 @@ def _string_map(document: dict[str, Any], name: str, path: str) -> dict[str, str
     return value
 
 
-def parse_auth_file(raw: bytes, path: str) -> AuthFile:
-    """Parse either file; ``MalformedContent`` naming ``path`` if it is not what it claims."""
+def parse_auth_file(raw: bytes, path: str, *, legacy: bool = False) -> AuthFile:
+    """Parse either file (``legacy``: docker's ``.dockercfg``, the ``auths`` map alone);
+    ``MalformedContent`` naming ``path`` if it is not what it claims."""
     document = load_json_object(raw, path) if raw.strip() else {}
+    if legacy:
+        document = {"auths": document}
     auths_document = document.get("auths")
     auths_document = {} if auths_document is None else auths_document
     if not isinstance(auths_document, dict):

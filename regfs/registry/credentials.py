@@ -3,7 +3,8 @@
 Registry layer. Files are searched in podman's order, and the first that has an answer
 for a registry wins: ``--auth-file`` (or ``REGISTRY_AUTH_FILE``) alone if given, else
 ``$XDG_RUNTIME_DIR/containers/auth.json``, ``$XDG_CONFIG_HOME/containers/auth.json``
-(``~/.config/…``), ``$DOCKER_CONFIG/config.json`` (``~/.docker/config.json``). A file is
+(``~/.config/…``), ``$DOCKER_CONFIG/config.json`` (``~/.docker/config.json``), and
+docker's legacy ``~/.dockercfg``. A file is
 parsed again when it changes, so ``podman login`` takes effect without a remount.
 Credential helpers (``docker-credential-NAME get``) run with a deadline and are killed
 when they hang; their answers are kept for a minute.
@@ -31,6 +32,9 @@ from regfs.registry.authfile import (
     registry_key,
 )
 
+LEGACY_DOCKER_CONFIG = ".dockercfg"
+"""docker's file before config.json (its ``auths`` map at the top level): searched last,
+as containers/image does."""
 HELPER_ANSWERS_KEPT = 60.0
 """Seconds a helper's answer (or failure) is reused: helpers may prompt a keyring or hang,
 so ask rarely."""
@@ -71,6 +75,7 @@ def auth_file_paths(
     paths.append(config_home / "containers" / "auth.json")
     docker_config = Path(environment.get("DOCKER_CONFIG") or home / ".docker")
     paths.append(docker_config / "config.json")
+    paths.append(home / LEGACY_DOCKER_CONFIG)
     return paths
 
 
@@ -126,7 +131,8 @@ class DockerCredentials:
         if cached is not None and cached[0] == version:
             return cached[1]
         try:
-            auth_file = parse_auth_file(path.read_bytes()[:MAX_AUTH_FILE_BYTES], str(path))
+            raw = path.read_bytes()[:MAX_AUTH_FILE_BYTES]
+            auth_file = parse_auth_file(raw, str(path), legacy=path.name == LEGACY_DOCKER_CONFIG)
         except OSError as error:
             raise _unreadable(path, error) from None
         except MalformedContent as error:

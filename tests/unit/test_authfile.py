@@ -140,14 +140,24 @@ def test_files_are_searched_in_podmans_order(tmp_path: Path) -> None:
     assert auth_file_paths(home, None, uid=1000) == [
         Path("/run/containers/1000/auth.json"),  # podman's, without XDG_RUNTIME_DIR
         Path("/home/u/.config/containers/auth.json"), Path("/home/u/.docker/config.json"),
+        Path("/home/u/.dockercfg"),  # docker's legacy file, last, as containers/image
     ]  # fmt: skip
     full = {**home, "XDG_RUNTIME_DIR": "/run/user/1", "XDG_CONFIG_HOME": "/cfg",
             "DOCKER_CONFIG": "/dc"}  # fmt: skip
     assert auth_file_paths(full, None) == [
         Path("/run/user/1/containers/auth.json"), Path("/cfg/containers/auth.json"),
-        Path("/dc/config.json")]  # fmt: skip
+        Path("/dc/config.json"), Path("/home/u/.dockercfg")]  # fmt: skip
     assert auth_file_paths({**full, "REGISTRY_AUTH_FILE": "/r.json"}, None) == [Path("/r.json")]
     assert auth_file_paths(full, tmp_path / "a.json") == [tmp_path / "a.json"]
+
+
+async def test_the_legacy_dockercfg_holds_the_auths_map_alone(tmp_path: Path) -> None:
+    legacy = tmp_path / ".dockercfg"
+    legacy.write_text(json.dumps({"https://reg.lan/v1/": {"auth": auth("old", "pw")}}))
+    found = await DockerCredentials([tmp_path / "config.json", legacy], 5).credentials_for(
+        "reg.lan", "app"
+    )
+    assert found is not None and found.username == "old"
 
 
 def write_json(path: Path, document: object) -> Path:
