@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -68,11 +69,26 @@ next get one each: in an outage, a path looked up name by name fails at once, no
 ``--timeout`` per name. Also the seconds after a host let a request's deadline pass
 without answering anything in which each request is given ``SILENT_PROBE``."""
 SILENT_PROBE = 2.0
-"""Seconds a host that answered nothing within a request's deadline moments ago is given
-to begin an answer: back, it answers well within them; still silent (it takes connections
-and never answers, or drops them), a request fails in them, not in a whole ``--timeout``
-(podman looks a store's layers up one after another)."""
+"""Seconds a host found silent moments ago is given to begin an answer (its status line;
+the body then has the request's whole deadline): back, it answers well within them; still
+silent (it takes connections and never answers, or drops them), a request fails in them,
+not in a whole ``--timeout`` (podman looks a store's layers up one after another). Silent:
+a request waited at least half of ``--timeout`` up to its deadline and the host answered
+nothing, to it or to any other request, since it was sent; a slow host that answers is
+never silent."""
 T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Asking:
+    """The request a task is sending: its host's record, and the scope of its probe."""
+
+    stats: HostStats
+    probe: trio.CancelScope
+
+
+_ASKING: ContextVar[_Asking | None] = ContextVar("regfs_asking", default=None)
+"""Set around each request, for the response hook (called in the task that sends)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +147,14 @@ class HttpSession:
         )
 
     async def _answered(self, response: httpx.Response) -> None:
-        """A host began an answer (each of a redirect's too): it is not silent. Its body
-        may still trickle; that is ``Progress``'s to judge."""
-        stats = self.hosts.get(response.url.netloc.decode("ascii"))
-        if stats is not None:  # a host asked through ``_retrying``, not a token realm
-            stats.answered_at, stats.silent_at = trio.current_time(), None
+        """The host began an answer (each of a redirect's too): it is not silent, and a
+        probe's limit is lifted, for its body has the request's whole deadline. Found
+        through the task's request, not the response's host name, which httpx spells its
+        own way (lower case, no default port)."""
+        asking = _ASKING.get()
+        if asking is not None:
+            asking.stats.answered_at, asking.stats.silent_at = trio.current_time(), None
+            asking.probe.deadline = math.inf
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -215,8 +234,12 @@ class HttpSession:
             attempts = 1
         silent = stats.silent_at is not None and sent - stats.silent_at < UNREACHABLE_RECHECK
         try:
-            with trio.move_on_after(SILENT_PROBE if silent else math.inf):
-                return await self._answer_in_time(what, attempt, attempts, stats, silent)
+            with trio.move_on_after(SILENT_PROBE if silent else math.inf) as probe:
+                asking = _ASKING.set(_Asking(stats, probe))
+                try:
+                    return await self._answer_in_time(what, attempt, attempts, stats, silent)
+                finally:
+                    _ASKING.reset(asking)
             raise Unavailable(  # one message for the outage: said once (fuse/errors.py)
                 f"{host} answered nothing in {stats.silent_for:g}s, nor in "
                 f"{SILENT_PROBE:g}s a request since"
@@ -231,15 +254,17 @@ class HttpSession:
         self, what: str, attempt: Callable[[], Awaitable[T]], attempts: int, stats: HostStats,
         silent: bool,
     ) -> T:  # fmt: skip
-        """``_attempts``, noting a host that let the deadline pass having answered nothing
-        since the request was sent (the caller's own cancel is not the host's silence)."""
+        """``_attempts``, noting a host found silent (``SILENT_PROBE``) when the deadline
+        passes: a probe of a silent host that got nothing keeps it silent. The caller's
+        own cancel is not the host's silence, nor is a deadline too near to tell."""
         sent = trio.current_time()
         deadline = trio.current_effective_deadline()
         try:
             return await self._attempts(what, attempt, attempts, stats)
         except trio.Cancelled:
             ended = trio.current_time()
-            if ended >= deadline and stats.answered_at < sent:
+            long_enough = silent or ended - sent >= self.timeout / 2
+            if ended >= deadline and long_enough and stats.answered_at < sent:
                 stats.silent_at = ended
                 if not silent:
                     stats.silent_for = round(ended - sent, 1)

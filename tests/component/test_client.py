@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -180,6 +180,90 @@ async def test_a_request_left_unanswered_by_a_host_that_answers_others_is_its_ow
         await client.list_repositories(HOST)
     assert await client.list_tags(HOST, "some/repository") == ["1"]
     assert calls.count("/v2/some/repository/tags/list") == 3
+
+
+async def test_a_registry_that_answers_every_request_in_3s_is_not_silent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """--timeout 5, a registry answering each request in 3 s: a two-page catalog (one
+    deadline for its pages) fails at 5 s, its second page sent 2 s before the deadline;
+    that is no silence (the host answered the first page, and 2 s is too near to tell),
+    so the tag lists asked right after are answered in their 3 s, one after another."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(3)
+        if request.url.path == "/v2/_catalog":
+            if request.url.query:
+                return httpx.Response(200, json={"repositories": ["b"]})
+
+            async def page() -> AsyncIterator[bytes]:
+                await trio.sleep(0.01)  # its body read, parsed: the next page is sent after
+                yield b'{"repositories": ["a"]}'
+
+            link = '</v2/_catalog?last=a>; rel="next"'
+            return httpx.Response(200, content=page(), headers={"Link": link})
+        return httpx.Response(200, json={"name": "app", "tags": ["1"]})
+
+    client = client_for(handler)
+    with pytest.raises(Unavailable, match="no answer within 5s"):
+        await client.list_repositories(HOST)
+    for _ in range(3):  # one after another, as ls -l or podman would
+        assert await client.list_tags(HOST, "app") == ["1"]
+
+
+async def test_a_body_that_began_at_once_is_not_cut_at_the_silent_probe(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Back from a silence, the registry answers a blob's headers at once; its body (768 KiB
+    on a slow link) takes 3 s, within --timeout 5: ``SILENT_PROBE`` is the time to begin
+    an answer, and the body has the request's whole deadline."""
+    silent = True
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if silent:
+            await trio.sleep(1000)
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(6):
+                await trio.sleep(0.5)
+                yield b"x" * (1 << 17)
+
+        return httpx.Response(200, content=body())
+
+    client = client_for(handler)
+    with pytest.raises(Unavailable, match="no answer within 5s"):
+        await client.list_repositories(HOST)
+    silent = False
+    data = await client.get_blob_range(HOST, "app", Digest.parse(DIGEST), 0, 6 << 17)
+    assert len(data) == 6 << 17
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:80", "LOCALHOST:5000"])
+async def test_a_host_spelled_otherwise_than_httpx_spells_it_is_seen_answering(
+    autojump_clock: trio.abc.Clock, host: str
+) -> None:
+    """httpx spells a response's host its own way (lower case, no default port): the
+    answers to a host written otherwise are noted all the same, so one stalled request
+    among answered ones does not make it silent."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/_catalog":
+            await trio.sleep(1000)
+        if request.url.path.endswith("/slow/tags/list"):
+            await trio.sleep(3)
+        return httpx.Response(200, json={"name": "app", "tags": ["1"]})
+
+    client = client_for(handler)
+
+    async def answered_meanwhile() -> None:
+        await trio.sleep(1)
+        assert await client.list_tags(host, "app") == ["1"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answered_meanwhile)
+        with pytest.raises(Unavailable, match="no answer within 5s"):
+            await client.list_repositories(host)
+    assert await client.list_tags(host, "slow") == ["1"]  # 3 s, within --timeout
 
 
 async def test_retry_after_is_honoured(autojump_clock: trio.abc.Clock) -> None:
