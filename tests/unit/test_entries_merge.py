@@ -92,6 +92,18 @@ def test_a_whiteout_hides_lower_layers_only() -> None:
     assert warnings == []
 
 
+@pytest.mark.parametrize("between", ["0", "2"])
+def test_a_dir_made_over_a_non_dir_of_its_own_layer_is_opaque(between: str) -> None:
+    """The whiteout, or the file or link that replaced the lower dir, removed what it held
+    (umoci and docker remove a path whose kind changes): a dir made there again is new."""
+    for members in (
+        [member(".wh.d"), member("d", between, link="x"), member("d/", "5"), member("d/y")],
+        [member("d", between, link="x"), member("d/", "5")],
+    ):
+        tree, _ = build(*members)
+        assert tree["d"].kind is EntryKind.DIRECTORY and tree["d"].opaque
+
+
 def test_later_members_replace_earlier_ones() -> None:
     tree, _ = build(
         member("d/", "5", mode=0o700), member("d/x"), member("d/", "5", mode=0o755),

@@ -11,7 +11,8 @@ the tree a layer dir shows:
   only updates its attributes), as ``tar -x`` does;
 - ``.wh.NAME`` becomes a whiteout entry ``NAME``; ``.wh..wh..opq`` marks its directory
   opaque. A whiteout hides lower layers only: a name this layer makes before or after
-  its whiteout is kept, and a directory of it is opaque (nothing lower shows through);
+  its whiteout is kept, and a directory of it is opaque (nothing lower shows through), as
+  is a directory made over a file or link of its own layer;
 - hard links share their target's attributes and data (one inode, counted links); a hard
   link to a missing or directory target is skipped.
 
@@ -230,7 +231,9 @@ class LayerTreeBuilder:
                 existing.implicit = False
             else:
                 directory = _directory(implicit=False, member=member)
-                directory.opaque = _is_whiteout(existing)  # made again after its whiteout
+                # over a non-directory of this layer (a whiteout, a file, a link): what a
+                # lower layer had there is gone, as an unpacker removes it (umoci, docker)
+                directory.opaque = existing is not None
                 self._put(parent, name, directory)
         else:
             inode = _inode_of(member, _KIND_BY_TYPEFLAG[member.type])

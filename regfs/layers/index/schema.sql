@@ -6,7 +6,8 @@
 -- 5 gave gzip checkpoints their windows in span_starts (a re-fetch is one Range request
 -- and one inflation), zstd chunks the compressed offset their output needs, and dropped
 -- the blobs table (indexed_gzip's exported index); 6 has the same tables, made by new
--- tar rules (a whiteout hides lower layers only; links, devices, dirs and fifos have no
+-- tar rules (a whiteout hides lower layers only, a dir made over a non-dir of its own
+-- layer is opaque; links, devices, dirs and fifos have no
 -- data whatever their size says; a pre-POSIX "name/" file is a dir; dates clamped).
 
 -- Facts about the blob and its uncompressed tar stream.
