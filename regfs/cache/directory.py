@@ -24,12 +24,13 @@ class UnsafeCacheDir(Exception):
     """The cache dir (or a part of it) can be written by someone other than its user."""
 
 
-def prepare_cache_dir(path: Path, *, allow_shared: bool) -> None:
+def prepare_cache_dir(path: Path, *, allow_shared: bool, writing: bool = True) -> None:
     """Create ``path`` (mode 0700) if missing; unless ``allow_shared``, refuse it if it or
     one of its parts is owned by another user (root excepted) or writable by group or
     others, and have the process create files for its user only."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _check_writable(path)
+    if writing:
+        _check_writable(path)
     if allow_shared:
         return
     parts = CacheLayout(path).parts().values()  # each checked like the dir itself

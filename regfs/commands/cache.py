@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"regfs: {directory}: no cache dir there", file=sys.stderr)
         return 1
-    if not common.cache_dir_ready(args):
+    if not common.cache_dir_ready(args, writing=args.cache_command != "stats"):
         return 1
     if args.cache_command in ("pin", "unpin"):
         return pin.pin(args) if args.cache_command == "pin" else pin.unpin(args)

@@ -50,11 +50,13 @@ def load_config(args: argparse.Namespace) -> RegfsConfig:
     return parse_config(text, str(path))
 
 
-def cache_dir_ready(args: argparse.Namespace) -> bool:
+def cache_dir_ready(args: argparse.Namespace, *, writing: bool = True) -> bool:
     """Make or check ``args.cache_dir`` (``regfs.cache.directory``); False, with the reason
-    on stderr, if it must not be used."""
+    on stderr, if it must not be used. ``writing=False``: only read (``regfs cache
+    stats``), so a read-only cache dir serves."""
     try:
-        prepare_cache_dir(args.cache_dir, allow_shared=args.allow_shared_cache)
+        prepare_cache_dir(args.cache_dir, allow_shared=args.allow_shared_cache,
+                          writing=writing)  # fmt: skip
     except (UnsafeCacheDir, OSError) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return False

@@ -197,17 +197,21 @@ def test_a_cache_dir_others_can_write_is_refused(
 
 def test_a_cache_dir_that_cannot_be_written_is_refused_at_mount(tmp_path: Path) -> None:
     """A read-only cache dir: said at once, before the mount is live (it once came up and
-    answered every lookup with EIO and a traceback; found by a review)."""
+    answered every lookup with EIO and a traceback; found by a review); ``regfs cache
+    stats``, which only reads, still shows it."""
     (tmp_path / "mnt").mkdir()
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
     try:
         (disk / "cache").mkdir(mode=0o700)
+        assert run_regfs("cache", "stats", "--cache-dir", str(disk / "cache")).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         refused = run_regfs("mount", str(tmp_path / "mnt"), "--cache-dir", str(disk / "cache"))
+        stats = run_regfs("cache", "stats", "--cache-dir", str(disk / "cache"))
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+    assert stats.returncode == 0, stats.stderr  # reading it needs no writing
     assert refused.returncode == 1
     assert f"cache dir {disk / 'cache'} cannot be written: Read-only file system" in (
         refused.stderr
