@@ -83,7 +83,9 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="HOST",
-        help="speak plain http to HOST[:PORT] (loopback always is); repeatable",
+        help="https to HOST[:PORT] without verifying its certificate, or plain http if it "
+        "does not speak TLS, as podman's insecure registries (loopback gets plain http "
+        "anyway); repeatable",
     )
     command.add_argument(
         "--allow-redirect-to",

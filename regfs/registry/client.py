@@ -73,15 +73,20 @@ class RegistryClient:
         resolver: Resolve = resolve,
     ) -> None:
         self.config = config
-        self._places = Places(config)
+        self._places = Places(config, self._probe)
         self._session = HttpSession(
             config.timeout,
             config.user_agent,
             credentials or Anonymous(),
-            transport or PerHostTransport(config.tls),
+            transport or PerHostTransport(config.tls, self._places.insecure),
             allowed_targets=allowed_hosts(config.redirect_hosts | self._places.plain_http),
             resolver=resolver,
         )
+
+    async def _probe(self, url: str) -> int:
+        """Asks an insecure registry which scheme it speaks (the session is made after
+        the places it needs)."""
+        return await self._session.probe(url)
 
     async def aclose(self) -> None:
         await self._session.aclose()
@@ -114,6 +119,7 @@ class RegistryClient:
 
     async def _paginate(self, place: Endpoint, path: str, key: str) -> list[str]:
         host = place.host
+        await self._places.ready(host)
         url: str | None = self._places.url(host, path)
         items: list[str] = []
         seen: set[str] = set()
@@ -262,6 +268,7 @@ class RegistryClient:
         """A request to the registry itself (never a mirror), for writing; ``path_or_url``
         is an API path or a URL the registry gave (an upload's Location)."""
         place = self._places.origin(host)
+        await self._places.ready(place.host)
         url = path_or_url
         if path_or_url.startswith("/"):
             url = self._places.url(place.host, path_or_url)

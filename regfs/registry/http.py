@@ -207,6 +207,18 @@ class HttpSession:
             attempts,
         )  # fmt: skip
 
+    async def probe(self, url: str) -> int:
+        """The status ``url`` answers a GET with, without credentials nor redirects, its
+        body unread; once, in ``timeout``; httpx's error if it cannot be asked
+        (``registry/schemes.py``: which scheme an insecure registry speaks)."""
+        request = self._http.build_request("GET", url, extensions=_sponsored(url))
+        with self.deadline(f"GET {url}"):
+            response = await self._http.send(
+                request, auth=None, follow_redirects=False, stream=True
+            )
+            await response.aclose()
+        return response.status_code
+
     async def get_range(
         self, url: str, start: int, end: int, *, sponsor: str | None, attempts: int
     ) -> bytes:

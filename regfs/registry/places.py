@@ -6,6 +6,8 @@ alias (``registry/aliases.py``) is its own, exact place. A place that fails or l
 content hands over to the next. Each place says how often a request is sent there
 (``Endpoint.attempts``: once where a next place is the retry), and a mirror gets at most
 half of the time the caller has left, so a stalled one still leaves the registry time.
+A registry marked insecure is spoken to in the scheme its first request decides
+(``registry/schemes.py``): ``ready`` decides it before a request is sent there.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import trio
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, NotFound, RegfsError, Unavailable
-from regfs.domain.reference import api_host
+from regfs.domain.reference import DOCKER_HUB_ALIASES, DOCKER_HUB_API_HOST, api_host
 from regfs.registry import endpoints
 from regfs.registry.config import ClientConfig
 from regfs.registry.registries_conf import Endpoint
 from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
+from regfs.registry.schemes import Probe, Schemes
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +53,44 @@ class BlobSource:
 class Places:
     """The places of every registry a mount reads from, and the mirrors resting now."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, probe: Probe) -> None:
+        """``probe``: how an insecure registry is asked which scheme it speaks."""
         self._config = config
         self.plain_http = config.insecure_hosts | config.registries.insecure_hosts()
-        """Hosts that may be spoken to over plain http."""
+        """Hosts that may be spoken to over plain http (if they do not speak https)."""
+        self._schemes = Schemes(probe)
         self._mirror_rests: dict[str, float] = {}
         """Mirrors found unreachable, with the time until which they are skipped."""
 
+    def insecure(self, host: str) -> bool:
+        """Whether ``host`` (as a user names it, or its API host) is marked insecure:
+        ``--insecure-registry``, or in registries.conf, by its own table or as a mirror."""
+        if host in self._config.aliases:
+            return False
+        netloc = api_host(host)
+        names = {host, netloc, *(DOCKER_HUB_ALIASES if netloc == DOCKER_HUB_API_HOST else ())}
+        registries = self._config.registries
+        return bool(names & self.plain_http) or any(registries.insecure(n) for n in names)
+
+    async def ready(self, host: str) -> None:
+        """Decide, with a first request, which scheme an insecure ``host`` speaks (once per
+        mount); ``Unavailable`` if it could not be asked."""
+        if self.insecure(host):
+            await self._schemes.decide(api_host(host))
+
     def url(self, host: str, path: str) -> str:
-        """https, unless the host may speak plain http and has no TLS set up in certs.d;
-        an alias's own base URL, prefix included."""
+        """https with the system's or certs.d's TLS; for an insecure host, the scheme
+        ``ready`` decided (https until it did: never plain http unasked); plain http for
+        a loopback host not marked insecure and without TLS set up in certs.d; an alias's
+        own base URL, prefix included."""
         if host in self._config.aliases:
             return self._config.aliases[host] + path
-        if self._config.tls.host_dir(api_host(host)) is not None:
-            return f"https://{api_host(host)}{path}"
-        plain_http = {host} if self._config.registries.insecure(host) else self.plain_http
-        return endpoints.base_url(host, plain_http) + path
+        netloc = api_host(host)
+        if self.insecure(host):
+            return f"{self._schemes.decided(netloc) or 'https'}://{netloc}{path}"
+        if self._config.tls.host_dir(netloc) is not None:
+            return f"https://{netloc}{path}"
+        return endpoints.base_url(host, ()) + path
 
     def endpoints(self, host: str, repository: str, *, by_digest: bool) -> list[Endpoint]:
         """Where to pull ``host/repository`` from, in order; AccessDenied if blocked."""
@@ -98,12 +123,14 @@ class Places:
             given = (trio.current_effective_deadline() - trio.current_time()) / 2
             with trio.move_on_after(given) as half:
                 try:
+                    await self.ready(place.host)
                     return await attempt(place)
                 except RegfsError as error:
                     self._hand_over(host, repository, place, error)
             if half.cancelled_caught:
                 stalled = Unavailable(f"no answer within {given:.3g}s, half the time left")
                 self._hand_over(host, repository, place, stalled)
+        await self.ready(places[-1].host)
         return await attempt(places[-1])
 
     def _hand_over(self, host: str, repository: str, place: Endpoint, error: RegfsError) -> None:

@@ -1,13 +1,15 @@
 """TLS as docker and podman set it up (``registry/tls_settings.py``), applied to requests.
 
 Registry layer. Each registry with a ``certs.d`` directory gets a connection pool whose TLS
-context is made from it; every other https origin shares one with the system trust store. A
+context is made from it; every other https origin shares one with the system trust store,
+but a registry marked insecure, whose certificate is not verified (``unverified``). A
 request the guard pinned (``guard.PINNED``) connects only to the addresses it checked.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx
 
@@ -20,8 +22,12 @@ log = logging.getLogger(__name__)
 class PerHostTransport(httpx.AsyncBaseTransport):
     """Sends each request through the connection pool for its origin's TLS context."""
 
-    def __init__(self, tls: TlsSettings) -> None:
+    def __init__(
+        self, tls: TlsSettings, unverified: Callable[[str], bool] = lambda host: False
+    ) -> None:
+        """``unverified``: whether the registry at host[:port] is marked insecure."""
         self._tls = tls
+        self._unverified = unverified
         self._default = httpx.AsyncHTTPTransport(verify=tls.default)
         self._by_host: dict[str, httpx.AsyncHTTPTransport] = {}
 
@@ -37,7 +43,11 @@ class PerHostTransport(httpx.AsyncBaseTransport):
             return self._default
         host = url.netloc.decode()
         if host not in self._by_host:
-            context = self._tls.context_for(host)
+            context = (
+                self._tls.unverified_context_for(host)
+                if self._unverified(host)
+                else self._tls.context_for(host)
+            )
             self._by_host[host] = (
                 self._default
                 if context is self._tls.default

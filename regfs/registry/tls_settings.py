@@ -6,7 +6,9 @@ connects anywhere (``registry/tls.py`` applies them). containers-certs.d(5): a d
 named ``HOST[:PORT]`` (Docker Hub: ``docker.io``) under ``$HOME/.config/containers/certs.d``,
 ``/etc/containers/certs.d`` or ``/etc/docker/certs.d`` (the first that exists wins) holds
 ``*.crt`` files (CAs trusted for that registry, besides the system's) and ``*.cert`` +
-``*.key`` pairs (a client certificate).
+``*.key`` pairs (a client certificate). A registry marked insecure gets https without
+verification (containers/image's ``InsecureSkipVerify``): its certificate and name are not
+checked, and its ``certs.d`` directory, if any, gives only the client certificate.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class TlsSettings:
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = dirs
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._unverified: dict[str, ssl.SSLContext] = {}
         self._host_dirs: dict[str, Path | None] = {}
 
     @functools.cached_property
@@ -71,17 +74,35 @@ class TlsSettings:
             self._contexts[host] = self.default if directory is None else _context(directory)
         return self._contexts[host]
 
+    def unverified_context_for(self, host: str) -> ssl.SSLContext:
+        """For a registry marked insecure: no certificate nor host name check; the client
+        certificate of its ``certs.d`` directory, if it has one (no trust store to load)."""
+        if host not in self._unverified:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            directory = self.host_dir(host)
+            if directory is not None:
+                _load_client_certificates(context, directory)
+            self._unverified[host] = context
+        return self._unverified[host]
+
 
 def _context(directory: Path) -> ssl.SSLContext:
     """The system trust store plus the directory's CAs and client certificate."""
     context = ssl.create_default_context()
     for ca in sorted(directory.glob("*.crt")):
         context.load_verify_locations(cafile=ca)
+    _load_client_certificates(context, directory)
+    log.info("TLS for %s: CAs and client certificates from %s", directory.name, directory)
+    return context
+
+
+def _load_client_certificates(context: ssl.SSLContext, directory: Path) -> None:
+    """Each ``*.cert`` with the ``*.key`` beside it."""
     for certificate in sorted(directory.glob("*.cert")):
         key = certificate.with_suffix(".key")
         if not key.exists():
             log.warning("%s: no %s beside it: client certificate not used", certificate, key.name)
             continue
         context.load_cert_chain(certificate, key)
-    log.info("TLS for %s: CAs and client certificates from %s", directory.name, directory)
-    return context

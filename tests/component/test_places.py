@@ -10,11 +10,9 @@ import trio
 from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
 from regfs.registry.client import RegistryClient
-from regfs.registry.config import ClientConfig
 from regfs.registry.places import MIRROR_REST
-from regfs.registry.registries_conf import merge, parse_registries_conf
 from regfs.registry.retry_policy import HANDOVER_ATTEMPTS, MAX_ATTEMPTS
-from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport
+from tests.support.fake_transport import CollectingSink, Handler, conf_client
 
 BLOB = bytes(range(256)) * 64
 DIGEST = Digest.of(BLOB)
@@ -34,10 +32,7 @@ blocked = true
 
 
 def client_for(handler: Handler) -> RegistryClient:
-    registries = merge([("registries.conf", parse_registries_conf(CONF, "registries.conf"))])
-    config = ClientConfig(timeout=5, registries=registries)
-    transport = StreamingTransport(handler)
-    return RegistryClient(config, transport=transport, resolver=transport.resolve)
+    return conf_client(handler, CONF)
 
 
 def ranged(request: httpx.Request, body: bytes) -> httpx.Response:
@@ -102,16 +97,20 @@ async def test_a_mirror_that_works_is_all_that_is_asked(autojump_clock: trio.abc
 async def test_insecure_on_a_wildcard_prefix_allows_plain_http_to_its_hosts(
     autojump_clock: trio.abc.Clock,
 ) -> None:
+    """reg.lan:5000 speaks plain http only: https fails as TLS does against it."""
     seen: list[str] = []
 
     async def handler(request: httpx.Request) -> httpx.Response:
         seen.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
+        if request.url.host == "reg.lan" and request.url.scheme == "https":
+            raise httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number")
         return ranged(request, BLOB)
 
     client = client_for(handler)
     for host in ("reg.lan:5000", "origin.example"):
         assert await client.get_blob(host, "a", DIGEST, len(BLOB)) == BLOB
-    assert seen == ["http://reg.lan:5000", "https://origin.example"]
+    # reg.lan: https tried first (its certificate unchecked), as containers/image does
+    assert seen == ["https://reg.lan:5000", *["http://reg.lan:5000"] * 2, "https://origin.example"]
 
 
 async def test_a_download_that_breaks_on_the_mirror_starts_over_at_the_registry(

@@ -371,3 +371,20 @@ def test_a_pinned_https_request_checks_the_certificate_against_the_name(
     with pytest.raises(httpx.ConnectError) as caught:
         get_pinned(PerHostTransport(tls), f"https://other.test:{port}/x", ("127.0.0.1",))
     assert describe(caught.value).startswith("TLS: Hostname mismatch")
+
+
+def test_an_insecure_registry_s_certificate_is_not_checked(
+    server: tuple[ThreadingHTTPServer, Authority, list[str | None]],
+) -> None:
+    """Marked insecure, a registry whose certificate is of an unknown CA and names
+    another host is read over https; not marked, it fails as before."""
+    http, authority, hosts = server
+    serve(http, authority)
+    port = http.server_address[1]
+    url = f"https://other.test:{port}/x"
+    insecure = PerHostTransport(TlsSettings([]), lambda host: host == f"other.test:{port}")
+    assert get_pinned(insecure, url, ("127.0.0.1",)) == b"ok"
+    assert hosts == [f"other.test:{port}"]
+    with pytest.raises(httpx.ConnectError) as caught:
+        get_pinned(PerHostTransport(TlsSettings([])), url, ("127.0.0.1",))
+    assert describe(caught.value).startswith("TLS: ")

@@ -197,6 +197,41 @@ def test_tls_with_a_ca_and_client_certificate_from_certs_d(
         mount.close()
 
 
+def test_an_insecure_registry_with_an_untrusted_certificate_is_read_over_https(
+    tmp_path: Path, layout: Path
+) -> None:
+    """``insecure = true`` and no certs.d: podman speaks https to it without checking the
+    certificate (of a CA nobody trusts), and so does regfs; a plain http registry marked
+    insecure beside it still gets plain http."""
+    authority = Authority(tmp_path / "pki")
+    server = authority.issue("server", server=True)
+    tls = Registry(tmp_path / "tls", tls=ServerTls(server.certificate, server.key))
+    plain = Registry(tmp_path / "plain")
+    try:
+        images.push(layout, "base", f"{tls.host}/secure/app:1")
+        images.push(layout, "base", f"{plain.host}/plain/app:1")
+        home = home_with(tmp_path, "".join(
+            f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+            for host in (tls.host, plain.host)
+        ))  # fmt: skip
+        mount = Mount(tmp_path / "mnt", "--timeout", "5", environment={"HOME": str(home)})
+        try:
+            os_release = Path("/etc/os-release").read_bytes()
+            assert (mount / tls.host / "secure/app/1/rootfs/etc/os-release").read_bytes() == (
+                os_release
+            )
+            assert (mount / plain.host / "plain/app/1/rootfs/etc/os-release").read_bytes() == (
+                os_release
+            )
+            assert f"{tls.host} (insecure): https, its certificate not verified" in mount.log()
+            assert f"{plain.host} (insecure): plain http (https: TLS: " in mount.log()
+        finally:
+            mount.close()
+    finally:
+        tls.stop()
+        plain.stop()
+
+
 @pytest.mark.parametrize("missing", ["client certificate", "CA"])
 def test_tls_failures_are_eio_naming_host_and_reason(
     tmp_path: Path, tls_registry: tuple[Registry, Authority], missing: str

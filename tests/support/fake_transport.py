@@ -17,6 +17,10 @@ from types import SimpleNamespace
 
 import httpx
 
+from regfs.registry.client import RegistryClient
+from regfs.registry.config import ClientConfig
+from regfs.registry.registries_conf import merge, parse_registries_conf
+
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 PUBLIC_ADDRESS = "93.184.215.14"
 """Where names the tests do not place are: a global unicast address (example.com's)."""
@@ -93,3 +97,14 @@ class CollectingSink:
 
     async def restart(self) -> None:
         self.received.clear()
+
+
+def conf_client(
+    handler: Handler, conf: str, insecure_hosts: frozenset[str] = frozenset()
+) -> RegistryClient:
+    """A client (5 s timeout) that reads ``conf`` as its registries.conf, answered by
+    ``handler``, which is also its DNS (``StreamingTransport.resolve``)."""
+    registries = merge([("registries.conf", parse_registries_conf(conf, "registries.conf"))])
+    config = ClientConfig(timeout=5, insecure_hosts=insecure_hosts, registries=registries)
+    transport = StreamingTransport(handler)
+    return RegistryClient(config, transport=transport, resolver=transport.resolve)
