@@ -84,8 +84,8 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST",
         help="https to HOST[:PORT] without verifying its certificate, or plain http if it "
-        "does not speak TLS, as podman's insecure registries (loopback gets plain http "
-        "anyway); repeatable",
+        "does not speak TLS, as podman's insecure registries (loopback not given here "
+        "gets plain http); repeatable",
     )
     command.add_argument(
         "--allow-redirect-to",
