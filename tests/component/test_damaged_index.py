@@ -31,7 +31,7 @@ def overwritten(index: Path) -> None:
 
 def of_an_older_schema(index: Path) -> None:
     with sqlite3.connect(index) as database:
-        database.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        database.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     database.close()
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from regfs.layers.formats.toc import TOC_FORMATS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 5
 """``schema.sql``'s version (its history is written there); a file of another is absent."""
 BUILT_FROM_BLOB = "blob"
 SOCI_COMPRESSION = "soci"

@@ -5,10 +5,13 @@
 -- History: 4 added meta built_from (what the index was made from, checked on open);
 -- 5 gave gzip checkpoints their windows in span_starts (a re-fetch is one Range request
 -- and one inflation), zstd chunks the compressed offset their output needs, and dropped
--- the blobs table (indexed_gzip's exported index); 6 has the same tables, made by new
--- tar rules (a whiteout hides lower layers only, a dir made over a non-dir of its own
--- layer is opaque; links, devices, dirs and fifos have no
--- data whatever their size says; a pre-POSIX "name/" file is a dir; dates clamped).
+-- the blobs table (indexed_gzip's exported index).
+-- A new version deletes every cached index on its first open (each is built again), and
+-- a plain layer's needs its blob again, which a cache used offline cannot fetch: the
+-- tar -> tree rules that changed on 2026-12-07 (a whiteout hides lower layers only, a
+-- dir made over a non-dir of its own layer is opaque, header-only members, pre-POSIX
+-- "name/" dirs, clamped dates) changed only odd or hostile layers, so they came without
+-- one: an index made before shows its layer by the old rules until it is built again.
 
 -- Facts about the blob and its uncompressed tar stream.
 CREATE TABLE meta (
