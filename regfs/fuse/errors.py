@@ -60,6 +60,15 @@ IN_FLIGHT = [0]
 """FUSE requests being served now (one mount per process): ``regfs status`` shows it."""
 
 
+LOCAL_STORAGE_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
+    errno.EMFILE, errno.ENFILE,
+})  # fmt: skip
+"""What the cache dir's disk or the process's limits, not a bug, make a file operation
+fail with: one line. Any other ``OSError`` (a file not found, a directory where a file
+was expected) is a bug, shown with its traceback."""
+
+
 def translate_errors(
     operation: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -109,8 +118,11 @@ async def _translated(
     except RegfsError as error:
         _log_once(operation.__name__, error)
         raise pyfuse3.FUSEError(errno_for(error)) from None
-    except OSError as error:  # the cache dir's disk (full, read-only, gone): said, not a bug
-        _log_once(operation.__name__, RegfsError(f"the cache dir: {error}"))
+    except OSError as error:
+        if error.errno not in LOCAL_STORAGE_ERRNOS:
+            log.exception("%s: unexpected failure", operation.__name__)
+        else:  # the cache dir's disk (full, read-only, failing): said once, not a bug
+            _log_once(operation.__name__, RegfsError(f"the cache dir: {error}"))
         raise pyfuse3.FUSEError(errno.EIO) from None
     except Exception:
         log.exception("%s: unexpected failure", operation.__name__)

@@ -152,6 +152,16 @@ async def test_a_full_or_read_only_cache_dir_is_eio_said_in_one_line_no_tracebac
     assert all(record.exc_info is None for record in caplog.records)
 
 
+async def test_a_file_error_that_is_no_disk_s_is_a_bug_with_its_traceback(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/chunks/ab")
+    operations = Operations(Failing(missing), metadata_ttl=60)
+    assert await errno_of(handlers(operations)["read"]) == errno.EIO
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.getMessage() == "read: unexpected failure" and record.exc_info
+
+
 async def test_a_dir_that_vanished_is_eio_to_readdir_not_the_end_of_its_listing(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
