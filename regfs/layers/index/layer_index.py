@@ -1,16 +1,13 @@
 """The per-layer index in SQLite: written once after verification, then read-only.
 
-Layers layer: with ``write.py``, the only user of ``sqlite3``. The schema, with a comment
-on every column, is ``schema.sql``; a file with another ``SCHEMA_VERSION`` is treated as
-absent.
+Layers layer: with ``index_file.py`` (which opens a file, checked) and ``write.py``, the
+only user of ``sqlite3``. The schema, with a comment on every column, is ``schema.sql``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
 import sqlite3
 import zlib
 from collections.abc import Callable
@@ -24,49 +21,13 @@ from regfs.cache.memory import keep, listings_lru
 from regfs.domain.errors import Unavailable
 from regfs.layers.formats.entries import ROOT_ID, IndexEntry
 from regfs.layers.formats.toc import TocChunk
+from regfs.layers.index.index_file import connect, opened
 from regfs.layers.index.laid_out import LaidOutIndex
-from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexKind, IndexMeta
+from regfs.layers.index.meta import ExpectedIndex, IndexKind, IndexMeta
 from regfs.layers.index.rows import COLUMNS, entry_of
 from regfs.registry.request_deadline import working
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PAGE_CACHE_KIB = 256
-"""SQLite's page cache per open index (its default is 2 MiB): the files are in the kernel's
-page cache anyway, and a mount keeps up to ``OPEN_INDEXES`` of them open."""
-
-
-def _check_whole(connection: sqlite3.Connection, path: Path) -> None:
-    """Raise ``ValueError`` unless the file holds exactly its pages: a file cut short
-    within a page opens and reads its first rows, then fails queries in odd ways."""
-    (page_size,) = connection.execute("PRAGMA page_size").fetchone()
-    (pages,) = connection.execute("PRAGMA page_count").fetchone()
-    size = path.stat().st_size
-    if size != page_size * pages:
-        raise ValueError(f"{size} bytes, not its {pages} pages of {page_size}")
-
-
-def _discard(path: Path, why: str, level: int = logging.WARNING) -> None:
-    """Delete an index file that cannot serve (a directory in its place too): its layer is
-    indexed again."""
-    log.log(level, "%s: layer index %s: deleted, built again", path.name, why)
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError as error:
-        log.warning("%s: could not be deleted (%s)", path.name, error)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(
-        f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False
-    )
-    connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-    return connection
-
 
 IndexIdentity = tuple[str, int]
 Listings = cachetools.LRUCache[tuple[IndexIdentity, int], list[IndexEntry]]
@@ -127,47 +88,13 @@ class LayerIndex:
         *,
         expected: ExpectedIndex | None = None,
     ) -> LayerIndex | None:
-        """The index at ``path``, or None if absent, unreadable or of another schema: such a
-        file is deleted, with one log line, so that the caller builds it again (a cache an
-        older regfs wrote must not leave its layers EIO). With ``expected``, a file that is
-        not that layer's index (another digest or size, built from other inputs) is
-        deleted too."""
-        if not path.exists():
+        """The index at ``path``, or None if absent or it cannot serve (``index_file.py``:
+        damaged, of another schema, or, with ``expected``, not that layer's; then deleted,
+        so that the caller builds it again)."""
+        found = opened(path, expected)
+        if found is None:
             return None
-        try:
-            connection = _connect(path)
-        except sqlite3.OperationalError as error:  # not now (a directory, no descriptor)
-            log.warning("%s: layer index cannot be opened (%s)", path.name, error)
-            if path.is_dir():
-                _discard(path, "a directory")
-            return None
-        except sqlite3.DatabaseError as error:  # not a database, malformed
-            _discard(path, f"unreadable ({error})")
-            return None
-        try:
-            values = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-            if values.get("schema_version") != str(SCHEMA_VERSION):  # an older regfs's
-                connection.close()
-                version = values.get("schema_version")
-                _discard(path, f"of schema {version}, not {SCHEMA_VERSION}", logging.INFO)
-                return None
-            meta = IndexMeta(
-                values["digest"], values["compression"], int(values["compressed_size"]),
-                int(values["uncompressed_size"]), int(values["chunk_size"]),
-                int(values["prefetch_end"]), values["built_from"],
-            )  # fmt: skip
-            _check_whole(connection, path)
-        except (sqlite3.Error, KeyError, ValueError, OSError) as error:
-            connection.close()
-            _discard(path, f"unreadable ({error})")
-            return None
-        mismatch = expected.mismatch(meta) if expected is not None else None
-        if mismatch is not None:
-            log.warning("%s: not the index of %s (%s): deleted, built again",
-                        path.name, expected and expected.digest, mismatch)  # fmt: skip
-            connection.close()
-            path.unlink(missing_ok=True)
-            return None
+        connection, meta = found
         with contextlib.suppress(OSError):
             os.utime(path)  # recency, for the cache's LRU eviction of whole indexes
         try:
@@ -190,7 +117,7 @@ class LayerIndex:
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             try:
-                self._connection = _connect(self.path)
+                self._connection = connect(self.path)
             except sqlite3.Error as error:
                 raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
                                   f"{error}") from None  # fmt: skip
