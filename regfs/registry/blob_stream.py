@@ -1,6 +1,11 @@
-"""A blob's bytes fed to a consumer as they arrive, which may stop the stream early.
+"""A blob's bytes fed to a consumer as they arrive: a whole blob into a sink, or a range
+that the consumer may stop early.
 
-Registry layer. For bytes fetched ahead of knowing how many will be wanted: an eStargz
+Registry layer, for ``RegistryClient.download_blob`` and ``stream_blob_range``. A whole
+blob (a plain layer's first pass) has no deadline of its own: each read must make progress
+within ``timeout``, and when a place fails midway the sink is restarted and the next place
+sends the blob from its start. A range is for bytes fetched ahead of knowing how many will
+be wanted: an eStargz
 blob's first bytes, streamed while its TOC is fetched (``layers/early_bytes.py``). Unlike
 ``RegistryClient.get_blob_range`` nothing is held here, and the consumer's stopping ends
 the request (its connection closed), so a stream stopped early costs only what crossed the
@@ -11,12 +16,57 @@ bytes not yet fed, from where the last one stopped.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from regfs.domain.digest import Digest
-from regfs.registry.bodies import Consumer, consume_range
+from regfs.registry.bodies import Consumer, consume_range, consume_raw
 from regfs.registry.http import HttpSession
 from regfs.registry.places import BlobSource, Places
-from regfs.registry.retry_policy import Deadline
+from regfs.registry.retry_policy import Deadline, Progress
+
+
+class BlobSink(Protocol):
+    """Where ``download`` puts a blob's bytes, in order, as they arrive."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def restart(self) -> None:
+        """Forget what was written: the next place sends the blob from its start."""
+
+
+async def download(
+    session: HttpSession,
+    places: Places,
+    host: str,
+    repository: str,
+    digest: Digest,
+    *,
+    sink: BlobSink,
+    timeout: float,
+    urls: tuple[str, ...],
+) -> None:
+    """Stream the whole blob into ``sink``; retries and the deadline cover getting an
+    answer, and the body may take as long as it needs if each ``timeout`` brings some."""
+
+    async def fetch(source: BlobSource) -> None:
+        await sink.restart()
+        with session.deadline(source.what):
+            response = await session.open(
+                "GET", source.url, {}, sponsor=source.sponsor, attempts=source.attempts
+            )
+        progress = Progress(timeout, source.what)
+
+        async def consume(data: bytes) -> bool:
+            progress.add(len(data))
+            await sink.write(data)
+            return True
+
+        # the body has no deadline of its own (``Progress`` bounds a trickle), but the
+        # caller's (a FUSE request's) ending it is said of this download
+        with Deadline(math.inf, source.what, missing="the whole body not received"):
+            await consume_raw(response, f"GET {source.url}", consume)
+
+    await places.pull_blob(host, repository, digest, urls, fetch)
 
 
 async def stream_range(

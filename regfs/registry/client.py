@@ -10,9 +10,8 @@ each call at one place runs under one deadline (``timeout``) that covers its ret
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -30,15 +29,14 @@ from regfs.domain.reference import is_repository
 from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.addresses import allowed_hosts
-from regfs.registry.blob_stream import stream_range
-from regfs.registry.bodies import Consumer, consume_raw
+from regfs.registry.blob_stream import BlobSink, download, stream_range
+from regfs.registry.bodies import Consumer
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import HostStats, HttpSession
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
-from regfs.registry.retry_policy import Deadline, Progress
 from regfs.registry.tls import PerHostTransport
 
 log = logging.getLogger(__name__)
@@ -339,32 +337,10 @@ class RegistryClient:
         *,
         urls: tuple[str, ...] = (),
     ) -> None:
-        """Stream a whole blob into ``sink``; the caller verifies what it received.
-
-        Retries and the deadline cover getting an answer; the body may take as long as it
-        needs, but each read must make progress within ``timeout``. When a place fails
-        midway, the sink is restarted and the next one sends the blob from its start.
-        """
-
-        async def fetch(source: BlobSource) -> None:
-            await sink.restart()
-            with self._session.deadline(source.what):
-                response = await self._session.open(
-                    "GET", source.url, {}, sponsor=source.sponsor, attempts=source.attempts
-                )
-            progress = Progress(self.config.timeout, source.what)
-
-            async def consume(data: bytes) -> bool:
-                progress.add(len(data))
-                await sink.write(data)
-                return True
-
-            # the body has no deadline of its own (``Progress`` bounds a trickle), but the
-            # caller's (a FUSE request's) ending it is said of this download
-            with Deadline(math.inf, source.what, missing="the whole body not received"):
-                await consume_raw(response, f"GET {source.url}", consume)
-
-        await self._places.pull_blob(host, repository, digest, urls, fetch)
+        """Stream a whole blob into ``sink`` (``registry/blob_stream.py``); the caller
+        verifies what it received."""
+        await download(self._session, self._places, host, repository, digest, sink=sink,
+                       timeout=self.config.timeout, urls=urls)  # fmt: skip
 
     async def stream_blob_range(
         self, host: str, repository: str, digest: Digest, span: tuple[int, int],
@@ -374,15 +350,6 @@ class RegistryClient:
         until it returns False (``registry/blob_stream.py``); the caller verifies them."""
         await stream_range(self._session, self._places, host, repository, digest, span=span,
                            consume=consume, urls=urls)  # fmt: skip
-
-
-class BlobSink(Protocol):
-    """Where ``download_blob`` puts a blob's bytes, in order, as they arrive."""
-
-    async def write(self, data: bytes) -> None: ...
-
-    async def restart(self) -> None:
-        """Forget what was written: the next place sends the blob from its start."""
 
 
 _MANIFEST_HEADERS = {"Accept": mediatypes.MANIFEST_ACCEPT}
