@@ -138,8 +138,7 @@ class ChunkCache:
         with self._lock:
             if self._usage is not None:
                 return self._usage
-        evictable, fixed, _ = self._scan(Protection())
-        return fixed + sum(size for _, size, _ in evictable)
+        return self._measure(incoming=0)
 
     def note_growth(self, size: int) -> None:
         """Another part of the cache dir grew (an index published, a blob downloading):
@@ -159,7 +158,7 @@ class ChunkCache:
                 self._counted_since_measured += size
                 over = self._usage > self.max_bytes
         if not measured:
-            over = self._measure(size if incoming else 0) > self.max_bytes
+            over = self._measure(incoming=size if incoming else 0) > self.max_bytes
         if over:
             self.evict(incoming=size if incoming else 0)
 

@@ -31,8 +31,8 @@ from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE, ztoc_sizes
 from regfs.layers.index.build import build_index, build_soci_index, build_toc_index
 from regfs.layers.index.files import IndexFiles, toc_inputs
+from regfs.layers.index.index_file import opened
 from regfs.layers.index.laid_out import LaidOutIndex
-from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.reader_base import RangeFetch
@@ -101,9 +101,9 @@ class IndexBuilders:
         on the same cache dir already downloading this layer is waited for (a lock file
         in ``locks/``), and its index used."""
         async with file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
-            found = LayerIndex.open(self._files.whole(layer)[0])  # None: absent, or unusable
+            found = opened(self._files.whole(layer)[0], None)  # None: absent, or unusable
             if found is not None:  # (then deleted, or replaced by the build)
-                found.close()
+                found[0].close()
                 log.info("%s: indexed meanwhile by another process on this cache", layer)
                 return
             async with self._first_passes:

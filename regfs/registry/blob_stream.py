@@ -5,12 +5,12 @@ Registry layer, for ``RegistryClient.download_blob`` and ``stream_blob_range``. 
 blob (a plain layer's first pass) has no deadline of its own: each read must make progress
 within ``timeout``, and when a place fails midway the sink is restarted and the next place
 sends the blob from its start. A range is for bytes fetched ahead of knowing how many will
-be wanted: an eStargz
-blob's first bytes, streamed while its TOC is fetched (``layers/early_bytes.py``). Unlike
-``RegistryClient.get_blob_range`` nothing is held here, and the consumer's stopping ends
-the request (its connection closed), so a stream stopped early costs only what crossed the
-wire. Retries cover getting an answer; when a place fails midway, the next is asked for the
-bytes not yet fed, from where the last one stopped.
+be wanted: an eStargz blob's first bytes, streamed while its TOC is fetched
+(``layers/early_bytes.py``). Unlike ``RegistryClient.get_blob_range`` nothing is held
+here, and the consumer's stopping ends the request (its connection closed), so a stream
+stopped early costs only what crossed the wire. Retries cover getting an answer; when a
+place fails midway, the next is asked for the bytes not yet fed, from where the last one
+stopped.
 """
 
 from __future__ import annotations
