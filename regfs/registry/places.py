@@ -61,10 +61,19 @@ class Places:
         self._schemes = Schemes(probe)
         self._mirror_rests: dict[str, float] = {}
         """Mirrors found unreachable, with the time until which they are skipped."""
+        self._insecure: dict[str, bool] = {}
+        """``insecure``'s answers by host: asked for every request's URL, and the mount's
+        configuration does not change."""
 
     def insecure(self, host: str) -> bool:
         """Whether ``host`` (as a user names it, or its API host) is marked insecure:
         ``--insecure-registry``, or in registries.conf, by its own table or as a mirror."""
+        known = self._insecure.get(host)
+        if known is None:
+            known = self._insecure[host] = self._marked_insecure(host)
+        return known
+
+    def _marked_insecure(self, host: str) -> bool:
         if host in self._config.aliases:
             return False
         netloc = api_host(host)
