@@ -29,6 +29,7 @@ from regfs.commands.mountpoint import mounted_type
 from regfs.commands.status import format_cache_stats, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.reference import parse_image_reference
+from regfs.layers.index.index_file import opened
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.index.meta import IndexMeta
 from regfs.layers.toc_check import check_cached_toc
@@ -185,10 +186,11 @@ def toc_disagreements(cache_dir: Path) -> dict[str, str]:
     return found
 
 
-def verify(cache_dir: Path) -> tuple[int, list[str]]:
-    """Re-hash every stored chunk; remove those whose bytes do not match their name.
-    (chunks checked, names removed)."""
-    checked = 0
+def verify(cache_dir: Path) -> tuple[int, int, list[str]]:
+    """Re-hash every stored chunk and check every layer index's seal; remove the chunks
+    whose bytes do not match their name and the indexes that cannot serve (a mount builds
+    them again). (chunks checked, indexes checked, names removed)."""
+    checked = indexes = 0
     removed = []
     for bucket in sorted(CacheLayout(cache_dir).chunks.glob("??")):
         for path in sorted(bucket.iterdir()):
@@ -202,7 +204,16 @@ def verify(cache_dir: Path) -> tuple[int, list[str]]:
             if hashlib.sha256(data).hexdigest() != path.name:
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
-    return checked, removed
+    for path in _index_files(cache_dir, None):
+        if not path.exists():
+            continue  # evicted meanwhile by a mount
+        indexes += 1
+        found = opened(path, None)  # deletes one that cannot serve, with a log line
+        if found is not None:
+            found[0].close()
+        elif not path.exists():
+            removed.append(path.name)
+    return checked, indexes, removed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -256,11 +267,13 @@ def _prune(directory: Path, max_size: int | None, image: dict[str, int] | None) 
 
 
 def _verify(directory: Path) -> Report:
-    """Re-hash the chunks and compare TOCs with tars; exit code 1 if anything was wrong."""
-    checked, removed = verify(directory)
+    """Re-hash the chunks, check the indexes' seals and compare TOCs with tars; exit code
+    1 if anything was wrong."""
+    checked, indexes, removed = verify(directory)
     disagreeing = toc_disagreements(directory)
-    result = {"checked": checked, "removed": removed, "toc_disagreements": disagreeing}
-    text = f"{checked} chunks checked, {len(removed)} damaged removed\n"
+    result = {"checked": checked, "indexes_checked": indexes, "removed": removed,
+              "toc_disagreements": disagreeing}  # fmt: skip
+    text = f"{checked} chunks and {indexes} indexes checked, {len(removed)} damaged removed\n"
     text += "".join(f"  removed {name}\n" for name in removed)
     text += "".join(f"  {digest}: its TOC disagrees with its tar, which is shown: "
                     f"{verdict}\n" for digest, verdict in disagreeing.items())  # fmt: skip

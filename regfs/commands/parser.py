@@ -271,8 +271,9 @@ def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         ),
         (
             "verify",
-            "re-hash every stored chunk and delete damaged ones, and compare the TOC of "
-            "each lazy layer with its tar where both are cached (exit 1 if any is wrong)",
+            "re-hash every stored chunk and check every layer index's seal, deleting "
+            "damaged ones, and compare the TOC of each lazy layer with its tar where both "
+            "are cached (exit 1 if any is wrong)",
         ),
         (
             "pin",

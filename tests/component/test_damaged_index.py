@@ -1,5 +1,6 @@
 """A layer's index file that a later mount finds damaged, or written by an older regfs:
-deleted and built again, never the layer EIO in every mount after (found by a review)."""
+deleted and built again, never the layer EIO in every mount after (found by a review),
+nor a changed row used (its seal)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyfuse3
 import pytest
 import trio
 
+from regfs.layers.index.seal import TRAILER_SIZE
 from tests.support.crafted import directory, gzip_layer, member
 from tests.support.fuse_harness import HOST, Kernel, readdir_reply
 from tests.support.memory_registry import MemoryRegistry
@@ -45,8 +47,15 @@ def cut_within_a_page(index: Path) -> None:
     index.write_bytes(data[: len(data) - 1000])
 
 
+def a_row_changed(index: Path) -> None:
+    """The byte before the seal: the last page's last cell, a row that still parses."""
+    data = bytearray(index.read_bytes())
+    data[len(data) - TRAILER_SIZE - 1] ^= 0x01
+    index.write_bytes(data)
+
+
 @pytest.mark.parametrize("damage", [overwritten, of_an_older_schema, a_directory,
-                                    cut_within_a_page])  # fmt: skip
+                                    cut_within_a_page, a_row_changed])  # fmt: skip
 async def test_a_damaged_or_older_index_is_built_again(
     autojump_clock: trio.abc.Clock, registry: MemoryRegistry, tmp_path: Path,
     caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None],

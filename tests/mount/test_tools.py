@@ -124,7 +124,7 @@ def test_prefetch_of_what_does_not_exist_fails(tmp_path: Path, fresh: CountingPr
     assert "layered/nothing" in done.stderr
 
 
-def test_cache_verify_removes_damaged_chunks_and_prune_keeps_a_mount_reading(
+def test_cache_verify_removes_damaged_chunks_and_indexes_and_prune_keeps_a_mount_reading(
     tmp_path: Path, layered: Layered, fresh: CountingProxy
 ) -> None:
     cache = tmp_path / "cache"
@@ -140,8 +140,15 @@ def test_cache_verify_removes_damaged_chunks_and_prune_keeps_a_mount_reading(
         data = bytearray(chunk.read_bytes())
         data[100] ^= 0xFF
         chunk.write_bytes(data)
+        index = sorted((cache / "indexes").glob("sha256-*.sqlite"))[0]
+        changed = bytearray(index.read_bytes())
+        changed[len(changed) // 2] ^= 0xFF  # a new file: the mount reads the one it has open
+        index.with_name("changed").write_bytes(changed)
+        os.replace(index.with_name("changed"), index)
         checked = run_regfs("cache", "verify", "--cache-dir", str(cache))
-        assert checked.returncode == 1 and f"removed {chunk.name}" in checked.stdout
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert f"removed {chunk.name}" in checked.stdout
+        assert f"removed {index.name}" in checked.stdout and not index.exists()
         assert run_regfs("cache", "verify", "--cache-dir", str(cache)).returncode == 0
         pruned = run_regfs("cache", "prune", "--json", "--max-size", "1M", "--cache-dir",
                            str(cache))  # fmt: skip

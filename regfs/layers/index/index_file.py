@@ -1,11 +1,11 @@
-"""Opening a layer index file: read-only, checked to be whole, of this schema and, when
-asked, of the expected layer.
+"""Opening a layer index file: read-only, checked to be whole and as sealed (``seal.py``),
+of this schema and, when asked, of the expected layer.
 
-Layers layer. A file that cannot serve (damaged, cut short, a directory in its place,
-written by a regfs of another schema, another layer's) is deleted with one log line and
-taken as absent, so the caller indexes its layer again: left in place, it made its layer
-EIO in every mount until deleted by hand. A file that cannot be opened now (no descriptor
-left) is kept. ``layer_index.py`` asks its queries of what this opens.
+Layers layer. A file that cannot serve (damaged, cut short, its seal broken, a directory
+in its place, written by a regfs of another schema, another layer's) is deleted with one
+log line and taken as absent, so the caller indexes its layer again: left in place, it
+made its layer EIO in every mount until deleted by hand. A file that cannot be opened now
+(no descriptor left) is kept. ``layer_index.py`` asks its queries of what this opens.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexMeta
+from regfs.layers.index.seal import check_seal
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,13 @@ def opened(
 
 
 def _check_whole(connection: sqlite3.Connection, path: Path) -> None:
-    """Raise ``ValueError`` unless the file holds exactly its pages: a file cut short
-    within a page opens and reads its first rows, then fails queries in odd ways."""
+    """Raise ``ValueError`` unless the file holds exactly its pages and their seal (or its
+    pages alone, unsealed, from an older regfs): a file cut short within a page opens and
+    reads its first rows, then fails queries in odd ways, and a changed byte in a row that
+    still parses would serve a file from the wrong bytes (``seal.py``)."""
     (page_size,) = connection.execute("PRAGMA page_size").fetchone()
     (pages,) = connection.execute("PRAGMA page_count").fetchone()
-    size = path.stat().st_size
-    if size != page_size * pages:
-        raise ValueError(f"{size} bytes, not its {pages} pages of {page_size}")
+    check_seal(path, page_size * pages)
 
 
 def _discard(path: Path, why: str, level: int = logging.WARNING) -> None:

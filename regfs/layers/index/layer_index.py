@@ -115,12 +115,23 @@ class LayerIndex:
         return self._connection is not None
 
     def _db(self) -> sqlite3.Connection:
+        """The connection, opened again if it was closed: only onto the file first opened
+        (checked then), never one built at the same path since by another process, whose
+        entry ids and offsets may differ from those this mount has handed out."""
         if self._connection is None:
             try:
-                self._connection = connect(self.path)
-            except sqlite3.Error as error:
+                connection = connect(self.path)
+                inode = self.path.stat().st_ino
+            except (sqlite3.Error, OSError) as error:
                 raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
                                   f"{error}") from None  # fmt: skip
+            if inode != self.identity[1]:
+                connection.close()
+                raise Unavailable(
+                    f"layer index {self.path.name} cannot be opened again: "
+                    "another process built it anew since"
+                )
+            self._connection = connection
             self.on_open(self)
         return self._connection
 

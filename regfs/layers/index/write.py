@@ -18,6 +18,7 @@ from regfs.layers.formats.entries import IndexEntry
 from regfs.layers.formats.toc import TocChunk
 from regfs.layers.index.meta import SCHEMA_VERSION, IndexMeta
 from regfs.layers.index.rows import COLUMNS, row_of
+from regfs.layers.index.seal import seal
 
 ROWS_AT_ONCE = 32
 """Rows one INSERT statement adds: 32 of the widest (18 values) stay within the 999
@@ -35,7 +36,8 @@ def write_index(
     toc_chunks: Iterable[TocChunk] = (),
     span_starts: Iterable[tuple[int, int, bytes]] = (),
 ) -> None:
-    """Write a complete index next to ``path`` and rename it into place (atomic publish).
+    """Write a complete index next to ``path``, seal it (``seal.py``) and rename it into
+    place (atomic publish).
     What SQLite fails with (a full disk is its "database or disk is full") is raised as
     an ``OSError``, as a failed write of any other file is."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -75,8 +77,11 @@ def write_index(
         raise OSError(f"layer index {path.name} not written: {error}") from None
     finally:
         connection.close()
-    with open(temporary, "rb") as written:
-        os.fsync(written.fileno())
+    try:
+        seal(temporary)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 
