@@ -16,7 +16,7 @@ thread-safe; callers run them in worker threads.
   is under 90 % of it. Blobs in ``tmp/`` count but are never evicted: a download in
   progress is bounded by the layer store instead (a few at once). An index deleted under
   another mount stays readable to it (an open file) and is rebuilt on its next open
-  (one that mount had closed is EIO: ``LayerIndex._db``).
+  (one that mount had closed is EIO unless built again alike: ``LayerIndex._db``).
   Several processes may share the dir: each measures it again once it has counted a
   tenth of the bound, so together they overshoot it by at most that much each.
   Evicting indexes sweeps the records of which images used their layers

@@ -210,7 +210,7 @@ def verify(cache_dir: Path) -> tuple[int, int, list[str]]:
         indexes += 1
         found = opened(path, None)  # deletes one that cannot serve, with a log line
         if found is not None:
-            found[0].close()
+            found.connection.close()
         elif not path.exists():
             removed.append(path.name)
     return checked, indexes, removed

@@ -103,7 +103,7 @@ class IndexBuilders:
         async with file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
             found = opened(self._files.whole(layer)[0], None)  # None: absent, or unusable
             if found is not None:  # (then deleted, or replaced by the build)
-                found[0].close()
+                found.connection.close()
                 log.info("%s: indexed meanwhile by another process on this cache", layer)
                 return
             async with self._first_passes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from regfs.layers.index.meta import SCHEMA_VERSION, ExpectedIndex, IndexMeta
@@ -33,10 +34,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def opened(
-    path: Path, expected: ExpectedIndex | None
-) -> tuple[sqlite3.Connection, IndexMeta] | None:
-    """The file's connection and facts, or None if it is absent or cannot serve (then
+@dataclass(frozen=True, slots=True)
+class IndexFile:
+    """An index file opened and checked."""
+
+    connection: sqlite3.Connection
+    meta: IndexMeta
+    seal: bytes | None
+    """The sha256 of its pages (``seal.py``); None for an older regfs's file."""
+
+
+def opened(path: Path, expected: ExpectedIndex | None) -> IndexFile | None:
+    """The file, opened and checked, or None if it is absent or cannot serve (then
     deleted, but for one that cannot be opened now)."""
     if not path.exists():
         return None
@@ -63,7 +72,7 @@ def opened(
             int(values["uncompressed_size"]), int(values["chunk_size"]),
             int(values["prefetch_end"]), values["built_from"],
         )  # fmt: skip
-        _check_whole(connection, path)
+        seal = _check_whole(connection, path)
     except (sqlite3.Error, KeyError, ValueError, OSError) as error:
         connection.close()
         _discard(path, f"layer index unreadable ({error})")
@@ -73,17 +82,18 @@ def opened(
         connection.close()
         _discard(path, f"not the index of {expected and expected.digest} ({mismatch})")
         return None
-    return connection, meta
+    return IndexFile(connection, meta, seal)
 
 
-def _check_whole(connection: sqlite3.Connection, path: Path) -> None:
-    """Raise ``ValueError`` unless the file holds exactly its pages and their seal (or its
-    pages alone, unsealed, from an older regfs): a file cut short within a page opens and
-    reads its first rows, then fails queries in odd ways, and a changed byte in a row that
-    still parses would serve a file from the wrong bytes (``seal.py``)."""
+def _check_whole(connection: sqlite3.Connection, path: Path) -> bytes | None:
+    """The file's seal (None if it has none). Raise ``ValueError`` unless the file holds
+    exactly its pages and their seal (or its pages alone, unsealed, from an older regfs):
+    a file cut short within a page opens and reads its first rows, then fails queries in
+    odd ways, and a changed byte in a row that still parses would serve a file from the
+    wrong bytes (``seal.py``)."""
     (page_size,) = connection.execute("PRAGMA page_size").fetchone()
     (pages,) = connection.execute("PRAGMA page_count").fetchone()
-    check_seal(path, page_size * pages)
+    return check_seal(path, page_size * pages)
 
 
 def _discard(path: Path, why: str, level: int = logging.WARNING) -> None:

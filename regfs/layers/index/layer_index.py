@@ -25,6 +25,7 @@ from regfs.layers.index.index_file import connect, opened
 from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.meta import ExpectedIndex, IndexKind, IndexMeta
 from regfs.layers.index.rows import COLUMNS, entry_of
+from regfs.layers.index.seal import written_seal
 from regfs.registry.request_deadline import working
 
 T = TypeVar("T")
@@ -50,18 +51,26 @@ class LayerIndex:
         meta: IndexMeta,
         listings: Listings,
         laid_out: LaidOutIndex | None = None,
+        *,
+        seal: bytes | None = None,
     ) -> None:
         """``listings`` keeps recent listings (of every index of the mount): an index never
         changes, and `find` and `ls -R` re-read every directory each time. ``laid_out``:
-        the index is being written, and answers from memory until ``written``."""
+        the index is being written, and answers from memory until ``written``. ``seal``:
+        the file's (``seal.py``), for opening it again."""
         self.path = path
-        self.identity: IndexIdentity = (str(path), 0 if laid_out else path.stat().st_ino)
+        status = None if laid_out else path.stat()
+        self.identity: IndexIdentity = (str(path), status.st_ino if status else 0)
         """Names this index among every index of the mount, for caches of its answers:
         entry ids and data offsets are its own (one layer may be indexed from its blob, a
         TOC and a zTOC, each numbering entries its own way), and a file built again at
         the same path is a new file."""
         self._connection: sqlite3.Connection | None = connection
         self._laid_out = laid_out
+        self._seal = seal
+        self._file = _file_key(status) if status else None
+        """The file's inode and change time when last checked: a reopen finding others
+        checks the file anew (an inode number is reused once its file is deleted)."""
         self.meta = meta
         self._listings = listings
         self.on_open: Callable[[LayerIndex], None] = lambda index: None
@@ -77,7 +86,10 @@ class LayerIndex:
         now on (opened on the next query), and let the memory go (unless the file is
         gone already)."""
         with contextlib.suppress(OSError):
-            self.identity = (str(self.path), self.path.stat().st_ino)
+            status = self.path.stat()
+            self.identity = (str(self.path), status.st_ino)
+            self._file = _file_key(status)
+            self._seal = written_seal(self.path)
             self._laid_out = None
 
     @classmethod
@@ -94,13 +106,13 @@ class LayerIndex:
         found = opened(path, expected)
         if found is None:
             return None
-        connection, meta = found
         with contextlib.suppress(OSError):
             os.utime(path)  # recency, for the cache's LRU eviction of whole indexes
+        listings = listings if listings is not None else listings_lru()
         try:
-            return cls(path, connection, meta, listings if listings is not None else listings_lru())
+            return cls(path, found.connection, found.meta, listings, seal=found.seal)
         except OSError:  # evicted by another process since it was opened
-            connection.close()
+            found.connection.close()
             return None
 
     def close(self) -> None:
@@ -115,25 +127,34 @@ class LayerIndex:
         return self._connection is not None
 
     def _db(self) -> sqlite3.Connection:
-        """The connection, opened again if it was closed: only onto the file first opened
-        (checked then), never one built at the same path since by another process, whose
-        entry ids and offsets may differ from those this mount has handed out."""
+        """The connection, opened again if it was closed: onto the file first opened, or
+        its twin (the same pages, sealed alike: built again by another process after an
+        eviction), never another file built at the same path, whose entry ids and offsets
+        may differ from those this mount has handed out."""
         if self._connection is None:
             try:
                 connection = connect(self.path)
-                inode = self.path.stat().st_ino
+                status = self.path.stat()
             except (sqlite3.Error, OSError) as error:
                 raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
                                   f"{error}") from None  # fmt: skip
-            if inode != self.identity[1]:
+            if _file_key(status) != self._file:
                 connection.close()
-                raise Unavailable(
-                    f"layer index {self.path.name} cannot be opened again: "
-                    "another process built it anew since"
-                )
+                connection = self._twin()
+                self._file = _file_key(status)
             self._connection = connection
             self.on_open(self)
         return self._connection
+
+    def _twin(self) -> sqlite3.Connection:
+        """The file now at this index's path, if its pages are those first opened."""
+        found = opened(self.path, None)
+        if found is not None and self._seal is not None and found.seal == self._seal:
+            return found.connection
+        if found is not None:
+            found.connection.close()
+        raise Unavailable(f"layer index {self.path.name} cannot be opened again: another "
+                          "process built it anew since, otherwise")  # fmt: skip
 
     async def all_entries(self) -> list[IndexEntry]:
         """``entries_in`` read in a worker thread."""
@@ -352,3 +373,7 @@ class LayerIndex:
         if row is None or not row[0]:
             return self.meta.compressed_size
         return int(row[0])
+
+
+def _file_key(status: os.stat_result) -> tuple[int, int]:
+    return status.st_ino, status.st_ctime_ns

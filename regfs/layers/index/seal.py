@@ -39,15 +39,15 @@ def seal(path: Path) -> None:
         os.fsync(file.fileno())
 
 
-def check_seal(path: Path, pages_size: int) -> bool:
-    """True if the file at ``path`` is sealed and its ``pages_size`` bytes of pages match
-    the seal, False if it has no seal (an older regfs's file, exactly its pages); raise
-    ``BrokenSeal`` otherwise (cut, grown, or any byte changed), ``OSError`` if it cannot
-    be read."""
+def check_seal(path: Path, pages_size: int) -> bytes | None:
+    """The seal of the file at ``path`` (the sha256 of its pages), checked against its
+    ``pages_size`` bytes of pages; None if it has no seal (an older regfs's file, exactly
+    its pages). Raise ``BrokenSeal`` otherwise (cut, grown, or any byte changed),
+    ``OSError`` if it cannot be read."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size == pages_size:
-            return False
+            return None
         if size != pages_size + TRAILER_SIZE:
             raise BrokenSeal(f"{size} bytes, neither its pages ({pages_size}) nor them sealed")
         digest = _digest_of(file, pages_size)
@@ -56,7 +56,16 @@ def check_seal(path: Path, pages_size: int) -> bool:
         raise BrokenSeal("its trailer is not a seal")
     if trailer[len(MAGIC) :] != digest:
         raise BrokenSeal("its pages do not match its seal")
-    return True
+    return digest
+
+
+def written_seal(path: Path) -> bytes | None:
+    """The seal this process wrote at the end of the file at ``path`` (not checked
+    again), or None if it has none."""
+    with open(path, "rb") as file:
+        file.seek(-TRAILER_SIZE, os.SEEK_END)
+        trailer = file.read(TRAILER_SIZE)
+    return trailer[len(MAGIC) :] if trailer.startswith(MAGIC) else None
 
 
 def _digest_of(file: BinaryIO, size: int) -> bytes:
