@@ -12,6 +12,11 @@
 -- dir made over a non-dir of its own layer is opaque, header-only members, pre-POSIX
 -- "name/" dirs, clamped dates) changed only odd or hostile layers, so they came without
 -- one: an index made before shows its layer by the old rules until it is built again.
+-- A new version must also name its files apart (files.py): a cache shared by two regfs
+-- versions (a mount left running across an upgrade) would otherwise have each delete the
+-- other's files on open, and build them again, over and over.
+-- Each file ends with a seal (the sha256 of its pages, seal.py), after the pages SQLite
+-- reads; files written before seals have none and are used unchecked.
 
 -- Facts about the blob and its uncompressed tar stream.
 CREATE TABLE meta (
