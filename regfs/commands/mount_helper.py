@@ -8,25 +8,41 @@ runs ``mount.fuse.regfs regfs /mnt/reg -o OPTIONS`` (util-linux looks for
 ``insecure_registry=host:port`` and ``allow_redirect_to=host``, repeatable), beside the
 generic ones mount(8) and systemd pass on (``rw``, ``nodev``, ``_netdev``, ``x-systemd.*``
 …), which are left to them. The mount is then made by ``regfs mount``, which returns once
-it is live.
+it is live. Which options regfs has is read from ``regfs mount``'s own parser, so that
+every option it gains is an fstab option too.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from regfs.commands import mount
 from regfs.commands.parser import build_parser
 
-VALUED = frozenset({
-    "cache_dir", "cache_size", "timeout", "metadata_ttl", "max_stale", "platform", "auth_file",
-    "config", "insecure_registry", "allow_redirect_to", "log_file",
-})  # fmt: skip
-FLAGS = frozenset({
-    "allow_other", "debug", "verify_schema1_signatures", "soci_v1_referrers",
-    "no_soci_v1_referrers", "allow_shared_cache", "no_stale", "layer_store",
-})  # fmt: skip
+NOT_FROM_FSTAB = frozenset({"help", "foreground"})
+"""``regfs mount`` options no fstab line may give: mount(8) waits for the helper, which a
+foreground mount would hold for ever (``regfs.service`` runs ``--foreground`` itself)."""
+
+
+def _fstab_options() -> tuple[frozenset[str], frozenset[str]]:
+    """``regfs mount``'s long options as fstab spells them (``_`` for ``-``): the flags,
+    and those that take a value."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags: set[str] = set()
+    valued: set[str] = set()
+    for action in commands.choices["mount"]._actions:
+        for option in action.option_strings:
+            name = option.removeprefix("--").replace("-", "_")
+            if option.startswith("--") and name not in NOT_FROM_FSTAB:
+                (flags if action.nargs == 0 else valued).add(name)
+    return frozenset(flags), frozenset(valued)
+
+
+FLAGS, VALUED = _fstab_options()
+
 GENERIC = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group",
     "nofail", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
