@@ -37,7 +37,8 @@ def format_status(state: dict[str, Any]) -> str:
         f"options     platform {options['platform']}, timeout {options['timeout']:g}s, "
         f"metadata TTL {options['metadata_ttl']:g}s"
         + (", allow_other" if options["allow_other"] else "")
-        + (", SOCI v1 referrers" if options.get("soci_v1_referrers") else ""),
+        + (", SOCI v1 referrers" if options.get("soci_v1_referrers") else "")
+        + _stale_option(options),
         f"kernel      caching {options['kernel_caching']}",
         f"cache       {cache['dir']}: {human_size(cache['size'])} of "
         f"{human_size(cache['size_limit'])}",
@@ -53,6 +54,7 @@ def format_status(state: dict[str, Any]) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats["last_error_at"]))
             line += f"; last error at {when}: {stats['last_error']}"
         lines.append(line)
+    lines += _offline_lines(state)
     store = state.get("layer_store")
     if store is not None:
         in_use = store["layers_in_use"]
@@ -60,6 +62,29 @@ def format_status(state: dict[str, Any]) -> str:
         lines += [f"  {layer['reference']} {layer['layer']} ({layer['uses']} uses)"
                   for layer in in_use]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _stale_option(options: dict[str, Any]) -> str:
+    """``--no-stale`` or ``--max-stale``, where given: they change what an outage shows."""
+    if not options["stale"]:
+        return ", no stale answers"
+    if options["max_stale"] is not None:
+        return f", stale answers up to {options['max_stale']:g}s old"
+    return ""
+
+
+def _offline_lines(state: dict[str, Any]) -> list[str]:
+    """The registries found down (the cache answers for them) and the stale answers shown
+    (what ``user.regfs.stale`` marks, counted for the whole mount); nothing while none."""
+    lines = []
+    unreachable, stale = state["unreachable"], state["stale_answers"]
+    if unreachable:
+        lines.append(f"unreachable {len(unreachable)} host{'s' * (len(unreachable) != 1)}:")
+        lines += [f"  {host}: {why}" for host, why in sorted(unreachable.items())]
+    if stale["now"] or stale["served"]:
+        lines.append(f"stale       {stale['now']} last answers shown in place of the "
+                     f"registry's, served {stale['served']} times")  # fmt: skip
+    return lines
 
 
 def _hit_rate(reads: dict[str, int]) -> str:
