@@ -27,8 +27,14 @@ class UnsafeCacheDir(Exception):
 def prepare_cache_dir(path: Path, *, allow_shared: bool, writing: bool = True) -> None:
     """Create ``path`` (mode 0700) if missing; unless ``allow_shared``, refuse it if it or
     one of its parts is owned by another user (root excepted) or writable by group or
-    others, and have the process create files for its user only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    others, and have the process create files for its user only. One that cannot be
+    made (on a read-only file system) is said as one that cannot be written."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"cache dir {path} cannot be written: {error.strerror}"
+        ) from None
     if writing:
         _check_writable(path)
     if allow_shared:

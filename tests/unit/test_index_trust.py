@@ -88,6 +88,17 @@ def test_a_new_cache_dir_is_private(tmp_path: Path) -> None:
         os.umask(umask)
 
 
+def test_a_cache_dir_that_cannot_be_made_is_said_as_one_that_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    """troubleshooting.md's line, not the bare OSError of mkdir (as when ``~/.cache`` is
+    on a read-only file system: the default cache dir is made at the first mount)."""
+    (tmp_path / "file").write_text("")
+    directory = tmp_path / "file" / "cache"
+    with pytest.raises(OSError, match=f"cache dir {directory} cannot be written: Not a dir"):
+        prepare_cache_dir(directory, allow_shared=False)
+
+
 @pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
 def test_a_cache_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
     directory = tmp_path / "cache"
