@@ -107,8 +107,8 @@ class Places:
             return [Endpoint(host, repository)]  # an alias is its own, exact place
         found = self._config.registries.endpoints(host, repository, by_digest=by_digest)
         if not found:
-            sources = ", ".join(self._config.registries.sources)
-            raise AccessDenied(f"{host}/{repository}: blocked in {sources}")
+            source = self._config.registries.table_source(host, repository)
+            raise AccessDenied(f"{host}/{repository}: blocked in {source}")
         return found
 
     def origin(self, host: str, repository: str = "", *, by_digest: bool = False) -> Endpoint:

@@ -53,6 +53,8 @@ class RegistryTable:
     insecure: bool = False
     blocked: bool = False
     mirrors: tuple[Mirror, ...] = ()
+    source: str = field(default="", compare=False)
+    """The file this table came from: a refusal it makes names it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,12 @@ class RegistriesConf:
             *(_rewrite(table, mirror.location, *name, mirror) for mirror in mirrors),
             _rewrite(table, table.location, *name, None),
         ]
+
+    def table_source(self, host: str, repository: str) -> str:
+        """The file whose table decides for ``host/repository`` (the one that blocks it),
+        or every file read where the table does not say."""
+        table = self.table_for(_reference(*_normalised(host, repository)))
+        return table.source if table is not None and table.source else ", ".join(self.sources)
 
     def insecure(self, host: str) -> bool:
         """Whether the table matching ``host`` itself says ``insecure``: a wildcard table
@@ -193,6 +201,7 @@ def _registry(table: Any, where: str) -> RegistryTable:
         _bool(table, "insecure", where),
         _bool(table, "blocked", where),
         _mirrors(table, where),
+        where,
     )
 
 

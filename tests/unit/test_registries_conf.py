@@ -94,6 +94,19 @@ def test_a_blocked_docker_hub_namespace_is_blocked_under_every_hub_name() -> Non
         Endpoint("docker.io", "team/app")]  # fmt: skip
 
 
+def test_a_block_names_the_file_that_says_it() -> None:
+    """configuration.md: ``blocked = true`` is EACCES ``with a log line naming the file``;
+    the line named every file read (/etc's, each drop-in), whichever blocked."""
+    main = parse_registries_conf('[[registry]]\nlocation = "a.lan"\n', "/etc/r.conf")
+    drop_in = parse_registries_conf(
+        '[[registry]]\nlocation = "b.lan/team"\nblocked = true\n', "/etc/r.conf.d/50.conf"
+    )
+    registries = merge([("/etc/r.conf", main), ("/etc/r.conf.d/50.conf", drop_in)])
+    assert registries.endpoints("b.lan", "team/app", by_digest=False) == []
+    assert registries.table_source("b.lan", "team/app") == "/etc/r.conf.d/50.conf"
+    assert registries.table_source("c.lan", "x") == "/etc/r.conf, /etc/r.conf.d/50.conf"
+
+
 def test_blocked_and_wildcards_and_insecure_hosts() -> None:
     registries = merge([("r.conf", parse_registries_conf(CONF, "r.conf"))])
     assert registries.endpoints("evil.example", "x", by_digest=True) == []
