@@ -118,7 +118,9 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
         type=_positive,
         default=30.0,
         metavar="SECONDS",
-        help="deadline for one registry call, retries included (default: 30)",
+        help="deadline, retries and mirrors included: in a mount, for each request the "
+        "kernel sends (shared by every registry call it makes); in other commands, for "
+        "each registry call (default: 30)",
     )
 
 

@@ -43,9 +43,14 @@ async def resolve_image(
     if isinstance(manifest, ImageIndex):
         chosen = manifest.image_for(platform)
         if chosen is None:
-            raise NotFound(f"{host}/{repository}:{reference}: no image for {platform}")
+            raise NotFound(f"{_named(host, repository, reference)}: no image for {platform}")
         raw, media_type, expected = await fetch(str(chosen.digest))
         manifest = verified_manifest(raw, media_type, expected)
     if not isinstance(manifest, ImageManifest) or manifest.config is None:
-        raise MalformedContent(f"{host}/{repository}:{reference}: not an image manifest")
+        raise MalformedContent(f"{_named(host, repository, reference)}: not an image manifest")
     return manifest, Descriptor(manifest.media_type, expected, len(raw))
+
+
+def _named(host: str, repository: str, reference: str) -> str:
+    """The image as a user writes it: ``@`` before a digest, ``:`` before a tag."""
+    return f"{host}/{repository}{'@' if ':' in reference else ':'}{reference}"
