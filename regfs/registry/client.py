@@ -19,6 +19,7 @@ import httpx
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import (
+    AccessDenied,
     MalformedContent,
     NotFound,
     ProtocolError,
@@ -88,6 +89,15 @@ class RegistryClient:
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+    def has_mirrors(self, host: str, repository: str) -> bool:
+        """Whether ``host/repository`` may be pulled from another place than its registry
+        (a registries.conf mirror, if only by digest): while the registry is away, its
+        images may still be read, though its catalog cannot."""
+        try:
+            return len(self._places.endpoints(host, repository, by_digest=True)) > 1
+        except AccessDenied:
+            return False
 
     def hosts(self) -> dict[str, HostStats]:
         """Requests sent and the last failure, by host[:port] asked."""

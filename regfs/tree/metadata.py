@@ -184,6 +184,10 @@ class RegistryMetadata:
         """Repositories that answered by name, listed even where the catalog is refused."""
         return frozenset(self._known_repositories.get(host, ()))
 
+    def has_mirrors(self, host: str, repository: str) -> bool:
+        """Whether ``host/repository`` may be pulled from a mirror (``RegistryClient``)."""
+        return self._client.has_mirrors(host, repository)
+
     async def repositories(self, host: str) -> tuple[str, ...] | None:
         """All repositories in the catalog, or None if this registry does not offer one."""
         return await self._cached(self._catalogs, host, functools.partial(self._catalog, host))

@@ -146,21 +146,16 @@ class RepositoryDir(Directory):
             from regfs.tree.image import ImageDir  # the layer readers: imported once needed
 
             return ImageDir(self.context, self.host, self.path, digest)
-        try:
-            repositories, from_catalog = await self._repositories()
-        except Unavailable:  # the registry is away and no catalog kept: if the cache
-            # keeps tag lists of the host's repositories, they lead to what it keeps, and
-            # other names are taken as where no catalog is offered
-            metadata = self.context.metadata
-            kept = metadata.last_answers.kept_repositories(self.host)
-            if not kept:
-                raise
-            from_catalog = False
-            repositories = set(metadata.known_repositories(self.host)) | kept
         full = self._join(name)
+        repositories, from_catalog, through_mirrors = await self._repositories_for(full)
         if name in _children(self.path, repositories):
             return RepositoryDir(self.context, self.host, full)
-        tag = await self._tag(name, self.path in repositories or not from_catalog)
+        try:
+            tag = await self._tag(name, self.path in repositories or not from_catalog)
+        except Unavailable:
+            if not through_mirrors:
+                raise
+            tag = None  # no mirror has it and the registry is away: taken as a prefix
         if isinstance(tag, TagLink):
             return tag
         refusal = tag
@@ -179,6 +174,22 @@ class RepositoryDir(Directory):
         if refusal is not None:
             raise AccessDenied(f"{where}: {name!r} refused: {refusal}")
         raise NotFound(f"{where}: no repository or tag {name!r}")
+
+    async def _repositories_for(self, full: str) -> tuple[set[str], bool, bool]:
+        """``_repositories`` for a lookup of ``full``, and whether the registry is away and
+        a mirror may serve ``full`` instead. With the registry away and no catalog kept:
+        if the cache keeps tag lists of the host's repositories, they lead to what it
+        keeps, and if a mirror may serve the name, it is asked (an air-gapped node pulls
+        through its mirror); other names are then taken as where no catalog is offered."""
+        try:
+            return *await self._repositories(), False
+        except Unavailable:
+            metadata = self.context.metadata
+            kept = metadata.last_answers.kept_repositories(self.host)
+            through_mirrors = metadata.has_mirrors(self.host, full)
+            if not kept and not through_mirrors:
+                raise
+            return set(metadata.known_repositories(self.host)) | kept, False, through_mirrors
 
     async def _tag(self, name: str, may_have_tags: bool) -> TagLink | AccessDenied | None:
         """The tag ``name`` if it is one, the registry's refusal to say, or None;

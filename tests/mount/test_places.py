@@ -5,6 +5,7 @@ certificate of the tests' own. Every file lives in a temp HOME."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from tests.mount.conftest import Layered, Pushed
 from tests.support import images
 from tests.support.mount import Mount, run_regfs
+from tests.support.net import free_port
 from tests.support.pki import Authority
 from tests.support.proxy import CountingProxy
 from tests.support.registry import Registry, ServerTls
@@ -98,6 +100,42 @@ insecure = true
             mount.close()
     finally:
         origin.stop()
+        mirror.stop()
+
+
+@pytest.mark.parametrize("by_digest_only", [False, True])
+def test_a_mirror_serves_while_the_registry_itself_is_down(
+    tmp_path: Path, by_digest_only: bool
+) -> None:
+    """An air-gapped node whose registries.conf names a mirror of a registry it cannot
+    reach: podman pulls through the mirror, and so must the mount's paths. The registry's
+    catalog cannot be had, so names are taken as where no catalog is offered; by digest
+    only, a digest dir is reached all the same (its tags need the registry)."""
+    layout = tmp_path / "oci"
+    images.build_image(layout, "img", {"etc/which": b"mirror\n"})
+    mirror = Registry(tmp_path / "mirror")
+    try:
+        images.push(layout, "img", f"{mirror.host}/team/app:1")
+        manifest, _, _ = images.get_manifest(mirror.url, "team/app", "1")
+        digest_dir = "sha256-" + hashlib.sha256(manifest).hexdigest()
+        home = home_with(tmp_path, f"""
+[[registry]]
+prefix = "fleet.example"
+location = "127.0.0.1:{free_port()}"
+mirror-by-digest-only = {str(by_digest_only).lower()}
+[[registry.mirror]]
+location = "{mirror.host}"
+""")  # fmt: skip
+        mount = Mount(tmp_path / "mnt", "--timeout", "5", environment={"HOME": str(home)})
+        mount.allow_log(r"WARNING .*127\.0\.0\.1:\d+.*(refused|unreachable|answer)")
+        try:
+            app = mount / "fleet.example/team/app"
+            assert (app / digest_dir / "rootfs/etc/which").read_bytes() == b"mirror\n"
+            if not by_digest_only:
+                assert (app / "1/rootfs/etc/which").read_bytes() == b"mirror\n"
+        finally:
+            mount.close()
+    finally:
         mirror.stop()
 
 
