@@ -56,7 +56,7 @@ class TreeContext:
         self.merged_listings: cachetools.LRUCache[
             tuple[Hashable, tuple[bytes, ...]], list[tuple[str, Node]]
         ] = listings_lru()
-        """Merged ``rootfs/`` listings by (image, path), of every image of the mount."""
+        """Merged ``rootfs/`` listings by (where shown, path), of every image of the mount."""
 
     def services(self) -> Services:
         """The services, made now if they were given as a function and are not made yet."""

@@ -64,9 +64,9 @@ class ImageDir(Directory):
             result += self._platform_links(image.manifest)
             chosen = await self._platform_image(image.manifest)
             if chosen is not None:
-                result += _image_entries(self.context, chosen)
+                result += _image_entries(self.context, chosen, self.key)
         else:
-            result += _image_entries(self.context, image)
+            result += _image_entries(self.context, image, self.key)
         return result
 
     async def lookup(self, name: str) -> Node:
@@ -135,13 +135,18 @@ class ImageDir(Directory):
         return platform.normalized() if platform else None
 
 
-def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]:
+def _image_entries(context: TreeContext, image: Image, place: Hashable) -> list[tuple[str, Node]]:
     """What an image manifest contributes to a digest dir (besides its ``manifest``):
-    its config, one dir per layer (bottom first), their links, and the merged rootfs."""
+    its config, one dir per layer (bottom first), their links, and the merged rootfs.
+    ``place`` is the key of that digest dir (an index dir shows its platform's image):
+    the dirs shown here are its own, not those of another dir showing the same image."""
     assert isinstance(image.manifest, ImageManifest)
     layers = image_layers(image)
     result: list[tuple[str, Node]] = [("config", ConfigFile(context, image))]
-    result += [(str(position), LayerRoot(context, layer)) for position, layer in enumerate(layers)]
+    result += [
+        (str(position), LayerRoot(context, layer, (place, position)))
+        for position, layer in enumerate(layers)
+    ]
     if layers:
         result += [
             ("bottom", LayerLink(context, image, "bottom", "0")),
@@ -153,7 +158,7 @@ def _image_entries(context: TreeContext, image: Image) -> list[tuple[str, Node]]
     result += [
         (name, LayerLink(context, image, name, target)) for name, target in by_digest.items()
     ]
-    merged = MergedImage(context, image.host, image.repository, image.digest, layers)
+    merged = MergedImage(context, image.host, image.repository, image.digest, layers, place=place)
     result.append(("rootfs", RootfsDir(merged, (), None)))
     return result
 

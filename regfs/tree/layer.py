@@ -6,13 +6,21 @@ Tree layer. Whiteouts are 0/0 character devices and opaque directories carry
 listed or looked up. Until then the root answers ``stat`` with provisional attributes the
 kernel may not keep (``ls -l TAG/`` fetches no layer); from then on with the layer's own
 ``.`` entry, as ``tar -x`` applies it.
+
+A directory's key names its path (its layer root's place and its entry), never only its
+layer: one blob is often shown at several paths (twice in one image, a base layer in many
+images), and the kernel keeps one dentry per directory inode, so one inode found at a
+second path has its dentry moved there (a shell's cwd, and its ``..``, jump to the other
+image) and overlayfs refuses two lowerdirs that are one inode. Other entries are keyed by
+the layer's index and inode, shared wherever the layer is shown: one file's pages are
+kept once, and hard links stay one inode.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from regfs.domain.errors import NoEntry
 from regfs.layers.formats.entries import ROOT_ID, EntryKind, IndexEntry
@@ -37,16 +45,24 @@ from regfs.tree.xattrs import (
 )
 
 
-def layer_node(source: EntrySource, entry: IndexEntry) -> Node:
-    # the index file, not only the digest: a zTOC's index numbers entries its own way
-    key = ("layer", source.layer.host, source.layer.repository, source.index.path, entry.inode_id)
+def layer_node(root: Hashable, source: EntrySource, entry: IndexEntry) -> Node:
+    """The node for ``entry`` of the layer whose root has key ``root`` (see the module
+    docstring). Keyed by the index file, not only the digest: a zTOC's index numbers
+    entries its own way."""
     if entry.kind is EntryKind.DIRECTORY:
-        return LayerDir(key, source, entry)
+        return LayerDir(("layer-dir", root, source.index.path, entry.id), source, entry, root)
+    key = ("layer", source.layer.host, source.layer.repository, source.index.path, entry.inode_id)
     return entry_node(key, source, entry)
 
 
 class LayerDir(EntryNode, Directory):
-    """A directory inside a layer."""
+    """A directory inside a layer, below the layer root whose key is ``root``."""
+
+    def __init__(
+        self, key: Hashable, source: EntrySource, entry: IndexEntry, root: Hashable
+    ) -> None:
+        super().__init__(key, source, entry)
+        self.root = root
 
     async def xattrs(self) -> dict[str, bytes]:
         attributes = entry_xattrs(self.entry)
@@ -56,7 +72,7 @@ class LayerDir(EntryNode, Directory):
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         return [
-            (os.fsdecode(child.name), layer_node(self.source, child))
+            (os.fsdecode(child.name), layer_node(self.root, self.source, child))
             for child in await self.source.index.children(self.entry.id)
         ]
 
@@ -64,7 +80,7 @@ class LayerDir(EntryNode, Directory):
         child = self.source.index.child(self.entry.id, os.fsencode(name))
         if child is None:
             raise NoEntry(f"{self.source.layer}: no {name!r} in this layer directory")
-        return layer_node(self.source, child)
+        return layer_node(self.root, self.source, child)
 
 
 def fetched_text(fetched: int, size: int | None) -> bytes:
@@ -93,26 +109,30 @@ def root_stat(context: TreeContext, root: IndexEntry) -> Stat:
 
 
 class LayerRoot(Directory):
-    """``i/``: the root of layer i; builds the layer's index on first use."""
+    """``i/``: the root of layer i; builds the layer's index on first use. ``place`` names
+    where it is shown (its image dir and position, or a layer store's layer dir): one
+    layer shown at two places is two directories (see the module docstring)."""
 
-    def __init__(self, context: TreeContext, layer: LayerRef) -> None:
+    def __init__(self, context: TreeContext, layer: LayerRef, place: Hashable) -> None:
         self.context = context
         self.layer = layer
-        # per image: an image may read the layer through its own zTOC
-        self.key = ("layer-root", layer.host, layer.repository, layer.digest, layer.image,
-                    layer.soci_index)  # fmt: skip
+        # per image too: an image may read the layer through its own zTOC
+        self.key = ("layer-root", place, layer.host, layer.repository, layer.digest,
+                    layer.image, layer.soci_index)  # fmt: skip
 
     def _source(self, index: LayerIndex) -> EntrySource:
         return EntrySource(self.context.layers, self.layer, index)
 
     async def _root(self) -> LayerDir:
         index = await self.context.layers.index(self.layer)
-        return LayerDir(self.key, self._source(index), index.entry(ROOT_ID))
+        return LayerDir(self.key, self._source(index), index.entry(ROOT_ID), self.key)
 
     def _known_root(self) -> LayerDir | None:
         """The root, if the layer is indexed already (asking never fetches it)."""
         index = self.context.layers.known_index(self.layer)
-        return None if index is None else LayerDir(self.key, self._source(index), index.root())
+        if index is None:
+            return None
+        return LayerDir(self.key, self._source(index), index.root(), self.key)
 
     async def stat(self) -> Stat:
         root = self._known_root()

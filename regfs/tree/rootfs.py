@@ -6,6 +6,9 @@ needs (``merged_dir.py``): a lookup fetches the layers from the top down to the 
 provides the name, and the image's other layers are indexed after, in the background.
 Every other entry is identified by the layer and inode it comes from, so hard links in
 one layer stay one inode, counted by the names still visible after the layers above it.
+A directory's identity includes the digest dir showing it (an index dir shows its
+platform's image too): the kernel keeps one dentry per directory inode (see
+``tree/layer.py``).
 """
 
 from __future__ import annotations
@@ -47,12 +50,17 @@ class MergedImage:
         repository: str,
         image: Digest,
         layers: Sequence[LayerRef],
+        *,
+        place: Hashable,
     ) -> None:
+        """``place``: the key of the digest dir showing the merged tree."""
         self.context = context
         self.image = image
         self.layers = tuple(layers)
         self.key = (host, repository, str(image))  # strings: their hashes are kept
-        """Identifies this image's merged tree among all mounted ones."""
+        """Identifies this image's merged tree among all mounted ones (its files' inodes)."""
+        self.place = place
+        """Identifies where it is shown (its directories' inodes and listings)."""
         self._found: list[LayerIndex | None] = [None] * len(self.layers)
         self.root_dir = MergedDir(RootCandidates(len(self.layers), self.index_at))
 
@@ -166,7 +174,7 @@ class RootfsDir(Directory):
         self.image = image
         self.path = path
         self.merged = merged if merged is not None else image.root_dir
-        self.key = ("rootfs", image.key, path)
+        self.key = ("rootfs", image.place, path)
         self._stat: Stat | None = None
 
     async def _resolved(self) -> Resolved:
@@ -210,7 +218,7 @@ class RootfsDir(Directory):
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         listings = self.image.context.merged_listings
-        key = (self.image.key, self.path)
+        key = (self.image.place, self.path)
         listing = listings.get(key)
         if listing is None:
             listing = await self._merge_listing()

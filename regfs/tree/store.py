@@ -175,7 +175,7 @@ class StoreLayerDir(Directory):
 
     async def lookup(self, name: str) -> Node:
         if name == "diff":
-            return LayerRoot(self.context, self.layer)
+            return LayerRoot(self.context, self.layer, self.key)
         if name == "info":
             return InfoFile(self.context, self.layer, await self._info())
         if name == "blob":

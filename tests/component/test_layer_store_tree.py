@@ -399,3 +399,18 @@ async def test_waiting_for_a_size_ends_with_it_or_with_why_there_is_none(
                 await trio.testing.wait_all_tasks_blocked()
                 indexing.cancel_scope.cancel()
     assert isinstance(outcomes.get(third), Unavailable)
+
+
+async def test_two_references_to_one_image_are_two_diff_dirs(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """A directory is one path to the kernel (it moves the one dentry of a directory
+    inode to wherever it was found last): a tag and a digest naming one image show two."""
+    root = store(registry, tmp_path)
+    digest = registry.repositories["app"].tags["1"]
+    diffs = [
+        await directory(await directory(await directory(root, encoded(reference)),
+                                        sha256(LAYERS[0])), "diff")
+        for reference in (f"{HOST}/app:1", f"{HOST}/app@{digest}")
+    ]  # fmt: skip
+    assert diffs[0].key != diffs[1].key

@@ -3,7 +3,8 @@ rootfs/ show against ``umoci unpack`` and GNU ``tar -x``, and, where those two u
 and a container's overlayfs differ, against an overlayfs mount of the layer dirs (what a
 container through podman or the layer store sees).
 
-Each case was found by a review on fac3c49; each test of a fix fails on that code.
+Each case was found by a review on fac3c49; each test of a fix fails on that code. So
+were the cases of one layer blob shown at several paths, found by a review on 8647150.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def sized_directory_layer() -> bytes:
 
 
 SYMLINK = tarfile.SYMTYPE
+SHARED = pax(directory("d"), member("d/f", b"f\n"))
 LAYERS = {
+    "layer-twice": [SHARED, pax(member("m", b"m\n")), SHARED],
     "whiteout-then-dir": [
         pax(directory("d"), member("d/lower", b"lower\n")),
         pax(member(".wh.d"), directory("d"), member("d/new", b"new\n")),
@@ -90,6 +93,7 @@ def registry(workdir: Path) -> Iterator[Registry]:
     registry = Registry(workdir / "layer-semantics-registry")
     for name, layers in LAYERS.items():
         push_layers(registry.url, f"crafted/{name}:1", [gzipped(layer) for layer in layers])
+    push_layers(registry.url, "crafted/layer-twice:base", [gzipped(SHARED)])  # another image
     yield registry
     registry.stop()
 
@@ -160,18 +164,45 @@ def test_where_umoci_and_a_container_differ_rootfs_is_what_the_container_sees(
     over the other, keeps the file, or writes through the symlink. rootfs/ is the
     container's view, an overlay of the layer dirs."""
     top = image(mount, registry, name)
+    assert _listing(top / "rootfs") == _overlay_listing(top, tmp_path / "overlay")
+
+
+def test_a_layer_twice_in_an_image_is_two_lowerdirs_to_overlayfs(
+    registry: Registry, mount: Mount, tmp_path: Path
+) -> None:
+    """One blob at positions 0 and 2: overlayfs refused the layer dirs (ELOOP, "Too many
+    levels of symbolic links") while they were one inode."""
+    top = image(mount, registry, "layer-twice")
+    assert _listing(top / "rootfs") == _overlay_listing(top, tmp_path / "overlay")
+
+
+def test_a_shell_in_a_layer_dir_stays_there_while_another_image_shows_the_layer(
+    registry: Registry, mount: Mount
+) -> None:
+    """The kernel keeps one dentry per directory inode: while two tags' ``0/d`` were one,
+    a lookup in the second image moved the first one's shell's cwd (and its ``..``) there."""
+    first = (image(mount, registry, "layer-twice").parent / "base").resolve()
+    second = image(mount, registry, "layer-twice").resolve()
+    script = 'cd "$1/0/d" && stat "$2/0/d" "$2/2/d" >/dev/null && pwd -P && cd .. && pwd -P'
+    shell = subprocess.run(
+        ["sh", "-c", script, "sh", str(first), str(second)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shell.stdout.splitlines() == [f"{first}/0/d", f"{first}/0"]
+
+
+def _overlay_listing(top: Path, target: Path) -> dict[str, tuple[int, bytes]]:
+    """``_listing`` of an overlayfs mount of the layer dirs of image dir ``top``."""
     layers = sorted((p.name for p in top.iterdir() if p.name.isdigit()), key=int, reverse=True)
-    target = tmp_path / "overlay"
     target.mkdir()
     subprocess.run(
         ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={':'.join(layers)}",
          str(target)], cwd=top, check=True,
     )  # fmt: skip
     try:
-        expected = _listing(target)
+        return _listing(target)
     finally:
         subprocess.run(["umount", str(target)], check=True)
-    assert _listing(top / "rootfs") == expected
 
 
 def _listing(root: Path) -> dict[str, tuple[int, bytes]]:
