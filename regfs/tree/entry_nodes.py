@@ -7,7 +7,7 @@ blob, which index); the node classes turn an entry into what the kernel sees.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 from regfs.layers.formats.entries import EntryKind, IndexEntry
@@ -64,19 +64,31 @@ def entry_xattrs(entry: IndexEntry) -> dict[str, bytes]:
     return {os.fsdecode(name): value for name, value in entry.xattrs}
 
 
-class EntryNode(Node):
-    """A node whose attributes are those of one index entry."""
+VisibleLinks = Callable[[], Awaitable[int]]
+"""How many names of a hard-linked entry ``rootfs/`` still shows (layers above may have
+whited out or replaced others)."""
 
-    def __init__(self, key: Hashable, source: EntrySource, entry: IndexEntry) -> None:
+
+class EntryNode(Node):
+    """A node whose attributes are those of one index entry; ``links`` counts its names
+    where they are not all shown (``rootfs/``), else the layer's count is its own."""
+
+    def __init__(
+        self, key: Hashable, source: EntrySource, entry: IndexEntry,
+        links: VisibleLinks | None = None,
+    ) -> None:  # fmt: skip
         self.key = key
         self.source = source
         self.entry = entry
+        self._links = links
         self._stat: Stat | None = None
 
     async def stat(self) -> Stat:
         # made once: a cold `find -ls` asks for every entry of every listing again
         if self._stat is None:
-            self._stat = entry_stat(self.entry)
+            links = self._links
+            nlink = await links() if links is not None and self.entry.nlink > 1 else None
+            self._stat = entry_stat(self.entry, nlink)
         return self._stat
 
     async def xattrs(self) -> dict[str, bytes]:
@@ -111,10 +123,12 @@ class EntrySpecial(EntryNode):
     """A device, fifo or (in a layer dir) whiteout: attributes only."""
 
 
-def entry_node(key: Hashable, source: EntrySource, entry: IndexEntry) -> Node:
+def entry_node(
+    key: Hashable, source: EntrySource, entry: IndexEntry, links: VisibleLinks | None = None
+) -> Node:
     """The node for a non-directory entry (layer dirs and rootfs make their own dirs)."""
     if entry.kind is EntryKind.FILE:
-        return EntryFile(key, source, entry)
+        return EntryFile(key, source, entry, links)
     if entry.kind is EntryKind.SYMLINK:
-        return EntrySymlink(key, source, entry)
-    return EntrySpecial(key, source, entry)
+        return EntrySymlink(key, source, entry, links)
+    return EntrySpecial(key, source, entry, links)

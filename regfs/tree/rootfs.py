@@ -13,6 +13,7 @@ platform's image too): the kernel keeps one dentry per directory inode (see
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Hashable, Sequence
 
@@ -27,7 +28,6 @@ from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
 from regfs.tree.context import TreeContext
 from regfs.tree.entry_nodes import (
-    EntryFile,
     EntrySource,
     entry_node,
     entry_stat,
@@ -130,9 +130,7 @@ class MergedImage:
         layer = resolved.layer
         source = EntrySource(self.context.layers, self.layers[layer], await self.index_at(layer),
                              layer)  # fmt: skip
-        if entry.kind is EntryKind.FILE:
-            return RootfsFile(key, self, resolved.layer, source, entry)
-        return entry_node(key, source, entry)
+        return entry_node(key, source, entry, functools.partial(self.visible_links, layer, entry))
 
 
 def _first_domain_error(group: BaseExceptionGroup) -> BaseException:
@@ -141,28 +139,6 @@ def _first_domain_error(group: BaseExceptionGroup) -> BaseException:
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]
     return found if found is not None else group
-
-
-class RootfsFile(EntryFile):
-    def __init__(
-        self,
-        key: Hashable,
-        image: MergedImage,
-        position: int,
-        source: EntrySource,
-        entry: IndexEntry,
-    ) -> None:
-        super().__init__(key, source, entry)
-        self.image = image
-        self.position = position
-
-    async def stat(self) -> Stat:
-        if self.entry.nlink == 1:
-            return await super().stat()
-        if self._stat is None:
-            links = await self.image.visible_links(self.position, self.entry)
-            self._stat = entry_stat(self.entry, links)
-        return self._stat
 
 
 class RootfsDir(Directory):

@@ -119,6 +119,27 @@ async def test_a_link_whose_first_name_is_whited_out_keeps_the_content(
     assert await kernel.read(f"{rootfs}/links/other") == b"kept by its other name\n"
 
 
+async def test_hard_linked_links_and_devices_count_the_names_left_too(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel
+) -> None:
+    """Only regular files had their names counted: a hard-linked symlink or device whose
+    other name a layer above whites out showed 2 links, where an unpack has 1."""
+    bottom = gzip_layer(
+        member("s", None, type=tarfile.SYMTYPE, linkname="target"),
+        member("s2", None, type=tarfile.LNKTYPE, linkname="s"),
+        member("null", None, type=tarfile.CHRTYPE, devmajor=1, devminor=3),
+        member("null2", None, type=tarfile.LNKTYPE, linkname="null"),
+    )
+    top = gzip_layer(member(".wh.s", b""), member(".wh.null", b""))
+    digest = registry.push("special", "1", [bottom, top])
+    rootfs = f"{HOST}/special/{digest.replace(':', '-')}/rootfs"
+    assert await kernel.listdir(rootfs) == [b"null2", b"s2"]
+    for name in ("null2", "s2"):
+        assert (await kernel.lookup(f"{rootfs}/{name}")).st_nlink == 1
+    layer = rootfs.removesuffix("rootfs") + "0"
+    assert (await kernel.lookup(f"{layer}/s2")).st_nlink == 2  # the layer's own count
+
+
 async def test_whiteouts_show_as_overlayfs_devices_in_their_layer_dir(
     autojump_clock: trio.abc.Clock, kernel: Kernel, rootfs: str
 ) -> None:
