@@ -33,6 +33,9 @@ from regfs.tree.node import Directory, File, Kind, Node, Stat, Symlink
 IMMUTABLE_TIMEOUT = 365 * 24 * 3600.0
 """Seconds the kernel may trust entries under a digest dir: they never change."""
 BLOCK_SIZE = 4096
+LINK_TARGET_MAX = 4095
+"""Longest symlink target Linux's readlink takes (PATH_MAX, 4096, less its NUL): no
+filesystem holds a longer one, but a tar may carry it."""
 LISTINGS_PAGED_AT_ONCE = 64
 """Directory listings kept while the kernel pages through them (see ``readdir``)."""
 MUTABLE_LISTINGS_NAMED = 256
@@ -185,6 +188,8 @@ class Operations(pyfuse3.Operations):
         if not isinstance(node, Symlink):
             raise pyfuse3.FUSEError(errno.EINVAL)
         target = os.fsencode(await node.target())
+        if len(target) > LINK_TARGET_MAX:  # the kernel would refuse the answer: EIO
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)  # as creating the link is
         await self._expire_if_mutable(inode, node)
         return target
 

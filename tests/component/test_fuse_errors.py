@@ -5,9 +5,11 @@ errno, as ``regfs/domain/errors.py`` draws the tree; one log line per failure; n
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
+import tarfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -184,6 +186,26 @@ async def test_an_errno_chosen_by_a_handler_passes_unchanged(
     image = await kernel.inode(f"{HOST}/app/{(await kernel.readlink(f'{HOST}/app/1')).decode()}")
     assert await errno_of(lambda: operations.open(image, 0, CONTEXT)) == errno.EISDIR
     assert await errno_of(lambda: operations.open(image, os.O_RDWR, CONTEXT)) == errno.EROFS
+    assert lines(caplog) == []
+
+
+async def test_a_link_target_longer_than_the_kernel_takes_is_enametoolong(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Linux takes a symlink target of at most 4095 bytes (PATH_MAX, less its NUL), and
+    no filesystem holds a longer one (``ln -s`` and ``tar -x`` fail: "File name too
+    long"); a tar may carry one. Its readlink was EIO, after pyfuse3 logged an ERROR
+    that the kernel refused the answer."""
+    layer = gzip_layer(
+        member("longest", None, type=tarfile.SYMTYPE, linkname="x" * 4095),
+        member("too-long", None, type=tarfile.SYMTYPE, linkname="y" * 4096),
+    )
+    image = f"{HOST}/app/{registry.push('app', '1', [layer]).replace(':', '-')}"
+    for tree in (f"{image}/0", f"{image}/rootfs"):
+        assert await kernel.readlink(f"{tree}/longest") == b"x" * 4095
+        too_long = functools.partial(kernel.readlink, f"{tree}/too-long")
+        assert await errno_of(too_long) == errno.ENAMETOOLONG
     assert lines(caplog) == []
 
 
