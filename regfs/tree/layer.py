@@ -1,11 +1,11 @@
 """Layer dirs ``0/ … N-1/``: one layer's own tree, in the form overlayfs takes as lowerdir.
 
 Tree layer. Whiteouts are 0/0 character devices and opaque directories carry
-``trusted.overlay.opaque=y``, so ``mount -t overlay -o lowerdir=N-1:…:0`` shows what
-``rootfs/`` shows. The layer's index is built the first time anything below its root is
-listed or looked up. Until then the root answers ``stat`` with provisional attributes the
-kernel may not keep (``ls -l TAG/`` fetches no layer); from then on with the layer's own
-``.`` entry, as ``tar -x`` applies it.
+``trusted.overlay.opaque=y`` (and ``user.overlay.opaque``, for ``-o userxattr``), so
+``mount -t overlay -o lowerdir=N-1:…:0`` shows what ``rootfs/`` shows. The layer's index
+is built the first time anything below its root is listed or looked up. Until then the
+root answers ``stat`` with provisional attributes the kernel may not keep (``ls -l TAG/``
+fetches no layer); from then on with the layer's own ``.`` entry, as ``tar -x`` applies it.
 
 A directory's key names its path (its layer root's place and its entry), never only its
 layer: one blob is often shown at several paths (twice in one image, a base layer in many
@@ -42,6 +42,7 @@ from regfs.tree.xattrs import (
     MEDIA_TYPE_XATTR,
     OPAQUE_XATTR,
     PROBED_BY_LS,
+    USER_OPAQUE_XATTR,
 )
 
 
@@ -69,6 +70,11 @@ class LayerDir(EntryNode, Directory):
         if self.entry.opaque:
             attributes[OPAQUE_XATTR] = b"y"
         return attributes
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name == USER_OPAQUE_XATTR:  # by name only (see its docstring)
+            return b"y" if self.entry.opaque else None
+        return await super().xattr(name)
 
     async def entries(self) -> Sequence[tuple[str, Node]]:
         return [

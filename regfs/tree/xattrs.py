@@ -25,6 +25,10 @@ STATUS_XATTR = "user.regfs.status"
 """On the mountpoint (asked for by name, not listed): the mount's state, as JSON."""
 OPAQUE_XATTR = "trusted.overlay.opaque"
 """``y`` on a layer's opaque dirs (``.wh..wh..opq``), as overlayfs reads lower dirs."""
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+"""The same, for overlayfs mounted with ``userxattr`` (rootless podman's, in a user
+namespace), which reads no other. Asked for by name, not listed: overlayfs mounted by
+root passes a lower dir's listed ``user.`` attributes through to its merged dir."""
 
 PROBED_BY_LS = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
 """Attributes ``ls -l`` asks of every entry: never worth fetching a layer for."""

@@ -4,7 +4,8 @@ and a container's overlayfs differ, against an overlayfs mount of the layer dirs
 container through podman or the layer store sees).
 
 Each case was found by a review on fac3c49; each test of a fix fails on that code. So
-were the cases of one layer blob shown at several paths, found by a review on 8647150.
+were the cases of one layer blob shown at several paths and of a rootless overlayfs,
+found by a review on 8647150.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ SYMLINK = tarfile.SYMTYPE
 SHARED = pax(directory("d"), member("d/f", b"f\n"))
 LAYERS = {
     "layer-twice": [SHARED, pax(member("m", b"m\n")), SHARED],
+    "opaque-dir": [
+        pax(directory("d"), member("d/lower", b"lower\n")),
+        pax(directory("d"), member("d/.wh..wh..opq"), member("d/upper", b"upper\n")),
+    ],
     "whiteout-then-dir": [
         pax(directory("d"), member("d/lower", b"lower\n")),
         pax(member(".wh.d"), directory("d"), member("d/new", b"new\n")),
@@ -191,12 +196,24 @@ def test_a_shell_in_a_layer_dir_stays_there_while_another_image_shows_the_layer(
     assert shell.stdout.splitlines() == [f"{first}/0/d", f"{first}/0"]
 
 
-def _overlay_listing(top: Path, target: Path) -> dict[str, tuple[int, bytes]]:
+def test_an_opaque_dir_hides_the_lower_ones_from_a_rootless_overlayfs_too(
+    registry: Registry, mount: Mount, tmp_path: Path
+) -> None:
+    """overlayfs mounted with ``userxattr`` (rootless podman's) reads ``user.overlay.*``
+    only: while the layer dirs had ``trusted.overlay.opaque`` alone, it showed
+    ``d/lower`` below the opaque ``d``."""
+    top = image(mount, registry, "opaque-dir")
+    expected = _listing(top / "rootfs")
+    assert "d/lower" not in expected
+    assert _overlay_listing(top, tmp_path / "overlay", "ro,userxattr") == expected
+
+
+def _overlay_listing(top: Path, target: Path, options: str = "ro") -> dict[str, tuple[int, bytes]]:
     """``_listing`` of an overlayfs mount of the layer dirs of image dir ``top``."""
     layers = sorted((p.name for p in top.iterdir() if p.name.isdigit()), key=int, reverse=True)
     target.mkdir()
     subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={':'.join(layers)}",
+        ["mount", "-t", "overlay", "overlay", "-o", f"{options},lowerdir={':'.join(layers)}",
          str(target)], cwd=top, check=True,
     )  # fmt: skip
     try:
