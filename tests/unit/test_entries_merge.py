@@ -130,6 +130,24 @@ def test_hard_links_share_an_inode_and_count_names() -> None:
     assert "x" not in tree and len(warnings) == 1
 
 
+def test_old_docker_aufs_metadata_is_not_shown_and_its_links_resolve() -> None:
+    """A layer pushed by Docker's aufs driver (2013-2016) holds ``.wh..wh.aufs``,
+    ``.wh..wh.orph/`` and ``.wh..wh.plnk/`` at its root; docker skips them, and resolves
+    hard links into ``.wh..wh.plnk/`` to the files kept there."""
+    tree, warnings = build(
+        member(".wh..wh.aufs"), member(".wh..wh.orph/", "5"), member(".wh..wh.plnk/", "5"),
+        member(".wh..wh.plnk/262.1234", offset=1024), member("bin/", "5"),
+        member("bin/a", "1", link=".wh..wh.plnk/262.1234"),
+        member("bin/b", "1", link="/.wh..wh.plnk/262.1234"),
+        member("etc/.wh..wh.plnk/x"),  # below the root: a plain (if odd) name
+    )  # fmt: skip
+    assert set(tree) == {"", "bin", "bin/a", "bin/b", "etc", "etc/.wh..wh.plnk",
+                         "etc/.wh..wh.plnk/x"}  # fmt: skip
+    assert tree["bin/a"].kind is EntryKind.FILE and tree["bin/a"].data_offset == 1024
+    assert tree["bin/a"].nlink == 2 and tree["bin/b"].link == tree["bin/a"].id
+    assert warnings == []
+
+
 @pytest.mark.parametrize("itself", ["a", "b"])
 def test_a_name_hard_linked_to_itself_changes_nothing(itself: str) -> None:
     """As ``tar -x`` leaves it, whether it is its inode's first name or its last."""

@@ -14,7 +14,10 @@ the tree a layer dir shows:
   its whiteout is kept, and a directory of it is opaque (nothing lower shows through), as
   is a directory made over a file or link of its own layer;
 - hard links share their target's attributes and data (one inode, counted links); a hard
-  link to a missing or directory target is skipped.
+  link to a missing or directory target is skipped;
+- what old Docker's aufs driver kept at a layer's root (``.wh..wh.aufs``,
+  ``.wh..wh.orph/``, ``.wh..wh.plnk/``) is not shown, as docker skips it; the regular
+  files of ``.wh..wh.plnk/`` stay hard-link targets, for the links that name them.
 
 Skipped members are reported as warnings for the caller to log, not raised: one odd
 member must not make the rest of an image unreadable.
@@ -33,6 +36,8 @@ from regfs.layers.formats.tar import SPARSE, TarMember
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
+AUFS_META_PREFIX = b".wh..wh."
+AUFS_LINK_DIR = b".wh..wh.plnk"
 ROOT_ID = 1
 DEFAULT_DIR_MODE = 0o755
 MAX_NAME = 255
@@ -178,6 +183,8 @@ class LayerTreeBuilder:
         self.root = _directory(implicit=True)
         self.warnings: list[str] = []
         self.members = 0
+        self._aufs_links: dict[bytes, _Node] = {}
+        """The files of ``.wh..wh.plnk/``: hard-link targets named by no path shown."""
 
     def add(self, member: TarMember) -> None:
         parts = normalize_path(member.path)
@@ -206,6 +213,9 @@ class LayerTreeBuilder:
         self.members += 1
         if self.members > MAX_MEMBERS:
             raise MalformedContent(f"layer has more than {MAX_MEMBERS} members")
+        if parts[0].startswith(AUFS_META_PREFIX) and parts != [OPAQUE_MARKER]:
+            self._aufs_meta(parts, member)
+            return
         name = parts[-1]
         parent = self._parent_dir(parts[:-1])
         if parent is None:
@@ -285,9 +295,20 @@ class LayerTreeBuilder:
         inode.names = 1
         self._put(parent, name, _Node(inode))
 
+    def _aufs_meta(self, parts: list[bytes], member: TarMember) -> None:
+        """Old Docker's aufs metadata at the layer root: not shown (docker skips it), but a
+        regular file of ``.wh..wh.plnk/`` is kept, unnamed, for hard links to it."""
+        name = _aufs_link_name(parts)
+        if name is not None and _KIND_BY_TYPEFLAG.get(member.type) is EntryKind.FILE:
+            self._aufs_links[name] = _Node(_inode_of(member, EntryKind.FILE))
+
+    def _link_target(self, parts: list[bytes]) -> _Node | None:
+        name = _aufs_link_name(parts)
+        return self._find(parts) if name is None else self._aufs_links.get(name)
+
     def _hard_link(self, parent: _Node, name: bytes, member: TarMember) -> None:
         target_parts = normalize_path(member.linkname)
-        target = self._find(target_parts) if target_parts else None
+        target = self._link_target(target_parts) if target_parts else None
         if target is None or target.children is not None or target.inode.kind is EntryKind.WHITEOUT:
             self.warnings.append(
                 f"{_shown(member)!r} is a hard link to a missing or unusable target: skipped"
@@ -333,6 +354,11 @@ class LayerTreeBuilder:
                     (child, entry_id, child_name)
                     for child_name, child in sorted(node.children.items())
                 )
+
+
+def _aufs_link_name(parts: list[bytes]) -> bytes | None:
+    """The name of a file right in ``.wh..wh.plnk/`` (aufs's hard-link targets), else None."""
+    return parts[1] if len(parts) == 2 and parts[0] == AUFS_LINK_DIR else None
 
 
 def _detach(node: _Node) -> None:

@@ -10,8 +10,9 @@
 -- a plain layer's needs its blob again, which a cache used offline cannot fetch: the
 -- tar -> tree rules that changed on 2026-12-07 (a whiteout hides lower layers only, a
 -- dir made over a non-dir of its own layer is opaque, header-only members, pre-POSIX
--- "name/" dirs, clamped dates) changed only odd or hostile layers, so they came without
--- one: an index made before shows its layer by the old rules until it is built again.
+-- "name/" dirs, clamped dates; aufs metadata not shown) changed only odd or hostile
+-- layers, so they came without one: an index made before shows its layer by the old rules
+-- until it is built again.
 -- A new version must also name its files apart (files.py): a cache shared by two regfs
 -- versions (a mount left running across an upgrade) would otherwise have each delete the
 -- other's files on open, and build them again, over and over.
