@@ -80,6 +80,7 @@ class EntryNode(Node):
         self.key = key
         self.source = source
         self.entry = entry
+        self.hard_linked = entry.nlink > 1 and entry.kind is not EntryKind.DIRECTORY
         self._links = links
         self._stat: Stat | None = None
 

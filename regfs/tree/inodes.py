@@ -2,7 +2,9 @@
 
 Tree layer: pure bookkeeping. A node gets an inode on first use and keeps it while the
 kernel holds a reference (lookup count > 0); ``forget`` releases it. Equal node keys map
-to one inode, so a path looked up twice is one file to the kernel.
+to one inode, so a path looked up twice is one file to the kernel. A hard-linked file's
+number outlives the kernel's reference (up to ``KEPT_NUMBERS`` of them): the kernel
+forgets inodes under memory pressure, mid-walk, and tools match hard links by number.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+import cachetools
+
 from regfs.domain.errors import NotFound
 from regfs.tree.node import Node
 
 ROOT_INODE = 1
+KEPT_NUMBERS = 65536
+"""Hard-linked files whose inode numbers are kept once forgotten (a key and a number
+each: a few MB at most; an image rarely has more than hundreds)."""
 
 
 @dataclass(slots=True)
@@ -27,13 +34,18 @@ class InodeTable:
         self._entries: dict[int, _Entry] = {ROOT_INODE: _Entry(root, 1)}
         self._by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
         self._next = ROOT_INODE + 1
+        self._kept: cachetools.LRUCache[Hashable, int] = cachetools.LRUCache(KEPT_NUMBERS)
+        """Numbers of hard-linked files the kernel forgot, for when it looks them up again
+        (a number is never given to another key, so reusing it is safe)."""
 
     def inode_of(self, node: Node) -> int:
         """The inode for ``node``'s key, assigned now if it has none (lookup count 0)."""
         inode = self._by_key.get(node.key)
         if inode is None:
-            inode = self._next
-            self._next += 1
+            inode = self._kept.pop(node.key, None)
+            if inode is None:
+                inode = self._next
+                self._next += 1
             self._entries[inode] = _Entry(node, 0)
             self._by_key[node.key] = inode
         return inode
@@ -64,6 +76,8 @@ class InodeTable:
         if entry is not None and entry.lookups <= 0 and inode != ROOT_INODE:
             del self._entries[inode]
             del self._by_key[entry.node.key]
+            if entry.node.hard_linked:
+                self._kept[entry.node.key] = inode
 
     def __len__(self) -> int:
         return len(self._entries)

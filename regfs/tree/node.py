@@ -74,6 +74,10 @@ class Node:
 
     key: Hashable
     """Identity: equal keys name the same entry (and so get the same inode)."""
+    hard_linked: bool = False
+    """One of several names of one file: its inode number is kept for it after the kernel
+    forgets it, so that a walk meeting its other names later (``tar``, ``du``, ``rsync -H``
+    match hard links by inode number) sees one file."""
 
     async def stat(self) -> Stat:
         raise NotImplementedError

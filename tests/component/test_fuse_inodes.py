@@ -5,9 +5,12 @@ has that dentry moved there (a shell whose cwd was below the first path finds it
 its ``..``, in the second), and overlayfs refuses two lowerdirs that are one inode. Layer
 blobs and images are shared (one layer twice in an image, a base layer in many images,
 an index dir showing its platform's image), so a directory's inode is made from its path;
-files may share one, as hard links do. In-memory registry, real layer store."""
+files may share one, as hard links do, and a hard-linked file keeps its number once the
+kernel forgets it. In-memory registry, real layer store."""
 
 from __future__ import annotations
+
+import tarfile
 
 import trio
 
@@ -61,3 +64,19 @@ async def test_an_index_dir_and_its_platform_s_image_dir_show_dirs_of_their_own(
     for rootfs in (f"{image}/rootfs", f"{index}/rootfs"):  # a listing names its own dirs
         [(name, attributes, _)] = await kernel.readdir(await kernel.inode(rootfs))
         assert (name, attributes.st_ino) == (b"etc", await kernel.inode(f"{rootfs}/etc"))
+
+
+async def test_a_hard_linked_file_keeps_its_inode_once_the_kernel_forgets_it(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel
+) -> None:
+    """``tar``, ``du`` and ``rsync -H`` match hard links by inode number: a walk that meets
+    a second name after the kernel forgot the first (memory pressure) must see one file."""
+    linked = gzip_layer(member("bin/gzip", b"gzip\n"),
+                        member("bin/gunzip", None, type=tarfile.LNKTYPE, linkname="bin/gzip"),
+                        member("bin/other", b"other\n"))  # fmt: skip
+    image = digest_dir("links", registry.push("links", "1", [linked]))
+    for where in (f"{image}/0", f"{image}/rootfs"):
+        first = await kernel.inode(f"{where}/bin/gzip")
+        await kernel.operations.forget([(first, 1)])
+        assert await kernel.inode(f"{where}/bin/other") != first
+        assert await kernel.inode(f"{where}/bin/gunzip") == first

@@ -8,8 +8,9 @@ from regfs.tree.node import Node
 
 
 class Named(Node):
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, hard_linked: bool = False) -> None:
         self.key = key
+        self.hard_linked = hard_linked
 
 
 def test_equal_keys_share_an_inode_until_forgotten() -> None:
@@ -32,3 +33,17 @@ def test_root_is_never_forgotten_and_unused_entries_can_be_dropped() -> None:
     unused = table.inode_of(Named("x"))
     table.drop_if_unused(unused)
     assert len(table) == 1
+
+
+def test_a_hard_linked_file_keeps_its_number_once_forgotten() -> None:
+    """The kernel forgets inodes under memory pressure, mid-walk: ``tar``, ``du`` and
+    ``rsync -H`` meeting another name of a hard-linked file later must see the number they
+    saw first, or they store, count or copy it twice."""
+    table = InodeTable(Named("root"))
+    linked = table.remember(Named("inode 7", hard_linked=True))
+    table.remember(Named("other"))
+    table.forget(linked, 1)
+    with pytest.raises(NotFound):
+        table.node(linked)
+    assert table.remember(Named("inode 7", hard_linked=True)) == linked
+    assert table.remember(Named("new")) not in (linked, ROOT_INODE)
