@@ -29,7 +29,7 @@ from regfs.tree.node import (
     Stat,
     Symlink,
 )
-from regfs.tree.rootfs import MergedImage, RootfsDir
+from regfs.tree.rootfs import EmptyRootfs, MergedImage, RootfsDir
 from regfs.tree.xattrs import (
     DIGEST_XATTR,
     FETCHED_XATTR,
@@ -158,6 +158,8 @@ def _image_entries(context: TreeContext, image: Image, place: Hashable) -> list[
     result += [
         (name, LayerLink(context, image, name, target)) for name, target in by_digest.items()
     ]
+    if not layers:
+        return [*result, ("rootfs", EmptyRootfs(context, image.digest, place))]
     merged = MergedImage(context, image.host, image.repository, image.digest, layers, place=place)
     result.append(("rootfs", RootfsDir(merged, (), None)))
     return result

@@ -22,7 +22,7 @@ import trio
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry, NotFound, RegfsError
-from regfs.layers.formats.entries import EntryKind, IndexEntry
+from regfs.layers.formats.entries import DEFAULT_DIR_MODE, EntryKind, IndexEntry
 from regfs.layers.formats.merge import Resolved, resolve
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_ref import LayerRef
@@ -36,7 +36,7 @@ from regfs.tree.entry_nodes import (
 )
 from regfs.tree.layer import provisional_directory, root_stat
 from regfs.tree.merged_dir import ChildCandidates, MergedDir, RootCandidates
-from regfs.tree.node import Directory, Node, Stat
+from regfs.tree.node import Directory, Kind, Node, Stat
 from regfs.tree.xattrs import LAYER_XATTR
 
 
@@ -237,3 +237,21 @@ class RootfsDir(Directory):
             break
         where = os.fsdecode(b"/".join(self.path))
         raise NoEntry(f"image {self.image.image}: no {name!r} in rootfs/{where}")
+
+
+class EmptyRootfs(Directory):
+    """``rootfs/`` of an image of no layer (``FROM scratch`` with settings alone, an
+    artifact of annotations alone): an empty directory, as ``umoci unpack`` makes it, with
+    what the root of a layer without a ``./`` entry shows (0755, root, the mount time)."""
+
+    def __init__(self, context: TreeContext, image: Digest, place: Hashable) -> None:
+        self.context = context
+        self.image = image
+        self.key = ("rootfs", place, ())
+
+    async def stat(self) -> Stat:
+        mount_time = self.context.mount_time_ns
+        return Stat(Kind.DIRECTORY, 0, DEFAULT_DIR_MODE, immutable=True, mtime_ns=mount_time)
+
+    async def lookup(self, name: str) -> Node:
+        raise NoEntry(f"image {self.image}: no {name!r} in rootfs/ (the image has no layer)")
