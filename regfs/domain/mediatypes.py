@@ -5,6 +5,8 @@ Domain layer: pure, stdlib only.
 
 from __future__ import annotations
 
+import re
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -43,6 +45,18 @@ def is_image_manifest(media_type: str) -> bool:
 
 def is_schema1(media_type: str) -> bool:
     return media_type in SCHEMA1
+
+
+_TAR_LAYER = re.compile(r"[^/]+/(?:[^/]*[-.+])?tar(?:[.+](?:gzip|gz|zstd))?")
+"""A media type naming a tar, plain or compressed: OCI and Docker layers (``…v1.tar+gzip``,
+``…diff.tar.gzip``), and artifacts that are trees (a Helm chart, ``application/x-tar``)."""
+
+
+def is_tar_layer(media_type: str) -> bool:
+    """Whether a layer of ``media_type`` holds files to show (its compression is told by
+    its bytes). Others cannot: an artifact's blob (a signature, an attestation, wasm, a
+    model) or an encrypted layer (``+encrypted``: regfs holds no key)."""
+    return bool(_TAR_LAYER.fullmatch(base_media_type(media_type)))
 
 
 def base_media_type(content_type: str) -> str:

@@ -7,6 +7,7 @@ anything; these functions word them.
 
 from __future__ import annotations
 
+from regfs.domain import mediatypes
 from regfs.domain.errors import MalformedContent
 from regfs.layers.formats.toc import ESTARGZ, toc_reference
 from regfs.layers.index.meta import IndexKind, IndexMeta
@@ -33,6 +34,8 @@ def planned_access(
 ) -> str:
     """How a layer not read yet would be: from the cache and the image's annotations."""
     media_type = layer.descriptor.media_type
+    if not mediatypes.is_tar_layer(media_type):
+        return f"never: {not_a_tar(media_type)}"
     if whole_cached:
         return "whole layer: its index is in the cache"
     if disagreement is not None:
@@ -50,6 +53,11 @@ def planned_access(
         return "whole layer, unless a SOCI v1 index among the image's referrers (allowed " \
                "by --soci-v1-referrers) has this layer's zTOC"  # fmt: skip
     return f"whole layer ({media_type}): fetched once, checked, indexed"
+
+
+def not_a_tar(media_type: str) -> str:
+    """Why a layer of ``media_type`` is not read (``mediatypes.is_tar_layer``)."""
+    return f"{media_type} is not a tar layer: it has no files to show"
 
 
 def format_name(toc_format: str) -> str:

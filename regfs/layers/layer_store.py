@@ -26,10 +26,11 @@ from regfs.cache.memory import listings_lru
 from regfs.cache.objects import KeptObjects
 from regfs.cache.reachability import Reachability
 from regfs.cache.temporaries import ready_for_layers, write_atomically
+from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
-from regfs.layers.access import current_access, planned_access
+from regfs.layers.access import current_access, not_a_tar, planned_access
 from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
 from regfs.layers.by_digest import ByDigest
@@ -172,6 +173,8 @@ class LayerStore:
         registry must confirm it serves the blob in this one (a HEAD, remembered), or have
         confirmed it before and be unreachable now (``layers/by_digest.py``).
         """
+        if not mediatypes.is_tar_layer(layer.descriptor.media_type):  # fetched for nothing
+            raise MalformedContent(f"{layer}: {not_a_tar(layer.descriptor.media_type)}")
         cached = self.known_index(layer)
         if cached is not None:
             self._indexes.use(cached)

@@ -5,14 +5,24 @@ entries would make no file name. In-memory registry, autojump clock."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 
+import pytest
 import trio
 
-from tests.support.crafted import OCI_MANIFEST, descriptor
-from tests.support.fuse_harness import HOST, Kernel
+from tests.support.crafted import GZIP_LAYER, OCI_MANIFEST, descriptor, gzip_layer, member
+from tests.support.fuse_harness import HOST, Kernel, errno_of
 from tests.support.memory_registry import MemoryRegistry, Repository, sha256
 
+EMPTY_CONFIG = ("application/vnd.oci.empty.v1+json", b"{}")
+SIGNATURE = (
+    "application/vnd.dev.cosign.simplesigning.v1+json",
+    b'{"critical": {"identity": {"docker-reference": "reg/app"}, "type": "cosign"}}',
+)
+WASM = ("application/wasm", b"\x00asm\x01\x00\x00\x00" + bytes(600))
+LAYER = gzip_layer(member("etc/motd", b"hi\n"))
 IMAGE_CONFIG = (
     "application/vnd.oci.image.config.v1+json",
     b'{"os": "linux", "architecture": "amd64", "rootfs": {"diff_ids": []}}',
@@ -48,3 +58,32 @@ async def test_an_image_of_no_layer_has_an_empty_rootfs(
     root = await kernel.lookup(f"{image}/rootfs")
     assert (root.st_mode & 0o7777, root.st_uid, root.attr_timeout > 0) == (0o755, 0, True)
     assert (await kernel.lookup(f"{image}/rootfs/etc")).st_ino == 0  # a negative entry
+
+
+@pytest.mark.parametrize("blob", [SIGNATURE, WASM, (f"{GZIP_LAYER}+encrypted", LAYER)])
+async def test_a_layer_that_is_no_tar_is_eio_said_once_and_never_fetched(
+    autojump_clock: trio.abc.Clock,
+    registry: MemoryRegistry,
+    kernel: Kernel,
+    caplog: pytest.LogCaptureFixture,
+    blob: tuple[str, bytes],
+) -> None:
+    artifact = push(registry, "sig", EMPTY_CONFIG, [blob], artifactType=blob[0])
+    assert b"0" in await kernel.listdir(artifact)
+    for path in (f"{artifact}/0", f"{artifact}/rootfs", f"{artifact}/0"):
+        assert await errno_of(lambda: kernel.listdir(path)) == errno.EIO  # noqa: B023
+    assert await errno_of(lambda: kernel.lookup(f"{artifact}/rootfs/etc")) == errno.EIO
+    assert registry.blob_gets(sha256(blob[1])) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and f"{blob[0]} is not a tar" in said[0], said
+    access = await kernel.getxattr(f"{artifact}/0", "user.regfs.access")
+    assert f"{blob[0]} is not a tar" in access.decode()
+
+
+async def test_a_chart_is_a_tar_and_its_files_are_shown(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel
+) -> None:
+    chart = ("application/vnd.cncf.helm.chart.content.v1.tar+gzip", LAYER)
+    config = ("application/vnd.cncf.helm.config.v1+json", b'{"name": "app"}')
+    artifact = push(registry, "chart", config, [chart])
+    assert await kernel.read(f"{artifact}/0/etc/motd") == b"hi\n"

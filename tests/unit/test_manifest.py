@@ -171,3 +171,27 @@ def test_image_config() -> None:
     assert parse_image_config(b'{"os": 1}').platform is None
     with pytest.raises(MalformedContent):
         parse_image_config(b"[]")
+
+
+@pytest.mark.parametrize(("media_type", "is_tar"), [
+    ("application/vnd.oci.image.layer.v1.tar", True),
+    ("application/vnd.oci.image.layer.v1.tar+gzip", True),
+    ("application/vnd.oci.image.layer.v1.tar+zstd", True),
+    ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", True),
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", True),
+    ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", True),
+    ("application/vnd.cncf.helm.chart.content.v1.tar+gzip", True),  # a chart is a tar
+    ("Application/X-Tar; charset=binary", True),
+    ("application/vnd.oci.image.layer.v1.tar+gzip+encrypted", False),  # ocicrypt: no key
+    ("application/vnd.dev.cosign.simplesigning.v1+json", False),
+    ("application/vnd.in-toto+json", False),
+    ("application/vnd.oci.empty.v1+json", False),
+    ("application/wasm", False),
+    ("application/vnd.ollama.image.model", False),
+    ("application/vnd.cncf.helm.chart.provenance.v1.prov", False),
+    ("application/vnd.example.tarball+json", False),
+])  # fmt: skip
+def test_a_layer_is_read_as_a_tar_when_its_media_type_names_one(
+    media_type: str, is_tar: bool
+) -> None:
+    assert mediatypes.is_tar_layer(media_type) is is_tar
