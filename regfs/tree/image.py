@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 
+from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import NoEntry
 from regfs.domain.manifest import ImageIndex, ImageManifest, parse_image_config
@@ -126,10 +127,14 @@ class ImageDir(Directory):
         return attributes
 
     async def _platform(self, image: Image) -> Platform | None:
-        """The image's platform: the chosen one for an index, the config's otherwise."""
+        """The image's platform: the chosen one for an index, the config's otherwise; an
+        artifact's config (``{}``, a chart's, any bytes) is no image config and names none."""
         if isinstance(image.manifest, ImageIndex):
             chosen = image.manifest.image_for(self.context.platform)
             return chosen.platform.normalized() if chosen and chosen.platform else None
+        described = image.manifest.config
+        if described is not None and described.media_type not in mediatypes.IMAGE_CONFIGS:
+            return None
         config = await ConfigFile(self.context, image).data()
         platform = parse_image_config(config).platform
         return platform.normalized() if platform else None

@@ -87,3 +87,22 @@ async def test_a_chart_is_a_tar_and_its_files_are_shown(
     config = ("application/vnd.cncf.helm.config.v1+json", b'{"name": "app"}')
     artifact = push(registry, "chart", config, [chart])
     assert await kernel.read(f"{artifact}/0/etc/motd") == b"hi\n"
+
+
+@pytest.mark.parametrize("config", [
+    ("application/octet-stream", b"\x00\x01 not JSON"),
+    ("application/vnd.example.config+json", b'["not", "an", "object"]'),
+    ("application/vnd.example.config+json", b'{"os": "linux", "architecture": "arm64"}'),
+])  # fmt: skip
+async def test_an_artifact_s_config_is_shown_as_is_and_names_no_platform(
+    autojump_clock: trio.abc.Clock,
+    registry: MemoryRegistry,
+    kernel: Kernel,
+    config: tuple[str, bytes],
+) -> None:
+    artifact = push(registry, "sbom", config, [], artifactType="application/spdx+json")
+    assert await kernel.read(f"{artifact}/config") == config[1]
+    names = ["user.regfs.digest", "user.regfs.media_type", "user.regfs.fetched"]
+    assert await kernel.listxattr(artifact) == names
+    no_attribute = kernel.getxattr(artifact, "user.regfs.platform")
+    assert await errno_of(lambda: no_attribute) == errno.ENODATA
