@@ -42,6 +42,14 @@ class Platform:
         """The symlink name in an index dir, e.g. ``linux-arm64-v8``."""
         return "-".join(part for part in (self.os, self.architecture, self.variant) if part)
 
+    @property
+    def makes_file_name(self) -> bool:
+        """Whether ``dir_name`` is one name a directory may hold: an index is anyone's
+        JSON, and one name with a ``/``, a NUL or none at all fails a whole listing."""
+        name = self.dir_name
+        return name not in ("", ".", "..") and not {"/", "\0"} & set(name) \
+            and len(name.encode()) <= 255  # fmt: skip
+
     def __str__(self) -> str:
         return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
 

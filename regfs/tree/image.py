@@ -80,6 +80,11 @@ class ImageDir(Directory):
         links: dict[str, Node] = {}
         for platform, descriptor in index.images():
             name = platform.normalized().dir_name
+            if not platform.normalized().makes_file_name:
+                log.warning("%s/%s@%s: platform %r of %s makes no file name: not linked",
+                            self.host, self.repository, self.digest, name,
+                            descriptor.digest)  # fmt: skip
+                continue
             if name in links:
                 log.debug(
                     "%s/%s@%s: second manifest for %s ignored",

@@ -14,7 +14,7 @@ import trio
 
 from tests.support.crafted import GZIP_LAYER, OCI_MANIFEST, descriptor, gzip_layer, member
 from tests.support.fuse_harness import HOST, Kernel, errno_of
-from tests.support.memory_registry import MemoryRegistry, Repository, sha256
+from tests.support.memory_registry import OCI_INDEX, MemoryRegistry, Repository, sha256
 
 EMPTY_CONFIG = ("application/vnd.oci.empty.v1+json", b"{}")
 SIGNATURE = (
@@ -106,3 +106,26 @@ async def test_an_artifact_s_config_is_shown_as_is_and_names_no_platform(
     assert await kernel.listxattr(artifact) == names
     no_attribute = kernel.getxattr(artifact, "user.regfs.platform")
     assert await errno_of(lambda: no_attribute) == errno.ENODATA
+
+
+async def test_index_entries_whose_platform_makes_no_file_name_are_left_out(
+    autojump_clock: trio.abc.Clock,
+    registry: MemoryRegistry,
+    kernel: Kernel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The kernel fails a whole listing for one name with a ``/`` or none at all."""
+    image = push(registry, "amd64", IMAGE_CONFIG, [])
+    digest = image.rsplit("/", 1)[1].replace("-", ":", 1)
+    raw = registry.repositories["art"].manifests[digest][0]
+    platforms = [{"os": "linux", "architecture": "amd64"}, {"os": "linux/x", "architecture": "y"},
+                 {"os": "", "architecture": ""}, {"os": "..", "architecture": ""},
+                 {"os": ".", "architecture": ""}, {"os": "a\x00", "architecture": "b"}]  # fmt: skip
+    entries = [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw), "platform": p}
+               for p in platforms]  # fmt: skip
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    pushed = registry.put_manifest("art", "multi", json.dumps(index).encode(), OCI_INDEX)
+    names = await kernel.listdir(f"{HOST}/art/{pushed.replace(':', '-')}")
+    assert names == [b"manifest", b"linux-amd64", b"config", b"rootfs"]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 5 and all("no file name" in line for line in said), said
