@@ -7,7 +7,10 @@ exception httpx can raise maps to a domain error here, so none reaches the FUSE 
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
+import math
 import ssl
 
 import httpx
@@ -95,12 +98,20 @@ class RetryLater(Exception):
         """Worth one more attempt only (a signed redirect URL that expired)."""
 
 
-def retry_after_seconds(value: str | None, ceiling: float) -> float | None:
-    """Seconds from a ``Retry-After: <seconds>`` header, capped; None if absent or a date."""
+def retry_after_seconds(value: str | None, ceiling: float, now: float) -> float | None:
+    """Seconds from a ``Retry-After`` header, capped at ``ceiling``: a number of seconds,
+    or an HTTP-date (RFC 9110: always GMT; ``now``: seconds since the epoch), which rate
+    limiters send too; None if absent or unreadable."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
+        try:
+            date = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = date.replace(tzinfo=date.tzinfo or datetime.UTC).timestamp() - now
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), ceiling)

@@ -294,17 +294,21 @@ class HttpSession:
             except TargetRefused as refused:  # said here, with the request it ends
                 raise AccessDenied(f"{what}: {refused}") from None
             except HTTPX_ERRORS as error:
-                if number == attempts or not is_temporary(error):
+                if number == attempts or not is_temporary(error) or _past_deadline(delay):
                     if isinstance(error, CONNECT_ERRORS):
                         stats.unreachable_at = trio.current_time()
                     raise error_for_exception(error, what) from None
                 log.debug("%s: %s; retrying in %.2fs", what, describe(error), delay)
             except RetryLater as temporary:
                 stats.unreachable_at = None  # it answered
+                retry_after = retry_after_seconds(temporary.retry_after, self.timeout, time.time())
+                delay = retry_after if retry_after is not None else delay
                 if number == attempts or (temporary.once and number > 1):
                     raise temporary.error from None
-                retry_after = retry_after_seconds(temporary.retry_after, self.timeout)
-                delay = retry_after if retry_after is not None else delay
+                if _past_deadline(delay):
+                    raise type(temporary.error)(
+                        f"{temporary.error}; not asked again in {delay:g}s, past the deadline"
+                    ) from None
                 log.debug("%s; retrying in %.2fs", temporary.error, delay)
             except RegfsError:
                 stats.unreachable_at = None  # an answer that says no (401, 404, a bad body)
@@ -376,6 +380,13 @@ class HttpSession:
         finally:
             await response.aclose()
         raise self._failure(response, body, f"{method} {url}")
+
+
+def _past_deadline(delay: float) -> bool:
+    """Whether a wait of ``delay`` seconds would end after the caller's deadline: then the
+    failure is said now (a 429's own message: a rate limit, say), not hidden behind "no
+    answer within" when the deadline passes during the wait."""
+    return trio.current_time() + delay >= trio.current_effective_deadline()
 
 
 def _sponsored(url: str) -> dict[str, Chain]:

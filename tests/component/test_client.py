@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -275,6 +277,38 @@ async def test_retry_after_is_honoured(autojump_clock: trio.abc.Clock) -> None:
     start = trio.current_time()
     assert await client_for(handler, timeout=30).list_repositories(HOST) == ["a"]
     assert trio.current_time() - start == pytest.approx(3, abs=0.01)
+
+
+async def test_retry_after_as_an_http_date_is_honoured(autojump_clock: trio.abc.Clock) -> None:
+    """The other form RFC 9110 allows: a rate limiter asked again at once would refuse
+    again, and the next attempts would be spent in a second."""
+    in_4s = email.utils.formatdate(time.time() + 4, usegmt=True)
+    answers = [httpx.Response(429, headers={"Retry-After": in_4s}), catalog("a")]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0)
+
+    start = trio.current_time()
+    assert await client_for(handler, timeout=30).list_repositories(HOST) == ["a"]
+    assert trio.current_time() - start == pytest.approx(4, abs=1.5)  # whole seconds, wall clock
+
+
+async def test_a_retry_after_past_the_deadline_fails_at_once_saying_why(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Docker Hub's pull rate limit: waiting out the deadline would only turn the
+    registry's own reason into "no answer within 30s"."""
+    rate_limited = {"errors": [{"code": "TOOMANYREQUESTS", "message": "pull rate limit"}]}
+    requests: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(429, headers={"Retry-After": "3600"}, json=rate_limited)
+
+    start = trio.current_time()
+    with pytest.raises(Unavailable, match=r"HTTP 429 \(TOOMANYREQUESTS: pull rate limit"):
+        await client_for(handler, timeout=30).list_repositories(HOST)
+    assert trio.current_time() - start < 1 and len(requests) == 1
 
 
 async def test_a_stalled_registry_fails_at_the_deadline(autojump_clock: trio.abc.Clock) -> None:

@@ -64,7 +64,12 @@ def test_error_classification() -> None:
 
 
 def test_retry_after() -> None:
-    assert retry_after_seconds("2", 30) == 2
-    assert retry_after_seconds("99", 30) == 30
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 30) is None
-    assert retry_after_seconds(None, 30) is None
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_seconds("2", 30, now) == 2
+    assert retry_after_seconds("99", 30, now) == 30
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:05 GMT", 30, now) == 5
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:05 -0000", 30, now) == 5  # no zone
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:27:00 GMT", 30, now) == 0  # passed
+    assert retry_after_seconds("Wed, 21 Oct 2015 09:28:00 GMT", 30, now) == 30
+    for unreadable in (None, "soon", "", "nan", "Wed, 99 Foo 2015 07:28:00 GMT"):
+        assert retry_after_seconds(unreadable, 30, now) is None
