@@ -34,6 +34,7 @@ from regfs.registry.blob_stream import BlobSink, download, stream_range
 from regfs.registry.bodies import Consumer
 from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import Anonymous, CredentialProvider
+from regfs.registry.errors import UnexpectedStatus
 from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import HostStats, HttpSession
 from regfs.registry.places import BlobSource, Places
@@ -156,7 +157,8 @@ class RegistryClient:
         """The digest ``tag`` points to now: a HEAD, or a GET if the header is missing."""
 
         async def at(place: Endpoint) -> Digest:
-            header = (await self._head_manifest(place, tag)).get("docker-content-digest")
+            headers = await self._head_manifest(place, tag)
+            header = headers.get("docker-content-digest") if headers is not None else None
             if header:
                 path = endpoints.manifest_path(place.host, place.repository, tag)
                 return _header_digest(header, f"{place.host}: {path}")
@@ -170,17 +172,25 @@ class RegistryClient:
         ``AccessDenied``, as a GET would."""
 
         async def at(place: Endpoint) -> None:
-            await self._head_manifest(place, str(digest))
+            if await self._head_manifest(place, str(digest)) is None:
+                await self._manifest_at(place, str(digest))
 
         await self._places.pull(host, repository, at, by_digest=True)
 
-    async def _head_manifest(self, place: Endpoint, reference: str) -> httpx.Headers:
+    async def _head_manifest(self, place: Endpoint, reference: str) -> httpx.Headers | None:
+        """The headers of a HEAD of the manifest, or None where the registry (or a proxy
+        before it) refuses HEAD itself (405, 400: some Artifactory and Nexus setups) while
+        serving GET: the caller asks with a GET. A 404, 401 or 403 is the answer."""
         path = endpoints.manifest_path(place.host, place.repository, reference)
-        with self._session.deadline(f"{place.host}: {path}"):
-            response = await self._session.send(
-                "HEAD", self._places.url(place.host, path), _MANIFEST_HEADERS, 0,
-                attempts=place.attempts,
-            )  # fmt: skip
+        try:
+            with self._session.deadline(f"{place.host}: {path}"):
+                response = await self._session.send(
+                    "HEAD", self._places.url(place.host, path), _MANIFEST_HEADERS, 0,
+                    attempts=place.attempts,
+                )  # fmt: skip
+        except UnexpectedStatus as error:
+            log.debug("%s; asking with a GET", error)
+            return None
         return response.headers
 
     async def get_manifest(self, host: str, repository: str, reference: str) -> FetchedManifest:

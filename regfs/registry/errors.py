@@ -82,7 +82,12 @@ def error_for_status(status: int, body: bytes, what: str) -> RegfsError:
         return AccessDenied(message)
     if status in RETRYABLE_STATUSES or status >= 500:
         return Unavailable(message)
-    return ProtocolError(message)
+    return UnexpectedStatus(message)
+
+
+class UnexpectedStatus(ProtocolError):
+    """A final status that says nothing of what was asked for (405, 400, …): maybe a
+    refusal of the request's form only, as a registry that serves GET but not HEAD."""
 
 
 class RetryLater(Exception):

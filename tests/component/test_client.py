@@ -427,6 +427,31 @@ async def test_resolve_tag_falls_back_to_get_without_the_header(
     assert await client_for(handler).resolve_tag(HOST, "a", "1") == Digest.of(body)
 
 
+@pytest.mark.parametrize("refusal", [405, 400])
+async def test_a_registry_that_refuses_head_is_asked_with_a_get(
+    autojump_clock: trio.abc.Clock, refusal: int
+) -> None:
+    """A proxy or repository manager set up for GET only: a tag and a kept manifest are
+    still confirmed, with a GET; a refusal of the manifest itself stays one."""
+    body = json.dumps({"schemaVersion": 2}).encode()
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if request.method == "HEAD":
+            return httpx.Response(refusal)
+        if request.url.path.endswith("/refused"):
+            return httpx.Response(403)
+        return httpx.Response(200, content=body)
+
+    client = client_for(handler)
+    assert await client.resolve_tag(HOST, "a", "1") == Digest.of(body)
+    await client.manifest_exists(HOST, "a", Digest.of(body))
+    assert seen == ["HEAD", "GET", "HEAD", "GET"]
+    with pytest.raises(AccessDenied):
+        await client.resolve_tag(HOST, "a", "refused")
+
+
 async def test_oversized_responses_are_refused(autojump_clock: trio.abc.Clock) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"x" * 100)
