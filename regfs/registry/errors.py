@@ -62,14 +62,20 @@ def error_for_exception(error: BaseException, what: str) -> RegfsError:
 
 
 def error_codes(body: bytes) -> str:
-    """``MANIFEST_UNKNOWN: manifest unknown`` from an error body, or an excerpt of it."""
+    """``MANIFEST_UNKNOWN: manifest unknown`` from an error body, or an excerpt of it, on
+    one line: a proxy's HTML page or a message with line breaks or terminal escapes must
+    not break the log line it goes into, nor forge the next."""
     try:
         document = json.loads(body)
         errors = document["errors"]
         parts = [f"{e.get('code', '?')}: {e.get('message', '')}".strip() for e in errors]
-        return "; ".join(parts)[:300]
+        return _one_line("; ".join(parts))[:300]
     except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
-        return body[:200].decode("utf-8", "replace").strip()
+        return _one_line(body[:200].decode("utf-8", "replace"))
+
+
+def _one_line(text: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def error_for_status(status: int, body: bytes, what: str) -> RegfsError:

@@ -54,6 +54,11 @@ def test_error_classification() -> None:
     body = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
     assert error_codes(body) == "MANIFEST_UNKNOWN: manifest unknown"
     assert error_codes(b"<html>oops") == "<html>oops"
+    page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\x1b[2J</body>"
+    one_line = "<html> <head><title>502 Bad Gateway</title></head> <body> [2J</body>"
+    assert error_codes(page) == one_line
+    forged = b'{"errors":[{"code":"DENIED","message":"no\\n2026-12-07 WARNING forged"}]}'
+    assert error_codes(forged) == "DENIED: no 2026-12-07 WARNING forged"
     assert isinstance(error_for_status(404, body, "GET x"), NotFound)
     assert isinstance(error_for_status(401, b"", "GET x"), AccessDenied)
     assert isinstance(error_for_status(403, b"", "GET x"), AccessDenied)
