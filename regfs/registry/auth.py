@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,8 +37,9 @@ from regfs.domain.errors import AccessDenied, ProtocolError, Unavailable
 from regfs.registry.authfile import Credentials
 from regfs.registry.credentials import CredentialProvider
 from regfs.registry.endpoints import token_scope
-from regfs.registry.errors import RetryLater
+from regfs.registry.errors import HTTPX_ERRORS, RetryLater, error_for_exception, is_temporary
 from regfs.registry.guard import SPONSOR
+from regfs.registry.retry_policy import Deadline
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds; the distribution spec's default for expires_in
 EXPIRY_MARGIN = 10.0  # renew this long before a token expires, so none dies in flight
@@ -167,7 +169,7 @@ class RegistryAuth(httpx.Auth):
                         request_for_token = self._token_request(bearer, asked_scope, credentials)
                         if SPONSOR in request.extensions:
                             request_for_token.extensions[SPONSOR] = request.extensions[SPONSOR]
-                        token_response, body = await self._exchange(request_for_token)
+                        token_response, body = await self._ask(request_for_token, host)
                         token = _read_token(token_response, body, bearer, host, credentials)
                         self._tokens.put(host, scope, token)
                         value = token.value
@@ -181,6 +183,20 @@ class RegistryAuth(httpx.Auth):
             self._schemes[host] = basic
             self._use_basic(request, credentials)
             yield request
+
+    async def _ask(self, request: httpx.Request, host: str) -> tuple[httpx.Response, bytes]:
+        """The token endpoint's answer; its failing to answer (unreachable, reset, silent
+        until the deadline) is said of it, not of the registry request that needed the
+        token, which the registry did answer, and a temporary failure is retried."""
+        what = f"{host}: token endpoint {request.url.copy_with(query=None)}"
+        try:
+            with Deadline(math.inf, what):
+                return await self._exchange(request)
+        except HTTPX_ERRORS as error:
+            failure = error_for_exception(error, what)
+            if is_temporary(error):
+                raise RetryLater(failure, None) from None
+            raise failure from None
 
     @staticmethod
     def _use_basic(request: httpx.Request, credentials: Credentials) -> None:

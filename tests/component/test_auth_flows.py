@@ -176,6 +176,52 @@ async def test_a_token_endpoint_failing_for_good_is_unavailable_naming_it(
     assert len(tokens) == MAX_ATTEMPTS
 
 
+def registry_with_a_realm_that(fails: Handler, tokens: list[httpx.Request]) -> Handler:
+    """A token registry whose token endpoint's requests go to ``fails``."""
+    registry = token_registry("https://auth.example/token", tokens, [])
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            tokens.append(request)
+            return await fails(request)
+        return await registry(request)
+
+    return handler
+
+
+async def test_an_unreachable_token_endpoint_is_named_and_retried(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The registry answered; its realm is what a user has to look at (a firewall that
+    lets the registry through but not auth.docker.io, say)."""
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    tokens: list[httpx.Request] = []
+    client = client_for(registry_with_a_realm_that(refuse, tokens), None)
+    message = rf"{HOST}: token endpoint https://auth.example/token: ConnectError"
+    with pytest.raises(Unavailable, match=message):
+        await client.list_tags(HOST, "a")
+    assert len(tokens) == MAX_ATTEMPTS
+    assert client.hosts()[HOST].unreachable_at is None  # the registry itself answers
+
+
+async def test_a_silent_token_endpoint_is_named_at_the_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def never(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(1000)
+        raise AssertionError("unreachable")
+
+    client = client_for(registry_with_a_realm_that(never, []), None)
+    start = trio.current_time()
+    message = rf"{HOST}: token endpoint https://auth.example/token: no answer within 5s"
+    with pytest.raises(Unavailable, match=message):
+        await client.list_tags(HOST, "a")
+    assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+
+
 class EndlessBody(httpx.AsyncByteStream):
     """A chunked body that never ends, counting what was taken from it."""
 
