@@ -86,14 +86,19 @@ def error_for_status(status: int, body: bytes, what: str) -> RegfsError:
         return NotFound(message)
     if status in (401, 403):
         return AccessDenied(message)
-    if status in RETRYABLE_STATUSES or status >= 500:
+    if status in RETRYABLE_STATUSES or (status >= 500 and status != NOT_IMPLEMENTED):
         return Unavailable(message)
     return UnexpectedStatus(message)
 
 
+NOT_IMPLEMENTED = 501
+"""A server's answer to a method or an API it does not have (RFC 9110): an answer, not a
+failure to reach it; so is its ``_catalog`` that a registry does not offer."""
+
+
 class UnexpectedStatus(ProtocolError):
-    """A final status that says nothing of what was asked for (405, 400, …): maybe a
-    refusal of the request's form only, as a registry that serves GET but not HEAD."""
+    """A final status that says nothing of what was asked for (405, 400, 501, …): maybe
+    a refusal of the request's form only, as a registry that serves GET but not HEAD."""
 
 
 class RetryLater(Exception):

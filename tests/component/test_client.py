@@ -427,7 +427,7 @@ async def test_resolve_tag_falls_back_to_get_without_the_header(
     assert await client_for(handler).resolve_tag(HOST, "a", "1") == Digest.of(body)
 
 
-@pytest.mark.parametrize("refusal", [405, 400])
+@pytest.mark.parametrize("refusal", [405, 400, 501])
 async def test_a_registry_that_refuses_head_is_asked_with_a_get(
     autojump_clock: trio.abc.Clock, refusal: int
 ) -> None:

@@ -65,6 +65,8 @@ def test_error_classification() -> None:
     assert isinstance(error_for_status(503, b"", "GET x"), Unavailable)
     assert isinstance(error_for_status(429, b"", "GET x"), Unavailable)
     assert isinstance(error_for_status(400, b"", "GET x"), ProtocolError)
+    assert isinstance(error_for_status(501, b"", "GET x"), ProtocolError)  # not a registry down
+    assert isinstance(error_for_status(507, b"", "GET x"), Unavailable)
     assert "GET x: HTTP 404 (MANIFEST_UNKNOWN" in str(error_for_status(404, body, "GET x"))
 
 
