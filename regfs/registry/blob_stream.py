@@ -3,8 +3,10 @@ that the consumer may stop early.
 
 Registry layer, for ``RegistryClient.download_blob`` and ``stream_blob_range``. A whole
 blob (a plain layer's first pass) has no deadline of its own: each read must make progress
-within ``timeout``, and when a place fails midway the sink is restarted and the next place
-sends the blob from its start. A range is for bytes fetched ahead of knowing how many will
+within ``timeout``; when its connection breaks midway, the same place is asked for the
+rest (a Range from the first byte not received), up to its attempts while each brings
+more; when a place fails otherwise, the sink is restarted and the next place sends the
+blob from its start. A range is for bytes fetched ahead of knowing how many will
 be wanted: an eStargz blob's first bytes, streamed while its TOC is fetched
 (``layers/early_bytes.py``). Unlike ``RegistryClient.get_blob_range`` nothing is held
 here, and the consumer's stopping ends the request (its connection closed), so a stream
@@ -15,14 +17,17 @@ stopped.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Protocol
 
 from regfs.domain.digest import Digest
-from regfs.registry.bodies import Consumer, consume_range, consume_raw
+from regfs.registry.bodies import BrokenOff, Consumer, consume_range
 from regfs.registry.http import HttpSession
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.retry_policy import Deadline, Progress
+
+log = logging.getLogger(__name__)
 
 
 class BlobSink(Protocol):
@@ -50,23 +55,43 @@ async def download(
 
     async def fetch(source: BlobSource) -> None:
         await sink.restart()
-        with session.deadline(source.what):
-            response = await session.open(
-                "GET", source.url, {}, sponsor=source.sponsor, attempts=source.attempts
-            )
         progress = Progress(timeout, source.what)
+        received = 0
 
         async def consume(data: bytes) -> bool:
+            nonlocal received
             progress.add(len(data))
+            received += len(data)
             await sink.write(data)
             return True
 
-        # the body has no deadline of its own (``Progress`` bounds a trickle), but the
-        # caller's (a FUSE request's) ending it is said of this download
-        with Deadline(math.inf, source.what, missing="the whole body not received"):
-            await consume_raw(response, f"GET {source.url}", consume)
+        for attempt in range(1, source.attempts + 1):
+            before = received
+            try:
+                await _body_from(session, source, received, consume)
+                return
+            except BrokenOff as error:
+                if attempt == source.attempts or received == before:
+                    raise
+                log.info("%s; asking for the rest", error)
 
     await places.pull_blob(host, repository, digest, urls, fetch)
+
+
+async def _body_from(
+    session: HttpSession, source: BlobSource, start: int, consume: Consumer
+) -> None:
+    """Feed the blob from byte ``start`` on (a Range request past the start: the rest of
+    a body broken off, as docker and containerd resume a pull) to ``consume``."""
+    headers = {"Range": f"bytes={start}-"} if start else {}
+    with session.deadline(source.what):
+        response = await session.open(
+            "GET", source.url, headers, sponsor=source.sponsor, attempts=source.attempts
+        )
+    # the body has no deadline of its own (``Progress`` bounds a trickle), but the
+    # caller's (a FUSE request's) ending it is said of this download
+    with Deadline(math.inf, source.what, missing="the whole body not received"):
+        await consume_range(response, start, f"GET {source.url}", consume)
 
 
 async def stream_range(

@@ -61,9 +61,15 @@ async def consume_raw(response: httpx.Response, what: str, consume: Consumer) ->
                 if not await consume(chunk):
                     break
     except HTTPX_ERRORS as error:
-        raise error_for_exception(error, f"{what} after {received} bytes") from None
+        failure = error_for_exception(error, f"{what} after {received} bytes")
+        raise (BrokenOff(str(failure)) if isinstance(failure, Unavailable) else failure) from None
     finally:
         await response.aclose()
+
+
+class BrokenOff(Unavailable):
+    """A body the connection broke off (a reset, fewer bytes than ``Content-Length``, a
+    timeout between chunks): the rest may be asked for, unlike a body that trickled."""
 
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

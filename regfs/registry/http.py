@@ -4,7 +4,8 @@ Registry layer. ``HttpSession`` owns the httpx client (auth flow, redirects, per
 TLS, the guard against being sent to private addresses: ``registry/guard.py``). A request
 is retried on temporary failures (connection errors, resets, a body broken off, 5xx, 429
 with ``Retry-After``) as ``registry/retry_policy.py`` says, up to the attempts the caller's
-place allows; this is the only place a request is sent again. The caller puts the whole
+place allows; this is the only place a request is sent again (a whole blob broken off
+midway is continued, not sent again: ``registry/blob_stream.py``). The caller puts the whole
 thing under a ``Deadline``. Bodies are read as sent unless a listing asks for them
 ``decoded``, and never beyond a stated size; a Range answer gives exactly the bytes asked
 for, or is asked for again if its body broke off (``registry/bodies.py``). Every failure

@@ -6,8 +6,11 @@ up to the place's attempts, ``MAX_ATTEMPTS`` at a registry itself and ``HANDOVER
 (one) at a place that has a next one to hand over to: a mirror, or a foreign layer's URL
 that is not the last; and one at a host that could not be connected to moments ago
 (``UNREACHABLE_RECHECK`` in ``registry/http.py``). Nothing else above the session retries
-a request; the one other repeat is for integrity, not transport: a layer piece whose
-bytes fail their hash is fetched once more (``layers/pieces.py``).
+a request. Two things ask again without being retries: a whole blob's body broken off
+after some of it came is continued from where it broke, by a Range request, as many times
+as the place's attempts while each brings more (``registry/blob_stream.py``); and, for
+integrity, not transport, a layer piece whose bytes fail their hash is fetched once more
+(``layers/pieces.py``).
 
 Time is bounded separately, by trio cancel scopes: each registry call by ``--timeout``
 (``Deadline``), and everything one FUSE request does, attempts and waits included, by one

@@ -131,6 +131,52 @@ async def test_a_download_that_breaks_on_the_mirror_starts_over_at_the_registry(
     assert bytes(sink.received) == BLOB
 
 
+async def test_a_download_broken_off_is_continued_where_it_broke(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A reset 100 bytes into a big layer: the registry is asked for the rest (as docker
+    and containerd resume a pull), not the whole blob again, nor the read failed."""
+    seen: list[str | None] = []
+
+    class Broken(httpx.AsyncByteStream):
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            yield self.body[:100]
+            raise httpx.RemoteProtocolError("peer closed")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Range"))
+        start = 100 * (len(seen) - 1)
+        rest = {"Content-Range": f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"}
+        if len(seen) == 1:
+            return httpx.Response(200, stream=Broken(BLOB))
+        if len(seen) == 2:
+            return httpx.Response(206, stream=Broken(BLOB[start:]), headers=rest)
+        return httpx.Response(206, content=BLOB[start:], headers=rest)
+
+    sink = CollectingSink()
+    await client_for(handler).download_blob("registry.example", "a", DIGEST, sink)
+    assert bytes(sink.received) == BLOB
+    assert seen == [None, "bytes=100-", "bytes=200-"]
+
+
+async def test_a_download_that_breaks_without_progress_fails(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Empty(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            raise httpx.RemoteProtocolError("peer closed")
+            yield b""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Empty())
+
+    with pytest.raises(Unavailable, match="after 0 bytes"):
+        await client_for(handler).download_blob("registry.example", "a", DIGEST, CollectingSink())
+
+
 async def test_a_blocked_reference_is_refused_without_a_request(
     autojump_clock: trio.abc.Clock,
 ) -> None:
