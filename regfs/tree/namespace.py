@@ -8,6 +8,7 @@ Names are accepted on lookup even when no listing offers them, because many regi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -213,7 +214,8 @@ class RepositoryDir(Directory):
 
         A path the catalog does not name is most likely a prefix: its tag list, one
         request, says so at once ("name unknown"), as before a HEAD. With the registry
-        away, a kept tag list answers where no answer for the tag itself was kept.
+        away, a kept tag list that names the tag answers where no answer for the tag itself
+        was kept; one that lacks it says nothing (the tag may be newer): the HEAD's failure.
         """
         metadata = self.context.metadata
         listed = metadata.listed_tags(self.host, self.path)
@@ -232,10 +234,16 @@ class RepositoryDir(Directory):
             await metadata.tag_digest(self.host, self.path, tag)
         except NotFound:
             return False
-        except Unavailable:
-            if listed is not None:
-                raise
-            return tag in await metadata.tags(self.host, self.path)  # kept, if any
+        except Unavailable as unanswered:
+            if listed is None:
+                with contextlib.suppress(Unavailable):  # kept, if any
+                    listed = await metadata.tags(self.host, self.path)
+            if listed is not None and tag in listed:
+                return True
+            # A list that lacks the tag cannot say it is gone (it may be newer), and the
+            # HEAD's failure is the one to report: the request may have no time left for
+            # asking anything else, whose failure would say "no answer within 0s".
+            raise unanswered from None
         return True
 
     async def _in_catalog_again(self, name: str) -> bool:

@@ -159,3 +159,23 @@ async def test_a_kept_tag_list_still_leads_to_its_tags_with_no_target_kept(
         attributes = await second.lookup(f"{HOST}/app/1")
         assert stat.S_ISLNK(attributes.st_mode)
         assert await errno_of(lambda: second.readlink(f"{HOST}/app/1")) == errno.EIO
+
+
+async def test_a_tag_the_kept_list_lacks_is_eio_naming_the_unanswered_head(
+    autojump_clock: trio.abc.Clock,
+    registry: MemoryRegistry,
+    image: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A registry that stops answering: ``stat REPO/NEWTAG`` waits for the HEAD of the tag
+    until ``--timeout``, then fails with that HEAD named, not with a request sent after the
+    deadline ("no answer within 0s") nor a tag list kept from before taken for "no such tag"."""
+    await first_mount(registry, image, tmp_path)
+    registry.stalled = {"app", "app/new"}
+    with closing(Kernel(registry, tmp_path, request_timeout=5)) as second:
+        start = trio.current_time()
+        assert await errno_of(lambda: second.lookup(f"{HOST}/app/new")) == errno.EIO
+        assert trio.current_time() - start <= 5
+    failures = [r.getMessage() for r in caplog.records if r.name == "regfs.fuse"]
+    assert failures == [f"lookup: {HOST}: /v2/app/manifests/new: no answer within 5s"]
