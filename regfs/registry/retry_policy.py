@@ -66,6 +66,9 @@ class Deadline:
         now = trio.current_time()
         callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
         if self._scope.cancelled_caught or callers_passed:
+            if self._callers <= self._started:  # "within 0s" would blame this call
+                raise Unavailable(f"{self._what}: not sent, the time for it was spent "
+                                  "before (the request's --timeout)")  # fmt: skip
             # tenths: the caller's scope (a FUSE request's) began a moment before this one
             waited = round(now - self._started, 1)
             raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s")
