@@ -204,3 +204,9 @@ class LayerImages:
             self._noted.discard(key)
             log.warning("layer %s: its use by %s not recorded in the cache dir: %s",
                         layer, use.line(), error.strerror or error)  # fmt: skip
+
+    async def recorded(self, layer: Digest) -> list[ImageUse]:
+        """The images ``layer`` was recorded for, by any process on the cache dir, the
+        most recently recorded first."""
+        uses = await trio.to_thread.run_sync(read, self._layout, str(layer))
+        return uses[::-1]

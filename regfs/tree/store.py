@@ -5,7 +5,9 @@ look a layer up by the exact reference they pull, base64-encoded, and the layer'
 (``sha256:<hex>``). They stat ``diff``, ``info`` and ``blob``; any error means "not here"
 and they pull that layer themselves, so a lookup regfs cannot answer fails (ENOENT,
 EACCES, EIO within ``--timeout``), never waits. Below a reference only the layers of its
-image exist (of an index: the image for the mount's platform).
+image exist (of an index: the image for the mount's platform), and those the cache dir
+served for its repository before: podman follows its link to a layer's ``diff`` at every
+container start, after the tag moved too.
 
 - ``diff/``: the layer's tree in overlayfs lowerdir form, the same node as a browse
   mount's layer dir ``i/`` (indexed on first use, read lazily, verified);
@@ -134,22 +136,64 @@ class ReferenceDir(Directory):
             digest = Digest.parse(name)
         except MalformedContent:
             raise NotFound(f"{self.reference}: {name!r} is not a layer digest") from None
-        image = await self.image()
+        image = await self._image_with(digest)
         layers = image_layers(image)
-        for position, layer in enumerate(layers):
-            if layer.digest == digest:
-                # podman asks for each layer's info in turn, waiting, from the top down:
-                # index them all now, that one first (they are indexed one at a time)
-                order = [layer, *(other for other in reversed(layers) if other != layer)]
-                files = start_files(self.context.platform.architecture)
-                self.context.layers.ready_for_start(order, files)
-                return self._layer_dir(image, position)
-        raise NotFound(f"{self.reference}: no layer {name} in its image {image.digest}")
+        position = next(n for n, layer in enumerate(layers) if layer.digest == digest)
+        # podman asks for each layer's info in turn, waiting, from the top down:
+        # index them all now, that one first (they are indexed one at a time)
+        layer = layers[position]
+        order = [layer, *(other for other in reversed(layers) if other != layer)]
+        self.context.layers.ready_for_start(order, start_files(self.context.platform.architecture))
+        return self._layer_dir(image, position)
+
+    async def _image_with(self, layer: Digest) -> Image:
+        """The image the reference names if it has ``layer``, else an image of this
+        repository that ``layer`` was served for before, recorded in the cache dir (by
+        this mount or an earlier one): podman's record of a store layer is a link to
+        ``STORE/<ref>/<digest>/diff``, which it follows at every container start, long
+        after the pull, and an image it pulled must still run once the tag names another
+        image, or none (as after its own pull). A layer podman has not pulled yet was never
+        recorded: a tag that moved within the TTL stays ``NotFound``."""
+        try:
+            image = await self.image()
+        except NotFound:
+            if (earlier := await self._earlier_image(layer)) is None:
+                raise
+            return earlier
+        if _has_layer(image, layer):
+            return image
+        if (earlier := await self._earlier_image(layer)) is not None:
+            return earlier
+        raise NotFound(f"{self.reference}: no layer {layer} in its image {image.digest}")
+
+    async def _earlier_image(self, layer: Digest) -> Image | None:
+        for use in await self.context.layers.layer_images.recorded(layer):
+            if (use.host, use.repository) != (self.host, self.repository):
+                continue
+            try:
+                image = await self.context.metadata.image(
+                    self.host, self.repository, Digest.parse(use.digest)
+                )
+            except (NotFound, MalformedContent):
+                continue  # gone from the registry and the cache, or a damaged record
+            if _has_layer(image, layer):
+                log.info("%s: layer %s served as %s's, which the reference named before",
+                         self.reference, layer, image.digest)  # fmt: skip
+                return image
+        return None
 
     async def remove_directory(self, name: str) -> NoReturn:
         left = self.usage.release(self.reference, name)
         log.info("%s: layer %s released (%d uses left)", self.reference, name, left)
         raise NotFound(f"{self.reference}: {name} released, as the layer store protocol asks")
+
+
+def _has_layer(image: Image, layer: Digest) -> bool:
+    """Whether ``image`` is one the store serves (not an index, not schema1) with ``layer``."""
+    manifest = image.manifest
+    if not isinstance(manifest, ImageManifest) or manifest.config is None:
+        return False
+    return any(layer_ref.digest == layer for layer_ref in image_layers(image))
 
 
 class StoreLayerDir(Directory):

@@ -120,6 +120,32 @@ async def test_what_is_not_the_image_s_is_not_found(
         await (await directory(image, sha256(LAYERS[0]))).lookup("use")
 
 
+async def test_a_layer_served_stays_found_once_its_tag_names_another_image_or_none(
+    autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
+) -> None:
+    """podman's record of a store layer is a link to ``STORE/<ref>/<digest>/diff``,
+    followed at every container start: once the tag moved or was deleted (seen by a store
+    mounted again on the cache, as by one past the TTL), the layers it served are still
+    there, with the same ``info``; a layer of no record, not in the image named now, is
+    not."""
+    reference = encoded(f"{HOST}/app:1")
+    root = store(registry, tmp_path)
+    served = await directory(await directory(root, reference), sha256(LAYERS[0]))
+    info = await read(served, "info")
+    other = gzip_layer(member("other", b"app:1 now\n"))
+    registry.push("app", "1", [other], [sha256(gzip.decompress(other))])
+    image = await directory(store(registry, tmp_path), reference)
+    assert [name for name, _ in await image.entries()] == [sha256(other)]
+    assert await read(await directory(image, sha256(LAYERS[0])), "info") == info
+    with pytest.raises(NotFound):  # of the image before, but never indexed: no record
+        await image.lookup(sha256(LAYERS[1]))
+    del registry.repositories["app"].tags["1"]
+    image = await directory(store(registry, tmp_path), reference)
+    assert await read(await directory(image, sha256(LAYERS[0])), "info") == info
+    with pytest.raises(NotFound):
+        await image.lookup(sha256(other))
+
+
 async def test_an_index_serves_the_image_of_the_store_s_platform(
     autojump_clock: trio.abc.Clock, tmp_path: Path, registry: MemoryRegistry
 ) -> None:

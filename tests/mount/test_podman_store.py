@@ -393,3 +393,38 @@ def test_a_prefetched_image_starts_with_no_fetch(
         podman.close()  # before its store goes
     finally:
         store.close()
+
+
+def test_an_image_pulled_through_the_store_runs_after_its_tag_moved(
+    tmp_path: Path, new_podman: NewPodman, store_images: StoreImages
+) -> None:
+    """podman's record of a store layer is a link to ``STORE/<ref>/<digest>/diff``, which
+    it follows at every container start: once the tag names another image (after the
+    store's metadata TTL), the image pulled before still runs, as after podman's own pull,
+    and after the store is mounted again too."""
+    registry = store_images.registry
+    build_program_image(tmp_path / "oci", "before")
+    build_program_image(tmp_path / "oci", "after")
+    reference = f"{registry.host}/store/moving:1"
+    images.push(tmp_path / "oci", "before", reference)
+    cache = tmp_path / "cache"
+    options = ("--layer-store", "--cache-dir", str(cache), "--metadata-ttl", "1")
+    store = Mount(tmp_path / "store", *options)
+    try:
+        podman = new_podman(store, registry.host)
+        podman("pull", reference)
+        assert podman.store_layers() == 2
+        image_id = podman("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
+        images.push(tmp_path / "oci", "after", reference)
+        time.sleep(1.5)
+        first = podman.run(image_id, "/usr/bin/cat", "/data/new")
+        assert (first.returncode, first.stdout) == (0, "added by the second layer of before\n"), (
+            first.stderr
+        )
+        store.close()
+        store = Mount(tmp_path / "store", *options)
+        again = podman.run(image_id, "/usr/bin/cat", "/data/new")
+        assert (again.returncode, again.stdout) == (0, first.stdout), again.stderr
+        podman.close()  # before its store goes
+    finally:
+        store.close()
