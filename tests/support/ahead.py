@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from tests.support.installed import install_wheel
-from tests.support.layered import make_layered
+from tests.support.layered import make_layered_apart
 
 PREPARATIONS: dict[str, Callable[[Path], Any]] = {
     "installed_regfs": install_wheel,
-    "layered": make_layered,
+    "layered": make_layered_apart,
 }
 """Each preparation by the session fixture that needs it: made in a new temporary dir."""
 

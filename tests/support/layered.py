@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from tests.support.crafted import tar_of
 from tests.support.images import run
+from tests.support.installed import ROOT
 
 BIG_FILE_SIZE = 8 << 20
 SMALL_FILES = 3000
@@ -181,11 +183,32 @@ class LayeredLayouts:
     """``umoci unpack`` of the image: what a mount's rootfs/ must equal."""
 
 
+def make_layered_apart(base: Path) -> LayeredLayouts:
+    """``make_layered`` in a process of its own, with umask 022. Begun ahead in a thread of
+    the test session, it made its files with whatever umask a test in the main thread had
+    set meanwhile: a cache dir's private 077 (``prepare_cache_dir``) made some of the
+    image's dirs 0700, and a layer's implicit dir then showed other modes in an overlay of
+    the layer dirs than in ``rootfs/`` (a failure seen once in a full run)."""
+    code = (
+        "import os, sys; from pathlib import Path; os.umask(0o022); "
+        "from tests.support.layered import make_layered; make_layered(Path(sys.argv[1]))"
+    )
+    made = subprocess.run([sys.executable, "-c", code, str(base)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if made.returncode != 0:
+        raise RuntimeError(f"the layered image was not made: {made.stderr[-2000:]}")
+    return _layouts_under(base)
+
+
+def _layouts_under(base: Path) -> LayeredLayouts:
+    return LayeredLayouts(base / "oci", base / "zstd", base / "plain", base / "bundle/rootfs")
+
+
 def make_layered(base: Path) -> LayeredLayouts:
     """The layered image under ``base``: built, recompressed, and unpacked as the oracle
     (the last three side by side: each is a process of its own)."""
     debian_rootfs(base / "debian")
-    layouts = LayeredLayouts(base / "oci", base / "zstd", base / "plain", base / "bundle/rootfs")
+    layouts = _layouts_under(base)
     build_layered(layouts.oci, "1", base / "debian")
     with ThreadPoolExecutor(max_workers=3) as pool:
         steps = [
