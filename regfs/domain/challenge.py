@@ -12,7 +12,9 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # Unquoted values are taken up to the next comma: some servers leave URLs unquoted.
 _PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))\s*(,?)')
 _SCHEME = re.compile(rf"\s*({_TOKEN})(?:\s+|$)")
-_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*(?:[^;,"]|"[^"]*")+)*)')
+"""One link of a ``Link`` header: its target, and its parameters up to the comma that
+ends it (a comma inside a quoted value, as in ``title="a, b"``, does not)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,9 @@ def test_next_link() -> None:
     assert next_link(['</v2/_catalog?last=b&n=2>; rel="next"']) == "/v2/_catalog?last=b&n=2"
     assert next_link(["<https://h/v2/x?last=1>; rel=next"]) == "https://h/v2/x?last=1"
     assert next_link(['<a>; rel="prev", <b>; rel="next"']) == "b"
+    # a comma quoted in another parameter ended the link's parameters before its rel
+    assert next_link(['</v2/x?last=1>; title="a, b"; rel="next"']) == "/v2/x?last=1"
+    assert next_link(['<a>; title="x, rel=next"; rel="prev"']) is None
     assert next_link(['<a>; rel="prev next"']) == "a"
     assert next_link(['<a>; rel="prev"']) is None
     assert next_link([]) is None
