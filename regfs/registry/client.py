@@ -73,6 +73,9 @@ class RegistryClient:
         resolver: Resolve = resolve,
     ) -> None:
         self.config = config
+        self._refuse_head: set[str] = set()
+        """Hosts that answered a manifest HEAD with a status that says nothing of the
+        manifest: asked with a GET from then on, not a HEAD first each time."""
         self._places = Places(config, self._probe)
         self._session = HttpSession(
             config.timeout,
@@ -181,6 +184,8 @@ class RegistryClient:
         """The headers of a HEAD of the manifest, or None where the registry (or a proxy
         before it) refuses HEAD itself (405, 400: some Artifactory and Nexus setups) while
         serving GET: the caller asks with a GET. A 404, 401 or 403 is the answer."""
+        if place.host in self._refuse_head:
+            return None
         path = endpoints.manifest_path(place.host, place.repository, reference)
         try:
             with self._session.deadline(f"{place.host}: {path}"):
@@ -189,7 +194,8 @@ class RegistryClient:
                     attempts=place.attempts,
                 )  # fmt: skip
         except UnexpectedStatus as error:
-            log.debug("%s; asking with a GET", error)
+            log.info("%s; asking %s with a GET from now on", error, place.host)
+            self._refuse_head.add(place.host)
             return None
         return response.headers
 
