@@ -214,7 +214,9 @@ class RegistryAuth(httpx.Auth):
                     "client_id": CLIENT_ID, **({"service": service} if service else {}),
                     **({"scope": scope} if scope else {})}  # fmt: skip
             return httpx.Request("POST", realm, data=form)
-        params = {"scope": scope} if scope else {}
+        # one scope parameter per scope, as docker and containers/image ask (a challenge
+        # may name several, space-separated); the OAuth2 form above joins them
+        params: dict[str, str | list[str]] = {"scope": scope.split()}
         if service:
             params["service"] = service
         headers = {"Authorization": _basic(credentials)} if credentials else {}

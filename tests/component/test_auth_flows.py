@@ -98,6 +98,29 @@ async def test_bearer_tokens_are_asked_for_with_basic_credentials(
     assert tokens[0].method == "GET" and tokens[0].headers["Authorization"] == BASIC
 
 
+async def test_each_scope_a_challenge_names_is_its_own_parameter(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """As docker and containers/image ask a token server (distribution's reads repeated
+    ``scope`` parameters; one value holding two scopes names no repository it knows)."""
+    tokens: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            tokens.append(request)
+            return httpx.Response(200, json={"token": "t", "expires_in": 300})
+        if request.headers.get("Authorization") != "Bearer t":
+            challenge = ('Bearer realm="https://auth.example/token",service="reg",'
+                         'scope="repository:a:pull repository:b:pull"')  # fmt: skip
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return TAGS
+
+    assert await client_for(handler, USER).list_tags(HOST, "a") == ["1"]
+    asked = parse_qs(tokens[0].url.query.decode())
+    assert asked["scope"] == ["repository:a:pull", "repository:b:pull"]
+    assert asked["service"] == ["reg"]
+
+
 async def test_identity_tokens_are_exchanged_with_an_oauth2_post(
     autojump_clock: trio.abc.Clock,
 ) -> None:
