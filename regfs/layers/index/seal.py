@@ -51,10 +51,10 @@ def check_seal(path: Path, pages_size: int) -> bytes | None:
         if size != pages_size + TRAILER_SIZE:
             raise BrokenSeal(f"{size} bytes, neither its pages ({pages_size}) nor them sealed")
         digest = _digest_of(file, pages_size)
-        trailer = file.read(TRAILER_SIZE)
-    if trailer[: len(MAGIC)] != MAGIC:
+        sealed = _sealed_digest(file.read(TRAILER_SIZE))
+    if sealed is None:
         raise BrokenSeal("its trailer is not a seal")
-    if trailer[len(MAGIC) :] != digest:
+    if sealed != digest:
         raise BrokenSeal("its pages do not match its seal")
     return digest
 
@@ -64,7 +64,11 @@ def written_seal(path: Path) -> bytes | None:
     again), or None if it has none."""
     with open(path, "rb") as file:
         file.seek(-TRAILER_SIZE, os.SEEK_END)
-        trailer = file.read(TRAILER_SIZE)
+        return _sealed_digest(file.read(TRAILER_SIZE))
+
+
+def _sealed_digest(trailer: bytes) -> bytes | None:
+    """The digest a trailer holds, or None if it is not a seal."""
     return trailer[len(MAGIC) :] if trailer.startswith(MAGIC) else None
 
 
