@@ -1,20 +1,16 @@
-"""A layer blob streamed to a file, verified as it lands; and the lock that makes one
-process at a time download a layer into a shared cache dir.
+"""A layer blob streamed to a file, verified as it lands.
 
 Layers layer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 import trio
 
-from regfs.cache import locks
 from regfs.cache.chunks import ChunkCache
 from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
@@ -107,18 +103,3 @@ class VerifyingSink:
         layer = self._layer
         verified_stream(self._hasher.hexdigest(), self._received, layer.digest,
                         size=layer.descriptor.size, what=f"{layer}: layer blob")  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def file_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path``, waited for without blocking the event loop (a
-    lock held by a process that died is released by the kernel); the file is removed
-    with the lock (see ``regfs.cache.locks``)."""
-    delay = 0.01
-    while (descriptor := locks.try_lock(path)) is None:
-        await trio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    try:
-        yield
-    finally:
-        locks.release(descriptor, path)

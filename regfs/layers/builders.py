@@ -25,7 +25,8 @@ from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.domain.verify import verified
-from regfs.layers.blob_sink import VerifyingSink, file_lock
+from regfs.layers.blob_sink import VerifyingSink
+from regfs.layers.download_lock import file_lock
 from regfs.layers.early_bytes import EarlyStreams
 from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
 from regfs.layers.formats.ztoc import MAX_ZTOC_SIZE, ztoc_sizes
@@ -100,7 +101,8 @@ class IndexBuilders:
         """The first pass, one process at a time: another mount or a ``regfs prefetch``
         on the same cache dir already downloading this layer is waited for (a lock file
         in ``locks/``), and its index used."""
-        async with file_lock(self._lock_dir / f"{layer.digest.dir_name}.lock"):
+        lock = self._lock_dir / f"{layer.digest.dir_name}.lock"
+        async with file_lock(lock, str(layer), self._temporary_dir / layer.digest.hex):
             found = opened(self._files.whole(layer)[0], None)  # None: absent, or unusable
             if found is not None:  # (then deleted, or replaced by the build)
                 found.connection.close()
@@ -112,6 +114,7 @@ class IndexBuilders:
     async def _whole(self, layer: LayerRef) -> None:
         """Download the blob to ``tmp/`` and index it as it lands (``landing_blob.py``: the
         index is written once the blob is verified), then delete it."""
+        # named as download_lock.Landing watches it from other processes
         blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
         with open(blob, "wb") as file:
             landing = LandingBlob(blob, layer.descriptor.size)

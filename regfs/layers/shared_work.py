@@ -5,6 +5,8 @@ request or by the mount's background work (indexing ahead, a layer store's ``inf
 request that asks for it meanwhile waits in ``SingleFlight``; its deadline is
 ``--timeout`` without progress (``registry/request_deadline.py``), and the bytes arrive
 in the other task: through ``SharedWork`` they count as the waiting request's progress.
+A request whose deadline passes while the work waits for another process says what for
+(``blocked_on``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import collections
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+import trio
+
 from regfs.cache.flight import SingleFlight
-from regfs.registry.request_deadline import SharedProgress, leading, waiting_on
+from regfs.domain.errors import Unavailable
+from regfs.registry.request_deadline import SharedProgress, leading, request_expired, waiting_on
 
 V = TypeVar("V")
 
@@ -40,6 +45,10 @@ class SharedWork(Generic[V]):
         try:
             with waiting_on(shared):
                 return await self._flight.run(key, lead)
+        except trio.Cancelled:
+            if request_expired() and shared.blocked_on is not None:
+                raise Unavailable(shared.blocked_on()) from None
+            raise
         finally:
             self._callers[key] -= 1
             if not self._callers[key]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -47,10 +47,13 @@ class SharedProgress:
     """Work one task does that others wait for; those waiting on it (requests, and work
     led elsewhere that waits on it) are told of its progress as of their own."""
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("_waiting", "blocked_on")
 
     def __init__(self) -> None:
         self._waiting: list[_Request | SharedProgress] = []
+        self.blocked_on: Callable[[], str] | None = None
+        """What the work waits for now, said by a waiter whose ``--timeout`` it outlasts
+        (``blocked_on()``); None: the waiter's own ``Cancelled`` says enough."""
 
     def _progressed(self, told: set[SharedProgress]) -> None:
         for waiting in list(self._waiting):
@@ -85,6 +88,13 @@ def progressed() -> None:
     shared = _SHARED.get()
     if shared is not None:
         shared._progressed({shared})
+
+
+def request_expired() -> bool:
+    """Whether the current request's deadline has passed: a ``Cancelled`` caught now is its
+    ``--timeout``, which the catcher may name (not a shutdown, not another scope's)."""
+    request = _CURRENT.get()
+    return request is not None and trio.current_time() >= request.scope.deadline
 
 
 def _extend(request: _Request) -> None:
@@ -137,6 +147,21 @@ def _waited_on_by(
     finally:
         for one in waiting:
             shared._waiting.remove(one)
+
+
+@contextlib.contextmanager
+def blocked_on(describe: Callable[[], str]) -> Iterator[None]:
+    """The work this task leads waits, while inside, for what ``describe()`` names (another
+    process): a request waiting on the work that times out says so."""
+    shared = _SHARED.get()
+    if shared is None:
+        yield
+        return
+    saved, shared.blocked_on = shared.blocked_on, describe
+    try:
+        yield
+    finally:
+        shared.blocked_on = saved
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import tarfile
 import threading
@@ -427,3 +428,67 @@ def test_sixteen_concurrent_readers_get_the_right_bytes_from_one_download_each(
         assert peak_rss < RSS_BOUND, f"peak RSS {peak_rss >> 20} MiB"
     finally:
         mount.close()
+
+
+BASE_FILE = "0/etc/os-release"
+"""A file of the bottom layer, the Debian base (its largest, about 30 MB)."""
+
+
+def test_a_stopped_download_in_another_mount_is_eio_in_time_and_then_read(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    """A reader whose layer another process on the same cache dir is downloading waits for
+    it, but not forever: with that process stopped (SIGSTOP), the read is EIO within
+    ``--timeout``, logged naming that process; once it goes on, the read works."""
+    cache = tmp_path / "cache"
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache), "--timeout", "3")
+    reader = subprocess.Popen(["cat", str(image_via(first, fresh) / BASE_FILE)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    stopped = first.pid()
+    expected = (layered.oracle_rootfs / "etc/os-release").read_text()
+    try:
+        wait_until(lambda: fresh.blob_bytes() >= 8 << 20, 60, "8 MiB of the first pass")
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(OSError) as raised:
+            (image_via(second, fresh) / BASE_FILE).read_text()
+        assert raised.value.errno == errno.EIO
+        assert time.monotonic() - started < 3 * 3
+        os.kill(stopped, signal.SIGCONT)
+        assert reader.wait(60) == 0
+        assert (image_via(second, fresh) / BASE_FILE).read_text() == expected
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        first.close()
+        second.close()
+    stalled = re.compile(rf"WARNING .*@sha256:[0-9a-f]{{64}}: process {stopped} on this cache "
+                         r"dir is downloading it, with no progress for \d")  # fmt: skip
+    assert stalled.search(second.log()), second.log()
+    second.allow_log(stalled.pattern, r"WARNING regfs.fuse: \w+: no answer within 3s")
+
+
+def test_a_download_in_another_mount_that_keeps_coming_is_waited_for(
+    tmp_path: Path, layered: Layered, fresh: CountingProxy
+) -> None:
+    """Another process's download is this reader's progress: a layer that takes longer
+    than ``--timeout`` to arrive in the mount that downloads it is read, not EIO, by the
+    other mount waiting for it."""
+    fresh.trickle_rate = 6 << 20  # the layer takes about 5 s
+    fresh.faults = [(layer_digests(layered)[0].split(":")[1], "trickle")]
+    cache = tmp_path / "cache"
+    first = Mount(tmp_path / "first", "--cache-dir", str(cache))
+    second = Mount(tmp_path / "second", "--cache-dir", str(cache), "--timeout", "2")
+    reader = subprocess.Popen(["cat", str(image_via(first, fresh) / BASE_FILE)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(lambda: fresh.blob_bytes() >= 4 << 20, 60, "4 MiB of the first pass")
+        started = time.monotonic()
+        text = (image_via(second, fresh) / BASE_FILE).read_text()
+        assert text == (layered.oracle_rootfs / "etc/os-release").read_text()
+        assert time.monotonic() - started > 2  # it did wait longer than its --timeout
+        assert reader.wait(60) == 0
+    finally:
+        fresh.trickle_rate = 2.0
+        first.close()
+        second.close()

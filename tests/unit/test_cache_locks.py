@@ -13,7 +13,7 @@ from regfs.cache.chunks import ChunkCache
 from regfs.cache.layout import CacheLayout
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
-from regfs.layers.blob_sink import file_lock
+from regfs.layers.download_lock import file_lock
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
 from tests.support.fake_transport import NO_CLIENT
