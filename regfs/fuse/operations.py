@@ -36,6 +36,8 @@ BLOCK_SIZE = 4096
 LINK_TARGET_MAX = 4095
 """Longest symlink target Linux's readlink takes (PATH_MAX, 4096, less its NUL): no
 filesystem holds a longer one, but a tar may carry it."""
+DOTS = (b".", b"..")
+"""The first two entries of every listing (offsets 1 and 2; a directory's own start at 3)."""
 LISTINGS_PAGED_AT_ONCE = 64
 """Directory listings kept while the kernel pages through them (see ``readdir``)."""
 MUTABLE_LISTINGS_NAMED = 256
@@ -152,7 +154,7 @@ class Operations(pyfuse3.Operations):
             return self._absent()  # remembered by the kernel: `find`, shells, ld.so ask again
         await self._relist_if_new(parent_inode, os.fsdecode(name))
         info = await node.stat()
-        return self._attributes(self.inodes.remember(node), info)
+        return self._attributes(self.inodes.remember(node, parent_inode), info)
 
     async def _relist_if_new(self, directory: int, name: str) -> None:
         """A name the kernel's listing of a mutable dir lacks may be listed from now on (a
@@ -216,10 +218,11 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         """The listing of directory ``fh`` (an inode) from ``start_id`` on.
 
-        A listing is taken at offset 0 and kept (the ``LISTINGS_PAGED_AT_ONCE`` most recent,
-        by directory) while readers page through it, to its end and the kernel's last call
-        past the end: offsets stay valid however the registry changes meanwhile, and one
-        kept listing serves several readers at once. A reader whose listing was dropped
+        ``.`` and ``..`` come first. A listing is taken at offset 0 and kept (the
+        ``LISTINGS_PAGED_AT_ONCE`` most recent, by directory) while readers page through
+        it, to its end and the kernel's last call past the end: offsets stay valid however
+        the registry changes meanwhile, and one kept listing serves several readers at
+        once. A reader whose listing was dropped
         gets a fresh one, as after a rewinddir.
         """
         directory = self._directory(fh)
@@ -232,13 +235,31 @@ class Operations(pyfuse3.Operations):
             self._paged[fh] = entries  # kept whole: the kernel's last call asks past its end
             if await self._expire_if_mutable(fh, directory):
                 self._listed[fh] = frozenset(name for name, _ in entries)
-        for position in range(start_id, len(entries)):
+        if start_id < len(DOTS) and not await self._reply_dots(fh, directory, start_id, token):
+            return
+        for position in range(max(start_id - len(DOTS), 0), len(entries)):
             name, node = entries[position]
-            inode = self.inodes.remember(node)
+            inode = self.inodes.remember(node, fh)
             attributes = self._attributes(inode, await node.stat())
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, position + 1):
+            offset = len(DOTS) + position + 1
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, offset):
                 self.inodes.forget(inode, 1)  # the kernel did not take it
                 return
+
+    async def _reply_dots(
+        self, inode: int, directory: Directory, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> bool:
+        """``.`` and ``..`` from ``start_id`` on, as every local filesystem lists them
+        (``ls -a``, tools comparing trees); False once the kernel's buffer is full. The
+        kernel takes no reference for them, so none is counted."""
+        here = await directory.stat()
+        for position in range(start_id, len(DOTS)):
+            number = inode if position == 0 else self.inodes.parent_of(inode)
+            if not pyfuse3.readdir_reply(
+                token, DOTS[position], self._attributes(number, here), position + 1
+            ):
+                return False
+        return True
 
     # -- files --------------------------------------------------------------------------
 

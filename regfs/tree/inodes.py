@@ -27,6 +27,8 @@ each: a few MB at most; an image rarely has more than hundreds)."""
 class _Entry:
     node: Node
     lookups: int
+    parent: int = ROOT_INODE
+    """The directory the kernel last found it in: a directory's ``..`` (it has one path)."""
 
 
 class InodeTable:
@@ -50,11 +52,19 @@ class InodeTable:
             self._by_key[node.key] = inode
         return inode
 
-    def remember(self, node: Node) -> int:
-        """``inode_of`` plus one kernel reference: call once per entry handed to the kernel."""
+    def remember(self, node: Node, parent: int) -> int:
+        """``inode_of`` plus one kernel reference: call once per entry handed to the kernel,
+        found in directory ``parent``."""
         inode = self.inode_of(node)
-        self._entries[inode].lookups += 1
+        entry = self._entries[inode]
+        entry.lookups += 1
+        entry.parent = parent
         return inode
+
+    def parent_of(self, inode: int) -> int:
+        """The inode of the directory ``inode`` was last found in (the root's is itself)."""
+        entry = self._entries.get(inode)
+        return ROOT_INODE if entry is None else entry.parent
 
     def node(self, inode: int) -> Node:
         entry = self._entries.get(inode)

@@ -4,13 +4,15 @@ from stable offsets, with names as bytes. In-memory registry, autojump clock."""
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 
 import pyfuse3
 import pytest
 import trio
 
-from regfs.fuse.operations import LISTINGS_PAGED_AT_ONCE
+from regfs.fuse.operations import DOTS, LISTINGS_PAGED_AT_ONCE
+from regfs.tree.inodes import ROOT_INODE
 from tests.support.crafted import directory, gzip_layer, member
 from tests.support.fuse_harness import HOST, Kernel
 from tests.support.memory_registry import MemoryRegistry
@@ -21,7 +23,8 @@ Page = list[tuple[bytes, pyfuse3.EntryAttributes, int]]
 
 
 def names(*pages: Page) -> list[bytes]:
-    return [name for page in pages for name, _, _ in page]
+    """The names of ``pages`` but ``.`` and ``..``."""
+    return [name for page in pages for name, _, _ in page if name not in DOTS]
 
 
 def tagged(registry: MemoryRegistry, repository: str, tags: list[str]) -> None:
@@ -39,9 +42,10 @@ async def test_a_listing_larger_than_a_reply_continues_from_its_offset(
     pages: list[Page] = []
     while page := await kernel.readdir(inode, pages[-1][-1][2] if pages else 0, room=64):
         pages.append(page)
-    assert [len(page) for page in pages] == [64, 64, 22]
+    assert [len(page) for page in pages] == [64, 64, 24]
+    assert [name for name, _, _ in pages[0][:2]] == [b".", b".."]
     assert names(*pages) == [tag.encode() for tag in tags]
-    assert [offset for page in pages for _, _, offset in page] == list(range(1, 151))
+    assert [offset for page in pages for _, _, offset in page] == list(range(1, 153))
     assert registry.requests["GET tags many list"] == 1  # one listing, kept while paged
     name, attributes, _ = pages[1][5]
     assert (await kernel.lookup(f"{HOST}/many/{name.decode()}")).st_ino == attributes.st_ino
@@ -78,7 +82,7 @@ async def test_a_reader_whose_listing_was_dropped_continues_in_a_new_one(
     tagged(registry, "app", ["a0", "a1", "a2"])
     rest = await kernel.readdir(inode, 10)
     now = names(await kernel.readdir(inode, 0))
-    assert names(rest) == now[10:] and len(names(first, rest)) == len(now)
+    assert names(rest) == now[10 - len(DOTS) :] and len(names(first, rest)) == len(now)
 
 
 async def test_an_entry_the_reply_had_no_room_for_takes_no_inode(
@@ -87,7 +91,7 @@ async def test_an_entry_the_reply_had_no_room_for_takes_no_inode(
     tagged(registry, "app", ["1", "2", "3"])
     inode = await kernel.inode(f"{HOST}/app")
     known = len(kernel.operations.inodes)
-    assert names(await kernel.readdir(inode, 0, room=1)) == [b"1"]
+    assert names(await kernel.readdir(inode, 0, room=3)) == [b"1"]  # after . and ..
     assert len(kernel.operations.inodes) == known + 1
 
 
@@ -129,7 +133,7 @@ async def test_the_end_of_a_listing_is_the_end_of_the_listing_paged(
     inode = await kernel.inode(f"{HOST}/app")
     assert names(await kernel.readdir(inode, 0)) == [b"b0", b"b1", b"b2"]
     tagged(registry, "app", ["a0"])
-    assert names(await kernel.readdir(inode, 3)) == []
+    assert names(await kernel.readdir(inode, 5)) == []
 
 
 @pytest.mark.parametrize("metadata_ttl", [0.0])
@@ -149,3 +153,27 @@ async def test_two_readers_paging_one_listing_each_see_every_name_once(
             tagged(registry, "app", ["a0", "a1", "a2"])
         second += await kernel.readdir(inode, offset, room=10)
     assert names(first) == names(second) == [tag.encode() for tag in tags]
+
+
+async def test_a_listing_starts_with_dot_and_dot_dot_naming_the_dir_and_its_parent(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel
+) -> None:
+    """As every local filesystem lists them (``ls -a``, a tree compared with ``diff -r``
+    or by a scanner), the root's ``..`` being itself; they take no inode reference."""
+    digest = registry.push("app", "1", [gzip_layer(directory("etc/"), member("etc/a", b"a"))])
+    etc = f"{HOST}/app/{digest.replace(':', '-')}/rootfs/etc"
+    expected = {
+        "": (ROOT_INODE, ROOT_INODE),
+        HOST: (await kernel.inode(HOST), ROOT_INODE),
+        etc: (await kernel.inode(etc), await kernel.inode(etc.rsplit("/", 1)[0])),
+    }
+    for path, (here, parent) in expected.items():
+        known = len(kernel.operations.inodes)
+        dots = await kernel.readdir(here, 0, room=2)
+        assert [(name, attributes.st_ino, offset) for name, attributes, offset in dots] == [
+            (b".", here, 1),
+            (b"..", parent, 2),
+        ], path
+        assert all(stat.S_ISDIR(attributes.st_mode) for _, attributes, _ in dots)
+        assert len(kernel.operations.inodes) == known
+    assert names(await kernel.readdir(expected[etc][0], 1)) == [b"a"]  # on from ``.``

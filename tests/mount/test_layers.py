@@ -79,6 +79,21 @@ def test_rootfs_details(mnt: Mount, layered: Layered) -> None:
     assert os.getxattr(test / "pax-xattr", "user.pax") == b"value"
 
 
+def test_ls_a_lists_dot_and_dot_dot_as_a_local_tree_does(mnt: Mount, layered: Layered) -> None:
+    """``ls -a`` (and ``ls -ai``: the directory, then its parent) as on the unpacked tree."""
+    rootfs = layered.image(mnt, "oci") / "rootfs"
+    for where in ("etc", "regfs-test/opaque", "."):
+        listed = subprocess.run(["ls", "-a", where], cwd=rootfs, capture_output=True,
+                                text=True, check=True).stdout  # fmt: skip
+        local = subprocess.run(["ls", "-a", where], cwd=layered.oracle_rootfs,
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert listed == local, where
+    numbers = subprocess.run(["ls", "-aif", "regfs-test/opaque"], cwd=rootfs, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    assert numbers[:4] == [str(os.stat(rootfs / "regfs-test/opaque").st_ino), ".",
+                           str(os.stat(rootfs / "regfs-test").st_ino), ".."]  # fmt: skip
+
+
 def test_overlay_of_layer_dirs_equals_rootfs(mnt: Mount, layered: Layered, tmp_path: Path) -> None:
     image = layered.image(mnt, "oci")
     target = tmp_path / "overlay"

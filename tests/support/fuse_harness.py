@@ -125,12 +125,14 @@ class Kernel:
         return token.entries
 
     async def listdir(self, path: str | bytes, room: int = 1 << 20) -> list[bytes]:
-        """Every name of the directory at ``path``, paged as getdents would."""
+        """Every name of the directory at ``path`` but ``.`` and ``..`` (as ``os.listdir``),
+        paged as getdents would."""
         inode = await self.inode(path)
         names: list[bytes] = []
         while page := await self.readdir(inode, len(names), room):
             names += [name for name, _, _ in page]
-        return names
+        assert names[:2] == [b".", b".."], names[:2]
+        return names[2:]
 
     async def readlink(self, path: str | bytes) -> bytes:
         return await self.operations.readlink(await self.inode(path), CONTEXT)
