@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 READY = b"ready"
 
 
+class StartFailed(Exception):
+    """The daemon could not start, for a reason its message says in full (fusermount3's
+    refusal): one log line and the caller's one stderr line, no traceback."""
+
+
 def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
     """Fork; the child runs ``serve(ready)``; the parent exits 0 once ``ready`` is called,
     or returns 1 if the child failed first."""
@@ -49,7 +54,10 @@ def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
     try:
         code = serve(ready)
     except BaseException as error:  # the parent must hear about any failure, even SystemExit
-        log.exception("daemon failed")
+        if isinstance(error, StartFailed):
+            log.error("%s", error)
+        else:
+            log.exception("daemon failed")
         with contextlib.suppress(OSError):  # already reported ready: the log has it
             os.write(write_end, str(error).encode())
     finally:

@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,7 @@ def serve(
     operations = Operations(root, metadata_ttl=args.metadata_ttl, request_timeout=args.timeout,
                             writable_mount=usage is not None)  # fmt: skip
     options = _mount_options(allow_other=args.allow_other, layer_store=usage is not None)
-    pyfuse3.init(operations, mountpoint, options)
+    _fuse_init(operations, mountpoint, options)
     what = "a layer store" if usage is not None else "registries"
     log.info("mounted %s at %s (regfs %s, platform %s)", what, mountpoint, __version__,
              args.platform)  # fmt: skip
@@ -100,6 +101,31 @@ def serve(
         pyfuse3.close(unmount=clean)
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _fuse_init(operations: Operations, mountpoint: str, options: set[str]) -> None:
+    """``pyfuse3.init``, failing with what libfuse and fusermount3 said. They say why only
+    on fd 2 (``mount failed: Operation not permitted``, no ``/dev/fuse``, ``allow_other``
+    not allowed by /etc/fuse.conf), which a daemon has pointed at /dev/null, while pyfuse3
+    raises just ``fuse_session_mount failed``: fd 2 is caught in a file meanwhile."""
+    with tempfile.TemporaryFile() as said:
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            pyfuse3.init(operations, mountpoint, options)
+        except RuntimeError as error:
+            failure: RuntimeError | None = error
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        words = said.read().decode(errors="replace").strip()
+    if failure is not None:
+        raise daemon.StartFailed(f"cannot mount: {words or failure}")
+    if words:
+        log.warning("libfuse at mount: %s", words)
 
 
 def _store_root(context: TreeContext, usage: LayerUsage) -> Directory:
@@ -187,6 +213,10 @@ def mount(args: argparse.Namespace) -> int:
         return 1
     if args.foreground:  # e.g. under systemd (Type=notify): ready once the mount is live
         common.configure_logging(args.log_file, debug=args.debug)
-        return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
+        try:
+            return serve(args, config, mountpoint, lambda: daemon.notify_systemd(b"READY=1"))
+        except daemon.StartFailed as error:
+            print(f"regfs: {error}", file=sys.stderr)
+            return 1
     common.configure_logging(args.log_file or _default_log_file(), debug=args.debug)
     return daemon.run_in_background(lambda ready: serve(args, config, mountpoint, ready))

@@ -55,6 +55,27 @@ def test_mount_refuses_an_existing_mount(mnt: Mount) -> None:
     assert "already a mount point" in result.stderr
 
 
+@pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
+def test_mount_says_why_fuse_refused_it(tmp_path: Path, foreground: bool) -> None:
+    """Without CAP_SYS_ADMIN (as in a container without it, or a user without /dev/fuse)
+    fusermount3 refuses the mount: the one line on stderr says what it said, with no
+    traceback (it said "fuse_session_mount failed" and, with -f, a Python traceback)."""
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    options = ("-f",) if foreground else ()
+    places = ("--cache-dir", str(tmp_path / "cache"), "--log-file", str(tmp_path / "log"))
+    command = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin",
+               str(Installation.regfs()), "mount", str(mountpoint), *options, *places]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False,
+                            env=clean_environment(), stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 1
+    assert not os.path.ismount(mountpoint)
+    assert result.stderr.splitlines() == [
+        "regfs: cannot mount: fusermount3: mount failed: Operation not permitted"
+    ]
+    assert "Traceback" not in (tmp_path / "log").read_text()
+
+
 def test_umount_refuses_what_is_not_mounted(tmp_path: Path) -> None:
     result = regfs("umount", str(tmp_path))
     assert result.returncode == 1
