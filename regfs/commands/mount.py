@@ -69,10 +69,9 @@ def serve(
 ) -> int:
     """Mount, call ``ready``, serve until unmounted or signalled; 0 on a clean exit."""
     allocator.limit_retention()  # before any worker thread exists
-    auth_file = args.auth_file.absolute() if args.auth_file else None
-    credentials = DockerCredentials(
-        auth_file_paths(os.environ, auth_file), helper_timeout=args.timeout
-    )
+    # Absolute: auth files are read again when they change, and the daemon's cwd is "/".
+    auth_paths = [path.absolute() for path in auth_file_paths(os.environ, args.auth_file)]
+    credentials = DockerCredentials(auth_paths, helper_timeout=args.timeout)
     services = MountServices(args, config, credentials)
     aliases = frozenset(config.aliases)
     usage = LayerUsage() if args.layer_store else None
@@ -89,6 +88,7 @@ def serve(
     log.info("credentials from the first of: %s", ", ".join(map(str, credentials.paths)))
     if config.registries.sources:
         log.info("registries.conf: %s", ", ".join(config.registries.sources))
+    os.chdir("/")  # the caller's dir may be unmounted or removed while the mount lives
     ready()
     sys.setswitchinterval(SWITCH_INTERVAL)
     common.tune_garbage_collection()

@@ -22,7 +22,14 @@ cannot name the home of the machine that built it."""
 
 def _default_cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(cache) / "regfs"
+    return absolute_path(os.path.join(cache, "regfs"))
+
+
+def absolute_path(text: str) -> Path:
+    """A path option, made absolute against the directory the command was run in: the
+    daemon leaves that directory (it must not keep it busy), and ``regfs status`` tells
+    scripts running anywhere where the cache dir is."""
+    return Path(os.path.abspath(text))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -98,7 +105,7 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--auth-file",
-        type=Path,
+        type=absolute_path,
         metavar="PATH",
         help="credentials (docker config.json or podman auth.json form) to use instead of "
         "the usual search: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json "
@@ -107,7 +114,7 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--config",
-        type=Path,
+        type=absolute_path,
         metavar="PATH",
         help="regfs's own settings: aliases for registries below a path prefix, SOCI v1 "
         "referrers (default: $XDG_CONFIG_HOME/regfs/config.toml, or "
@@ -140,7 +147,7 @@ def _add_soci_option(command: argparse.ArgumentParser) -> None:
 def _add_cache_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--cache-dir",
-        type=Path,
+        type=absolute_path,
         default=_default_cache_dir(),
         help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
     )
@@ -227,7 +234,7 @@ def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     mount.add_argument(
         "--log-file",
-        type=Path,
+        type=absolute_path,
         help="where the daemon logs "
         "(default: $XDG_STATE_HOME/regfs/regfs.log, or ~/.local/state/regfs/regfs.log)",
     )
@@ -290,7 +297,7 @@ def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         command = cache_commands.add_parser(name, help=text, description=text)
         command.add_argument(
             "--cache-dir",
-            type=Path,
+            type=absolute_path,
             default=_default_cache_dir(),
             help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
         )

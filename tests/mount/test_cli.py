@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,6 +75,31 @@ def test_mount_says_why_fuse_refused_it(tmp_path: Path, foreground: bool) -> Non
         "regfs: cannot mount: fusermount3: mount failed: Operation not permitted"
     ]
     assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+def test_a_daemon_started_with_relative_paths_holds_no_directory(
+    tmp_path: Path, pushed: Pushed
+) -> None:
+    """A script that mounts from its work dir with relative paths: the daemon leaves that
+    dir (it kept it, so unmounting the filesystem under it failed with EBUSY), still
+    uses the paths as meant, and ``status --json`` names them absolute (it said
+    ``"dir": "cache"``, meaningless to a script elsewhere)."""
+    work = tmp_path / "work"
+    (work / "mnt").mkdir(parents=True)
+    command = [str(Installation.regfs()), "mount", "mnt", "--cache-dir", "cache",
+               "--log-file", "regfs.log"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False,
+                            env=clean_environment(), cwd=work)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    mount = Mount.adopt(work / "mnt", work / "regfs.log")
+    try:
+        assert os.listdir(mount / pushed.registry.host / "nested/a/b/c") == ["1"]
+        state = json.loads(regfs("status", "--json", str(mount.path)).stdout)
+        assert os.readlink(f"/proc/{state['pid']}/cwd") == "/"
+        assert state["cache"]["dir"] == str(work / "cache")
+        assert (work / "cache").is_dir() and "mounted" in mount.log()
+    finally:
+        mount.close()
 
 
 def test_umount_refuses_what_is_not_mounted(tmp_path: Path) -> None:

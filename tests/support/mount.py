@@ -87,6 +87,16 @@ class Mount:
             raise RuntimeError(f"regfs mount failed: {result.stderr}")
         Mount.live.append(self)
 
+    @classmethod
+    def adopt(cls, path: Path, log_file: Path) -> Mount:
+        """A mount the test made with its own ``regfs mount`` command line, logging to
+        ``log_file``: checked and closed as the others."""
+        mount = cls.__new__(cls)
+        mount.path, mount.log_file = path, log_file
+        mount._checked_up_to, mount._allowed = 0, []
+        Mount.live.append(mount)
+        return mount
+
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
