@@ -25,6 +25,7 @@ from regfs.cache.chunks import ChunkCache
 from regfs.cache.layer_images import ImageUse
 from regfs.cache.layout import CacheLayout
 from regfs.commands import common, pin
+from regfs.commands.mount_state import mount_state
 from regfs.commands.mountpoint import mounted_type
 from regfs.commands.status import format_cache_stats, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
@@ -35,7 +36,6 @@ from regfs.layers.index.meta import IndexMeta
 from regfs.layers.toc_check import check_cached_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
-from regfs.tree.xattrs import STATUS_XATTR
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ def mounts_using(cache_dir: Path) -> list[dict[str, object]]:
         if mounted_type(path) != "fuse.regfs":
             continue
         try:
-            state = json.loads(os.getxattr(path, STATUS_XATTR))
+            state = json.loads(mount_state(path))
         except (OSError, ValueError):
             continue
         if Path(state["cache"]["dir"]).resolve() == cache_dir.resolve():

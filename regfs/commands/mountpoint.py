@@ -54,7 +54,7 @@ def is_dead_mount(path: str) -> bool:
 
 def check_can_mount(path: str) -> None:
     """Raise ``MountpointError`` unless ``path`` is an empty, unmounted directory."""
-    if is_dead_mount(path) or mounted_type(path) is not None:
+    if mounted_type(path) is not None or is_dead_mount(path):  # no stat of a live mount
         raise MountpointError(f"{path} is already a mount point (try: regfs umount {path})")
     if not os.path.exists(path):
         raise MountpointError(f"mountpoint {path} does not exist")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
-from regfs.tree.xattrs import STATUS_XATTR
+from regfs.commands.mount_state import mount_state
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -135,7 +134,7 @@ def format_cache_stats(stats: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print what a running mount says of itself (its root's ``user.regfs.status``)."""
     try:
-        raw = os.getxattr(args.mountpoint, STATUS_XATTR)
+        raw = mount_state(args.mountpoint)
     except OSError as error:
         print(f"regfs: {args.mountpoint}: no regfs mount answers ({error.strerror})",
               file=sys.stderr)  # fmt: skip

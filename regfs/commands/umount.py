@@ -15,13 +15,14 @@ from regfs.commands.mountpoint import is_dead_mount, mounted_type
 
 def umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
-    dead = is_dead_mount(mountpoint)
-    if not dead and mounted_type(mountpoint) is None:
+    # The mount table first: a stat of the mountpoint waits for good on a daemon that
+    # answers nothing (stopped), which fusermount3 unmounts at once.
+    if mounted_type(mountpoint) is None and not is_dead_mount(mountpoint):
         print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
         return 1
     command = ["fusermount3", "-u", mountpoint]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 and dead:
+    if result.returncode != 0 and is_dead_mount(mountpoint):
         # A daemon killed with -9 can leave a mount that a plain unmount calls busy.
         result = subprocess.run([*command, "-z"], capture_output=True, text=True, check=False)
     if result.returncode != 0:

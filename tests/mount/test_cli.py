@@ -129,6 +129,29 @@ def test_umount_clears_a_dead_mount(tmp_path: Path) -> None:
     assert os.listdir(mount.path) == []
 
 
+def test_a_stopped_daemon_hangs_no_command(tmp_path: Path) -> None:
+    """A daemon that answers nothing (stopped, as by SIGSTOP or a debugger): ``regfs
+    status`` says so within its wait, ``cache stats`` leaves that mount out, ``umount``
+    unmounts it at once. All three hung for good (``umount`` stat'ed the mountpoint
+    first, the others waited for the daemon's answer)."""
+    mount = Mount(tmp_path / "mnt")
+    pid = mount.pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        status = regfs("status", str(mount.path), timeout=60)
+        assert status.returncode == 1
+        assert "no answer within" in status.stderr
+        cache = str(tmp_path / "mnt.cache")
+        assert regfs("cache", "stats", "--cache-dir", cache, timeout=60).returncode == 0
+        unmounted = regfs("umount", str(mount.path), timeout=60)
+        assert unmounted.returncode == 0, unmounted.stderr
+        assert not os.path.ismount(mount.path)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        mount.close()  # where a command failed before unmounting it
+    wait_until(lambda: _gone(pid), 10, f"daemon {pid} to end")
+
+
 def _gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie counts: nobody may reap it in a container)."""
     try:
