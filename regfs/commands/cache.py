@@ -26,7 +26,7 @@ from regfs.cache.layer_images import ImageUse
 from regfs.cache.layout import CacheLayout
 from regfs.commands import common, pin
 from regfs.commands.mount_state import mount_state
-from regfs.commands.mountpoint import mounted_type
+from regfs.commands.mountpoint import regfs_mounts
 from regfs.commands.status import format_cache_stats, human_size
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.reference import parse_image_reference
@@ -149,12 +149,7 @@ def _unlink(path: Path) -> int:
 def mounts_using(cache_dir: Path) -> list[dict[str, object]]:
     """The status of every running regfs mount whose cache dir is ``cache_dir``."""
     found = []
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts if line.split()[2:3] == ["fuse.regfs"]]
-    for point in points:
-        path = point.encode().decode("unicode_escape")  # /proc escapes spaces as \040
-        if mounted_type(path) != "fuse.regfs":
-            continue
+    for path in regfs_mounts():
         try:
             state = json.loads(mount_state(path))
         except (OSError, ValueError):

@@ -35,12 +35,20 @@ def mount_points(mountinfo: str) -> list[tuple[str, str]]:
     return result
 
 
+def _mount_table() -> list[tuple[str, str]]:
+    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as file:
+        return mount_points(file.read())
+
+
 def mounted_type(path: str) -> str | None:
     """The filesystem type mounted exactly at ``path``, or None if nothing is."""
-    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as file:
-        mounts = mount_points(file.read())
-    matches = [fs_type for point, fs_type in mounts if point == path]
+    matches = [fs_type for point, fs_type in _mount_table() if point == path]
     return matches[-1] if matches else None
+
+
+def regfs_mounts() -> list[str]:
+    """Every regfs mount point of this mount namespace."""
+    return [point for point, fs_type in _mount_table() if fs_type == "fuse.regfs"]
 
 
 def is_dead_mount(path: str) -> bool:

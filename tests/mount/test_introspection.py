@@ -124,3 +124,19 @@ def test_cache_stats_names_the_images_each_layer_was_used_for(
     shown = run_regfs("cache", "stats", "--cache-dir", str(cache)).stdout
     assert f"      used by {host}/layered/oci@{oci_image}\n" in shown
     assert shown.count(f"      used by {host}/layered/v2s2@{v2s2_image} (tags: 1)\n") == len(layers)
+
+
+def test_cache_stats_lists_mounts_at_any_path(tmp_path: Path) -> None:
+    """Every mount on the cache dir is listed, wherever it is mounted: one at a path of
+    non-ASCII letters or with a space was left out (its mount table line was decoded as
+    ``unicode_escape``, which garbles UTF-8)."""
+    cache = tmp_path / "cache"
+    paths = [tmp_path / "plain", tmp_path / "ünï côdé", tmp_path / "tab\there"]
+    mounts = [Mount(path, "--cache-dir", str(cache)) for path in paths]
+    try:
+        shown = run_regfs("cache", "stats", "--json", "--cache-dir", str(cache))
+        listed = [each["mountpoint"] for each in json.loads(shown.stdout)["mounts"]]
+        assert sorted(listed) == sorted(map(str, paths))
+    finally:
+        for each in mounts:
+            each.close()
