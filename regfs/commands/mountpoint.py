@@ -11,6 +11,8 @@ import os
 import re
 
 FUSE_DEVICE = "/dev/fuse"
+REGFS_TYPE = "fuse.regfs"
+"""The filesystem type of every regfs mount in the mount table (``subtype=regfs``)."""
 MOUNTINFO = "/proc/self/mountinfo"
 
 
@@ -48,7 +50,7 @@ def mounted_type(path: str) -> str | None:
 
 def regfs_mounts() -> list[str]:
     """Every regfs mount point of this mount namespace."""
-    return [point for point, fs_type in _mount_table() if fs_type == "fuse.regfs"]
+    return [point for point, fs_type in _mount_table() if fs_type == REGFS_TYPE]
 
 
 def is_dead_mount(path: str) -> bool:

@@ -10,15 +10,19 @@ import os
 import subprocess
 import sys
 
-from regfs.commands.mountpoint import is_dead_mount, mounted_type
+from regfs.commands.mountpoint import REGFS_TYPE, is_dead_mount, mounted_type
 
 
 def umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     # The mount table first: a stat of the mountpoint waits for good on a daemon that
     # answers nothing (stopped), which fusermount3 unmounts at once.
-    if mounted_type(mountpoint) is None and not is_dead_mount(mountpoint):
+    fs_type = mounted_type(mountpoint)
+    if fs_type is None and not is_dead_mount(mountpoint):
         print(f"regfs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    if fs_type not in (None, REGFS_TYPE):  # as root, fusermount3 unmounts anything
+        print(f"regfs: {mountpoint} is a {fs_type} mount, not regfs", file=sys.stderr)
         return 1
     command = ["fusermount3", "-u", mountpoint]
     result = subprocess.run(command, capture_output=True, text=True, check=False)

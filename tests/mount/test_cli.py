@@ -108,6 +108,21 @@ def test_umount_refuses_what_is_not_mounted(tmp_path: Path) -> None:
     assert "is not mounted" in result.stderr
 
 
+def test_umount_leaves_what_regfs_did_not_mount(tmp_path: Path) -> None:
+    """``regfs umount`` given another filesystem's mountpoint (a wrong variable in a
+    script run as root) refuses it: it unmounted anything, a tmpfs here."""
+    other = tmp_path / "tmpfs"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(other)], check=True)
+    try:
+        result = regfs("umount", str(other))
+        assert result.returncode == 1
+        assert result.stderr == f"regfs: {other} is a tmpfs mount, not regfs\n"
+        assert os.path.ismount(other)
+    finally:
+        subprocess.run(["umount", str(other)], check=False)
+
+
 def test_mount_returns_when_live_and_umount_ends_the_daemon(tmp_path: Path, pushed: Pushed) -> None:
     mount = Mount(tmp_path / "mnt")
     assert os.path.ismount(mount.path)  # live as soon as `regfs mount` returned
