@@ -23,7 +23,7 @@ import trio
 
 from regfs import __version__
 from regfs.commands import allocator, common, daemon
-from regfs.commands.mountpoint import MountpointError, check_can_mount
+from regfs.commands.mountpoint import MountpointError, canonical, check_can_mount
 from regfs.commands.services import MountServices
 from regfs.domain.errors import MalformedContent
 from regfs.fuse.errors import IN_FLIGHT
@@ -201,10 +201,10 @@ async def _terminate_on_signal() -> None:
 
 
 def mount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
     if not common.cache_dir_ready(args):
         return 1
     try:
+        mountpoint = canonical(args.mountpoint)
         check_can_mount(mountpoint)
         config = common.client_config(args)  # a broken file must stop the mount, here
         args.soci_v1_referrers = common.soci_v1_referrers(args)

@@ -37,6 +37,23 @@ def mount_points(mountinfo: str) -> list[tuple[str, str]]:
     return result
 
 
+def canonical(path: str) -> str:
+    """``path`` absolute, with its symlinks resolved, as the mount table names a mount
+    point, and without a stat of the path itself: that reaches the daemon of a mount
+    there, which may answer nothing (stopped). readlink does not: a mount's root is a
+    directory, which the kernel refuses to read as a link itself."""
+    parent, name = os.path.split(os.path.abspath(path))
+    resolved = os.path.join(os.path.realpath(parent), name)
+    for _ in range(40):  # the kernel's own bound on links followed (ELOOP)
+        try:
+            target = os.readlink(resolved)
+        except OSError:
+            return resolved  # not a link, or nothing there: the caller says which
+        parent, name = os.path.split(os.path.join(os.path.dirname(resolved), target))
+        resolved = os.path.join(os.path.realpath(parent), name)
+    raise MountpointError(f"{path}: too many levels of symbolic links")
+
+
 def _mount_table() -> list[tuple[str, str]]:
     with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as file:
         return mount_points(file.read())

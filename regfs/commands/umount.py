@@ -6,15 +6,24 @@ Application layer. A module of its own so that unmounting imports neither pyfuse
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 
-from regfs.commands.mountpoint import REGFS_TYPE, is_dead_mount, mounted_type
+from regfs.commands.mountpoint import (
+    REGFS_TYPE,
+    MountpointError,
+    canonical,
+    is_dead_mount,
+    mounted_type,
+)
 
 
 def umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        mountpoint = canonical(args.mountpoint)
+    except MountpointError as error:
+        print(f"regfs: {error}", file=sys.stderr)
+        return 1
     # The mount table first: a stat of the mountpoint waits for good on a daemon that
     # answers nothing (stopped), which fusermount3 unmounts at once.
     fs_type = mounted_type(mountpoint)

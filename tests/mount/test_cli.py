@@ -123,6 +123,27 @@ def test_umount_leaves_what_regfs_did_not_mount(tmp_path: Path) -> None:
         subprocess.run(["umount", str(other)], check=False)
 
 
+def test_mount_and_umount_through_a_symlink(tmp_path: Path) -> None:
+    """A mountpoint named through a symlink (a work dir under a linked home) is the
+    directory it names: a second ``regfs mount`` there is refused and ``regfs umount``
+    unmounts it. The mount table names the real path, which they compared with the
+    name given: the second mount was stacked on the first and umount said "not
+    mounted"."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    Mount(tmp_path / "link")
+    try:
+        again = regfs("mount", str(tmp_path / "link"), "--cache-dir", str(tmp_path / "c"))
+        assert again.returncode == 1
+        assert "already a mount point" in again.stderr
+        result = regfs("umount", str(tmp_path / "link"))
+        assert result.returncode == 0, result.stderr
+        assert not os.path.ismount(tmp_path / "real")
+    finally:
+        while os.path.ismount(tmp_path / "real"):
+            subprocess.run(["fusermount3", "-u", str(tmp_path / "real")], check=True)
+
+
 def test_mount_returns_when_live_and_umount_ends_the_daemon(tmp_path: Path, pushed: Pushed) -> None:
     mount = Mount(tmp_path / "mnt")
     assert os.path.ismount(mount.path)  # live as soon as `regfs mount` returned

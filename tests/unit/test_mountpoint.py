@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from regfs.commands.mountpoint import MountpointError, check_can_mount, mount_points
+from regfs.commands.mountpoint import MountpointError, canonical, check_can_mount, mount_points
 
 MOUNTINFO = """\
 22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -36,3 +36,18 @@ def test_check_can_mount_needs_the_fuse_device(
     (tmp_path / "mnt").mkdir()
     with pytest.raises(MountpointError, match="no-fuse does not exist"):
         check_can_mount(str(tmp_path / "mnt"))
+
+
+def test_canonical_resolves_links_as_the_mount_table_names_points(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    (tmp_path / "chain").symlink_to(tmp_path / "link")
+    (tmp_path / "in_link").symlink_to(".")
+    (tmp_path / "loop").symlink_to("loop")
+    real = str(tmp_path / "real")
+    assert canonical(str(tmp_path / "link")) == real
+    assert canonical(str(tmp_path / "chain")) == real
+    assert canonical(str(tmp_path / "in_link" / "link")) == real
+    assert canonical(str(tmp_path / "missing")) == str(tmp_path / "missing")
+    with pytest.raises(MountpointError, match="too many levels"):
+        canonical(str(tmp_path / "loop"))
