@@ -45,6 +45,7 @@ def run_in_background(serve: Callable[[Callable[[], None]], int]) -> int:
     os.close(read_end)
     os.setsid()
     _detach_standard_streams()
+    _close_inherited_descriptors()
 
     def ready() -> None:
         os.write(write_end, READY)
@@ -71,6 +72,18 @@ def _detach_standard_streams() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def _close_inherited_descriptors() -> None:
+    """Close what the caller left open beyond the standard streams (a script's ``exec
+    3>&1``, a CI runner's log pipe): a reader of such a pipe waits for every writer, so
+    ``$(regfs mount …)`` would wait until the unmount. Python opens its own descriptors
+    non-inheritable (PEP 446), so the inheritable ones are exactly the caller's."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            if fd > 2 and os.get_inheritable(fd):
+                os.close(fd)
 
 
 def notify_systemd(state: bytes) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from regfs.commands.mountpoint import mounted_type
 from tests.mount.conftest import Pushed
 from tests.support.installed import ROOT, clean_environment
 from tests.support.mount import Installation, Mount, run_regfs
@@ -144,6 +146,28 @@ def test_mount_and_umount_through_a_symlink(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-u", str(tmp_path / "real")], check=True)
 
 
+def test_the_daemon_keeps_no_descriptor_of_its_caller(tmp_path: Path) -> None:
+    """A pipe the caller left open in ``regfs mount`` (a script's ``exec 3>&1`` inside
+    ``$(…)``, a CI runner's log pipe) is not held by the daemon: the reader sees its end
+    once ``regfs mount`` returned. The daemon kept it, so ``$(…)`` waited until unmount."""
+    read_end, write_end = os.pipe()
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    places = ("--cache-dir", str(tmp_path / "cache"), "--log-file", str(tmp_path / "log"))
+    command = [str(Installation.regfs()), "mount", str(mountpoint), *places]
+    mounted = subprocess.run(command, pass_fds=(write_end,), env=clean_environment(),
+                             capture_output=True, check=False, timeout=30)  # fmt: skip
+    os.close(write_end)
+    mount = Mount.adopt(mountpoint, tmp_path / "log")
+    try:
+        assert mounted.returncode == 0, mounted.stderr
+        assert select.select([read_end], [], [], 10)[0] == [read_end]
+        assert os.read(read_end, 1) == b""  # the end: no writer is left
+    finally:
+        os.close(read_end)
+        mount.close()
+
+
 def test_mount_returns_when_live_and_umount_ends_the_daemon(tmp_path: Path, pushed: Pushed) -> None:
     mount = Mount(tmp_path / "mnt")
     assert os.path.ismount(mount.path)  # live as soon as `regfs mount` returned
@@ -184,8 +208,10 @@ def test_a_stopped_daemon_hangs_no_command(tmp_path: Path) -> None:
         assert not os.path.ismount(mount.path)
     finally:
         os.kill(pid, signal.SIGCONT)
-        mount.close()  # where a command failed before unmounting it
+        if mounted_type(str(mount.path)) is not None:  # a command failed before unmounting
+            subprocess.run(["fusermount3", "-u", str(mount.path)], check=False)
     wait_until(lambda: _gone(pid), 10, f"daemon {pid} to end")
+    assert mounted_type(str(mount.path)) is None
 
 
 def _gone(pid: int) -> bool:
