@@ -60,8 +60,15 @@ def entry_stat(entry: IndexEntry, nlink: int | None = None) -> Stat:
     )
 
 
+NOT_FROM_IMAGES = frozenset({b"security.selinux"})
+"""Attributes a layer may carry that no unpacker applies: an SELinux label is the host's
+policy to give (umoci and containers/storage drop it), and one copied out of an image by
+``cp -a`` or ``rsync -X`` would mislabel the host's files."""
+
+
 def entry_xattrs(entry: IndexEntry) -> dict[str, bytes]:
-    return {os.fsdecode(name): value for name, value in entry.xattrs}
+    return {os.fsdecode(name): value for name, value in entry.xattrs
+            if name not in NOT_FROM_IMAGES}  # fmt: skip
 
 
 VisibleLinks = Callable[[], Awaitable[int]]

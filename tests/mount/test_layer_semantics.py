@@ -10,6 +10,7 @@ found by a review on 8647150.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -52,6 +53,7 @@ def sized_directory_layer() -> bytes:
 
 
 SYMLINK = tarfile.SYMTYPE
+SELINUX_HEADER = "SCHILY.xattr.security.selinux"
 SHARED = pax(directory("d"), member("d/f", b"f\n"))
 LAYERS = {
     "layer-twice": [SHARED, pax(member("m", b"m\n")), SHARED],
@@ -85,6 +87,18 @@ LAYERS = {
     "symlink-mode": [pax(member("s", None, type=SYMLINK, linkname="/etc/passwd"))],
     "far-future-mtime": [pax(member("ok", b"ok\n"), member("later", b"", mtime=2**40))],
     "whiteout-below-lower-file": [pax(member("f", b"file\n")), pax(member("f/.wh.x"))],
+    "selinux-label": [
+        pax(
+            member(
+                "f",
+                b"f\n",
+                pax_headers={
+                    SELINUX_HEADER: "system_u:object_r:etc_t:s0",
+                    "SCHILY.xattr.user.kept": "kept",
+                },
+            )
+        ),
+    ],
     "files-below-a-lower-symlink": [
         pax(directory("t"), member("d/a", b"a\n")),
         pax(member(".wh.d"), member("d", None, type=SYMLINK, linkname="t")),
@@ -239,3 +253,13 @@ def _listing(root: Path) -> dict[str, tuple[int, bytes]]:
                 content = path.read_bytes()
             found[str(path.relative_to(root))] = (stat.S_IFMT(mode), content)
     return found
+
+
+def test_an_selinux_label_in_a_layer_is_not_shown(registry: Registry, mount: Mount) -> None:
+    """As umoci and podman unpack it: the host's policy labels files, not the image."""
+    for top in ("0", "rootfs"):
+        path = image(mount, registry, "selinux-label") / top / "f"
+        assert os.listxattr(path) == ["user.kept"]
+        with pytest.raises(OSError) as raised:
+            os.getxattr(path, "security.selinux")
+        assert raised.value.errno == errno.ENODATA
