@@ -44,6 +44,7 @@ from regfs.layers.streams import Priority, Streams
 from regfs.layers.walks import WALK_FILES, Walks
 from regfs.registry.bodies import Consumer
 from regfs.registry.client import RegistryClient
+from regfs.registry.request_deadline import moved_by_progress
 
 log = logging.getLogger(__name__)
 
@@ -184,21 +185,26 @@ class LayerReads:
         await load_pieces(reader, index.meta.uncompressed_size, Priority.WAITED)
 
     def ranges(self, layer: LayerRef) -> RangeFetch:
-        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now (a
-        FUSE request's own scope may end them sooner). Each names what it fetches for the
-        timeout's message."""
+        """Range requests for ``layer`` sharing one deadline, ``--timeout`` from now or
+        from the last bytes that came (a FUSE request's own scope may end them sooner):
+        on a slow link a run of a few megabytes takes longer than ``--timeout``, and a
+        zstd re-fetch many runs. Each names what it fetches for the timeout's message."""
         timeout = self._client.config.timeout
         give_up_at = trio.current_time() + timeout
 
         async def fetch(start: int, end: int, what: str) -> bytes:
-            with trio.move_on_at(give_up_at):
-                data = await self._client.get_blob_range(
-                    layer.host, layer.repository, layer.digest, start, end,
-                    urls=layer.descriptor.urls,
-                )  # fmt: skip
+            nonlocal give_up_at
+            with trio.move_on_at(give_up_at) as scope, moved_by_progress(scope, timeout):
+                try:
+                    data = await self._client.get_blob_range(
+                        layer.host, layer.repository, layer.digest, start, end,
+                        urls=layer.descriptor.urls,
+                    )  # fmt: skip
+                finally:
+                    give_up_at = scope.deadline
                 self._received(layer, len(data))
                 return data
-            raise Unavailable(f"{layer}: {what} within {timeout:g}s")
+            raise Unavailable(f"{layer}: {what}: nothing came for {timeout:g}s")
 
         return fetch
 

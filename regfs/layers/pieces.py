@@ -42,6 +42,7 @@ from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.verify import verified_sha256
+from regfs.registry.request_deadline import SharedProgress, leading, waiting_on
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,17 @@ class PieceMemory(cachetools.LRUCache[bytes, bytes]):
 
 class _Flight:
     """One piece being fetched. Done with ``data`` or ``error``, or with neither if its
-    fetcher was cancelled: a waiter then fetches it itself."""
+    fetcher was cancelled: a waiter then fetches it itself. ``progress``: its fetcher's,
+    which is a waiter's too (a run of megabytes on a slow link takes longer than a
+    waiting read's ``--timeout`` while it keeps coming)."""
 
-    __slots__ = ("data", "done", "error")
+    __slots__ = ("data", "done", "error", "progress")
 
-    def __init__(self) -> None:
+    def __init__(self, progress: SharedProgress) -> None:
         self.done = trio.Event()
         self.data: bytes | None = None
         self.error: RegfsError | None = None
+        self.progress = progress
 
 
 def _checked(made: Made[S]) -> list[bytes | RegfsError]:
@@ -147,6 +151,8 @@ class _Claim(Generic[S]):
 
     def __init__(self, flights: dict[bytes, _Flight]) -> None:
         self._flights = flights
+        self.progress = SharedProgress()
+        """The progress of this claim's fetch, shared by everyone waiting on its pieces."""
         self._mine: dict[bytes, _Flight] = {}
         self.pieces: dict[bytes, Piece[S]] = {}
         """Claimed and not ended yet."""
@@ -157,7 +163,7 @@ class _Claim(Generic[S]):
         others, kept in memory only, let go if they cannot be made."""
 
     def add(self, piece: Piece[S], *, along: bool = False) -> None:
-        self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight()
+        self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight(self.progress)
         self.pieces[piece.sha256] = piece
         if along:
             self.along.add(piece.sha256)
@@ -234,7 +240,8 @@ class VerifiedPieces:
                 claim.abandon()
             along = ()  # brought along by the first round's fetch, if any
             for sha256, flight in waiting.items():
-                await flight.done.wait()
+                with waiting_on(flight.progress):
+                    await flight.done.wait()
                 if flight.error is not None:
                     raise flight.error
                 if flight.data is not None:
@@ -346,7 +353,8 @@ class VerifiedPieces:
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             damaged.clear()
             try:
-                await fetch(list(remaining.values()), deliver)
+                with leading(claim.progress):
+                    await fetch(list(remaining.values()), deliver)
             except RegfsError as error:
                 claim.abandon(list(claim.along))  # nobody's loss
                 for sha256 in list(remaining):

@@ -18,16 +18,19 @@ import httpx
 
 from regfs.domain.errors import MalformedContent, ProtocolError, Unavailable
 from regfs.registry.errors import HTTPX_ERRORS, RetryLater, error_for_exception
+from regfs.registry.retry_policy import Progress, TooSlow
 
 Consumer = Callable[[bytes], Awaitable[bool]]
 """Takes a body's bytes as they come; False stops the body."""
 
 
 async def read_limited(
-    response: httpx.Response, limit: int, *, truncate: bool, decoded: bool
-) -> bytes:
+    response: httpx.Response, limit: int, *, truncate: bool, decoded: bool,
+    progress: Progress | None = None,
+) -> bytes:  # fmt: skip
     """The body (as sent, or ``decoded``), up to ``limit`` bytes: cut there (``truncate``)
-    or refused beyond it, if possible before reading any of it."""
+    or refused beyond it, if possible before reading any of it; each piece told to
+    ``progress``, if given."""
     what = f"{response.request.method} {response.request.url}"
     declared = response.headers.get("content-length", "")
     has_body = response.request.method != "HEAD"  # a HEAD's length is the GET's
@@ -41,6 +44,8 @@ async def read_limited(
         async for chunk in stream:
             parts.append(chunk)
             received += len(chunk)
+            if progress is not None:
+                progress.add(len(chunk))
             if received <= limit:
                 continue
             if truncate:
@@ -75,15 +80,22 @@ class BrokenOff(Unavailable):
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-async def read_range(response: httpx.Response, start: int, end: int, what: str) -> bytes:
+async def read_range(
+    response: httpx.Response, start: int, end: int, what: str, progress: Progress
+) -> bytes:
     """Bytes ``[start, end)`` of the blob from a 2xx ``response`` to a Range request, which
-    this closes."""
+    this closes; its body's pieces are told to ``progress`` (which fails a trickle, for
+    good: asking again would trickle again)."""
     try:
         if response.status_code == 206:
             _check_content_range(response, start, what)
-            body = await read_limited(response, end - start, truncate=False, decoded=False)
+            body = await read_limited(
+                response, end - start, truncate=False, decoded=False, progress=progress
+            )
         else:
-            body = await _slice_of_whole_body(response, start, end, what)
+            body = await _slice_of_whole_body(response, start, end, what, progress)
+    except TooSlow:
+        raise
     except HTTPX_ERRORS as error:
         mapped = error_for_exception(error, what)
         raise (_cut_short(mapped) if isinstance(mapped, Unavailable) else mapped) from None
@@ -138,13 +150,16 @@ def _check_content_range(response: httpx.Response, start: int, what: str) -> Non
         raise ProtocolError(f"{what}: asked for bytes from {start}, got {header[:100]!r}")
 
 
-async def _slice_of_whole_body(response: httpx.Response, start: int, end: int, what: str) -> bytes:
+async def _slice_of_whole_body(
+    response: httpx.Response, start: int, end: int, what: str, progress: Progress
+) -> bytes:
     """``[start, end)`` of a 200 answer carrying the whole blob, read only as far as needed."""
     if response.status_code != 200:
         raise ProtocolError(f"{what}: Range {start}-{end - 1} answered {response.status_code}")
     wanted = bytearray()
 
     async def keep(data: bytes) -> bool:
+        progress.add(len(data))
         wanted.extend(data[: end - start - len(wanted)])
         return len(wanted) < end - start
 

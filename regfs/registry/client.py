@@ -347,7 +347,7 @@ class RegistryClient:
         does not have the blob."""
 
         async def fetch(source: BlobSource) -> bytes:
-            with self._session.deadline(source.what):
+            with self._session.deadline(source.what, moving=True):
                 return await self._session.get_range(
                     source.url, start, end, sponsor=source.sponsor, attempts=source.attempts
                 )

@@ -58,7 +58,7 @@ from regfs.registry.guard import (
     TargetRefused,
     resolve,
 )
-from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, backoff
+from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, Progress, backoff
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,9 @@ class HttpSession:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def deadline(self, what: str) -> Deadline:
-        return Deadline(self.timeout, what)
+    def deadline(self, what: str, *, moving: bool = False) -> Deadline:
+        """``--timeout`` for a call (``moving``: without progress, for Range requests)."""
+        return Deadline(self.timeout, what, moving=moving)
 
     async def send(
         self,
@@ -224,13 +225,15 @@ class HttpSession:
         self, url: str, start: int, end: int, *, sponsor: str | None, attempts: int
     ) -> bytes:
         """Bytes ``[start, end)`` of the blob at ``url`` (``registry/bodies.py``); an answer
-        whose body broke off or came short is asked for again, as any temporary failure."""
+        whose body broke off or came short is asked for again, as any temporary failure.
+        Its body is progress (``Progress``): a few megabytes on a slow link may take
+        longer than ``timeout`` while each ``timeout`` brings some."""
         what = f"GET {url}"
 
         async def once() -> bytes:
             ranged = {"Range": f"bytes={start}-{end - 1}"}
             response = await self._open_once("GET", url, ranged, sponsor or url)
-            return await read_range(response, start, end, what)
+            return await read_range(response, start, end, what, Progress(self.timeout, what))
 
         return await self._retrying(what, once, attempts)
 

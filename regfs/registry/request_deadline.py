@@ -14,6 +14,10 @@ is the rule for blobs (``registry/retry_policy.Progress``). So the scope's deadl
 
 Outside a request (``regfs prefetch``, a mount's prefetches) both do nothing.
 
+A registry call inside may have a deadline of its own that is ``--timeout`` without
+progress too (``moved_by_progress``: a Range request whose body is megabytes on a slow
+link): ``progressed()`` moves it as it moves the request's.
+
 A request may also wait for work another task does: a layer's download begun by another
 request, or indexed in the background for a layer store's ``info``. That work's progress
 is the waiting request's too (``SharedProgress``: the work runs ``leading`` it, waiters
@@ -65,6 +69,8 @@ class SharedProgress:
 
 
 _SHARED: ContextVar[SharedProgress | None] = ContextVar("regfs_shared_progress", default=None)
+_MOVED: ContextVar[tuple[_Request, ...]] = ContextVar("regfs_moved_by_progress", default=())
+"""Scopes inside the current task's work that ``progressed()`` moves too, innermost last."""
 
 
 @contextlib.contextmanager
@@ -85,6 +91,8 @@ def progressed() -> None:
     request = _CURRENT.get()
     if request is not None:
         _extend(request)
+    for moved in _MOVED.get():
+        _extend(moved)
     shared = _SHARED.get()
     if shared is not None:
         shared._progressed({shared})
@@ -97,6 +105,17 @@ def request_expired() -> bool:
     return request is not None and trio.current_time() >= request.scope.deadline
 
 
+@contextlib.contextmanager
+def moved_by_progress(scope: trio.CancelScope, timeout: float) -> Iterator[None]:
+    """While inside, each ``progressed()`` moves ``scope``'s deadline to ``timeout`` from
+    then at least: a call's own deadline that a body arriving in time must not cut."""
+    token = _MOVED.set((*_MOVED.get(), _Request(scope, timeout)))
+    try:
+        yield
+    finally:
+        _MOVED.reset(token)
+
+
 def _extend(request: _Request) -> None:
     if not request.working and not math.isinf(request.timeout):
         request.scope.deadline = max(request.scope.deadline, trio.current_time() + request.timeout)
@@ -107,10 +126,11 @@ def detached() -> Iterator[None]:
     """Work for the mount, begun by a request (a task inherits the context of the task
     that starts it): no request's deadline moves with its progress or its local work, and
     what it waits on is waited on in no request's name."""
-    request, shared = _CURRENT.set(None), _SHARED.set(None)
+    request, shared, moved = _CURRENT.set(None), _SHARED.set(None), _MOVED.set(())
     try:
         yield
     finally:
+        _MOVED.reset(moved)
         _SHARED.reset(shared)
         _CURRENT.reset(request)
 

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from regfs.domain.errors import Unavailable
-from regfs.registry.request_deadline import progressed
+from regfs.registry.request_deadline import moved_by_progress, progressed
 
 MAX_ATTEMPTS = 4
 HANDOVER_ATTEMPTS = 1
@@ -48,9 +48,15 @@ class Deadline:
     caller's own while waiting on this call (a FUSE request's, a mirror's half), becomes
     ``Unavailable`` naming what timed out, so the log says what was waited for."""
 
-    def __init__(self, seconds: float, what: str, *, missing: str = "no answer") -> None:
-        """``missing``: what the message says did not come in time."""
+    def __init__(
+        self, seconds: float, what: str, *, missing: str = "no answer", moving: bool = False
+    ) -> None:
+        """``missing``: what the message says did not come in time; ``moving``: the
+        deadline is ``seconds`` without progress (``progressed``), not in all, for a call
+        whose body may be megabytes on a slow link (a Range request)."""
         self._scope = trio.move_on_after(seconds)
+        self._moved = moved_by_progress(self._scope, seconds) if moving else None
+        self._seconds = seconds
         self._what = what
         self._missing = missing
         self._started = 0.0
@@ -60,8 +66,12 @@ class Deadline:
         self._started = trio.current_time()
         self._callers = trio.current_effective_deadline()
         self._scope.__enter__()
+        if self._moved is not None:
+            self._moved.__enter__()
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self._moved is not None:
+            self._moved.__exit__(*exc_info)
         self._scope.__exit__(*exc_info)  # suppresses only what it caught: raised below
         now = trio.current_time()
         callers_passed = isinstance(exc_info[1], trio.Cancelled) and now >= self._callers
@@ -71,7 +81,14 @@ class Deadline:
                                   "before (the request's --timeout)")  # fmt: skip
             # tenths: the caller's scope (a FUSE request's) began a moment before this one
             waited = round(now - self._started, 1)
+            if self._moved is not None and waited > self._seconds:
+                raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s, "
+                                  f"nothing for {self._seconds:g}s")  # fmt: skip
             raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s")
+
+
+class TooSlow(Unavailable):
+    """A body that keeps coming, too slowly to ever end: not asked for again."""
 
 
 class Progress:
@@ -92,7 +109,7 @@ class Progress:
         if now - self._start < self._window:
             return
         if self._bytes < self._at_least:
-            raise Unavailable(
+            raise TooSlow(
                 f"{self._what}: {self._bytes} bytes in {now - self._start:.0f}s: too slow"
             )
         self._start, self._bytes = now, 0

@@ -18,6 +18,7 @@ from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, U
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.http import SILENT_PROBE, UNREACHABLE_RECHECK
+from regfs.registry.request_deadline import request_deadline
 from regfs.registry.retry_policy import MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread
 
@@ -759,3 +760,59 @@ async def test_referrers_pages_are_joined(autojump_clock: trio.abc.Clock) -> Non
 
     listing = await client_for(handler).referrers(HOST, "a", Digest.parse(DIGEST), "x")
     assert listing is not None and len(listing.manifests) == 3
+
+
+class Paced(httpx.AsyncByteStream):
+    """``body`` in pieces of ``piece`` bytes, one every ``every`` seconds: a slow link."""
+
+    def __init__(self, body: bytes, piece: int, every: float) -> None:
+        self.body, self.piece, self.every = body, piece, every
+
+    def __aiter__(self) -> Paced:  # not a generator: a reader stopping early leaves none
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self.body:
+            raise StopAsyncIteration
+        await trio.sleep(self.every)
+        piece, self.body = self.body[: self.piece], self.body[self.piece :]
+        return piece
+
+
+async def test_a_range_that_keeps_coming_is_read_past_the_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """4 MiB (a run of eStargz chunks) at 2 Mbit/s take 16 s: with --timeout 2 they are
+    read, inside a FUSE request's deadline too, for each 2 s brings some."""
+    blob = bytes(range(256)) * (16 << 10)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        start, end = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+        return httpx.Response(206, stream=Paced(blob[start : end + 1], 128 << 10, 0.5))
+
+    start = trio.current_time()
+    with request_deadline(2) as scope:
+        data = await client_for(handler, timeout=2).get_blob_range(
+            HOST, "a", Digest.of(blob), 0, len(blob)
+        )
+    assert not scope.cancelled_caught
+    assert data == blob
+    assert trio.current_time() - start == pytest.approx(16, abs=0.5)
+
+
+async def test_a_range_that_trickles_fails_once_within_a_bounded_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A Range answer that brings less than 64 KiB in --timeout is not waited for to the
+    end, nor asked for again (it would trickle again)."""
+    sent: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["Range"])
+        return httpx.Response(206, stream=Paced(b"x" * 4096, 1, 1.0))
+
+    start = trio.current_time()
+    with pytest.raises(Unavailable, match="too slow"):
+        await client_for(handler, timeout=5).get_blob_range(HOST, "a", Digest.of(b""), 0, 4096)
+    assert trio.current_time() - start == pytest.approx(5, abs=1.01)
+    assert len(sent) == 1

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent, Unavailable, VerificationFailed
 from regfs.layers.pieces import Deliver, Piece, VerifiedPieces
 from regfs.layers.streams import Priority, Streams
+from regfs.registry.request_deadline import progressed, request_deadline
 
 DATA = [bytes([n]) * (1000 + n) for n in range(8)]
 
@@ -287,3 +289,35 @@ async def test_a_stream_waiter_cancelled_frees_its_turn(autojump_clock: trio.abc
         nursery.start_soon(request, "last")
     assert got == ["first", "last"]
     assert streams.busy() == 0
+
+
+@pytest.mark.parametrize("progressing", [True, False])
+async def test_a_reader_waiting_on_another_s_fetch_shares_its_progress(
+    pieces: VerifiedPieces, autojump_clock: trio.testing.MockClock, progressing: bool
+) -> None:
+    """A read waits for pieces a read-ahead fetches: on a slow link the run takes longer
+    than the read's --timeout (1 s here, 5 s the run), which passes only if nothing comes.
+    Virtual time runs only once nothing has run for 20 ms: pieces are hashed in a worker
+    thread."""
+    autojump_clock.autojump_threshold = 0.02
+
+    fetching = trio.Event()
+
+    async def slow_fetch(missing: Sequence[Piece[int]], deliver: Deliver[int]) -> None:
+        fetching.set()
+        for _ in range(10):
+            await trio.sleep(0.5)
+            if progressing:
+                progressed()
+        await deliver([(p, DATA[p.source]) for p in missing])
+
+    wanted = [piece(n) for n in range(4)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pieces.load, wanted, slow_fetch)
+        await fetching.wait()  # the read-ahead has claimed them and fetches
+        started = trio.current_time()
+        with request_deadline(1.0) as scope:
+            assert await pieces.get(wanted, Source().fetch) == DATA[:4]
+        assert scope.cancelled_caught is not progressing
+        waited = trio.current_time() - started
+        assert waited == pytest.approx(5.0 if progressing else 1.0)
