@@ -39,6 +39,7 @@ from regfs.registry.guard import Resolve, resolve
 from regfs.registry.http import HostStats, HttpSession
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
+from regfs.registry.request_deadline import progressed
 from regfs.registry.tls import PerHostTransport
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,16 @@ class RegistryClient:
         return await self._places.pull(host, repository, at, by_digest=False)
 
     async def _paginate(self, place: Endpoint, path: str, key: str) -> list[str]:
+        """Every page's items. Each page is progress (``progressed``): a catalog of many
+        pages on a far link takes longer than ``--timeout`` while each comes in time
+        (``MAX_LISTING_PAGES`` and ``MAX_LISTING_BYTES`` bound the whole)."""
         host = place.host
         await self._places.ready(host)
         url: str | None = self._places.url(host, path)
         items: list[str] = []
         seen: set[str] = set()
         received = 0
-        with self._session.deadline(f"{host}: {path}"):
+        with self._session.deadline(f"{host}: {path}", moving=True):
             while url is not None:
                 if url in seen or len(seen) >= MAX_LISTING_PAGES:
                     raise ProtocolError(f"{host}: {path}: pagination loops at {url}")
@@ -150,6 +154,7 @@ class RegistryClient:
                         f"{host}: {path}: listing larger than {MAX_LISTING_BYTES >> 20} MiB"
                     )
                 items.extend(listings.string_list(response.body, key, f"{host}: {path}"))
+                progressed()
                 links = response.headers.get_list("link")
                 url = listings.next_page(links, str(response.url), f"{host}: {path}")
         return items

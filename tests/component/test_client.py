@@ -188,28 +188,23 @@ async def test_a_request_left_unanswered_by_a_host_that_answers_others_is_its_ow
 async def test_a_registry_that_answers_every_request_in_3s_is_not_silent(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    """--timeout 5, a registry answering each request in 3 s: a two-page catalog (one
-    deadline for its pages) fails at 5 s, its second page sent 2 s before the deadline;
-    that is no silence (the host answered the first page, and 2 s is too near to tell),
-    so the tag lists asked right after are answered in their 3 s, one after another."""
+    """--timeout 5, a registry answering each request in 3 s: a FUSE request that asks two
+    things one after another (a tag, then another) fails at 5 s, its second question sent
+    2 s before the deadline; that is no silence (the host answered the first, and 2 s is
+    too near to tell), so the tag lists asked right after are answered in their 3 s, one
+    after another."""
+    digest = "sha256:" + "1" * 64
 
     async def handler(request: httpx.Request) -> httpx.Response:
         await trio.sleep(3)
-        if request.url.path == "/v2/_catalog":
-            if request.url.query:
-                return httpx.Response(200, json={"repositories": ["b"]})
-
-            async def page() -> AsyncIterator[bytes]:
-                await trio.sleep(0.01)  # its body read, parsed: the next page is sent after
-                yield b'{"repositories": ["a"]}'
-
-            link = '</v2/_catalog?last=a>; rel="next"'
-            return httpx.Response(200, content=page(), headers={"Link": link})
+        if "/manifests/" in request.url.path:
+            return unread(200, b"", {"Docker-Content-Digest": digest})
         return httpx.Response(200, json={"name": "app", "tags": ["1"]})
 
     client = client_for(handler)
-    with pytest.raises(Unavailable, match="no answer within 5s"):
-        await client.list_repositories(HOST)
+    with request_deadline(5), pytest.raises(Unavailable, match="no answer within 2s"):
+        await client.resolve_tag(HOST, "app", "1")
+        await client.resolve_tag(HOST, "app", "2")
     for _ in range(3):  # one after another, as ls -l or podman would
         assert await client.list_tags(HOST, "app") == ["1"]
 
@@ -333,6 +328,34 @@ async def test_pages_are_followed_and_loops_refused(autojump_clock: trio.abc.Clo
 
     with pytest.raises(ProtocolError, match="pagination loops"):
         await client_for(handler).list_repositories(HOST)
+
+
+@pytest.mark.parametrize("pace", [0.3, 2.5])
+async def test_a_catalog_of_many_pages_takes_as_long_as_its_pages_keep_coming(
+    autojump_clock: trio.abc.Clock, pace: float
+) -> None:
+    """61 pages, each 0.3 s away (a registry of 120 repositories paged by 2 on a far link):
+    18 s, past a --timeout of 2 s, inside a FUSE request too; it was EIO, "no answer
+    within 2s", and so was every name looked up below the host. A page slower than the
+    timeout still fails the listing, within the timeout."""
+    pages = 61
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(pace)
+        number = int(request.url.params.get("page", "0"))
+        following = f'</v2/_catalog?page={number + 1}>; rel="next"'
+        return catalog(f"r{number}", link=following if number + 1 < pages else None)
+
+    start = trio.current_time()
+    with request_deadline(2) as scope:
+        if pace > 2:
+            with pytest.raises(Unavailable, match="no answer within 2s"):
+                await client_for(handler, timeout=2).list_repositories(HOST)
+        else:
+            names = await client_for(handler, timeout=2).list_repositories(HOST)
+            assert names == [f"r{n}" for n in range(pages)]
+    assert not scope.cancelled_caught
+    assert trio.current_time() - start == pytest.approx(2 if pace > 2 else pages * pace, abs=0.1)
 
 
 async def test_tags_null_means_no_tags(autojump_clock: trio.abc.Clock) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.mount.conftest import Pushed
 from tests.support import images
 from tests.support.estargz import EstargzConverter
 from tests.support.mount import Mount
@@ -200,3 +201,24 @@ def test_big_files_of_an_estargz_image_read_at_once_on_a_link_slower_than_the_ti
         mount.close()
         proxy.stop()
     assert (6 + 3) * 2**20 / HOTEL.bandwidth > 3 * 3  # the link really was slow
+
+
+def test_names_below_a_host_whose_catalog_pages_outlast_the_timeout_are_found_on_far(
+    pushed: Pushed, tmp_path: Path
+) -> None:
+    """The session registry's catalog is 61 pages (two names each), read one after another
+    when a name below the host is first looked up: 6 s on ``far``, each page 0.1 s. With
+    --timeout 2 every lookup below the host was EIO ("/v2/_catalog: no answer within 2s",
+    and the host noted unreachable), manifests included; each page is progress."""
+    proxy = CountingProxy(pushed.registry.port, profile=FAR)
+    mount = Mount(tmp_path / "mnt", "--timeout", "2")
+    try:
+        host = mount / proxy.host
+        manifest = (host / "library/debian/bookworm/manifest").read_bytes()
+        assert b"layers" in manifest
+        assert "library" in os.listdir(host)
+    finally:
+        mount.close()
+        proxy.stop()
+    assert proxy.requests_by_path["/v2/_catalog"] * FAR.rtt > 2  # longer than the timeout
+    assert "no answer within" not in mount.log()
