@@ -311,13 +311,15 @@ class RegistryClient:
     # -- blobs --------------------------------------------------------------------------
 
     async def get_blob(self, host: str, repository: str, digest: Digest, max_bytes: int) -> bytes:
-        """A whole (small) blob, e.g. a config; the caller verifies it against ``digest``."""
+        """A whole blob held in memory (a config, a zTOC: megabytes at most, which a slow
+        link may bring in more than ``--timeout``); the caller verifies it against
+        ``digest``."""
 
         async def fetch(source: BlobSource) -> bytes:
-            with self._session.deadline(source.what):
+            with self._session.deadline(source.what, moving=True):
                 response = await self._session.send(
                     "GET", source.url, {}, max_bytes, sponsor=source.sponsor,
-                    attempts=source.attempts,
+                    attempts=source.attempts, paced=True,
                 )  # fmt: skip
             return response.body
 

@@ -161,7 +161,7 @@ class HttpSession:
         await self._http.aclose()
 
     def deadline(self, what: str, *, moving: bool = False) -> Deadline:
-        """``--timeout`` for a call (``moving``: without progress, for Range requests)."""
+        """``--timeout`` for a call (``moving``: without progress, for blob bodies)."""
         return Deadline(self.timeout, what, moving=moving)
 
     async def send(
@@ -175,6 +175,7 @@ class HttpSession:
         content: bytes | None = None,
         sponsor: str | None = None,
         attempts: int = MAX_ATTEMPTS,
+        paced: bool = False,
     ) -> Response:
         """One request (with ``content`` as its body, if any), the answer's body read whole,
         with retries for temporary failures.
@@ -183,12 +184,16 @@ class HttpSession:
         ``decoded`` from any ``Content-Encoding``. ``sponsor``: a URL of the registry whose
         answer named ``url`` (a foreign layer's, an upload's location); by default ``url``
         is the registry's own, chosen by regfs. ``attempts``: as the place allows.
+        ``paced``: the body is progress (``Progress``), for a blob of megabytes (a zTOC)
+        that a slow link brings in more than ``timeout``.
         """
+        what = f"{method} {url}"
         return await self._retrying(
-            f"{method} {url}",
+            what,
             lambda: self._send_once(
                 method, url, headers, max_bytes, decoded=decoded, content=content,
                 sponsor=sponsor or url,
+                progress=Progress(self.timeout, what) if paced else None,
             ),
             attempts,
         )  # fmt: skip
@@ -359,6 +364,7 @@ class HttpSession:
         decoded: bool,
         content: bytes | None,
         sponsor: str,
+        progress: Progress | None,
     ) -> Response:
         extensions = _sponsored(sponsor)
         async with self._http.stream(
@@ -366,7 +372,9 @@ class HttpSession:
         ) as response:
             success = 200 <= response.status_code < 300
             limit = max_bytes if success else MAX_ERROR_BODY
-            body = await read_limited(response, limit, truncate=not success, decoded=decoded)
+            body = await read_limited(
+                response, limit, truncate=not success, decoded=decoded, progress=progress
+            )
             if not success:
                 raise self._failure(response, body, f"{method} {url}")
             return Response(response.status_code, response.headers, body, response.url)
