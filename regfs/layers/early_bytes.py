@@ -35,6 +35,7 @@ from regfs.layers.background import BackgroundWork
 from regfs.layers.formats.estargz_head import LOOKED_AT, marks_files
 from regfs.layers.layer_ref import LayerRef
 from regfs.registry.bodies import Consumer
+from regfs.registry.request_deadline import SharedProgress, leading, waiting_on
 from regfs.registry.retry_policy import MIN_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class EarlyBytes:
         self._serial = itertools.count()
         self._last_piece = trio.current_time()
         """When the last piece came (or the stream was told how far to go)."""
+        self._flowing = SharedProgress()
+        """The stream's progress (its pieces, once told how far to go), shared by those
+        waiting for its bytes."""
 
     @property
     def told(self) -> bool:
@@ -144,7 +148,8 @@ class EarlyBytes:
         """Feed the stream from the blob's start; a failure ends it (those waiting fetch
         what it did not bring)."""
         try:
-            await stream((0, self._size), self._consume)
+            with leading(self._flowing):
+                await stream((0, self._size), self._consume)
         finally:
             self._ended = True
             self._wake()
@@ -152,11 +157,13 @@ class EarlyBytes:
     async def take(self, start: int, end: int) -> bytes | None:
         """Bytes ``[start, end)`` once the stream has brought them, handed out once; None if
         it will not bring them, has handed them out, or brings nothing for
-        ``STALLED_AFTER`` seconds."""
+        ``STALLED_AFTER`` seconds. While it flows, its pieces are the waiter's progress
+        (``_flowing``): on a slow link a file far into the region comes after more than a
+        read's ``--timeout``."""
         while self._fed < end and not self._ended and end <= self._wanted:
             arrived = trio.Event()
             heappush(self._waiting, (end, next(self._serial), arrived))
-            with trio.move_on_at(self._last_piece + STALLED_AFTER):
+            with trio.move_on_at(self._last_piece + STALLED_AFTER), waiting_on(self._flowing):
                 await arrived.wait()
             if trio.current_time() >= self._last_piece + STALLED_AFTER:
                 return None

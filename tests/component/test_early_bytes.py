@@ -521,3 +521,27 @@ async def test_a_stream_ended_and_taken_leaves_its_slot_to_the_next_layer(
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert streamed == [first, second]
+
+
+async def test_a_read_waiting_for_a_stream_that_flows_shares_its_progress(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A read of a marked file 8 MiB into the region (python opening a module late in the
+    list) waits for a stream that brings 640 KB/s (a 5 Mbit/s link): 13 s, past a --timeout
+    of 2 s, while each 2 s brings some; it was EIO at 2 s."""
+    wanted = 2 * AHEAD_OF_TOC
+    early = EarlyBytes(len(BLOB))
+    early.want(wanted)
+
+    async def paced(span: tuple[int, int], consume: Consume) -> None:
+        for start in range(span[0], span[1], 64 << 10):
+            await trio.sleep(0.1)
+            if not await consume(BLOB[start : min(start + (64 << 10), span[1])]):
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(early.run, paced)
+        with request_deadline(2) as scope:
+            assert await early.take(wanted - 100, wanted) == BLOB[wanted - 100 : wanted]
+        assert not scope.cancelled_caught
+        nursery.cancel_scope.cancel()
