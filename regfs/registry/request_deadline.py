@@ -42,6 +42,8 @@ class _Request:
     timeout: float
     working: int = 0
     """Local work in progress (nested ``working`` blocks)."""
+    progressed_at: float = -math.inf
+    """When (trio clock) it last made progress; -inf: never."""
 
 
 _CURRENT: ContextVar[_Request | None] = ContextVar("regfs_request", default=None)
@@ -116,7 +118,18 @@ def moved_by_progress(scope: trio.CancelScope, timeout: float) -> Iterator[None]
         _MOVED.reset(token)
 
 
+def idle_for() -> float | None:
+    """Seconds since the current request last made progress, if it ever did: what its
+    timeout's message says when a body stopped coming (None: outside a request, or
+    nothing came)."""
+    request = _CURRENT.get()
+    if request is None or math.isinf(request.progressed_at):
+        return None
+    return trio.current_time() - request.progressed_at
+
+
 def _extend(request: _Request) -> None:
+    request.progressed_at = trio.current_time()
     if not request.working and not math.isinf(request.timeout):
         request.scope.deadline = max(request.scope.deadline, trio.current_time() + request.timeout)
 

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from regfs.domain.errors import Unavailable
-from regfs.registry.request_deadline import moved_by_progress, progressed
+from regfs.registry.request_deadline import idle_for, moved_by_progress, progressed
 
 MAX_ATTEMPTS = 4
 HANDOVER_ATTEMPTS = 1
@@ -81,9 +81,10 @@ class Deadline:
                                   "before (the request's --timeout)")  # fmt: skip
             # tenths: the caller's scope (a FUSE request's) began a moment before this one
             waited = round(now - self._started, 1)
-            if self._moved is not None and waited > self._seconds:
+            idle = self._seconds if self._moved is not None else idle_for()
+            if idle is not None and idle < waited:  # it came, then stopped
                 raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s, "
-                                  f"nothing for {self._seconds:g}s")  # fmt: skip
+                                  f"nothing for the last {idle:.1f}s")  # fmt: skip
             raise Unavailable(f"{self._what}: {self._missing} within {waited:g}s")
 
 

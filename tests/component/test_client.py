@@ -855,3 +855,26 @@ async def test_a_whole_blob_that_keeps_coming_is_read_past_the_timeout(
         data = await client_for(handler, timeout=2).get_blob(HOST, "a", Digest.of(blob), 8 << 20)
     assert not scope.cancelled_caught
     assert data == blob
+
+
+async def test_a_download_that_stops_says_for_how_long_nothing_came(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A layer's first download inside a FUSE request: 2 MiB came in 4 s, then nothing
+    (the link dropped). The request ends 3 s later, and its one log line says so; it said
+    "the whole body not received within 7s", as if 7 s were the timeout."""
+
+    class Drops(Paced):
+        async def __anext__(self) -> bytes:
+            if not self.body:
+                await trio.sleep_forever()
+            return await super().__anext__()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Drops(b"x" * (2 << 20), 256 << 10, 0.5))
+
+    with request_deadline(3), pytest.raises(Unavailable) as failure:
+        await client_for(handler, timeout=3).download_blob(
+            HOST, "a", Digest.of(b""), CollectingSink()
+        )
+    assert str(failure.value).endswith("not received within 7s, nothing for the last 3.0s")
