@@ -222,3 +222,26 @@ def test_names_below_a_host_whose_catalog_pages_outlast_the_timeout_are_found_on
         proxy.stop()
     assert proxy.requests_by_path["/v2/_catalog"] * FAR.rtt > 2  # longer than the timeout
     assert "no answer within" not in mount.log()
+
+
+def test_a_marked_file_far_into_the_start_stream_is_read_on_a_link_slower_than_the_timeout(
+    registry: Registry, estargz: EstargzConverter, tmp_path: Path
+) -> None:
+    """An eStargz image whose builder marked two files, the one read 6 MiB into the
+    marked region: at 4 Mbit/s the stream of the blob's start reaches it after 12 s, past
+    the --timeout of 3 s, and the read waits for that stream while it flows; it was EIO."""
+    files = {"app/first.bin": os.urandom(6 << 20), "app/second.bin": os.urandom(1 << 20),
+             "etc/os-release": b"ID=hotel\n"}  # fmt: skip
+    record = tmp_path / "record.json"
+    record.write_text("".join(json.dumps({"path": path}) + "\n" for path in list(files)[:2]))
+    pushed_estargz(registry, estargz, tmp_path, "network/marked", files,
+                   "--estargz-record-in", str(record))  # fmt: skip
+    proxy = CountingProxy(registry.port, profile=HOTEL)
+    mount = Mount(tmp_path / "mnt", "--timeout", "3")
+    try:
+        second = mount / proxy.host / "network/marked/1/rootfs/app/second.bin"
+        assert second.read_bytes() == files["app/second.bin"]
+    finally:
+        mount.close()
+        proxy.stop()
+    assert "prefetched the first" in mount.log()
