@@ -1,11 +1,12 @@
 """Asking a registry when the cache has an answer to fall back on.
 
-Cache layer: imports nothing from regfs above it but the domain. What the cache keeps
-(a confirmed manifest, config or layer; the last tag list) is used while a registry
-cannot be reached: it failed with ``Unavailable`` (refused, reset, DNS, 5xx, 429 after
-the session's retries, its deadline passed), or gave no answer within ``patience``. A
-refusal (401/403) or "unknown" (404) from a registry that answered is never an outage:
-it is the caller's to raise, so revoked access and deleted tags take effect at once.
+Cache layer: imports nothing from regfs but the domain and the request deadline. What
+the cache keeps (a confirmed manifest, config or layer; the last tag list) is used while
+a registry cannot be reached: it failed with ``Unavailable`` (refused, reset, DNS, 5xx,
+429 after the session's retries, its deadline passed), or gave no answer within
+``patience`` (each piece of an answer, a catalog's page, gives it ``patience`` more). A
+refusal (401/403) or "unknown" (404) from a registry that answered is never an outage: it
+is the caller's to raise, so revoked access and deleted tags take effect at once.
 
 A host found unreachable is not asked again for ``RECHECK`` seconds by callers that have
 something to fall back on, so a listing of many names during an outage costs no wait per
@@ -23,6 +24,7 @@ from typing import TypeVar
 import trio
 
 from regfs.domain.errors import RegfsError, Unavailable
+from regfs.registry.request_deadline import moved_by_progress
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class Reachability:
         give_up = min(
             trio.current_time() + self._patience, trio.current_effective_deadline() - MARGIN
         )
-        with trio.move_on_at(give_up):
+        # a registry that keeps answering (a catalog's pages) is not away: its progress
+        # moves the wait, as it moves the request's
+        with trio.move_on_at(give_up) as waited, moved_by_progress(waited, self._patience):
             try:
                 return await self._asked(host, ask)
             except Unavailable:

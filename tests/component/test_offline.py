@@ -16,7 +16,8 @@ import pyfuse3
 import pytest
 import trio
 
-from regfs.cache.reachability import RECHECK
+from regfs.cache.reachability import RECHECK, Reachability
+from regfs.registry.request_deadline import progressed, request_deadline
 from regfs.tree.last_answers import StalePolicy
 from tests.support.crafted import directory, gzip_layer, member
 from tests.support.fuse_harness import HOST, Kernel, errno_of, readdir_reply
@@ -179,3 +180,26 @@ async def test_a_tag_the_kept_list_lacks_is_eio_naming_the_unanswered_head(
         assert trio.current_time() - start <= 5
     failures = [r.getMessage() for r in caplog.records if r.name == "regfs.fuse"]
     assert failures == [f"lookup: {HOST}: /v2/app/manifests/new: no answer within 5s"]
+
+
+@pytest.mark.parametrize("progressing", [True, False])
+async def test_a_registry_that_keeps_answering_past_the_patience_is_not_away(
+    autojump_clock: trio.abc.Clock, progressing: bool
+) -> None:
+    """A catalog kept from before, asked again on a far link: its 20 pages take 6 s, past
+    the patience of 1 s (half a --timeout of 2), each in 0.3 s. It was "cannot be reached",
+    the kept catalog shown as stale with a warning; only a registry that brings nothing for
+    the patience is away."""
+    reachability = Reachability(patience=1.0)
+
+    async def pages() -> str:
+        for _ in range(20):
+            await trio.sleep(0.3)
+            if progressing:
+                progressed()
+        return "fresh"
+
+    with request_deadline(2.0):
+        answer = await reachability.ask("far.example", pages, "kept")
+    assert answer == ("fresh" if progressing else "kept")
+    assert bool(reachability.unreachable()) is not progressing

@@ -245,3 +245,26 @@ def test_a_marked_file_far_into_the_start_stream_is_read_on_a_link_slower_than_t
         mount.close()
         proxy.stop()
     assert "prefetched the first" in mount.log()
+
+
+def test_a_kept_catalog_is_not_shown_stale_for_a_far_registry_that_keeps_answering(
+    pushed: Pushed, tmp_path: Path
+) -> None:
+    """A second mount on the same cache asks for the 61-page catalog again with a kept
+    one to fall back on, so the registry gets half of --timeout 4: 2 s, where its pages
+    take 6 s on ``far``, each in 0.1 s. It was 'cannot be reached', and the kept catalog
+    was shown marked stale with a warning."""
+    proxy = CountingProxy(pushed.registry.port, profile=FAR)
+    cache = tmp_path / "cache"
+    try:
+        for name in ("first", "second"):
+            mount = Mount(tmp_path / name, "--timeout", "4", "--cache-dir", str(cache))
+            try:
+                assert "library" in os.listdir(mount / proxy.host)
+                with pytest.raises(OSError):
+                    os.getxattr(mount / proxy.host, "user.regfs.stale")
+            finally:
+                mount.close()
+    finally:
+        proxy.stop()
+    assert "cannot be reached" not in mount.log()
