@@ -39,6 +39,21 @@ def test_the_wheel_ships_the_layer_index_schema(installed_regfs: Path) -> None:
     assert "CREATE TABLE" in Path(probe.stdout.strip()).read_text()
 
 
+def test_df_counts_no_inodes_used_on_a_browse_or_a_store_mount(mnt: Mount, tmp_path: Path) -> None:
+    """A count with none free read as 100 % used: monitoring alerts on a writable mount."""
+    store = Mount(tmp_path / "store", "--layer-store")
+    try:
+        for mount in (mnt, store):
+            os.listdir(mount.path)
+            status = os.statvfs(mount.path)
+            assert (status.f_files, status.f_ffree, status.f_blocks) == (0, 0, 0)
+            shown = subprocess.run(["df", "--output=iused,ipcent", str(mount.path)],
+                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
+            assert shown.split()[-2:] == ["0", "-"], shown
+    finally:
+        store.close()
+
+
 def test_mount_refuses_a_missing_mountpoint(tmp_path: Path) -> None:
     result = regfs("mount", str(tmp_path / "missing"))
     assert result.returncode == 1
