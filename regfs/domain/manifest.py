@@ -6,6 +6,8 @@ parses into these frozen types or raises ``MalformedContent``, never anything el
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,10 @@ class Descriptor:
     """Covered by the manifest's digest: a layer's eStargz TOC digest is trusted from here."""
     artifact_type: str = ""
     """What an artifact is (in a referrers list: a SOCI index, a signature…)."""
+    data: bytes | None = None
+    """The content itself, embedded (OCI 1.1 ``data``, base64): unchecked here; used only
+    once it hashes to ``digest`` (the manifest's digest vouches for the manifest, not for
+    this field matching the content it names)."""
 
     def annotation(self, name: str) -> str | None:
         return next((value for key, value in self.annotations if key == name), None)
@@ -150,7 +156,19 @@ def _descriptor(value: Any, what: str) -> Descriptor:
         urls=tuple(urls),
         annotations=annotations,
         artifact_type=_field(value, "artifactType", str, what, default=""),
+        data=_embedded(value.get("data")),
     )
+
+
+def _embedded(encoded: object) -> bytes | None:
+    """The descriptor's ``data``, decoded; None if absent or not base64 (the content is
+    then fetched by its digest, as it would be without the field)."""
+    if not isinstance(encoded, str):
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return None
 
 
 def _annotations(document: dict[str, Any], what: str) -> tuple[tuple[str, str], ...]:

@@ -29,6 +29,7 @@ from regfs.domain.errors import (
     NotFound,
     ProtocolError,
     RegfsError,
+    VerificationFailed,
 )
 from regfs.domain.manifest import (
     Descriptor,
@@ -37,6 +38,7 @@ from regfs.domain.manifest import (
     signed_content,
     verified_manifest,
 )
+from regfs.domain.verify import verified
 from regfs.tree.last_answers import (
     ALWAYS_STALE,
     LastAnswers,
@@ -331,9 +333,17 @@ class RegistryMetadata:
         return await self._cached(self._images, (host, repository, digest), fetch)
 
     async def config(self, host: str, repository: str, descriptor: Descriptor) -> bytes:
-        """A config blob, checked against its descriptor's digest and size."""
+        """A config blob, checked against its descriptor's digest and size: the one the
+        manifest embeds (``data``, an artifact's empty config often is) if it matches,
+        with no request, else fetched."""
 
         async def fetch() -> bytes:
+            if descriptor.data is not None:
+                try:
+                    return verified(descriptor.data, descriptor.digest, size=descriptor.size,
+                                    what="embedded config data")  # fmt: skip
+                except VerificationFailed as error:
+                    log.info("%s/%s: %s: fetched instead", host, repository, error)
             limit = min(descriptor.size or MAX_CONFIG_BYTES, MAX_CONFIG_BYTES)
             return await self._by_digest.blob(
                 host,

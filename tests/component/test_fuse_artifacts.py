@@ -5,6 +5,7 @@ entries would make no file name. In-memory registry, autojump clock."""
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import logging
@@ -129,3 +130,20 @@ async def test_index_entries_whose_platform_makes_no_file_name_are_left_out(
     assert names == [b"manifest", b"linux-amd64", b"config", b"rootfs"]
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 5 and all("no file name" in line for line in said), said
+
+
+@pytest.mark.parametrize("embedded", [EMPTY_CONFIG[1], b"{ }"])
+async def test_a_config_the_manifest_embeds_is_read_from_it_only_if_it_matches(
+    autojump_clock: trio.abc.Clock, registry: MemoryRegistry, kernel: Kernel, embedded: bytes
+) -> None:
+    """OCI 1.1 ``data``: an artifact's empty config often comes in the manifest, so no
+    request is needed; data that is not the content the digest names is never shown."""
+    stored = registry.repositories.setdefault("art", Repository())
+    stored.blobs[sha256(EMPTY_CONFIG[1])] = EMPTY_CONFIG[1]
+    config = {**descriptor(*EMPTY_CONFIG), "data": base64.b64encode(embedded).decode()}
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+    digest = registry.put_manifest("art", "embedded", json.dumps(manifest).encode(), OCI_MANIFEST)
+    image = f"{HOST}/art/{digest.replace(':', '-')}"
+    assert await kernel.read(f"{image}/config") == EMPTY_CONFIG[1]
+    fetched = registry.blob_gets(sha256(EMPTY_CONFIG[1]))
+    assert fetched == (0 if embedded == EMPTY_CONFIG[1] else 1)
