@@ -8,80 +8,27 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from regfs import __version__
-from regfs.domain.errors import MalformedContent
-from regfs.domain.platform import Platform, host_platform
-
-CACHE_DIR_DEFAULT = "$XDG_CACHE_HOME/regfs, or ~/.cache/regfs"
-"""``_default_cache_dir`` for ``--help`` and the man page, which is shipped built: it
-cannot name the home of the machine that built it."""
-
-
-def _default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return absolute_path(os.path.join(cache, "regfs"))
-
-
-def absolute_path(text: str) -> Path:
-    """A path option, made absolute against the directory the command was run in: the
-    daemon leaves that directory (it must not keep it busy), and ``regfs status`` tells
-    scripts running anywhere where the cache dir is."""
-    return Path(os.path.abspath(text))
-
-
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_bytes(text: str) -> int:
-    """``10G``, ``512M``, ``1T`` or plain bytes (binary units, an optional ``iB``/``B``)."""
-    number = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
-    try:
-        value = float(number[: len(number) - len(unit)]) * _SIZE_UNITS[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10G, 512M)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
-    return int(value)
-
-
-def parse_size(text: str) -> int:
-    """A cache size: bytes as ``parse_bytes`` reads them, at least 64 MiB."""
-    value = parse_bytes(text)
-    if value < 64 << 20:
-        raise argparse.ArgumentTypeError(f"cache size {text!r} is below the 64M minimum")
-    return value
-
-
-def _span_size(text: str) -> int:
-    value = parse_bytes(text)
-    if not 64 << 10 <= value <= 64 << 20:
-        raise argparse.ArgumentTypeError(f"span size {text!r} is not within 64K and 64M")
-    return value
-
-
-def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except MalformedContent as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+from regfs.commands.option_values import (
+    CACHE_DIR_DEFAULT,
+    absolute_path,
+    default_cache_dir,
+    parse_bytes,
+    parse_size,
+    platform,
+    positive,
+    span_size,
+)
+from regfs.domain.platform import host_platform
 
 
 def _add_registry_options(command: argparse.ArgumentParser) -> None:
     """Options of every command that talks to registries."""
     command.add_argument(
         "--platform",
-        type=_platform,
+        type=platform,
         default=host_platform(),
         help="os/arch[/variant] an index dir shows by default (default: this machine's)",
     )
@@ -122,7 +69,7 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive,
         default=30.0,
         metavar="SECONDS",
         help="deadline, retries and mirrors included: in a mount, for each request the "
@@ -148,7 +95,7 @@ def _add_cache_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--cache-dir",
         type=absolute_path,
-        default=_default_cache_dir(),
+        default=default_cache_dir(),
         help=f"layer indexes and chunks, kept across mounts (default: {CACHE_DIR_DEFAULT})",
     )
     _add_cache_size_option(
@@ -184,7 +131,7 @@ def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     _add_registry_options(mount)
     mount.add_argument(
         "--metadata-ttl",
-        type=_positive,
+        type=positive,
         default=60.0,
         metavar="SECONDS",
         help="how long catalogs, tag lists and tag targets are trusted (default: 60)",
@@ -199,7 +146,7 @@ def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     mount.add_argument(
         "--max-stale",
-        type=_positive,
+        type=positive,
         default=math.inf,
         metavar="SECONDS",
         help="show a registry's last answer while it cannot be reached only if it is at "
@@ -298,7 +245,7 @@ def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         command.add_argument(
             "--cache-dir",
             type=absolute_path,
-            default=_default_cache_dir(),
+            default=default_cache_dir(),
             help=f"the cache dir of the mounts (default: {CACHE_DIR_DEFAULT})",
         )
         _add_shared_cache_option(command)
@@ -311,7 +258,7 @@ def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                 "reference", metavar="IMAGE", help="HOST[:PORT]/REPOSITORY:TAG or …@DIGEST"
             )
         if name == "pin":
-            command.add_argument("--platform", type=_platform, default=host_platform(),
+            command.add_argument("--platform", type=platform, default=host_platform(),
                                  help="os/arch[/variant] whose image of an index is pinned "
                                  "(default: this machine's)")  # fmt: skip
             _add_cache_size_option(
@@ -389,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_options(push)
     push.add_argument(
         "--span-size",
-        type=_span_size,
+        type=span_size,
         default="4M",  # layers/ztoc_builder.py's DEFAULT_SPAN_SIZE, without importing it
         metavar="SIZE",
         help="uncompressed bytes between checkpoints: what one read fetches at least "
