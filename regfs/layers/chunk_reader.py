@@ -24,7 +24,7 @@ from regfs.layers.formats.compression import (
 )
 from regfs.layers.formats.inflate import inflate_from_checkpoint
 from regfs.layers.index.layer_index import LayerIndex
-from regfs.layers.pieces import Deliver, Piece
+from regfs.layers.piece_claims import Deliver, Piece
 from regfs.layers.reader_base import Reader
 from regfs.layers.streams import Priority
 

@@ -24,7 +24,8 @@ from regfs.cache.temporaries import write_atomically
 from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
+from regfs.layers.piece_claims import Deliver, Made, Piece
+from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.reader_base import ReadContext, fetch_in_runs, joined
 from regfs.layers.streams import Priority
 from regfs.registry.client import RegistryClient

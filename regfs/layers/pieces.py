@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import cachetools
 import trio
@@ -42,7 +42,8 @@ from regfs.cache.chunks import ChunkCache, load_verified
 from regfs.cache.memory import keep
 from regfs.domain.errors import MalformedContent, RegfsError, VerificationFailed
 from regfs.domain.verify import verified_sha256
-from regfs.registry.request_deadline import SharedProgress, leading, waiting_on
+from regfs.layers.piece_claims import Claim, Fetch, Flight, Made, Piece
+from regfs.registry.request_deadline import leading, waiting_on
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +54,6 @@ FETCH_ATTEMPTS = 2
 """A piece damaged on the way (it does not decompress, or hash right) is fetched once more."""
 
 S = TypeVar("S")
-
-
-@dataclass(frozen=True, slots=True)
-class Piece(Generic[S]):
-    """A piece of a layer's stream: ``size`` bytes at ``start``, hashing to ``sha256``,
-    made from ``source`` (what its reader needs: a TOC chunk, a chunk number)."""
-
-    sha256: bytes
-    start: int
-    size: int
-    source: S
-    what: str
-    """Names the piece in messages: the layer and where in it."""
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
-
-
-Made = Sequence[tuple[Piece[S], "bytes | MalformedContent"]]
-"""Pieces a fetch made, each with its bytes (unchecked) or why they could not be made."""
-Deliver = Callable[[Made[S]], Awaitable[None]]
-Fetch = Callable[[Sequence[Piece[S]], Deliver[S]], Awaitable[None]]
-"""``fetch(missing, deliver)``: make the missing pieces, handing them to ``deliver`` as
-they come; a failure of the network raises (the pieces not yet delivered fail with it)."""
 
 
 @dataclass(slots=True)
@@ -101,21 +77,6 @@ class PieceMemory(cachetools.LRUCache[bytes, bytes]):
         name, data = super().popitem()
         self.unsaved.discard(name)
         return name, data
-
-
-class _Flight:
-    """One piece being fetched. Done with ``data`` or ``error``, or with neither if its
-    fetcher was cancelled: a waiter then fetches it itself. ``progress``: its fetcher's,
-    which is a waiter's too (a run of megabytes on a slow link takes longer than a
-    waiting read's ``--timeout`` while it keeps coming)."""
-
-    __slots__ = ("data", "done", "error", "progress")
-
-    def __init__(self, progress: SharedProgress) -> None:
-        self.done = trio.Event()
-        self.data: bytes | None = None
-        self.error: RegfsError | None = None
-        self.progress = progress
 
 
 def _checked(made: Made[S]) -> list[bytes | RegfsError]:
@@ -146,62 +107,11 @@ def _stored_named(chunks: ChunkCache, data: bytes) -> bytes:
     return sha256
 
 
-class _Claim(Generic[S]):
-    """The pieces one caller has claimed (each in flight under its name until it ends)."""
-
-    def __init__(self, flights: dict[bytes, _Flight]) -> None:
-        self._flights = flights
-        self.progress = SharedProgress()
-        """The progress of this claim's fetch, shared by everyone waiting on its pieces."""
-        self._mine: dict[bytes, _Flight] = {}
-        self.pieces: dict[bytes, Piece[S]] = {}
-        """Claimed and not ended yet."""
-        self.unsaved: list[tuple[bytes, bytes]] = []
-        """Asked for and found in memory, not on disk yet: the caller stores them."""
-        self.along: set[bytes] = set()
-        """Claimed pieces nobody asked for (a TOC miss's neighbours): fetched with the
-        others, kept in memory only, let go if they cannot be made."""
-
-    def add(self, piece: Piece[S], *, along: bool = False) -> None:
-        self._mine[piece.sha256] = self._flights[piece.sha256] = _Flight(self.progress)
-        self.pieces[piece.sha256] = piece
-        if along:
-            self.along.add(piece.sha256)
-
-    @property
-    def asked(self) -> int:
-        """Claimed pieces someone asked for, not ended yet."""
-        return len(self.pieces) - len(self.along)
-
-    def resolve(self, sha256: bytes, data: bytes) -> None:
-        self._end(sha256, data=data)
-
-    def fail(self, sha256: bytes, error: RegfsError) -> None:
-        self._end(sha256, error=error)
-
-    def abandon(self, names: Iterable[bytes] | None = None) -> None:
-        """End the flights of ``names`` (by default all still open) with no outcome: the
-        fetcher was cancelled, or the piece is on disk; whoever waits asks again."""
-        for sha256 in list(self.pieces) if names is None else names:
-            self._end(sha256)
-
-    def _end(
-        self, sha256: bytes, *, data: bytes | None = None, error: RegfsError | None = None
-    ) -> None:
-        del self.pieces[sha256]
-        self.along.discard(sha256)
-        flight = self._mine.pop(sha256)
-        if self._flights.get(sha256) is flight:
-            del self._flights[sha256]
-        flight.data, flight.error = data, error
-        flight.done.set()
-
-
 class VerifiedPieces:
     def __init__(self, chunks: ChunkCache) -> None:
         self.chunks = chunks
         self._memory = PieceMemory(MEMORY_BYTES)
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, Flight] = {}
         self._failed: cachetools.TTLCache[bytes, RegfsError] = cachetools.TTLCache(
             1024, FAILURE_MEMORY, timer=trio.current_time
         )
@@ -263,12 +173,12 @@ class VerifiedPieces:
 
     def _claim(
         self, wanted: Sequence[Piece[S]], found: dict[bytes, bytes], *, waits: bool
-    ) -> tuple[dict[bytes, _Flight], _Claim[S]]:
+    ) -> tuple[dict[bytes, Flight], Claim[S]]:
         """Sort ``wanted`` into those in memory (put in ``found``), those another caller
         is fetching (returned to wait for, if ``waits``) and those claimed here, each now
         in flight. A piece whose fetch failed a moment ago raises that failure."""
-        waiting: dict[bytes, _Flight] = {}
-        claim = _Claim[S](self._flights)
+        waiting: dict[bytes, Flight] = {}
+        claim = Claim[S](self._flights)
         for piece in wanted:
             sha256 = piece.sha256
             data = self._memory.get(sha256)
@@ -294,7 +204,7 @@ class VerifiedPieces:
         if pieces:
             await trio.to_thread.run_sync(_stored, self.chunks, pieces)
 
-    def _claim_along(self, claim: _Claim[S], along: Sequence[Piece[S]]) -> None:
+    def _claim_along(self, claim: Claim[S], along: Sequence[Piece[S]]) -> None:
         """Claim the pieces of ``along`` not claimed, in memory, on their way, or just
         failed."""
         for piece in _unique(along):
@@ -320,7 +230,7 @@ class VerifiedPieces:
         return [sha256 for sha256 in names if self.chunks.has(sha256)]
 
     async def _fetch(
-        self, claim: _Claim[S], fetch: Fetch[S], found: dict[bytes, bytes], *,
+        self, claim: Claim[S], fetch: Fetch[S], found: dict[bytes, bytes], *,
         remember_failures: bool,
     ) -> None:  # fmt: skip
         """Fetch the pieces still claimed into the caches and ``found``; those damaged on
@@ -373,7 +283,7 @@ class VerifiedPieces:
             self._fail(claim, sha256, damaged[sha256], remember=remember_failures)
         raise first
 
-    def _fail(self, claim: _Claim[S], sha256: bytes, error: RegfsError, *, remember: bool) -> None:
+    def _fail(self, claim: Claim[S], sha256: bytes, error: RegfsError, *, remember: bool) -> None:
         if remember:
             self._failed[sha256] = error
         claim.fail(sha256, error)

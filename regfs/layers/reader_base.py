@@ -23,7 +23,8 @@ from regfs.cache.flight import SingleFlight
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.layers.coalesce import STREAMED_RUN, runs
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.pieces import Deliver, Made, Piece, VerifiedPieces
+from regfs.layers.piece_claims import Deliver, Made, Piece
+from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.streams import Priority, Streams
 
 S = TypeVar("S")

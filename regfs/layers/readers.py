@@ -24,7 +24,7 @@ from regfs.layers.formats.toc import TocChunk, chunk_bytes
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.index.meta import IndexKind, IndexMeta
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.pieces import Deliver, Made, Piece
+from regfs.layers.piece_claims import Deliver, Made, Piece
 from regfs.layers.reader_base import PieceReader, ReadContext, Reader, fetch_in_runs, joined
 from regfs.layers.streams import Priority
 

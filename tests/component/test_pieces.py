@@ -16,7 +16,8 @@ import trio.testing
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent, Unavailable, VerificationFailed
-from regfs.layers.pieces import Deliver, Piece, VerifiedPieces
+from regfs.layers.piece_claims import Deliver, Piece
+from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.streams import Priority, Streams
 from regfs.registry.request_deadline import progressed, request_deadline
 
