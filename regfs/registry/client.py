@@ -36,7 +36,9 @@ from regfs.registry.config import ClientConfig
 from regfs.registry.credentials import Anonymous, CredentialProvider
 from regfs.registry.errors import UnexpectedStatus
 from regfs.registry.guard import Resolve, resolve
-from regfs.registry.http import HostStats, HttpSession
+from regfs.registry.host_stats import HostStats
+from regfs.registry.http import HttpSession, Response
+from regfs.registry.pages import follow_pages
 from regfs.registry.places import BlobSource, Places
 from regfs.registry.registries_conf import Endpoint
 from regfs.registry.request_deadline import progressed
@@ -51,7 +53,6 @@ MAX_LISTING_PAGE_BYTES = 32 << 20
 MAX_LISTING_BYTES = 64 << 20
 """All pages of one listing together (about a million names): beyond, the listing fails
 rather than hold an unbounded list in memory."""
-MAX_LISTING_PAGES = 100_000
 T = TypeVar("T")
 
 
@@ -133,30 +134,25 @@ class RegistryClient:
     async def _paginate(self, place: Endpoint, path: str, key: str) -> list[str]:
         """Every page's items. Each page is progress (``progressed``): a catalog of many
         pages on a far link takes longer than ``--timeout`` while each comes in time
-        (``MAX_LISTING_PAGES`` and ``MAX_LISTING_BYTES`` bound the whole)."""
+        (``pages.MAX_LISTING_PAGES`` and ``MAX_LISTING_BYTES`` bound the whole)."""
         host = place.host
         await self._places.ready(host)
-        url: str | None = self._places.url(host, path)
+        what = f"{host}: {path}"
         items: list[str] = []
-        seen: set[str] = set()
         received = 0
-        with self._session.deadline(f"{host}: {path}", moving=True):
-            while url is not None:
-                if url in seen or len(seen) >= MAX_LISTING_PAGES:
-                    raise ProtocolError(f"{host}: {path}: pagination loops at {url}")
-                seen.add(url)
-                response = await self._session.send(
-                    "GET", url, {}, MAX_LISTING_PAGE_BYTES, decoded=True, attempts=place.attempts
-                )
-                received += len(response.body)
-                if received > MAX_LISTING_BYTES:
-                    raise MalformedContent(
-                        f"{host}: {path}: listing larger than {MAX_LISTING_BYTES >> 20} MiB"
-                    )
-                items.extend(listings.string_list(response.body, key, f"{host}: {path}"))
-                progressed()
-                links = response.headers.get_list("link")
-                url = listings.next_page(links, str(response.url), f"{host}: {path}")
+
+        def take(response: Response) -> None:
+            nonlocal received
+            received += len(response.body)
+            if received > MAX_LISTING_BYTES:
+                raise MalformedContent(f"{what}: listing larger than {MAX_LISTING_BYTES >> 20} MiB")
+            items.extend(listings.string_list(response.body, key, what))
+            progressed()
+
+        with self._session.deadline(what, moving=True):
+            await follow_pages(self._session, self._places.url(host, path), what, take,
+                               headers={}, max_bytes=MAX_LISTING_PAGE_BYTES, decoded=True,
+                               attempts=place.attempts)  # fmt: skip
         return items
 
     # -- manifests ----------------------------------------------------------------------
@@ -267,21 +263,16 @@ class RegistryClient:
     async def _referrer_pages(self, url: str, what: str, attempts: int) -> ImageIndex:
         """The referrers API's answer, its pages (``Link: rel="next"``) joined."""
         manifests: list[Descriptor] = []
-        seen: set[str] = set()
-        next_url: str | None = url
+
+        def take(response: Response) -> None:
+            content_type = response.headers.get("content-type", "")
+            manifests.extend(_referrers_index(response.body, content_type, what).manifests)
+
         with self._session.deadline(what):
-            while next_url is not None:
-                if next_url in seen or len(seen) >= MAX_LISTING_PAGES:
-                    raise ProtocolError(f"{what}: pagination loops at {next_url}")
-                seen.add(next_url)
-                response = await self._session.send(
-                    "GET", next_url, {"Accept": mediatypes.OCI_INDEX}, MAX_MANIFEST_BYTES,
-                    attempts=attempts,
-                )  # fmt: skip
-                content_type = response.headers.get("content-type", "")
-                manifests += _referrers_index(response.body, content_type, what).manifests
-                links = response.headers.get_list("link")
-                next_url = listings.next_page(links, str(response.url), what)
+            await follow_pages(self._session, url, what, take,
+                               headers={"Accept": mediatypes.OCI_INDEX},
+                               max_bytes=MAX_MANIFEST_BYTES, decoded=False,
+                               attempts=attempts)  # fmt: skip
         return ImageIndex(mediatypes.OCI_INDEX, tuple(manifests))
 
     # -- writing (regfs index push) -----------------------------------------------------

@@ -17,7 +17,7 @@ from regfs.domain.digest import Digest
 from regfs.domain.errors import AccessDenied, MalformedContent, ProtocolError, Unavailable
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
-from regfs.registry.http import SILENT_PROBE, UNREACHABLE_RECHECK
+from regfs.registry.host_stats import SILENT_PROBE, UNREACHABLE_RECHECK
 from regfs.registry.request_deadline import request_deadline
 from regfs.registry.retry_policy import MAX_ATTEMPTS
 from tests.support.fake_transport import CollectingSink, Handler, StreamingTransport, unread

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from regfs.registry.http import SILENT_PROBE
+from regfs.registry.host_stats import SILENT_PROBE
 from tests.mount.conftest import Pushed
 from tests.support import schema1
 from tests.support.fake_registry import FakeRegistry, Reply

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from regfs.registry.http import SILENT_PROBE
+from regfs.registry.host_stats import SILENT_PROBE
 from tests.mount.conftest import BASIC_USER
 from tests.support import images, soci
 from tests.support.estargz import EstargzConverter
