@@ -23,8 +23,7 @@ from pathlib import Path
 import trio
 
 from regfs.cache import locks
-from regfs.domain.errors import Unavailable
-from regfs.registry.request_deadline import blocked_on, progressed, request_expired
+from regfs.registry.request_deadline import blocked_on, progressed
 
 POLL_LIMIT = 0.5
 """Longest pause between two tries of the lock (they start at 10 ms and double): the
@@ -39,17 +38,12 @@ async def file_lock(path: Path, what: str = "", landing: Path | None = None) -> 
     for progress; ``what`` names the layer in the error a holder's stall makes."""
     watched = Landing(landing)
     delay = 0.01
-    try:
-        with blocked_on(lambda: watched.stalled(what, path)):
-            while (descriptor := locks.try_lock(path)) is None:
-                await trio.sleep(delay)
-                delay = min(delay * 2, POLL_LIMIT)
-                if watched.grew():
-                    progressed()
-    except trio.Cancelled:
-        if request_expired():
-            raise Unavailable(watched.stalled(what, path)) from None
-        raise
+    with blocked_on(lambda: watched.stalled(what, path)):
+        while (descriptor := locks.try_lock(path)) is None:
+            await trio.sleep(delay)
+            delay = min(delay * 2, POLL_LIMIT)
+            if watched.grew():
+                progressed()
     try:
         yield
     finally:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import trio
 
+from regfs.domain.errors import Unavailable
+
 
 @dataclass(slots=True, eq=False)
 class _Request:
@@ -184,17 +186,22 @@ def _waited_on_by(
 
 @contextlib.contextmanager
 def blocked_on(describe: Callable[[], str]) -> Iterator[None]:
-    """The work this task leads waits, while inside, for what ``describe()`` names (another
-    process): a request waiting on the work that times out says so."""
+    """This task waits, while inside, for what ``describe()`` names (another process): a
+    request whose ``--timeout`` passes meanwhile fails with that, here or waiting on the
+    work this task leads (``SharedProgress.blocked_on``)."""
     shared = _SHARED.get()
-    if shared is None:
-        yield
-        return
-    saved, shared.blocked_on = shared.blocked_on, describe
+    saved = shared.blocked_on if shared is not None else None
+    if shared is not None:
+        shared.blocked_on = describe
     try:
         yield
+    except trio.Cancelled:
+        if request_expired():
+            raise Unavailable(describe()) from None
+        raise
     finally:
-        shared.blocked_on = saved
+        if shared is not None:
+            shared.blocked_on = saved
 
 
 @contextlib.contextmanager
