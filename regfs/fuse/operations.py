@@ -222,8 +222,7 @@ class Operations(pyfuse3.Operations):
         ``LISTINGS_PAGED_AT_ONCE`` most recent, by directory) while readers page through
         it, to its end and the kernel's last call past the end: offsets stay valid however
         the registry changes meanwhile, and one kept listing serves several readers at
-        once. A reader whose listing was dropped
-        gets a fresh one, as after a rewinddir.
+        once. A reader whose listing was dropped gets a fresh one, as after a rewinddir.
         """
         directory = self._directory(fh)
         entries = self._paged.get(fh) if start_id else None
@@ -251,7 +250,8 @@ class Operations(pyfuse3.Operations):
     ) -> bool:
         """``.`` and ``..`` from ``start_id`` on, as every local filesystem lists them
         (``ls -a``, tools comparing trees); False once the kernel's buffer is full. The
-        kernel takes no reference for them, so none is counted."""
+        kernel takes no reference for them, so none is counted, and keeps only their
+        numbers and types (``..`` carries this directory's other attributes)."""
         here = await directory.stat()
         for position in range(start_id, len(DOTS)):
             number = inode if position == 0 else self.inodes.parent_of(inode)
