@@ -54,10 +54,21 @@ def entry_stat(entry: IndexEntry, nlink: int | None = None) -> Stat:
         immutable=True,
         mtime_ns=entry.mtime_ns,
         nlink=1 if kind is Kind.DIRECTORY else (nlink if nlink is not None else entry.nlink),
-        uid=entry.uid,
-        gid=entry.gid,
+        uid=as_extracted(entry.uid),
+        gid=as_extracted(entry.gid),
         rdev=rdev,
     )
+
+
+NO_ID = (1 << 32) - 1
+"""The id ``(uid_t) -1``: to chown(2) it means "leave this id as it is"."""
+
+
+def as_extracted(owner: int) -> int:
+    """The id an unpacked file gets for a member's uid or gid. For ``(uid_t) -1``, GNU tar
+    and umoci, extracting as root, call chown with it and the file keeps root's id, 0; shown
+    as is, the kernel would make it the overflow id, 65534."""
+    return 0 if owner == NO_ID else owner
 
 
 NOT_FROM_IMAGES = frozenset({b"security.selinux"})

@@ -99,6 +99,7 @@ LAYERS = {
             )
         ),
     ],
+    "no-owner-id": [pax(member("f", b"f\n", uid=2**32 - 1, gid=2**32 - 1))],
     "files-below-a-lower-symlink": [
         pax(directory("t"), member("d/a", b"a\n")),
         pax(member(".wh.d"), member("d", None, type=SYMLINK, linkname="t")),
@@ -263,3 +264,19 @@ def test_an_selinux_label_in_a_layer_is_not_shown(registry: Registry, mount: Mou
         with pytest.raises(OSError) as raised:
             os.getxattr(path, "security.selinux")
         assert raised.value.errno == errno.ENODATA
+
+
+def test_an_owner_id_of_minus_one_is_root_as_tar_extracts_it(
+    registry: Registry, mount: Mount, tmp_path: Path
+) -> None:
+    """``(uid_t) -1`` tells chown(2) to leave the id: GNU tar run as root leaves 0 there,
+    where the kernel would show the overflow id (65534) for the number itself."""
+    (tmp_path / "layer.tar").write_bytes(LAYERS["no-owner-id"][0])
+    (tmp_path / "out").mkdir()
+    subprocess.run(["tar", "-x", "--same-owner", "--numeric-owner", "-f", tmp_path / "layer.tar",
+                    "-C", tmp_path / "out"], check=True)  # fmt: skip
+    extracted = (tmp_path / "out/f").stat()
+    assert (extracted.st_uid, extracted.st_gid) == (0, 0)
+    for top in ("0", "rootfs"):
+        shown = (image(mount, registry, "no-owner-id") / top / "f").stat()
+        assert (shown.st_uid, shown.st_gid) == (extracted.st_uid, extracted.st_gid)
