@@ -55,7 +55,7 @@ async def download(
 
     async def fetch(source: BlobSource) -> None:
         await sink.restart()
-        progress = Progress(timeout, source.what)
+        progress = Progress(timeout, source.what, link=session.link)
         received = 0
 
         async def consume(data: bytes) -> bool:

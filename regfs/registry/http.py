@@ -59,7 +59,7 @@ from regfs.registry.guard import (
     resolve,
 )
 from regfs.registry.host_stats import SILENT_PROBE, UNREACHABLE_RECHECK, HostStats
-from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, Progress, backoff
+from regfs.registry.retry_policy import MAX_ATTEMPTS, Deadline, Progress, SharedLink, backoff
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class HttpSession:
         self.timeout = timeout
         self.hosts: dict[str, HostStats] = {}
         """Requests and the last failure, by host[:port] asked."""
+        self.link = SharedLink()
+        """The bodies being received at once, which share the machine's link."""
         self._http = httpx.AsyncClient(
             auth=RegistryAuth(credentials, self._exchange_token),
             follow_redirects=True,  # Authorization is dropped when leaving the origin
@@ -164,7 +166,7 @@ class HttpSession:
             lambda: self._send_once(
                 method, url, headers, max_bytes, decoded=decoded, content=content,
                 sponsor=sponsor or url,
-                progress=Progress(self.timeout, what) if paced else None,
+                progress=Progress(self.timeout, what, link=self.link) if paced else None,
             ),
             attempts,
         )  # fmt: skip
@@ -209,7 +211,8 @@ class HttpSession:
         async def once() -> bytes:
             ranged = {"Range": f"bytes={start}-{end - 1}"}
             response = await self._open_once("GET", url, ranged, sponsor or url)
-            return await read_range(response, start, end, what, Progress(self.timeout, what))
+            progress = Progress(self.timeout, what, link=self.link, expected=end - start)
+            return await read_range(response, start, end, what, progress)
 
         return await self._retrying(what, once, attempts)
 
