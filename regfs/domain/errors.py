@@ -7,6 +7,7 @@ Domain layer: pure, stdlib only.
      │    └── NoEntry        an immutable directory has no such name (cached) → ENOENT
      ├── AccessDenied        the registry refused us (401/403)                → EACCES
      ├── Unavailable         network, 5xx, 429, deadline passed (temporary)   → EIO
+     │    └── Evicted        another process evicted a file still used here   → EIO
      ├── ProtocolError       the registry answered something unusable         → EIO
      ├── MalformedContent    bytes that do not parse as what they claim       → EIO
      ├── VerificationFailed  bytes whose digest or size is not the expected   → EIO
@@ -14,6 +15,8 @@ Domain layer: pure, stdlib only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 
 class RegfsError(Exception):
@@ -35,6 +38,17 @@ class AccessDenied(RegfsError):
 
 class Unavailable(RegfsError):
     """A temporary failure: the next attempt may succeed."""
+
+
+class Evicted(Unavailable):
+    """A file this process had checked and kept in the cache dir (a layer index it had
+    closed) was evicted by another process sharing the dir, whose eviction cannot know
+    this process still uses it. ``rebuild``, when known, puts it back (as a first read
+    would build it); a request that met this is then asked again, once."""
+
+    def __init__(self, message: str, rebuild: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__(message)
+        self.rebuild = rebuild
 
 
 class ProtocolError(RegfsError):

@@ -21,6 +21,7 @@ import pyfuse3
 
 from regfs.domain.errors import (
     AccessDenied,
+    Evicted,
     MalformedContent,
     NotFound,
     ProtocolError,
@@ -109,7 +110,7 @@ async def _translated(
         described = ", ".join(text for text in shown if text is not None)
         log.debug("%s(%s)", operation.__name__, described)
     try:
-        return await operation(*args, **kwargs)
+        return await _rebuilt_once(operation, *args, **kwargs)
     except pyfuse3.FUSEError:
         raise
     except (NotFound, ReadOnly) as error:  # answers, not failures of the daemon
@@ -127,6 +128,23 @@ async def _translated(
     except Exception:
         log.exception("%s: unexpected failure", operation.__name__)
         raise pyfuse3.FUSEError(errno.EIO) from None
+
+
+async def _rebuilt_once(
+    operation: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Run one request; if it met a file another process evicted from the cache dir
+    (``Evicted``), build that again and ask once more. Asking again is safe: the mount
+    is read-only, and what fails so fails before its answer is given (an index query;
+    ``readdir`` ends its page before the entry instead, once it has given some)."""
+    try:
+        return await operation(*args, **kwargs)
+    except Evicted as error:
+        if error.rebuild is None:
+            raise
+        log.info("%s: %s: built again", operation.__name__, error)
+        await error.rebuild()
+    return await operation(*args, **kwargs)
 
 
 _recently_logged: cachetools.TTLCache[str, None] = cachetools.TTLCache(1024, REPEAT_QUIET)

@@ -24,7 +24,7 @@ from typing import NoReturn
 import cachetools
 import pyfuse3
 
-from regfs.domain.errors import NoEntry, NotFound, Unavailable
+from regfs.domain.errors import Evicted, NoEntry, NotFound, Unavailable
 from regfs.fuse.errors import translate_errors
 from regfs.fuse.invalidation import KernelInvalidator
 from regfs.tree.inodes import InodeTable
@@ -236,10 +236,17 @@ class Operations(pyfuse3.Operations):
                 self._listed[fh] = frozenset(name for name, _ in entries)
         if start_id < len(DOTS) and not await self._reply_dots(fh, directory, start_id, token):
             return
-        for position in range(max(start_id - len(DOTS), 0), len(entries)):
+        first = max(start_id - len(DOTS), 0)
+        for position in range(first, len(entries)):
             name, node = entries[position]
             inode = self.inodes.remember(node, fh)
-            attributes = self._attributes(inode, await node.stat())
+            try:
+                attributes = self._attributes(inode, await node.stat())
+            except Evicted:
+                if position == first and start_id >= len(DOTS):
+                    raise  # nothing replied yet: built again, and the request asked again
+                self.inodes.forget(inode, 1)  # the page ends here: asked again from here,
+                return  # its entries are not given twice
             offset = len(DOTS) + position + 1
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes, offset):
                 self.inodes.forget(inode, 1)  # the kernel did not take it

@@ -42,6 +42,7 @@ from regfs.layers.index.files import IndexFiles
 from regfs.layers.index.laid_out import LaidOutIndex
 from regfs.layers.index.layer_index import LayerIndex, Listings
 from regfs.layers.index.meta import ExpectedIndex
+from regfs.layers.index_rebuilds import IndexRebuilds
 from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.open_indexes import OpenIndexes
@@ -115,6 +116,7 @@ class LayerStore:
             ranges=self._reads.ranges, served=self._confirm, received=self._count_fetched,
             laid_out=self._laid_out, sized=self._sizes.known, early=self._reads.early,
         )  # fmt: skip
+        self._rebuilds = IndexRebuilds(self._builders, self._indexes, self._soci.ztoc_of)
         self.layer_images = LayerImages(layout)
         """Which images each layer was used for, recorded in the cache dir (cache stats)."""
         self._blobs = CompressedBlobs(client, layout, self._reads.context)
@@ -221,6 +223,7 @@ class LayerStore:
         """``index`` is how this mount reads ``layer`` from now on."""
         self._paths[layer] = index.path
         self._indexes.add(index)
+        index.rebuild = self._rebuilds.rebuild_for(layer, index)
         self._sizes.settled(layer, index.meta.uncompressed_size)
 
     async def _index_on_disk(self, layer: LayerRef) -> tuple[LayerIndex | None, Descriptor | None]:
@@ -233,7 +236,7 @@ class LayerStore:
             index = self._opened(*toc)
         ztoc = None
         if index is None:
-            ztoc = await self._ztoc(layer)
+            ztoc = await self._soci.ztoc_of(layer)
             if ztoc is not None:
                 index = self._opened(*self._files.soci(layer, ztoc))
         return index, ztoc
@@ -249,15 +252,6 @@ class LayerStore:
             with contextlib.suppress(OSError):
                 self._disagreements[layer] = disagreement.read_text()
         return None if layer in self._disagreements else self._files.toc(layer)
-
-    async def _ztoc(self, layer: LayerRef) -> Descriptor | None:
-        """The zTOC of a gzip layer in its image's SOCI index, if it has one."""
-        if layer.image is None or not layer.descriptor.media_type.endswith("gzip"):
-            return None
-        found = await self._soci.index_for(
-            layer.host, layer.repository, layer.image, layer.soci_index
-        )
-        return found.ztocs.get(layer.digest) if found is not None else None
 
     def _confirm(self, layer: LayerRef) -> None:
         """The registry served (or confirmed) this blob in this repository."""

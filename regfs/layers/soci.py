@@ -27,6 +27,7 @@ from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
 from regfs.domain.manifest import Descriptor, ImageManifest, verified_manifest
 from regfs.domain.soci import SOCI_INDEX_V1, soci_indexes_among, ztocs_by_layer
 from regfs.layers.by_digest import ByDigest
+from regfs.layers.layer_ref import LayerRef
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,13 @@ class SociLookup:
             return found
 
         return await self._flight.run(key, look)
+
+    async def ztoc_of(self, layer: LayerRef) -> Descriptor | None:
+        """The zTOC of a gzip layer in its image's SOCI index, if it has one."""
+        if layer.image is None or not layer.descriptor.media_type.endswith("gzip"):
+            return None
+        found = await self.index_for(layer.host, layer.repository, layer.image, layer.soci_index)
+        return found.ztocs.get(layer.digest) if found is not None else None
 
     def source_of(self, host: str, repository: str, image: Digest | None, layer: Digest) -> str:
         """How a layer of ``image`` whose index was built from a zTOC of this lookup's

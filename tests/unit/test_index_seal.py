@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regfs.domain.errors import Unavailable
+from regfs.domain.errors import Evicted, Unavailable
 from regfs.layers.formats.entries import LayerTreeBuilder
 from regfs.layers.formats.tar import TarMember
 from regfs.layers.index.layer_index import LayerIndex
@@ -101,5 +101,5 @@ def test_a_closed_index_opens_again_only_onto_its_own_file_or_its_twin(tmp_path:
     with pytest.raises(Unavailable, match="built it anew"):
         index.entries_in()
     path.unlink()
-    with pytest.raises(Unavailable, match="cannot be opened again"):
+    with pytest.raises(Evicted, match="evicted by another process"):
         index.entries_in()

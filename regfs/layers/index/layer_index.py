@@ -10,7 +10,7 @@ import contextlib
 import os
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,7 +18,7 @@ import cachetools
 import trio
 
 from regfs.cache.memory import keep, listings_lru
-from regfs.domain.errors import Unavailable
+from regfs.domain.errors import Evicted, Unavailable
 from regfs.layers.formats.entries import ROOT_ID, IndexEntry
 from regfs.layers.formats.toc import TocChunk
 from regfs.layers.index.index_file import connect, opened
@@ -41,7 +41,8 @@ class LayerIndex:
     index files it keeps open, ``OPEN_INDEXES`` in ``open_indexes.py``) and is opened again on the
     next query, on the event loop, calling ``on_open`` so the owner can count it again.
     The owner must keep the file from being evicted while the object lives (see
-    ``OpenIndexes.paths``).
+    ``OpenIndexes.paths``); another process sharing the cache dir may still evict it
+    while it is closed, and its next query then raises ``Evicted`` (with ``rebuild``).
     """
 
     def __init__(
@@ -74,6 +75,9 @@ class LayerIndex:
         self.meta = meta
         self._listings = listings
         self.on_open: Callable[[LayerIndex], None] = lambda index: None
+        self.rebuild: Callable[[], Awaitable[None]] | None = None
+        """How the owner builds this index's file again, at its path, should another
+        process evict it while it is closed (``Evicted``)."""
 
     @classmethod
     def being_written(cls, laid_out: LaidOutIndex, listings: Listings) -> LayerIndex:
@@ -132,12 +136,7 @@ class LayerIndex:
         eviction), never another file built at the same path, whose entry ids and offsets
         may differ from those this mount has handed out."""
         if self._connection is None:
-            try:
-                connection = connect(self.path)
-                status = self.path.stat()
-            except (sqlite3.Error, OSError) as error:
-                raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
-                                  f"{error}") from None  # fmt: skip
+            connection, status = self._connected()
             if _file_key(status) != self._file:
                 connection.close()
                 connection = self._twin()
@@ -145,6 +144,26 @@ class LayerIndex:
             self._connection = connection
             self.on_open(self)
         return self._connection
+
+    def _connected(self) -> tuple[sqlite3.Connection, os.stat_result]:
+        """A connection to the file now at this index's path, and its status. A file gone
+        was evicted by another process sharing the cache dir (only this process's
+        eviction knows the file is in use here): ``Evicted``, with how to build it
+        again."""
+        try:
+            connection = connect(self.path)
+        except sqlite3.Error as error:
+            if not self.path.exists():
+                raise Evicted(f"layer index {self.path.name} was evicted by another process "
+                              "while closed here", self.rebuild) from None  # fmt: skip
+            raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
+                              f"{error}") from None  # fmt: skip
+        try:
+            return connection, self.path.stat()
+        except OSError as error:
+            connection.close()
+            raise Unavailable(f"layer index {self.path.name} cannot be opened again: "
+                              f"{error}") from None  # fmt: skip
 
     def _twin(self) -> sqlite3.Connection:
         """The file now at this index's path, if its pages are those first opened."""
