@@ -11,19 +11,22 @@ thread-safe; callers run them in worker threads.
 - Recency is the file's mtime, touched on each load: shared by every mount using the
   directory. A chunk deleted while another mount reads it is simply fetched again.
 - ``max_bytes`` bounds the whole cache dir: chunks, layer indexes (``indexes/``, whose
-  recency the layer store touches on open) and blobs being indexed (``tmp/``). Over it,
-  the least recently used chunks and indexes not in use here are deleted until the total
-  is under 90 % of it. Blobs in ``tmp/`` count but are never evicted: a download in
-  progress is bounded by the layer store instead (a few at once). An index deleted under
-  another mount stays readable to it (an open file) and is rebuilt on its next open
-  (one that mount had closed is EIO unless built again alike: ``LayerIndex._db``).
+  recency the layer store touches on open), blobs being indexed (``tmp/``), and the last
+  answers and confirmations (``answers/``, ``confirmed/``: their writers count them with
+  ``count_written``). Over it, the least recently used chunks, indexes not in use here,
+  answers and confirmations are deleted until the total is under 90 % of it. Blobs in
+  ``tmp/`` count but are never evicted: a download in progress is bounded by the layer
+  store instead (a few at once). An index deleted under another mount stays readable to
+  it (an open file); one that mount had closed is built again when next queried
+  (``layers/index_rebuilds.py``).
   Several processes may share the dir: each measures it again once it has counted a
   tenth of the bound, so together they overshoot it by at most that much each.
   Evicting indexes sweeps the records of which images used their layers
   (``cache/layer_images.py``) with them.
-- Pinned chunks and indexes (``cache/pins.py``) count but are never evicted; eviction
-  holds the pins' lock from reading them to its last deletion (``pins.py`` says why that
-  keeps a pin being recorded meanwhile whole).
+- Pinned chunks, indexes, and the answers and confirmations a pinned image is shown
+  through while its registry is away (``cache/pins.py``) count but are never evicted;
+  eviction holds the pins' lock from reading them to its last deletion (``pins.py`` says
+  why that keeps a pin being recorded meanwhile whole).
 """
 
 from __future__ import annotations
@@ -141,6 +144,15 @@ class ChunkCache:
                 return self._usage
         return self._measure(incoming=0)
 
+    def count_written(self, size: int) -> None:
+        """A small record was written elsewhere in the cache dir (``answers/``,
+        ``confirmed/``), maybe on the event loop: counted, evicted for by the next write
+        that evicts (``_count``), never here."""
+        with self._lock:
+            if self._usage is not None:
+                self._usage += size
+                self._counted_since_measured += size
+
     def note_growth(self, size: int) -> None:
         """Another part of the cache dir grew (an index published, a blob downloading):
         count it, and evict if that took the total over the bound."""
@@ -173,19 +185,21 @@ class ChunkCache:
         return usage
 
     def _scan(self, pinned: Protection) -> tuple[list[tuple[float, int, Path]], int, int]:
-        """(mtime, size, path) of every chunk and unused index not ``pinned``, the bytes
-        of what may not be evicted, and of what of that is pinned; removes temporaries left
-        by dead processes."""
+        """(mtime, size, path) of every chunk, unused index, answer and confirmation not
+        ``pinned``, the bytes of what may not be evicted, and of what of that is pinned;
+        removes temporaries left by dead processes."""
         now = time.time()
         evictable = []
         fixed = pinned_bytes = 0
-        buckets = [Path(b.path) for b in os.scandir(self.directory) if b.is_dir()]
+        confirmed = _directories(self._layout.confirmations)
+        directories = [*_directories(self.directory), self._indexes, self._temporary,
+                       self._layout.answers, *confirmed]  # fmt: skip
         in_use = set(self._in_use())
-        for directory in [*buckets, self._indexes, self._temporary]:
+        for directory in directories:
             for path, stat in _files(directory):
                 if path.name.startswith(".") and is_abandoned(path, stat.st_mtime, now):
                     path.unlink(missing_ok=True)
-                elif _pinned(pinned, path, directory == self._indexes):
+                elif self._pinned(pinned, path, directory):
                     fixed += stat.st_size
                     pinned_bytes += stat.st_size
                 elif path.name.startswith(".") or directory == self._temporary or path in in_use:
@@ -193,6 +207,16 @@ class ChunkCache:
                 else:
                     evictable.append((stat.st_mtime, stat.st_size, path))
         return evictable, fixed, pinned_bytes
+
+    def _pinned(self, pinned: Protection, path: Path, directory: Path) -> bool:
+        """True if a pin keeps ``path``, a file of ``directory``."""
+        if directory == self._indexes:
+            return pinned.keeps_index_file(path.name)
+        if directory == self._layout.answers:
+            return path.name in pinned.answers
+        if directory.parent == self._layout.confirmations:
+            return f"{directory.name}/{path.name}" in pinned.confirmations
+        return pinned.keeps_chunk(path.name)
 
     def evict(self, incoming: int = 0) -> None:
         """Delete the least recently used chunks and indexes until the whole cache dir,
@@ -219,10 +243,6 @@ class ChunkCache:
             layer_images.sweep(self._layout)
 
 
-def _pinned(pinned: Protection, path: Path, is_index: bool) -> bool:
-    return pinned.keeps_index_file(path.name) if is_index else pinned.keeps_chunk(path.name)
-
-
 def _created(path: Path) -> BinaryIO:
     """``path`` opened for writing; its bucket dir made only when missing (a miss may write
     hundreds of chunks: a mkdir each cost a fifth of their time)."""
@@ -244,6 +264,14 @@ def load_verified(chunks: ChunkCache, sha256: bytes) -> bytes | None:
         chunks.discard(sha256)
         return None
     return data
+
+
+def _directories(parent: Path) -> list[Path]:
+    """The directories directly in ``parent`` (none if it is missing)."""
+    try:
+        return [Path(entry.path) for entry in os.scandir(parent) if entry.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 def _files(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:

@@ -13,7 +13,11 @@ answers, it is asked again, and a refusal or "unknown" revokes the confirmation.
 - when: the file's mtime, renewed when confirmed again (at most every ``RENEW_AFTER``
   seconds, so a busy mount does not write on every lookup);
 - written atomically; best effort: a full disk only means the registry is asked next time.
-  Not counted against ``--cache-size``: a few hundred bytes per digest and repository.
+- counted against ``--cache-size`` and evicted least recently used first with the chunks
+  (``chunks.py``; ``answers.py`` says why one bound): the mtime is the last confirmation,
+  renewed while in use. An evicted confirmation costs one HEAD when the registry answers;
+  those of pinned images are kept, since without them a pinned image could not be shown
+  while its registry is away.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +50,24 @@ class Confirmation:
     """For a manifest: the media type it was served with."""
 
 
+def file_name(host: str, repository: str, digest: Digest) -> str:
+    """The file of ``confirmed/`` that keeps this confirmation, relative to it."""
+    owner = hashlib.sha256(f"{host}/{repository}".encode()).hexdigest()[:32]
+    return f"{owner}/{digest.dir_name}"
+
+
+def _uncounted(size: int) -> None:
+    """Where no cache bound is kept (``regfs cache`` reading, tests)."""
+
+
 class Confirmations:
-    def __init__(self, layout: CacheLayout) -> None:
+    def __init__(self, layout: CacheLayout, grew: Callable[[int], None] = _uncounted) -> None:
+        """``grew`` counts the bytes of each record written (``ChunkCache.count_written``)."""
         self._directory = layout.confirmations
+        self._grew = grew
 
     def _path(self, host: str, repository: str, digest: Digest) -> Path:
-        owner = hashlib.sha256(f"{host}/{repository}".encode()).hexdigest()[:32]
-        return self._directory / owner / digest.dir_name
+        return self._directory / file_name(host, repository, digest)
 
     def get(self, host: str, repository: str, digest: Digest) -> Confirmation | None:
         """The kept confirmation, or None (absent, or a file that does not name all three).
@@ -85,7 +101,9 @@ class Confirmations:
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
             record = {"name": _name(host, repository, digest), "media_type": media_type}
-            write_atomically(path, json.dumps(record).encode(), durable=False)
+            data = json.dumps(record).encode()
+            write_atomically(path, data, durable=False)
+            self._grew(len(data))
         except OSError as error:
             log.info("confirmation of %s not kept: %s", _name(host, repository, digest), error)
 

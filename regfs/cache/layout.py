@@ -17,8 +17,9 @@ cache dir, so they must agree on where each thing lives; each takes its paths fr
 Manifests (image indexes too), configs and SOCI indexes are kept in ``chunks/`` as well, named
 by their sha256: they count against the bound and are evicted like chunks.
 
-Chunks and indexes count against ``--cache-size`` and are evicted least recently used
-first, except those a pin names; what is in ``tmp/`` counts but is not evicted.
+Chunks, indexes, answers and confirmations count against ``--cache-size`` and are evicted
+least recently used first, except those a pin names; what is in ``tmp/`` counts but is
+not evicted.
 """
 
 from __future__ import annotations

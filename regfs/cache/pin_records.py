@@ -11,6 +11,11 @@ the user gave it) and everything the cache dir holds of it, by name:
   its index from the whole blob, from a TOC or a zTOC, its blob-pieces list), including
   one built after the pin was recorded.
 
+Through its reference and digests, a pin also keeps the files of ``answers/`` and
+``confirmed/`` that show the image while its registry cannot be reached (its tag's
+target, its repository's tags, the host's catalog, that the repository holds each
+digest): a few files per image, not weighed in the fits rule.
+
 A layer whose index is not in the cache yet is pinned by digest only (its index files,
 once made, are protected; its pieces once a later pin names them), and weighs its
 compressed size until then: what it stores once indexed is about that or more (chunks of
@@ -30,6 +35,13 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from regfs.cache.answers import file_name as answer_file
+from regfs.cache.answers import pinned_questions
+from regfs.cache.confirmations import file_name as confirmation_file
+from regfs.domain.digest import Digest
+from regfs.domain.errors import MalformedContent
+from regfs.domain.reference import parse_image_reference
 
 PINNED_SHARE = 0.8
 MAX_PIN_BYTES = 64 << 20
@@ -147,6 +159,11 @@ class Protection:
     """Hex names of files in ``chunks/``."""
     layers: frozenset[str] = frozenset()
     """``PinnedLayer.file_prefix`` of each pinned layer."""
+    answers: frozenset[str] = frozenset()
+    """Names of files in ``answers/``: what each pinned image is found through."""
+    confirmations: frozenset[str] = frozenset()
+    """Names of files in ``confirmed/``, relative to it: that each pinned image's
+    repository holds its manifests, config and layers."""
 
     def keeps_chunk(self, name: str) -> bool:
         return name in self.pieces
@@ -156,18 +173,39 @@ class Protection:
         return name.split(".", 1)[0] in self.layers
 
     def __bool__(self) -> bool:
-        return bool(self.pieces or self.layers)
+        return bool(self.pieces or self.layers or self.answers or self.confirmations)
 
 
 def protection(pins: Iterable[Pin]) -> Protection:
     pieces: set[str] = set()
     layers: set[str] = set()
+    answers: set[str] = set()
+    confirmations: set[str] = set()
     for pin in pins:
         pieces.update(pin.objects)
         for layer in pin.layers:
             pieces.update(layer.pieces)
             layers.add(layer.file_prefix)
-    return Protection(frozenset(pieces), frozenset(layers))
+        kept = _kept_answers_and_confirmations(pin)
+        answers.update(kept[0])
+        confirmations.update(kept[1])
+    return Protection(frozenset(pieces), frozenset(layers), frozenset(answers),
+                      frozenset(confirmations))  # fmt: skip
+
+
+def _kept_answers_and_confirmations(pin: Pin) -> tuple[list[str], list[str]]:
+    """The files of ``answers/`` and ``confirmed/`` a pinned image is shown through while
+    its registry is away (none for a record whose names do not parse: ignored as any)."""
+    try:
+        host, repository, reference = parse_image_reference(pin.reference)
+        image = Digest.parse(pin.image)
+        digests = {pin.digest, pin.image, *(layer.digest for layer in pin.layers),
+                   *(f"sha256:{name}" for name in pin.objects)}  # fmt: skip
+        confirmed = [confirmation_file(host, repository, Digest.parse(d)) for d in digests]
+    except (ValueError, MalformedContent):
+        return [], []
+    questions = pinned_questions(host, repository, reference, image)
+    return [answer_file(question) for question in questions], confirmed
 
 
 def pinned_bytes(pins: Iterable[Pin]) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from regfs.cache.answers import KeptAnswers
+from regfs.cache.answers import KeptAnswers, tag_question, v1_index_question
 from regfs.cache.chunks import ChunkCache
 from regfs.cache.confirmations import Confirmations
 from regfs.cache.layout import CacheLayout
@@ -27,8 +27,6 @@ from regfs.domain.platform import Platform
 from regfs.domain.reference import image_reference
 from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.layers.pinning import pinned_layer
-from regfs.layers.soci import v1_index_question
-from regfs.tree.last_answers import tag_question
 
 
 class NotInCache(Exception):

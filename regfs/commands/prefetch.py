@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from regfs.cache.answers import tag_question, tags_question
 from regfs.cache.pin_records import PinTooLarge
 from regfs.commands import common
 from regfs.commands.cached_image import NotInCache
@@ -36,7 +37,7 @@ from regfs.layers.layer_store import LayerStore
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
-from regfs.tree.last_answers import note_repository, tag_question, tags_question
+from regfs.tree.last_answers import note_repository
 from regfs.tree.metadata import MAX_CONFIG_BYTES
 from regfs.tree.xattrs import DIGEST_XATTR, MEDIA_TYPE_XATTR, STATUS_XATTR
 

@@ -98,11 +98,11 @@ class LayerStore:
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        confirmations = Confirmations(layout)
+        confirmations = Confirmations(layout, self._chunks.count_written)
         reach = Reachability(patience=client.config.timeout / 2)
         self.by_digest = ByDigest(client, KeptObjects(self._chunks, confirmations), reach)
         """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
-        self.answers = KeptAnswers(layout)
+        self.answers = KeptAnswers(layout, self._chunks.count_written)
         """The last answers to mutable questions (the tree's too)."""
         self._soci = SociLookup(
             client, self.by_digest, self.answers, v1_referrers=soci_v1_referrers

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from regfs.cache.answers import KeptAnswer, KeptAnswers, Question
+from regfs.cache.answers import KeptAnswer, KeptAnswers, v1_index_question
 from regfs.cache.flight import SingleFlight
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable
@@ -50,11 +50,6 @@ class SociIndex:
         if self.named_by_image:
             return f"SOCI v2 zTOC {ztoc} ({_NAMED})"
         return f"SOCI v1 zTOC {ztoc} ({_REFERRER})"
-
-
-def v1_index_question(host: str, repository: str, image: Digest) -> Question:
-    """What ``answers/`` keeps the last SOCI v1 index found for ``image`` under."""
-    return ("soci v1 index", host, repository, str(image))
 
 
 class SociLookup:

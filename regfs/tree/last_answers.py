@@ -19,7 +19,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from regfs.cache.answers import Answer, KeptAnswer, KeptAnswers, Question
+from regfs.cache.answers import (
+    Answer,
+    KeptAnswer,
+    KeptAnswers,
+    Question,
+    catalog_question,
+    repositories_question,
+    tags_question,
+)
 from regfs.cache.reachability import Reachability
 
 log = logging.getLogger(__name__)
@@ -87,24 +95,6 @@ class LastAnswers:
 
     def stale_questions(self) -> list[Question]:
         return list(self._stale)
-
-
-def catalog_question(host: str) -> Question:
-    return ("catalog", host)
-
-
-def tags_question(host: str, repository: str) -> Question:
-    return ("tags", host, repository)
-
-
-def tag_question(host: str, repository: str, tag: str) -> Question:
-    return ("tag", host, repository, tag)
-
-
-def repositories_question(host: str) -> Question:
-    """Not asked of a registry: the repositories whose tag lists the cache dir keeps, so
-    that the host's dir leads to them while the registry (and its catalog) is away."""
-    return ("repositories", host)
 
 
 def note_repository(kept: KeptAnswers, host: str, repository: str) -> None:

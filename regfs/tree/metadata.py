@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import cachetools
 import trio
 
-from regfs.cache.answers import KeptAnswers
+from regfs.cache.answers import KeptAnswers, catalog_question, tag_question, tags_question
 from regfs.cache.flight import SingleFlight
 from regfs.cache.memory import keep
 from regfs.domain.digest import Digest
@@ -39,15 +39,7 @@ from regfs.domain.manifest import (
     verified_manifest,
 )
 from regfs.domain.verify import verified
-from regfs.tree.last_answers import (
-    ALWAYS_STALE,
-    LastAnswers,
-    StalePolicy,
-    catalog_question,
-    note_repository,
-    tag_question,
-    tags_question,
-)
+from regfs.tree.last_answers import ALWAYS_STALE, LastAnswers, StalePolicy, note_repository
 
 if TYPE_CHECKING:  # made by the mount, which imports httpx for them when first needed
     from regfs.layers.background import BackgroundWork
