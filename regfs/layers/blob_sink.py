@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 import trio
 
@@ -16,6 +17,19 @@ from regfs.domain.errors import VerificationFailed
 from regfs.domain.verify import verified_stream
 from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+
+@dataclass(frozen=True, slots=True)
+class HashedPrefix:
+    """The first ``size`` bytes of a blob, written to its file, and their running hash:
+    what a download cut off leaves to go on from (the hash object is copied, so the
+    bytes need not be read and hashed again). Users copy ``hasher`` before updating it."""
+
+    size: int
+    hasher: _Hash
 
 
 class VerifyingSink:
@@ -38,20 +52,28 @@ class VerifyingSink:
         received: Callable[[LayerRef, int], None] = lambda layer, size: None,
         *,
         landing: LandingBlob | None = None,
+        start: HashedPrefix | None = None,
     ) -> None:
         """``landing``: told of each flush (a reader follows the file as it grows), and
-        abandoned on a restart (what it read is gone)."""
+        abandoned on a restart (what it read is gone). ``start``: what ``file`` holds
+        already (its position at its end), counted in the cache's usage; the blob's
+        bytes after it are written next."""
         self._file = file
         self._landing = landing
         self._layer = layer
         self._cache = cache
         self._count = received
-        self._hasher = hashlib.new(layer.digest.algorithm)
-        self._received = 0
+        self._hasher = hashlib.new(layer.digest.algorithm) if start is None else start.hasher.copy()
+        self._received = 0 if start is None else start.size
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self.stored = 0
+        self.stored = self._received
         """Bytes in the file now, as counted in the cache's usage."""
+
+    def stored_prefix(self) -> HashedPrefix:
+        """What the file holds now and its hash: where a download cut off goes on from
+        (bytes received but still pending were not written, and are asked for again)."""
+        return HashedPrefix(self.stored, self._hasher.copy())
 
     async def restart(self) -> None:
         """Forget what was received: a place's answer begins (again, if any came before)."""

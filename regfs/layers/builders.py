@@ -3,7 +3,8 @@
 Layers layer. Each builder fetches what it needs, has the index written in a worker
 thread (``index/build.py``: to a temporary file, published by rename) and counts the new
 file in the cache. The whole blob is streamed to ``tmp/`` and checked against its digest
-before it is indexed; a TOC or zTOC is checked against the digest its image names. A TOC
+before it is indexed; a download cut off is kept there for the next read to go on from
+(``kept_downloads.py``). A TOC or zTOC is checked against the digest its image names. A TOC
 or zTOC that cannot be used is one warning and ``False``: the caller reads the layer whole.
 """
 
@@ -16,7 +17,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Generic, TypeVar
 
 import trio
 
@@ -25,7 +26,7 @@ from regfs.cache.layout import CacheLayout
 from regfs.domain.errors import MalformedContent, RegfsError, Unavailable, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.domain.verify import verified
-from regfs.layers.blob_sink import VerifyingSink
+from regfs.layers.blob_sink import HashedPrefix, VerifyingSink
 from regfs.layers.download_lock import file_lock
 from regfs.layers.early_bytes import EarlyStreams
 from regfs.layers.formats.toc import FOOTER_SIZE, MAX_TOC_SIZE, toc_offset, toc_reference
@@ -34,6 +35,7 @@ from regfs.layers.index.build import build_index, build_soci_index, build_toc_in
 from regfs.layers.index.files import IndexFiles, toc_inputs
 from regfs.layers.index.index_file import opened
 from regfs.layers.index.laid_out import LaidOutIndex
+from regfs.layers.kept_downloads import KeptDownload, KeptDownloads
 from regfs.layers.landing_blob import LandingBlob
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.reader_base import RangeFetch
@@ -96,6 +98,12 @@ class IndexBuilders:
         self._first_passes = trio.CapacityLimiter(FIRST_PASSES_AT_ONCE)
         self.fallbacks: dict[LayerRef, str] = {}
         """Why a layer's TOC or zTOC was not used: ``user.regfs.access`` says it."""
+        self._kept = KeptDownloads()
+
+    def close(self) -> None:
+        """Remove the downloads kept to be resumed: the mount ends."""
+        for kept in self._kept.take_all():
+            kept.path.unlink(missing_ok=True)
 
     async def whole_once(self, layer: LayerRef) -> None:
         """The first pass, one process at a time: another mount or a ``regfs prefetch``
@@ -107,31 +115,40 @@ class IndexBuilders:
             if found is not None:  # (then deleted, or replaced by the build)
                 found.connection.close()
                 log.info("%s: indexed meanwhile by another process on this cache", layer)
+                kept, expired = self._kept.take(layer)
+                await self._remove([*expired, *([kept] if kept else [])])
                 return
             async with self._first_passes:
                 await self._whole(layer)
 
     async def _whole(self, layer: LayerRef) -> None:
-        """Download the blob to ``tmp/`` and index it as it lands (``landing_blob.py``: the
-        index is written once the blob is verified), then delete it."""
-        # named as download_lock.Landing watches it from other processes
-        blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
-        with open(blob, "wb") as file:
-            landing = LandingBlob(blob, layer.descriptor.size)
-            sink = VerifyingSink(file, layer, self._chunks, self._received, landing=landing)
+        """Download the blob to ``tmp/`` (or the rest of it, after a download cut off) and
+        index it as it lands (``landing_blob.py``: the index is written once the blob is
+        verified), then delete it; if the download is cut off, keep what came."""
+        kept, expired = self._kept.take(layer)
+        await self._remove(expired)
+        with trio.CancelScope(shield=True):  # a kept file taken is not to be lost
+            blob, file, start = await trio.to_thread.run_sync(self._blob_file, layer, kept)
+        with file:
+            landing = LandingBlob(blob, layer.descriptor.size, landed=start.size if start else 0)
+            sink = VerifyingSink(
+                file, layer, self._chunks, self._received, landing=landing, start=start
+            )
             indexing = InThread(functools.partial(
                 build_index, blob, self._files.whole(layer)[0], str(layer.digest), self._chunks,
                 landing=landing,
             ))  # fmt: skip
+            cut: HashedPrefix | None = None
             try:
                 try:
                     await self._client.download_blob(
                         layer.host, layer.repository, layer.digest, sink,
-                        urls=layer.descriptor.urls,
+                        urls=layer.descriptor.urls, resume_from=sink.stored,
                     )  # fmt: skip
                     await sink.finish()
-                except BaseException:
+                except BaseException as error:
                     landing.abandon()
+                    cut = _worth_keeping(layer, sink, error)
                     raise
                 landing.complete()
                 self._served(layer)
@@ -144,13 +161,59 @@ class IndexBuilders:
             finally:
                 with trio.CancelScope(shield=True):  # an abandoned pass ends at its next read
                     await indexing.outcome()
-                blob.unlink(missing_ok=True)
-                index_size = _size_of(self._files.whole(layer)[0])
                 # shielded: the request's scope may have ended, and its error must not
                 # become a Cancelled that says nothing of the registry call it cut off
                 with trio.CancelScope(shield=True):
-                    growth = index_size - sink.stored
-                    await trio.to_thread.run_sync(self._chunks.note_growth, growth)
+                    await self._after_download(layer, blob, sink.stored, cut)
+
+    def _blob_file(
+        self, layer: LayerRef, kept: KeptDownload | None
+    ) -> tuple[Path, BinaryIO, HashedPrefix | None]:
+        """The file the blob is downloaded to, open for writing at the end of what it holds
+        (in a worker thread): the kept file of a download cut off, or a new one."""
+        if kept is not None:
+            try:
+                file = open(kept.path, "r+b")  # noqa: SIM115 (closed by the caller)
+            except FileNotFoundError:  # removed as stale by another process's start
+                self._chunks.note_growth(-kept.prefix.size)
+            else:
+                file.truncate(kept.prefix.size)  # a write that failed midway
+                file.seek(kept.prefix.size)
+                log.info("%s: going on with its download cut off at byte %d", layer,
+                         kept.prefix.size)  # fmt: skip
+                return kept.path, file, kept.prefix
+        # named as download_lock.Landing watches it from other processes
+        blob = self._temporary_dir / f"{layer.digest.hex}.{os.getpid()}.{secrets.token_hex(4)}"
+        return blob, open(blob, "wb"), None
+
+    async def _after_download(
+        self, layer: LayerRef, blob: Path, stored: int, cut: HashedPrefix | None
+    ) -> None:
+        """Keep the blob's file if its download was cut off (still counted), else delete
+        it; count the index written instead."""
+        dropped = []
+        if cut is None:
+            blob.unlink(missing_ok=True)
+        else:
+            dropped = self._kept.keep(layer, blob, cut)
+            stored = 0
+            log.info("%s: download cut off after %d bytes, kept for the next read to go on",
+                     layer, cut.size)  # fmt: skip
+        growth = _size_of(self._files.whole(layer)[0]) - stored
+        await trio.to_thread.run_sync(self._chunks.note_growth, growth)
+        await self._remove(dropped)
+
+    async def _remove(self, dropped: list[KeptDownload]) -> None:
+        """Delete kept downloads no longer kept, and uncount them (shielded: they are
+        forgotten already, and would stay until the mount ends)."""
+        if dropped:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._remove_now, dropped)
+
+    def _remove_now(self, dropped: list[KeptDownload]) -> None:
+        for kept in dropped:
+            kept.path.unlink(missing_ok=True)
+            self._chunks.note_growth(-kept.prefix.size)
 
     async def _index_blob(self, layer: LayerRef, blob: Path) -> None:
         """Index a verified blob in a worker thread, and log what it skipped."""
@@ -268,6 +331,17 @@ class InThread(Generic[T]):
         await self._ended.wait()
         assert self._outcome is not None
         return self._outcome
+
+
+def _worth_keeping(
+    layer: LayerRef, sink: VerifyingSink, error: BaseException
+) -> HashedPrefix | None:
+    """What a failed download leaves to go on from: its bytes, unless they are wrong, or
+    all there (nothing is left to ask for: the next read starts over)."""
+    size = layer.descriptor.size
+    if isinstance(error, VerificationFailed) or size is None or not 0 < sink.stored < size:
+        return None
+    return sink.stored_prefix()
 
 
 def _unwrapped(layer: LayerRef, built: Outcome[list[str]]) -> list[str]:

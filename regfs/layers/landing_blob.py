@@ -30,12 +30,13 @@ class BlobAbandoned(Exception):
 class LandingBlob:
     """The state of one blob file being written: bytes landed, and how it ended."""
 
-    def __init__(self, path: Path, size: int | None) -> None:
-        """``size``: what the descriptor says the blob holds (None: learnt at its end)."""
+    def __init__(self, path: Path, size: int | None, landed: int = 0) -> None:
+        """``size``: what the descriptor says the blob holds (None: learnt at its end);
+        ``landed``: bytes the file holds already (a download cut off, going on)."""
         self.path = path
         self.size = size
         self._changed = threading.Condition()
-        self._landed = 0
+        self._landed = landed
         self._ended: bool | None = None
         """None while the blob downloads; True once complete and verified; False: abandoned."""
 

@@ -85,10 +85,8 @@ class LayerStore:
         self.background = BackgroundWork()
         """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
         ``background.run``)."""
-        self._reads = LayerReads(
-            client, self.pieces, layout.temporary, self._count_fetched, self.background,
-            background_fetch=background_fetch,
-        )  # fmt: skip
+        self._reads = LayerReads(client, self.pieces, layout.temporary, self._count_fetched,
+                                 self.background, background_fetch=background_fetch)  # fmt: skip
         self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
@@ -391,3 +389,4 @@ class LayerStore:
 
     def close(self) -> None:
         self._indexes.close()
+        self._builders.close()

@@ -6,13 +6,14 @@ blob (a plain layer's first pass) has no deadline of its own: each read must mak
 within ``timeout``; when its connection breaks midway, the same place is asked for the
 rest (a Range from the first byte not received), up to its attempts while each brings
 more; when a place fails otherwise, the sink is restarted and the next place sends the
-blob from its start. A range is for bytes fetched ahead of knowing how many will
-be wanted: an eStargz blob's first bytes, streamed while its TOC is fetched
-(``layers/early_bytes.py``). Unlike ``RegistryClient.get_blob_range`` nothing is held
-here, and the consumer's stopping ends the request (its connection closed), so a stream
-stopped early costs only what crossed the wire. Retries cover getting an answer; when a
-place fails midway, the next is asked for the bytes not yet fed, from where the last one
-stopped.
+blob from its start. A download cut off earlier whose bytes the sink still holds goes on
+(``resume_from``) with the same Range from the first place asked. A range is for bytes
+fetched ahead of knowing how many will be wanted: an eStargz blob's first bytes, streamed
+while its TOC is fetched (``layers/early_bytes.py``). Unlike
+``RegistryClient.get_blob_range`` nothing is held here, and the consumer's stopping ends
+the request (its connection closed), so a stream stopped early costs only what crossed the
+wire. Retries cover getting an answer; when a place fails midway, the next is asked for
+the bytes not yet fed, from where the last one stopped.
 """
 
 from __future__ import annotations
@@ -49,14 +50,20 @@ async def download(
     sink: BlobSink,
     timeout: float,
     urls: tuple[str, ...],
+    resume_from: int = 0,
 ) -> None:
     """Stream the whole blob into ``sink``; retries and the deadline cover getting an
-    answer, and the body may take as long as it needs if each ``timeout`` brings some."""
+    answer, and the body may take as long as it needs if each ``timeout`` brings some.
+    ``resume_from``: the sink holds the blob's bytes before this offset already (an
+    earlier download cut off), so the first place is asked only for the rest."""
+    held = resume_from
 
     async def fetch(source: BlobSource) -> None:
-        await sink.restart()
+        nonlocal held
+        received, held = held, 0  # a later place starts over: held bytes were another's
+        if not received:
+            await sink.restart()
         progress = Progress(timeout, source.what, link=session.link)
-        received = 0
 
         async def consume(data: bytes) -> bool:
             nonlocal received

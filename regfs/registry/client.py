@@ -360,11 +360,14 @@ class RegistryClient:
         sink: BlobSink,
         *,
         urls: tuple[str, ...] = (),
+        resume_from: int = 0,
     ) -> None:
-        """Stream a whole blob into ``sink`` (``registry/blob_stream.py``); the caller
-        verifies what it received."""
+        """Stream a whole blob into ``sink`` (``registry/blob_stream.py``), or its bytes
+        from ``resume_from`` on if the sink holds those before; the caller verifies what
+        it received."""
         await download(self._session, self._places, host, repository, digest, sink=sink,
-                       timeout=self.config.timeout, urls=urls)  # fmt: skip
+                       timeout=self.config.timeout, urls=urls,
+                       resume_from=resume_from)  # fmt: skip
 
     async def stream_blob_range(
         self, host: str, repository: str, digest: Digest, span: tuple[int, int],

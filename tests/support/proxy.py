@@ -5,6 +5,7 @@ passes is counted per request path, so a test can say exactly which blob bytes a
 action cost. ``corrupt`` flips a byte in blob bodies, ``truncate`` cuts them short, and
 ``blob_encoding`` labels blob bodies with a ``Content-Encoding`` they were stored with
 (as object stores do for files uploaded with that metadata). Requests are counted per path.
+``cut_after`` takes the link down in the middle of a blob's body until ``restore_link``.
 Given a network profile (``tests/support/netprofiles.py``), the proxy is also the network:
 each request waits a round trip (one more on a new connection) and bodies share the
 profile's bandwidth.
@@ -52,6 +53,14 @@ class CountingProxy:
         self.redirect_blobs_to: str | None = None
         """``host:port`` blob GETs are sent to with a 307, as registries send them to S3."""
         self.ignore_range = False
+        self.blob_ranges: list[tuple[str, str]] = []
+        """(path, Range header) of each blob GET with a Range, in the order they came."""
+        self.cut_after: tuple[str, int] | None = None
+        """(path substring, bytes): once a matching blob's bodies have sent that many bytes
+        in all, the link goes down until ``restore_link``: the body being sent stops
+        midway and every request waits, as over a network that dropped. Used up once met."""
+        self._link_up = threading.Event()
+        self._link_up.set()
         self.range_delay = 0.0
         self.head_delay = 0.0
         """Seconds each HEAD waits before it is answered: a registry far away."""
@@ -83,7 +92,21 @@ class CountingProxy:
         self.host = self._server.host
 
     def stop(self) -> None:
+        self.restore_link()
         self._server.stop()
+
+    def restore_link(self) -> None:
+        """Bring the link ``cut_after`` took down up again: what waited goes on."""
+        self._link_up.set()
+
+    def _wait_for_link(self, path: str) -> None:
+        """Take the link down if ``cut_after`` says so now, and wait while it is down."""
+        with self._lock:
+            cut = self.cut_after
+            if cut is not None and cut[0] in path and self.bytes_by_path[path] >= cut[1]:
+                self.cut_after = None
+                self._link_up.clear()
+        self._link_up.wait()
 
     def blob_bytes(self, digest: str | None = None) -> int:
         """Body bytes served for blob requests (of one digest, or all)."""
@@ -98,6 +121,7 @@ class CountingProxy:
             self.bytes_by_path.clear()
             self.requests_by_path.clear()
             self.whole_blob_gets.clear()
+            self.blob_ranges.clear()
             self.connections = self.range_requests = 0
 
     def end_stalls(self) -> None:
@@ -143,6 +167,7 @@ class CountingProxy:
                 proxy._connected()
 
             def _forward(self) -> None:
+                proxy._link_up.wait()
                 if proxy.gone:
                     self.close_connection = True
                     return
@@ -199,6 +224,7 @@ class CountingProxy:
                 crossed the link, as a network would carry it, not for what it asked."""
 
                 def write(piece: bytes) -> None:
+                    proxy._wait_for_link(path)
                     self.wfile.write(piece)
                     proxy._sent(path, len(piece))
 
@@ -250,6 +276,9 @@ class CountingProxy:
                 damage = damage or ("corrupt" if is_blob and proxy.corrupt else None)
                 damage = damage or ("truncate" if is_blob and proxy.truncate else None)
                 ranged = "Range" in headers
+                if is_blob and ranged:
+                    with proxy._lock:
+                        proxy.blob_ranges.append((path, headers["Range"]))
                 proxy._count(path, whole_blob=is_blob and not ranged, ranged=ranged)
                 declared = response.getheader("Content-Length", "")
                 if damage is None and self.command == "GET" and declared.isdigit():
