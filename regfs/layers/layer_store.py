@@ -85,8 +85,10 @@ class LayerStore:
         self.background = BackgroundWork()
         """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
         ``background.run``)."""
-        self._reads = LayerReads(client, self.pieces, layout.temporary, self._count_fetched,
-                                 self.background, background_fetch=background_fetch)  # fmt: skip
+        self._reads = LayerReads(
+            client, self.pieces, layout.temporary, self._count_fetched, self.background,
+            background_fetch=background_fetch,
+        )  # fmt: skip
         self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""

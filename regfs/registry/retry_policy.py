@@ -98,20 +98,20 @@ class SharedLink:
     each, all healthy. A body counts as receiving while it brought bytes within its window."""
 
     def __init__(self) -> None:
-        self._last_bytes: dict[int, float] = {}
-        """When each body (by ``id`` of its ``Progress``) last brought bytes."""
+        self._last_bytes: dict[Progress, float] = {}
+        """When each body last brought bytes."""
 
     def brought(self, body: Progress, now: float, window: float) -> int:
         """``body`` brought bytes at ``now``: how many bodies are receiving, itself among
         them (those silent for longer than ``window`` are forgotten)."""
-        self._last_bytes[id(body)] = now
-        for key, when in list(self._last_bytes.items()):
+        self._last_bytes[body] = now
+        for other, when in list(self._last_bytes.items()):
             if now - when > window:
-                del self._last_bytes[key]
+                del self._last_bytes[other]
         return len(self._last_bytes)
 
     def done(self, body: Progress) -> None:
-        self._last_bytes.pop(id(body), None)
+        self._last_bytes.pop(body, None)
 
 
 class Progress:
