@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from regfs.commands.parser import build_parser
 
 COMMANDS = {
-    "mount": ("mount", "mount"), "umount": ("umount", "umount"), "index": ("index_push", "run"),
+    "mount": ("mount", "mount"), "umount": ("umount", "umount"), "index": ("index", "run"),
     "status": ("status", "run"), "cache": ("cache", "run"), "prefetch": ("prefetch", "run"),
     "completion": ("docs", "completion"), "install-pyfuse3": ("install_pyfuse3", "run"),
 }  # fmt: skip

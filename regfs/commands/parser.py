@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_cache_commands(commands)
 
-    index = commands.add_parser("index", help="SOCI indexes, for lazy reads of gzip layers")
+    index = commands.add_parser(
+        "index", help="SOCI indexes and start records: what mounts read images by"
+    )
     index_commands = index.add_subparsers(dest="index_command", required=True)
     push = index_commands.add_parser(
         "push",
@@ -349,4 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="smaller layers get no zTOC: reading them whole costs little (default: 10M, as soci)",
     )
+    start = index_commands.add_parser(
+        "push-start",
+        help="push what a start of IMAGE reads as its referrer (a start record)",
+        description="Push the files RECORD names as a start record of IMAGE (of --platform, "
+        "for an index): a referrer that every mount looks for when the image is first "
+        "read, and then fetches those files at once, instead of one round trip per file "
+        "as the start reads them. RECORD is ctr-remote's --record-out form (a JSON object "
+        'with a "path" per line) or one path per line, relative to the image\'s root; '
+        '"-" reads it from standard input. No digest of the image covers a record, but '
+        "it only says what to fetch early: every byte served is still checked.",
+    )
+    start.add_argument("image", help="HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@DIGEST")
+    start.add_argument("record", help="the file naming the paths a start reads, in order")
+    _add_registry_options(start)
     return parser

@@ -55,6 +55,8 @@ class ImageManifest:
     schema1_config: bytes | None = None
     """The config of a schema1 image, which has no config blob: ``history[0].v1Compatibility``."""
     annotations: tuple[tuple[str, str], ...] = ()
+    artifact_type: str = ""
+    """What an artifact manifest is (OCI 1.1's ``artifactType``); empty for an image."""
 
     def annotation(self, name: str) -> str | None:
         return next((value for key, value in self.annotations if key == name), None)
@@ -267,7 +269,11 @@ def _parse_signed(signed: bytes, content_type: str, *, is_jws: bool) -> Manifest
         config = _descriptor(document.get("config"), "manifest config")
         layers = _list_of_descriptors(document, "layers", "manifest")
         annotations = _annotations(document, "manifest")
-        return ImageManifest(media_type, config, layers, annotations=annotations)
+        artifact_type = document.get("artifactType")  # nothing an image's reading needs
+        artifact_type = artifact_type if isinstance(artifact_type, str) else ""
+        return ImageManifest(
+            media_type, config, layers, annotations=annotations, artifact_type=artifact_type
+        )
     if mediatypes.is_schema1(media_type):
         return _parse_schema1(document, media_type)
     raise MalformedContent(f"not an image manifest or index: {media_type!r}")

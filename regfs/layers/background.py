@@ -61,13 +61,13 @@ class BackgroundWork:
         return True
 
     def start_once(
-        self, what: str, layer: LayerRef, work: Work, *, key: Hashable | None = None
+        self, what: str, subject: LayerRef | str, work: Work, *, key: Hashable | None = None
     ) -> bool:
-        """``start``, unless ``what`` was begun before for ``key`` (by default ``layer``;
+        """``start``, unless ``what`` was begun before for ``key`` (by default ``subject``;
         the index a layer is read through, where that is what the work covers); True if
         it began now."""
-        return self._first_time(what, layer if key is None else key) and self.start(
-            what, layer, work
+        return self._first_time(what, subject if key is None else key) and self.start(
+            what, subject, work
         )
 
     def start_in_turn(

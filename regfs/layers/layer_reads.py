@@ -54,6 +54,8 @@ READING_AHEAD_AT_ONCE = 4
 """Read-ahead tasks fetching at once, for the whole mount (more wait their turn)."""
 STREAMS_FOLLOWED = 256
 """Layers whose readers' positions are remembered for read-ahead (the least recent go)."""
+NAMED_FILES = 12
+"""Files fetched ahead named one by one in the log; more are counted."""
 
 
 class LayerReads:
@@ -160,23 +162,31 @@ class LayerReads:
             self.early.end(layer)
         log.info("%s: prefetched the first %d bytes its builder marked", layer, end)
 
-    def prefetch_files(self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]) -> None:
-        """Begin fetching the data of the files at ``paths`` that the layer holds, once
-        per index, all at once, ahead of the reads expected soon (``formats/start_files.py``).
-        A layer read whole has every piece on disk once indexed: nothing to do."""
+    def prefetch_files(
+        self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes], *, why: str = ""
+    ) -> None:
+        """Begin fetching the data of the files at ``paths`` that the layer holds, all at
+        once, ahead of the reads expected soon: once per index for each ``why`` (the files
+        every container's start reads, ``formats/start_files.py``, or those an image's
+        start record names, ``start_records.py``). A layer read whole has every piece on
+        disk once indexed: nothing to do."""
         if index.meta.kind is not IndexKind.WHOLE:
-            prefetch = functools.partial(self._prefetch_files, layer, index, paths)
-            self._background.start_once("start files", layer, prefetch, key=index.path)
+            prefetch = functools.partial(self._prefetch_files, layer, index, paths, why)
+            self._background.start_once(f"start files{why}", layer, prefetch, key=index.path)
 
     async def _prefetch_files(
-        self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes]
+        self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes], why: str
     ) -> None:
         files = files_in(index, paths)
         if files:
             ranges = [(file.data_offset, file.data_offset + file.size) for file in files]
             await reader_for(layer, index, self.context).prepare(ranges, Priority.AHEAD)
+            if len(files) > NAMED_FILES:
+                size = sum(file.size for file in files)
+                log.info("%s: fetched %d files (%d bytes)%s", layer, len(files), size, why)
+                return
             names = b", /".join(b"/".join(index.path_of(file.id)) for file in files)
-            log.info("%s: fetched what a container's start reads: /%s", layer,
+            log.info("%s: fetched what a container's start reads%s: /%s", layer, why,
                      names.decode(errors="replace"))  # fmt: skip
 
     async def warm(self, layer: LayerRef, index: LayerIndex) -> None:

@@ -49,6 +49,7 @@ from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.shared_work import SharedWork
 from regfs.layers.soci import SociLookup
+from regfs.layers.start_records import RECORDED, StartRecords
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ class LayerStore:
         """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
         self.answers = KeptAnswers(layout, self._chunks.count_written)
         """The last answers to mutable questions (the tree's too)."""
+        self.start_records = StartRecords(
+            client, self.by_digest, self.background, index=self.index,
+            prefetch=functools.partial(self._reads.prefetch_files, why=RECORDED),
+        )  # fmt: skip
+        """Fetches the files an image's start record names when the image is first read."""
         self._soci = SociLookup(
             client, self.by_digest, self.answers, v1_referrers=soci_v1_referrers
         )

@@ -144,6 +144,7 @@ class ReferenceDir(Directory):
         layer = layers[position]
         order = [layer, *(other for other in reversed(layers) if other != layer)]
         self.context.layers.ready_for_start(order, start_files(self.context.platform.architecture))
+        self.context.layers.start_records.fetch_soon(layers)
         return self._layer_dir(image, position)
 
     async def _image_with(self, layer: Digest) -> Image:

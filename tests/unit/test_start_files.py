@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from regfs.layers.formats.entries import IndexEntry, LayerTreeBuilder
-from regfs.layers.formats.start_files import MAX_SYMLINKS, files_in, find_file, start_files
+from regfs.layers.formats.start_files import (
+    MAX_SYMLINKS,
+    claimed_by,
+    files_in,
+    find_file,
+    start_files,
+)
 from regfs.layers.formats.tar import TarMember
 
 REGULAR, HARD_LINK, SYMLINK, DIRECTORY = ord("0"), ord("1"), ord("2"), ord("5")
@@ -124,3 +130,18 @@ def test_a_chain_of_links_is_followed_up_to_the_limit() -> None:
 
     assert find_file(chain(MAX_SYMLINKS), b"l0") is not None
     assert find_file(chain(MAX_SYMLINKS + 1), b"l0") is None
+
+
+def test_a_path_is_claimed_by_the_topmost_layer_holding_a_file_there() -> None:
+    """Asked from the top down, each path goes to the first layer holding a regular file
+    at it (following that layer's own links), the others are left for the layers below."""
+    top = Entries([member("etc/passwd"), member("usr/bin/python3", SYMLINK, target="python3.11"),
+                   member("usr/bin/python3.11"), member("etc/group", DIRECTORY)])  # fmt: skip
+    bottom = Entries([member("etc/passwd"), member("etc/hosts"), member("usr/lib/libc.so.6")])
+    paths = (b"usr/bin/python3", b"etc/passwd", b"etc/hosts", b"etc/group", b"gone")
+    claimed, rest = claimed_by(top, paths)
+    assert claimed == [b"usr/bin/python3", b"etc/passwd"]
+    assert rest == (b"etc/hosts", b"etc/group", b"gone")
+    claimed, rest = claimed_by(bottom, rest)
+    assert claimed == [b"etc/hosts"]
+    assert rest == (b"etc/group", b"gone")

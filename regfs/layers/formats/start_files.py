@@ -103,3 +103,14 @@ def files_in(tree: EntryTree, paths: Sequence[bytes]) -> list[IndexEntry]:
         if entry is not None and entry.size > 0:
             found.setdefault(entry.id, entry)
     return list(found.values())
+
+
+def claimed_by(tree: EntryTree, paths: Sequence[bytes]) -> tuple[list[bytes], tuple[bytes, ...]]:
+    """Of ``paths``, those at which this layer holds a regular file (``find_file``), and
+    the others, for the layers below: asked from the top layer down, each path is
+    fetched from the topmost layer holding it, the one the merged tree shows it from."""
+    claimed: list[bytes] = []
+    rest: list[bytes] = []
+    for path in paths:
+        (claimed if find_file(tree, path) is not None else rest).append(path)
+    return claimed, tuple(rest)
