@@ -4,7 +4,8 @@ The image: ``mmdebstrap --variant=minbase --include=python3`` (bookworm, real pa
 one layer, packed by umoci, pushed as gzip, eStargz (converted by ctr-remote with the files
 a start reads recorded first, as ``ctr-remote --estargz-record-in`` takes them), zstd:chunked
 (ctr-remote ``--zstdchunked``: skopeo 1.9.3 hung for 10 minutes compressing this image) and
-gzip with a SOCI index (``regfs index push``). For each network profile, each
+gzip with a SOCI index (``regfs index push``); the last two also with the same record
+pushed as a start record (``regfs index push-start``). For each network profile, each
 format: a fresh regfs cache, the page cache dropped, mount, then ``chroot rootfs python3 -c
 'import json, sqlite3, email'`` (the start), then a second command that imports more (in the
 same mount). Against: ``skopeo copy`` + ``umoci unpack`` of the gzip image + the same two
@@ -38,7 +39,8 @@ MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, loggin
         "xml.etree.ElementTree, zipfile, tarfile, csv, urllib.request; import sqlite3; "
         "sqlite3.connect(':memory:').execute('select 1')")  # fmt: skip
 """The second command: more of the standard library, in the same mount after the start."""
-FORMATS = ("gzip", "estargz", "zstd-chunked", "soci")
+FORMATS = ("gzip", "estargz", "zstd-chunked", "zstd-chunked-record", "soci", "soci-record")
+"""``-record``: the same image given a start record (``regfs index push-start``) too."""
 PULL_ALL = "pull all (skopeo + umoci)"
 PODMAN_PULL = "podman pull + run"
 TRACED = "open,openat,execve,stat,newfstatat,chroot"
@@ -181,10 +183,16 @@ def push_formats(
                          "--estargz-record-in", str(record))  # fmt: skip
         elif name == "zstd-chunked":  # skopeo 1.9.3 hung compressing this image so
             push_estargz(layout, "1", destination, workdir / "zstd", "--zstdchunked")
+        elif name == "zstd-chunked-record":  # the same blobs
+            run("skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                f"docker://{registries['zstd-chunked'].host}/bench/zstd-chunked:1",
+                f"docker://{destination}")  # fmt: skip
         else:
             images.push(layout, "1", destination)
-        if name == "soci":  # the same gzip image, given a SOCI index by regfs
+        if name.startswith("soci"):  # the same gzip image, given a SOCI index by regfs
             run(Installation.regfs(), "index", "push", destination)
+        if name.endswith("-record"):
+            run(Installation.regfs(), "index", "push-start", destination, record)
         body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
         (layer,) = json.loads(body)["layers"]
         sizes[name] = layer["size"]
@@ -202,7 +210,7 @@ def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result | st
     drop_page_cache()
     proxy.reset()
     start = time.perf_counter()
-    options = ("--soci-v1-referrers",) if name == "soci" else ()  # regfs makes a v1 index
+    options = ("--soci-v1-referrers",) if name.startswith("soci") else ()  # regfs makes v1
     mount = Mount(workdir / f"mnt-{name}", *options)
     try:
         rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
@@ -243,7 +251,7 @@ def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
 def through_the_store(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
     """The start in a container of fresh podman storage, its layers from a layer store
     mounted (with a fresh cache) before the clock; or why it failed."""
-    options = ("--soci-v1-referrers",) if name == "soci" else ()
+    options = ("--soci-v1-referrers",) if name.startswith("soci") else ()
     store = Mount(workdir / f"store-{name}", "--layer-store", "--cache-dir",
                   str(workdir / f"store-cache-{name}"), *options)  # fmt: skip
     try:

@@ -1,8 +1,8 @@
 """Fetching the files an image's start record names, as soon as the image is first read.
 
-Layers layer. Asked once per image and mount, when its merged tree (``rootfs/``) or its
-layer store entry is first used, never by a listing: ``ls`` of an image stays free of
-extra requests. The image's referrers are asked for a start record
+Layers layer. Asked once per image and mount, when its merged tree (``rootfs/``), a
+layer dir or its layer store entry is first used, never by a listing of the image dir:
+``ls TAG/`` stays free of extra requests. The image's referrers are asked for a start record
 (``domain/start_record.py``; the referrers API, or its fallback tag), the newest one is
 read by digest, and each path it names is fetched from the layer that provides it in the
 merged tree (the topmost that holds a file there): layer by layer from the top, each as

@@ -154,7 +154,7 @@ def _image_entries(context: TreeContext, image: Image, place: Hashable) -> list[
     layers = image_layers(image)
     result: list[tuple[str, Node]] = [("config", ConfigFile(context, image))]
     result += [
-        (str(position), LayerRoot(context, layer, (place, position)))
+        (str(position), LayerRoot(context, layer, (place, position), layers))
         for position, layer in enumerate(layers)
     ]
     if layers:

@@ -119,9 +119,18 @@ class LayerRoot(Directory):
     where it is shown (its image dir and position, or a layer store's layer dir): one
     layer shown at two places is two directories (see the module docstring)."""
 
-    def __init__(self, context: TreeContext, layer: LayerRef, place: Hashable) -> None:
+    def __init__(
+        self,
+        context: TreeContext,
+        layer: LayerRef,
+        place: Hashable,
+        image_layers: Sequence[LayerRef] = (),
+    ) -> None:
+        """``image_layers``: those of the image shown (bottom first), whose start record
+        is looked for when this layer is first used (``layers/start_records.py``)."""
         self.context = context
         self.layer = layer
+        self.image_layers = tuple(image_layers)
         # per image too: an image may read the layer through its own zTOC
         self.key = ("layer-root", place, layer.host, layer.repository, layer.digest,
                     layer.image, layer.soci_index)  # fmt: skip
@@ -130,6 +139,7 @@ class LayerRoot(Directory):
         return EntrySource(self.context.layers, self.layer, index)
 
     async def _root(self) -> LayerDir:
+        self.context.layers.start_records.fetch_soon(self.image_layers)
         index = await self.context.layers.index(self.layer)
         return LayerDir(self.key, self._source(index), index.entry(ROOT_ID), self.key)
 

@@ -57,17 +57,11 @@ class SociImage:
     ztoc: str
     """The digest of the layer's zTOC in the v1 index ``regfs index push`` made."""
 
-    @property
-    def referrers_path(self) -> str:
-        """Where regfs asks for the image's referrers (registry:2 has no referrers API:
-        the fallback tag)."""
-        tag = referrers_tag(Digest.of(self.manifest))
-        return f"/v2/{self.repository}/manifests/{tag}"
-
     def v1_requests(self) -> list[str]:
-        """Requests (through the proxy) that look for or fetch a SOCI v1 index."""
-        return [path for path in self.proxy.requests_by_path
-                if "/referrers/" in path or path == self.referrers_path]  # fmt: skip
+        """Requests (through the proxy) that fetch the SOCI v1 index. (A mount asks for an
+        image's referrers with or without the option: its start record.)"""
+        index, _ = soci.v1_index(self.url, self.repository, self.manifest)
+        return [path for path in self.proxy.requests_by_path if index in path]
 
     def image(self, mount: Mount, tag: str = "1") -> Path:
         return mount / self.proxy.host / self.repository / tag
@@ -148,9 +142,10 @@ def test_a_small_file_costs_a_span_not_the_layer(mount: Mount, soci_image: SociI
 def test_without_the_option_a_v1_index_is_not_even_looked_for(
     default_mount: Mount, soci_image: SociImage
 ) -> None:
-    """A v1 index is covered by no digest the user named: with no option, regfs asks for
-    no referrers and fetches no index, and reads the layer whole, checked against its
-    digest. (It cannot say an index was ignored without fetching it: it says nothing.)"""
+    """A v1 index is covered by no digest the user named: with no option, regfs fetches
+    no index (the referrers it asks for are for a start record), and reads the layer
+    whole, checked against its digest. (It cannot say an index was ignored without
+    fetching it: it says nothing.)"""
     rootfs = soci_image.image(default_mount) / "rootfs"
     assert (rootfs / "etc/os-release").read_bytes() == FILES["etc/os-release"]
     assert soci_image.proxy.whole_blob_gets[soci_image.blob_path] == 1
