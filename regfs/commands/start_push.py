@@ -3,7 +3,7 @@
 Application layer. Reads the record file a user has (ctr-remote's ``--record-out`` form,
 or one path per line), and pushes it as a start record: an artifact that refers to the
 image (of the chosen platform, for an index). ``domain/start_record.py`` says what it is,
-``layers/start_records.py`` how a mount uses it; ``registry/push.py`` how it is sent.
+``layers/start_reads.py`` how a mount uses it; ``registry/push.py`` how it is sent.
 """
 
 from __future__ import annotations

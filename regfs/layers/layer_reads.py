@@ -168,7 +168,7 @@ class LayerReads:
         """Begin fetching the data of the files at ``paths`` that the layer holds, all at
         once, ahead of the reads expected soon: once per index for each ``why`` (the files
         every container's start reads, ``formats/start_files.py``, or those an image's
-        start record names, ``start_records.py``). A layer read whole has every piece on
+        start record names, ``start_reads.py``). A layer read whole has every piece on
         disk once indexed: nothing to do."""
         if index.meta.kind is not IndexKind.WHOLE:
             prefetch = functools.partial(self._prefetch_files, layer, index, paths, why)

@@ -49,7 +49,7 @@ from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.shared_work import SharedWork
 from regfs.layers.soci import SociLookup
-from regfs.layers.start_records import RECORDED, StartRecords
+from regfs.layers.start_reads import StartReads
 from regfs.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,11 @@ class LayerStore:
         """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
         self.answers = KeptAnswers(layout, self._chunks.count_written)
         """The last answers to mutable questions (the tree's too)."""
-        self.start_records = StartRecords(
+        self.starts = StartReads(
             client, self.by_digest, self.background, index=self.index,
-            prefetch=functools.partial(self._reads.prefetch_files, why=RECORDED),
+            prefetch=self._reads.prefetch_files, indexing=self._indexing_ahead,
         )  # fmt: skip
-        """Fetches the files an image's start record names when the image is first read."""
+        """Fetches ahead what a container's start will read."""
         self._soci = SociLookup(
             client, self.by_digest, self.answers, v1_referrers=soci_v1_referrers
         )
@@ -132,16 +132,6 @@ class LayerStore:
         """Index ``layers`` in the background, each once, in this order, a few at a time:
         an image's layers a rootfs lookup did not need yet (a listing will)."""
         self.background.start_in_turn("indexing ahead", layers, self.index, self._indexing_ahead)
-
-    def ready_for_start(self, layers: Sequence[LayerRef], files: Sequence[bytes]) -> None:
-        """``index_soon``, then fetch ahead what ``files`` each layer holds: a layer
-        store's client is about to start a container, which reads them first thing."""
-
-        async def index_then_fetch(layer: LayerRef) -> None:
-            self._reads.prefetch_files(layer, await self.index(layer), files)
-
-        slots = self._indexing_ahead
-        self.background.start_in_turn("indexing for a start", layers, index_then_fetch, slots)
 
     def _laid_out(self, layer: LayerRef, index: LaidOutIndex) -> None:
         """The layer's TOC or zTOC is read and checked, and its index being written: its

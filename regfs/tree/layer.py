@@ -127,7 +127,7 @@ class LayerRoot(Directory):
         image_layers: Sequence[LayerRef] = (),
     ) -> None:
         """``image_layers``: those of the image shown (bottom first), whose start record
-        is looked for when this layer is first used (``layers/start_records.py``)."""
+        is looked for when this layer is first used (``layers/start_reads.py``)."""
         self.context = context
         self.layer = layer
         self.image_layers = tuple(image_layers)
@@ -139,7 +139,7 @@ class LayerRoot(Directory):
         return EntrySource(self.context.layers, self.layer, index)
 
     async def _root(self) -> LayerDir:
-        self.context.layers.start_records.fetch_soon(self.image_layers)
+        self.context.layers.starts.recorded_soon(self.image_layers)
         index = await self.context.layers.index(self.layer)
         return LayerDir(self.key, self._source(index), index.entry(ROOT_ID), self.key)
 

@@ -4,7 +4,7 @@ Tree layer. Directories are identified by path and remember which layers' direct
 they merge (see ``regfs.layers.formats.merge``), found top first as far down as an answer
 needs (``merged_dir.py``): a lookup fetches the layers from the top down to the one that
 provides the name, and the image's other layers are indexed after, in the background,
-while the files the image's start record names are fetched (``start_records.py``).
+while the files the image's start record names are fetched (``layers/start_reads.py``).
 Every other entry is identified by the layer and inode it comes from, so hard links in
 one layer stay one inode, counted by the names still visible after the layers above it.
 A directory's identity includes the digest dir showing it (an index dir shows its
@@ -72,7 +72,7 @@ class MergedImage:
         if index is None:
             rest = [layer for n, layer in enumerate(self.layers) if n != position]
             self.context.layers.index_soon(rest[::-1])
-            self.context.layers.start_records.fetch_soon(self.layers)
+            self.context.layers.starts.recorded_soon(self.layers)
             index = self._found[position] = await self.context.layers.index(self.layers[position])
         return index
 

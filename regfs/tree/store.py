@@ -143,8 +143,9 @@ class ReferenceDir(Directory):
         # index them all now, that one first (they are indexed one at a time)
         layer = layers[position]
         order = [layer, *(other for other in reversed(layers) if other != layer)]
-        self.context.layers.ready_for_start(order, start_files(self.context.platform.architecture))
-        self.context.layers.start_records.fetch_soon(layers)
+        starts = self.context.layers.starts
+        starts.for_runtime(order, start_files(self.context.platform.architecture))
+        starts.recorded_soon(layers)
         return self._layer_dir(image, position)
 
     async def _image_with(self, layer: Digest) -> Image:

@@ -1,23 +1,32 @@
-"""Fetching the files an image's start record names, as soon as the image is first read.
+"""Fetching what a container's start will read, ahead of its reads, which come one
+after another, each miss a round trip.
 
-Layers layer. Asked once per image and mount, when its merged tree (``rootfs/``), a
-layer dir or its layer store entry is first used, never by a listing of the image dir:
-``ls TAG/`` stays free of extra requests. The image's referrers are asked for a start record
-(``domain/start_record.py``; the referrers API, or its fallback tag), the newest one is
-read by digest, and each path it names is fetched from the layer that provides it in the
-merged tree (the topmost that holds a file there): layer by layer from the top, each as
-soon as its index is ready, all its files at once (``LayerReads.prefetch_files``), ahead
-of the reads a start makes one after another.
+Layers layer. Two sources say what a start reads:
 
-A registry that cannot be reached or refuses the question, or an image without a record,
-costs nothing more: the files are fetched when read, as any other. A record that does not
-parse is said once in the log and not used.
+- for a layer store's client (podman, CRI-O), the files every Linux container's start
+  reads (``formats/start_files.py``), fetched from each layer as soon as it is indexed
+  (``for_runtime``);
+- for any image, its start record (``domain/start_record.py``), found among its
+  referrers (the referrers API, or its fallback tag) once per image and mount, when its
+  merged tree (``rootfs/``), a layer dir or its layer store entry is first used, never
+  by a listing of the image dir: ``ls TAG/`` stays free of extra requests
+  (``recorded_soon``). Its newest record is read by digest, and each path it names is
+  fetched from the layer that provides it in the merged tree (the topmost that holds a
+  file there): layer by layer from the top, each as soon as its index is ready.
+
+Either way each layer's files go at once (``LayerReads.prefetch_files``). A registry that
+cannot be reached or refuses the question, or an image without a record, costs nothing
+more: the files are fetched when read, as any other. A record that does not parse is said
+once in the log and not used.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import trio
 
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError
@@ -39,12 +48,17 @@ from regfs.registry.client import RegistryClient
 log = logging.getLogger(__name__)
 
 RECORDED = ", as its start record names"
-"""How the log says why a layer's files were fetched ahead."""
+"""How the log says why a layer's files were fetched ahead, for a start record."""
 IndexOf = Callable[[LayerRef], Awaitable[LayerIndex]]
-Prefetch = Callable[[LayerRef, LayerIndex, Sequence[bytes]], None]
 
 
-class StartRecords:
+class Prefetch(Protocol):
+    def __call__(
+        self, layer: LayerRef, index: LayerIndex, paths: Sequence[bytes], *, why: str = ""
+    ) -> None: ...
+
+
+class StartReads:
     def __init__(
         self,
         client: RegistryClient,
@@ -53,16 +67,31 @@ class StartRecords:
         *,
         index: IndexOf,
         prefetch: Prefetch,
+        indexing: trio.CapacityLimiter,
     ) -> None:
         """``index``: a layer's index, built if need be; ``prefetch``: begin fetching the
-        files at the given paths of an indexed layer."""
+        files at the given paths of an indexed layer; ``indexing``: the slots of layers
+        indexed ahead of use."""
         self._client = client
         self._by_digest = by_digest
         self._background = background
         self._index = index
         self._prefetch = prefetch
+        self._indexing = indexing
 
-    def fetch_soon(self, layers: Sequence[LayerRef]) -> None:
+    def for_runtime(self, layers: Sequence[LayerRef], files: Sequence[bytes]) -> None:
+        """Index ``layers`` in the background, in this order, and fetch ahead what
+        ``files`` each holds: a layer store's client is about to start a container, which
+        reads them first thing."""
+
+        async def index_then_fetch(layer: LayerRef) -> None:
+            self._prefetch(layer, await self._index(layer), files)
+
+        self._background.start_in_turn(
+            "indexing for a start", layers, index_then_fetch, self._indexing
+        )
+
+    def recorded_soon(self, layers: Sequence[LayerRef]) -> None:
         """Look for the start record of the image ``layers`` (bottom first) make up, and
         fetch what it names, in the background; once per image and mount."""
         if not layers or (image := layers[-1].image) is None:
@@ -85,7 +114,7 @@ class StartRecords:
             index = await self._index(layer)
             claimed, paths = claimed_by(index, paths)
             if claimed:
-                self._prefetch(layer, index, claimed)
+                self._prefetch(layer, index, claimed, why=RECORDED)
 
     async def _record_of(
         self, name: str, host: str, repository: str, image: Digest
