@@ -158,6 +158,7 @@ def mount_status(
             "kernel_caching": kernel_caching(opens_reach_the_daemon=usage is not None),
             "stale": args.stale,
             "max_stale": None if math.isinf(args.max_stale) else args.max_stale,
+            "record_reads": None if args.record_reads is None else str(args.record_reads),
         },
         "cache": {
             "dir": str(args.cache_dir), "size_limit": args.cache_size,
@@ -208,7 +209,9 @@ def mount(args: argparse.Namespace) -> int:
         check_can_mount(mountpoint)
         config = common.client_config(args)  # a broken file must stop the mount, here
         args.soci_v1_referrers = common.soci_v1_referrers(args)
-    except (MountpointError, MalformedContent) as error:
+        if args.record_reads is not None:  # the daemon opens it: fail here, not there
+            args.record_reads.open("a").close()
+    except (MountpointError, MalformedContent, OSError) as error:
         print(f"regfs: {error}", file=sys.stderr)
         return 1
     if args.foreground:  # e.g. under systemd (Type=notify): ready once the mount is live

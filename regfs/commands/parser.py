@@ -169,6 +169,14 @@ def _add_mount_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "is fetched so once 512 different files of it were read)",
     )
     mount.add_argument(
+        "--record-reads",
+        type=absolute_path,
+        metavar="FILE",
+        help="append to FILE the path of each file of an image read through the mount, the "
+        "first time it is read: mount, run a container's start once, then give FILE to "
+        "`regfs index push-start` (a mount used for nothing else records that start alone)",
+    )
+    mount.add_argument(
         "--layer-store",
         action="store_true",
         help="serve a containers/storage Additional Layer Store for podman and CRI-O "

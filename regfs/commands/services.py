@@ -87,7 +87,7 @@ class MountServices:
         client = RegistryClient(self._config, self._credentials)
         layers = LayerStore(
             client, args.cache_dir, args.cache_size, soci_v1_referrers=args.soci_v1_referrers,
-            background_fetch=args.background_fetch,
+            background_fetch=args.background_fetch, read_record=args.record_reads,
         )  # fmt: skip
         metadata = RegistryMetadata(
             client,

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     """Push the start record; what was pushed on stdout, errors on stderr."""
     try:
         host, repository, reference = parse_image_reference(args.image)
-        text = sys.stdin.read() if args.record == "-" else Path(args.record).read_text()
+        # a name not in UTF-8 comes back as the bytes --record-reads wrote
+        record = sys.stdin.buffer.read() if args.record == "-" else Path(args.record).read_bytes()
+        text = record.decode("utf-8", errors="surrogateescape")
         paths = paths_of_record_file(text)
         if not paths:
             raise ValueError("it names no file")

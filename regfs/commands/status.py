@@ -37,7 +37,8 @@ def format_status(state: dict[str, Any]) -> str:
         f"metadata TTL {options['metadata_ttl']:g}s"
         + (", allow_other" if options["allow_other"] else "")
         + (", SOCI v1 referrers" if options.get("soci_v1_referrers") else "")
-        + _stale_option(options),
+        + _stale_option(options)
+        + (f", reads recorded to {record}" if (record := options.get("record_reads")) else ""),
         f"kernel      caching {options['kernel_caching']}",
         f"cache       {cache['dir']}: {human_size(cache['size'])} of "
         f"{human_size(cache['size_limit'])}",

@@ -47,6 +47,7 @@ from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.open_indexes import OpenIndexes
 from regfs.layers.pieces import VerifiedPieces
+from regfs.layers.read_record import ReadRecorder
 from regfs.layers.shared_work import SharedWork
 from regfs.layers.soci import SociLookup
 from regfs.layers.start_reads import StartReads
@@ -70,10 +71,12 @@ class LayerStore:
         *,
         soci_v1_referrers: bool = False,
         background_fetch: bool = False,
+        read_record: Path | None = None,
     ) -> None:
         """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
         ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``);
-        ``background_fetch``: a lazily read layer, once read, is fetched whole behind."""
+        ``background_fetch``: a lazily read layer, once read, is fetched whole behind;
+        ``read_record``: where the path of each file first read is written."""
         self._client = client
         self._indexes = OpenIndexes()
         layout = CacheLayout(cache_dir)
@@ -91,6 +94,8 @@ class LayerStore:
             background_fetch=background_fetch,
         )  # fmt: skip
         self._indexing_ahead = trio.CapacityLimiter(INDEXED_AHEAD_AT_ONCE)
+        self.recorder = ReadRecorder(read_record) if read_record is not None else None
+        """Writes the path of each file first read (``regfs mount --record-reads``)."""
         self._confirmed: set[tuple[str, str, Digest]] = set()
         """(host, repository, blob) the registry served or confirmed in this mount."""
         self._unindexable: dict[Digest, MalformedContent] = {}
@@ -388,3 +393,5 @@ class LayerStore:
     def close(self) -> None:
         self._indexes.close()
         self._builders.close()
+        if self.recorder is not None:
+            self.recorder.close()

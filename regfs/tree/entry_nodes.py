@@ -127,6 +127,8 @@ class EntryFile(EntryNode, File):
         if size == 0:
             return b""
         source, start = self.source, self.entry.data_offset
+        if (recorder := source.store.recorder) is not None:
+            recorder.first_read(source.index, self.entry)
         file = (start, start + self.entry.size)
         return await source.store.read(source.layer, source.index, start + offset, size, file)
 

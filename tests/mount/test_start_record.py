@@ -203,3 +203,46 @@ def test_a_record_file_that_names_nothing_is_refused_before_any_push(
                         str(tmp_path / "absent"))  # fmt: skip
     assert missing.returncode == 1
     assert "absent" in missing.stderr
+
+
+def test_a_mount_records_what_is_read_and_that_record_is_used(
+    tmp_path: Path, layers: Layers
+) -> None:
+    """``--record-reads``: each file read through ``rootfs/`` or a layer dir once, in the
+    order first read, the form ``regfs index push-start`` takes; pushed, a fresh mount
+    fetches those files when the image is first read."""
+    record = tmp_path / "reads.txt"
+    recording = Mount(tmp_path / "recording", "--record-reads", str(record))
+    try:
+        rootfs = layers.rootfs(recording, "app/plain")
+        for name in ("usr/lib/app/mod4.py", "usr/lib/app/mod0.py", "usr/lib/app/mod4.py"):
+            assert (rootfs / name).read_bytes() == {**LOWER, **UPPER}[name]
+        lower = rootfs.parent / "0"
+        assert (lower / "usr/lib/app/mod2.py").read_bytes() == MODULES["usr/lib/app/mod2.py"]
+        os.listdir(rootfs / "usr/share")  # a listing reads no file
+        assert record.read_text() == (
+            "/usr/lib/app/mod4.py\n/usr/lib/app/mod0.py\n/usr/lib/app/mod2.py\n"
+        )
+    finally:
+        recording.close()
+    pushed = run_regfs("index", "push-start", f"{layers.registry.host}/app/plain:1", str(record))
+    assert pushed.returncode == 0, pushed.stderr
+    layers.proxy.reset()
+    mount = Mount(tmp_path / "mnt")
+    try:
+        rootfs = layers.rootfs(mount, "app/plain")
+        os.listdir(rootfs / "usr")
+        written(mount, "as its start record names: /usr/lib/app/mod4.py, /usr/lib/app/mod2.py")
+        written(mount, "as its start record names: /usr/lib/app/mod0.py")
+        layers.proxy.reset()
+        assert (rootfs / "usr/lib/app/mod4.py").read_bytes() == MODULES["usr/lib/app/mod4.py"]
+        assert layers.proxy.range_requests == 0
+    finally:
+        mount.close()
+    (tmp_path / "never").mkdir()  # refused before it is mounted
+    missing = run_regfs(
+        "mount", "--record-reads", str(tmp_path / "no/such/dir/reads.txt"),
+        "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "never"),
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert "No such file or directory" in missing.stderr
