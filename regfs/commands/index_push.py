@@ -20,13 +20,13 @@ from pathlib import Path
 import trio
 
 from regfs.commands import common
+from regfs.domain.artifacts import EMPTY_CONFIG
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.manifest import Descriptor
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.domain.soci import (
-    EMPTY_CONFIG,
     SOCI_INDEX_V1,
     ZTOC_MEDIA_TYPE,
     soci_index_manifest,

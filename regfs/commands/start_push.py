@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regfs.commands import common
+from regfs.domain.artifacts import EMPTY_CONFIG
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, RegfsError
 from regfs.domain.manifest import Descriptor
 from regfs.domain.platform import Platform
 from regfs.domain.reference import parse_image_reference
 from regfs.domain.start_record import (
-    EMPTY_CONFIG,
     START_RECORD,
     paths_of_record_file,
     record_document,

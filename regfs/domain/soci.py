@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from regfs.domain import mediatypes
+from regfs.domain.artifacts import artifacts_among, blob_fields, compact_json, empty_config
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest
@@ -28,8 +29,6 @@ LAYER_MEDIA_TYPE_ANNOTATION = "com.amazon.soci.image-layer-mediaType"
 SPAN_SIZE_ANNOTATION = "com.amazon.soci.span-size"
 BUILD_TOOL_ANNOTATION = "com.amazon.soci.build-tool-identifier"
 ZTOC_MEDIA_TYPE = "application/octet-stream"
-EMPTY_CONFIG = b"{}"
-"""The config blob of every SOCI index."""
 
 
 def referrers_tag(digest: Digest) -> str:
@@ -39,12 +38,7 @@ def referrers_tag(digest: Digest) -> str:
 
 def soci_indexes_among(referrers: ImageIndex) -> list[Digest]:
     """The SOCI v1 indexes in a referrers list, in its order."""
-    return [
-        descriptor.digest
-        for descriptor in referrers.manifests
-        if descriptor.artifact_type == SOCI_INDEX_V1
-        and mediatypes.is_image_manifest(descriptor.media_type)
-    ]
+    return [descriptor.digest for descriptor in artifacts_among(referrers, SOCI_INDEX_V1)]
 
 
 def ztocs_by_layer(index: ImageManifest, what: str) -> dict[Digest, Descriptor]:
@@ -68,12 +62,12 @@ def soci_index_manifest(
     build_tool: str,
 ) -> bytes:
     """A SOCI v1 index of (zTOC, image layer) pairs that points back at ``subject``."""
-    return _json({
+    return compact_json({
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
-        "config": {"mediaType": SOCI_INDEX_V1, **_blob(Digest.of(EMPTY_CONFIG), len(EMPTY_CONFIG))},
+        "config": empty_config(SOCI_INDEX_V1),
         "layers": [
-            {"mediaType": ZTOC_MEDIA_TYPE, **_blob(ztoc.digest, ztoc.size),
+            {"mediaType": ZTOC_MEDIA_TYPE, **blob_fields(ztoc.digest, ztoc.size),
              "annotations": {
                  LAYER_DIGEST_ANNOTATION: str(layer.digest),
                  LAYER_MEDIA_TYPE_ANNOTATION: layer.media_type,
@@ -81,7 +75,7 @@ def soci_index_manifest(
              }}
             for ztoc, layer in ztocs
         ],
-        "subject": {"mediaType": subject.media_type, **_blob(subject.digest, subject.size)},
+        "subject": {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)},
         "annotations": {BUILD_TOOL_ANNOTATION: build_tool},
     })  # fmt: skip
 
@@ -94,17 +88,9 @@ def with_referrer(existing: ImageIndex | None, raw_existing: bytes | None, refer
     if existing is not None and raw_existing is not None:
         document = json.loads(raw_existing)
         if any(d.digest == referrer.digest for d in existing.manifests):
-            return _json(document)
+            return compact_json(document)
     document["manifests"].append({
-        "mediaType": referrer.media_type, **_blob(referrer.digest, referrer.size),
+        "mediaType": referrer.media_type, **blob_fields(referrer.digest, referrer.size),
         "artifactType": referrer.artifact_type, "annotations": annotations,
     })  # fmt: skip
-    return _json(document)
-
-
-def _blob(digest: Digest, size: int | None) -> dict[str, Any]:
-    return {"digest": str(digest), "size": size}
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return compact_json(document)

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from regfs.domain import mediatypes
-from regfs.domain.digest import Digest
+from regfs.domain.artifacts import (
+    EMPTY_MEDIA_TYPE,
+    artifacts_among,
+    blob_fields,
+    compact_json,
+    empty_config,
+)
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest
 
 START_RECORD = "application/vnd.regfs.start-record.v1+json"
 """The artifact type of a start record's manifest, and the media type of its one layer."""
-EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY_CONFIG = b"{}"
-"""The config blob of an artifact that has none (OCI image-spec 1.1's empty descriptor)."""
 MAX_RECORD_BYTES = 4 << 20
 """The largest record read: about 40 000 paths of 100 bytes."""
 MAX_FILES = 65536
@@ -44,12 +46,7 @@ def start_records_among(referrers: ImageIndex) -> list[Descriptor]:
     """The start records in a referrers list, newest first: the list's order is the
     order they were added in (the fallback tag's) or the registry's, and a record pushed
     again for a changed start should win."""
-    return [
-        descriptor
-        for descriptor in reversed(referrers.manifests)
-        if descriptor.artifact_type == START_RECORD
-        and mediatypes.is_image_manifest(descriptor.media_type)
-    ]
+    return artifacts_among(referrers, START_RECORD)[::-1]
 
 
 def record_blob(manifest: ImageManifest, what: str) -> Descriptor:
@@ -106,19 +103,18 @@ def _path_in(line: str, number: int) -> str:
 def record_document(paths: Sequence[bytes]) -> bytes:
     """The record blob naming ``paths`` (relative to the image's root)."""
     files = [path.decode("utf-8", errors="surrogateescape") for path in paths]
-    return _json({"files": files})
+    return compact_json({"files": files})
 
 
 def start_record_manifest(record: Descriptor, subject: Descriptor) -> bytes:
     """The manifest of a start record carrying ``record``, referring to ``subject``."""
-    return _json({
+    return compact_json({
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
         "artifactType": START_RECORD,
-        "config": {"mediaType": EMPTY_CONFIG_MEDIA_TYPE,
-                   **_blob(Digest.of(EMPTY_CONFIG), len(EMPTY_CONFIG))},
-        "layers": [{"mediaType": START_RECORD, **_blob(record.digest, record.size)}],
-        "subject": {"mediaType": subject.media_type, **_blob(subject.digest, subject.size)},
+        "config": empty_config(EMPTY_MEDIA_TYPE),
+        "layers": [{"mediaType": START_RECORD, **blob_fields(record.digest, record.size)}],
+        "subject": {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)},
     })  # fmt: skip
 
 
@@ -137,11 +133,3 @@ def _normalized(paths: Iterable[str]) -> tuple[bytes, ...]:
             if len(seen) == MAX_FILES:
                 break
     return tuple(seen)
-
-
-def _blob(digest: Digest, size: int | None) -> dict[str, Any]:
-    return {"digest": str(digest), "size": size}
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
