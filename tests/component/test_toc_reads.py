@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import cachetools
@@ -51,6 +52,13 @@ class Registry:
             return self.blob[start:end]
 
         return fetch
+
+    async def asked(self, count: int) -> None:
+        """Until ``count`` requests were made, or 10 s of real time passed: the clock jumps
+        while a worker thread looks in the cache, so a deadline in its time cannot wait."""
+        began = time.monotonic()
+        while len(self.requests) < count and time.monotonic() - began < 10:
+            await trio.sleep(0.01)
 
 
 def toc_reader(tmp_path: Path) -> tuple[PieceReader, LayerIndex, Registry]:
@@ -117,14 +125,16 @@ async def test_chunks_on_their_way_are_not_fetched_again_with_a_miss(
     assert len(registry.requests) == 3  # a and b: one more miss
 
 
-def text_through_ztoc(tmp_path: Path) -> tuple[PieceReader, LayerIndex, Registry, bytes]:
+def text_through_ztoc(
+    tmp_path: Path, span_size: int = 4 << 20
+) -> tuple[PieceReader, LayerIndex, Registry, bytes]:
     """A reader of a gzip layer of about 7 MiB of text (two 4 MiB spans) through the zTOC
     ``regfs index push`` would make; its index, its registry, and the layer's tar."""
     text = b"".join(b"line %d\n" % n for n in range(700_000))
     tar = tar_of([member("text", text), member("last", b"last\n")], tarfile.PAX_FORMAT)
     blob = gzip.compress(tar, mtime=0)
     (tmp_path / "layer").write_bytes(blob)
-    ztoc = build_ztoc(tmp_path / "layer", span_size=4 << 20)
+    ztoc = build_ztoc(tmp_path / "layer", span_size=span_size)
     build_soci_index(ztoc, tmp_path / "index", digest=str(Digest.of(blob)), size=len(blob),
                      built_from="test")  # fmt: skip
     return (*reader_of(tmp_path, blob), tar)
@@ -189,3 +199,27 @@ async def test_prepared_ranges_of_a_span_are_read_with_no_fetch_and_no_inflation
         assert await reader.read(start, end) == tar[start:end]
     assert registry.requests == fetched
     assert {key: len(data) for key, data in inflated.items()} == before
+
+
+async def test_prepare_asks_for_the_spans_after_the_first_all_at_once(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A start record's files are spread over many spans: while the request of one is
+    held, the requests of the spans of the files after it are made (one after the other,
+    each waited a round trip); the first file's span is asked for alone, first."""
+    reader, index, registry, tar = text_through_ztoc(tmp_path, span_size=1 << 20)
+    spans = index.toc_chunks_in()
+    assert len(spans) >= 5
+    wanted = [spans[0], spans[2], spans[4]]  # far apart: three Range requests
+    ranges = [(span.virtual_offset + 10, span.virtual_offset + 200) for span in wanted]
+    registry.held_from = spans[2].compressed_offset
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader.prepare, ranges, Priority.AHEAD)
+        await registry.asked(3)
+        starts = [start for start, _ in registry.requests]
+        assert starts[0] == wanted[0].compressed_offset
+        assert sorted(starts[1:]) == [span.compressed_offset for span in wanted[1:]]
+        registry.go.set()
+    for start, end in ranges:
+        assert await reader.read(start, end) == tar[start:end]
+    assert len(registry.requests) == 3
