@@ -34,6 +34,7 @@ from regfs.domain.platform import Platform
 from regfs.domain.reference import image_reference, parse_image_reference
 from regfs.layers.layer_ref import LayerRef, layer_refs
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.layers.toc_check import check_toc
 from regfs.registry.client import RegistryClient
 from regfs.registry.images import resolve_image
@@ -215,9 +216,8 @@ def run(args: argparse.Namespace) -> int:
     pins = PrefetchPins(args.cache_dir, args.cache_size, args.platform) if args.pin else None
 
     async def fetch(client: RegistryClient) -> list[Outcome]:
-        store = LayerStore(
-            client, args.cache_dir, args.cache_size, soci_v1_referrers=soci_v1_referrers
-        )
+        cache = open_mount_cache(client, args.cache_dir, args.cache_size)
+        store = LayerStore(client, cache, soci_v1_referrers=soci_v1_referrers)
         try:
             return await prefetch(client, store, targets, args.platform, front.reporter, pins=pins)
         finally:

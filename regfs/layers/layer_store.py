@@ -17,23 +17,15 @@ from pathlib import Path
 
 import trio
 
-from regfs.cache.answers import KeptAnswers
-from regfs.cache.chunks import ChunkCache
-from regfs.cache.confirmations import Confirmations
 from regfs.cache.layer_images import LayerImages
-from regfs.cache.layout import CacheLayout
 from regfs.cache.memory import listings_lru
-from regfs.cache.objects import KeptObjects
-from regfs.cache.reachability import Reachability
-from regfs.cache.temporaries import ready_for_layers, write_atomically
+from regfs.cache.temporaries import write_atomically
 from regfs.domain import mediatypes
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, VerificationFailed
 from regfs.domain.manifest import Descriptor
 from regfs.layers.access import current_access, not_a_tar, planned_access
-from regfs.layers.background import BackgroundWork
 from regfs.layers.builders import FIRST_PASSES_AT_ONCE, IndexBuilders
-from regfs.layers.by_digest import ByDigest
 from regfs.layers.compressed_blob import CompressedBlobs
 from regfs.layers.diff_sizes import DiffSizes
 from regfs.layers.early_index import EarlyIndexes
@@ -45,7 +37,7 @@ from regfs.layers.index.meta import ExpectedIndex
 from regfs.layers.index_rebuilds import IndexRebuilds
 from regfs.layers.layer_reads import LayerReads
 from regfs.layers.layer_ref import LayerRef
-from regfs.layers.open_indexes import OpenIndexes
+from regfs.layers.mount_cache import MountCache
 from regfs.layers.pieces import VerifiedPieces
 from regfs.layers.read_record import ReadRecorder
 from regfs.layers.shared_work import SharedWork
@@ -66,29 +58,26 @@ class LayerStore:
     def __init__(
         self,
         client: RegistryClient,
-        cache_dir: Path,
-        cache_size: int,
+        cache: MountCache,
         *,
         soci_v1_referrers: bool = False,
         background_fetch: bool = False,
         read_record: Path | None = None,
     ) -> None:
-        """``cache_size`` bounds all of ``cache_dir`` (see ``regfs.cache.chunks``);
+        """``cache``: the cache dir, opened (``open_mount_cache``);
         ``soci_v1_referrers`` allows SOCI v1 indexes (see ``regfs.layers.soci``);
         ``background_fetch``: a lazily read layer, once read, is fetched whole behind;
         ``read_record``: where the path of each file first read is written."""
         self._client = client
-        self._indexes = OpenIndexes()
-        layout = CacheLayout(cache_dir)
-        self._chunks = ChunkCache(layout, cache_size, in_use=self._indexes.paths)
+        self._indexes = cache.indexes
+        layout = cache.layout
+        self._chunks = cache.chunks
         self._files = IndexFiles(layout)
-        ready_for_layers(layout)
         self._listings: Listings = listings_lru()
         self._flight: SharedWork[object] = SharedWork()
         self.pieces = VerifiedPieces(self._chunks)
-        self.background = BackgroundWork()
-        """Work of the mount's own: read-ahead, prefetches, indexing ahead (the mount runs
-        ``background.run``)."""
+        self.background = cache.background
+        """Work of the mount's own: read-ahead, prefetches, indexing ahead."""
         self._reads = LayerReads(
             client, self.pieces, layout.temporary, self._count_fetched, self.background,
             background_fetch=background_fetch,
@@ -104,11 +93,9 @@ class LayerStore:
         """Layers whose TOC disagrees with their tar, and how: read whole instead."""
         self.on_fetched: Callable[[LayerRef, int], None] = lambda layer, size: None
         """Called with each piece of a layer's blob received (``regfs prefetch``'s progress)."""
-        confirmations = Confirmations(layout, self._chunks.count_written)
-        reach = Reachability(patience=client.config.timeout / 2)
-        self.by_digest = ByDigest(client, KeptObjects(self._chunks, confirmations), reach)
+        self.by_digest = cache.by_digest
         """Manifests and configs by digest, kept in the cache dir (the tree's too)."""
-        self.answers = KeptAnswers(layout, self._chunks.count_written)
+        self.answers = cache.answers
         """The last answers to mutable questions (the tree's too)."""
         self.starts = StartReads(
             client, self.by_digest, self.background, index=self.index,

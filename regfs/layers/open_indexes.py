@@ -13,10 +13,13 @@ import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cachetools
 
-from regfs.layers.index.layer_index import LayerIndex
+if TYPE_CHECKING:  # the indexes are made by the layer store: a mount's first requests to
+    # the registry, which open the cache, need not import them (``mount_cache.py``)
+    from regfs.layers.index.layer_index import LayerIndex
 
 OPEN_INDEXES = 128
 """Layer indexes a mount keeps open (a file descriptor and up to 256 KiB of SQLite cache
@@ -71,7 +74,7 @@ class OpenIndexes:
             index.close()
 
 
-class _ClosingLRU(cachetools.LRUCache[Path, LayerIndex]):
+class _ClosingLRU(cachetools.LRUCache[Path, "LayerIndex"]):
     """Open layer indexes, least recently used first: the one pushed out is closed (and
     opens again when next queried)."""
 

@@ -6,7 +6,6 @@ Tree layer.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cachetools
@@ -20,12 +19,32 @@ if TYPE_CHECKING:  # the registry client and the layer readers: made, not import
     from regfs.tree.metadata import RegistryMetadata
 
 
-@dataclass(frozen=True, slots=True)
 class Services:
-    """What every node beyond the root asks: the registry's metadata and the layers."""
+    """What every node beyond the root asks: the registry's metadata and the layers.
 
-    metadata: RegistryMetadata
-    layers: LayerStore
+    ``layers`` may be given as a function that makes them: a mount's first requests to the
+    registry (a catalog, a tag) then go out before the layer readers are imported.
+    """
+
+    def __init__(
+        self, metadata: RegistryMetadata, layers: LayerStore | Callable[[], LayerStore]
+    ) -> None:
+        self.metadata = metadata
+        self._make_layers = layers if callable(layers) else None
+        self._layers = None if callable(layers) else layers
+
+    @property
+    def layers(self) -> LayerStore:
+        """The layer store, made now if it was given as a function and is not made yet."""
+        if self._layers is None:
+            assert self._make_layers is not None
+            self._layers = self._make_layers()
+        return self._layers
+
+    def close_layers(self) -> None:
+        """Close the layer store's index files, if it was made."""
+        if self._layers is not None:
+            self._layers.close()
 
 
 class TreeContext:

@@ -16,6 +16,7 @@ import trio
 from regfs.domain.errors import NotFound
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
@@ -54,7 +55,7 @@ def tree(handle: Handler, cache_dir: Path, *, timeout: float, background: bool) 
     """A tree on the registry ``handle`` answers for; with ``background``, its metadata
     reads tag lists behind lookups, as a mount's does (its ``background.run`` running)."""
     client = RegistryClient(ClientConfig(timeout=timeout), transport=StreamingTransport(handle))
-    layers = LayerStore(client, cache_dir, 1 << 20)
+    layers = LayerStore(client, open_mount_cache(client, cache_dir, 1 << 20))
     metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers,
                                 background=layers.background if background else None)  # fmt: skip
     return TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())

@@ -30,6 +30,7 @@ from regfs.commands.progress import Reporter
 from regfs.domain.digest import Digest
 from regfs.domain.platform import Platform
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.layers.pinning import pinned_layer
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
@@ -137,7 +138,7 @@ async def prefetch_pinned(
 ) -> PrefetchPins:
     """``regfs prefetch --pin TARGETS`` with pins given ``--cache-size`` ``pin_room``."""
     client = client_of(registry)
-    store = LayerStore(client, cache_dir, 1 << 30)
+    store = LayerStore(client, open_mount_cache(client, cache_dir, 1 << 30))
     pins = PrefetchPins(cache_dir, pin_room, PLATFORM)
     try:
         await prefetch(client, store, [Target(HOST, *t.split(":")) for t in targets], PLATFORM,
@@ -202,7 +203,7 @@ async def test_a_pin_found_too_large_once_indexed_is_taken_back_and_the_earlier_
     with pytest.raises(PinTooLarge) as refused:
         pins = PrefetchPins(tmp_path, MIB, PLATFORM)
         client = client_of(registry)
-        store = LayerStore(client, tmp_path, 1 << 30)
+        store = LayerStore(client, open_mount_cache(client, tmp_path, 1 << 30))
         try:
             await prefetch(client, store, [Target(HOST, "app", "1")], PLATFORM, Reporter(),
                            pins=pins)  # fmt: skip

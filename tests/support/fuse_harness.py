@@ -22,6 +22,7 @@ from regfs.domain.platform import Platform
 from regfs.fuse.invalidation import KernelInvalidator
 from regfs.fuse.operations import Operations
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
@@ -82,7 +83,7 @@ class Kernel:
         ``--timeout`` and ``--no-stale``/``--max-stale``."""
         transport = StreamingTransport(registry.handle)
         client = RegistryClient(ClientConfig(timeout=5), transport=transport)
-        self.layers = LayerStore(client, cache_dir, 1 << 30)
+        self.layers = LayerStore(client, open_mount_cache(client, cache_dir, 1 << 30))
         metadata = RegistryMetadata(
             client, MetadataLimits(ttl=ttl), self.layers.by_digest, self.layers.answers, stale=stale
         )

@@ -17,6 +17,7 @@ import trio.testing
 from regfs.domain.platform import Platform
 from regfs.layers.formats.toc import TOC_DIGEST_ANNOTATION
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.tree.context import Services, TreeContext
@@ -35,7 +36,7 @@ def store(registry: MemoryRegistry, cache_dir: Path, timeout: float = 5) -> Stor
     client = RegistryClient(
         ClientConfig(timeout=timeout), transport=StreamingTransport(registry.handle)
     )
-    layers = LayerStore(client, cache_dir, 1 << 30)
+    layers = LayerStore(client, open_mount_cache(client, cache_dir, 1 << 30))
     metadata = RegistryMetadata(client, MetadataLimits(ttl=60), layers.by_digest, layers.answers)
     context = TreeContext(Services(metadata, layers), Platform.parse("linux/amd64"), time.time_ns())
     return StoreRoot(context, LayerUsage())

@@ -16,6 +16,7 @@ from regfs.domain.manifest import Descriptor
 from regfs.layers.download_lock import file_lock
 from regfs.layers.layer_ref import LayerRef
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from tests.support.fake_transport import NO_CLIENT
 
 LAYERS = 50
@@ -30,7 +31,7 @@ def layer(number: int) -> LayerRef:
 def layer_store(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> LayerStore:
     """A layer store whose first passes (under their lock, as ever) write a 64 KiB index
     instead of downloading anything."""
-    store = LayerStore(NO_CLIENT, cache_dir, 1 << 30)  # type: ignore[arg-type]
+    store = LayerStore(NO_CLIENT, open_mount_cache(NO_CLIENT, cache_dir, 1 << 30))  # type: ignore[arg-type]
 
     async def first_pass(layer: LayerRef) -> None:
         assert os.listdir(cache_dir / "locks") == [f"{layer.digest.dir_name}.lock"]
@@ -60,7 +61,7 @@ async def test_lock_files_left_by_killed_processes_go_at_startup(tmp_path: Path)
         (lock_dir / f"{layer(number).digest.dir_name}.lock").touch()
     held = lock_dir / f"{layer(0).digest.dir_name}.lock"
     async with file_lock(held):  # another descriptor: flock tells it from the sweep's
-        LayerStore(NO_CLIENT, tmp_path, 1 << 30)  # type: ignore[arg-type]
+        LayerStore(NO_CLIENT, open_mount_cache(NO_CLIENT, tmp_path, 1 << 30))  # type: ignore[arg-type]
         assert os.listdir(lock_dir) == [held.name]
     assert os.listdir(lock_dir) == []  # its holder removes it
 

@@ -20,6 +20,7 @@ from regfs.layers.formats.entries import ROOT_ID
 from regfs.layers.index.build import build_index
 from regfs.layers.index.layer_index import LayerIndex
 from regfs.layers.layer_store import LayerStore
+from regfs.layers.mount_cache import open_mount_cache
 from regfs.layers.open_indexes import _ClosingLRU
 from tests.support.crafted import member, tar_of, zeros_layer
 from tests.support.fake_transport import NO_CLIENT
@@ -202,7 +203,7 @@ def test_an_index_closed_under_a_query_in_a_thread_opens_again(tmp_path: Path) -
 
 
 def test_indexes_in_use_or_being_built_are_never_evicted(tmp_path: Path) -> None:
-    store = LayerStore(NO_CLIENT, tmp_path, 64 << 20)  # type: ignore[arg-type]
+    store = LayerStore(NO_CLIENT, open_mount_cache(NO_CLIENT, tmp_path, 64 << 20))  # type: ignore[arg-type]
     building = tmp_path / "indexes" / "building.sqlite"
     used = tmp_path / "indexes" / "used.sqlite"
     for path in (building, used):
