@@ -39,8 +39,11 @@ MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, loggin
         "xml.etree.ElementTree, zipfile, tarfile, csv, urllib.request; import sqlite3; "
         "sqlite3.connect(':memory:').execute('select 1')")  # fmt: skip
 """The second command: more of the standard library, in the same mount after the start."""
-FORMATS = ("gzip", "estargz", "zstd-chunked", "zstd-chunked-record", "soci", "soci-record")
+FORMATS = ("gzip", "estargz", "zstd-chunked", "zstd-chunked-record", "soci", "soci-record",
+           "soci-2m-record")  # fmt: skip
 """``-record``: the same image given a start record (``regfs index push-start``) too."""
+SPAN_SIZES = {"soci-2m-record": "2M"}
+"""``regfs index push --span-size`` where not its default (4 MiB, as soci's)."""
 PULL_ALL = "pull all (skopeo + umoci)"
 PODMAN_PULL = "podman pull + run"
 TRACED = "open,openat,execve,stat,newfstatat,chroot"
@@ -190,7 +193,8 @@ def push_formats(
         else:
             images.push(layout, "1", destination)
         if name.startswith("soci"):  # the same gzip image, given a SOCI index by regfs
-            run(Installation.regfs(), "index", "push", destination)
+            spans = ("--span-size", SPAN_SIZES[name]) if name in SPAN_SIZES else ()
+            run(Installation.regfs(), "index", "push", *spans, destination)
         if name.endswith("-record"):
             run(Installation.regfs(), "index", "push-start", destination, record)
         body, _, _ = images.get_manifest(registry.url, f"bench/{name}", "1")
