@@ -42,3 +42,24 @@ def empty_config(media_type: str) -> dict[str, Any]:
 def compact_json(document: dict[str, Any]) -> bytes:
     """A manifest's bytes as regfs writes them (its digest is of these bytes)."""
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def referrers_tag(digest: Digest) -> str:
+    """The tag that lists ``digest``'s referrers where the registry has no referrers API."""
+    return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
+
+
+def with_referrer(existing: ImageIndex | None, raw_existing: bytes | None, referrer: Descriptor,
+                  annotations: dict[str, str]) -> bytes:  # fmt: skip
+    """The referrers index of the fallback tag with ``referrer`` added (once)."""
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+                                "manifests": []}  # fmt: skip
+    if existing is not None and raw_existing is not None:
+        document = json.loads(raw_existing)
+        if any(d.digest == referrer.digest for d in existing.manifests):
+            return compact_json(document)
+    document["manifests"].append({
+        "mediaType": referrer.media_type, **blob_fields(referrer.digest, referrer.size),
+        "artifactType": referrer.artifact_type, "annotations": annotations,
+    })  # fmt: skip
+    return compact_json(document)

@@ -11,9 +11,6 @@ referrers API or, where a registry lacks it, in an image index tagged
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from regfs.domain import mediatypes
 from regfs.domain.artifacts import artifacts_among, blob_fields, compact_json, empty_config
 from regfs.domain.digest import Digest
@@ -29,11 +26,6 @@ LAYER_MEDIA_TYPE_ANNOTATION = "com.amazon.soci.image-layer-mediaType"
 SPAN_SIZE_ANNOTATION = "com.amazon.soci.span-size"
 BUILD_TOOL_ANNOTATION = "com.amazon.soci.build-tool-identifier"
 ZTOC_MEDIA_TYPE = "application/octet-stream"
-
-
-def referrers_tag(digest: Digest) -> str:
-    """The tag that lists ``digest``'s referrers where the registry has no referrers API."""
-    return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
 
 
 def soci_indexes_among(referrers: ImageIndex) -> list[Digest]:
@@ -78,19 +70,3 @@ def soci_index_manifest(
         "subject": {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)},
         "annotations": {BUILD_TOOL_ANNOTATION: build_tool},
     })  # fmt: skip
-
-
-def with_referrer(existing: ImageIndex | None, raw_existing: bytes | None, referrer: Descriptor,
-                  annotations: dict[str, str]) -> bytes:  # fmt: skip
-    """The referrers index of the fallback tag with ``referrer`` added (once)."""
-    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
-                                "manifests": []}  # fmt: skip
-    if existing is not None and raw_existing is not None:
-        document = json.loads(raw_existing)
-        if any(d.digest == referrer.digest for d in existing.manifests):
-            return compact_json(document)
-    document["manifests"].append({
-        "mediaType": referrer.media_type, **blob_fields(referrer.digest, referrer.size),
-        "artifactType": referrer.artifact_type, "annotations": annotations,
-    })  # fmt: skip
-    return compact_json(document)

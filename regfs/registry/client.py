@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from regfs.domain import mediatypes
+from regfs.domain.artifacts import referrers_tag
 from regfs.domain.digest import Digest
 from regfs.domain.errors import (
     AccessDenied,
@@ -27,7 +28,6 @@ from regfs.domain.errors import (
 )
 from regfs.domain.manifest import Descriptor, ImageIndex, manifest_digest, parse_manifest
 from regfs.domain.reference import is_repository
-from regfs.domain.soci import referrers_tag
 from regfs.registry import endpoints, listings
 from regfs.registry.addresses import allowed_hosts
 from regfs.registry.blob_stream import BlobSink, download, stream_range

@@ -12,10 +12,10 @@ subject, the fallback of OCI distribution-spec 1.1 that oras and soci-snapshotte
 from __future__ import annotations
 
 from regfs.domain import mediatypes
+from regfs.domain.artifacts import referrers_tag, with_referrer
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent, NotFound
 from regfs.domain.manifest import Descriptor, ImageIndex, parse_manifest
-from regfs.domain.soci import referrers_tag, with_referrer
 from regfs.registry import endpoints
 from regfs.registry.client import RegistryClient
 

@@ -11,8 +11,9 @@ import httpx
 import trio
 
 from regfs.domain import mediatypes
+from regfs.domain.artifacts import referrers_tag
 from regfs.domain.digest import Digest
-from regfs.domain.soci import SOCI_INDEX_V1, referrers_tag
+from regfs.domain.soci import SOCI_INDEX_V1
 from regfs.registry.client import RegistryClient
 from regfs.registry.config import ClientConfig
 from regfs.registry.push import push_blob, push_referrer

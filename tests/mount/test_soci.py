@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from regfs.domain.artifacts import referrers_tag
 from regfs.domain.digest import Digest
 from regfs.domain.manifest import Descriptor
 from regfs.domain.soci import (
     SOCI_INDEX_V1,
     SOCI_INDEX_V2,
-    referrers_tag,
     soci_index_manifest,
 )
 from tests.mount.conftest import Layered, Pushed

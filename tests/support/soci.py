@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from regfs.domain.artifacts import referrers_tag
 from regfs.domain.digest import Digest
-from regfs.domain.soci import INDEX_DIGEST_ANNOTATION, SOCI_INDEX_V2, referrers_tag
+from regfs.domain.soci import INDEX_DIGEST_ANNOTATION, SOCI_INDEX_V2
 from tests.support import images
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -25,16 +25,15 @@ from flatbuffers.table import Table as RuntimeTable
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regfs.domain.artifacts import referrers_tag, with_referrer
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor, parse_manifest
 from regfs.domain.reference import parse_image_reference
 from regfs.domain.soci import (
     SOCI_INDEX_V1,
-    referrers_tag,
     soci_index_manifest,
     soci_indexes_among,
-    with_referrer,
     ztocs_by_layer,
 )
 from regfs.layers.formats.flatbuffer import Columns, Row, Table
