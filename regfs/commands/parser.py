@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 4M, as soci). Smaller spans fetch fewer bytes for a start that reads "
         "many files, but each adds a 32 KiB window to the zTOC, which a mount fetches "
         "whole before its first read (docs/benchmarks.md: 2M cut a python start's bytes "
-        "by a fifth on a 30 ms link)",
+        "by a sixth and its time by a fifth on a 30 ms link)",
     )
     push.add_argument(
         "--min-layer-size",
