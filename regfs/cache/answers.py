@@ -50,10 +50,6 @@ Question = tuple[str, ...]
 Answer = None | str | list[str]
 
 
-def _uncounted(size: int) -> None:
-    """Where no cache bound is kept (``regfs cache`` reading, tests)."""
-
-
 @dataclass(frozen=True, slots=True)
 class KeptAnswer:
     answer: Answer
@@ -106,8 +102,9 @@ def file_name(question: Question) -> str:
 
 
 class KeptAnswers:
-    def __init__(self, layout: CacheLayout, grew: Callable[[int], None] = _uncounted) -> None:
-        """``grew`` counts the bytes of each answer written (``ChunkCache.count_written``)."""
+    def __init__(self, layout: CacheLayout, grew: Callable[[int], None] | None = None) -> None:
+        """``grew`` counts the bytes of each answer written (``ChunkCache.count_written``;
+        None where no cache bound is kept: ``regfs cache`` reading, tests)."""
         self._directory = layout.answers
         self._memory: cachetools.LRUCache[Question, KeptAnswer | None] = cachetools.LRUCache(MEMORY)
         self._grew = grew
@@ -126,7 +123,8 @@ class KeptAnswers:
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
             write_atomically(self._path(question), record, durable=False)
-            self._grew(len(record))
+            if self._grew is not None:
+                self._grew(len(record))
         except OSError as error:
             log.info("last answer to %s not kept: %s", " ".join(question), error)
 

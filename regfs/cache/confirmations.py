@@ -56,13 +56,10 @@ def file_name(host: str, repository: str, digest: Digest) -> str:
     return f"{owner}/{digest.dir_name}"
 
 
-def _uncounted(size: int) -> None:
-    """Where no cache bound is kept (``regfs cache`` reading, tests)."""
-
-
 class Confirmations:
-    def __init__(self, layout: CacheLayout, grew: Callable[[int], None] = _uncounted) -> None:
-        """``grew`` counts the bytes of each record written (``ChunkCache.count_written``)."""
+    def __init__(self, layout: CacheLayout, grew: Callable[[int], None] | None = None) -> None:
+        """``grew`` counts the bytes of each record written (``ChunkCache.count_written``;
+        None where no cache bound is kept: ``regfs cache`` reading, tests)."""
         self._directory = layout.confirmations
         self._grew = grew
 
@@ -103,7 +100,8 @@ class Confirmations:
             record = {"name": _name(host, repository, digest), "media_type": media_type}
             data = json.dumps(record).encode()
             write_atomically(path, data, durable=False)
-            self._grew(len(data))
+            if self._grew is not None:
+                self._grew(len(data))
         except OSError as error:
             log.info("confirmation of %s not kept: %s", _name(host, repository, digest), error)
 
