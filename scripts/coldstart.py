@@ -40,10 +40,10 @@ MORE = ("python3", "-c", "import asyncio, http.server, unittest, decimal, loggin
         "sqlite3.connect(':memory:').execute('select 1')")  # fmt: skip
 """The second command: more of the standard library, in the same mount after the start."""
 FORMATS = ("gzip", "estargz", "zstd-chunked", "zstd-chunked-record", "soci", "soci-record",
-           "soci-2m-record")  # fmt: skip
+           "soci-4m-record")  # fmt: skip
 """``-record``: the same image given a start record (``regfs index push-start``) too."""
-SPAN_SIZES = {"soci-2m-record": "2M"}
-"""``regfs index push --span-size`` where not its default (4 MiB, as soci's)."""
+SPAN_SIZES = {"soci-4m-record": "4M"}
+"""``regfs index push --span-size`` where not its default (2 MiB): soci's default."""
 PULL_ALL = "pull all (skopeo + umoci)"
 PODMAN_PULL = "podman pull + run"
 TRACED = "open,openat,execve,stat,newfstatat,chroot"

@@ -347,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--span-size",
         type=span_size,
-        default="4M",  # layers/ztoc_builder.py's DEFAULT_SPAN_SIZE, without importing it
+        default="2M",  # layers/ztoc_builder.py's DEFAULT_SPAN_SIZE, without importing it
         metavar="SIZE",
         help="uncompressed bytes between checkpoints: what one read fetches at least "
-        "(default: 4M, as soci). Smaller spans fetch fewer bytes for a start that reads "
-        "many files, but each adds a 32 KiB window to the zTOC, which a mount fetches "
-        "whole before its first read (docs/benchmarks.md: 2M cut a python start's bytes "
-        "by a sixth and its time by a fifth on a 30 ms link)",
+        "(default: 2M; soci's is 4M). Smaller spans fetch fewer bytes for a start that "
+        "reads many files, but each adds a 32 KiB window to the zTOC, which a mount "
+        "fetches whole before its first read (docs/benchmarks.md: 2M rather than 4M cut a "
+        "python start's bytes by a sixth and its time by a fifth on a 30 ms link)",
     )
     push.add_argument(
         "--min-layer-size",
