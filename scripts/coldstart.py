@@ -209,13 +209,17 @@ def chroot(rootfs: Path, command: tuple[str, ...]) -> float:
     return time.perf_counter() - start
 
 
+def _mount_options(name: str) -> tuple[str, ...]:
+    """What a mount of format ``name`` needs: the SOCI index regfs pushes is a v1 one."""
+    return ("--soci-v1-referrers",) if name.startswith("soci") else ()
+
+
 def through_regfs(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
     """The cold start through a fresh mount, or why it failed."""
     drop_page_cache()
     proxy.reset()
     start = time.perf_counter()
-    options = ("--soci-v1-referrers",) if name.startswith("soci") else ()  # regfs makes v1
-    mount = Mount(workdir / f"mnt-{name}", *options)
+    mount = Mount(workdir / f"mnt-{name}", *_mount_options(name))
     try:
         rootfs = mount / proxy.host / f"bench/{name}/1/rootfs"
         try:
@@ -255,9 +259,8 @@ def pull_all(proxy: CountingProxy, workdir: Path) -> Result:
 def through_the_store(name: str, proxy: CountingProxy, workdir: Path) -> Result | str:
     """The start in a container of fresh podman storage, its layers from a layer store
     mounted (with a fresh cache) before the clock; or why it failed."""
-    options = ("--soci-v1-referrers",) if name.startswith("soci") else ()
     store = Mount(workdir / f"store-{name}", "--layer-store", "--cache-dir",
-                  str(workdir / f"store-cache-{name}"), *options)  # fmt: skip
+                  str(workdir / f"store-cache-{name}"), *_mount_options(name))  # fmt: skip
     try:
         podman = Podman(workdir / f"lazy-{name}", store.path, [proxy.host])
         try:
