@@ -34,6 +34,11 @@ def blob_fields(digest: Digest, size: int | None) -> dict[str, Any]:
     return {"digest": str(digest), "size": size}
 
 
+def subject_field(subject: Descriptor) -> dict[str, Any]:
+    """An artifact's ``subject``: the manifest it refers to."""
+    return {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)}
+
+
 def empty_config(media_type: str) -> dict[str, Any]:
     """The descriptor of ``EMPTY_CONFIG`` as an artifact's config of ``media_type``."""
     return {"mediaType": media_type, **blob_fields(Digest.of(EMPTY_CONFIG), len(EMPTY_CONFIG))}

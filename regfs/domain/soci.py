@@ -12,7 +12,13 @@ referrers API or, where a registry lacks it, in an image index tagged
 from __future__ import annotations
 
 from regfs.domain import mediatypes
-from regfs.domain.artifacts import artifacts_among, blob_fields, compact_json, empty_config
+from regfs.domain.artifacts import (
+    artifacts_among,
+    blob_fields,
+    compact_json,
+    empty_config,
+    subject_field,
+)
 from regfs.domain.digest import Digest
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest
@@ -67,6 +73,6 @@ def soci_index_manifest(
              }}
             for ztoc, layer in ztocs
         ],
-        "subject": {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)},
+        "subject": subject_field(subject),
         "annotations": {BUILD_TOOL_ANNOTATION: build_tool},
     })  # fmt: skip

@@ -28,6 +28,7 @@ from regfs.domain.artifacts import (
     blob_fields,
     compact_json,
     empty_config,
+    subject_field,
 )
 from regfs.domain.errors import MalformedContent
 from regfs.domain.manifest import Descriptor, ImageIndex, ImageManifest
@@ -114,7 +115,7 @@ def start_record_manifest(record: Descriptor, subject: Descriptor) -> bytes:
         "artifactType": START_RECORD,
         "config": empty_config(EMPTY_MEDIA_TYPE),
         "layers": [{"mediaType": START_RECORD, **blob_fields(record.digest, record.size)}],
-        "subject": {"mediaType": subject.media_type, **blob_fields(subject.digest, subject.size)},
+        "subject": subject_field(subject),
     })  # fmt: skip
 
 
